@@ -1,0 +1,162 @@
+"""The ``pnbridge`` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, NoReturn
+
+import click
+import trio
+
+from . import __version__
+from .config import Config, load_config
+from .events import Device, isotime
+from .log import setup_logging, shorten
+from .settings import ConfigError
+from .store import Store, StoreError
+
+log = logging.getLogger("pnbridge")
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="PNBRIDGE_CONFIG",
+    help="TOML config file (default: $PNBRIDGE_CONFIG, else the embedded defaults).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def fail(*lines: str) -> NoReturn:
+    for line in lines:
+        click.echo(f"pnbridge: {line}", err=True)
+    raise SystemExit(1)
+
+
+def read_config(path: str | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        fail(*(f"error: {line}" for line in error.errors))
+
+
+def open_store(config: Config) -> Store:
+    """The database of ``config``, which must exist already (serve creates it)."""
+    path = config.storage.path
+    if not os.path.exists(path):
+        fail(f"no database at {path} (set [storage] path, or run pnbridge serve first)")
+    try:
+        return Store(path, config.storage.busy_timeout)
+    except StoreError as error:
+        fail(str(error))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pnbridge")
+def main() -> None:
+    """Push token and account removal reporter for Acrobits softphones."""
+
+
+@main.command()
+@config_option
+def serve(config_path: str | None) -> None:
+    """Run the daemon until SIGINT or SIGTERM."""
+    from .server import run
+
+    config = read_config(config_path)
+    setup_logging(config.server.log_level)
+    if config_path is None:
+        log.info(
+            "no config file given: running on the embedded defaults "
+            "(listen %s, database ./%s, no plugins)",
+            ", ".join(config.server.listen), config.storage.path,
+        )
+    else:
+        log.info("config %s", config_path)
+    try:
+        trio.run(lambda: run(config, handle_signals=True))
+    except StoreError as error:
+        fail(str(error))
+    except OSError as error:
+        fail(f"cannot listen on {', '.join(config.server.listen)}: {error}")
+
+
+@main.command("check-config")
+@config_option
+def check_config(config_path: str | None) -> None:
+    """Validate a config file; print every error with its key."""
+    read_config(config_path)
+    click.echo(f"{config_path or 'embedded defaults'}: OK")
+
+
+@main.group()
+def devices() -> None:
+    """List, show and remove stored devices (no running daemon needed)."""
+
+
+@devices.command("list")
+@config_option
+@click.option("--username", help="Only this user's devices.")
+@json_option
+def devices_list(config_path: str | None, username: str | None, as_json: bool) -> None:
+    """List devices."""
+    store = open_store(read_config(config_path))
+    found = store.devices(username)
+    store.close()
+    if as_json:
+        click.echo(json.dumps([d.to_dict() for d in found], indent=2))
+        return
+    rows = [("SELECTOR", "USERNAME", "CALLS TOKEN", "MSGS TOKEN", "LAST SEEN")]
+    rows += [
+        (d.selector, d.username, shorten(d.token_calls), shorten(d.token_msgs),
+         isotime(d.last_seen))
+        for d in found
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@devices.command("show")
+@config_option
+@click.argument("selector")
+@json_option
+def devices_show(config_path: str | None, selector: str, as_json: bool) -> None:
+    """Show one device in full."""
+    store = open_store(read_config(config_path))
+    device = store.device(selector)
+    store.close()
+    if device is None:
+        fail(f"no device with selector {selector}")
+    if as_json:
+        click.echo(json.dumps(device.to_dict(), indent=2))
+        return
+    for key, value in _describe(device).items():
+        click.echo(f"{key + ':':<13} {value}")
+
+
+def _describe(device: Device) -> dict[str, Any]:
+    data = device.to_dict()
+    data["extras"] = json.dumps(data["extras"]) if data["extras"] else "-"
+    return {k: "-" if v is None else v for k, v in data.items()}
+
+
+@devices.command("remove")
+@config_option
+@click.argument("selector")
+def devices_remove(config_path: str | None, selector: str) -> None:
+    """Remove a device (a removal event with reason "operator")."""
+    store = open_store(read_config(config_path))
+    with store.transaction():
+        changes = store.remove(
+            selector=selector, reason="operator",
+            source={"command": "devices remove"}, now=time.time(),
+        )
+    store.close()
+    if not changes:
+        fail(f"no device with selector {selector}")
+    click.echo(f"removed {selector} (username {changes[0].device.username})")
+

@@ -1,0 +1,145 @@
+"""The TOML configuration: its tables, their defaults, and their validation.
+
+Every key is documented, with its default, in config/pnbridge.toml. Unknown keys and wrong
+types are errors that name the key; ``load_config`` collects all of them at once.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .fields import alias_conflicts
+from .routes import ALLOWED_METHODS, TemplateError, compile_template
+from .settings import ConfigError, check, convert
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_DATABASE = "pnbridge.db"
+
+_HOST_PORT = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.%\w]+)\]|(?P<host>[^:\[\]\s]+)):(?P<port>\d{1,5})"
+)
+
+
+def listen_problem(address: str) -> str | None:
+    """Why ``address`` is not ``host:port``, ``[v6]:port``, ``unix:PATH`` or ``fd://N``."""
+    if address.startswith("unix:"):
+        return None if address[5:] else "unix: needs a socket path, e.g. unix:/run/pnbridge.sock"
+    if address.startswith("fd://"):
+        return None if address[5:].isdigit() else "fd:// needs a file descriptor number, e.g. fd://3"
+    found = _HOST_PORT.fullmatch(address)
+    if found is None:
+        if address.count(":") > 1 and not address.startswith("["):
+            return f"{address!r}: write an IPv6 address in brackets, e.g. [::1]:8080"
+        return f"{address!r} is not host:port, [ipv6]:port, unix:PATH or fd://N"
+    if int(found["port"]) > 65535:
+        return f"{address!r}: port must be 0-65535"
+    return None
+
+
+def _check_listen(addresses: list[str]) -> str | None:
+    if not addresses:
+        return "needs at least one address"
+    problems = [p for p in map(listen_problem, addresses) if p]
+    return "; ".join(problems) or None
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: list[str] = field(
+        default_factory=lambda: [DEFAULT_LISTEN], metadata=check(_check_listen)
+    )
+    grace_period: float = field(default=10.0, metadata=check(_positive))
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    path: str = field(default=DEFAULT_DATABASE, metadata=check(lambda p: None if p else "is empty"))
+    busy_timeout: float = field(default=5.0, metadata=check(_positive))
+
+
+def _check_template(template: str) -> str | None:
+    try:
+        compile_template(template)
+    except TemplateError as error:
+        return str(error)
+    return None
+
+
+def _check_methods(methods: list[str] | None) -> str | None:
+    if methods is None:
+        return None
+    if not methods:
+        return "needs at least one method"
+    bad = [m for m in methods if m not in ALLOWED_METHODS]
+    if bad:
+        return f"unknown method(s) {', '.join(bad)} (allowed: {', '.join(ALLOWED_METHODS)})"
+    return None
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    path: str = field(metadata=check(_check_template))
+    kind: Literal["token", "removal"]
+    methods: list[str] | None = field(default=None, metadata=check(_check_methods))
+
+
+def _check_aliases(aliases: dict[str, list[str]]) -> str | None:
+    return "; ".join(alias_conflicts(aliases)) or None
+
+
+def _check_max_body(size: int) -> str | None:
+    return None if 1024 <= size <= 16 * 1024 * 1024 else "must be between 1024 and 16777216 bytes"
+
+
+@dataclass(frozen=True)
+class ReporterConfig:
+    routes: list[RouteConfig] = field(default_factory=list)
+    fields: dict[str, list[str]] = field(default_factory=dict, metadata=check(_check_aliases))
+    credential_fields: list[str] = field(default_factory=list)
+    default_routes: bool = True
+    max_body: int = field(default=64 * 1024, metadata=check(_check_max_body))
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    reporter: Literal["none"] = "none"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    reporter: ReporterConfig = field(default_factory=ReporterConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+
+
+def parse_config(data: dict) -> Config:
+    """Validate parsed TOML; raise ConfigError listing every problem."""
+    errors: list[str] = []
+    config = convert(Config, data, "", errors)
+    if errors or config is None:
+        raise ConfigError(errors)
+    return config
+
+
+def load_config(path: str | None) -> Config:
+    """The config in the TOML file ``path``, or the embedded defaults when ``path`` is None."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read: {error.strerror}"]) from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{path}: not valid TOML: {error}"]) from error
+    return parse_config(data)
+

@@ -1,0 +1,138 @@
+"""Typed tables: turn a parsed TOML table into a dataclass, naming every bad key.
+
+One converter serves the daemon's own config and every plugin's ``[plugins.NAME]`` table.
+A dataclass field may carry a check in its metadata (``field(metadata=check(fn))``); ``fn``
+takes the converted value and returns an error message, or None when the value is fine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, Union
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot run; ``errors`` holds one ``key: problem`` line each."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def check(fn: Callable[[Any], str | None]) -> dict[str, Any]:
+    """Field metadata that runs ``fn`` on the converted value."""
+    return {"check": fn}
+
+
+def convert(cls: type[T], table: Any, key: str, errors: list[str]) -> T | None:
+    """Build ``cls`` (a dataclass) from ``table``; append ``key.field: problem`` lines to errors."""
+    if not isinstance(table, dict):
+        errors.append(f"{key}: expected a table, got {_describe(table)}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for name in table:
+        if name not in fields:
+            known = ", ".join(sorted(fields)) or "none"
+            errors.append(f"{_join(key, name)}: unknown key (known keys: {known})")
+    values: dict[str, Any] = {}
+    ok = True
+    for name, field in fields.items():
+        sub = _join(key, name)
+        if name not in table:
+            no_default = dataclasses.MISSING
+            if field.default is no_default and field.default_factory is no_default:
+                errors.append(f"{sub}: required key is missing")
+                ok = False
+            continue
+        before = len(errors)
+        value = _value(table[name], hints[name], sub, errors)
+        if len(errors) > before:
+            ok = False
+            continue
+        fn = field.metadata.get("check")
+        problem = fn(value) if fn else None
+        if problem:
+            errors.append(f"{sub}: {problem}")
+            ok = False
+            continue
+        values[name] = value
+    if not ok:
+        return None
+    return cls(**values)
+
+
+def _value(raw: Any, hint: Any, key: str, errors: list[str]) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return convert(hint, raw, key, errors)
+    if origin in (Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if raw is None and len(options) < len(args):
+            return None
+        if len(options) == 1:
+            return _value(raw, options[0], key, errors)
+        for option in options:
+            trial: list[str] = []
+            value = _value(raw, option, key, trial)
+            if not trial:
+                return value
+        errors.append(f"{key}: expected {_name(hint)}, got {_describe(raw)}")
+        return None
+    if origin is Literal:
+        if raw not in args:
+            choices = ", ".join(repr(a) for a in args)
+            errors.append(f"{key}: expected one of {choices}, got {raw!r}")
+        return raw
+    if origin is list:
+        if not isinstance(raw, list):
+            errors.append(f"{key}: expected a list, got {_describe(raw)}")
+            return None
+        return [_value(item, args[0], f"{key}[{i}]", errors) for i, item in enumerate(raw)]
+    if origin is dict:
+        if not isinstance(raw, dict):
+            errors.append(f"{key}: expected a table, got {_describe(raw)}")
+            return None
+        return {k: _value(v, args[1], _join(key, k), errors) for k, v in raw.items()}
+    if hint is float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            errors.append(f"{key}: expected a number, got {_describe(raw)}")
+            return None
+        return float(raw)
+    if hint is Any:
+        return raw
+    if not isinstance(raw, hint) or (hint is int and isinstance(raw, bool)):
+        errors.append(f"{key}: expected {_name(hint)}, got {_describe(raw)}")
+        return None
+    return raw
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _name(hint: Any) -> str:
+    names = {str: "a string", int: "an integer", bool: "true or false", float: "a number"}
+    if hint in names:
+        return names[hint]
+    args = typing.get_args(hint)
+    if args:
+        return " or ".join(_name(a) for a in args if a is not type(None))
+    return getattr(hint, "__name__", str(hint))
+
+
+def _describe(value: Any) -> str:
+    kinds = {
+        str: "a string", bool: "a boolean", int: "an integer", float: "a number",
+        list: "a list", dict: "a table",
+    }
+    kind = kinds.get(type(value), type(value).__name__)
+    if isinstance(value, str | int | float | bool):
+        return f"{kind} ({value!r})"
+    return kind

@@ -1,0 +1,339 @@
+"""The SQLite store: devices, the event journal, schema migrations.
+
+Everything here is synchronous. The daemon reaches it only through ``writer.Writer`` (a
+worker thread, never the trio loop); the CLI calls it directly. Every change to a device
+and its journal event are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlite_utils
+
+from .events import Device, Event, Report
+
+Outcome = Literal["created", "changed", "unchanged", "removed"]
+
+
+class StoreError(Exception):
+    """The database cannot be opened or is of a schema this version does not know."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one store operation did to one device, and the event it journaled (if any)."""
+
+    outcome: Outcome
+    device: Device
+    event: Event | None
+
+
+def _create_devices_and_journal(db: sqlite_utils.Database) -> None:
+    db["devices"].create(
+        {
+            "selector": str, "username": str,
+            "token_calls": str, "appid_calls": str, "token_msgs": str, "appid_msgs": str,
+            "extras": str, "created_at": float, "updated_at": float, "last_seen": float,
+        },
+        pk="selector",
+        not_null={"username", "extras", "created_at", "updated_at", "last_seen"},
+    )
+    db["devices"].create_index(["username"])
+    # AUTOINCREMENT: a sequence number is never reused, even after the journal is pruned.
+    db.execute(
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            selector TEXT NOT NULL,
+            username TEXT NOT NULL,
+            before TEXT,
+            after TEXT,
+            time REAL NOT NULL,
+            source TEXT NOT NULL
+        )"""
+    )
+    db["events"].create_index(["selector", "seq"])
+
+
+# Schema version N is reached by running MIGRATIONS[N - 1]. Append, never edit.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_create_devices_and_journal]
+
+_DEVICE_COLUMNS = (
+    "selector, username, token_calls, appid_calls, token_msgs, appid_msgs, "
+    "extras, created_at, updated_at, last_seen"
+)
+
+
+class Store:
+    """One connection to the pnbridge database."""
+
+    def __init__(self, path: str | Path, busy_timeout: float = 5.0):
+        self.path = Path(path)
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            self.db = sqlite_utils.Database(conn, execute_plugins=False)
+            self.db.enable_wal()
+            conn.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot open database {self.path}: {error}") from error
+        self.conn = conn
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"database {self.path} has schema version {version}; this pnbridge knows "
+                f"versions up to {len(MIGRATIONS)} (upgrade pnbridge)"
+            )
+        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self._transaction(self.db.conn):
+                step(self.db)
+                self.db.execute(f"PRAGMA user_version={number}")
+
+    @staticmethod
+    @contextmanager
+    def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """Run store operations in one transaction (for callers outside the writer)."""
+        with self._transaction(self.conn):
+            yield self
+
+    def run_batch(self, ops: Sequence[PendingOp]) -> None:
+        """Run ``ops`` in one transaction, each in a savepoint so one failure fails only itself.
+
+        Sets each op's ``result`` or ``error``. When the commit fails, every op fails.
+        """
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            for op in ops:
+                op.error = error
+            return
+        for op in ops:
+            conn.execute("SAVEPOINT op")
+            try:
+                op.result = op.fn(self, *op.args)
+            except Exception as error:
+                conn.execute("ROLLBACK TO op")
+                op.error = error
+            conn.execute("RELEASE op")
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for op in ops:
+                op.result, op.error = None, error
+
+    # -- operations (call inside a transaction) ------------------------------------------
+
+    def register(self, report: Report, source: dict[str, Any], now: float) -> Change:
+        """Create or update the device ``report`` describes; journal it if it is new or changed."""
+        assert report.selector and report.username
+        old = self.device(report.selector)
+        if old is None:
+            device = Device(
+                selector=report.selector, username=report.username,
+                token_calls=report.token_calls, appid_calls=report.appid_calls,
+                token_msgs=report.token_msgs, appid_msgs=report.appid_msgs,
+                extras=report.extras, created_at=now, updated_at=now, last_seen=now,
+            )
+            self.conn.execute(
+                f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                _device_row(device),
+            )
+            event = self._journal("registered", "new", None, device, source, now)
+            return Change("created", device, event)
+        merged = Device(
+            selector=old.selector,
+            username=report.username,
+            # A value not known yet (None) never erases a stored one.
+            token_calls=report.token_calls or old.token_calls,
+            appid_calls=report.appid_calls or old.appid_calls,
+            token_msgs=report.token_msgs or old.token_msgs,
+            appid_msgs=report.appid_msgs or old.appid_msgs,
+            extras=report.extras or old.extras,
+            created_at=old.created_at,
+            updated_at=old.updated_at,
+            last_seen=now,
+        )
+        if _identity(merged) == _identity(old):
+            if merged.extras == old.extras:
+                self.conn.execute(
+                    "UPDATE devices SET last_seen=? WHERE selector=?", (now, old.selector)
+                )
+            else:
+                self.conn.execute(
+                    "UPDATE devices SET extras=?, last_seen=? WHERE selector=?",
+                    (json.dumps(merged.extras), now, old.selector),
+                )
+            return Change("unchanged", merged, None)
+        merged = Device(**{**asdict(merged), "updated_at": now})
+        self.conn.execute(
+            f"REPLACE INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            _device_row(merged),
+        )
+        event = self._journal("registered", "changed", old, merged, source, now)
+        return Change("changed", merged, event)
+
+    def remove(
+        self,
+        *,
+        selector: str | None = None,
+        username: str | None = None,
+        tokens: Sequence[str] = (),
+        reason: str,
+        source: dict[str, Any],
+        now: float,
+    ) -> list[Change]:
+        """Remove the device with ``selector`` (and ``username``, when given), or else the
+        devices of ``username`` that hold one of ``tokens``; journal each removal."""
+        if selector:
+            where, params = "selector = ?", [selector]
+            if username:
+                where += " AND username = ?"
+                params.append(username)
+        elif username and tokens:
+            marks = ",".join("?" * len(tokens))
+            where = f"username = ? AND (token_calls IN ({marks}) OR token_msgs IN ({marks}))"
+            params = [username, *tokens, *tokens]
+        else:
+            raise ValueError("remove needs a selector, or a username and tokens")
+        rows = self.conn.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE {where}", params)
+        changes = []
+        for device in [_device(row) for row in rows]:
+            self.conn.execute("DELETE FROM devices WHERE selector = ?", (device.selector,))
+            event = self._journal("removed", reason, device, None, source, now)
+            changes.append(Change("removed", device, event))
+        return changes
+
+    def _journal(
+        self,
+        kind: str,
+        reason: str,
+        before: Device | None,
+        after: Device | None,
+        source: dict[str, Any],
+        now: float,
+    ) -> Event:
+        device = after or before
+        assert device is not None
+        event_id = str(uuid.uuid4())
+        cursor = self.conn.execute(
+            "INSERT INTO events (id, kind, reason, selector, username, before, after, time, source)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                event_id, kind, reason, device.selector, device.username,
+                _dump(before), _dump(after), now, json.dumps(source),
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return Event(
+            id=event_id, seq=cursor.lastrowid, kind=kind, reason=reason,  # type: ignore[arg-type]
+            selector=device.selector, username=device.username,
+            before=before, after=after, time=now, source=source,
+        )
+
+    # -- queries --------------------------------------------------------------------------
+
+    def device(self, selector: str) -> Device | None:
+        row = self.conn.execute(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE selector = ?", (selector,)
+        ).fetchone()
+        return _device(row) if row else None
+
+    def devices(self, username: str | None = None) -> list[Device]:
+        if username is None:
+            rows = self.conn.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY username, selector"
+            )
+        else:
+            rows = self.conn.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE username = ? ORDER BY selector",
+                (username,),
+            )
+        return [_device(row) for row in rows]
+
+    def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        """Journal events with ``seq`` above ``after_seq``, oldest first."""
+        rows = self.conn.execute(
+            "SELECT seq, id, kind, reason, selector, username, before, after, time, source"
+            " FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return [_event(row) for row in rows]
+
+
+@dataclass
+class PendingOp:
+    """A store operation waiting for the writer: ``fn(store, *args)``."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    result: Any = None
+    error: BaseException | None = None
+
+
+def _identity(device: Device) -> tuple[Any, ...]:
+    return (
+        device.username, device.token_calls, device.appid_calls,
+        device.token_msgs, device.appid_msgs,
+    )
+
+
+def _device_row(device: Device) -> tuple[Any, ...]:
+    return (
+        device.selector, device.username, device.token_calls, device.appid_calls,
+        device.token_msgs, device.appid_msgs, json.dumps(device.extras),
+        device.created_at, device.updated_at, device.last_seen,
+    )
+
+
+def _device(row: Sequence[Any]) -> Device:
+    return Device(*row[:6], json.loads(row[6]), *row[7:10])
+
+
+def _dump(device: Device | None) -> str | None:
+    return json.dumps(asdict(device)) if device else None
+
+
+def _load(text: str | None) -> Device | None:
+    return Device(**json.loads(text)) if text else None
+
+
+def _event(row: Sequence[Any]) -> Event:
+    seq, event_id, kind, reason, selector, username, before, after, time, source = row
+    return Event(
+        id=event_id, seq=seq, kind=kind, reason=reason, selector=selector, username=username,
+        before=_load(before), after=_load(after), time=time, source=json.loads(source),
+    )

@@ -1,0 +1,74 @@
+"""The daemon's way to the store: one worker thread, concurrent operations batched.
+
+Operations that arrive while a transaction is being written wait and then go together
+into the next one (group commit), so many reports cost one fsync and none is answered
+before its transaction committed. The trio loop never touches SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import trio
+
+from .store import PendingOp, Store
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Op(PendingOp):
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class Writer:
+    """Runs ``fn(store, *args)`` calls on the store's thread, many to a transaction."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._pending: list[_Op] = []
+        self._work = trio.Event()
+        self._thread = trio.CapacityLimiter(1)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(store, *args)`` in a transaction; return its result once committed."""
+        op = _Op(fn, args)
+        self._pending.append(op)
+        self._work.set()
+        await op.done.wait()
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    async def _serve(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        while True:
+            await self._work.wait()
+            self._work = trio.Event()
+            batch, self._pending = self._pending, []
+            try:
+                await trio.to_thread.run_sync(self.store.run_batch, batch, limiter=self._thread)
+            finally:
+                for op in batch:
+                    op.done.set()
+
+
+@asynccontextmanager
+async def open_writer(path: str, busy_timeout: float) -> AsyncIterator[Writer]:
+    """Open the store at ``path`` (off the loop) and serve it until the block ends."""
+    store = await trio.to_thread.run_sync(Store, path, busy_timeout)
+    try:
+        writer = Writer(store)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer._serve)
+            try:
+                yield writer
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.to_thread.run_sync(store.close)

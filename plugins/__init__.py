@@ -1,0 +1,1 @@
+"""pnbridge's built-in plugins."""
