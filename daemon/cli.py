@@ -78,10 +78,18 @@ def serve(config_path: str | None) -> None:
         log.info("config %s", config_path)
     try:
         trio.run(lambda: run(config, handle_signals=True))
-    except StoreError as error:
-        fail(str(error))
-    except OSError as error:
-        fail(f"cannot listen on {', '.join(config.server.listen)}: {error}")
+    except* StoreError as group:
+        fail(*map(str, _leaves(group)))
+    except* OSError as group:
+        fail(*(f"cannot listen on {', '.join(config.server.listen)}: {e}" for e in _leaves(group)))
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    """The exceptions inside ``group`` and its nested groups."""
+    leaves: list[BaseException] = []
+    for error in group.exceptions:
+        leaves.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return leaves
 
 
 @main.command("check-config")

@@ -31,7 +31,7 @@ def listen_problem(address: str) -> str | None:
         return None if address[5:].isdigit() else "fd:// needs a file descriptor number, e.g. fd://3"
     found = _HOST_PORT.fullmatch(address)
     if found is None:
-        if address.count(":") > 1 and not address.startswith("["):
+        if re.fullmatch(r"[0-9A-Fa-f:.]+", address) and address.count(":") > 1:
             return f"{address!r}: write an IPv6 address in brackets, e.g. [::1]:8080"
         return f"{address!r} is not host:port, [ipv6]:port, unix:PATH or fd://N"
     if int(found["port"]) > 65535:

@@ -53,8 +53,9 @@ def is_nullish(value: str | None) -> bool:
 
 
 def clean_token(value: str) -> str:
-    """A token is base64: a space can only be a "+" that was decoded as form encoding."""
-    return value.strip().replace(" ", "+")
+    """A token is base64: a space can only be a "+" that was decoded as form encoding
+    (even at either end, so spaces become "+" before anything is stripped)."""
+    return value.replace(" ", "+").strip()
 
 
 class FieldMap:

@@ -73,15 +73,14 @@ class Reporter:
                 canonical = self.fields.canonical(name)
                 if canonical is not None:
                     text = _field_text(canonical, value)
+                    if text is not None and canonical in TOKEN_FIELDS:
+                        text = clean_token(text)
                     if not is_nullish(text):
                         values[canonical] = text
                 elif self.fields.is_credential(name):
                     credentials[name] = value if isinstance(value, str) else json.dumps(value)
                 else:
                     extras[name] = value
-        for name in TOKEN_FIELDS:
-            if values[name] is not None:
-                values[name] = clean_token(values[name])
         for name in (USERNAME, SELECTOR):
             if values[name] is not None:
                 values[name] = values[name].strip()
