@@ -10,16 +10,16 @@ from urllib.parse import quote
 from hypothesis import given
 from hypothesis import strategies as st
 from pnbridge.config import ReporterConfig
-from pnbridge.fields import fold
+from pnbridge.fields import fold, is_nullish
 from pnbridge.reporter import BadReport, Reporter
 
 REPORTER = Reporter(ReporterConfig())
 tokens = st.text(string.ascii_letters + string.digits + "+/=", min_size=1, max_size=300).filter(
-    lambda t: t.strip("=") and t.lower() not in {"null", "nil", "none"}
+    lambda t: t.strip("=") and not is_nullish(t)
 )
 selectors = st.from_regex(r"[0-9A-F]{40}:[0-9A-F]{8}", fullmatch=True)
 usernames = st.text(string.ascii_letters + string.digits + "._@-", min_size=1, max_size=40).filter(
-    lambda u: u.lower() not in {"null", "nil", "none", "undefined"}
+    lambda u: not is_nullish(u)
 )
 
 
