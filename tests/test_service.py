@@ -6,12 +6,17 @@ import itertools
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import Process
+
+from pnbridge.store import Store
 
 CONFIG = """\
 [server]
@@ -121,8 +126,6 @@ def test_ready_stopping_and_a_request_in_flight_during_sigterm(spawn, notify, tm
     conn.close()
     assert daemon.popen.wait(15) == 0
     assert "SIGTERM received" in daemon.log
-    from pnbridge.store import Store
-
     store = Store(db)
     assert [d.selector for d in store.devices()] == ["S1"]
     store.close()
@@ -213,3 +216,30 @@ def test_sighup_with_a_broken_config_keeps_the_old_one(spawn, notify, tmp_path):
     assert conn.request("GET", "/push/alice/S2/QVBB4567") == (200, b"")
     conn.close()
     assert daemon.stop() == 0
+
+
+def test_socket_activation_serves_on_fd_3(notify, tmp_path):
+    """As pnbridge.socket starts it: the listening socket is fd 3, LISTEN_FDS=1."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = tmp_path / "pnbridge.toml"
+    config.write_text(CONFIG.format(db=tmp_path / "pnbridge.db").replace(
+        '"127.0.0.1:0"', '"fd://3"'))
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "pnbridge", "serve", "--config", str(config)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path,
+        env={**os.environ, "NOTIFY_SOCKET": notify.address, "LISTEN_FDS": "1"},
+        pass_fds=(3,), preexec_fn=lambda: os.dup2(listener.fileno(), 3),
+    )
+    listener.close()
+    daemon = Process(popen)
+    try:
+        notify.wait_for("READY")
+        conn = Connection(f"http://127.0.0.1:{port}")
+        assert conn.request("GET", "/healthz") == (200, b"ok\n")
+        conn.close()
+        assert daemon.stop() == 0
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait()
