@@ -19,8 +19,6 @@ from .writer import Writer
 
 log = logging.getLogger("pnbridge.health")
 
-HEALTH_PATHS = ("/healthz", "/readyz", "/metrics")
-
 # A readiness check: None when ready, else a one-line reason.
 Check = Callable[[], Awaitable[str | None]]
 
