@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, NoReturn
 
 import click
@@ -84,8 +85,9 @@ def serve(config_path: str | None) -> None:
     else:
         log.info("config %s", config_path)
     try:
-        trio.run(lambda: run(config, handle_signals=True, load_config=lambda: load_config(
-            config_path)))
+        trio.run(partial(
+            run, config, handle_signals=True, load_config=partial(load_config, config_path)
+        ))
     except BaseException as raised:
         error = _sole(raised)
         if isinstance(error, StoreError):

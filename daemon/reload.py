@@ -27,10 +27,11 @@ RESTART_ONLY = (
 
 
 class Reloader:
-    """The running config, how to load a new one, and the steps that apply it."""
+    """The config the daemon started with, how to load a new one, and the steps that apply
+    it."""
 
     def __init__(self, config: Config, load: Callable[[], Config]):
-        self.started = self.config = config
+        self.started = config
         self._load = load
         self._steps: list[Step] = []
 
@@ -52,7 +53,6 @@ class Reloader:
             raise ConfigError([f"cannot apply the new config: {error}"]) from error
         for function in apply:
             function()
-        self.config = new
         return [
             f"{table}.{key}" for table, key in RESTART_ONLY
             if getattr(getattr(new, table), key) != getattr(getattr(self.started, table), key)
