@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import pytest
 import trio
-
 from pnbridge.config import Config, parse_config
 from pnbridge.server import run
 from pnbridge.store import Store

@@ -12,7 +12,6 @@ import sys
 import time
 
 from conftest import pnbridge
-
 from pnbridge.events import Report
 from pnbridge.store import Store
 

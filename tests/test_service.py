@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import Process
-
 from pnbridge.store import Store
 
 CONFIG = """\
