@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
+import sys
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, NoReturn
 
 import click
 import trio
 
-from . import __version__
+from . import __version__, transfer
 from .config import Config, load_config
 from .events import Device, isotime
 from .log import setup_logging, shorten
+from .reporter import BadReport, Reporter
 from .settings import ConfigError
 from .store import Store, StoreError
 
@@ -43,10 +50,11 @@ def read_config(path: str | None) -> Config:
         fail(*(f"error: {line}" for line in error.errors))
 
 
-def open_store(config: Config) -> Store:
-    """The database of ``config``, which must exist already (serve creates it)."""
+def open_store(config: Config, *, create: bool = False) -> Store:
+    """The database of ``config``, which must exist already (serve creates it) unless
+    ``create``."""
     path = config.storage.path
-    if not os.path.exists(path):
+    if not create and not os.path.exists(path):
         fail(f"no database at {path} (set [storage] path, or run pnbridge serve first)")
     try:
         return Store(path, config.storage.busy_timeout)
@@ -77,11 +85,14 @@ def serve(config_path: str | None) -> None:
     else:
         log.info("config %s", config_path)
     try:
-        trio.run(lambda: run(config, handle_signals=True))
+        trio.run(partial(
+            run, config, handle_signals=True, load_config=partial(load_config, config_path)
+        ))
     except* StoreError as group:
         fail(*map(str, _leaves(group)))
     except* OSError as group:
-        fail(*(f"cannot listen on {', '.join(config.server.listen)}: {e}" for e in _leaves(group)))
+        addresses = ", ".join([*config.server.listen, *config.server.admin_listen])
+        fail(*(f"cannot listen on {addresses}: {e}" for e in _leaves(group)))
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
@@ -168,3 +179,80 @@ def devices_remove(config_path: str | None, selector: str) -> None:
         fail(f"no device with selector {selector}")
     click.echo(f"removed {selector} (username {changes[0].device.username})")
 
+
+
+@devices.command("export")
+@config_option
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
+              show_default=True, help="JSON lines (one device a line) or CSV with a header.")
+@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-",
+              help="Write here instead of stdout.")
+def devices_export(config_path: str | None, fmt: transfer.Format, output: Any) -> None:
+    """Write every device to stdout (or --output), for pnbridge devices import elsewhere."""
+    store = open_store(read_config(config_path))
+    count = transfer.export(store.devices(), fmt, output)
+    store.close()
+    click.echo(f"exported {count} device(s)", err=True)
+
+
+IMPORT_CHUNK = 500
+
+
+@devices.command("import")
+@config_option
+@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
+def devices_import(config_path: str | None, file: Any) -> None:
+    """Import devices from FILE (JSON lines or CSV, as export writes them; - for stdin).
+
+    Importing the same file twice changes nothing; each new or changed device is an event.
+    Bad rows are reported with their line number and skipped; the exit status is then 1.
+    """
+    config = read_config(config_path)
+    reporter = Reporter(config.reporter)
+    store = open_store(config, create=True)
+    source = {"command": "devices import", "file": file.name}
+    outcomes: Counter[str] = Counter()
+    problems: list[str] = []
+    with _progress(file) as advance:
+        pending: list[tuple[int, Any]] = []
+        for number, row in transfer.read_rows(transfer.counting(file, advance)):
+            try:
+                if isinstance(row, str):
+                    raise BadReport(row)
+                pending.append((number, transfer.to_report(reporter, row)))
+            except BadReport as error:
+                problems.append(f"{file.name}: line {number}: {error} (skipped)")
+            if len(pending) >= IMPORT_CHUNK:
+                outcomes.update(_import_chunk(store, pending, source))
+                pending = []
+        outcomes.update(_import_chunk(store, pending, source))
+    store.close()
+    for line in problems:
+        click.echo(f"pnbridge: {line}", err=True)
+    summary = ", ".join(f"{outcomes[o]} {o}" for o in ("created", "changed", "unchanged"))
+    click.echo(f"imported {file.name}: {summary}, {len(problems)} skipped")
+    if problems:
+        raise SystemExit(1)
+
+
+def _import_chunk(store: Store, rows: list[tuple[int, Any]], source: dict) -> list[str]:
+    now = time.time()
+    with store.transaction():
+        return [
+            transfer.import_report(store, report, {**source, "line": number}, now)
+            for number, report in rows
+        ]
+
+
+@contextlib.contextmanager
+def _progress(file: Any) -> Iterator[Callable[[int], None]]:
+    """A progress bar over ``file``'s bytes on a terminal; elsewhere nothing."""
+    try:
+        size = os.fstat(file.fileno()).st_size
+    except (OSError, ValueError, io.UnsupportedOperation):
+        size = 0
+    if not size or not sys.stderr.isatty():
+        yield lambda _: None
+        return
+    with click.progressbar(length=size, label="importing", file=sys.stderr) as bar:
+        yield bar.update

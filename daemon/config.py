@@ -46,6 +46,10 @@ def _check_listen(addresses: list[str]) -> str | None:
     return "; ".join(problems) or None
 
 
+def _check_admin_listen(addresses: list[str]) -> str | None:
+    return "; ".join(p for p in map(listen_problem, addresses) if p) or None
+
+
 def _positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
@@ -57,6 +61,9 @@ class ServerConfig:
     )
     grace_period: float = field(default=10.0, metadata=check(_positive))
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
+    # Where /healthz, /readyz and /metrics are served instead of on `listen` (empty: on `listen`).
+    admin_listen: list[str] = field(default_factory=list, metadata=check(_check_admin_listen))
 
 
 @dataclass(frozen=True)

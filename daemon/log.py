@@ -17,7 +17,8 @@ def shorten(token: str | None) -> str:
 
 
 def setup_logging(level: str) -> None:
-    """Log to stderr; without timestamps under journald, which adds its own."""
+    """Log to stderr, one line per record: level, logger name, message with key=value
+    context; without timestamps under journald, which adds its own."""
     under_journald = "JOURNAL_STREAM" in os.environ
     fmt = "%(levelname)s %(name)s: %(message)s"
     if not under_journald:
@@ -26,7 +27,12 @@ def setup_logging(level: str) -> None:
     handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    """Set the log level (``debug``, ``info``, ``warning`` or ``error``); also on reload."""
+    logging.getLogger().setLevel(level.upper())
     # hypercorn's own lines ("Running on ... CTRL + C") only when debugging.
     logging.getLogger("pnbridge.http").setLevel(
         logging.DEBUG if level == "debug" else logging.WARNING

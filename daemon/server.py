@@ -1,27 +1,36 @@
-"""The daemon's trio main: the store, the HTTP server, signals, readiness."""
+"""The daemon's trio main: the store, the HTTP servers, signals, systemd notification."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from functools import partial
 
 import hypercorn.config
 import hypercorn.trio
 import trio
+from quart_trio import QuartTrio
 
 from .config import Config
+from .health import database_writable, device_gauge
+from .log import set_level
+from .reload import Reloader
 from .reporter import Reporter
-from .web import Services, create_app
+from .sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
+from .settings import ConfigError
+from .web import Services, create_admin_app, create_app
 from .writer import open_writer
 
 log = logging.getLogger("pnbridge.server")
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-def hypercorn_config(config: Config) -> hypercorn.config.Config:
+
+def hypercorn_config(config: Config, binds: list[str]) -> hypercorn.config.Config:
     hc = hypercorn.config.Config()
-    hc.bind = list(config.server.listen)
+    hc.bind = list(binds)
     hc.graceful_timeout = config.server.grace_period
     hc.accesslog = None
     hc.errorlog = logging.getLogger("pnbridge.http")
@@ -33,36 +42,120 @@ async def run(
     *,
     shutdown: trio.Event | None = None,
     handle_signals: bool = False,
+    load_config: Callable[[], Config] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown`` is set (or SIGINT/SIGTERM with ``handle_signals``), then drain.
 
-    Reports ``started`` with the addresses it listens on. In-flight requests get
-    ``[server] grace_period`` seconds to finish; the database is closed last.
+    Reports ``started`` with the addresses the reporter listens on. In-flight requests get
+    ``[server] grace_period`` seconds to finish; the database is closed last. With
+    ``handle_signals``, SIGHUP reloads the config through ``load_config``.
     """
     if shutdown is None:
         shutdown = trio.Event()
-    receiver = (
-        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
-        if handle_signals
-        else contextlib.nullcontext()
-    )
-    with receiver as signals:
-        async with open_writer(config.storage.path, config.storage.busy_timeout) as writer:
-            services = Services(reporter=Reporter(config.reporter), writer=writer)
-            app = create_app(services)
-            async with trio.open_nursery() as nursery:
-                serve = partial(
-                    hypercorn.trio.serve, app, hypercorn_config(config),
-                    shutdown_trigger=shutdown.wait,
+    notifier = Notifier()
+    signals_in = (*STOP_SIGNALS, signal.SIGHUP)
+    receiver = trio.open_signal_receiver(*signals_in) if handle_signals else None
+    try:
+        with receiver or contextlib.nullcontext() as signals:
+            async with open_writer(config.storage.path, config.storage.busy_timeout) as writer:
+                services = Services(
+                    reporter=Reporter(config.reporter), writer=writer,
+                    access_log=config.server.access_log,
                 )
-                binds = await nursery.start(serve)
-                log.info("listening on %s, database %s", ", ".join(binds), config.storage.path)
-                task_status.started(binds)
-                if signals is not None:
-                    async for signum in signals:
-                        log.info("%s received: finishing requests, then stopping",
-                                 signal.Signals(signum).name)
-                        break
-                    shutdown.set()
-        log.info("stopped")
+                services.readiness.add("database", database_writable(writer))
+                services.metrics.refreshers.append(device_gauge(services.metrics, writer))
+                await _serve(config, services, shutdown, signals, load_config, notifier,
+                             task_status)
+            log.info("stopped")
+    finally:
+        notifier.close()
+
+
+async def _serve(
+    config: Config,
+    services: Services,
+    shutdown: trio.Event,
+    signals: trio.abc.AsyncIterator[int] | None,
+    load_config: Callable[[], Config] | None,
+    notifier: Notifier,
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
+    admin = config.server.admin_listen
+    app = create_app(services, health=not admin)
+    servers = [(app, hypercorn_config(config, config.server.listen))]
+    if admin:
+        servers.append((create_admin_app(services), hypercorn_config(config, admin)))
+    reloader = Reloader(config, load_config or (lambda: config))
+    reloader.add(partial(_web_step, services, app, [hc for _, hc in servers]))
+    async with trio.open_nursery() as helpers:
+        if (interval := watchdog_interval()) is not None:
+            helpers.start_soon(keep_watchdog_fed, notifier, interval)
+        if signals is not None:
+            helpers.start_soon(_on_signals, signals, reloader, notifier, shutdown)
+        async with trio.open_nursery() as nursery:
+            binds = []
+            for served, hc in servers:
+                serve = partial(hypercorn.trio.serve, served, hc, shutdown_trigger=shutdown.wait)
+                binds.append(await nursery.start(serve))
+            log.info("listening on %s, database %s",
+                     ", ".join(binds[0]), config.storage.path)
+            if admin:
+                log.info("health and metrics on %s", ", ".join(binds[1]))
+            status = f"listening on {', '.join(binds[0])}"
+            notifier.ready(status)
+            task_status.started(binds[0])
+            await shutdown.wait()
+            grace = servers[0][1].graceful_timeout
+            log.info("stopping: finishing requests (at most %g s)", grace)
+            notifier.stopping(f"stopping: finishing requests (at most {grace:g} s)")
+        helpers.cancel_scope.cancel()
+
+
+async def _on_signals(
+    signals: trio.abc.AsyncIterator[int],
+    reloader: Reloader,
+    notifier: Notifier,
+    shutdown: trio.Event,
+) -> None:
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if signum in STOP_SIGNALS:
+            log.info("%s received: finishing requests, then stopping", name)
+            shutdown.set()
+        elif not shutdown.is_set():
+            await _reload(reloader, notifier)
+
+
+async def _reload(reloader: Reloader, notifier: Notifier) -> None:
+    log.info("SIGHUP received: reloading the config")
+    notifier.reloading()
+    try:
+        waiting = await reloader.reload()
+    except ConfigError as error:
+        for line in error.errors:
+            log.error("reload failed, keeping the running config: %s", line)
+        notifier.ready(f"reload failed, running the old config: {error.errors[0]}")
+        return
+    if waiting:
+        log.warning("changed but only at the next start: %s", ", ".join(waiting))
+    log.info("config reloaded")
+    notifier.ready("config reloaded" + (f" ({', '.join(waiting)} need a restart)"
+                                        if waiting else ""))
+
+
+def _web_step(
+    services: Services, app: QuartTrio, hcs: list[hypercorn.config.Config], new: Config
+) -> Callable[[], None]:
+    """The reload step of the web layer: routes, field aliases, logging, grace period."""
+    reporter = Reporter(new.reporter)
+
+    def apply() -> None:
+        services.reporter = reporter
+        services.access_log = new.server.access_log
+        app.config["MAX_CONTENT_LENGTH"] = reporter.max_body
+        for hc in hcs:
+            hc.graceful_timeout = new.server.grace_period
+        set_level(new.server.log_level)
+
+    return apply

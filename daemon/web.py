@@ -1,33 +1,40 @@
-"""The quart-trio app: the reporter routes (every path goes through the route table)."""
+"""The quart-trio apps: the reporter routes (every path goes through the route table), and
+the health and metrics endpoints, on the same app or an admin app of their own."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .events import Report
+from .health import Readiness, add_health_routes
 from .log import shorten
+from .metrics import Metrics
 from .reporter import BadReport, Reporter
 from .store import Change, Store, StoreError
 from .writer import Writer
 
 log = logging.getLogger("pnbridge.reporter")
+access_log = logging.getLogger("pnbridge.access")
 
 REPORT_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 @dataclass
 class Services:
-    """What the request handlers use; ``reporter`` may be swapped on reload."""
+    """What the request handlers use; ``reporter`` and ``access_log`` may change on reload."""
 
     reporter: Reporter
     writer: Writer
+    metrics: Metrics = field(default_factory=Metrics)
+    readiness: Readiness = field(default_factory=Readiness)
+    access_log: bool = True
 
 
 def plain(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
@@ -42,11 +49,15 @@ def empty_ok() -> Response:
     return response
 
 
-def create_app(services: Services) -> QuartTrio:
+def create_app(services: Services, *, health: bool = True) -> QuartTrio:
+    """The reporter app; with ``health``, it also serves /healthz, /readyz and /metrics."""
     app = QuartTrio("pnbridge")
     app.config["MAX_CONTENT_LENGTH"] = services.reporter.max_body
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
+    _instrument(app, services)
+    if health:
+        add_health_routes(app, services.readiness, services.metrics)
 
     @app.route("/", defaults={"path": ""}, methods=REPORT_METHODS, provide_automatic_options=False)
     @app.route("/<path:path>", methods=REPORT_METHODS, provide_automatic_options=False)
@@ -62,6 +73,8 @@ def create_app(services: Services) -> QuartTrio:
         if isinstance(found, set):
             return plain(405, "method not allowed", {"Allow": ", ".join(sorted(found))})
         route, values = found
+        g.kind, g.route = route.kind, route.template
+        reports = services.metrics.reports
         body = await request.get_data(cache=False)
         try:
             report = reporter.read(
@@ -70,21 +83,58 @@ def create_app(services: Services) -> QuartTrio:
             )
         except BadReport as error:
             log.info("rejected route=%s client=%s: %s", route.template, request.remote_addr, error)
+            reports.labels(route.kind, "rejected").inc()
             return plain(400, str(error))
+        g.report = report
         source = {"route": route.template, "client": request.remote_addr}
         try:
             changes = await _store(services.writer, report, source)
         except (sqlite3.Error, StoreError) as error:
             log.error("storage failed route=%s: %s", route.template, error)
+            reports.labels(route.kind, "failed").inc()
             return plain(503, "storage unavailable, try again later")
         _log_changes(report, changes, route.template)
+        for outcome in [c.outcome for c in changes] or ["unknown"]:
+            reports.labels(route.kind, outcome).inc()
         return empty_ok()
+
+    return app
+
+
+def create_admin_app(services: Services) -> QuartTrio:
+    """The app of ``[server] admin_listen``: /healthz, /readyz and /metrics only."""
+    app = QuartTrio("pnbridge-admin")
+    _instrument(app, services)
+    add_health_routes(app, services.readiness, services.metrics)
+    return app
+
+
+def _instrument(app: QuartTrio, services: Services) -> None:
+    """Error answers, the latency histogram and the access log line, for either app."""
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
         return plain(error.code or 500, (error.description or error.name).split("\n")[0])
 
-    return app
+    @app.before_request
+    async def start_clock() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    async def record(response: Response) -> Response:
+        duration = time.perf_counter() - g.get("started", time.perf_counter())
+        kind = g.get("kind", "none")
+        services.metrics.request_latency.labels(kind).observe(duration)
+        if services.access_log:
+            report: Report | None = g.get("report")
+            access_log.info(
+                "%s route=%s status=%d selector=%s username=%s duration=%.1fms client=%s",
+                request.method, g.get("route", "-" if kind == "none" else request.path),
+                response.status_code, shorten(report.selector) if report else "-",
+                (report.username or "-") if report else "-", duration * 1000,
+                request.remote_addr,
+            )
+        return response
 
 
 async def _store(writer: Writer, report: Report, source: dict) -> list[Change]:
@@ -103,12 +153,12 @@ def _remove_reported(store: Store, report: Report, source: dict, now: float) -> 
 
 def _log_changes(report: Report, changes: list[Change], route: str) -> None:
     if not changes:
-        log.debug("removal of unknown device selector=%s route=%s", report.selector, route)
+        log.debug("removal of unknown device selector=%s route=%s", shorten(report.selector), route)
     for change in changes:
         device = change.device
         level = logging.DEBUG if change.outcome == "unchanged" else logging.INFO
         log.log(
             level, "%s selector=%s username=%s token_calls=%s token_msgs=%s route=%s",
-            change.outcome, device.selector, device.username,
+            change.outcome, shorten(device.selector), device.username,
             shorten(device.token_calls), shorten(device.token_msgs), route,
         )

@@ -1,0 +1,60 @@
+"""The Prometheus metrics, one registry per daemon (so daemons in one process never collide)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+PUSH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Every metric pnbridge exports, and what to refresh before a scrape."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.reports = Counter(
+            "pnbridge_reports", "Reporter requests by route kind (token, removal) and outcome "
+            "(created, changed, unchanged, removed, unknown, rejected, failed).",
+            ["kind", "outcome"], registry=r,
+        )
+        self.request_latency = Histogram(
+            "pnbridge_request_duration_seconds",
+            "HTTP request latency by route kind (token, removal, health, metrics, none).",
+            ["kind"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.devices = Gauge("pnbridge_devices_stored", "Devices in the database.", registry=r)
+        self.journal_pending = Gauge(
+            "pnbridge_journal_pending_events",
+            "Journal events a plugin has not yet received.", ["plugin"], registry=r,
+        )
+        self.journal_oldest_age = Gauge(
+            "pnbridge_journal_oldest_pending_age_seconds",
+            "Age of the oldest journal event a plugin has not yet received.",
+            ["plugin"], registry=r,
+        )
+        self.deliveries = Counter(
+            "pnbridge_deliveries", "Event deliveries to plugins by plugin and outcome "
+            "(delivered, retried, parked).", ["plugin", "outcome"], registry=r,
+        )
+        self.pushes = Counter(
+            "pnbridge_pushes", "Pushes sent to devices by verb and outcome.",
+            ["verb", "outcome"], registry=r,
+        )
+        self.push_latency = Histogram(
+            "pnbridge_push_duration_seconds", "Push transport latency by verb.",
+            ["verb"], buckets=PUSH_BUCKETS, registry=r,
+        )
+        # Async callables that update gauges from their source just before a scrape.
+        self.refreshers: list[Callable[[], Awaitable[None]]] = []
+
+    async def render(self) -> bytes:
+        """The metrics in the Prometheus text format, gauges refreshed first."""
+        for refresh in self.refreshers:
+            await refresh()
+        return generate_latest(self.registry)
