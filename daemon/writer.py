@@ -32,6 +32,12 @@ class Writer:
         self._pending: list[_Op] = []
         self._work = trio.Event()
         self._thread = trio.CapacityLimiter(1)
+        self._journaled = store.journaled
+        self._journal_event = trio.Event()
+
+    def journal_written(self) -> trio.Event:
+        """An event set by the next commit that journals an event (take it before reading)."""
+        return self._journal_event
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(store, *args)`` in a transaction; return its result once committed."""
@@ -56,6 +62,10 @@ class Writer:
             finally:
                 for op in batch:
                     op.done.set()
+                if self.store.journaled != self._journaled:
+                    self._journaled = self.store.journaled
+                    self._journal_event.set()
+                    self._journal_event = trio.Event()
 
 
 @asynccontextmanager
