@@ -3,11 +3,11 @@
 One trio task per enabled plugin reads the journal from that plugin's durable cursor and
 calls its hook for one event at a time, so events reach it in journal order (and so in order
 per device). An event counts as passed only once the hook returned, or once it was parked;
-the cursor is saved after each batch and before each retry wait, so a crash redelivers at
-most a batch (at least once). A failed call is retried with exponential backoff and jitter
-(or after the delay a ``RetryLater`` asks for) until the plugin's attempt or age limit, then
-the event is parked and delivery goes on. A plugin that fails or hangs holds back only its
-own task: the reporter only writes the journal and never waits for delivery.
+the cursors that moved are saved together every SAVE_INTERVAL, so a crash redelivers at most
+what was delivered since (at least once). A failed call is retried with exponential backoff
+and jitter (or after the delay a ``RetryLater`` asks for) until the plugin's attempt or age
+limit, then the event is parked and delivery goes on. A plugin that fails or hangs holds
+back only its own task: the reporter only writes the journal and never waits for delivery.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ log = logging.getLogger("pnbridge.dispatch")
 
 BATCH = 100
 POLL_INTERVAL = 1.0  # also look for events other processes (the CLI) journaled
+SAVE_INTERVAL = 0.5  # cursors are saved this often (a crash redelivers what was not)
 SAVE_TIMEOUT = 5.0
 SHUTDOWN_TIMEOUT = 10.0
 
@@ -72,19 +73,25 @@ class Dispatcher:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver and prune until cancelled; ``started`` once every plugin's cursor is read."""
-        async with trio.open_nursery() as nursery:
-            for name in self.host.enabled:
-                await nursery.start(self._deliver_all, self.states[name])
-            nursery.start_soon(self._prune)
-            task_status.started()
-
-    async def _deliver_all(
-        self, state: PluginState, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
         cursors = await self.writer.call(Store.cursors)
-        state.cursor = state.saved = cursors.get(state.name, 0)
+        for state in self.states.values():
+            state.cursor = state.saved = cursors.get(state.name, 0)
+        try:
+            async with trio.open_nursery() as nursery:
+                for state in self.states.values():
+                    nursery.start_soon(self._deliver_all, state)
+                nursery.start_soon(self._save_cursors)
+                nursery.start_soon(self._prune)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(SAVE_TIMEOUT):
+                try:
+                    await self._save()
+                except trio.ClosedResourceError:
+                    log.warning("store closed: plugin cursors not saved (events may come again)")
+
+    async def _deliver_all(self, state: PluginState) -> None:
         state.running = True
-        task_status.started()
         try:
             while True:
                 wake = self.writer.journal_written()
@@ -96,20 +103,24 @@ class Dispatcher:
                 for event in events:
                     await self._deliver(state, event)
                     state.cursor = event.seq
-                await self._save(state)
                 if not retries and len(events) < BATCH:
                     with trio.move_on_after(POLL_INTERVAL):
                         await wake.wait()
         finally:
             state.running = False
-            with trio.CancelScope(shield=True), trio.move_on_after(SAVE_TIMEOUT):
-                await self._save(state)
 
-    async def _save(self, state: PluginState) -> None:
-        if state.cursor > state.saved:
-            cursor = state.cursor
-            await self.writer.call(Store.save_cursor, state.name, cursor, time.time())
-            state.saved = max(state.saved, cursor)
+    async def _save_cursors(self) -> None:
+        while True:
+            await trio.sleep(SAVE_INTERVAL)
+            await self._save()
+
+    async def _save(self) -> None:
+        """Save the cursors that moved, in one transaction."""
+        moved = {s.name: s.cursor for s in self.states.values() if s.cursor > s.saved}
+        if moved:
+            await self.writer.call(_save_cursors, moved, time.time())
+            for name, cursor in moved.items():
+                self.states[name].saved = max(self.states[name].saved, cursor)
 
     async def _deliver(self, state: PluginState, event: Event, retried: bool = False) -> None:
         """Deliver ``event`` until it succeeds or is parked."""
@@ -162,7 +173,6 @@ class Dispatcher:
                 name, event.id, event.seq, attempt, problem, delay,
             )
             state.retrying = True
-            await self._save(state)
             await trio.sleep(delay)
 
     async def _call(self, name: str, hook: str, event: Event) -> None:
@@ -180,6 +190,11 @@ class Dispatcher:
             if pruned:
                 log.info("pruned %d journal event(s) every plugin has passed", pruned)
             await trio.sleep(self.config.prune_interval)
+
+
+def _save_cursors(store: Store, cursors: dict[str, int], now: float) -> None:
+    for name, cursor in cursors.items():
+        store.save_cursor(name, cursor, now)
 
 
 @asynccontextmanager
