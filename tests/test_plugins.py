@@ -13,7 +13,6 @@ from plugintools import (
     docs_example,
     json_lines,
     lines,
-    records,
     wait_until,
     write_plugin,
 )
@@ -144,7 +143,9 @@ async def test_hook_startup_shutdown_order_and_nursery(start_daemon, tmp_path):
     daemon.shutdown.set()
     await wait_until(lambda: lines(log).count("cancelled") == 2)
     got = lines(log)
-    assert got[:2] == ["startup pnbridge_plugin_first one 1", "startup pnbridge_plugin_second two 2"]
+    assert got[:2] == [
+        "startup pnbridge_plugin_first one 1", "startup pnbridge_plugin_second two 2",
+    ]
     assert got[2:6] == ["background", "background", "event", "event"]
     assert got[6:] == [
         "shutdown pnbridge_plugin_second", "shutdown pnbridge_plugin_first",
