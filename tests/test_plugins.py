@@ -4,11 +4,15 @@ plugin receiving every report made through the reporter routes."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import trio
 from conftest import pnbridge
 from plugintools import (
+    DOCS,
     RECORDER,
     docs_example,
     json_lines,
@@ -298,3 +302,18 @@ def test_no_plugins_by_default():
     result = pnbridge("plugins", "--json")
     assert result.returncode == 0, result.stderr
     assert all(not p["enabled"] for p in json.loads(result.stdout))
+
+
+def test_docs_testing_example_runs(tmp_path):
+    """The unit test shown under "Testing it" in docs/writing-plugins.md passes against the
+    docs' plugin installed as the module pnbridge_eventlog."""
+    write_plugin(tmp_path, "pnbridge_eventlog", docs_example())
+    section = (DOCS / "writing-plugins.md").read_text().split("## Testing it", 1)[1]
+    (tmp_path / "test_example.py").write_text(re.search(r"```python\n(.*?)```", section, re.S)[1])
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "appends_event",
+         "test_example.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
