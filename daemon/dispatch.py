@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -28,6 +29,10 @@ from .hookspecs import PermanentFailure, RetryLater
 from .pluginhost import PluginHost
 from .store import Store
 from .writer import Writer
+
+if TYPE_CHECKING:
+    from .health import Readiness
+    from .metrics import Metrics
 
 log = logging.getLogger("pnbridge.dispatch")
 
@@ -70,12 +75,36 @@ class Dispatcher:
         self.config = config
         self.states = {name: PluginState(name) for name in host.enabled}
         self._threads = {name: trio.CapacityLimiter(1) for name in host.enabled}
+        self.metrics: Metrics | None = None
+
+    def observe(self, metrics: Metrics, readiness: Readiness) -> None:
+        """Count deliveries in ``metrics``, keep its journal gauges fresh, and make each
+        plugin's delivery task a readiness check."""
+        self.metrics = metrics
+        metrics.refreshers.append(self._refresh_gauges)
+        for state in self.states.values():
+            readiness.add(f"plugin {state.name}", partial(_running, state))
+
+    async def _refresh_gauges(self) -> None:
+        assert self.metrics is not None
+        now = time.time()
+        for state in self.states.values():
+            count, oldest = await self.writer.call(_backlog, state.cursor)
+            self.metrics.journal_pending.labels(state.name).set(count)
+            self.metrics.journal_oldest_age.labels(state.name).set(
+                now - oldest if oldest is not None else 0
+            )
+
+    def _count(self, name: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.deliveries.labels(name, outcome).inc()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver and prune until cancelled; ``started`` once every plugin's cursor is read."""
         cursors = await self.writer.call(Store.cursors)
         for state in self.states.values():
             state.cursor = state.saved = cursors.get(state.name, 0)
+            state.running = True
         try:
             async with trio.open_nursery() as nursery:
                 for state in self.states.values():
@@ -91,7 +120,6 @@ class Dispatcher:
                     log.warning("store closed: plugin cursors not saved (events may come again)")
 
     async def _deliver_all(self, state: PluginState) -> None:
-        state.running = True
         try:
             while True:
                 wake = self.writer.journal_written()
@@ -146,6 +174,7 @@ class Dispatcher:
                 delay = backoff(attempt, limits.backoff, limits.max_backoff)
             else:
                 state.delivered += 1
+                self._count(name, "delivered")
                 state.retrying, state.last_error = False, None
                 if retried:
                     await self.writer.call(Store.unpark, name, event.seq)
@@ -166,6 +195,7 @@ class Dispatcher:
                 )
                 state.saved = max(state.saved, event.seq)
                 state.parked += 1
+                self._count(name, "parked")
                 state.retrying = False
                 return
             log.warning(
@@ -173,6 +203,7 @@ class Dispatcher:
                 name, event.id, event.seq, attempt, problem, delay,
             )
             state.retrying = True
+            self._count(name, "retried")
             await trio.sleep(delay)
 
     async def _call(self, name: str, hook: str, event: Event) -> None:
@@ -190,6 +221,17 @@ class Dispatcher:
             if pruned:
                 log.info("pruned %d journal event(s) every plugin has passed", pruned)
             await trio.sleep(self.config.prune_interval)
+
+
+async def _running(state: PluginState) -> str | None:
+    return None if state.running else "delivery task is not running"
+
+
+def _backlog(store: Store, cursor: int) -> tuple[int, float | None]:
+    """How many journal events lie beyond ``cursor``, and the time of the oldest."""
+    return store.conn.execute(
+        "SELECT count(*), min(time) FROM events WHERE seq > ?", (cursor,)
+    ).fetchone()
 
 
 def _save_cursors(store: Store, cursors: dict[str, int], now: float) -> None:

@@ -66,7 +66,7 @@ async def run(
         with receiver or contextlib.nullcontext() as signals:
             async with (
                 open_writer(config.storage.path, config.storage.busy_timeout) as writer,
-                open_plugins(plugins, writer, config.plugins),
+                open_plugins(plugins, writer, config.plugins) as dispatcher,
             ):
                 services = Services(
                     reporter=Reporter(config.reporter), writer=writer,
@@ -74,6 +74,7 @@ async def run(
                 )
                 services.readiness.add("database", database_writable(writer))
                 services.metrics.refreshers.append(device_gauge(services.metrics, writer))
+                dispatcher.observe(services.metrics, services.readiness)
                 await _serve(config, services, shutdown, signals, load_config, notifier,
                              task_status)
             log.info("stopped")

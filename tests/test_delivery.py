@@ -11,7 +11,6 @@ import httpx
 import trio
 from conftest import pnbridge
 from plugintools import RECORDER, lines, records, wait_until, wait_until_sync, write_plugin
-
 from pnbridge.store import MIGRATIONS, Store
 
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
@@ -299,3 +298,51 @@ def test_v1_database_is_migrated(tmp_path):
     assert store.schema_version == len(MIGRATIONS) == 2
     assert [e.id for e in store.events()] == ["e1"]
     assert store.cursors() == {} and store.failures() == []
+
+
+async def test_delivery_metrics_and_readiness(start_daemon, tmp_path):
+    """/metrics counts deliveries per plugin and outcome and shows each plugin's backlog;
+    /readyz has a check per plugin's delivery task."""
+    directory = tmp_path / "plugins"
+    write_plugin(directory, "recorder", RECORDER)
+    write_plugin(directory, "hang", '''
+        import trio
+        from pnbridge import hookimpl
+
+        @hookimpl
+        async def device_registered(event):
+            await trio.sleep_forever()
+    ''')
+    write_plugin(directory, "once", '''
+        from pnbridge import hookimpl
+        calls = 0
+
+        @hookimpl
+        def device_registered(event):
+            global calls
+            calls += 1
+            if calls == 1:
+                raise OSError("first call fails")
+    ''')
+    daemon = await start_daemon(plugin_tables(
+        directory, ["recorder", "hang", "once"],
+        recorder={"path": str(tmp_path / "out")}, once={"delivery": FAST},
+    ))
+    await register(daemon, "S1", "S2")
+    await wait_until(lambda: len(lines(tmp_path / "out")) == 2)
+
+    async def metrics() -> str:
+        return (await daemon.client.get("/metrics")).text
+
+    for _ in range(100):
+        text = await metrics()
+        if 'pnbridge_deliveries_total{outcome="delivered",plugin="once"} 2.0' in text:
+            break
+        await trio.sleep(0.02)
+    assert 'pnbridge_deliveries_total{outcome="retried",plugin="once"} 1.0' in text
+    assert 'pnbridge_deliveries_total{outcome="delivered",plugin="recorder"} 2.0' in text
+    assert 'pnbridge_journal_pending_events{plugin="hang"} 2.0' in text
+    assert 'pnbridge_journal_pending_events{plugin="recorder"} 0.0' in text
+    ready = await daemon.client.get("/readyz")
+    assert ready.status_code == 200
+    assert "plugin hang: ok" in ready.text and "plugin once: ok" in ready.text

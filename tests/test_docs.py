@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from pnbridge import hookspecs
 from pnbridge.pluginhost import HOOKS
 
