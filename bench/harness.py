@@ -117,6 +117,8 @@ def start_pnbridge(db: Path, work: Path) -> Server:
     config.write_text(
         f'[server]\nlisten = ["127.0.0.1:{port}"]\naccess_log = false\nlog_level = "warning"\n'
         f'[storage]\npath = "{db}"\n'
+        # One load generator on loopback: the per-client rate limit would measure itself.
+        '[reporter]\nclient_rate = 0\nusername_rate = 0\n'
     )
     notify_path = work / f"notify-{port}.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

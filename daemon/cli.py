@@ -17,7 +17,8 @@ from typing import Any, NoReturn
 import click
 import trio
 
-from . import __version__, transfer
+from . import __version__, transfer, users
+from .auth import load_users, plugin_problems, security_warnings
 from .config import Config, load_config
 from .events import Device, isotime
 from .log import setup_logging, shorten
@@ -52,10 +53,16 @@ def read_config(path: str | None) -> Config:
 
 
 def read_plugins(config: Config) -> PluginHost:
+    """The plugins of ``config``, with what the auth settings need of them and of the users
+    file checked."""
     try:
-        return load_plugins(config.plugins)
+        plugins = load_plugins(config.plugins)
+        if problems := plugin_problems(config, plugins):
+            raise ConfigError(problems)
+        load_users(config)
     except ConfigError as error:
         fail(*(f"error: {line}" for line in error.errors))
+    return plugins
 
 
 def open_store(config: Config, *, create: bool = False) -> Store:
@@ -93,6 +100,8 @@ def serve(config_path: str | None) -> None:
         )
     else:
         log.info("config %s", config_path)
+    for warning in security_warnings(config, config_path):
+        log.warning(warning)
     try:
         trio.run(partial(
             run, config, handle_signals=True, load_config=partial(load_config, config_path),
@@ -100,7 +109,7 @@ def serve(config_path: str | None) -> None:
         ))
     except* PluginError as group:
         fail(*map(str, _leaves(group)))
-    except* StoreError as group:
+    except* (StoreError, ConfigError) as group:
         fail(*map(str, _leaves(group)))
     except* OSError as group:
         addresses = ", ".join([*config.server.listen, *config.server.admin_listen])
@@ -119,7 +128,10 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
 @config_option
 def check_config(config_path: str | None) -> None:
     """Validate a config file (and the settings of its plugins); print every error with its key."""
-    read_plugins(read_config(config_path))
+    config = read_config(config_path)
+    read_plugins(config)
+    for warning in security_warnings(config, config_path):
+        click.echo(f"pnbridge: WARNING: {warning}", err=True)
     click.echo(f"{config_path or 'embedded defaults'}: OK")
 
 
@@ -373,3 +385,71 @@ def events_retry(config_path: str | None, plugin: str | None, event: tuple[str, 
     if event and not count:
         fail("no parked event matches " + " ".join(event))
     click.echo(f"{count} parked event(s) will be sent again")
+
+
+@main.group("users")
+def users_group() -> None:
+    """Manage the users file of the digest and basic reporter modes ([auth] users_file)."""
+
+
+def _users_file(config: Config) -> tuple[str, dict[str, users.User]]:
+    path = config.auth.users_file
+    if not path:
+        fail("no users file: set [auth] users_file in the config")
+    if not os.path.exists(path):
+        return path, {}
+    try:
+        return path, users.read(path)
+    except users.UsersFileError as error:
+        fail(str(error))
+
+
+@users_group.command("add")
+@config_option
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin's first line.")
+def users_add(config_path: str | None, username: str, password_stdin: bool) -> None:
+    """Add USERNAME, or set a new password for it (asked twice on a terminal)."""
+    config = read_config(config_path)
+    path, known = _users_file(config)
+    if problem := users.name_problem(username):
+        fail(problem)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        fail("stdin is no terminal: pass the password with --password-stdin")
+    if not password:
+        fail("the password is empty")
+    existed = username in known
+    known[username] = users.new_user(username, config.auth.realm, password)
+    users.write(path, known)
+    click.echo(f"{'changed' if existed else 'added'} {username} (realm {config.auth.realm}) in "
+               f"{path}; a running daemon reads it on SIGHUP")
+
+
+@users_group.command("remove")
+@config_option
+@click.argument("username")
+def users_remove(config_path: str | None, username: str) -> None:
+    """Remove USERNAME from the users file."""
+    path, known = _users_file(read_config(config_path))
+    if known.pop(username, None) is None:
+        fail(f"no user {username} in {path}")
+    users.write(path, known)
+    click.echo(f"removed {username} from {path}; a running daemon reads it on SIGHUP")
+
+
+@users_group.command("list")
+@config_option
+def users_list(config_path: str | None) -> None:
+    """List the users (a realm other than [auth] realm cannot use digest)."""
+    config = read_config(config_path)
+    _, known = _users_file(config)
+    rows = [("USERNAME", "REALM")]
+    rows += [
+        (u.name, u.realm + ("" if u.realm == config.auth.realm else " (not [auth] realm)"))
+        for u in sorted(known.values(), key=lambda u: u.name)
+    ]
+    _table(rows)

@@ -6,12 +6,13 @@ types are errors that name the key; ``load_config`` collects all of them at once
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .fields import alias_conflicts
+from .fields import FieldMap, alias_conflicts
 from .routes import ALLOWED_METHODS, TemplateError, compile_template
 from .settings import ConfigError, check, convert
 
@@ -54,6 +55,24 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+def _at_least_zero(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _at_least_one(value: int) -> str | None:
+    return None if value >= 1 else "must be 1 or more"
+
+
+def _check_networks(networks: list[str]) -> str | None:
+    bad = []
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            bad.append(repr(network))
+    return f"not an address or CIDR: {', '.join(bad)}" if bad else None
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     listen: list[str] = field(
@@ -64,12 +83,28 @@ class ServerConfig:
     access_log: bool = True
     # Where /healthz, /readyz and /metrics are served instead of on `listen` (empty: on `listen`).
     admin_listen: list[str] = field(default_factory=list, metadata=check(_check_admin_listen))
+    # Peers whose X-Forwarded-For is believed (the client is its rightmost untrusted address).
+    trusted_proxies: list[str] = field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"], metadata=check(_check_networks)
+    )
+    max_header_bytes: int = field(
+        default=16384, metadata=check(lambda n: _between(n, 1024, 1 << 20))
+    )
+    max_headers: int = field(default=64, metadata=check(lambda n: _between(n, 8, 1000)))
+    read_timeout: float = field(default=30.0, metadata=check(_positive))
+    keep_alive_timeout: float = field(default=5.0, metadata=check(_positive))
+
+
+def _between(value: int, low: int, high: int) -> str | None:
+    return None if low <= value <= high else f"must be between {low} and {high}"
 
 
 @dataclass(frozen=True)
 class StorageConfig:
     path: str = field(default=DEFAULT_DATABASE, metadata=check(lambda p: None if p else "is empty"))
     busy_timeout: float = field(default=5.0, metadata=check(_positive))
+    # Beyond this many devices of one username the least recently seen are removed (0: no cap).
+    max_devices_per_user: int = field(default=20, metadata=check(_at_least_zero))
 
 
 def _check_template(template: str) -> str | None:
@@ -91,11 +126,15 @@ def _check_methods(methods: list[str] | None) -> str | None:
     return None
 
 
+AuthMode = Literal["digest", "basic", "secret", "hook", "none"]
+
+
 @dataclass(frozen=True)
 class RouteConfig:
     path: str = field(metadata=check(_check_template))
     kind: Literal["token", "removal"]
     methods: list[str] | None = field(default=None, metadata=check(_check_methods))
+    auth: AuthMode | None = None  # None: [auth] reporter
 
 
 def _check_aliases(aliases: dict[str, list[str]]) -> str | None:
@@ -113,19 +152,41 @@ class ReporterConfig:
     credential_fields: list[str] = field(default_factory=list)
     default_routes: bool = True
     max_body: int = field(default=64 * 1024, metadata=check(_check_max_body))
+    # Token buckets: requests per second refilled, and the burst allowed (rate 0: no limit).
+    client_rate: float = field(default=5.0, metadata=check(_at_least_zero))
+    client_burst: int = field(default=60, metadata=check(_at_least_one))
+    username_rate: float = field(default=0.1, metadata=check(_at_least_zero))
+    username_burst: int = field(default=20, metadata=check(_at_least_one))
+
+
+def _check_realm(realm: str) -> str | None:
+    if not realm or not realm.isprintable() or any(c in realm for c in '":\\'):
+        return "must be non-empty, printable, without '\"', ':' or '\\'"
+    return None
+
+
+def _check_secret(secret: str) -> str | None:
+    return None if not secret or len(secret) >= 16 else "must be at least 16 characters"
 
 
 @dataclass(frozen=True)
 class AuthConfig:
-    reporter: Literal["none"] = "none"
+    reporter: AuthMode = "none"
+    realm: str = field(default="pnbridge", metadata=check(_check_realm))
+    users_file: str = ""
+    nonce_lifetime: float = field(default=300.0, metadata=check(_positive))
+    digest_algorithms: list[Literal["MD5", "SHA-256"]] = field(
+        default_factory=lambda: ["MD5", "SHA-256"],
+        metadata=check(lambda a: None if a and len(set(a)) == len(a) else "one or both, once"),
+    )
+    secret: str = field(default="", metadata=check(_check_secret))
+    secret_header: str = "X-Pnbridge-Secret"
+    secret_param: str = "secret"
 
-
-def _at_least_zero(value: float) -> str | None:
-    return None if value >= 0 else "must be 0 or more"
-
-
-def _at_least_one(value: int) -> str | None:
-    return None if value >= 1 else "must be 1 or more"
+    def modes(self, reporter: ReporterConfig) -> set[str]:
+        """The modes the reporter routes use."""
+        used = {r.auth or self.reporter for r in reporter.routes}
+        return used | {self.reporter} if reporter.default_routes else used
 
 
 def _check_enabled(names: list[str]) -> str | None:
@@ -182,9 +243,31 @@ def parse_config(data: dict) -> Config:
     """
     errors: list[str] = []
     config = convert(Config, _split_plugin_tables(data), "", errors)
+    if config is not None:
+        errors += _auth_problems(config)
     if errors or config is None:
         raise ConfigError(errors)
     return config
+
+
+def _auth_problems(config: Config) -> list[str]:
+    """What the reporter's auth modes need and the config lacks."""
+    auth, modes = config.auth, config.auth.modes(config.reporter)
+    problems = []
+    if modes & {"digest", "basic"} and not auth.users_file:
+        problems.append("auth.users_file: the digest and basic modes need a users file")
+    if "secret" in modes:
+        if not auth.secret:
+            problems.append("auth.secret: the secret mode needs a secret")
+        fields = FieldMap(config.reporter.fields, config.reporter.credential_fields)
+        if not (auth.secret_header or auth.secret_param):
+            problems.append("auth.secret_header: the secret mode needs a header or a parameter")
+        if auth.secret_param and not fields.is_credential(auth.secret_param):
+            problems.append(
+                f"auth.secret_param: {auth.secret_param!r} is not a credential field (add it"
+                " to reporter.credential_fields, so that it is never stored)"
+            )
+    return problems
 
 
 def load_config(path: str | None) -> Config:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .events import Event
+    from .events import Event, Report
     from .pluginhost import App
 
 PROJECT = "pnbridge"
@@ -58,3 +58,10 @@ def device_registered(event: Event) -> None:
 @hookspec
 def device_removed(event: Event) -> None:
     """A device was removed; ``event.reason`` says why."""
+
+
+@hookspec(firstresult=True)
+def authenticate_report(
+    username: str | None, credentials: dict[str, str], report: Report
+) -> bool | None:
+    """Check a report on a route of auth mode ``hook``: True allows, False denies, None abstains."""

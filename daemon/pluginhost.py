@@ -197,6 +197,19 @@ class PluginHost:
             result = await result
         return result
 
+    async def first_result(self, hook: str, **kwargs: Any) -> Any:
+        """Call a firstresult ``hook`` in pluggy's order: the first answer that is not None
+        wins. An ``async`` implementation is awaited; a plain one runs in a worker thread."""
+        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
+            args = [kwargs[name] for name in impl.argnames]
+            if inspect.iscoroutinefunction(impl.function):
+                result = await impl.function(*args)
+            else:
+                result = await trio.to_thread.run_sync(impl.function, *args)
+            if result is not None:
+                return result
+        return None
+
     def app(self, nursery: trio.Nursery) -> App:
         by_class = {
             type(value): value for value in self.settings.values()

@@ -42,7 +42,8 @@ class Reporter:
     def __init__(self, config: ReporterConfig):
         self.fields = FieldMap(config.fields, config.credential_fields)
         configured = [
-            (r.path, r.kind, tuple(r.methods) if r.methods else None) for r in config.routes
+            (r.path, r.kind, tuple(r.methods) if r.methods else None, r.auth)
+            for r in config.routes
         ]
         self.routes = RouteTable.build(configured, self.fields, config.default_routes)
         self.max_body = config.max_body

@@ -45,6 +45,7 @@ class Route:
     kind: Kind
     methods: tuple[str, ...]
     pattern: re.Pattern[str]
+    auth: str | None = None  # the route's auth mode; None: the default ([auth] reporter)
 
     def match(self, raw_path: str) -> dict[str, str] | None:
         """The placeholder values of ``raw_path`` (percent-decoded), or None.
@@ -114,13 +115,13 @@ class RouteTable:
     @classmethod
     def build(
         cls,
-        configured: list[tuple[str, Kind, tuple[str, ...] | None]],
+        configured: list[tuple[str, Kind, tuple[str, ...] | None, str | None]],
         fields: FieldMap,
         defaults: bool = True,
     ) -> RouteTable:
         routes = [
-            Route(t, kind, methods or DEFAULT_METHODS[kind], compile_template(t, fields))
-            for t, kind, methods in configured
+            Route(t, kind, methods or DEFAULT_METHODS[kind], compile_template(t, fields), auth)
+            for t, kind, methods, auth in configured
         ]
         if defaults:
             for kind, templates in DEFAULT_TEMPLATES.items():

@@ -13,11 +13,14 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
+from .auth import Guard, load_users, plugin_problems
 from .config import Config
+from .digest import Nonces
 from .dispatch import open_plugins
 from .health import database_writable, device_gauge
 from .log import set_level
 from .pluginhost import PluginHost, load_plugins
+from .ratelimit import Limits
 from .reload import Reloader
 from .reporter import Reporter
 from .sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
@@ -33,10 +36,20 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def hypercorn_config(config: Config, binds: list[str]) -> hypercorn.config.Config:
     hc = hypercorn.config.Config()
     hc.bind = list(binds)
-    hc.graceful_timeout = config.server.grace_period
+    _limit(hc, config)
     hc.accesslog = None
     hc.errorlog = logging.getLogger("pnbridge.http")
     return hc
+
+
+def _limit(hc: hypercorn.config.Config, config: Config) -> None:
+    """Header size and slow-client limits (the body's is the app's MAX_CONTENT_LENGTH)."""
+    server = config.server
+    hc.graceful_timeout = server.grace_period
+    hc.h11_max_incomplete_size = server.max_header_bytes
+    hc.h2_max_header_list_size = server.max_header_bytes
+    hc.read_timeout = server.read_timeout
+    hc.keep_alive_timeout = server.keep_alive_timeout
 
 
 async def run(
@@ -57,6 +70,9 @@ async def run(
     """
     if plugins is None:
         plugins = load_plugins(config.plugins)
+    if problems := plugin_problems(config, plugins):
+        raise ConfigError(problems)
+    known = await trio.to_thread.run_sync(load_users, config)
     if shutdown is None:
         shutdown = trio.Event()
     notifier = Notifier()
@@ -70,7 +86,9 @@ async def run(
             ):
                 services = Services(
                     reporter=Reporter(config.reporter), writer=writer,
-                    access_log=config.server.access_log,
+                    guard=Guard(config.auth, known, plugins, Nonces(config.auth.nonce_lifetime)),
+                    limits=Limits.of(config), max_devices=config.storage.max_devices_per_user,
+                    max_headers=config.server.max_headers, access_log=config.server.access_log,
                 )
                 services.readiness.add("database", database_writable(writer))
                 services.metrics.refreshers.append(device_gauge(services.metrics, writer))
@@ -157,15 +175,26 @@ async def _reload(reloader: Reloader, notifier: Notifier) -> None:
 def _web_step(
     services: Services, app: QuartTrio, hcs: list[hypercorn.config.Config], new: Config
 ) -> Callable[[], None]:
-    """The reload step of the web layer: routes, field aliases, logging, grace period."""
+    """The reload step of the web layer: routes, field aliases, auth settings and the users
+    file, limits, logging, grace period."""
     reporter = Reporter(new.reporter)
+    old = services.guard
+    if problems := plugin_problems(new, old.plugins):
+        raise ConfigError(problems)
+    guard = Guard(new.auth, load_users(new), old.plugins, old.nonces)
+    limits = Limits.of(new)
 
     def apply() -> None:
         services.reporter = reporter
+        services.guard = guard
+        guard.nonces.lifetime = new.auth.nonce_lifetime
+        services.limits = limits
+        services.max_devices = new.storage.max_devices_per_user
+        services.max_headers = new.server.max_headers
         services.access_log = new.server.access_log
         app.config["MAX_CONTENT_LENGTH"] = reporter.max_body
         for hc in hcs:
-            hc.graceful_timeout = new.server.grace_period
+            _limit(hc, new)
         set_level(new.server.log_level)
 
     return apply

@@ -27,6 +27,10 @@ class StoreError(Exception):
     """The database cannot be opened or is of a schema this version does not know."""
 
 
+class NotOwner(Exception):
+    """A report for a device (selector) that belongs to another username."""
+
+
 @dataclass(frozen=True)
 class Change:
     """What one store operation did to one device, and the event it journaled (if any)."""
@@ -207,10 +211,17 @@ class Store:
 
     # -- operations (call inside a transaction) ------------------------------------------
 
-    def register(self, report: Report, source: dict[str, Any], now: float) -> Change:
-        """Create or update the device ``report`` describes; journal it if it is new or changed."""
+    def register(
+        self, report: Report, source: dict[str, Any], now: float, *, owner: str | None = None
+    ) -> Change:
+        """Create or update the device ``report`` describes; journal it if it is new or changed.
+
+        With ``owner``, raise NotOwner when the device exists under another username.
+        """
         assert report.selector and report.username
         old = self.device(report.selector)
+        if owner is not None and old is not None and old.username != owner:
+            raise NotOwner(f"selector {report.selector} belongs to another user")
         if old is None:
             device = Device(
                 selector=report.selector, username=report.username,
@@ -255,6 +266,27 @@ class Store:
         )
         event = self._journal("registered", "changed", old, merged, source, now)
         return Change("changed", merged, event)
+
+    def register_capped(
+        self, report: Report, source: dict[str, Any], now: float, *,
+        max_devices: int, owner: str | None = None,
+    ) -> list[Change]:
+        """``register``, then, beyond ``max_devices`` devices of the username (0: no cap),
+        remove the least recently seen others (reason ``evicted``); one transaction."""
+        change = self.register(report, source, now, owner=owner)
+        if not max_devices or change.outcome == "unchanged":
+            return [change]
+        rows = self.conn.execute(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE username = ? AND selector != ?"
+            " ORDER BY last_seen DESC, selector LIMIT -1 OFFSET ?",
+            (change.device.username, change.device.selector, max_devices - 1),
+        )
+        evicted = []
+        for device in [_device(row) for row in rows]:
+            self.conn.execute("DELETE FROM devices WHERE selector = ?", (device.selector,))
+            event = self._journal("removed", "evicted", device, None, source, now)
+            evicted.append(Change("removed", device, event))
+        return [change, *evicted]
 
     def remove(
         self,

@@ -6,18 +6,20 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from .auth import Guard, Verdict
 from .events import Report
 from .health import Readiness, add_health_routes
 from .log import shorten
 from .metrics import Metrics
+from .ratelimit import Limits, client_address, retry_after
 from .reporter import BadReport, Reporter
-from .store import Change, Store, StoreError
+from .store import Change, NotOwner, Store, StoreError
 from .writer import Writer
 
 log = logging.getLogger("pnbridge.reporter")
@@ -28,10 +30,14 @@ REPORT_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 @dataclass
 class Services:
-    """What the request handlers use; ``reporter`` and ``access_log`` may change on reload."""
+    """What the request handlers use; all but ``writer`` may change on reload."""
 
     reporter: Reporter
     writer: Writer
+    guard: Guard
+    limits: Limits
+    max_devices: int = 0
+    max_headers: int = 64
     metrics: Metrics = field(default_factory=Metrics)
     readiness: Readiness = field(default_factory=Readiness)
     access_log: bool = True
@@ -40,6 +46,14 @@ class Services:
 def plain(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
     """An error answer: the status and a one-line reason."""
     return Response(reason + "\n", status=status, headers=headers, content_type="text/plain")
+
+
+def unauthorized(verdict: Verdict) -> Response:
+    """401, with the Digest or Basic challenges the mode has."""
+    response = plain(401, "authentication required")
+    for value in verdict.challenges:
+        response.headers.add("WWW-Authenticate", value)
+    return response
 
 
 def empty_ok() -> Response:
@@ -59,6 +73,12 @@ def create_app(services: Services, *, health: bool = True) -> QuartTrio:
     if health:
         add_health_routes(app, services.readiness, services.metrics)
 
+    @app.before_request
+    async def count_headers() -> Response | None:
+        if len(request.headers) > services.max_headers:
+            return plain(431, f"more than {services.max_headers} header fields")
+        return None
+
     @app.route("/", defaults={"path": ""}, methods=REPORT_METHODS, provide_automatic_options=False)
     @app.route("/<path:path>", methods=REPORT_METHODS, provide_automatic_options=False)
     async def report(path: str) -> Response:
@@ -75,6 +95,13 @@ def create_app(services: Services, *, health: bool = True) -> QuartTrio:
         route, values = found
         g.kind, g.route = route.kind, route.template
         reports = services.metrics.reports
+        limits = services.limits
+        client = g.client = client_address(
+            request.remote_addr, request.headers.get("X-Forwarded-For"), limits.trusted
+        )
+        if wait := limits.per_client.take(client):
+            reports.labels(route.kind, "limited").inc()
+            return plain(429, "too many requests", {"Retry-After": retry_after(wait)})
         body = await request.get_data(cache=False)
         try:
             report = reporter.read(
@@ -82,13 +109,35 @@ def create_app(services: Services, *, health: bool = True) -> QuartTrio:
                 request.headers.get("Content-Type"),
             )
         except BadReport as error:
-            log.info("rejected route=%s client=%s: %s", route.template, request.remote_addr, error)
+            log.info("rejected route=%s client=%s: %s", route.template, client, error)
             reports.labels(route.kind, "rejected").inc()
             return plain(400, str(error))
         g.report = report
-        source = {"route": route.template, "client": request.remote_addr}
+        if report.username and (wait := limits.per_username.take(report.username)):
+            reports.labels(route.kind, "limited").inc()
+            return plain(429, "too many requests", {"Retry-After": retry_after(wait)})
+        guard = services.guard
+        mode = route.auth or guard.config.reporter
+        query = request.scope["query_string"]
+        target = raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        verdict = await guard.check(mode, request.method, target, request.headers, report)
+        if verdict.allowed and verdict.user is not None:
+            if report.username not in (None, verdict.user):
+                verdict = Verdict(False, challenges=verdict.challenges)
+            report = g.report = replace(report, username=verdict.user)
+        if not verdict.allowed:
+            log.info("unauthorized route=%s client=%s username=%s mode=%s",
+                     route.template, client, report.username or "-", mode)
+            reports.labels(route.kind, "unauthorized").inc()
+            return unauthorized(verdict)
+        source = {"route": route.template, "client": client}
         try:
-            changes = await _store(services.writer, report, source)
+            changes = await _store(services, report, source, verdict.user)
+        except NotOwner:
+            log.info("refused route=%s client=%s username=%s: the device is another user's",
+                     route.template, client, report.username)
+            reports.labels(route.kind, "unauthorized").inc()
+            return plain(403, "this device belongs to another user")
         except (sqlite3.Error, StoreError) as error:
             log.error("storage failed route=%s: %s", route.template, error)
             reports.labels(route.kind, "failed").inc()
@@ -132,7 +181,7 @@ def _instrument(app: QuartTrio, services: Services) -> None:
                 request.method, g.get("route") or _first_segment(request.path),
                 response.status_code, shorten(report.selector) if report else "-",
                 (report.username or "-") if report else "-", duration * 1000,
-                request.remote_addr,
+                g.get("client", request.remote_addr),
             )
         return response
 
@@ -143,11 +192,21 @@ def _first_segment(path: str) -> str:
     return f"/{head}{'/…' if sep else ''}"
 
 
-async def _store(writer: Writer, report: Report, source: dict) -> list[Change]:
+async def _store(
+    services: Services, report: Report, source: dict, owner: str | None
+) -> list[Change]:
+    """Store ``report``; with ``owner``, it may change only that user's devices."""
     now = time.time()
     if report.kind == "token":
-        return [await writer.call(Store.register, report, source, now)]
-    return await writer.call(_remove_reported, report, source, now)
+        return await services.writer.call(_register, report, source, now, owner,
+                                          services.max_devices)
+    return await services.writer.call(_remove_reported, report, source, now)
+
+
+def _register(
+    store: Store, report: Report, source: dict, now: float, owner: str | None, cap: int
+) -> list[Change]:
+    return store.register_capped(report, source, now, max_devices=cap, owner=owner)
 
 
 def _remove_reported(store: Store, report: Report, source: dict, now: float) -> list[Change]:

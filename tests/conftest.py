@@ -71,6 +71,8 @@ async def start_daemon(tmp_path: Path, nursery: trio.Nursery) -> StartDaemon:
         base = {
             "server": {"listen": ["127.0.0.1:0"]},
             "storage": {"path": str(tmp_path / "pnbridge.db")},
+            # Rate limits are on by default; tests of anything else send faster than apps.
+            "reporter": {"client_rate": 0, "username_rate": 0},
         }
         config = parse_config(merge(base, overrides or {}))
         shutdown = trio.Event()

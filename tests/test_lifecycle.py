@@ -30,8 +30,9 @@ def stored(tmp_path) -> list[str]:
 def test_restart_keeps_every_device(spawn, tmp_path):
     process = spawn(toml(tmp_path, "127.0.0.1:0"))
     url = process.url()
-    for i in range(20):
-        assert httpx.get(f"{url}/token", params={**REPORT, "selector": f"S:{i}"}).status_code == 200
+    for i in range(20):  # under as many usernames: one has at most 20 devices
+        params = {**REPORT, "selector": f"S:{i}", "username": f"u{i}"}
+        assert httpx.get(f"{url}/token", params=params).status_code == 200
     assert process.stop(signal.SIGINT) == 0
     assert "stopped" in process.log
     process = spawn(toml(tmp_path, "127.0.0.1:0"))

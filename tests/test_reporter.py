@@ -394,7 +394,7 @@ async def test_concurrent_reports_are_all_stored_with_their_events(start_daemon)
     statuses = []
 
     async def report(i):
-        r = await daemon.client.get("/token", params={"username": f"u{i % 7}", "selector": f"S{i}", "token_msgs": f"t{i}"})
+        r = await daemon.client.get("/token", params={"username": f"u{i % 10}", "selector": f"S{i}", "token_msgs": f"t{i}"})
         statuses.append(r.status_code)
 
     async with trio.open_nursery() as nursery:

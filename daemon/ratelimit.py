@@ -1,0 +1,93 @@
+"""Rate limits (token buckets, in memory, bounded) and the client address they are keyed by."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .config import Config
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Buckets:
+    """One token bucket per key: ``burst`` requests at once, refilled at ``rate`` a second.
+
+    At most ``capacity`` keys are tracked; the least recently used one is forgotten first
+    (it starts again with a full bucket). A ``rate`` of 0 means no limit.
+    """
+
+    def __init__(self, rate: float, burst: int, capacity: int = 50_000):
+        self.rate = rate
+        self.burst = burst
+        self._capacity = capacity
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key: (tokens, at)
+
+    def take(self, key: str) -> float:
+        """Take one request from ``key``'s bucket: 0 if allowed, else seconds to wait."""
+        if not self.rate:
+            return 0.0
+        now = time.monotonic()
+        tokens, at = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        wait = 0.0
+        if tokens >= 1:
+            tokens -= 1
+        else:
+            wait = (1 - tokens) / self.rate
+        self._buckets[key] = (tokens, now)
+        if len(self._buckets) > self._capacity:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+def retry_after(wait: float) -> str:
+    """A Retry-After value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(wait)))
+
+
+def networks(cidrs: Sequence[str]) -> list[Network]:
+    return [ipaddress.ip_network(c, strict=False) for c in cidrs]
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
+    """The client's address: the peer's, or, when the peer is a trusted proxy, the rightmost
+    address of ``X-Forwarded-For`` that is not a trusted proxy. A peer on a unix socket (no
+    address) is a local proxy and trusted."""
+    if peer and not _is_trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for hop in (forwarded_for or "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else (peer or "unix")
+
+
+def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+@dataclass
+class Limits:
+    """The reporter's rate limits, and the proxies whose X-Forwarded-For is believed."""
+
+    per_client: Buckets
+    per_username: Buckets
+    trusted: list[Network]
+
+    @classmethod
+    def of(cls, config: Config) -> Limits:
+        reporter = config.reporter
+        return cls(
+            Buckets(reporter.client_rate, reporter.client_burst),
+            Buckets(reporter.username_rate, reporter.username_burst),
+            networks(config.server.trusted_proxies),
+        )
