@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import queue
 import re
@@ -24,6 +25,45 @@ import trio
 from pnbridge.config import Config, parse_config
 from pnbridge.server import run
 from pnbridge.store import Store
+
+# Every password and secret the tests send. test_secrets_at_rest runs last and looks for
+# them in everything the test run left behind: databases, journals, plugin output, logs.
+PASSWORDS = {"alice": "alice-Pa55word-x7Q", "bob": "bob-Secr3t-Words-q9Z"}
+SECRET = "shared-secret-4f1c9a7e2b"
+SEED_PASSWORD = "12345678"  # in the seeds' example requests
+SENT_SECRETS = (*PASSWORDS.values(), SECRET, SEED_PASSWORD)
+
+_run_log: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_log(tmp_path_factory: pytest.TempPathFactory):
+    """Every pnbridge log record of the run (in-process daemons, at debug level) goes to a
+    file in the run's temp directory, next to what spawned daemons and the CLI printed."""
+    path = _run_log["dir"] = tmp_path_factory.getbasetemp()
+    handler = logging.FileHandler(path / "pnbridge-in-process.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("pnbridge")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield path
+    logger.removeHandler(handler)
+    handler.close()
+
+
+def _keep_output(*texts: str | None) -> None:
+    if "dir" in _run_log:
+        with open(_run_log["dir"] / "pnbridge-processes.log", "a", encoding="utf-8") as file:
+            file.writelines(text for text in texts if text)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``run_last`` run after all others."""
+    items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "run_last: run after every other test")
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -145,10 +185,12 @@ class Process:
 
 def pnbridge(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run the ``pnbridge`` command as a user would; capture its output."""
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "pnbridge", *args],
         capture_output=True, text=True, timeout=60, **kwargs,
     )
+    _keep_output(result.stdout, result.stderr)
+    return result
 
 
 @pytest.fixture
@@ -174,3 +216,4 @@ def spawn(tmp_path: Path):
         if process.popen.poll() is None:
             process.popen.kill()
             process.popen.wait()
+        _keep_output(process.log)

@@ -119,6 +119,7 @@ def test_embedded_defaults(tmp_path):
             stderr=subprocess.PIPE, text=True,
         )
         first = popen.stderr.readline()
+        warning = popen.stderr.readline()  # the defaults' auth mode is "none"
         second = popen.stderr.readline()
         if "listening on" in second or time.monotonic() > deadline:
             break
@@ -126,6 +127,7 @@ def test_embedded_defaults(tmp_path):
         time.sleep(0.5)
     try:
         assert "embedded defaults" in first and "127.0.0.1:8080" in first
+        assert 'WARNING pnbridge: reporter routes with auth mode "none"' in warning
         assert "listening on http://127.0.0.1:8080" in second
         assert httpx.get("http://127.0.0.1:8080/token", params=REPORT).status_code == 200
     finally:

@@ -111,7 +111,7 @@ def test_ready_stopping_and_a_request_in_flight_during_sigterm(spawn, notify, tm
     conn = Connection(url)
     assert conn.request("GET", "/healthz") == (200, b"ok\n")
 
-    body = b"username=alice&selector=S1&token_msgs=QVBB0123456789"
+    body = b"username=alice&selector=S1&token_msgs=QVBB0123459876"
     conn.send(
         b"POST /token/ HTTP/1.1\r\nHost: pbx\r\nContent-Type: application/x-www-form-urlencoded"
         b"\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
