@@ -3,7 +3,8 @@
 Every hook may be a plain ``def`` or an ``async def``. ``device_registered`` and
 ``device_removed`` are delivered from the event journal, at least once and in order per
 device; a plain one runs in a worker thread (it may block), an ``async`` one on the daemon's
-trio loop (it must not). ``startup`` and ``shutdown`` run on the trio loop. docs/plugin-hooks.md
+trio loop (it must not). ``startup`` and ``shutdown`` run on the trio loop; a plain
+``reload`` runs in a worker thread. docs/plugin-hooks.md
 documents each hook; tests/test_docs.py fails when one is missing there or in the tests.
 """
 
@@ -48,6 +49,11 @@ def startup(app: App) -> None:
 @hookspec
 def shutdown(app: App) -> None:
     """The daemon is stopping (delivery has stopped): close what ``startup`` opened."""
+
+
+@hookspec
+def reload(app: App) -> None:
+    """SIGHUP (e.g. logrotate's postrotate): reopen files and the like."""
 
 
 @hookspec

@@ -18,6 +18,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ log = logging.getLogger("pnbridge.plugins")
 T = TypeVar("T")
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
+RELOAD_TIMEOUT = 10.0
 HOOKS = tuple(
     name for name, fn in vars(hookspecs).items()
     if inspect.isfunction(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
@@ -170,6 +172,8 @@ class PluginHost:
         self.enabled = enabled
         self.settings = settings
         self.delivery = delivery
+        self.started: App | None = None
+        """The App the plugins were started with, while they run."""
 
     def impl(self, plugin: str, hook: str) -> pluggy.HookImpl | None:
         """``plugin``'s implementation of ``hook``, if it has one."""
@@ -215,14 +219,35 @@ class PluginHost:
                 await self.shutdown(app, started)
                 raise PluginError(f"plugin {name}: startup failed: {error!r}") from error
             started.append(name)
+        self.started = app
 
     async def shutdown(self, app: App, names: list[str] | None = None) -> None:
         """Run the ``shutdown`` hooks in reverse order; log failures, stop none."""
+        self.started = None
         for name in reversed(self.enabled if names is None else names):
             try:
                 await self.call(name, "shutdown", app=app)
             except Exception:
                 log.exception("plugin %s: shutdown failed", name)
+
+    async def reload(self) -> None:
+        """Run the ``reload`` hooks of the running plugins (SIGHUP), a plain one in a worker
+        thread, each for at most RELOAD_TIMEOUT seconds; log failures, stop none."""
+        app = self.started
+        for name in self.enabled if app is not None else ():
+            if self.impl(name, "reload") is None:
+                continue
+            with trio.move_on_after(RELOAD_TIMEOUT) as scope:
+                try:
+                    if self.is_async(name, "reload"):
+                        await self.call(name, "reload", app=app)
+                    else:
+                        call = partial(self.call_sync, name, "reload", app=app)
+                        await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+                except Exception:
+                    log.exception("plugin %s: reload failed", name)
+            if scope.cancelled_caught:
+                log.error("plugin %s: reload took more than %gs", name, RELOAD_TIMEOUT)
 
 
 def load_plugins(config: PluginsConfig) -> PluginHost:

@@ -53,7 +53,8 @@ async def run(
     Reports ``started`` with the addresses the reporter listens on. In-flight requests get
     ``[server] grace_period`` seconds to finish; then plugin delivery stops, the plugins shut
     down, and the database is closed last. With ``handle_signals``, SIGHUP reloads the config
-    through ``load_config``. ``plugins`` defaults to ``load_plugins(config.plugins)``.
+    through ``load_config`` and runs the plugins' ``reload`` hooks. ``plugins`` defaults to
+    ``load_plugins(config.plugins)``.
     """
     if plugins is None:
         plugins = load_plugins(config.plugins)
@@ -76,7 +77,7 @@ async def run(
                 services.metrics.refreshers.append(device_gauge(services.metrics, writer))
                 dispatcher.observe(services.metrics, services.readiness)
                 await _serve(config, services, shutdown, signals, load_config, notifier,
-                             task_status)
+                             plugins, task_status)
             log.info("stopped")
     finally:
         notifier.close()
@@ -89,6 +90,7 @@ async def _serve(
     signals: trio.abc.AsyncIterator[int] | None,
     load_config: Callable[[], Config] | None,
     notifier: Notifier,
+    plugins: PluginHost,
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
     admin = config.server.admin_listen
@@ -102,7 +104,7 @@ async def _serve(
         if (interval := watchdog_interval()) is not None:
             helpers.start_soon(keep_watchdog_fed, notifier, interval)
         if signals is not None:
-            helpers.start_soon(_on_signals, signals, reloader, notifier, shutdown)
+            helpers.start_soon(_on_signals, signals, reloader, notifier, shutdown, plugins)
         async with trio.open_nursery() as nursery:
             binds = []
             for served, hc in servers:
@@ -127,6 +129,7 @@ async def _on_signals(
     reloader: Reloader,
     notifier: Notifier,
     shutdown: trio.Event,
+    plugins: PluginHost,
 ) -> None:
     async for signum in signals:
         name = signal.Signals(signum).name
@@ -135,6 +138,7 @@ async def _on_signals(
             shutdown.set()
         elif not shutdown.is_set():
             await _reload(reloader, notifier)
+            await plugins.reload()
 
 
 async def _reload(reloader: Reloader, notifier: Notifier) -> None:
