@@ -28,7 +28,8 @@ from pnbridge.settings import check
 EventKind = Literal["registered", "removed"]
 TOKEN_FIELDS = ("token_calls", "token_msgs")
 DEVICE_FIELDS = ("appid_calls", "appid_msgs", *TOKEN_FIELDS)
-TARGET_KEYS = {"url": str, "secret": str, "timeout": (int, float)}
+TARGET_KEYS = {"url": (str, "a string"), "secret": (str, "a string"),
+               "timeout": ((int, float), "a number")}
 REMEMBERED = 256  # events whose partly successful delivery is remembered for their retry
 
 
@@ -48,11 +49,14 @@ def _check_urls(items: list[Any]) -> str | None:
     for index, item in enumerate(items):
         if isinstance(item, str):
             item = {"url": item}
+        if not isinstance(item, dict):
+            return f"item {index}: expected a URL or a table {{ url = ... }}, got {item!r}"
         for key, value in item.items():
             if key not in TARGET_KEYS:
                 return f"item {index}: unknown key {key} (known keys: url, secret, timeout)"
-            if not isinstance(value, TARGET_KEYS[key]) or isinstance(value, bool):
-                return f"item {index}: {key} has the wrong type ({value!r})"
+            kind, name = TARGET_KEYS[key]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                return f"item {index}: {key}: expected {name}, got {value!r}"
         if "url" not in item:
             return f"item {index}: url is missing"
         problem = _check_url(item["url"])
@@ -77,7 +81,7 @@ def _positive(value: float) -> str | None:
 class Settings:
     """``[plugins.webhook]``."""
 
-    urls: list[str | dict[str, Any]] = field(metadata=check(_check_urls))
+    urls: list[Any] = field(metadata=check(_check_urls))  # URLs or {url, secret, timeout}
     secret: str = field(metadata=check(_not_empty))
     timeout: float = field(default=10.0, metadata=check(_positive))
     events: list[EventKind] = field(default_factory=lambda: ["registered", "removed"])
@@ -204,7 +208,7 @@ class Webhook:
             if len(delays) == len(retries):
                 raise RetryLater(max(delays), problems)
             raise Retry(problems)
-        del self.answered[event.id]
+        self.answered.pop(event.id, None)
         refused = [f"{url}: {problem}" for url, problem in answered.items() if problem]
         if refused:
             raise PermanentFailure("; ".join(refused))
