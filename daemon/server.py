@@ -14,6 +14,7 @@ import trio
 from quart_trio import QuartTrio
 
 from .config import Config
+from .expiry import expire_devices
 from .health import database_writable, device_gauge
 from .log import set_level
 from .reload import Reloader
@@ -61,7 +62,7 @@ async def run(
             async with open_writer(config.storage.path, config.storage.busy_timeout) as writer:
                 services = Services(
                     reporter=Reporter(config.reporter), writer=writer,
-                    access_log=config.server.access_log,
+                    access_log=config.server.access_log, api=config.api,
                 )
                 services.readiness.add("database", database_writable(writer))
                 services.metrics.refreshers.append(device_gauge(services.metrics, writer))
@@ -93,6 +94,8 @@ async def _serve(
             helpers.start_soon(keep_watchdog_fed, notifier, interval)
         if signals is not None:
             helpers.start_soon(_on_signals, signals, reloader, notifier, shutdown)
+        if (expire_after := config.storage.expire_seconds) is not None:
+            helpers.start_soon(expire_devices, services.writer, expire_after)
         async with trio.open_nursery() as nursery:
             binds = []
             for served, hc in servers:
@@ -147,12 +150,14 @@ async def _reload(reloader: Reloader, notifier: Notifier) -> None:
 def _web_step(
     services: Services, app: QuartTrio, hcs: list[hypercorn.config.Config], new: Config
 ) -> Callable[[], None]:
-    """The reload step of the web layer: routes, field aliases, logging, grace period."""
+    """The reload step of the web layer: routes, field aliases, API keys and deadlines,
+    logging, grace period."""
     reporter = Reporter(new.reporter)
 
     def apply() -> None:
         services.reporter = reporter
         services.access_log = new.server.access_log
+        services.api = new.api
         app.config["MAX_CONTENT_LENGTH"] = reporter.max_body
         for hc in hcs:
             hc.graceful_timeout = new.server.grace_period
