@@ -177,18 +177,22 @@ class Pusher:
         )
         attempts, wait = 0, RETRY_FIRST
         last = PushResult("retry", "no answer")
+        reason = ""
         with trio.move_on_at(ends):
             while True:
                 attempts += 1
                 last = await self._attempt(replace(push, attempt=attempts))
+                if last.outcome != "retry":
+                    break
                 wait = max(wait, last.retry_after or 0.0)
-                if last.outcome != "retry" or trio.current_time() + wait >= ends:
+                if trio.current_time() + wait >= ends:
+                    reason = f"{last.reason}; a retry in {wait:g} s would miss the deadline"
                     break
                 await trio.sleep(wait)
                 wait = min(wait * 2, RETRY_MAX)
         if last.outcome != "retry":
             return await self._settle(push, last, attempts, source)
-        reason = f"no success within the {deadline:g} s deadline (last: {last.reason})"
+        reason = reason or f"no success within the {deadline:g} s deadline (last: {last.reason})"
         return DeviceResult(device.selector, pair, "failed", reason, attempts)
 
     async def _attempt(self, push: Push) -> PushResult:

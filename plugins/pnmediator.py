@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import trio
-
 from pnbridge import App, Push, PushResult, hookimpl
 
 URL = "https://pnm.cloudsoftphone.com/pnm2/send"

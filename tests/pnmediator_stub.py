@@ -44,6 +44,8 @@ class Stub:
     requests: list[dict[str, Any]] = field(default_factory=list)
     script: dict[str, list[Answer]] = field(default_factory=lambda: defaultdict(list))
     paths: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    connections: int = 0
 
     def answer(self, token: str, *answers: Answer) -> None:
         """Answer ``token``'s next requests with ``answers`` in turn, then 200."""
@@ -65,6 +67,7 @@ class Stub:
         await trio.serve_listeners(self._connection, listeners)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
         conn = h11.Connection(h11.SERVER)
         async with stream:
             while True:
@@ -74,6 +77,7 @@ class Stub:
                 self.paths.append(request.target.decode())
                 data = json.loads(body)
                 self.requests.append(data)
+                self.times.append(trio.current_time())
                 answer = self._next(data.get("DeviceToken", ""))
                 await trio.sleep(answer.delay)
                 if answer.drop:
@@ -81,10 +85,13 @@ class Stub:
                 payload = json.dumps(answer.body).encode()
                 headers = [("content-type", "application/json"),
                            ("content-length", str(len(payload))), *answer.headers.items()]
-                await stream.send_all(conn.send(h11.Response(status_code=answer.status,
-                                                             headers=headers)))
-                await stream.send_all(conn.send(h11.Data(data=payload)))
-                await stream.send_all(conn.send(h11.EndOfMessage()))
+                try:
+                    await stream.send_all(conn.send(h11.Response(status_code=answer.status,
+                                                                 headers=headers))
+                                          + conn.send(h11.Data(data=payload))
+                                          + conn.send(h11.EndOfMessage()))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # the client gave up waiting
                 if conn.our_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
