@@ -1,3 +1,16 @@
-"""pnbridge: the server side of the Acrobits softphone's token and removal reporters."""
+"""pnbridge: the server side of the Acrobits softphone's token and removal reporters.
+
+What plugins import: ``from pnbridge import hookimpl, RetryLater, PermanentFailure``
+(and ``Event``, ``Device`` for type hints), and for a push transport ``Push`` and
+``PushResult``. Nothing else is meant for plugins.
+"""
+
+from .events import Device, Event, Push, PushResult
+from .hookspecs import PermanentFailure, RetryLater, hookimpl
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Device", "Event", "PermanentFailure", "Push", "PushResult", "RetryLater", "__version__",
+    "hookimpl",
+]

@@ -21,9 +21,11 @@ from . import __version__, transfer
 from .config import Config, load_config
 from .events import Device, isotime
 from .log import setup_logging, shorten
+from .pluginhost import PluginError, PluginHost, discover, load_plugins
+from .push import VERBS, BadPush, UnknownUser, parse_request, push_once
 from .reporter import BadReport, Reporter
 from .settings import ConfigError
-from .store import Store, StoreError
+from .store import Failure, Store, StoreError
 
 log = logging.getLogger("pnbridge")
 
@@ -46,6 +48,13 @@ def fail(*lines: str) -> NoReturn:
 def read_config(path: str | None) -> Config:
     try:
         return load_config(path)
+    except ConfigError as error:
+        fail(*(f"error: {line}" for line in error.errors))
+
+
+def read_plugins(config: Config) -> PluginHost:
+    try:
+        return load_plugins(config.plugins)
     except ConfigError as error:
         fail(*(f"error: {line}" for line in error.errors))
 
@@ -76,6 +85,7 @@ def serve(config_path: str | None) -> None:
 
     config = read_config(config_path)
     setup_logging(config.server.log_level)
+    plugins = read_plugins(config)
     if config_path is None:
         log.info(
             "no config file given: running on the embedded defaults "
@@ -86,8 +96,11 @@ def serve(config_path: str | None) -> None:
         log.info("config %s", config_path)
     try:
         trio.run(partial(
-            run, config, handle_signals=True, load_config=partial(load_config, config_path)
+            run, config, handle_signals=True, load_config=partial(load_config, config_path),
+            plugins=plugins,
         ))
+    except* PluginError as group:
+        fail(*map(str, _leaves(group)))
     except* StoreError as group:
         fail(*map(str, _leaves(group)))
     except* OSError as group:
@@ -106,8 +119,8 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
 @main.command("check-config")
 @config_option
 def check_config(config_path: str | None) -> None:
-    """Validate a config file; print every error with its key."""
-    read_config(config_path)
+    """Validate a config file (and the settings of its plugins); print every error with its key."""
+    read_plugins(read_config(config_path))
     click.echo(f"{config_path or 'embedded defaults'}: OK")
 
 
@@ -256,3 +269,157 @@ def _progress(file: Any) -> Iterator[Callable[[int], None]]:
         return
     with click.progressbar(length=size, label="importing", file=sys.stderr) as bar:
         yield bar.update
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@main.command("plugins")
+@config_option
+@json_option
+def plugins_list(config_path: str | None, as_json: bool) -> None:
+    """List every plugin found, whether it is enabled, and the hooks it implements."""
+    config = read_config(config_path)
+    errors: list[str] = []
+    found = discover(config.plugins.paths, errors)
+    for line in errors:
+        click.echo(f"pnbridge: warning: {line}", err=True)
+    enabled = config.plugins.enabled
+    if as_json:
+        click.echo(json.dumps([p.to_dict(p.name in enabled) for p in found.values()], indent=2))
+        return
+    rows = [("NAME", "ENABLED", "HOOKS", "SOURCE")]
+    rows += [
+        (p.name, "yes" if p.name in enabled else "no",
+         f"error: {p.error}" if p.error else ", ".join(p.hooks) or "-", p.source)
+        for p in found.values()
+    ]
+    _table(rows)
+
+
+@main.group("events", invoke_without_command=True)
+@config_option
+@click.option("--plugin", help="Only this plugin's delivery state.")
+@click.option("--failed", is_flag=True, help="Only events parked as failed.")
+@json_option
+@click.pass_context
+def events(
+    ctx: click.Context, config_path: str | None, plugin: str | None, failed: bool, as_json: bool
+) -> None:
+    """List the event journal and each enabled plugin's delivery state."""
+    if ctx.invoked_subcommand is not None:
+        return
+    config = read_config(config_path)
+    store = open_store(config)
+    if failed:
+        parked = store.failures(plugin)
+        store.close()
+        _show_failures(parked, as_json)
+        return
+    plugins = [plugin] if plugin else config.plugins.enabled
+    cursors, parked = store.cursors(), store.failures(plugin)
+    journal = store.events(0, limit=-1)
+    store.close()
+    states = {(f.plugin, f.event.seq): "failed" if f.status == "parked" else "retry"
+              for f in parked}
+    listed = []
+    for event in journal:
+        status = {
+            name: states.get((name, event.seq))
+            or ("delivered" if event.seq <= cursors.get(name, 0) else "pending")
+            for name in plugins
+        }
+        listed.append((event, status))
+    if as_json:
+        data = [{**event.to_dict(), "plugins": status} for event, status in listed]
+        click.echo(json.dumps(data, indent=2))
+        return
+    rows = [("SEQ", "TIME", "KIND", "REASON", "SELECTOR", "USERNAME", "PLUGINS")]
+    rows += [
+        (str(e.seq), isotime(e.time), e.kind, e.reason, e.selector, e.username,
+         " ".join(f"{name}:{state}" for name, state in status.items()) or "-")
+        for e, status in listed
+    ]
+    _table(rows)
+
+
+def _show_failures(parked: list[Failure], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([f.to_dict() for f in parked], indent=2))
+        return
+    rows = [("SEQ", "ID", "KIND", "SELECTOR", "PLUGIN", "STATUS", "ATTEMPTS", "ERROR")]
+    rows += [
+        (str(f.event.seq), f.event.id, f.event.kind, f.event.selector, f.plugin,
+         "failed" if f.status == "parked" else "retry", str(f.attempts), f.error)
+        for f in parked
+    ]
+    _table(rows)
+
+
+@events.command("retry")
+@config_option
+@click.option("--plugin", help="Only events parked by this plugin.")
+@click.argument("event", nargs=-1)
+def events_retry(config_path: str | None, plugin: str | None, event: tuple[str, ...]) -> None:
+    """Send parked events (seq or id; all when none given) again.
+
+    A running daemon picks them up within a second; otherwise at its next start.
+    """
+    store = open_store(read_config(config_path))
+    with store.transaction():
+        count = store.retry(plugin, event)
+    store.close()
+    if event and not count:
+        fail("no parked event matches " + " ".join(event))
+    click.echo(f"{count} parked event(s) will be sent again")
+
+
+@main.command("push")
+@config_option
+@click.argument("verb", type=click.Choice(VERBS))
+@click.option("--username", required=True, help="The user whose devices get the push.")
+@click.option("--selector", help="Only this device of the user.")
+@click.option("--id", "push_id", help="The call's id (required for the call verbs).")
+@click.option("--message", help="The text to show.")
+@click.option("--badge", type=click.IntRange(min=0), help="The app badge number.")
+@click.option("--sound", help="The sound to play.")
+@click.option("--display-name", help="The caller's or sender's name.")
+@click.option("--thread-id", help="The conversation, to group notifications.")
+@json_option
+def push(config_path: str | None, verb: str, username: str, as_json: bool,
+         **fields: Any) -> None:
+    """Send VERB to the devices of a user, as the push API does; print what happened to each.
+
+    The enabled plugins start and stop around it (pnmediator sends the push). Exits 0 when
+    at least one device was sent the push, else 1.
+    """
+    config = read_config(config_path)
+    setup_logging("error")
+    fields["id"] = fields.pop("push_id")
+    given = {k: v for k, v in fields.items() if v is not None}
+    try:
+        wanted = parse_request({"username": username, "verb": verb, **given})
+    except BadPush as error:
+        fail(f"--{error.field.replace('_', '-')}: {str(error).split(': ', 1)[1]}")
+    open_store(config).close()
+    host = read_plugins(config)
+    try:
+        results = trio.run(push_once, config, host, wanted)
+    except* UnknownUser:
+        fail(f"no device of user {username}" + (f" with selector {wanted.selector}"
+                                                  if wanted.selector else ""))
+    except* (LookupError, PluginError, StoreError) as group:
+        fail(*map(str, _leaves(group)))
+    if as_json:
+        click.echo(json.dumps({"username": username, "verb": verb,
+                               "devices": [r.to_dict() for r in results]}, indent=2))
+    else:
+        rows = [("SELECTOR", "PAIR", "OUTCOME", "ATTEMPTS", "REASON")]
+        rows += [(r.selector, r.pair or "-", r.outcome, str(r.attempts), r.reason or "-")
+                 for r in results]
+        _table(rows)
+    if not any(r.outcome == "sent" for r in results):
+        raise SystemExit(1)

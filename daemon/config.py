@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .fields import alias_conflicts
 from .routes import ALLOWED_METHODS, TemplateError, compile_template
@@ -152,6 +152,41 @@ class ApiConfig:
     deadlines: DeadlinesConfig = field(default_factory=DeadlinesConfig)
 
 
+def _at_least_zero(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _at_least_one(value: int) -> str | None:
+    return None if value >= 1 else "must be 1 or more"
+
+
+def _check_enabled(names: list[str]) -> str | None:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    return f"listed twice: {', '.join(twice)}" if twice else None
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """How one plugin's events are retried: ``[plugins.NAME.delivery]``."""
+
+    max_attempts: int = field(default=10, metadata=check(_at_least_one))
+    max_age: float = field(default=86400.0, metadata=check(_positive))
+    timeout: float = field(default=30.0, metadata=check(_positive))
+    backoff: float = field(default=1.0, metadata=check(_positive))
+    max_backoff: float = field(default=600.0, metadata=check(_positive))
+
+
+@dataclass(frozen=True)
+class PluginsConfig:
+    """``[plugins]``; ``tables`` holds the ``[plugins.NAME]`` tables, checked by pluginhost."""
+
+    enabled: list[str] = field(default_factory=list, metadata=check(_check_enabled))
+    paths: list[str] = field(default_factory=list)
+    retention: float = field(default=7 * 86400.0, metadata=check(_at_least_zero))
+    prune_interval: float = field(default=600.0, metadata=check(_positive))
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -159,12 +194,27 @@ class Config:
     reporter: ReporterConfig = field(default_factory=ReporterConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
+
+
+def _split_plugin_tables(data: dict) -> dict:
+    """``data`` with each ``[plugins.NAME]`` sub-table moved into ``plugins.tables``."""
+    plugins = data.get("plugins")
+    if not isinstance(plugins, dict):
+        return data
+    keys = {k: v for k, v in plugins.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in plugins.items() if isinstance(v, dict)}
+    return {**data, "plugins": {**keys, "tables": tables}}
 
 
 def parse_config(data: dict) -> Config:
-    """Validate parsed TOML; raise ConfigError listing every problem."""
+    """Validate parsed TOML; raise ConfigError listing every problem.
+
+    The ``[plugins.NAME]`` tables are checked against each plugin's settings when the
+    plugins are loaded (``pluginhost.load_plugins``).
+    """
     errors: list[str] = []
-    config = convert(Config, data, "", errors)
+    config = convert(Config, _split_plugin_tables(data), "", errors)
     if errors or config is None:
         raise ConfigError(errors)
     return config

@@ -16,11 +16,13 @@ from typing import Any, Literal
 
 import trio
 
+from .config import Config
 from .events import Device, Pair, Push, PushResult
 from .log import shorten
 from .metrics import Metrics
+from .pluginhost import PluginHost
 from .store import Change, Store
-from .writer import Writer
+from .writer import Writer, open_writer
 
 log = logging.getLogger("pnbridge.push")
 
@@ -37,6 +39,17 @@ DeviceOutcome = Literal["sent", "failed", "removed", "skipped"]
 # The first wait before a retry; it doubles up to RETRY_MAX (or what Retry-After asks).
 RETRY_FIRST = 0.05
 RETRY_MAX = 1.0
+
+
+def transport(host: PluginHost) -> Transport | None:
+    """The enabled plugins' ``send_push`` hook, or None when no enabled plugin has one."""
+    if not host.implementers("send_push"):
+        return None
+
+    async def send(push: Push) -> PushResult | None:
+        return await host.call_first("send_push", push=push)
+
+    return send
 
 
 class BadPush(Exception):
@@ -241,3 +254,27 @@ def _what_changed(change: Change | None, push: Push) -> str:
 def _devices_of(store: Store, username: str, selector: str | None) -> list[Device]:
     devices = store.devices(username)
     return [d for d in devices if d.selector == selector] if selector else devices
+
+
+async def push_once(config: Config, host: PluginHost, request: PushRequest) -> list[DeviceResult]:
+    """Send ``request`` outside the daemon (``pnbridge push``): the same fan-out, with the
+    plugins started before and shut down after. Raises UnknownUser, or LookupError when no
+    enabled plugin sends pushes."""
+    send = transport(host)
+    if send is None:
+        raise LookupError("no enabled plugin sends pushes (enable pnmediator)")
+    deadline = getattr(config.api.deadlines, request.verb)
+    async with (
+        open_writer(config.storage.path, config.storage.busy_timeout) as writer,
+        trio.open_nursery() as tasks,
+    ):
+        app = host.app(tasks)
+        await host.startup(app)
+        try:
+            return await Pusher(writer, send, Metrics()).push(
+                request, deadline, {"command": "push"}
+            )
+        finally:
+            with trio.CancelScope(shield=True):
+                await host.shutdown(app)
+            tasks.cancel_scope.cancel()

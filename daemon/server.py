@@ -14,9 +14,12 @@ import trio
 from quart_trio import QuartTrio
 
 from .config import Config
+from .dispatch import open_plugins
 from .expiry import expire_devices
 from .health import database_writable, device_gauge
 from .log import set_level
+from .pluginhost import PluginHost, load_plugins
+from .push import Pusher, transport
 from .reload import Reloader
 from .reporter import Reporter
 from .sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
@@ -44,14 +47,18 @@ async def run(
     shutdown: trio.Event | None = None,
     handle_signals: bool = False,
     load_config: Callable[[], Config] | None = None,
+    plugins: PluginHost | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown`` is set (or SIGINT/SIGTERM with ``handle_signals``), then drain.
 
     Reports ``started`` with the addresses the reporter listens on. In-flight requests get
-    ``[server] grace_period`` seconds to finish; the database is closed last. With
-    ``handle_signals``, SIGHUP reloads the config through ``load_config``.
+    ``[server] grace_period`` seconds to finish; then plugin delivery stops, the plugins shut
+    down, and the database is closed last. With ``handle_signals``, SIGHUP reloads the config
+    through ``load_config``. ``plugins`` defaults to ``load_plugins(config.plugins)``.
     """
+    if plugins is None:
+        plugins = load_plugins(config.plugins)
     if shutdown is None:
         shutdown = trio.Event()
     notifier = Notifier()
@@ -59,18 +66,33 @@ async def run(
     receiver = trio.open_signal_receiver(*signals_in) if handle_signals else None
     try:
         with receiver or contextlib.nullcontext() as signals:
-            async with open_writer(config.storage.path, config.storage.busy_timeout) as writer:
+            async with (
+                open_writer(config.storage.path, config.storage.busy_timeout) as writer,
+                open_plugins(plugins, writer, config.plugins) as dispatcher,
+            ):
                 services = Services(
                     reporter=Reporter(config.reporter), writer=writer,
                     access_log=config.server.access_log, api=config.api,
                 )
+                services.pusher = _pusher(config, plugins, services)
                 services.readiness.add("database", database_writable(writer))
                 services.metrics.refreshers.append(device_gauge(services.metrics, writer))
+                dispatcher.observe(services.metrics, services.readiness)
                 await _serve(config, services, shutdown, signals, load_config, notifier,
                              task_status)
             log.info("stopped")
     finally:
         notifier.close()
+
+
+def _pusher(config: Config, plugins: PluginHost, services: Services) -> Pusher | None:
+    send = transport(plugins)
+    if send is None:
+        if config.api.keys:
+            log.warning("the push API answers 503: no enabled plugin sends pushes "
+                        "(enable pnmediator)")
+        return None
+    return Pusher(services.writer, send, services.metrics)
 
 
 async def _serve(

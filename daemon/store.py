@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import sqlite_utils
 
-from .events import Device, Event, Pair, Report
+from .events import Device, Event, Pair, Report, isotime
 
 Outcome = Literal["created", "changed", "unchanged", "removed"]
 
@@ -65,13 +65,62 @@ def _create_devices_and_journal(db: sqlite_utils.Database) -> None:
     db["events"].create_index(["selector", "seq"])
 
 
-# Schema version N is reached by running MIGRATIONS[N - 1]. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_create_devices_and_journal]
+def _create_delivery_state(db: sqlite_utils.Database) -> None:
+    # Each plugin's cursor: the highest journal seq it has passed (delivered or parked).
+    db.execute(
+        """CREATE TABLE cursors (
+            plugin TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        )"""
+    )
+    # Events a plugin gave up on (parked), or that an operator asked to send again (retry).
+    db.execute(
+        """CREATE TABLE failures (
+            plugin TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            attempts INTEGER NOT NULL,
+            error TEXT NOT NULL,
+            first_try REAL NOT NULL,
+            parked_at REAL NOT NULL,
+            status TEXT NOT NULL,
+            PRIMARY KEY (plugin, seq)
+        )"""
+    )
+    db.execute("CREATE INDEX failures_seq ON failures (seq)")
 
+
+# Schema version N is reached by running MIGRATIONS[N - 1]. Append, never edit.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _create_devices_and_journal,
+    _create_delivery_state,
+]
+
+_EVENT_COLUMNS = "seq, id, kind, reason, selector, username, before, after, time, source"
 _DEVICE_COLUMNS = (
     "selector, username, token_calls, appid_calls, token_msgs, appid_msgs, "
     "extras, created_at, updated_at, last_seen"
 )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An event one plugin could not take: parked, or waiting to be sent again (retry)."""
+
+    plugin: str
+    event: Event
+    attempts: int
+    error: str
+    first_try: float
+    parked_at: float
+    status: Literal["parked", "retry"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plugin": self.plugin, "status": self.status, "attempts": self.attempts,
+            "error": self.error, "first_try": isotime(self.first_try),
+            "parked_at": isotime(self.parked_at), "event": self.event.to_dict(),
+        }
 
 
 class Store:
@@ -79,6 +128,7 @@ class Store:
 
     def __init__(self, path: str | Path, busy_timeout: float = 5.0):
         self.path = Path(path)
+        self.journaled = 0  # events this connection wrote (the writer wakes the dispatcher)
         try:
             conn = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -282,6 +332,7 @@ class Store:
     ) -> Event:
         device = after or before
         assert device is not None
+        self.journaled += 1
         event_id = str(uuid.uuid4())
         cursor = self.conn.execute(
             "INSERT INTO events (id, kind, reason, selector, username, before, after, time, source)"
@@ -321,11 +372,86 @@ class Store:
     def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         """Journal events with ``seq`` above ``after_seq``, oldest first."""
         rows = self.conn.execute(
-            "SELECT seq, id, kind, reason, selector, username, before, after, time, source"
-            " FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
             (after_seq, limit),
         )
         return [_event(row) for row in rows]
+
+    # -- delivery state (per plugin) ------------------------------------------------------
+
+    def cursors(self) -> dict[str, int]:
+        """Every plugin's cursor: the highest seq it has passed."""
+        return dict(self.conn.execute("SELECT plugin, seq FROM cursors"))
+
+    def save_cursor(self, plugin: str, seq: int, now: float) -> None:
+        """Move ``plugin``'s cursor forward to ``seq`` (never back)."""
+        self.conn.execute(
+            "INSERT INTO cursors (plugin, seq, updated_at) VALUES (?,?,?) ON CONFLICT (plugin)"
+            " DO UPDATE SET seq = max(seq, excluded.seq), updated_at = excluded.updated_at",
+            (plugin, seq, now),
+        )
+
+    def pending(self, plugin: str, after_seq: int, limit: int) -> tuple[list[Failure], list[Event]]:
+        """What ``plugin`` has to do: failures to send again, then events after its cursor."""
+        return self.failures(plugin, "retry"), self.events(after_seq, limit)
+
+    def park(
+        self, plugin: str, event: Event, attempts: int, error: str, first_try: float, now: float
+    ) -> None:
+        """Park ``event`` as failed for ``plugin`` and move its cursor past it."""
+        self.conn.execute(
+            "REPLACE INTO failures (plugin, seq, attempts, error, first_try, parked_at, status)"
+            " VALUES (?,?,?,?,?,?,'parked')",
+            (plugin, event.seq, attempts, error, first_try, now),
+        )
+        self.save_cursor(plugin, event.seq, now)
+
+    def unpark(self, plugin: str, seq: int) -> None:
+        """Forget a failure: the event was delivered after all."""
+        self.conn.execute("DELETE FROM failures WHERE plugin = ? AND seq = ?", (plugin, seq))
+
+    def failures(self, plugin: str | None = None, status: str | None = None) -> list[Failure]:
+        """Parked (and retry-requested) events, oldest first."""
+        where, params = [], []
+        for column, value in (("plugin", plugin), ("status", status)):
+            if value is not None:
+                where.append(f"f.{column} = ?")
+                params.append(value)
+        sql = (
+            "SELECT f.plugin, f.attempts, f.error, f.first_try, f.parked_at, f.status, "
+            + ", ".join(f"e.{c.strip()}" for c in _EVENT_COLUMNS.split(","))
+            + " FROM failures f JOIN events e ON e.seq = f.seq"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY f.seq, f.plugin"
+        )
+        return [
+            Failure(row[0], _event(row[6:]), *row[1:6]) for row in self.conn.execute(sql, params)
+        ]
+
+    def retry(self, plugin: str | None = None, events: Sequence[str] = ()) -> int:
+        """Ask for parked events (by seq or id; all when none given) to be sent again."""
+        sql = "UPDATE failures SET status = 'retry' WHERE status = 'parked'"
+        params: list[Any] = []
+        if plugin is not None:
+            sql += " AND plugin = ?"
+            params.append(plugin)
+        if events:
+            marks = ",".join("?" * len(events))
+            sql += f" AND seq IN (SELECT seq FROM events WHERE id IN ({marks}) OR seq IN ({marks}))"
+            params += [*events, *(int(e) if e.isdigit() else -1 for e in events)]
+        return self.conn.execute(sql, params).rowcount
+
+    def prune(self, plugins: Sequence[str], before: float) -> int:
+        """Delete events older than ``before`` that every one of ``plugins`` has passed and
+        none has parked; return how many."""
+        cursors = self.cursors()
+        passed = min((cursors.get(p, 0) for p in plugins), default=None)
+        sql = "DELETE FROM events WHERE time < ? AND seq NOT IN (SELECT seq FROM failures)"
+        params: list[Any] = [before]
+        if passed is not None:
+            sql += " AND seq <= ?"
+            params.append(passed)
+        return self.conn.execute(sql, params).rowcount
 
 
 @dataclass

@@ -192,12 +192,18 @@ def _instrument(app: QuartTrio, services: Services) -> None:
             report: Report | None = g.get("report")
             access_log.info(
                 "%s route=%s status=%d selector=%s username=%s duration=%.1fms client=%s",
-                request.method, g.get("route", "-" if kind == "none" else request.path),
+                request.method, g.get("route") or _first_segment(request.path),
                 response.status_code, shorten(report.selector) if report else "-",
                 (report.username or "-") if report else "-", duration * 1000,
                 request.remote_addr,
             )
         return response
+
+
+def _first_segment(path: str) -> str:
+    """An unmatched path, cut after its first segment: the rest may hold a token."""
+    head, sep, _ = path[1:].partition("/")
+    return f"/{head}{'/…' if sep else ''}"
 
 
 async def _store(writer: Writer, report: Report, source: dict) -> list[Change]:

@@ -32,9 +32,21 @@ class Writer:
         self._pending: list[_Op] = []
         self._work = trio.Event()
         self._thread = trio.CapacityLimiter(1)
+        self._closed = False
+        self._journaled = store.journaled
+        self._journal_event = trio.Event()
+
+    def journal_written(self) -> trio.Event:
+        """An event set by the next commit that journals an event (take it before reading)."""
+        return self._journal_event
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(store, *args)`` in a transaction; return its result once committed."""
+        """Run ``fn(store, *args)`` in a transaction; return its result once committed.
+
+        Raises trio.ClosedResourceError once the writer has stopped.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("the store is closed")
         op = _Op(fn, args)
         self._pending.append(op)
         self._work.set()
@@ -47,15 +59,27 @@ class Writer:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         task_status.started()
-        while True:
-            await self._work.wait()
-            self._work = trio.Event()
-            batch, self._pending = self._pending, []
-            try:
-                await trio.to_thread.run_sync(self.store.run_batch, batch, limiter=self._thread)
-            finally:
-                for op in batch:
-                    op.done.set()
+        try:
+            while True:
+                await self._work.wait()
+                self._work = trio.Event()
+                batch, self._pending = self._pending, []
+                try:
+                    await trio.to_thread.run_sync(
+                        self.store.run_batch, batch, limiter=self._thread
+                    )
+                finally:
+                    for op in batch:
+                        op.done.set()
+                    if self.store.journaled != self._journaled:
+                        self._journaled = self.store.journaled
+                        self._journal_event.set()
+                        self._journal_event = trio.Event()
+        finally:
+            self._closed = True
+            for op in self._pending:
+                op.error = trio.ClosedResourceError("the store is closed")
+                op.done.set()
 
 
 @asynccontextmanager

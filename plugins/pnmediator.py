@@ -10,11 +10,15 @@ from __future__ import annotations
 import email.utils
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
-from pnbridge import App, Push, PushResult, hookimpl
+from pnbridge import Push, PushResult, hookimpl
+from pnbridge.settings import check
+
+if TYPE_CHECKING:
+    from pnbridge.pluginhost import App
 
 URL = "https://pnm.cloudsoftphone.com/pnm2/send"
 
@@ -37,6 +41,10 @@ ANSWERS: dict[int | range, str] = {
 }
 
 
+def _url(url: str) -> str | None:
+    return None if url.startswith(("https://", "http://")) else "must be an http(s):// URL"
+
+
 def _positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
@@ -45,15 +53,11 @@ def _positive(value: float) -> str | None:
 class Settings:
     """``[plugins.pnmediator]``."""
 
-    url: str = field(
-        default=URL,
-        metadata={"check": lambda u: None if u.startswith(("https://", "http://"))
-                  else "must be an http:// or https:// URL"},
-    )
-    timeout: float = field(default=3.0, metadata={"check": _positive})
-    max_in_flight: int = field(
-        default=100, metadata={"check": lambda n: None if n >= 1 else "must be 1 or more"}
-    )
+    url: str = field(default=URL, metadata=check(_url))
+    # Seconds one HTTP attempt may take; a slower one is retried within the verb's deadline.
+    timeout: float = field(default=3.0, metadata=check(_positive))
+    # Pushes under way at once (and HTTP connections to pnmediator); more wait their turn.
+    max_in_flight: int = field(default=100, metadata=check(_positive))
 
 
 @dataclass

@@ -131,3 +131,15 @@ async def test_access_log_can_be_turned_off(start_daemon, caplog):
     daemon = await start_daemon({"server": {"access_log": False}})
     assert (await daemon.client.get("/healthz")).status_code == 200
     assert not [r for r in caplog.records if r.name == "pnbridge.access"]
+
+
+async def test_access_log_of_an_unmatched_path_never_holds_its_tail(start_daemon, caplog):
+    """A path-style report sent to a route that is not configured: the token stays out."""
+    caplog.set_level(logging.INFO)
+    daemon = await start_daemon()
+    r = await daemon.client.get(f"/pushToken/alice/SEL/{TOKEN}&appid=com.x")
+    assert r.status_code == 404
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "pnbridge.access"]
+    assert line.startswith("GET route=/pushToken/… status=404")
+    daemon_lines = [r.getMessage() for r in caplog.records if r.name.startswith("pnbridge")]
+    assert TOKEN not in "\n".join(daemon_lines)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 from conftest import Daemon, pnbridge
+from plugintools import lines, wait_until, write_plugin
 from pnbridge.events import Report
 from pnbridge.store import Store
 from pnmediator_stub import BODY_404, DROP, HTTP_400, HTTP_404, HTTP_500, Answer, Stub, slow
@@ -161,6 +162,90 @@ async def test_rejected_pushkit_token_clears_that_pair_and_keeps_the_device(daem
     assert [r["DeviceToken"] for r in stub.requests] == ["apns-tok"]
 
 
+REMOVALS = '''
+from dataclasses import dataclass
+from pnbridge import hookimpl
+
+@dataclass
+class Settings:
+    path: str
+
+path = None
+
+@hookimpl
+def settings_class():
+    return Settings
+
+@hookimpl
+def startup(app):
+    global path
+    path = app.settings(Settings).path
+
+@hookimpl
+async def device_removed(event):
+    with open(path, "a") as file:
+        file.write(f"{event.selector} {event.reason} {event.before.token_msgs}\\n")
+'''
+
+
+async def test_rejected_token_reaches_the_plugins_as_device_removed(start_daemon, stub,
+                                                                    tmp_path):
+    write_plugin(tmp_path / "plugins", "removals", REMOVALS)
+    seen = tmp_path / "removals.txt"
+    config = push_config(stub)
+    config["plugins"] |= {"enabled": ["pnmediator", "removals"],
+                          "paths": [str(tmp_path / "plugins")],
+                          "removals": {"path": str(seen)}}
+    daemon = await start_daemon(config)
+    await report(daemon, "alice", "GONE", msgs="dead-tok")
+    stub.answer("dead-tok", BODY_404)
+    await push(daemon, {"username": "alice", "verb": "NotifyTextMessage"})
+    assert await wait_until(lambda: lines(seen)) == ["GONE invalid-token dead-tok"]
+
+
+TRANSPORT = '''
+from pnbridge import PushResult, hookimpl
+
+seen = []
+
+@hookimpl
+async def send_push(push):
+    if not push.token.startswith("own:"):
+        return None
+    seen.append(push)
+    if push.token == "own:gone":
+        return PushResult("invalid-token", "unknown subscriber")
+    return PushResult("sent")
+'''
+
+
+async def test_hook_send_push_first_answer_wins_none_falls_through(start_daemon, stub,
+                                                                   tmp_path):
+    """A transport plugin enabled after pnmediator is asked first; what it leaves (None)
+    goes on to pnmediator; its invalid-token clears the token like pnmediator's 404."""
+    write_plugin(tmp_path / "plugins", "owntransport", TRANSPORT)
+    config = push_config(stub)
+    config["plugins"] |= {"enabled": ["pnmediator", "owntransport"],
+                          "paths": [str(tmp_path / "plugins")]}
+    daemon = await start_daemon(config)
+    await report(daemon, "alice", "MINE", calls="own:voip", msgs="own:msgs")
+    await report(daemon, "alice", "GONE", msgs="own:gone")
+    await report(daemon, "alice", "OTHER", msgs="pnm-tok")
+    answer = await push(daemon, {"username": "alice", "verb": CALL, "id": "c9", "badge": 1})
+    assert {s: (d["outcome"], d["pair"]) for s, d in by_selector(answer).items()} == {
+        "MINE": ("sent", "calls"), "GONE": ("removed", "msgs"), "OTHER": ("sent", "msgs")}
+    assert by_selector(answer)["GONE"]["reason"].startswith("token rejected (unknown subscriber)")
+    assert [r["DeviceToken"] for r in stub.requests] == ["pnm-tok"]
+    import pnbridge_plugin_owntransport as plugin
+
+    mine = next(p for p in plugin.seen if p.device.selector == "MINE")
+    assert (mine.verb, mine.pair, mine.token, mine.appid, mine.id, mine.badge, mine.attempt) == (
+        CALL, "calls", "own:voip", "com.app.voip", "c9", 1, 1)
+    store = daemon.store()
+    assert store.device("GONE") is None
+    store.close()
+
+
 def test_a_rejected_token_that_was_replaced_meanwhile_is_kept(tmp_path):
     store = Store(tmp_path / "db")
     with store.transaction():
@@ -266,7 +351,7 @@ async def test_api_is_off_without_keys(start_daemon, stub):
     "headers",
     [{}, {"Authorization": "Bearer wrong-key-0000000000000"}, {"Authorization": KEY},
      {"Authorization": f"Basic {KEY}"}, {"Authorization": f"Bearer {KEY}x"},
-     {"Authorization": "Bearer "}],
+     {"Authorization": "Bearer"}],
     ids=["none", "wrong", "no-scheme", "basic", "longer", "empty"],
 )
 async def test_missing_or_wrong_key_is_401_and_sends_nothing(daemon, stub, headers):
@@ -321,3 +406,122 @@ def _env(daemon: Daemon) -> dict[str, str]:
     with open(path, "w") as file:
         file.write(f'[storage]\npath = "{daemon.db_path}"\n')
     return {**os.environ, "PNBRIDGE_CONFIG": path}
+
+
+async def test_cli_push_goes_through_the_same_code_path(stub, tmp_path):
+    db = tmp_path / "cli.db"
+    store = Store(db)
+    with store.transaction():
+        store.register(Report("token", "alice", "A", token_msgs="tok-a", appid_msgs="com.app"),
+                       {}, time.time())
+        store.register(Report("token", "alice", "B", token_calls="dead-voip",
+                              appid_calls="com.app.voip", token_msgs="tok-b",
+                              appid_msgs="com.app"), {}, time.time())
+    store.close()
+    config = tmp_path / "cli.toml"
+    config.write_text(f'[storage]\npath = "{db}"\n[plugins]\nenabled = ["pnmediator"]\n'
+                      f'[plugins.pnmediator]\nurl = "{stub.url}"\n')
+    stub.answer("dead-voip", HTTP_404)
+
+    def run(*args: str) -> Any:
+        return pnbridge("push", "--config", str(config), *args)
+
+    result = await trio.to_thread.run_sync(lambda: run(
+        CALL, "--username", "alice", "--id", "c1", "--display-name", "Carol", "--badge", "2"))
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(None, 4) for line in result.stdout.splitlines()]
+    assert rows[0] == ["SELECTOR", "PAIR", "OUTCOME", "ATTEMPTS", "REASON"]
+    assert rows[1] == ["A", "msgs", "sent", "1", "-"]
+    assert rows[2][:4] == ["B", "calls", "removed", "1"]
+    assert sorted((r["DeviceToken"], r["Id"], r["UserDisplayName"], r["Badge"])
+                  for r in stub.requests) == [("dead-voip", "c1", "Carol", 2),
+                                              ("tok-a", "c1", "Carol", 2)]
+    store = Store(db)
+    assert store.device("B").token_calls is None
+    assert store.events()[-1].source == {"command": "push"}
+    store.close()
+
+    stub.requests.clear()
+    result = await trio.to_thread.run_sync(lambda: run(
+        "NotifyTextMessage", "--username", "alice", "--selector", "B", "--message", "hi",
+        "--json"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["devices"] == [
+        {"selector": "B", "pair": "msgs", "outcome": "sent", "attempts": 1}]
+    assert [(r["DeviceToken"], r["Message"]) for r in stub.requests] == [("tok-b", "hi")]
+
+
+async def test_cli_push_errors(stub, tmp_path):
+    db = tmp_path / "cli.db"
+    store = Store(db)
+    with store.transaction():
+        store.register(Report("token", "alice", "A", token_msgs="tok-a", appid_msgs="com.app"),
+                       {}, time.time())
+    store.close()
+    config = tmp_path / "cli.toml"
+    config.write_text(f'[storage]\npath = "{db}"\n[plugins]\nenabled = ["pnmediator"]\n'
+                      f'[plugins.pnmediator]\nurl = "{stub.url}"\n')
+    bare = tmp_path / "bare.toml"
+    bare.write_text(f'[storage]\npath = "{db}"\n')
+    stub.answer("tok-a", HTTP_400)
+    cases = [
+        (config, [CALL, "--username", "alice"], "--id: required for NotifyIncomingCall"),
+        (config, ["NotifyTextMessage", "--username", "nobody"], "no device of user nobody"),
+        (bare, ["NotifyTextMessage", "--username", "alice"], "no enabled plugin sends pushes"),
+        (config, ["NotifyTextMessage", "--username", "alice"], None),  # sent nowhere: exit 1
+    ]
+    for path, args, error in cases:
+        result = await trio.to_thread.run_sync(
+            lambda p=path, a=args: pnbridge("push", "--config", str(p), *a))
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        if error:
+            assert error in result.stderr, result.stderr
+        else:
+            assert "failed" in result.stdout and "HTTP 400" in result.stdout
+    assert len(stub.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "retry_after", "expected"),
+    [(200, {"code": 200, "response": "OK"}, None, ("sent", "", None)),
+     (200, None, None, ("sent", "", None)),
+     (202, {"response": "queued"}, None, ("sent", "", None)),
+     (200, {"code": 404, "response": "gone"}, None,
+      ("invalid-token", "pnmediator code 404: gone", None)),
+     (404, {}, None, ("invalid-token", "pnmediator HTTP 404", None)),
+     (400, {"code": 400, "response": "no AppId"}, None,
+      ("failed", "pnmediator HTTP 400: no AppId", None)),
+     (200, {"code": 400}, None, ("failed", "pnmediator code 400", None)),
+     (403, None, None, ("failed", "pnmediator HTTP 403", None)),
+     (429, None, "7", ("retry", "pnmediator HTTP 429", 7.0)),
+     (429, None, "soon", ("retry", "pnmediator HTTP 429", None)),
+     (503, None, "Wed, 21 Oct 2015 07:28:00 GMT", ("retry", "pnmediator HTTP 503", 0.0)),
+     (500, None, None, ("retry", "pnmediator HTTP 500", None)),
+     (200, {"code": 502}, None, ("retry", "pnmediator code 502", None)),
+     (301, None, None, ("failed", "pnmediator HTTP 301", None))],
+)
+def test_pnmediator_answers_map_to_outcomes(status, body, retry_after, expected):
+    from pnbridge.plugins.pnmediator import outcome
+
+    result = outcome(status, body, retry_after)
+    assert (result.outcome, result.reason, result.retry_after) == expected
+
+
+def test_push_settings_errors_name_the_key(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[plugins]\nenabled = ["pnmediator"]\n[plugins.pnmediator]\n'
+                    'url = "ftp://x"\ntimeout = 0\nmax_in_flight = 0\n')
+    result = pnbridge("check-config", "--config", str(path))
+    assert result.returncode == 1
+    for line in ("plugins.pnmediator.url: must be an http(s):// URL",
+                 "plugins.pnmediator.timeout: must be greater than 0",
+                 "plugins.pnmediator.max_in_flight: must be greater than 0"):
+        assert line in result.stderr
+    path.write_text('[api]\nkeys = ["short"]\n[api.deadlines]\nNotifyIncomingCall = 0\n'
+                    'NotifyEverything = 1\n')
+    result = pnbridge("check-config", "--config", str(path))
+    assert result.returncode == 1
+    for line in ("api.keys: key(s) at index 0 shorter than 16 characters",
+                 "api.deadlines.NotifyIncomingCall: must be greater than 0",
+                 "api.deadlines.NotifyEverything: unknown key"):
+        assert line in result.stderr

@@ -1,0 +1,331 @@
+"""pnbridge benchmarks: each measured side by side with the stack's own ceiling, in one run.
+
+Run through ``bench/run`` (see docs/benchmarks.md). The load generator is wrk (Debian's
+package) on loopback; each server runs in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN_HEAD = "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRr"
+TOKEN_TAIL = "Z3pUWFNvcGZpdWZ6bWM2dFAzS2J"
+
+
+def token(i: int) -> str:
+    """The push token the load scripts send for known device ``i``."""
+    return f"{TOKEN_HEAD}{i}{TOKEN_TAIL}"
+
+
+# 90% repeats of known devices (as on every app start), 5% changed tokens, 5% new devices.
+LUA = """
+local n = {n}
+local kind = "{kind}"
+local counter = 0
+math.randomseed(os.time() + {seed})
+request = function()
+  counter = counter + 1
+  local i = math.random(0, n - 1)
+  local selector = "S" .. i
+  local tok = "{head}" .. i .. "{tail}"
+  local roll = counter % 20
+  if roll == 0 then
+    selector = "N" .. {seed} .. "-" .. counter
+  elseif roll == 10 then
+    tok = tok .. "x" .. counter
+  end
+  local user = "u" .. i
+  if kind == "get" then
+    return wrk.format("GET", "/token/?username=" .. user .. "&selector=" .. selector ..
+      "&token_msgs=" .. tok .. "&appid_msgs=com.cloudsoftphone.app")
+  end
+  local body = '{{"username":"' .. user .. '","selector":"' .. selector ..
+    '","token_msgs":"' .. tok .. '","appid_msgs":"com.cloudsoftphone.app"}}'
+  return wrk.format("POST", "/token", {{["Content-Type"] = "application/json"}}, body)
+end
+"""
+
+
+@dataclass
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+@dataclass
+class Server:
+    popen: subprocess.Popen
+    url: str
+    started_s: float
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.popen.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+    def stop(self) -> None:
+        self.popen.terminate()
+        self.popen.wait(30)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def start_ceiling() -> Server:
+    port = free_port()
+    began = time.monotonic()
+    popen = subprocess.Popen([sys.executable, str(ROOT / "bench" / "ceiling.py"), f"127.0.0.1:{port}"])
+    wait_listening(port)
+    return Server(popen, f"http://127.0.0.1:{port}", time.monotonic() - began)
+
+
+def start_pnbridge(db: Path, work: Path) -> Server:
+    """``pnbridge serve`` on ``db``; ``started_s`` is the time to systemd's READY=1."""
+    port = free_port()
+    config = work / f"pnbridge-{port}.toml"
+    config.write_text(
+        f'[server]\nlisten = ["127.0.0.1:{port}"]\naccess_log = false\nlog_level = "warning"\n'
+        f'[storage]\npath = "{db}"\n'
+    )
+    notify_path = work / f"notify-{port}.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(60)
+    began = time.monotonic()
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "pnbridge", "serve", "--config", str(config)],
+        env={**os.environ, "NOTIFY_SOCKET": str(notify_path)},
+    )
+    while b"READY=1" not in notify.recv(4096):
+        pass
+    started = time.monotonic() - began
+    notify.close()
+    return Server(popen, f"http://127.0.0.1:{port}", started)
+
+
+def wrk(url: str, kind: str, devices: int, seconds: float, work: Path, seed: int) -> Load:
+    script = work / f"{kind}-{devices}-{seed}.lua"
+    script.write_text(LUA.format(n=devices, kind=kind, seed=seed, head=TOKEN_HEAD, tail=TOKEN_TAIL))
+    out = subprocess.run(
+        ["wrk", "-t1", "-c32", f"-d{seconds:g}s", "--latency", "-s", str(script), url + "/"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return Load(
+        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        p50_ms=_ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
+        p99_ms=_ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
+        requests=int(re.search(r"(\d+) requests in", out).group(1)),
+        errors=_errors(out),
+    )
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def _errors(out: str) -> int:
+    total = 0
+    if found := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        total += int(found.group(1))
+    if found := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        total += sum(map(int, found.groups()))
+    return total
+
+
+def seed(db: Path, devices: int) -> None:
+    """A database holding ``devices`` devices, as the load scripts know them."""
+    from pnbridge.store import Store
+
+    Store(db).close()  # the schema
+    conn = sqlite3.connect(db)
+    now = time.time()
+    rows = (
+        (f"S{i}", f"u{i}", None, None, token(i), "com.cloudsoftphone.app", "{}", now, now, now)
+        for i in range(devices)
+    )
+    with conn:
+        conn.executemany("INSERT INTO devices VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def db_bytes(db: Path) -> int:
+    return sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+
+
+def machine() -> dict[str, str]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
+    mem = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text()).group(1)
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    return {
+        "CPU": model.group(1) if model else platform.processor(),
+        "cores": str(os.cpu_count()),
+        "memory": f"{int(mem) / 1024 / 1024:.1f} GiB",
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+        "packages": ", ".join(
+            f"{p} {version(p)}" for p in ("pnbridge", "trio", "hypercorn", "quart", "quart-trio", "httpx")
+        ),
+        "load generator": f"{wrk_version.strip()} (-t1 -c32, loopback)",
+    }
+
+
+def run(quick: bool, out: Path) -> dict:
+    sizes = (1_000, 10_000) if quick else (1_000, 1_000_000)
+    seconds = 2 if quick else 10
+    results: dict = {"machine": machine(), "quick": quick, "seconds": seconds, "sizes": sizes}
+    with tempfile.TemporaryDirectory(prefix="pnbridge-bench-") as tmp:
+        work = Path(tmp)
+        dbs = {}
+        for n in sizes:
+            dbs[n] = work / f"devices-{n}.db"
+            began = time.monotonic()
+            seed(dbs[n], n)
+            results[f"seed_{n}_s"] = time.monotonic() - began
+
+        idle = start_pnbridge(work / "empty.db", work)
+        time.sleep(0.5)
+        results["rss_idle_mb"] = idle.rss_mb()
+        idle.stop()
+
+        for kind in ("get", "json"):
+            ceilings = []
+            ceiling = start_ceiling()
+            wrk(ceiling.url, kind, sizes[0], 1, work, 0)  # warm-up
+            ceilings.append(wrk(ceiling.url, kind, sizes[0], seconds, work, 1))
+            for n in sizes:
+                server = start_pnbridge(dbs[n], work)
+                results.setdefault("ready_s", {})[n] = server.started_s
+                wrk(server.url, kind, n, 1, work, 2)  # warm-up
+                load = wrk(server.url, kind, n, seconds, work, 3)
+                results.setdefault("rss_mb", {})[n] = server.rss_mb()
+                server.stop()
+                results.setdefault("ingest", {}).setdefault(kind, {})[n] = load
+            ceilings.append(wrk(ceiling.url, kind, sizes[0], seconds, work, 4))
+            ceiling.stop()
+            results.setdefault("ceiling", {})[kind] = ceilings
+        for n in sizes:
+            conn = sqlite3.connect(dbs[n])
+            count = conn.execute("SELECT count(*) FROM devices").fetchone()[0]
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()
+            results.setdefault("bytes_per_device", {})[n] = db_bytes(dbs[n]) / count
+    write_markdown(results, out)
+    return results
+
+
+def write_markdown(r: dict, out: Path) -> None:
+    small, large = r["sizes"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `bench/run` (do not edit by hand). How to run, on a checkout after the",
+        "README's install command:",
+        "",
+        "```sh",
+        "bench/run            # the full run (about 3 minutes), rewrites this page",
+        "bench/run --quick    # a smoke run (under a minute) that writes to a temp file",
+        "```",
+        "",
+        "## Machine",
+        "",
+        *(f"- {k}: {v}" for k, v in r["machine"].items()),
+        "",
+        "## Report ingestion against the ceiling",
+        "",
+        "The ceiling is an empty quart-trio handler (200, no body) served by hypercorn with the",
+        "same settings, in its own process: the most this stack does on this machine. It is",
+        "measured before and after the pnbridge runs; the table shows the mean. pnbridge runs",
+        "with `access_log = false`, `synchronous=FULL` and group commit: every answered report",
+        "is durable. The load: Push Token Reporter requests, 90% repeats of known devices",
+        "(unchanged), 5% changed tokens, 5% new devices, on databases of "
+        f"{small:,} and {large:,} devices.",
+        "",
+        "| load | ceiling req/s | pnbridge req/s | ratio | p50 ms | p99 ms | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for kind, label in (("get", "GET query"), ("json", "POST JSON")):
+        ceiling = sum(c.rps for c in r["ceiling"][kind]) / len(r["ceiling"][kind])
+        c_p50 = sum(c.p50_ms for c in r["ceiling"][kind]) / len(r["ceiling"][kind])
+        c_p99 = sum(c.p99_ms for c in r["ceiling"][kind]) / len(r["ceiling"][kind])
+        lines.append(f"| {label}, ceiling | {ceiling:,.0f} | | | {c_p50:.1f} | {c_p99:.1f} | |")
+        for n in r["sizes"]:
+            load = r["ingest"][kind][n]
+            lines.append(
+                f"| {label}, {n:,} devices | {ceiling:,.0f} | {load.rps:,.0f} | "
+                f"**{load.rps / ceiling:.2f}** | {load.p50_ms:.1f} | {load.p99_ms:.1f} | {load.errors} |"
+            )
+    lines += [
+        "",
+        "p99 latency, large database over small: "
+        + ", ".join(
+            f"{label} {r['ingest'][kind][large].p99_ms / r['ingest'][kind][small].p99_ms:.2f}"
+            for kind, label in (("get", "GET"), ("json", "POST JSON"))
+        )
+        + " (target: at most 1.5).",
+        "",
+        "## Footprint",
+        "",
+        "| measure | value |",
+        "| --- | ---: |",
+        f"| resident memory, idle (empty database) | {r['rss_idle_mb']:.0f} MB |",
+        *(f"| resident memory after the load, {n:,} devices | {r['rss_mb'][n]:.0f} MB |" for n in r["sizes"]),
+        *(f"| start-up to READY=1, {n:,} devices | {r['ready_s'][n]:.2f} s |" for n in r["sizes"]),
+        *(f"| database size per device, {n:,} devices | {r['bytes_per_device'][n]:.0f} bytes |" for n in r["sizes"]),
+        "",
+    ]
+    out.write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes, short loads")
+    parser.add_argument("--out", type=Path, help="where to write the report")
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench: wrk is not installed (Debian: apt-get install wrk)")
+    out = args.out or (Path(tempfile.gettempdir()) / "pnbridge-benchmarks-quick.md"
+                       if args.quick else ROOT / "docs" / "benchmarks.md")
+    results = run(args.quick, out)
+    print(out.read_text())
+    print(f"written to {out}")
+    if args.json:
+        print(json.dumps(results, default=lambda o: o.__dict__, indent=2))
+
+
+if __name__ == "__main__":
+    main()

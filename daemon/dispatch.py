@@ -1,0 +1,266 @@
+"""Delivery of the event journal to plugins, and pruning of the journal.
+
+One trio task per enabled plugin reads the journal from that plugin's durable cursor and
+calls its hook for one event at a time, so events reach it in journal order (and so in order
+per device). An event counts as passed only once the hook returned, or once it was parked;
+the cursors that moved are saved together every SAVE_INTERVAL, so a crash redelivers at most
+what was delivered since (at least once). A failed call is retried with exponential backoff
+and jitter (or after the delay a ``RetryLater`` asks for) until the plugin's attempt or age
+limit, then the event is parked and delivery goes on. A plugin that fails or hangs holds
+back only its own task: the reporter only writes the journal and never waits for delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
+
+import trio
+
+from .config import PluginsConfig
+from .events import Event
+from .hookspecs import PermanentFailure, RetryLater
+from .pluginhost import PluginHost
+from .store import Store
+from .writer import Writer
+
+if TYPE_CHECKING:
+    from .health import Readiness
+    from .metrics import Metrics
+
+log = logging.getLogger("pnbridge.dispatch")
+
+BATCH = 100
+POLL_INTERVAL = 1.0  # also look for events other processes (the CLI) journaled
+SAVE_INTERVAL = 0.5  # cursors are saved this often (a crash redelivers what was not)
+SAVE_TIMEOUT = 5.0
+SHUTDOWN_TIMEOUT = 10.0
+
+HOOK_OF_KIND = {"registered": "device_registered", "removed": "device_removed"}
+
+
+@dataclass
+class PluginState:
+    """How one plugin's delivery stands (for logs, metrics and readiness)."""
+
+    name: str
+    running: bool = False
+    cursor: int = 0
+    saved: int = 0
+    delivered: int = 0
+    failed_attempts: int = 0
+    parked: int = 0
+    retrying: bool = False
+    last_error: str | None = None
+
+
+def backoff(attempt: int, first: float, cap: float) -> float:
+    """The wait after failed attempt number ``attempt``: doubling from ``first`` up to
+    ``cap``, then jittered down by up to half."""
+    return min(cap, first * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+class Dispatcher:
+    """Delivers the journal to every enabled plugin; prunes what all of them passed."""
+
+    def __init__(self, host: PluginHost, writer: Writer, config: PluginsConfig):
+        self.host = host
+        self.writer = writer
+        self.config = config
+        self.states = {name: PluginState(name) for name in host.enabled}
+        self._threads = {name: trio.CapacityLimiter(1) for name in host.enabled}
+        self.metrics: Metrics | None = None
+
+    def observe(self, metrics: Metrics, readiness: Readiness) -> None:
+        """Count deliveries in ``metrics``, keep its journal gauges fresh, and make each
+        plugin's delivery task a readiness check."""
+        self.metrics = metrics
+        metrics.refreshers.append(self._refresh_gauges)
+        for state in self.states.values():
+            readiness.add(f"plugin {state.name}", partial(_running, state))
+
+    async def _refresh_gauges(self) -> None:
+        assert self.metrics is not None
+        now = time.time()
+        for state in self.states.values():
+            count, oldest = await self.writer.call(_backlog, state.cursor)
+            self.metrics.journal_pending.labels(state.name).set(count)
+            self.metrics.journal_oldest_age.labels(state.name).set(
+                now - oldest if oldest is not None else 0
+            )
+
+    def _count(self, name: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.deliveries.labels(name, outcome).inc()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver and prune until cancelled; ``started`` once every plugin's cursor is read."""
+        cursors = await self.writer.call(Store.cursors)
+        for state in self.states.values():
+            state.cursor = state.saved = cursors.get(state.name, 0)
+            state.running = True
+        try:
+            async with trio.open_nursery() as nursery:
+                for state in self.states.values():
+                    nursery.start_soon(self._deliver_all, state)
+                nursery.start_soon(self._save_cursors)
+                nursery.start_soon(self._prune)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(SAVE_TIMEOUT):
+                try:
+                    await self._save()
+                except trio.ClosedResourceError:
+                    log.warning("store closed: plugin cursors not saved (events may come again)")
+
+    async def _deliver_all(self, state: PluginState) -> None:
+        try:
+            while True:
+                wake = self.writer.journal_written()
+                retries, events = await self.writer.call(
+                    Store.pending, state.name, state.cursor, BATCH
+                )
+                for failure in retries:
+                    await self._deliver(state, failure.event, retried=True)
+                for event in events:
+                    await self._deliver(state, event)
+                    state.cursor = event.seq
+                if not retries and len(events) < BATCH:
+                    with trio.move_on_after(POLL_INTERVAL):
+                        await wake.wait()
+        finally:
+            state.running = False
+
+    async def _save_cursors(self) -> None:
+        while True:
+            await trio.sleep(SAVE_INTERVAL)
+            await self._save()
+
+    async def _save(self) -> None:
+        """Save the cursors that moved, in one transaction."""
+        moved = {s.name: s.cursor for s in self.states.values() if s.cursor > s.saved}
+        if moved:
+            await self.writer.call(_save_cursors, moved, time.time())
+            for name, cursor in moved.items():
+                self.states[name].saved = max(self.states[name].saved, cursor)
+
+    async def _deliver(self, state: PluginState, event: Event, retried: bool = False) -> None:
+        """Deliver ``event`` until it succeeds or is parked."""
+        name, limits = state.name, self.host.delivery[state.name]
+        hook = HOOK_OF_KIND[event.kind]
+        first_try = time.time()
+        attempt = 0
+        while True:
+            attempt += 1
+            delay: float | None
+            try:
+                with trio.fail_after(limits.timeout):
+                    await self._call(name, hook, event)
+            except PermanentFailure as error:
+                problem, delay = f"permanent failure: {error}", None
+            except RetryLater as error:
+                problem, delay = f"retry later: {error}", max(0.0, error.seconds)
+            except trio.TooSlowError:
+                problem = f"timed out after {limits.timeout:g}s"
+                delay = backoff(attempt, limits.backoff, limits.max_backoff)
+            except Exception as error:
+                problem = repr(error)
+                delay = backoff(attempt, limits.backoff, limits.max_backoff)
+            else:
+                state.delivered += 1
+                self._count(name, "delivered")
+                state.retrying, state.last_error = False, None
+                if retried:
+                    await self.writer.call(Store.unpark, name, event.seq)
+                return
+            state.failed_attempts += 1
+            state.last_error = problem
+            if (
+                delay is None
+                or attempt >= limits.max_attempts
+                or time.time() + delay - first_try > limits.max_age
+            ):
+                log.warning(
+                    "plugin %s: parked event %s (seq %d) after %d attempt(s): %s",
+                    name, event.id, event.seq, attempt, problem,
+                )
+                await self.writer.call(
+                    Store.park, name, event, attempt, problem, first_try, time.time()
+                )
+                state.saved = max(state.saved, event.seq)
+                state.parked += 1
+                self._count(name, "parked")
+                state.retrying = False
+                return
+            log.warning(
+                "plugin %s: event %s (seq %d) attempt %d failed: %s; next in %.2fs",
+                name, event.id, event.seq, attempt, problem, delay,
+            )
+            state.retrying = True
+            self._count(name, "retried")
+            await trio.sleep(delay)
+
+    async def _call(self, name: str, hook: str, event: Event) -> None:
+        """An async hook runs on the loop; a plain one in the plugin's own worker thread."""
+        if self.host.is_async(name, hook):
+            await self.host.call(name, hook, event=event)
+            return
+        call = partial(self.host.call_sync, name, hook, event=event)
+        await trio.to_thread.run_sync(call, limiter=self._threads[name], abandon_on_cancel=True)
+
+    async def _prune(self) -> None:
+        while True:
+            before = time.time() - self.config.retention
+            pruned = await self.writer.call(Store.prune, self.host.enabled, before)
+            if pruned:
+                log.info("pruned %d journal event(s) every plugin has passed", pruned)
+            await trio.sleep(self.config.prune_interval)
+
+
+async def _running(state: PluginState) -> str | None:
+    return None if state.running else "delivery task is not running"
+
+
+def _backlog(store: Store, cursor: int) -> tuple[int, float | None]:
+    """How many journal events lie beyond ``cursor``, and the time of the oldest."""
+    return store.conn.execute(
+        "SELECT count(*), min(time) FROM events WHERE seq > ?", (cursor,)
+    ).fetchone()
+
+
+def _save_cursors(store: Store, cursors: dict[str, int], now: float) -> None:
+    for name, cursor in cursors.items():
+        store.save_cursor(name, cursor, now)
+
+
+@asynccontextmanager
+async def open_plugins(
+    host: PluginHost, writer: Writer, config: PluginsConfig
+) -> AsyncIterator[Dispatcher]:
+    """Start the plugins and their delivery; on exit stop delivery, then the plugins.
+
+    Raises PluginError when a plugin's ``startup`` fails.
+    """
+    dispatcher = Dispatcher(host, writer, config)
+    async with trio.open_nursery() as plugin_tasks:
+        app = host.app(plugin_tasks)
+        await host.startup(app)
+        try:
+            async with trio.open_nursery() as delivery:
+                await delivery.start(dispatcher.run)
+                if host.enabled:
+                    log.info("delivering events to plugin(s) %s", ", ".join(host.enabled))
+                try:
+                    yield dispatcher
+                finally:
+                    delivery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
+                await host.shutdown(app)
+            plugin_tasks.cancel_scope.cancel()

@@ -1,0 +1,296 @@
+"""The pluggy manager: finds plugins, loads the enabled ones with their settings, calls hooks.
+
+Plugins come from three places, all alike once found: the built-ins (modules of
+``pnbridge.plugins``), the ``pnbridge`` entry-point group, and ``*.py`` files in the
+``[plugins] paths`` directories. A plugin's name is its module name, entry-point name or
+file stem. Only the names in ``[plugins] enabled`` are registered and run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import logging
+import pkgutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pluggy
+import trio
+
+from . import hookspecs
+from .config import DeliveryConfig, PluginsConfig
+from .settings import ConfigError, convert
+
+log = logging.getLogger("pnbridge.plugins")
+
+T = TypeVar("T")
+
+ENTRY_POINT_GROUP = hookspecs.PROJECT
+HOOKS = tuple(
+    name for name, fn in vars(hookspecs).items()
+    if inspect.isfunction(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
+)
+
+
+class PluginError(Exception):
+    """A plugin failed where the daemon cannot go on without it (startup)."""
+
+
+@dataclass
+class Found:
+    """A plugin found on disk or in the environment, loadable or not."""
+
+    name: str
+    source: str
+    plugin: Any = None
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self, enabled: bool) -> dict[str, Any]:
+        return {
+            "name": self.name, "enabled": enabled, "source": self.source,
+            "hooks": self.hooks, "error": self.error,
+        }
+
+
+@dataclass
+class App:
+    """What ``startup`` and ``shutdown`` receive."""
+
+    nursery: trio.Nursery
+    """Start background tasks here; they are cancelled after the shutdown hooks ran."""
+    _settings: dict[type, Any] = field(default_factory=dict, repr=False)
+
+    def settings(self, cls: type[T]) -> T:
+        """The ``[plugins.NAME]`` table of the plugin whose ``settings_class`` is ``cls``."""
+        try:
+            return self._settings[cls]
+        except KeyError:
+            raise LookupError(f"{cls.__name__} is no enabled plugin's settings_class") from None
+
+
+@dataclass(frozen=True)
+class _NoSettings:
+    """The settings of a plugin that declares none: the table must be empty."""
+
+
+def new_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def discover(paths: Sequence[str], errors: list[str] | None = None) -> dict[str, Found]:
+    """Every plugin there is, by name. Problems with ``paths`` go to ``errors``."""
+    found: dict[str, Found] = {}
+
+    def add(name: str, source: str, load: Any) -> None:
+        if name in found:
+            found[name].error = f"two plugins named {name}: {found[name].source} and {source}"
+            found[name].plugin = None
+            return
+        entry = found[name] = Found(name, source)
+        try:
+            entry.plugin = load()
+        except Exception as error:
+            entry.error = f"cannot be loaded: {error!r}"
+            log.debug("plugin %s from %s cannot be loaded", name, source, exc_info=True)
+
+    from . import plugins as builtins
+
+    for module in pkgutil.iter_modules(builtins.__path__):
+        if not module.name.startswith("_"):
+            add(module.name, "built-in", lambda m=module.name: importlib.import_module(
+                f"{builtins.__name__}.{m}"))
+    for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = f" ({point.dist.name} {point.dist.version})" if point.dist else ""
+        add(point.name, f"entry point {point.value}{dist}", point.load)
+    for index, directory in enumerate(paths):
+        if not Path(directory).is_dir():
+            if errors is not None:
+                errors.append(f"plugins.paths[{index}]: {directory} is not a directory")
+            continue
+        for file in sorted(Path(directory).glob("*.py")):
+            if not file.name.startswith("_"):
+                add(file.stem, str(file.resolve()), lambda f=file: _load_file(f))
+    for entry in found.values():
+        if entry.plugin is not None:
+            _inspect(entry)
+    return found
+
+
+def _load_file(path: Path) -> Any:
+    name = f"pnbridge_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and type hints look their module up here
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _inspect(entry: Found) -> None:
+    """Fill in the hooks ``entry`` implements, or the error that keeps it from loading."""
+    pm = new_manager()
+    try:
+        pm.register(entry.plugin, name=entry.name)
+    except (pluggy.PluginValidationError, ValueError) as error:
+        entry.error, entry.plugin = str(error), None
+        return
+    callers = pm.get_hookcallers(entry.plugin) or []
+    entry.hooks = sorted(caller.name for caller in callers)
+    unknown = [name for name in entry.hooks if name not in HOOKS]
+    if unknown:
+        entry.error = f"implements unknown hook(s): {', '.join(unknown)}"
+        entry.plugin = None
+
+
+class PluginHost:
+    """The enabled plugins, registered with pluggy, with their settings."""
+
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        enabled: list[str],
+        settings: dict[str, Any],
+        delivery: dict[str, DeliveryConfig],
+    ):
+        self.pm = pm
+        self.enabled = enabled
+        self.settings = settings
+        self.delivery = delivery
+
+    def impl(self, plugin: str, hook: str) -> pluggy.HookImpl | None:
+        """``plugin``'s implementation of ``hook``, if it has one."""
+        module = self.pm.get_plugin(plugin)
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            if impl.plugin is module:
+                return impl
+        return None
+
+    def is_async(self, plugin: str, hook: str) -> bool:
+        impl = self.impl(plugin, hook)
+        return impl is not None and inspect.iscoroutinefunction(impl.function)
+
+    def call_sync(self, plugin: str, hook: str, **kwargs: Any) -> Any:
+        """Call ``plugin``'s ``hook`` with the arguments it takes (a coroutine, if async)."""
+        impl = self.impl(plugin, hook)
+        if impl is None:
+            return None
+        return impl.function(*(kwargs[name] for name in impl.argnames))
+
+    async def call(self, plugin: str, hook: str, **kwargs: Any) -> Any:
+        """Call ``plugin``'s ``hook`` on the trio loop, awaiting it if it is async."""
+        result = self.call_sync(plugin, hook, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def implementers(self, hook: str) -> list[str]:
+        """The enabled plugins that implement ``hook``, in the order pluggy asks them (the
+        plugin enabled last first, unless ``tryfirst``/``trylast`` say otherwise)."""
+        impls = getattr(self.pm.hook, hook).get_hookimpls()
+        return [impl.plugin_name for impl in reversed(impls)]
+
+    async def call_first(self, hook: str, **kwargs: Any) -> Any:
+        """Call a ``firstresult`` hook whose implementations may be async: the first answer
+        that is not None, or None."""
+        for name in self.implementers(hook):
+            result = await self.call(name, hook, **kwargs)
+            if result is not None:
+                return result
+        return None
+
+    def app(self, nursery: trio.Nursery) -> App:
+        by_class = {
+            type(value): value for value in self.settings.values()
+            if not isinstance(value, _NoSettings)
+        }
+        return App(nursery, by_class)
+
+    async def startup(self, app: App) -> None:
+        """Run the ``startup`` hooks in ``enabled`` order; on a failure, shut down the started
+        ones and raise PluginError."""
+        started: list[str] = []
+        for name in self.enabled:
+            try:
+                await self.call(name, "startup", app=app)
+            except Exception as error:
+                await self.shutdown(app, started)
+                raise PluginError(f"plugin {name}: startup failed: {error!r}") from error
+            started.append(name)
+
+    async def shutdown(self, app: App, names: list[str] | None = None) -> None:
+        """Run the ``shutdown`` hooks in reverse order; log failures, stop none."""
+        for name in reversed(self.enabled if names is None else names):
+            try:
+                await self.call(name, "shutdown", app=app)
+            except Exception:
+                log.exception("plugin %s: shutdown failed", name)
+
+
+def load_plugins(config: PluginsConfig) -> PluginHost:
+    """Find the plugins, check ``config`` against them, register the enabled ones.
+
+    Raises ConfigError naming every problem (``plugins.enabled``, ``plugins.NAME.key``...).
+    """
+    errors: list[str] = []
+    found = discover(config.paths, errors)
+    for name in config.enabled:
+        if name not in found:
+            known = ", ".join(sorted(found)) or "none"
+            errors.append(f"plugins.enabled: no plugin named {name} (found: {known})")
+        elif found[name].error:
+            errors.append(f"plugins.enabled: plugin {name} {found[name].error}")
+    for name in config.tables:
+        if name not in found:
+            errors.append(f"plugins.{name}: no plugin named {name}")
+    settings: dict[str, Any] = {}
+    delivery: dict[str, DeliveryConfig] = {}
+    for name, entry in found.items():
+        if entry.plugin is None or (name not in config.enabled and name not in config.tables):
+            continue
+        table = dict(config.tables.get(name, {}))
+        key = f"plugins.{name}"
+        delivery[name] = convert(DeliveryConfig, table.pop("delivery", {}), f"{key}.delivery",
+                                 errors)  # type: ignore[assignment]
+        cls = _settings_class(entry, errors)
+        if cls is not None:
+            settings[name] = convert(cls, table, key, errors)
+    if errors:
+        raise ConfigError(errors)
+    pm = new_manager()
+    for name in config.enabled:
+        pm.register(found[name].plugin, name=name)
+    pm.check_pending()
+    enabled = list(config.enabled)
+    return PluginHost(
+        pm, enabled, {n: settings[n] for n in enabled}, {n: delivery[n] for n in enabled}
+    )
+
+
+def _settings_class(entry: Found, errors: list[str]) -> type | None:
+    pm = new_manager()
+    pm.register(entry.plugin, name=entry.name)
+    try:
+        classes = [cls for cls in pm.hook.settings_class() if cls is not None]
+    except Exception as error:
+        errors.append(f"plugins.{entry.name}: settings_class() failed: {error!r}")
+        return None
+    if not classes:
+        return _NoSettings
+    if not (isinstance(classes[0], type) and dataclasses.is_dataclass(classes[0])):
+        errors.append(f"plugins.{entry.name}: settings_class() must return a dataclass")
+        return None
+    return classes[0]

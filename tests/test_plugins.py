@@ -1,0 +1,321 @@
+"""Plugins: loading, settings, the plugins command, startup/shutdown, and the docs' example
+plugin receiving every report made through the reporter routes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+from conftest import pnbridge
+from plugintools import (
+    DOCS,
+    RECORDER,
+    docs_example,
+    json_lines,
+    lines,
+    wait_until,
+    write_plugin,
+)
+
+
+def plugins_config(directory: Path, enabled: list[str], **tables: dict) -> dict:
+    return {"plugins": {"enabled": enabled, "paths": [str(directory)], **tables}}
+
+
+async def test_hook_device_registered_docs_plugin_gets_every_report_in_order(
+    start_daemon, tmp_path
+):
+    """The eventlog plugin, copied from docs/writing-plugins.md into a plugins directory,
+    receives every registration and removal made through the reporter routes, in order."""
+    write_plugin(tmp_path / "plugins", "eventlog", docs_example())
+    out = tmp_path / "events.jsonl"
+    daemon = await start_daemon(
+        plugins_config(tmp_path / "plugins", ["eventlog"], eventlog={"path": str(out)})
+    )
+    c = daemon.client
+    sent = [
+        c.get("/token/", params={"username": "alice", "selector": "S1", "pushToken": "t1"}),
+        c.post("/token", data={"username": "bob", "selector": "S2", "token_calls": "v1"}),
+        c.post("/token/", json={"username": "alice", "selector": "S1", "pushToken": "t2"}),
+        c.get("/token/", params={"username": "alice", "selector": "S1", "pushToken": "t2"}),
+        c.get("/removeToken/", params={"selector": "S2"}),
+        c.post("/token/", json={"username": "carol", "selector": "S3", "pushToken": "t3"}),
+        c.post("/removeToken", data={"username": "alice", "pushToken": "t2"}),
+    ]
+    for request in sent:
+        assert (await request).status_code == 200
+    expected = [
+        ("registered", "new", "S1"), ("registered", "new", "S2"),
+        ("registered", "changed", "S1"), ("removed", "app", "S2"),
+        ("registered", "new", "S3"), ("removed", "app", "S1"),
+    ]
+    await wait_until(lambda: len(lines(out)) >= len(expected))
+    await trio.sleep(0.2)  # nothing more arrives
+    got = json_lines(out)
+    assert [(e["kind"], e["reason"], e["selector"]) for e in got] == expected
+    assert [e["id"] for e in got] == [e.id for e in daemon.store().events()]
+    changed = got[2]
+    assert changed["before"]["token_msgs"] == "t1" and changed["after"]["token_msgs"] == "t2"
+
+
+async def test_hook_device_removed_by_app_and_by_operator(start_daemon, tmp_path):
+    """Removals reach the plugin with their reason, also those the CLI journals while the
+    daemon runs (the dispatcher polls for them)."""
+    write_plugin(tmp_path / "plugins", "eventlog", docs_example())
+    out = tmp_path / "events.jsonl"
+    daemon = await start_daemon(
+        plugins_config(tmp_path / "plugins", ["eventlog"], eventlog={"path": str(out)})
+    )
+    for selector in ("S1", "S2"):
+        r = await daemon.client.get(
+            "/token/", params={"username": "u", "selector": selector, "pushToken": "t" + selector}
+        )
+        assert r.status_code == 200
+    assert (await daemon.client.get("/removeToken/", params={"selector": "S1"})).status_code == 200
+    config = tmp_path / "cli.toml"
+    config.write_text(f'[storage]\npath = "{daemon.db_path}"\n')
+    result = await trio.to_thread.run_sync(
+        lambda: pnbridge("devices", "remove", "S2", "--config", str(config))
+    )
+    assert result.returncode == 0, result.stderr
+    await wait_until(lambda: len(lines(out)) == 4)
+    removals = [(e["selector"], e["reason"], e["before"]["username"])
+                for e in json_lines(out) if e["kind"] == "removed"]
+    assert removals == [("S1", "app", "u"), ("S2", "operator", "u")]
+
+
+async def test_hook_startup_shutdown_order_and_nursery(start_daemon, tmp_path):
+    """startup runs before any delivery with the typed settings and a nursery; shutdown runs
+    after delivery stopped, in reverse order; background tasks are cancelled after it."""
+    log = tmp_path / "log"
+    code = f'''
+        from dataclasses import dataclass
+        import trio
+        from pnbridge import hookimpl
+
+        @dataclass
+        class Settings:
+            label: str
+            count: int = 1
+
+        def note(text):
+            with open({str(log)!r}, "a") as file:
+                file.write(text + "\\n")
+
+        async def background():
+            try:
+                note("background")
+                await trio.sleep_forever()
+            finally:
+                note("cancelled")
+
+        @hookimpl
+        def settings_class():
+            return Settings
+
+        @hookimpl
+        async def startup(app):
+            settings = app.settings(Settings)
+            note(f"startup {{__name__}} {{settings.label}} {{settings.count}}")
+            app.nursery.start_soon(background)
+
+        @hookimpl
+        def device_registered(event):
+            note("event")
+
+        @hookimpl
+        async def shutdown(app):
+            await trio.sleep(0)
+            note(f"shutdown {{__name__}}")
+    '''
+    write_plugin(tmp_path / "plugins", "first", code)
+    write_plugin(tmp_path / "plugins", "second", code)
+    daemon = await start_daemon(plugins_config(
+        tmp_path / "plugins", ["first", "second"],
+        first={"label": "one"}, second={"label": "two", "count": 2},
+    ))
+    await wait_until(lambda: lines(log).count("background") == 2)
+    r = await daemon.client.get("/token/", params={"username": "u", "selector": "S",
+                                                   "pushToken": "t"})
+    assert r.status_code == 200
+    await wait_until(lambda: lines(log).count("event") == 2)
+    await daemon.client.aclose()  # no keep-alive connection for the server to wait for
+    daemon.shutdown.set()
+    await wait_until(lambda: lines(log).count("cancelled") == 2)
+    got = lines(log)
+    assert got[:2] == [
+        "startup pnbridge_plugin_first one 1", "startup pnbridge_plugin_second two 2",
+    ]
+    assert got[2:6] == ["background", "background", "event", "event"]
+    assert got[6:] == [
+        "shutdown pnbridge_plugin_second", "shutdown pnbridge_plugin_first",
+        "cancelled", "cancelled",
+    ]
+
+
+def test_startup_failure_stops_serve_and_shuts_down_started_plugins(tmp_path):
+    log = tmp_path / "log"
+    write_plugin(tmp_path / "plugins", "fine", f'''
+        from pnbridge import hookimpl
+
+        @hookimpl
+        def startup():
+            open({str(log)!r}, "a").write("startup\\n")
+
+        @hookimpl
+        def shutdown():
+            open({str(log)!r}, "a").write("shutdown\\n")
+    ''')
+    write_plugin(tmp_path / "plugins", "boom", '''
+        from pnbridge import hookimpl
+
+        @hookimpl
+        async def startup(app):
+            raise RuntimeError("no connection to the CRM")
+    ''')
+    config = tmp_path / "pnbridge.toml"
+    config.write_text(f'''
+        [server]
+        listen = ["127.0.0.1:0"]
+        [storage]
+        path = "{tmp_path / 'db'}"
+        [plugins]
+        enabled = ["fine", "boom"]
+        paths = ["{tmp_path / 'plugins'}"]
+    '''.replace("\n        ", "\n"))
+    result = pnbridge("serve", "--config", str(config))
+    assert result.returncode == 1
+    assert "plugin boom: startup failed: RuntimeError('no connection to the CRM')" in result.stderr
+    assert lines(log) == ["startup", "shutdown"]
+
+
+def test_hook_settings_class_errors_name_the_key(tmp_path):
+    """check-config and serve check every plugin table against its settings class, and the
+    enabled names against the plugins found; each error names its key."""
+    write_plugin(tmp_path / "plugins", "eventlog", docs_example())
+    write_plugin(tmp_path / "plugins", "plain", "from pnbridge import hookimpl\n")
+    config = tmp_path / "pnbridge.toml"
+    config.write_text(f'''
+[storage]
+path = "{tmp_path / 'db'}"
+[plugins]
+enabled = ["eventlog", "ghost", "plain"]
+paths = ["{tmp_path / 'plugins'}", "{tmp_path / 'missing'}"]
+[plugins.eventlog]
+path = 3
+colour = "red"
+[plugins.eventlog.delivery]
+timeout = 0
+max_attempts = "many"
+[plugins.plain]
+anything = 1
+[plugins.nosuch]
+x = 1
+''')
+    for command in ("check-config", "serve"):
+        result = pnbridge(command, "--config", str(config))
+        assert result.returncode == 1, result.stderr
+        errors = result.stderr
+        assert "plugins.eventlog.path: expected a string, got an integer (3)" in errors
+        assert "plugins.eventlog.colour: unknown key (known keys: fsync, path)" in errors
+        assert "plugins.eventlog.delivery.timeout: must be greater than 0" in errors
+        assert "plugins.eventlog.delivery.max_attempts: expected an integer" in errors
+        assert "plugins.plain.anything: unknown key (known keys: none)" in errors
+        assert "plugins.enabled: no plugin named ghost (found: eventlog, plain, pnmediator)" in errors
+        assert "plugins.nosuch: no plugin named nosuch" in errors
+        assert f"plugins.paths[1]: {tmp_path / 'missing'} is not a directory" in errors
+    config.write_text(f'''
+[plugins]
+enabled = ["eventlog"]
+paths = ["{tmp_path / 'plugins'}"]
+''')
+    result = pnbridge("check-config", "--config", str(config))
+    assert result.returncode == 1
+    assert "plugins.eventlog.path: required key is missing" in result.stderr
+    config.write_text(config.read_text() + '[plugins.eventlog]\npath = "/tmp/x"\n')
+    result = pnbridge("check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+
+
+def fake_distribution(site: Path) -> None:
+    """An installed distribution with a ``pnbridge`` entry point, as pip would leave it."""
+    write_plugin(site, "pnbridge_eventlog", docs_example())
+    info = site / "pnbridge_eventlog-1.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: pnbridge-eventlog\nVersion: 1.0.0\n"
+    )
+    (info / "entry_points.txt").write_text("[pnbridge]\neventlog = pnbridge_eventlog\n")
+
+
+def test_plugins_command_lists_every_plugin(tmp_path):
+    """Every plugin found (plugins directory, entry point), enabled or not, with its hooks;
+    a plugin that cannot load is listed with its error, and is an error once enabled."""
+    directory = tmp_path / "plugins"
+    write_plugin(directory, "recorder", RECORDER)
+    write_plugin(directory, "broken", "raise ImportError('needs the requests module')\n")
+    write_plugin(directory, "typo", '''
+        from pnbridge import hookimpl
+
+        @hookimpl
+        def device_registred(event):
+            pass
+    ''')
+    write_plugin(directory, "_helper", "raise SystemExit('not a plugin')\n")
+    fake_distribution(tmp_path / "site")
+    config = tmp_path / "pnbridge.toml"
+    config.write_text(f'[plugins]\nenabled = ["eventlog"]\npaths = ["{directory}"]\n'
+                      '[plugins.eventlog]\npath = "/tmp/events.jsonl"\n')
+    env = {"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"}
+    result = pnbridge("plugins", "--json", "--config", str(config), env=env)
+    assert result.returncode == 0, result.stderr
+    found = {p["name"]: p for p in json.loads(result.stdout)}
+    assert set(found) == {"eventlog", "recorder", "broken", "typo", "pnmediator"}
+    assert (found["pnmediator"]["source"], found["pnmediator"]["error"]) == ("built-in", None)
+    assert "send_push" in found["pnmediator"]["hooks"]
+    assert found["eventlog"]["enabled"] is True
+    assert found["eventlog"]["source"].startswith("entry point pnbridge_eventlog")
+    assert "pnbridge-eventlog 1.0.0" in found["eventlog"]["source"]
+    assert found["eventlog"]["hooks"] == [
+        "device_registered", "device_removed", "settings_class", "startup",
+    ]
+    assert found["recorder"]["enabled"] is False
+    assert found["recorder"]["source"] == str(directory / "recorder.py")
+    assert "needs the requests module" in found["broken"]["error"]
+    assert found["typo"]["error"] == "implements unknown hook(s): device_registred"
+    text = pnbridge("plugins", "--config", str(config), env=env).stdout.splitlines()
+    assert text[0].split() == ["NAME", "ENABLED", "HOOKS", "SOURCE"]
+    assert any(line.split()[:3] == ["eventlog", "yes", "device_registered,"] for line in text)
+    # The entry-point plugin loads for real; enabling a broken one is an error.
+    assert pnbridge("check-config", "--config", str(config), env=env).returncode == 0
+    config.write_text(f'[plugins]\nenabled = ["typo", "broken"]\npaths = ["{directory}"]\n')
+    result = pnbridge("check-config", "--config", str(config), env=env)
+    assert result.returncode == 1
+    assert "plugins.enabled: plugin typo implements unknown hook(s): device_registred" \
+        in result.stderr
+    assert "plugins.enabled: plugin broken cannot be loaded: ImportError(" in result.stderr
+
+
+def test_no_plugins_by_default():
+    result = pnbridge("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    assert all(not p["enabled"] for p in json.loads(result.stdout))
+
+
+def test_docs_testing_example_runs(tmp_path):
+    """The unit test shown under "Testing it" in docs/writing-plugins.md passes against the
+    docs' plugin installed as the module pnbridge_eventlog."""
+    write_plugin(tmp_path, "pnbridge_eventlog", docs_example())
+    section = (DOCS / "writing-plugins.md").read_text().split("## Testing it", 1)[1]
+    (tmp_path / "test_example.py").write_text(re.search(r"```python\n(.*?)```", section, re.S)[1])
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "appends_event",
+         "test_example.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
