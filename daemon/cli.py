@@ -147,9 +147,7 @@ def devices_list(config_path: str | None, username: str | None, as_json: bool) -
          isotime(d.last_seen))
         for d in found
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    _table(rows)
 
 
 @devices.command("show")
@@ -272,6 +270,7 @@ def _progress(file: Any) -> Iterator[Callable[[int], None]]:
 
 
 def _table(rows: list[tuple[str, ...]]) -> None:
+    """Print ``rows`` (the first is the header) as aligned columns."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
