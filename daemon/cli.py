@@ -23,6 +23,7 @@ from .config import Config, load_config
 from .events import Device, isotime
 from .log import setup_logging, shorten
 from .pluginhost import PluginError, PluginHost, discover, load_plugins
+from .push import VERBS, BadPush, UnknownUser, parse_request, push_once
 from .reporter import BadReport, Reporter
 from .settings import ConfigError
 from .store import Failure, Store, StoreError
@@ -440,3 +441,51 @@ def events_retry(config_path: str | None, plugin: str | None, event: tuple[str, 
     if event and not count:
         fail("no parked event matches " + " ".join(event))
     click.echo(f"{count} parked event(s) will be sent again")
+
+
+@main.command("push")
+@config_option
+@click.argument("verb", type=click.Choice(VERBS))
+@click.option("--username", required=True, help="The user whose devices get the push.")
+@click.option("--selector", help="Only this device of the user.")
+@click.option("--id", "push_id", help="The call's id (required for the call verbs).")
+@click.option("--message", help="The text to show.")
+@click.option("--badge", type=click.IntRange(min=0), help="The app badge number.")
+@click.option("--sound", help="The sound to play.")
+@click.option("--display-name", help="The caller's or sender's name.")
+@click.option("--thread-id", help="The conversation, to group notifications.")
+@json_option
+def push(config_path: str | None, verb: str, username: str, as_json: bool,
+         **fields: Any) -> None:
+    """Send VERB to the devices of a user, as the push API does; print what happened to each.
+
+    The enabled plugins start and stop around it (pnmediator sends the push). Exits 0 when
+    at least one device was sent the push, else 1.
+    """
+    config = read_config(config_path)
+    setup_logging("error")
+    fields["id"] = fields.pop("push_id")
+    given = {k: v for k, v in fields.items() if v is not None}
+    try:
+        wanted = parse_request({"username": username, "verb": verb, **given})
+    except BadPush as error:
+        fail(f"--{error.field.replace('_', '-')}: {str(error).split(': ', 1)[1]}")
+    open_store(config).close()
+    host = read_plugins(config)
+    try:
+        results = trio.run(push_once, config, host, wanted)
+    except* UnknownUser:
+        fail(f"no device of user {username}" + (f" with selector {wanted.selector}"
+                                                  if wanted.selector else ""))
+    except* (LookupError, PluginError, StoreError) as group:
+        fail(*map(str, _leaves(group)))
+    if as_json:
+        click.echo(json.dumps({"username": username, "verb": verb,
+                               "devices": [r.to_dict() for r in results]}, indent=2))
+    else:
+        rows = [("SELECTOR", "PAIR", "OUTCOME", "ATTEMPTS", "REASON")]
+        rows += [(r.selector, r.pair or "-", r.outcome, str(r.attempts), r.reason or "-")
+                 for r in results]
+        _table(rows)
+    if not any(r.outcome == "sent" for r in results):
+        raise SystemExit(1)

@@ -201,6 +201,21 @@ class PluginHost:
             result = await result
         return result
 
+    def implementers(self, hook: str) -> list[str]:
+        """The enabled plugins that implement ``hook``, in the order pluggy asks them (the
+        plugin enabled last first, unless ``tryfirst``/``trylast`` say otherwise)."""
+        impls = getattr(self.pm.hook, hook).get_hookimpls()
+        return [impl.plugin_name for impl in reversed(impls)]
+
+    async def call_first(self, hook: str, **kwargs: Any) -> Any:
+        """Call a ``firstresult`` hook whose implementations may be async: the first answer
+        that is not None, or None."""
+        for name in self.implementers(hook):
+            result = await self.call(name, hook, **kwargs)
+            if result is not None:
+                return result
+        return None
+
     def app(self, nursery: trio.Nursery) -> App:
         by_class = {
             type(value): value for value in self.settings.values()

@@ -15,9 +15,11 @@ from quart_trio import QuartTrio
 
 from .config import Config
 from .dispatch import open_plugins
+from .expiry import expire_devices
 from .health import database_writable, device_gauge
 from .log import set_level
 from .pluginhost import PluginHost, load_plugins
+from .push import Pusher, transport
 from .reload import Reloader
 from .reporter import Reporter
 from .sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
@@ -71,8 +73,9 @@ async def run(
             ):
                 services = Services(
                     reporter=Reporter(config.reporter), writer=writer,
-                    access_log=config.server.access_log,
+                    access_log=config.server.access_log, api=config.api,
                 )
+                services.pusher = _pusher(config, plugins, services)
                 services.readiness.add("database", database_writable(writer))
                 services.metrics.refreshers.append(device_gauge(services.metrics, writer))
                 dispatcher.observe(services.metrics, services.readiness)
@@ -81,6 +84,16 @@ async def run(
             log.info("stopped")
     finally:
         notifier.close()
+
+
+def _pusher(config: Config, plugins: PluginHost, services: Services) -> Pusher | None:
+    send = transport(plugins)
+    if send is None:
+        if config.api.keys:
+            log.warning("the push API answers 503: no enabled plugin sends pushes "
+                        "(enable pnmediator)")
+        return None
+    return Pusher(services.writer, send, services.metrics)
 
 
 async def _serve(
@@ -105,6 +118,8 @@ async def _serve(
             helpers.start_soon(keep_watchdog_fed, notifier, interval)
         if signals is not None:
             helpers.start_soon(_on_signals, signals, reloader, notifier, shutdown, plugins)
+        if (expire_after := config.storage.expire_seconds) is not None:
+            helpers.start_soon(expire_devices, services.writer, expire_after)
         async with trio.open_nursery() as nursery:
             binds = []
             for served, hc in servers:
@@ -161,12 +176,14 @@ async def _reload(reloader: Reloader, notifier: Notifier) -> None:
 def _web_step(
     services: Services, app: QuartTrio, hcs: list[hypercorn.config.Config], new: Config
 ) -> Callable[[], None]:
-    """The reload step of the web layer: routes, field aliases, logging, grace period."""
+    """The reload step of the web layer: routes, field aliases, API keys and deadlines,
+    logging, grace period."""
     reporter = Reporter(new.reporter)
 
     def apply() -> None:
         services.reporter = reporter
         services.access_log = new.server.access_log
+        services.api = new.api
         app.config["MAX_CONTENT_LENGTH"] = reporter.max_body
         for hc in hcs:
             hc.graceful_timeout = new.server.grace_period

@@ -237,17 +237,18 @@ def test_bad_settings_name_the_key(tmp_path):
 
 
 def test_the_example_config_tables_are_valid(tmp_path):
-    """The commented-out [plugins.webhook] and [plugins.auditlog] of config/pnbridge.toml,
-    uncommented and enabled, pass check-config."""
+    """The commented-out built-in plugin tables of config/pnbridge.toml ([plugins.webhook],
+    [plugins.auditlog], [plugins.pnmediator]), uncommented and enabled, pass check-config."""
     example = (Path(__file__).parent.parent / "config" / "pnbridge.toml").read_text()
     head, tail = example.split("\n# Built-in plugins", 1)
     uncommented = [
         line[2:] if re.match(r"# (\[plugins\.|\w+ = )", line) else line
         for line in tail.splitlines()
     ]
-    text = head.replace("enabled = []", 'enabled = ["webhook", "auditlog"]', 1)
+    text = head.replace("enabled = []", 'enabled = ["webhook", "auditlog", "pnmediator"]', 1)
     config = tmp_path / "pnbridge.toml"
     config.write_text(text + "\n#" + "\n".join(uncommented) + "\n")
     assert "[plugins.webhook]\nurls = " in config.read_text()
+    assert "[plugins.pnmediator]\nurl = " in config.read_text()
     result = pnbridge("check-config", "--config", str(config))
     assert result.returncode == 0, result.stderr

@@ -276,9 +276,11 @@ def test_plugins_command_lists_every_plugin(tmp_path):
     assert result.returncode == 0, result.stderr
     found = {p["name"]: p for p in json.loads(result.stdout)}
     builtins = {name for name, p in found.items() if p["source"] == "built-in"}
-    assert builtins >= {"auditlog", "webhook"}
+    assert builtins >= {"auditlog", "webhook", "pnmediator"}
     assert not any(found[name]["enabled"] for name in builtins)
     assert set(found) - builtins == {"eventlog", "recorder", "broken", "typo"}
+    assert found["pnmediator"]["error"] is None
+    assert "send_push" in found["pnmediator"]["hooks"]
     assert found["eventlog"]["enabled"] is True
     assert found["eventlog"]["source"].startswith("entry point pnbridge_eventlog")
     assert "pnbridge-eventlog 1.0.0" in found["eventlog"]["source"]
