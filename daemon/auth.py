@@ -54,8 +54,7 @@ def load_users(config: Config) -> dict[str, users.User]:
 
 def plugin_problems(config: Config, plugins: PluginHost) -> list[str]:
     """Whether the ``hook`` mode, if used, has a plugin to ask."""
-    implemented = plugins.pm.hook.authenticate_report.get_hookimpls()
-    if "hook" in config.auth.modes(config.reporter) and not implemented:
+    if "hook" in config.auth.modes(config.reporter) and not plugins.implementers(HOOK):
         return ["auth: the hook mode needs an enabled plugin that implements authenticate_report"]
     return []
 
@@ -102,8 +101,9 @@ class Guard:
     async def _hook(self, report: Report) -> Verdict:
         if self.plugins is None:
             return Verdict(False)
-        answer = await self.plugins.first_result(
-            HOOK, username=report.username, credentials=dict(report.credentials), report=report,
+        answer = await self.plugins.call_first(
+            HOOK, threads=True, username=report.username, credentials=dict(report.credentials),
+            report=report,
         )
         return Verdict(True, report.username) if answer is True else Verdict(False)
 

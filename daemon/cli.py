@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NoReturn
 
@@ -23,6 +24,7 @@ from .config import Config, load_config
 from .events import Device, isotime
 from .log import setup_logging, shorten
 from .pluginhost import PluginError, PluginHost, discover, load_plugins
+from .push import VERBS, BadPush, UnknownUser, parse_request, push_once
 from .reporter import BadReport, Reporter
 from .settings import ConfigError
 from .store import Failure, Store, StoreError
@@ -310,6 +312,72 @@ def plugins_list(config_path: str | None, as_json: bool) -> None:
     _table(rows)
 
 
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class Since(click.ParamType):
+    """A point in time: ISO 8601 (UTC unless it says otherwise) or an age like 90s, 2h, 7d."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        text = str(value).strip()
+        if text[:-1].replace(".", "", 1).isdigit() and text[-1:] in AGE_UNITS:
+            return time.time() - float(text[:-1]) * AGE_UNITS[text[-1]]
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{value!r} is neither ISO 8601 (2026-01-02T03:04:05Z) nor an age "
+                      "(90s, 30m, 2h, 7d, 1w)", param, ctx)
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+@main.command("audit")
+@config_option
+@click.option("--username", help="Only this user's events.")
+@click.option("--selector", help="Only this device's events.")
+@click.option("--since", type=Since(), help="Only events since TIME (ISO 8601, or 2h, 7d...).")
+@json_option
+def audit(
+    config_path: str | None, username: str | None, selector: str | None,
+    since: float | None, as_json: bool,
+) -> None:
+    """Read the audit log (and its rotated files) of the auditlog plugin, filtered.
+
+    With --json, prints the matching lines as they are in the log (JSON Lines).
+    """
+    from .plugins import auditlog
+
+    host = read_plugins(read_config(config_path))
+    settings = host.settings.get("auditlog")
+    if settings is None:
+        fail("the auditlog plugin is not enabled in this config ([plugins] enabled)")
+    try:
+        found, bad = auditlog.records(settings.path)
+    except OSError as error:
+        fail(f"cannot read the audit log: {error}")
+    if bad:
+        click.echo(f"pnbridge: warning: {bad} unreadable line(s) skipped", err=True)
+    matching = [
+        r for r in found
+        if (username is None or r.get("username") == username)
+        and (selector is None or r.get("selector") == selector)
+        and (since is None or datetime.fromisoformat(r["time"]).timestamp() >= since)
+    ]
+    if as_json:
+        for record in matching:
+            click.echo(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+        return
+    rows = [("TIME", "KIND", "REASON", "SELECTOR", "USERNAME", "TOKENS", "SOURCE")]
+    rows += [
+        (r["time"], r["kind"], r["reason"], r["selector"], r["username"],
+         " ".join(t for t in (r.get("token_calls"), r.get("token_msgs")) if t) or "-",
+         " ".join(f"{k}={v}" for k, v in r.get("source", {}).items()) or "-")
+        for r in matching
+    ]
+    _table(rows)
+
+
 @main.group("events", invoke_without_command=True)
 @config_option
 @click.option("--plugin", help="Only this plugin's delivery state.")
@@ -453,3 +521,51 @@ def users_list(config_path: str | None) -> None:
         for u in sorted(known.values(), key=lambda u: u.name)
     ]
     _table(rows)
+
+
+@main.command("push")
+@config_option
+@click.argument("verb", type=click.Choice(VERBS))
+@click.option("--username", required=True, help="The user whose devices get the push.")
+@click.option("--selector", help="Only this device of the user.")
+@click.option("--id", "push_id", help="The call's id (required for the call verbs).")
+@click.option("--message", help="The text to show.")
+@click.option("--badge", type=click.IntRange(min=0), help="The app badge number.")
+@click.option("--sound", help="The sound to play.")
+@click.option("--display-name", help="The caller's or sender's name.")
+@click.option("--thread-id", help="The conversation, to group notifications.")
+@json_option
+def push(config_path: str | None, verb: str, username: str, as_json: bool,
+         **fields: Any) -> None:
+    """Send VERB to the devices of a user, as the push API does; print what happened to each.
+
+    The enabled plugins start and stop around it (pnmediator sends the push). Exits 0 when
+    at least one device was sent the push, else 1.
+    """
+    config = read_config(config_path)
+    setup_logging("error")
+    fields["id"] = fields.pop("push_id")
+    given = {k: v for k, v in fields.items() if v is not None}
+    try:
+        wanted = parse_request({"username": username, "verb": verb, **given})
+    except BadPush as error:
+        fail(f"--{error.field.replace('_', '-')}: {str(error).split(': ', 1)[1]}")
+    open_store(config).close()
+    host = read_plugins(config)
+    try:
+        results = trio.run(push_once, config, host, wanted)
+    except* UnknownUser:
+        fail(f"no device of user {username}" + (f" with selector {wanted.selector}"
+                                                  if wanted.selector else ""))
+    except* (LookupError, PluginError, StoreError) as group:
+        fail(*map(str, _leaves(group)))
+    if as_json:
+        click.echo(json.dumps({"username": username, "verb": verb,
+                               "devices": [r.to_dict() for r in results]}, indent=2))
+    else:
+        rows = [("SELECTOR", "PAIR", "OUTCOME", "ATTEMPTS", "REASON")]
+        rows += [(r.selector, r.pair or "-", r.outcome, str(r.attempts), r.reason or "-")
+                 for r in results]
+        _table(rows)
+    if not any(r.outcome == "sent" for r in results):
+        raise SystemExit(1)

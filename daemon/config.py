@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from .fields import FieldMap, alias_conflicts
 from .routes import ALLOWED_METHODS, TemplateError, compile_template
-from .settings import ConfigError, check, convert
+from .settings import ConfigError, check, convert, duration_problem, parse_duration
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_DATABASE = "pnbridge.db"
@@ -105,6 +105,12 @@ class StorageConfig:
     busy_timeout: float = field(default=5.0, metadata=check(_positive))
     # Beyond this many devices of one username the least recently seen are removed (0: no cap).
     max_devices_per_user: int = field(default=20, metadata=check(_at_least_zero))
+    # Remove devices not seen (no report) for this long, e.g. "90d"; None: never.
+    expire_after: str | None = field(default=None, metadata=check(duration_problem))
+
+    @property
+    def expire_seconds(self) -> float | None:
+        return None if self.expire_after is None else parse_duration(self.expire_after)
 
 
 def _check_template(template: str) -> str | None:
@@ -188,6 +194,31 @@ class AuthConfig:
         used = {r.auth or self.reporter for r in reporter.routes}
         return used | {self.reporter} if reporter.default_routes else used
 
+def _check_keys(keys: list[str]) -> str | None:
+    short = [i for i, key in enumerate(keys) if len(key) < 16]
+    if short:
+        return f"key(s) at index {', '.join(map(str, short))} shorter than 16 characters"
+    return None
+
+
+@dataclass(frozen=True)
+class DeadlinesConfig:
+    """Seconds a push of each verb may take, retries included (a late call push is worthless)."""
+
+    NotifyIncomingCall: float = field(default=4.0, metadata=check(_positive))
+    NotifyIncomingCallMissed: float = field(default=10.0, metadata=check(_positive))
+    NotifyIncomingCallAnsweredElsewhere: float = field(default=10.0, metadata=check(_positive))
+    NotifyTextMessage: float = field(default=30.0, metadata=check(_positive))
+    NotifyGenericTextMessage: float = field(default=30.0, metadata=check(_positive))
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The PBX push API: off (404) while ``keys`` is empty."""
+
+    keys: list[str] = field(default_factory=list, metadata=check(_check_keys))
+    deadlines: DeadlinesConfig = field(default_factory=DeadlinesConfig)
+
 
 def _check_enabled(names: list[str]) -> str | None:
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -222,6 +253,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     reporter: ReporterConfig = field(default_factory=ReporterConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
 
 

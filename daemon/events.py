@@ -9,9 +9,12 @@ from typing import Any, Literal
 
 ReportKind = Literal["token", "removal"]
 EventKind = Literal["registered", "removed"]
+Pair = Literal["calls", "msgs"]
+PushOutcome = Literal["sent", "invalid-token", "failed", "retry"]
 
-# Why an event happened. Registrations: a new device, or a change of username, token or app id.
-REGISTERED_REASONS = ("new", "changed")
+# Why an event happened. Registrations: a new device, a change of username, token or app id,
+# or pnmediator rejected one token pair while the other remains (that pair is cleared).
+REGISTERED_REASONS = ("new", "changed", "invalid-token")
 # Removals: the app logged out, an operator removed it, pnmediator rejected its token,
 # it was not seen for too long, or the user's device cap pushed it out.
 REMOVED_REASONS = ("app", "operator", "invalid-token", "expired", "evicted")
@@ -112,3 +115,39 @@ class Event:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Push:
+    """One push to one device, as the ``send_push`` hook receives it.
+
+    ``pair`` says which of the device's token pairs ``token`` and ``appid`` are. The verb's
+    fields are None when the PBX did not give them. ``attempt`` counts from 1.
+    """
+
+    verb: str
+    device: Device
+    pair: Pair
+    token: str
+    appid: str | None
+    id: str | None = None
+    message: str | None = None
+    badge: int | None = None
+    sound: str | None = None
+    display_name: str | None = None
+    thread_id: str | None = None
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What ``send_push`` returns: how one push went.
+
+    ``sent``; ``invalid-token`` (the token will never work again: pnbridge clears it);
+    ``failed`` (permanent for this push); ``retry`` (transient: pnbridge tries again within
+    the verb's deadline, not before ``retry_after`` seconds when given).
+    """
+
+    outcome: PushOutcome
+    reason: str = ""
+    retry_after: float | None = None

@@ -3,7 +3,9 @@
 Every hook may be a plain ``def`` or an ``async def``. ``device_registered`` and
 ``device_removed`` are delivered from the event journal, at least once and in order per
 device; a plain one runs in a worker thread (it may block), an ``async`` one on the daemon's
-trio loop (it must not). ``startup`` and ``shutdown`` run on the trio loop. docs/plugin-hooks.md
+trio loop (it must not). ``startup``, ``shutdown`` and ``send_push`` run on the trio loop
+(``send_push`` should be ``async``: a push is on a deadline); a plain ``reload`` runs in a
+worker thread. docs/plugin-hooks.md
 documents each hook; tests/test_docs.py fails when one is missing there or in the tests.
 """
 
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .events import Event, Report
+    from .events import Event, Push, PushResult, Report
     from .pluginhost import App
 
 PROJECT = "pnbridge"
@@ -51,6 +53,11 @@ def shutdown(app: App) -> None:
 
 
 @hookspec
+def reload(app: App) -> None:
+    """SIGHUP (e.g. logrotate's postrotate): reopen files and the like."""
+
+
+@hookspec
 def device_registered(event: Event) -> None:
     """A device was created, or its username, tokens or app ids changed."""
 
@@ -58,6 +65,11 @@ def device_registered(event: Event) -> None:
 @hookspec
 def device_removed(event: Event) -> None:
     """A device was removed; ``event.reason`` says why."""
+
+
+@hookspec(firstresult=True)
+def send_push(push: Push) -> PushResult | None:
+    """Send one push to one device and say how it went; None leaves it to the next plugin."""
 
 
 @hookspec(firstresult=True)

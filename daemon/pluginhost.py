@@ -18,6 +18,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ log = logging.getLogger("pnbridge.plugins")
 T = TypeVar("T")
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
+RELOAD_TIMEOUT = 10.0
 HOOKS = tuple(
     name for name, fn in vars(hookspecs).items()
     if inspect.isfunction(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
@@ -170,6 +172,8 @@ class PluginHost:
         self.enabled = enabled
         self.settings = settings
         self.delivery = delivery
+        self.started: App | None = None
+        """The App the plugins were started with, while they run."""
 
     def impl(self, plugin: str, hook: str) -> pluggy.HookImpl | None:
         """``plugin``'s implementation of ``hook``, if it has one."""
@@ -197,15 +201,23 @@ class PluginHost:
             result = await result
         return result
 
-    async def first_result(self, hook: str, **kwargs: Any) -> Any:
-        """Call a firstresult ``hook`` in pluggy's order: the first answer that is not None
-        wins. An ``async`` implementation is awaited; a plain one runs in a worker thread."""
-        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
-            args = [kwargs[name] for name in impl.argnames]
-            if inspect.iscoroutinefunction(impl.function):
-                result = await impl.function(*args)
+    def implementers(self, hook: str) -> list[str]:
+        """The enabled plugins that implement ``hook``, in the order pluggy asks them (the
+        plugin enabled last first, unless ``tryfirst``/``trylast`` say otherwise)."""
+        impls = getattr(self.pm.hook, hook).get_hookimpls()
+        return [impl.plugin_name for impl in reversed(impls)]
+
+    async def call_first(self, hook: str, *, threads: bool = False, **kwargs: Any) -> Any:
+        """Call a ``firstresult`` hook whose implementations may be async: the first answer
+        that is not None, or None. With ``threads``, a plain implementation runs in a worker
+        thread (it may block)."""
+        for name in self.implementers(hook):
+            if threads and not self.is_async(name, hook):
+                result = await trio.to_thread.run_sync(
+                    partial(self.call_sync, name, hook, **kwargs)
+                )
             else:
-                result = await trio.to_thread.run_sync(impl.function, *args)
+                result = await self.call(name, hook, **kwargs)
             if result is not None:
                 return result
         return None
@@ -228,14 +240,35 @@ class PluginHost:
                 await self.shutdown(app, started)
                 raise PluginError(f"plugin {name}: startup failed: {error!r}") from error
             started.append(name)
+        self.started = app
 
     async def shutdown(self, app: App, names: list[str] | None = None) -> None:
         """Run the ``shutdown`` hooks in reverse order; log failures, stop none."""
+        self.started = None
         for name in reversed(self.enabled if names is None else names):
             try:
                 await self.call(name, "shutdown", app=app)
             except Exception:
                 log.exception("plugin %s: shutdown failed", name)
+
+    async def reload(self) -> None:
+        """Run the ``reload`` hooks of the running plugins (SIGHUP), a plain one in a worker
+        thread, each for at most RELOAD_TIMEOUT seconds; log failures, stop none."""
+        app = self.started
+        for name in self.enabled if app is not None else ():
+            if self.impl(name, "reload") is None:
+                continue
+            with trio.move_on_after(RELOAD_TIMEOUT) as scope:
+                try:
+                    if self.is_async(name, "reload"):
+                        await self.call(name, "reload", app=app)
+                    else:
+                        call = partial(self.call_sync, name, "reload", app=app)
+                        await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+                except Exception:
+                    log.exception("plugin %s: reload failed", name)
+            if scope.cancelled_caught:
+                log.error("plugin %s: reload took more than %gs", name, RELOAD_TIMEOUT)
 
 
 def load_plugins(config: PluginsConfig) -> PluginHost:

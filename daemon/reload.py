@@ -22,7 +22,7 @@ Step = Callable[[Config], Callable[[], None]]
 
 RESTART_ONLY = (
     ("server", "listen"), ("server", "admin_listen"),
-    ("storage", "path"), ("storage", "busy_timeout"),
+    ("storage", "path"), ("storage", "busy_timeout"), ("storage", "expire_after"),
 )
 
 

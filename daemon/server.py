@@ -17,9 +17,11 @@ from .auth import Guard, load_users, plugin_problems
 from .config import Config
 from .digest import Nonces
 from .dispatch import open_plugins
+from .expiry import expire_devices
 from .health import database_writable, device_gauge
 from .log import set_level
 from .pluginhost import PluginHost, load_plugins
+from .push import Pusher, transport
 from .ratelimit import Limits
 from .reload import Reloader
 from .reporter import Reporter
@@ -66,7 +68,8 @@ async def run(
     Reports ``started`` with the addresses the reporter listens on. In-flight requests get
     ``[server] grace_period`` seconds to finish; then plugin delivery stops, the plugins shut
     down, and the database is closed last. With ``handle_signals``, SIGHUP reloads the config
-    through ``load_config``. ``plugins`` defaults to ``load_plugins(config.plugins)``.
+    through ``load_config`` and runs the plugins' ``reload`` hooks. ``plugins`` defaults to
+    ``load_plugins(config.plugins)``.
     """
     if plugins is None:
         plugins = load_plugins(config.plugins)
@@ -89,15 +92,27 @@ async def run(
                     guard=Guard(config.auth, known, plugins, Nonces(config.auth.nonce_lifetime)),
                     limits=Limits.of(config), max_devices=config.storage.max_devices_per_user,
                     max_headers=config.server.max_headers, access_log=config.server.access_log,
+                    api=config.api,
                 )
+                services.pusher = _pusher(config, plugins, services)
                 services.readiness.add("database", database_writable(writer))
                 services.metrics.refreshers.append(device_gauge(services.metrics, writer))
                 dispatcher.observe(services.metrics, services.readiness)
                 await _serve(config, services, shutdown, signals, load_config, notifier,
-                             task_status)
+                             plugins, task_status)
             log.info("stopped")
     finally:
         notifier.close()
+
+
+def _pusher(config: Config, plugins: PluginHost, services: Services) -> Pusher | None:
+    send = transport(plugins)
+    if send is None:
+        if config.api.keys:
+            log.warning("the push API answers 503: no enabled plugin sends pushes "
+                        "(enable pnmediator)")
+        return None
+    return Pusher(services.writer, send, services.metrics)
 
 
 async def _serve(
@@ -107,6 +122,7 @@ async def _serve(
     signals: trio.abc.AsyncIterator[int] | None,
     load_config: Callable[[], Config] | None,
     notifier: Notifier,
+    plugins: PluginHost,
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
     admin = config.server.admin_listen
@@ -120,7 +136,9 @@ async def _serve(
         if (interval := watchdog_interval()) is not None:
             helpers.start_soon(keep_watchdog_fed, notifier, interval)
         if signals is not None:
-            helpers.start_soon(_on_signals, signals, reloader, notifier, shutdown)
+            helpers.start_soon(_on_signals, signals, reloader, notifier, shutdown, plugins)
+        if (expire_after := config.storage.expire_seconds) is not None:
+            helpers.start_soon(expire_devices, services.writer, expire_after)
         async with trio.open_nursery() as nursery:
             binds = []
             for served, hc in servers:
@@ -145,6 +163,7 @@ async def _on_signals(
     reloader: Reloader,
     notifier: Notifier,
     shutdown: trio.Event,
+    plugins: PluginHost,
 ) -> None:
     async for signum in signals:
         name = signal.Signals(signum).name
@@ -153,6 +172,7 @@ async def _on_signals(
             shutdown.set()
         elif not shutdown.is_set():
             await _reload(reloader, notifier)
+            await plugins.reload()
 
 
 async def _reload(reloader: Reloader, notifier: Notifier) -> None:
@@ -176,7 +196,7 @@ def _web_step(
     services: Services, app: QuartTrio, hcs: list[hypercorn.config.Config], new: Config
 ) -> Callable[[], None]:
     """The reload step of the web layer: routes, field aliases, auth settings and the users
-    file, limits, logging, grace period."""
+    file, limits, API keys and deadlines, logging, grace period."""
     reporter = Reporter(new.reporter)
     old = services.guard
     if problems := plugin_problems(new, old.plugins):
@@ -192,6 +212,7 @@ def _web_step(
         services.max_devices = new.storage.max_devices_per_user
         services.max_headers = new.server.max_headers
         services.access_log = new.server.access_log
+        services.api = new.api
         app.config["MAX_CONTENT_LENGTH"] = reporter.max_body
         for hc in hcs:
             _limit(hc, new)

@@ -8,6 +8,7 @@ takes the converted value and returns an error message, or None when the value i
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -27,6 +28,37 @@ class ConfigError(Exception):
 def check(fn: Callable[[Any], str | None]) -> dict[str, Any]:
     """Field metadata that runs ``fn`` on the converted value."""
     return {"check": fn}
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: one or more ``<number><unit>`` parts, units s, m, h, d, w
+    (``"90d"``, ``"12h"``, ``"1h30m"``). Raises ValueError saying what is wrong."""
+    spaced = text.replace(" ", "")
+    parts = _DURATION_PART.findall(spaced)
+    if not spaced or "".join(n + u for n, u in parts) != spaced:
+        raise ValueError(
+            f"{text!r} is not a duration like \"90d\", \"12h\" or \"1h30m\" "
+            "(units: s, m, h, d, w)"
+        )
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} must be longer than 0 seconds")
+    return seconds
+
+
+def duration_problem(text: str | None) -> str | None:
+    """A field check: None when ``text`` is None or a duration, else why it is not."""
+    if text is None:
+        return None
+    try:
+        parse_duration(text)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def convert(cls: type[T], table: Any, key: str, errors: list[str]) -> T | None:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import sqlite_utils
 
-from .events import Device, Event, Report, isotime
+from .events import Device, Event, Pair, Report, isotime
 
 Outcome = Literal["created", "changed", "unchanged", "removed"]
 
@@ -317,6 +317,40 @@ class Store:
             self.conn.execute("DELETE FROM devices WHERE selector = ?", (device.selector,))
             event = self._journal("removed", reason, device, None, source, now)
             changes.append(Change("removed", device, event))
+        return changes
+
+    def reject_token(
+        self, selector: str, pair: Pair, token: str, source: dict[str, Any], now: float
+    ) -> Change | None:
+        """Clear the ``pair`` of ``selector`` that pnmediator rejected, if it still holds
+        ``token``: remove the device when no token is left (reason ``invalid-token``), else
+        journal a ``registered`` event with that reason whose before/after show the cleared
+        pair. None when the device is gone or has a new token there already."""
+        old = self.device(selector)
+        if old is None or getattr(old, f"token_{pair}") != token:
+            return None
+        cleared = Device(**{**asdict(old), f"token_{pair}": None, f"appid_{pair}": None,
+                            "updated_at": now})
+        if not (cleared.token_calls or cleared.token_msgs):
+            return self.remove(selector=selector, reason="invalid-token", source=source,
+                               now=now)[0]
+        self.conn.execute(
+            f"REPLACE INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            _device_row(cleared),
+        )
+        event = self._journal("registered", "invalid-token", old, cleared, source, now)
+        return Change("changed", cleared, event)
+
+    def expire(
+        self, seen_before: float, source: dict[str, Any], now: float, limit: int = 500
+    ) -> list[Change]:
+        """Remove up to ``limit`` devices last seen before ``seen_before`` (reason ``expired``)."""
+        rows = self.conn.execute(
+            "SELECT selector FROM devices WHERE last_seen < ? LIMIT ?", (seen_before, limit)
+        ).fetchall()
+        changes: list[Change] = []
+        for (selector,) in rows:
+            changes += self.remove(selector=selector, reason="expired", source=source, now=now)
         return changes
 
     def _journal(

@@ -3,20 +3,24 @@ the health and metrics endpoints, on the same app or an admin app of their own."
 
 from __future__ import annotations
 
+import hmac
+import json
 import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field, replace
 
-from quart import Response, g, request
+from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .auth import Guard, Verdict
+from .config import ApiConfig
 from .events import Report
 from .health import Readiness, add_health_routes
 from .log import shorten
 from .metrics import Metrics
+from .push import BadPush, Pusher, UnknownUser, parse_request
 from .ratelimit import Limits, client_address, retry_after
 from .reporter import BadReport, Reporter
 from .store import Change, NotOwner, Store, StoreError
@@ -41,6 +45,8 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     readiness: Readiness = field(default_factory=Readiness)
     access_log: bool = True
+    api: ApiConfig = field(default_factory=ApiConfig)
+    pusher: Pusher | None = None
 
 
 def plain(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
@@ -72,6 +78,7 @@ def create_app(services: Services, *, health: bool = True) -> QuartTrio:
     _instrument(app, services)
     if health:
         add_health_routes(app, services.readiness, services.metrics)
+    add_push_route(app, services)
 
     @app.before_request
     async def count_headers() -> Response | None:
@@ -148,6 +155,62 @@ def create_app(services: Services, *, health: bool = True) -> QuartTrio:
         return empty_ok()
 
     return app
+
+
+def api_error(status: int, reason: str, **more: str) -> Response:
+    """An error answer of the push API: ``{"error": reason, ...}``."""
+    response = jsonify({"error": reason, **more})
+    response.status_code = status
+    return response
+
+
+def add_push_route(app: QuartTrio, services: Services) -> None:
+    """``POST /api/v1/push``: the PBX asks to push a verb to every device of a user."""
+
+    @app.post("/api/v1/push")
+    async def push() -> Response:
+        g.kind, g.route = "push", "/api/v1/push"
+        keys = services.api.keys
+        if not keys:
+            return plain(404, "the push API is off (no [api] keys)")
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not _known_key(given.strip(), keys):
+            return Response(
+                json.dumps({"error": "missing or wrong API key"}), status=401,
+                content_type="application/json", headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            data = json.loads(await request.get_data(cache=False))
+        except (ValueError, UnicodeDecodeError) as error:
+            return api_error(400, f"body: not JSON: {error}", field="body")
+        try:
+            wanted = parse_request(data)
+        except BadPush as error:
+            return api_error(400, str(error), field=error.field)
+        if services.pusher is None:
+            return api_error(503, "no push transport: enable a send_push plugin (pnmediator)")
+        deadline = getattr(services.api.deadlines, wanted.verb)
+        source = {"route": "/api/v1/push", "client": request.remote_addr}
+        try:
+            results = await services.pusher.push(wanted, deadline, source)
+        except UnknownUser:
+            return api_error(404, "no device of this user" + (
+                " with this selector" if wanted.selector else ""), username=wanted.username)
+        except (sqlite3.Error, StoreError) as error:
+            log.error("storage failed on push: %s", error)
+            return api_error(503, "storage unavailable, try again later")
+        return jsonify({
+            "username": wanted.username, "verb": wanted.verb,
+            "devices": [r.to_dict() for r in results],
+        })
+
+
+def _known_key(given: str, keys: list[str]) -> bool:
+    """Whether ``given`` is one of ``keys``, comparing each in constant time."""
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given.encode(), key.encode())
+    return found
 
 
 def create_admin_app(services: Services) -> QuartTrio:

@@ -225,7 +225,8 @@ x = 1
         assert "plugins.eventlog.delivery.timeout: must be greater than 0" in errors
         assert "plugins.eventlog.delivery.max_attempts: expected an integer" in errors
         assert "plugins.plain.anything: unknown key (known keys: none)" in errors
-        assert "plugins.enabled: no plugin named ghost (found: eventlog, plain)" in errors
+        assert re.search(r"plugins.enabled: no plugin named ghost \(found: [^)\n]*"
+                         r"eventlog, plain\b", errors)  # and the built-ins
         assert "plugins.nosuch: no plugin named nosuch" in errors
         assert f"plugins.paths[1]: {tmp_path / 'missing'} is not a directory" in errors
     config.write_text(f'''
@@ -274,7 +275,12 @@ def test_plugins_command_lists_every_plugin(tmp_path):
     result = pnbridge("plugins", "--json", "--config", str(config), env=env)
     assert result.returncode == 0, result.stderr
     found = {p["name"]: p for p in json.loads(result.stdout)}
-    assert set(found) == {"eventlog", "recorder", "broken", "typo"}
+    builtins = {name for name, p in found.items() if p["source"] == "built-in"}
+    assert builtins >= {"auditlog", "webhook", "pnmediator"}
+    assert not any(found[name]["enabled"] for name in builtins)
+    assert set(found) - builtins == {"eventlog", "recorder", "broken", "typo"}
+    assert found["pnmediator"]["error"] is None
+    assert "send_push" in found["pnmediator"]["hooks"]
     assert found["eventlog"]["enabled"] is True
     assert found["eventlog"]["source"].startswith("entry point pnbridge_eventlog")
     assert "pnbridge-eventlog 1.0.0" in found["eventlog"]["source"]

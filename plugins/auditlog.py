@@ -1,0 +1,212 @@
+"""auditlog: append one JSON line per registration and removal to a file.
+
+Tokens are only ever written shortened, credentials never (events do not carry them). The
+file is reopened when it was moved away and on SIGHUP, so logrotate can rotate it; how hard
+each line is pushed to disk is the ``fsync`` setting. ``pnbridge audit`` reads it back
+(``records``). docs/plugins/auditlog.md is the operator's guide.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import trio
+from pnbridge import Event, hookimpl, shorten
+from pnbridge.settings import check
+
+log = logging.getLogger("pnbridge.plugins.auditlog")
+
+DEVICE_FIELDS = ("token_calls", "token_msgs", "appid_calls", "appid_msgs")
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be more than 0"
+
+
+def _not_empty(value: str) -> str | None:
+    return None if value else "must not be empty"
+
+
+@dataclass
+class Settings:
+    """``[plugins.auditlog]``."""
+
+    path: str = field(metadata=check(_not_empty))
+    fsync: Literal["always", "interval", "never"] = "interval"
+    fsync_interval: float = field(default=1.0, metadata=check(_positive))
+
+
+def _device(device: Any) -> dict[str, Any]:
+    data = {key: getattr(device, key) for key in DEVICE_FIELDS}
+    for key in ("token_calls", "token_msgs"):
+        data[key] = shorten(data[key]) if data[key] else None
+    return data
+
+
+def line(event: Event) -> str:
+    """The audit line of ``event`` (without its newline)."""
+    record: dict[str, Any] = {
+        "time": event.to_dict()["time"], "id": event.id, "kind": event.kind,
+        "reason": event.reason, "username": event.username, "selector": event.selector,
+        **_device(event.device), "source": event.source,
+    }
+    if event.before is not None and event.after is not None:
+        record["before"] = {"username": event.before.username, **_device(event.before)}
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+class AuditFile:
+    """The open log file, shared by the hook's worker thread, the fsync task and reloads."""
+
+    def __init__(self, path: str, fsync: str):
+        self.path = path
+        self.fsync = fsync
+        self.lock = threading.Lock()
+        self.dirty = False
+        self.fd: int | None = None
+        self._open()
+
+    def _open(self) -> None:
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def _close(self) -> None:
+        if self.fd is not None:
+            if self.fsync != "never":
+                os.fsync(self.fd)
+            self.dirty = False
+            os.close(self.fd)
+            self.fd = None
+
+    def _moved(self) -> bool:
+        assert self.fd is not None
+        try:
+            there = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        mine = os.fstat(self.fd)
+        return (there.st_dev, there.st_ino) != (mine.st_dev, mine.st_ino)
+
+    def write(self, text: str) -> None:
+        """Append ``text`` and a newline, first reopening the path if it was moved away."""
+        data = (text + "\n").encode()
+        with self.lock:
+            if self.fd is None:
+                raise RuntimeError("the audit log is closed")
+            if self._moved():
+                log.info("audit log %s was moved away: writing a new one", self.path)
+                self._close()
+                self._open()
+            assert self.fd is not None
+            while data:
+                data = data[os.write(self.fd, data):]
+            if self.fsync == "always":
+                os.fsync(self.fd)
+            else:
+                self.dirty = True
+
+    def sync(self) -> None:
+        """Force what was written to disk (``fsync = "interval"``)."""
+        with self.lock:
+            if self.fd is not None and self.dirty:
+                os.fsync(self.fd)
+                self.dirty = False
+
+    def reopen(self) -> None:
+        """Close the file and open the path again (logrotate, SIGHUP)."""
+        with self.lock:
+            self._close()
+            self._open()
+
+    def close(self) -> None:
+        with self.lock:
+            self._close()
+
+
+audit: AuditFile | None = None
+
+
+@hookimpl
+def settings_class() -> type[Settings]:
+    return Settings
+
+
+@hookimpl
+async def startup(app: Any) -> None:
+    global audit
+    settings = app.settings(Settings)
+    audit = await trio.to_thread.run_sync(AuditFile, settings.path, settings.fsync)
+    if settings.fsync == "interval":
+        app.nursery.start_soon(_sync_every, audit, settings.fsync_interval)
+
+
+async def _sync_every(file: AuditFile, interval: float) -> None:
+    while True:
+        await trio.sleep(interval)
+        await trio.to_thread.run_sync(file.sync)
+
+
+@hookimpl
+async def reload() -> None:
+    if audit is not None:
+        await trio.to_thread.run_sync(audit.reopen)
+
+
+@hookimpl
+async def shutdown() -> None:
+    global audit
+    if audit is not None:
+        await trio.to_thread.run_sync(audit.close)
+        audit = None
+
+
+@hookimpl
+def device_registered(event: Event) -> None:
+    assert audit is not None
+    audit.write(line(event))
+
+
+@hookimpl
+def device_removed(event: Event) -> None:
+    assert audit is not None
+    audit.write(line(event))
+
+
+def log_files(path: str) -> list[Path]:
+    """The log at ``path`` and its rotated siblings (``path.1``, ``path.2.gz``,
+    ``path-20260102``...), oldest first."""
+    current = Path(path)
+    siblings = [
+        p for p in current.parent.glob(f"{current.name}[.-]*")
+        if p.is_file()
+    ]
+    siblings.sort(key=lambda p: p.stat().st_mtime)
+    return [*siblings, current] if current.exists() else siblings
+
+
+def records(path: str) -> tuple[list[dict[str, Any]], int]:
+    """Every record of the log at ``path`` and its rotated siblings, oldest first, each
+    event once (delivery is at least once); and how many lines could not be read."""
+    seen: set[str] = set()
+    found: list[dict[str, Any]] = []
+    bad = 0
+    for file in log_files(path):
+        opener = gzip.open if file.suffix == ".gz" else open
+        with opener(file, "rt", encoding="utf-8", errors="replace") as lines:
+            for text in lines:
+                try:
+                    record = json.loads(text)
+                    event_id = record["id"]
+                except (ValueError, KeyError, TypeError):
+                    bad += 1
+                    continue
+                if event_id not in seen:
+                    seen.add(event_id)
+                    found.append(record)
+    return found, bad

@@ -1,0 +1,119 @@
+"""A real HTTP server standing in for pnmediator: it records every request and answers each
+``DeviceToken`` as scripted (200, body code 404, HTTP 404, 500, 429, slowly, or not at all)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+import trio
+
+
+@dataclass
+class Answer:
+    """One scripted answer: ``status`` and JSON ``body`` after ``delay`` seconds; with
+    ``drop``, the connection is closed without an answer."""
+
+    status: int = 200
+    body: Any = field(default_factory=lambda: {"code": 200, "response": "OK"})
+    delay: float = 0.0
+    drop: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+SENT = Answer()
+BODY_404 = Answer(200, {"code": 404, "response": "Device token not found"})
+HTTP_404 = Answer(404, {"code": 404, "response": "Not found"})
+HTTP_400 = Answer(400, {"code": 400, "response": "Missing AppId"})
+HTTP_500 = Answer(500, {"code": 500, "response": "Internal error"})
+DROP = Answer(drop=True)
+
+
+def slow(seconds: float) -> Answer:
+    return Answer(delay=seconds)
+
+
+@dataclass
+class Stub:
+    """Requests seen (the JSON bodies, in arrival order) and the answers still scripted."""
+
+    url: str = ""
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    script: dict[str, list[Answer]] = field(default_factory=lambda: defaultdict(list))
+    paths: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    connections: int = 0
+
+    def answer(self, token: str, *answers: Answer) -> None:
+        """Answer ``token``'s next requests with ``answers`` in turn, then 200."""
+        self.script[token].extend(answers)
+
+    def to(self, token: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r.get("DeviceToken") == token]
+
+    def _next(self, token: str) -> Answer:
+        queued = self.script.get(token)
+        return queued.pop(0) if queued else SENT
+
+    async def serve(self, *, task_status: trio.TaskStatus[Stub] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/pnm2/send"
+        task_status.started(self)
+        await trio.serve_listeners(self._connection, listeners)
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        conn = h11.Connection(h11.SERVER)
+        async with stream:
+            while True:
+                request, body = await _read_request(conn, stream)
+                if request is None:
+                    return
+                self.paths.append(request.target.decode())
+                data = json.loads(body)
+                self.requests.append(data)
+                self.times.append(trio.current_time())
+                answer = self._next(data.get("DeviceToken", ""))
+                await trio.sleep(answer.delay)
+                if answer.drop:
+                    return
+                payload = json.dumps(answer.body).encode()
+                headers = [("content-type", "application/json"),
+                           ("content-length", str(len(payload))), *answer.headers.items()]
+                try:
+                    await stream.send_all(conn.send(h11.Response(status_code=answer.status,
+                                                                 headers=headers))
+                                          + conn.send(h11.Data(data=payload))
+                                          + conn.send(h11.EndOfMessage()))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # the client gave up waiting
+                if conn.our_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+
+
+async def _read_request(
+    conn: h11.Connection, stream: trio.SocketStream
+) -> tuple[h11.Request | None, bytes]:
+    request, body = None, b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            try:
+                data = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                return None, b""
+            conn.receive_data(data)
+        elif isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            return request, body
+        else:  # ConnectionClosed
+            return None, b""
