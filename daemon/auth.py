@@ -181,6 +181,11 @@ def security_warnings(config: Config, config_path: str | None) -> list[str]:
             "register a phone under any username and receive that user's pushes, or log "
             "users out (set [auth] reporter; see docs/security.md)"
         )
+    if config.api.keys:
+        warnings.append(
+            "[api] keys holds plain keys: store their hashes in [api] key_hashes instead "
+            "(pnbridge api-key new prints a key and its hash)"
+        )
     files = [("config file", config_path)]
     if modes & {"digest", "basic"}:
         files.append(("users file", config.auth.users_file))

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 import trio
 
-from . import __version__, transfer, users
+from . import __version__, apikeys, transfer, users
 from .auth import load_users, plugin_problems, security_warnings
 from .config import Config, load_config
 from .events import Device, isotime
@@ -569,3 +569,16 @@ def push(config_path: str | None, verb: str, username: str, as_json: bool,
         _table(rows)
     if not any(r.outcome == "sent" for r in results):
         raise SystemExit(1)
+
+
+@main.group("api-key")
+def api_key() -> None:
+    """Keys of the push API."""
+
+
+@api_key.command("new")
+def api_key_new() -> None:
+    """Print a new random key (give it to the PBX) and its hash line (for [api] key_hashes)."""
+    key = apikeys.new_key()
+    click.echo(f"key:  {key}")
+    click.echo(f'hash: "{apikeys.hash_key(key)}"   # add to [api] key_hashes')

@@ -201,6 +201,11 @@ def _check_keys(keys: list[str]) -> str | None:
     return None
 
 
+def _check_key_hashes(lines: list[str]) -> str | None:
+    bad = [f"{line!r}" for line in lines if not re.fullmatch(r"sha256:[0-9a-f]{64}", line)]
+    return f"not sha256:<64 lower-case hex digits>: {', '.join(bad)}" if bad else None
+
+
 @dataclass(frozen=True)
 class DeadlinesConfig:
     """Seconds a push of each verb may take, retries included (a late call push is worthless)."""
@@ -217,6 +222,13 @@ class ApiConfig:
     """The PBX push API: off (404) while ``keys`` is empty."""
 
     keys: list[str] = field(default_factory=list, metadata=check(_check_keys))
+    # Keys as `pnbridge api-key new` prints them: "sha256:HEX" (the key itself is not kept).
+    key_hashes: list[str] = field(default_factory=list, metadata=check(_check_key_hashes))
+    # Serve the API only on [server] admin_listen (loopback or a unix socket), not on listen.
+    admin_only: bool = False
+    # Token bucket per key: requests a second, and the burst (rate 0: no limit).
+    key_rate: float = field(default=20.0, metadata=check(_at_least_zero))
+    key_burst: int = field(default=200, metadata=check(_at_least_one))
     deadlines: DeadlinesConfig = field(default_factory=DeadlinesConfig)
 
 
@@ -277,6 +289,8 @@ def parse_config(data: dict) -> Config:
     config = convert(Config, _split_plugin_tables(data), "", errors)
     if config is not None:
         errors += _auth_problems(config)
+        if config.api.admin_only and not config.server.admin_listen:
+            errors.append("api.admin_only: needs [server] admin_listen to serve the API on")
     if errors or config is None:
         raise ConfigError(errors)
     return config

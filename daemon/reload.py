@@ -21,7 +21,7 @@ from .settings import ConfigError
 Step = Callable[[Config], Callable[[], None]]
 
 RESTART_ONLY = (
-    ("server", "listen"), ("server", "admin_listen"),
+    ("server", "listen"), ("server", "admin_listen"), ("api", "admin_only"),
     ("storage", "path"), ("storage", "busy_timeout"), ("storage", "expire_after"),
 )
 

@@ -13,6 +13,7 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
+from .apikeys import ApiKeys
 from .auth import Guard, load_users, plugin_problems
 from .config import Config
 from .digest import Nonces
@@ -22,7 +23,7 @@ from .health import database_writable, device_gauge
 from .log import set_level
 from .pluginhost import PluginHost, load_plugins
 from .push import Pusher, transport
-from .ratelimit import Limits
+from .ratelimit import Buckets, Limits
 from .reload import Reloader
 from .reporter import Reporter
 from .sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
@@ -52,6 +53,10 @@ def _limit(hc: hypercorn.config.Config, config: Config) -> None:
     hc.h2_max_header_list_size = server.max_header_bytes
     hc.read_timeout = server.read_timeout
     hc.keep_alive_timeout = server.keep_alive_timeout
+
+
+def _api_limit(config: Config) -> Buckets:
+    return Buckets(config.api.key_rate, config.api.key_burst, capacity=1000)
 
 
 async def run(
@@ -92,7 +97,7 @@ async def run(
                     guard=Guard(config.auth, known, plugins, Nonces(config.auth.nonce_lifetime)),
                     limits=Limits.of(config), max_devices=config.storage.max_devices_per_user,
                     max_headers=config.server.max_headers, access_log=config.server.access_log,
-                    api=config.api,
+                    api=config.api, api_keys=ApiKeys(config.api), api_limit=_api_limit(config),
                 )
                 services.pusher = _pusher(config, plugins, services)
                 services.readiness.add("database", database_writable(writer))
@@ -108,7 +113,7 @@ async def run(
 def _pusher(config: Config, plugins: PluginHost, services: Services) -> Pusher | None:
     send = transport(plugins)
     if send is None:
-        if config.api.keys:
+        if config.api.keys or config.api.key_hashes:
             log.warning("the push API answers 503: no enabled plugin sends pushes "
                         "(enable pnmediator)")
         return None
@@ -126,10 +131,11 @@ async def _serve(
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
     admin = config.server.admin_listen
-    app = create_app(services, health=not admin)
+    app = create_app(services, health=not admin, api=not config.api.admin_only)
     servers = [(app, hypercorn_config(config, config.server.listen))]
     if admin:
-        servers.append((create_admin_app(services), hypercorn_config(config, admin)))
+        admin_app = create_admin_app(services, api=config.api.admin_only)
+        servers.append((admin_app, hypercorn_config(config, admin)))
     reloader = Reloader(config, load_config or (lambda: config))
     reloader.add(partial(_web_step, services, app, [hc for _, hc in servers]))
     async with trio.open_nursery() as helpers:
@@ -203,6 +209,7 @@ def _web_step(
         raise ConfigError(problems)
     guard = Guard(new.auth, load_users(new), old.plugins, old.nonces)
     limits = Limits.of(new)
+    api_keys, api_limit = ApiKeys(new.api), _api_limit(new)
 
     def apply() -> None:
         services.reporter = reporter
@@ -212,7 +219,7 @@ def _web_step(
         services.max_devices = new.storage.max_devices_per_user
         services.max_headers = new.server.max_headers
         services.access_log = new.server.access_log
-        services.api = new.api
+        services.api, services.api_keys, services.api_limit = new.api, api_keys, api_limit
         app.config["MAX_CONTENT_LENGTH"] = reporter.max_body
         for hc in hcs:
             _limit(hc, new)

@@ -3,7 +3,6 @@ the health and metrics endpoints, on the same app or an admin app of their own."
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import sqlite3
@@ -14,6 +13,7 @@ from quart import Response, g, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from .apikeys import ApiKeys
 from .auth import Guard, Verdict
 from .config import ApiConfig
 from .events import Report
@@ -21,7 +21,7 @@ from .health import Readiness, add_health_routes
 from .log import shorten
 from .metrics import Metrics
 from .push import BadPush, Pusher, UnknownUser, parse_request
-from .ratelimit import Limits, client_address, retry_after
+from .ratelimit import Buckets, Limits, client_address, retry_after
 from .reporter import BadReport, Reporter
 from .store import Change, NotOwner, Store, StoreError
 from .writer import Writer
@@ -46,6 +46,8 @@ class Services:
     readiness: Readiness = field(default_factory=Readiness)
     access_log: bool = True
     api: ApiConfig = field(default_factory=ApiConfig)
+    api_keys: ApiKeys = field(default_factory=ApiKeys)
+    api_limit: Buckets = field(default_factory=lambda: Buckets(0, 1))
     pusher: Pusher | None = None
 
 
@@ -69,8 +71,9 @@ def empty_ok() -> Response:
     return response
 
 
-def create_app(services: Services, *, health: bool = True) -> QuartTrio:
-    """The reporter app; with ``health``, it also serves /healthz, /readyz and /metrics."""
+def create_app(services: Services, *, health: bool = True, api: bool = True) -> QuartTrio:
+    """The reporter app; with ``health``, it also serves /healthz, /readyz and /metrics; with
+    ``api``, the push API."""
     app = QuartTrio("pnbridge")
     app.config["MAX_CONTENT_LENGTH"] = services.reporter.max_body
     app.url_map.merge_slashes = False
@@ -78,7 +81,8 @@ def create_app(services: Services, *, health: bool = True) -> QuartTrio:
     _instrument(app, services)
     if health:
         add_health_routes(app, services.readiness, services.metrics)
-    add_push_route(app, services)
+    if api:
+        add_push_route(app, services)
 
     @app.before_request
     async def count_headers() -> Response | None:
@@ -170,15 +174,19 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
     @app.post("/api/v1/push")
     async def push() -> Response:
         g.kind, g.route = "push", "/api/v1/push"
-        keys = services.api.keys
-        if not keys:
-            return plain(404, "the push API is off (no [api] keys)")
+        if not services.api_keys:
+            return plain(404, "the push API is off (no [api] keys or key_hashes)")
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not _known_key(given.strip(), keys):
+        key = services.api_keys.match(given.strip()) if scheme.lower() == "bearer" else None
+        if key is None:
             return Response(
                 json.dumps({"error": "missing or wrong API key"}), status=401,
                 content_type="application/json", headers={"WWW-Authenticate": "Bearer"},
             )
+        if wait := services.api_limit.take(key):
+            response = api_error(429, "too many requests with this key")
+            response.headers["Retry-After"] = retry_after(wait)
+            return response
         try:
             data = json.loads(await request.get_data(cache=False))
         except (ValueError, UnicodeDecodeError) as error:
@@ -205,19 +213,14 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
         })
 
 
-def _known_key(given: str, keys: list[str]) -> bool:
-    """Whether ``given`` is one of ``keys``, comparing each in constant time."""
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(given.encode(), key.encode())
-    return found
-
-
-def create_admin_app(services: Services) -> QuartTrio:
-    """The app of ``[server] admin_listen``: /healthz, /readyz and /metrics only."""
+def create_admin_app(services: Services, *, api: bool = False) -> QuartTrio:
+    """The app of ``[server] admin_listen``: /healthz, /readyz and /metrics; with ``api``
+    (``[api] admin_only``), the push API too."""
     app = QuartTrio("pnbridge-admin")
     _instrument(app, services)
     add_health_routes(app, services.readiness, services.metrics)
+    if api:
+        add_push_route(app, services)
     return app
 
 
