@@ -14,6 +14,7 @@ import trio
 from quart_trio import QuartTrio
 
 from .apikeys import ApiKeys
+from .asgi import shield_sends
 from .auth import Guard, load_users, plugin_problems
 from .config import Config
 from .digest import Nonces
@@ -148,7 +149,8 @@ async def _serve(
         async with trio.open_nursery() as nursery:
             binds = []
             for served, hc in servers:
-                serve = partial(hypercorn.trio.serve, served, hc, shutdown_trigger=shutdown.wait)
+                serve = partial(hypercorn.trio.serve, shield_sends(served), hc,
+                                shutdown_trigger=shutdown.wait)
                 binds.append(await nursery.start(serve))
             log.info("listening on %s, database %s",
                      ", ".join(binds[0]), config.storage.path)
