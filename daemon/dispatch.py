@@ -126,6 +126,7 @@ class Dispatcher:
                     log.warning("plugin cursors not saved (events may come again): %s", error)
 
     async def _deliver_all(self, state: PluginState) -> None:
+        state.running = True  # again, after a storage error
         try:
             while True:
                 wake = self.writer.journal_written()

@@ -74,7 +74,7 @@ def test_locked_by_another_process(spawn, tmp_path):
             assert "database: cannot write: the database is locked by another process" \
                 in ready.text
         poll(lambda: report(client, "after") == 200, timeout=10)
-        assert client.get("/readyz").status_code == 200
+        poll(lambda: client.get("/readyz").status_code == 200, timeout=10)
         assert push(client).status_code == 200
     devices, events = stored(db)
     assert {"before", "after"} <= set(devices) and "during" not in devices
