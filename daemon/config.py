@@ -181,6 +181,9 @@ class PluginsConfig:
     """``[plugins]``; ``tables`` holds the ``[plugins.NAME]`` tables, checked by pluginhost."""
 
     enabled: list[str] = field(default_factory=list, metadata=check(_check_enabled))
+    # Enabled plugins the daemon may run without: one that cannot be loaded or whose
+    # startup fails is logged and left out instead of stopping startup.
+    optional: list[str] = field(default_factory=list, metadata=check(_check_enabled))
     paths: list[str] = field(default_factory=list)
     retention: float = field(default=7 * 86400.0, metadata=check(_at_least_zero))
     prune_interval: float = field(default=600.0, metadata=check(_positive))

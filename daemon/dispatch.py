@@ -269,10 +269,10 @@ async def open_plugins(
 
     Raises PluginError when a plugin's ``startup`` fails.
     """
-    dispatcher = Dispatcher(host, writer, config)
     async with trio.open_nursery() as plugin_tasks:
         app = host.app(plugin_tasks)
         await host.startup(app)
+        dispatcher = Dispatcher(host, writer, config)  # of the plugins that did start
         try:
             async with trio.open_nursery() as delivery:
                 await delivery.start(dispatcher.run)
