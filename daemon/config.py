@@ -64,6 +64,12 @@ class ServerConfig:
     access_log: bool = True
     # Where /healthz, /readyz and /metrics are served instead of on `listen` (empty: on `listen`).
     admin_listen: list[str] = field(default_factory=list, metadata=check(_check_admin_listen))
+    # Slow clients: a connection idle this long between requests (or before its request's
+    # headers are complete) is closed; one silent this long mid-request is closed; a request
+    # body that takes longer than body_timeout to arrive is answered 408.
+    keep_alive_timeout: float = field(default=5.0, metadata=check(_positive))
+    read_timeout: float = field(default=10.0, metadata=check(_positive))
+    body_timeout: float = field(default=10.0, metadata=check(_positive))
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ def hypercorn_config(config: Config, binds: list[str]) -> hypercorn.config.Confi
     hc = hypercorn.config.Config()
     hc.bind = list(binds)
     hc.graceful_timeout = config.server.grace_period
+    hc.keep_alive_timeout = config.server.keep_alive_timeout
+    hc.read_timeout = config.server.read_timeout  # type: ignore[assignment]
     hc.accesslog = None
     hc.errorlog = logging.getLogger("pnbridge.http")
     return hc
@@ -108,6 +110,7 @@ async def _serve(
 ) -> None:
     admin = config.server.admin_listen
     app = create_app(services, health=not admin)
+    app.config["BODY_TIMEOUT"] = config.server.body_timeout
     servers = [(app, hypercorn_config(config, config.server.listen))]
     if admin:
         servers.append((create_admin_app(services), hypercorn_config(config, admin)))
@@ -185,6 +188,7 @@ def _web_step(
         services.access_log = new.server.access_log
         services.api = new.api
         app.config["MAX_CONTENT_LENGTH"] = reporter.max_body
+        app.config["BODY_TIMEOUT"] = new.server.body_timeout
         for hc in hcs:
             hc.graceful_timeout = new.server.grace_period
         set_level(new.server.log_level)
