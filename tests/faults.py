@@ -21,7 +21,7 @@ TOKEN = "QVBBOT-" + "t" * 40
 
 
 def daemon_toml(tmp_path: Path, db: Path, *, busy_timeout: float = 0.3, extra: str = "",
-                enabled: tuple[str, ...] = ("recorder",)) -> str:
+                enabled: tuple[str, ...] = ("recorder",), server: str = "") -> str:
     """A config: loopback listen, ``db``, the push API with pnmediator at a closed port,
     and the recorder plugin (its file: tmp_path/recorded) with fast retries."""
     write_plugin(tmp_path / "plugins", "recorder", RECORDER)
@@ -31,6 +31,7 @@ def daemon_toml(tmp_path: Path, db: Path, *, busy_timeout: float = 0.3, extra: s
 listen = ["127.0.0.1:0"]
 grace_period = 2
 access_log = false
+{server}
 [storage]
 path = "{db}"
 busy_timeout = {busy_timeout}
