@@ -245,6 +245,60 @@ def delivery_rate(work: Path, events: int) -> float:
     return start_n / (end_t - start_t)
 
 
+API_KEY = "bench-key-0123456789abcdef"
+
+
+def pushload(mode: str, url: str, seconds: float, **options: float) -> dict:
+    """Run bench/pushload.py in its own process; its one JSON line of results."""
+    flags = [f"--{k}={v}" for k, v in options.items()]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "pushload.py"), mode, url, f"--seconds={seconds}",
+         f"--key={API_KEY}", *flags],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return json.loads(out)
+
+
+def push_fanout(work: Path, seconds: float, users: int = 1000) -> dict:
+    """NotifyIncomingCall to users with 3 devices each, through the push API and the built-in
+    pnmediator plugin, against a stand-in that answers at once; beside a bare httpx loop
+    against the same stand-in."""
+    db = work / "push.db"
+    from pnbridge.store import Store
+
+    Store(db).close()  # the schema
+    conn = sqlite3.connect(db)
+    now = time.time()
+    with conn:
+        conn.executemany(
+            "INSERT INTO devices VALUES (?,?,?,?,?,?,?,?,?,?)",
+            ((f"S{u}-{d}", f"u{u}", f"calls{u}x{d}", "com.cloudsoftphone.app.pushkit",
+              f"msgs{u}x{d}", "com.cloudsoftphone.app", "{}", now, now, now)
+             for u in range(users) for d in range(3)),
+        )
+    conn.close()
+    port = free_port()
+    standin = subprocess.Popen([sys.executable, str(ROOT / "bench" / "standin.py"), str(port)])
+    wait_listening(port)
+    standin_url = f"http://127.0.0.1:{port}/"
+    server = start_pnbridge(db, work, (
+        f'[api]\nkeys = ["{API_KEY}"]\n[plugins]\nenabled = ["pnmediator"]\n'
+        f'[plugins.pnmediator]\nurl = "{standin_url}"\n'
+    ))
+    try:
+        pushload("api", server.url, 1, users=users)  # warm-up
+        bare = max((pushload("bare", standin_url, seconds, concurrency=c) for c in (4, 8, 32)),
+                   key=lambda r: r["rps"])
+        api = pushload("api", server.url, seconds, users=users, concurrency=32)
+        paced_api = pushload("api", server.url, seconds, users=users, rate=100)
+        paced_bare = pushload("bare", standin_url, seconds, rate=300)
+    finally:
+        server.stop()
+        standin.terminate()
+        standin.wait(10)
+    return {"bare": bare, "api": api, "paced_api": paced_api, "paced_bare": paced_bare}
+
+
 def db_bytes(db: Path) -> int:
     return sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
 
@@ -311,6 +365,7 @@ def run(quick: bool, out: Path) -> dict:
             for server in servers.values():
                 server.stop()
         results["delivery_noop_eps"] = delivery_rate(work, 5_000 if quick else 50_000)
+        results["push"] = push_fanout(work, seconds * rounds)
         for n in sizes:
             conn = sqlite3.connect(dbs[n])
             count = conn.execute("SELECT count(*) FROM devices").fetchone()[0]
@@ -371,6 +426,25 @@ def write_markdown(r: dict, out: Path) -> None:
             for kind, label in (("get", "GET"), ("json", "POST JSON"))
         )
         + " (target: at most 1.5).",
+        "",
+        "## Push fan-out",
+        "",
+        "`NotifyIncomingCall` through `POST /api/v1/push` to users with 3 devices each, sent by the",
+        "built-in pnmediator plugin (default settings) to a local stand-in for pnmediator that",
+        "answers at once (bench/standin.py). The ceiling is a bare httpx client loop",
+        "(bench/pushload.py, its best of 4, 8 and 32 pushes in flight) against the same stand-in.",
+        "The added latency is the API's answer time minus a bare push's, both paced (100 calls/s,",
+        "300 pushes/s). Targets: at least 0.8 of the ceiling; at most 5 ms added at p99.",
+        "",
+        "| measure | value |",
+        "| --- | ---: |",
+        f"| ceiling: bare httpx pushes/s | {r['push']['bare']['rps']:,.0f} |",
+        f"| pnbridge pushes/s (3 per API call, 32 calls in flight) | {3 * r['push']['api']['rps']:,.0f} |",
+        f"| ratio to ceiling | **{3 * r['push']['api']['rps'] / r['push']['bare']['rps']:.2f}** |",
+        f"| API p50 / p99 at 100 calls/s | {r['push']['paced_api']['p50_ms']:.1f} / {r['push']['paced_api']['p99_ms']:.1f} ms |",
+        f"| bare push p50 / p99 at 300 pushes/s | {r['push']['paced_bare']['p50_ms']:.1f} / {r['push']['paced_bare']['p99_ms']:.1f} ms |",
+        f"| added by pnbridge, p50 / p99 | {r['push']['paced_api']['p50_ms'] - r['push']['paced_bare']['p50_ms']:.1f} / {r['push']['paced_api']['p99_ms'] - r['push']['paced_bare']['p99_ms']:.1f} ms |",
+        f"| errors (API / bare) | {r['push']['api']['errors'] + r['push']['paced_api']['errors']} / {r['push']['bare']['errors'] + r['push']['paced_bare']['errors']} |",
         "",
         "## Delivery",
         "",

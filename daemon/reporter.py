@@ -97,6 +97,7 @@ def _field_text(name: str, value: Any) -> str | None:
     else:
         raise BadReport(f"{name} must be a string")
     if text is not None:
+        text = text.strip("\r\n\t")  # line breaks of a pasted PostData template
         if len(text) > MAX_VALUE_LENGTH:
             raise BadReport(f"{name} is longer than {MAX_VALUE_LENGTH} characters")
         if not text.isprintable():
@@ -125,7 +126,7 @@ def parse_form(text: str) -> list[tuple[str, str]]:
         name, _, value = part.partition("=")
         try:
             pairs.append(
-                (unquote_plus(name, errors="strict"), unquote_plus(value, errors="strict"))
+                (unquote_plus(name, errors="strict").strip(), unquote_plus(value, errors="strict"))
             )
         except UnicodeDecodeError:
             raise BadReport("percent-encoded value is not valid UTF-8") from None

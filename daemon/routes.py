@@ -16,11 +16,12 @@ from .fields import TOKEN_FIELDS, FieldMap
 
 Kind = Literal["token", "removal"]
 
+# The app's <Prefix>Method may name GET, POST, PUT, HEAD or DELETE.
 DEFAULT_METHODS: dict[str, tuple[str, ...]] = {
-    "token": ("GET", "POST", "PUT"),
-    "removal": ("GET", "POST", "PUT", "DELETE"),
+    "token": ("GET", "POST", "PUT", "HEAD"),
+    "removal": ("GET", "POST", "PUT", "HEAD", "DELETE"),
 }
-ALLOWED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+ALLOWED_METHODS = ("GET", "POST", "PUT", "HEAD", "PATCH", "DELETE")
 
 DEFAULT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "token": ("/token", "/token/", "/token/{username}", "/token/{username}/"),

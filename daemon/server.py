@@ -13,6 +13,7 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
+from .asgi import shield_sends
 from .config import Config
 from .dispatch import open_plugins
 from .expiry import expire_devices
@@ -126,7 +127,8 @@ async def _serve(
         async with trio.open_nursery() as nursery:
             binds = []
             for served, hc in servers:
-                serve = partial(hypercorn.trio.serve, served, hc, shutdown_trigger=shutdown.wait)
+                serve = partial(hypercorn.trio.serve, shield_sends(served), hc,
+                                shutdown_trigger=shutdown.wait)
                 binds.append(await nursery.start(serve))
             log.info("listening on %s, database %s",
                      ", ".join(binds[0]), config.storage.path)

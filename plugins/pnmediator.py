@@ -127,8 +127,7 @@ def outcome(status: int, body: Any, retry_after: str | None = None) -> PushResul
     """The outcome of pnmediator's answer, by ``ANSWERS``."""
     code = status
     if 200 <= status < 300:
-        code = body.get("code", 200) if isinstance(body, dict) else 200
-        code = code if isinstance(code, int) else 200
+        code = _code(body.get("code") if isinstance(body, dict) else None)
     said = body.get("response") if isinstance(body, dict) else None
     reason = f"pnmediator {'HTTP ' + str(status) if code == status else 'code ' + str(code)}"
     reason += f": {said}" if said else ""
@@ -140,6 +139,13 @@ def outcome(status: int, body: Any, retry_after: str | None = None) -> PushResul
         return PushResult("sent")
     wait = _seconds(retry_after) if verdict == "retry" else None
     return PushResult(verdict, reason, wait)  # type: ignore[arg-type]
+
+
+def _code(value: Any) -> int:
+    """The body's ``code`` as a number (``404`` or ``"404"``); 200 when there is none."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 200
 
 
 def _json(response: httpx.Response) -> Any:

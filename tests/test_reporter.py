@@ -367,7 +367,7 @@ async def test_unknown_path_404_wrong_method_405(start_daemon):
     assert (await daemon.client.get("/nothing/here")).status_code == 404
     assert (await daemon.client.get("/")).status_code == 404
     r = await daemon.client.delete("/token", params=FULL)
-    assert r.status_code == 405 and r.headers["allow"] == "GET, POST, PUT"
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, POST, PUT"
     assert (await daemon.client.request("PATCH", "/token/")).status_code == 405
 
 
@@ -404,3 +404,24 @@ async def test_concurrent_reports_are_all_stored_with_their_events(start_daemon)
     store = daemon.store()
     assert len(store.devices()) == 200
     assert sorted(e.selector for e in store.events()) == sorted(f"S{i}" for i in range(200))
+
+
+async def test_head_is_a_method_the_app_may_use(start_daemon):
+    daemon = await start_daemon()
+    r = await daemon.client.head("/token/", params=FULL)
+    assert (r.status_code, r.content) == (200, b"")
+    assert_pairs(only_device(daemon), **FULL)
+    assert (await daemon.client.head("/removeToken/", params={"selector": SEL})).status_code == 200
+    assert daemon.store().devices() == []
+
+
+async def test_line_breaks_of_a_pasted_post_data_template(start_daemon):
+    daemon = await start_daemon()
+    body = "username=johndow&\r\nselector=" + SEL + "&\ntoken_msgs=" + TOKEN_MSGS + "+\n"
+    r = await daemon.client.post("/token", content=body)
+    assert r.status_code == 200, r.text
+    assert_pairs(only_device(daemon), username="johndow", selector=SEL, token_msgs=TOKEN_MSGS + "+")
+    body = json.dumps({"username": "johndow\n", "selector": SEL + "\t", "token_msgs": "abc"}, indent=2) + "\n"
+    r = await daemon.client.post("/token", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert_pairs(only_device(daemon), username="johndow", selector=SEL, token_msgs="abc")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -53,11 +54,7 @@ def post_request(path: str, body: str, content_type: str | None) -> bytes:
 
 
 def exchange(url: str, request: bytes) -> tuple[str, dict[str, str], bytes]:
-    """Send raw bytes; read the answer's head and its Content-Length of body.
-
-    (hypercorn keeps the socket open after answering ``Connection: close`` until its
-    keep-alive timeout, pgjones/hypercorn#330, so the answer is read by its length.)
-    """
+    """Send raw bytes; read the answer's head and its Content-Length of body."""
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
         sock.sendall(request)
@@ -107,6 +104,20 @@ def stored(daemon) -> list[dict]:
 
 def pairs(device: dict) -> dict:
     return {k: device[k] for k in BOTH_PAIRS}
+
+
+def test_connection_close_is_honoured(daemon):
+    """The app sends Connection: close; the server closes the socket right after answering
+    (not at its keep-alive timeout), so a morning rush does not pile up idle sockets."""
+    parts = urlsplit(daemon.base)
+    with socket.create_connection((parts.hostname, parts.port), timeout=3) as sock:
+        began = time.monotonic()
+        sock.sendall(get_request("/token/" + GET_QUERY))
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes
+            answer += chunk
+        assert time.monotonic() - began < 2
+    assert answer.startswith(b"HTTP/1.1 200")
 
 
 def test_push_token_reporter_get_example(daemon):
