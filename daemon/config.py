@@ -91,8 +91,12 @@ class ServerConfig:
         default=16384, metadata=check(lambda n: _between(n, 1024, 1 << 20))
     )
     max_headers: int = field(default=64, metadata=check(lambda n: _between(n, 8, 1000)))
-    read_timeout: float = field(default=30.0, metadata=check(_positive))
+    # Slow clients: a connection idle this long between requests (or before its request's
+    # headers are complete) is closed; one silent this long mid-request is closed; a request
+    # body that takes longer than body_timeout to arrive is answered 408.
     keep_alive_timeout: float = field(default=5.0, metadata=check(_positive))
+    read_timeout: float = field(default=10.0, metadata=check(_positive))
+    body_timeout: float = field(default=10.0, metadata=check(_positive))
 
 
 def _between(value: int, low: int, high: int) -> str | None:
@@ -253,6 +257,9 @@ class PluginsConfig:
     """``[plugins]``; ``tables`` holds the ``[plugins.NAME]`` tables, checked by pluginhost."""
 
     enabled: list[str] = field(default_factory=list, metadata=check(_check_enabled))
+    # Enabled plugins the daemon may run without: one that cannot be loaded or whose
+    # startup fails is logged and left out instead of stopping startup.
+    optional: list[str] = field(default_factory=list, metadata=check(_check_enabled))
     paths: list[str] = field(default_factory=list)
     retention: float = field(default=7 * 86400.0, metadata=check(_at_least_zero))
     prune_interval: float = field(default=600.0, metadata=check(_positive))

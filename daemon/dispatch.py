@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -27,7 +28,7 @@ from .config import PluginsConfig
 from .events import Event
 from .hookspecs import PermanentFailure, RetryLater
 from .pluginhost import PluginHost
-from .store import Store
+from .store import Store, StoreError
 from .writer import Writer
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ POLL_INTERVAL = 1.0  # also look for events other processes (the CLI) journaled
 SAVE_INTERVAL = 0.5  # cursors are saved this often (a crash redelivers what was not)
 SAVE_TIMEOUT = 5.0
 SHUTDOWN_TIMEOUT = 10.0
+STORAGE_RETRY_FIRST = 0.2  # waits after a storage error, doubling up to the max
+STORAGE_RETRY_MAX = 5.0
 
 HOOK_OF_KIND = {"registered": "device_registered", "removed": "device_removed"}
 
@@ -108,18 +111,22 @@ class Dispatcher:
         try:
             async with trio.open_nursery() as nursery:
                 for state in self.states.values():
-                    nursery.start_soon(self._deliver_all, state)
-                nursery.start_soon(self._save_cursors)
-                nursery.start_soon(self._prune)
+                    nursery.start_soon(
+                        _outlast_storage_errors, f"delivery to {state.name}",
+                        partial(self._deliver_all, state),
+                    )
+                nursery.start_soon(_outlast_storage_errors, "saving cursors", self._save_cursors)
+                nursery.start_soon(_outlast_storage_errors, "pruning", self._prune)
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(SAVE_TIMEOUT):
                 try:
                     await self._save()
-                except trio.ClosedResourceError:
-                    log.warning("store closed: plugin cursors not saved (events may come again)")
+                except (trio.ClosedResourceError, sqlite3.Error) as error:
+                    log.warning("plugin cursors not saved (events may come again): %s", error)
 
     async def _deliver_all(self, state: PluginState) -> None:
+        state.running = True  # again, after a storage error
         try:
             while True:
                 wake = self.writer.journal_written()
@@ -223,6 +230,21 @@ class Dispatcher:
             await trio.sleep(self.config.prune_interval)
 
 
+async def _outlast_storage_errors(what: str, task: Callable[[], Awaitable[None]]) -> None:
+    """Run ``task``, and again after each storage error (a locked, read-only or full
+    database), waiting longer each time up to STORAGE_RETRY_MAX: the fault may clear."""
+    failures = 0
+    while True:
+        try:
+            await task()
+            return
+        except (sqlite3.Error, StoreError) as error:
+            failures += 1
+            wait = backoff(failures, STORAGE_RETRY_FIRST, STORAGE_RETRY_MAX)
+            log.error("%s: storage error (again in %.1fs): %s", what, wait, error)
+            await trio.sleep(wait)
+
+
 async def _running(state: PluginState) -> str | None:
     return None if state.running else "delivery task is not running"
 
@@ -247,10 +269,10 @@ async def open_plugins(
 
     Raises PluginError when a plugin's ``startup`` fails.
     """
-    dispatcher = Dispatcher(host, writer, config)
     async with trio.open_nursery() as plugin_tasks:
         app = host.app(plugin_tasks)
         await host.startup(app)
+        dispatcher = Dispatcher(host, writer, config)  # of the plugins that did start
         try:
             async with trio.open_nursery() as delivery:
                 await delivery.start(dispatcher.run)

@@ -7,6 +7,7 @@ daemon that runs a task the daemon needs (a plugin's delivery task, say) adds it
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -52,10 +53,35 @@ def database_writable(writer: Writer) -> Check:
     """A check that the database takes a write (a real one, through the writer)."""
 
     async def check() -> str | None:
-        await writer.call(_probe_write)
+        try:
+            await writer.call(_probe_write)
+        except sqlite3.Error as error:
+            return f"cannot write: {storage_problem(error)}"
         return None
 
     return check
+
+
+# What an SQLite error code means for an operator, by the start of its name.
+_PROBLEMS = (
+    ("SQLITE_BUSY", "the database is locked by another process"),
+    ("SQLITE_LOCKED", "the database is locked by another process"),
+    ("SQLITE_FULL", "the disk is full"),
+    ("SQLITE_READONLY", "the database is read-only"),
+    ("SQLITE_IOERR", "the database file cannot be written (read-only or failing disk)"),
+    ("SQLITE_CANTOPEN", "the database file cannot be opened"),
+    ("SQLITE_CORRUPT", "the database file is corrupt"),
+)
+
+
+def storage_problem(error: sqlite3.Error) -> str:
+    """A one-line reason for a storage error, e.g. "the disk is full (SQLITE_FULL: ...)"."""
+    code = getattr(error, "sqlite_errorname", "") or ""
+    said = f"{code}: {error}" if code else str(error)
+    for prefix, meaning in _PROBLEMS:
+        if code.startswith(prefix):
+            return f"{meaning} ({said})"
+    return said
 
 
 def _probe_write(store: Store) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
+
+log = logging.getLogger("pnbridge.metrics")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 PUSH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -56,5 +59,8 @@ class Metrics:
     async def render(self) -> bytes:
         """The metrics in the Prometheus text format, gauges refreshed first."""
         for refresh in self.refreshers:
-            await refresh()
+            try:
+                await refresh()
+            except Exception as error:  # e.g. the database is locked: serve the last values
+                log.warning("metrics: cannot refresh gauges: %r", error)
         return generate_latest(self.registry)

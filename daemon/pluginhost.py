@@ -35,6 +35,7 @@ T = TypeVar("T")
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 RELOAD_TIMEOUT = 10.0
+STARTUP_TIMEOUT = 30.0  # seconds one plugin's startup hook may take
 HOOKS = tuple(
     name for name, fn in vars(hookspecs).items()
     if inspect.isfunction(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
@@ -167,9 +168,11 @@ class PluginHost:
         enabled: list[str],
         settings: dict[str, Any],
         delivery: dict[str, DeliveryConfig],
+        optional: Sequence[str] = (),
     ):
         self.pm = pm
         self.enabled = enabled
+        self.optional = set(optional)
         self.settings = settings
         self.delivery = delivery
         self.started: App | None = None
@@ -230,17 +233,33 @@ class PluginHost:
         return App(nursery, by_class)
 
     async def startup(self, app: App) -> None:
-        """Run the ``startup`` hooks in ``enabled`` order; on a failure, shut down the started
-        ones and raise PluginError."""
+        """Run the ``startup`` hooks in ``enabled`` order, each for at most STARTUP_TIMEOUT
+        seconds. An optional plugin that fails is logged and left out; on any other
+        failure, shut down the started ones and raise PluginError."""
         started: list[str] = []
-        for name in self.enabled:
+        for name in list(self.enabled):
             try:
-                await self.call(name, "startup", app=app)
+                with trio.fail_after(STARTUP_TIMEOUT):
+                    await self.call(name, "startup", app=app)
             except Exception as error:
+                problem = (f"took more than {STARTUP_TIMEOUT:g}s"
+                           if isinstance(error, trio.TooSlowError) else repr(error))
+                if name in self.optional:
+                    log.error("plugin %s: startup failed: %s; running without it "
+                              "(plugins.optional)", name, problem)
+                    self._leave_out(name)
+                    continue
                 await self.shutdown(app, started)
-                raise PluginError(f"plugin {name}: startup failed: {error!r}") from error
+                raise PluginError(f"plugin {name}: startup failed: {problem}") from error
             started.append(name)
         self.started = app
+
+    def _leave_out(self, name: str) -> None:
+        """Unregister an optional plugin that cannot run: no hook of it is called again."""
+        self.pm.unregister(name=name)
+        self.enabled.remove(name)
+        self.settings.pop(name, None)
+        self.delivery.pop(name, None)
 
     async def shutdown(self, app: App, names: list[str] | None = None) -> None:
         """Run the ``shutdown`` hooks in reverse order; log failures, stop none."""
@@ -278,10 +297,18 @@ def load_plugins(config: PluginsConfig) -> PluginHost:
     """
     errors: list[str] = []
     found = discover(config.paths, errors)
+    enabled = list(config.enabled)
+    for name in config.optional:
+        if name not in config.enabled:
+            errors.append(f"plugins.optional: {name} is not in plugins.enabled")
     for name in config.enabled:
         if name not in found:
             known = ", ".join(sorted(found)) or "none"
             errors.append(f"plugins.enabled: no plugin named {name} (found: {known})")
+        elif found[name].error and name in config.optional:
+            log.error("plugin %s %s; running without it (plugins.optional)",
+                      name, found[name].error)
+            enabled.remove(name)
         elif found[name].error:
             errors.append(f"plugins.enabled: plugin {name} {found[name].error}")
     for name in config.tables:
@@ -302,12 +329,12 @@ def load_plugins(config: PluginsConfig) -> PluginHost:
     if errors:
         raise ConfigError(errors)
     pm = new_manager()
-    for name in config.enabled:
+    for name in enabled:
         pm.register(found[name].plugin, name=name)
     pm.check_pending()
-    enabled = list(config.enabled)
     return PluginHost(
-        pm, enabled, {n: settings[n] for n in enabled}, {n: delivery[n] for n in enabled}
+        pm, enabled, {n: settings[n] for n in enabled}, {n: delivery[n] for n in enabled},
+        config.optional,
     )
 
 

@@ -217,7 +217,13 @@ class Pusher:
             result = PushResult("failed", f"transport error: {error!r}")
         finally:
             self.metrics.push_latency.labels(push.verb).observe(time.perf_counter() - started)
-        return result or PushResult("failed", "no plugin sent it (enable a transport plugin)")
+        if result is None:
+            return PushResult("failed", "no plugin sent it (enable a transport plugin)")
+        if not isinstance(result, PushResult):
+            log.error("push transport returned %.100r, not a PushResult", result)
+            return PushResult("failed", f"the transport returned {type(result).__name__}, "
+                                        "not a PushResult")
+        return result
 
     async def _settle(
         self, push: Push, result: PushResult, attempts: int, source: dict[str, Any]

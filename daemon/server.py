@@ -133,6 +133,7 @@ async def _serve(
 ) -> None:
     admin = config.server.admin_listen
     app = create_app(services, health=not admin, api=not config.api.admin_only)
+    app.config["BODY_TIMEOUT"] = config.server.body_timeout
     servers = [(app, hypercorn_config(config, config.server.listen))]
     if admin:
         admin_app = create_admin_app(services, api=config.api.admin_only)
@@ -223,6 +224,7 @@ def _web_step(
         services.access_log = new.server.access_log
         services.api, services.api_keys, services.api_limit = new.api, api_keys, api_limit
         app.config["MAX_CONTENT_LENGTH"] = reporter.max_body
+        app.config["BODY_TIMEOUT"] = new.server.body_timeout
         for hc in hcs:
             _limit(hc, new)
         set_level(new.server.log_level)

@@ -11,7 +11,7 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -184,28 +184,26 @@ class Store:
     def run_batch(self, ops: Sequence[PendingOp]) -> None:
         """Run ``ops`` in one transaction, each in a savepoint so one failure fails only itself.
 
-        Sets each op's ``result`` or ``error``. When the commit fails, every op fails.
+        Sets each op's ``result`` or ``error``. When the transaction itself fails (the
+        database is locked, read-only or full), every op fails with that error and nothing
+        of the batch is kept; the connection stays usable.
         """
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as error:
             for op in ops:
-                op.error = error
-            return
-        for op in ops:
-            conn.execute("SAVEPOINT op")
-            try:
-                op.result = op.fn(self, *op.args)
-            except Exception as error:
-                conn.execute("ROLLBACK TO op")
-                op.error = error
-            conn.execute("RELEASE op")
-        try:
+                conn.execute("SAVEPOINT op")
+                try:
+                    op.result = op.fn(self, *op.args)
+                except Exception as error:
+                    conn.execute("ROLLBACK TO op")
+                    op.result, op.error = None, error
+                conn.execute("RELEASE op")
             conn.execute("COMMIT")
         except sqlite3.Error as error:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            with suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             for op in ops:
                 op.result, op.error = None, error
 

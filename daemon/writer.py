@@ -7,6 +7,7 @@ before its transaction committed. The trio loop never touches SQLite.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from typing import Any, TypeVar
 import trio
 
 from .store import PendingOp, Store
+
+log = logging.getLogger("pnbridge.store")
 
 T = TypeVar("T")
 
@@ -68,6 +71,10 @@ class Writer:
                     await trio.to_thread.run_sync(
                         self.store.run_batch, batch, limiter=self._thread
                     )
+                except Exception as error:  # run_batch fails ops itself; this is a bug's net
+                    log.exception("store batch failed")
+                    for op in batch:
+                        op.result, op.error = None, error
                 finally:
                     for op in batch:
                         op.done.set()

@@ -41,6 +41,7 @@ class Stub:
     """Requests seen (the JSON bodies, in arrival order) and the answers still scripted."""
 
     url: str = ""
+    port: int = 0  # where to listen (0: any free port)
     requests: list[dict[str, Any]] = field(default_factory=list)
     script: dict[str, list[Answer]] = field(default_factory=lambda: defaultdict(list))
     paths: list[str] = field(default_factory=list)
@@ -60,7 +61,7 @@ class Stub:
 
     async def serve(self, *, task_status: trio.TaskStatus[Stub] = trio.TASK_STATUS_IGNORED
                     ) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
         port = listeners[0].socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}/pnm2/send"
         task_status.started(self)

@@ -77,7 +77,7 @@ async def test_health_and_readiness(start_daemon):
     other.execute("BEGIN IMMEDIATE")
     r = await client.get("/readyz")
     assert r.status_code == 503
-    assert r.text.startswith("database: OperationalError: database is locked")
+    assert r.text.startswith("database: cannot write: the database is locked by another process")
     assert (await client.get("/healthz")).status_code == 200
     other.execute("ROLLBACK")
     other.close()

@@ -72,3 +72,58 @@ def test_arbitrary_json_objects_give_a_report_or_a_bad_report(obj, content_type)
 def test_arbitrary_bytes_never_raise_anything_but_bad_report(body, query):
     with contextlib.suppress(BadReport):
         REPORTER.read("removal", {}, query, body, "application/json; charset=utf-8")
+
+
+def _never_crashes(kind, query, body, content_type):
+    """A Report the store can act on, or BadReport with a one-line reason."""
+    try:
+        report = REPORTER.read(kind, {}, query, body, content_type)
+    except BadReport as error:
+        assert str(error) and "\n" not in str(error)
+    else:
+        if kind == "token":
+            assert report.selector and report.username and report.tokens
+        else:
+            assert report.selector or (report.username and report.tokens)
+
+
+field_names = st.one_of(st.text(max_size=30), st.sampled_from(
+    ["username", "selector", "pushToken", "token_msgs", "TOKEN-CALLS", "appId_msgs", "password",
+     "username[]", "selector.x", "__proto__", "", " ", "\x00", "\ufeff"]))
+values = st.one_of(st.text(max_size=60), st.sampled_from(["null", "(null)", "<null>", "", " "]))
+encodings = st.sampled_from(["utf-8", "latin-1", "utf-16", "utf-32", "cp1252", "utf-8-sig"])
+content_types = st.one_of(
+    st.none(), st.text(max_size=40),
+    st.sampled_from(["application/json", "application/json; charset=utf-16", "text/plain",
+                     "application/x-www-form-urlencoded", "application/x-www-form-urlencoded; "
+                     "charset=latin-1", "multipart/form-data; boundary=x", "text/json",
+                     "application/vnd.api+json", "*/*", ";;;", "application/json; charset=bogus"]))
+
+
+@given(st.lists(st.tuples(field_names, values), max_size=10), encodings, content_types,
+       st.sampled_from(["token", "removal"]))
+def test_arbitrary_fields_encodings_and_content_types(pairs, encoding, content_type, kind):
+    form = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs)
+    raw_form = "&".join(f"{k}={v}" for k, v in pairs)
+    as_json = "{" + ",".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs) + "}"
+    for text in (form, raw_form, as_json):
+        try:
+            body = text.encode(encoding)
+        except UnicodeEncodeError:
+            body = text.encode("utf-8", "surrogatepass")
+        _never_crashes(kind, body, b"", content_type)
+        _never_crashes(kind, b"", body, content_type)
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=30),
+       content_types)
+def test_arbitrary_json_documents(document, content_type):
+    _never_crashes("token", b"", json.dumps(document).encode(), content_type)
+
+
+@given(st.integers(min_value=1, max_value=5000))
+def test_deeply_nested_json_is_a_bad_report(depth):
+    _never_crashes("token", b"", b"[" * depth + b"]" * depth, "application/json")
+    _never_crashes("token", b"", b'{"a":' * depth + b"1" + b"}" * depth, None)

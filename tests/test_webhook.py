@@ -42,7 +42,8 @@ class Receiver:
     """A threaded HTTP server on 127.0.0.1: checks every request's signature, answers
     ``answer(payload)`` (default 200) and keeps each accepted event once, by id."""
 
-    def __init__(self, secret: str = SECRET, answer: Callable[[dict], Any] | None = None):
+    def __init__(self, secret: str = SECRET, answer: Callable[[dict], Any] | None = None,
+                 port: int = 0):
         self.secret = secret.encode()
         self.answer = answer or (lambda payload: 200)
         self.requests: list[tuple[dict, dict]] = []  # (headers, payload) of signed requests
@@ -77,7 +78,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
