@@ -285,7 +285,7 @@ def push_fanout(work: Path, seconds: float, users: int = 1000) -> dict:
     wait_listening(port)
     standin_url = f"http://127.0.0.1:{port}/"
     server = start_pnbridge(db, work, (
-        f'[api]\nkeys = ["{API_KEY}"]\n[plugins]\nenabled = ["pnmediator"]\n'
+        f'[api]\nkeys = ["{API_KEY}"]\nkey_rate = 0\n[plugins]\nenabled = ["pnmediator"]\n'
         f'[plugins.pnmediator]\nurl = "{standin_url}"\n'
     ))
     try:

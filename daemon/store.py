@@ -12,7 +12,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -257,13 +257,7 @@ class Store:
                     (json.dumps(merged.extras), now, old.selector),
                 )
             return Change("unchanged", merged, None)
-        merged = Device(**{**asdict(merged), "updated_at": now})
-        self.conn.execute(
-            f"REPLACE INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            _device_row(merged),
-        )
-        event = self._journal("registered", "changed", old, merged, source, now)
-        return Change("changed", merged, event)
+        return self._rewrite(old, replace(merged, updated_at=now), "changed", source, now)
 
     def register_capped(
         self, report: Report, source: dict[str, Any], now: float, *,
@@ -332,12 +326,17 @@ class Store:
         if not (cleared.token_calls or cleared.token_msgs):
             return self.remove(selector=selector, reason="invalid-token", source=source,
                                now=now)[0]
+        return self._rewrite(old, cleared, "invalid-token", source, now)
+
+    def _rewrite(
+        self, old: Device, new: Device, reason: str, source: dict[str, Any], now: float
+    ) -> Change:
+        """Store ``new`` in place of ``old`` and journal the registration."""
         self.conn.execute(
             f"REPLACE INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            _device_row(cleared),
+            _device_row(new),
         )
-        event = self._journal("registered", "invalid-token", old, cleared, source, now)
-        return Change("changed", cleared, event)
+        return Change("changed", new, self._journal("registered", reason, old, new, source, now))
 
     def expire(
         self, seen_before: float, source: dict[str, Any], now: float, limit: int = 500

@@ -21,3 +21,4 @@ def test_bench_quick_runs_every_benchmark(tmp_path):
                 "database size per device"):
         assert row in report, row
     assert "| 0 |" in report  # the error column of the load runs
+    assert "| errors (API / bare) | 0 / 0 |" in report
