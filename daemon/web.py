@@ -94,9 +94,10 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
     @app.route("/<path:path>", methods=REPORT_METHODS, provide_automatic_options=False)
     async def report(path: str) -> Response:
         reporter = services.reporter
-        raw_path = request.scope.get("raw_path") or request.path.encode()
+        raw_path = (request.scope.get("raw_path") or request.path.encode()).decode("latin-1")
+        query = request.scope["query_string"]
         try:
-            found = reporter.routes.match(raw_path.decode("latin-1"), request.method)
+            found = reporter.routes.match(raw_path, request.method)
         except UnicodeDecodeError:
             return plain(400, "path is not valid UTF-8")
         if found is None:
@@ -116,8 +117,7 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
         body = await request.get_data(cache=False)
         try:
             report = reporter.read(
-                route.kind, values, request.scope["query_string"], body,
-                request.headers.get("Content-Type"),
+                route.kind, values, query, body, request.headers.get("Content-Type")
             )
         except BadReport as error:
             log.info("rejected route=%s client=%s: %s", route.template, client, error)
@@ -129,8 +129,7 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
             return plain(429, "too many requests", {"Retry-After": retry_after(wait)})
         guard = services.guard
         mode = route.auth or guard.config.reporter
-        query = request.scope["query_string"]
-        target = raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        target = raw_path + ("?" + query.decode("latin-1") if query else "")
         verdict = await guard.check(mode, request.method, target, request.headers, report)
         if verdict.allowed and verdict.user is not None:
             if report.username not in (None, verdict.user):
