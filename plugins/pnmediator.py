@@ -1,17 +1,20 @@
 """pnmediator: the push transport through the Acrobits push mediator (``send_push``).
 
-Each push is one ``POST`` of a JSON object to ``[plugins.pnmediator] url`` over one pooled
-HTTP client, opened at startup and closed at shutdown, with at most ``max_in_flight`` pushes
-under way at once. What pnmediator answers maps to an outcome by ``ANSWERS`` below.
+Each push is one ``POST`` of a JSON object to ``[plugins.pnmediator] url`` over pooled HTTP
+connections (``Connections``), opened at startup and closed at shutdown, with at most
+``max_in_flight`` pushes under way at once. What pnmediator answers maps to an outcome by
+``ANSWERS`` below.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import httpcore
 import httpx
 import trio
 from pnbridge import Push, PushResult, hookimpl
@@ -60,11 +63,54 @@ class Settings:
     max_in_flight: int = field(default=100, metadata=check(_positive))
 
 
+class Connections:
+    """Keep-alive HTTP connections to pnmediator, at most ``limit`` requests under way.
+
+    Pushes go through httpcore, the HTTP engine under httpx, without httpx's client: its
+    cookies, auth, redirects and models cost more than a push's own HTTP work, and none of
+    them has a use here. httpcore's pool polls every idle connection it holds whenever a
+    request starts or ends, so each connection is a pool of its own, and a request takes the
+    one that was last put back (docs/benchmarks.md has the numbers).
+    """
+
+    def __init__(self, limit: int, timeout: float, headers: dict[str, str]):
+        tls = httpx.create_ssl_context()  # one for all: each loads the CA bundle
+        self._idle = [
+            httpcore.AsyncConnectionPool(ssl_context=tls, max_connections=1)
+            for _ in range(limit)
+        ]
+        self._all = list(self._idle)
+        self._limit = trio.Semaphore(limit)
+        self._headers = [(name.encode(), value.encode()) for name, value in headers.items()]
+        self._extensions = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)}
+
+    async def post(self, url: str, body: bytes) -> httpcore.Response:
+        """POST ``body`` to ``url``; the answer, read whole. Raises one of ``UNREACHABLE``."""
+        async with self._limit:
+            connection = self._idle.pop()
+            try:
+                return await connection.request(
+                    "POST", url, headers=self._headers, content=body, extensions=self._extensions
+                )
+            finally:
+                self._idle.append(connection)
+
+    async def aclose(self) -> None:
+        for connection in self._all:
+            await connection.aclose()
+
+
+# What Connections.post raises when pnmediator gives no answer (timeouts aside).
+UNREACHABLE = (
+    httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError,
+    httpcore.UnsupportedProtocol,
+)
+
+
 @dataclass
 class _Open:
     settings: Settings
-    client: httpx.AsyncClient
-    in_flight: trio.CapacityLimiter
+    connections: Connections
 
 
 _open: _Open | None = None
@@ -79,18 +125,15 @@ def settings_class() -> type[Settings]:
 async def startup(app: App) -> None:
     global _open
     settings = app.settings(Settings)
-    limits = httpx.Limits(max_connections=settings.max_in_flight,
-                          max_keepalive_connections=settings.max_in_flight)
-    client = httpx.AsyncClient(timeout=settings.timeout, limits=limits,
-                               headers={"User-Agent": "pnbridge"})
-    _open = _Open(settings, client, trio.CapacityLimiter(settings.max_in_flight))
+    headers = {"User-Agent": "pnbridge", "Content-Type": "application/json"}
+    _open = _Open(settings, Connections(settings.max_in_flight, settings.timeout, headers))
 
 
 @hookimpl
 async def shutdown(app: App) -> None:
     global _open
     if _open is not None:
-        await _open.client.aclose()
+        await _open.connections.aclose()
         _open = None
 
 
@@ -100,14 +143,17 @@ async def send_push(push: Push) -> PushResult:
         return PushResult("failed", "the pnmediator plugin is not started")
     if not push.appid:
         return PushResult("failed", f"no app id stored with the {push.pair} token")
-    async with _open.in_flight:
-        try:
-            response = await _open.client.post(_open.settings.url, json=request_body(push))
-        except httpx.TimeoutException:
-            return PushResult("retry", f"no answer within {_open.settings.timeout:g} s")
-        except httpx.TransportError as error:
-            return PushResult("retry", f"cannot reach pnmediator: {error!r}")
-    return outcome(response.status_code, _json(response), response.headers.get("Retry-After"))
+    body = json.dumps(request_body(push), separators=(",", ":")).encode()
+    try:
+        response = await _open.connections.post(_open.settings.url, body)
+    except httpcore.TimeoutException:
+        return PushResult("retry", f"no answer within {_open.settings.timeout:g} s")
+    except UNREACHABLE as error:
+        return PushResult("retry", f"cannot reach pnmediator: {error!r}")
+    retry_after = next(
+        (v.decode("latin-1") for k, v in response.headers if k.lower() == b"retry-after"), None
+    )
+    return outcome(response.status, _json(response.content), retry_after)
 
 
 def request_body(push: Push) -> dict[str, Any]:
@@ -148,9 +194,9 @@ def _code(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 200
 
 
-def _json(response: httpx.Response) -> Any:
+def _json(content: bytes) -> Any:
     try:
-        return response.json()
+        return json.loads(content)
     except ValueError:
         return None
 

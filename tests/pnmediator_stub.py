@@ -47,6 +47,8 @@ class Stub:
     paths: list[str] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     connections: int = 0
+    in_flight: int = 0  # requests read and not yet answered
+    most_in_flight: int = 0
 
     def answer(self, token: str, *answers: Answer) -> None:
         """Answer ``token``'s next requests with ``answers`` in turn, then 200."""
@@ -80,7 +82,12 @@ class Stub:
                 self.requests.append(data)
                 self.times.append(trio.current_time())
                 answer = self._next(data.get("DeviceToken", ""))
-                await trio.sleep(answer.delay)
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+                try:
+                    await trio.sleep(answer.delay)
+                finally:
+                    self.in_flight -= 1
                 if answer.drop:
                     return
                 payload = json.dumps(answer.body).encode()

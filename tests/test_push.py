@@ -328,6 +328,29 @@ async def test_one_pooled_connection_serves_many_pushes(daemon, stub):
     assert stub.connections == 1
 
 
+async def test_pushes_under_way_never_exceed_max_in_flight(start_daemon, stub):
+    config = push_config(stub, NotifyTextMessage=5.0)
+    config["plugins"]["pnmediator"]["max_in_flight"] = 2
+    daemon = await start_daemon(config)
+    for i in range(5):
+        await report(daemon, "alice", f"D{i}", msgs=f"tok{i}")
+        stub.answer(f"tok{i}", slow(0.2))
+    answer = await push(daemon, {"username": "alice", "verb": "NotifyTextMessage"})
+    assert [d["outcome"] for d in answer.json()["devices"]] == ["sent"] * 5
+    assert stub.most_in_flight == 2
+    assert stub.connections == 2
+
+
+async def test_a_connection_pnmediator_closes_is_replaced(daemon, stub):
+    await report(daemon, "alice", "A", msgs="tok")
+    stub.answer("tok", Answer(headers={"connection": "close"}))
+    for _ in range(3):
+        answer = await push(daemon, {"username": "alice", "verb": "NotifyTextMessage"})
+        assert by_selector(answer)["A"]["outcome"] == "sent"
+    assert len(stub.requests) == 3
+    assert stub.connections == 2
+
+
 async def test_unknown_user_is_404_with_a_json_reason(daemon, stub):
     await report(daemon, "alice", "A", msgs="tok")
     answer = await push(daemon, {"username": "nobody", "verb": "NotifyTextMessage"})
