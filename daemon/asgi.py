@@ -10,7 +10,7 @@ ASGIApp = Any
 
 
 def shield_sends(app: ASGIApp) -> ASGIApp:
-    """``app`` with its ASGI ``send`` calls shielded from cancellation.
+    """``app`` with the last ASGI ``send`` of each response shielded from cancellation.
 
     The last ``send`` of a response to a ``Connection: close`` request closes the socket
     inside hypercorn; closing it delivers ``http.disconnect`` to quart-trio, which cancels
@@ -20,6 +20,9 @@ def shield_sends(app: ASGIApp) -> ASGIApp:
 
     async def shielded(scope: dict, receive: Any, send: Any) -> None:
         async def send_shielded(message: dict) -> None:
+            if message["type"] != "http.response.body" or message.get("more_body"):
+                await send(message)
+                return
             with trio.CancelScope(shield=True):
                 await send(message)
 

@@ -182,23 +182,29 @@ class Store:
             yield self
 
     def run_batch(self, ops: Sequence[PendingOp]) -> None:
-        """Run ``ops`` in one transaction, each in a savepoint so one failure fails only itself.
+        """Run ``ops`` in one transaction; an op that raises fails only itself.
 
-        Sets each op's ``result`` or ``error``. When the transaction itself fails (the
-        database is locked, read-only or full), every op fails with that error and nothing
-        of the batch is kept; the connection stays usable.
+        The ops run as they come; when one raises, the transaction starts again with each op
+        in a savepoint of its own (a savepoint costs two round trips to SQLite, and ops
+        rarely fail). Sets each op's ``result`` or ``error``. When the transaction itself
+        fails (the database is locked, read-only or full), every op fails with that error
+        and nothing of the batch is kept; the connection stays usable.
         """
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op in ops:
-                conn.execute("SAVEPOINT op")
-                try:
-                    op.result = op.fn(self, *op.args)
-                except Exception as error:
-                    conn.execute("ROLLBACK TO op")
-                    op.result, op.error = None, error
-                conn.execute("RELEASE op")
+            if not self._run_all(ops):
+                if conn.in_transaction:  # SQLite ends it itself on some errors
+                    conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                for op in ops:
+                    conn.execute("SAVEPOINT op")
+                    try:
+                        op.result = op.fn(self, *op.args)
+                    except Exception as error:
+                        conn.execute("ROLLBACK TO op")
+                        op.result, op.error = None, error
+                    conn.execute("RELEASE op")
             conn.execute("COMMIT")
         except sqlite3.Error as error:
             with suppress(sqlite3.Error):
@@ -206,6 +212,16 @@ class Store:
                     conn.execute("ROLLBACK")
             for op in ops:
                 op.result, op.error = None, error
+
+    def _run_all(self, ops: Sequence[PendingOp]) -> bool:
+        """Run ``ops`` in the open transaction; False (with the transaction to be rolled
+        back) as soon as one raises."""
+        for op in ops:
+            try:
+                op.result = op.fn(self, *op.args)
+            except Exception:
+                return False
+        return True
 
     # -- operations (call inside a transaction) ------------------------------------------
 
@@ -217,6 +233,8 @@ class Store:
         With ``owner``, raise NotOwner when the device exists under another username.
         """
         assert report.selector and report.username
+        if (seen := self._seen_again(report, now)) is not None:
+            return Change("unchanged", seen, None)
         old = self.device(report.selector)
         if owner is not None and old is not None and old.username != owner:
             raise NotOwner(f"selector {report.selector} belongs to another user")
@@ -258,6 +276,26 @@ class Store:
                 )
             return Change("unchanged", merged, None)
         return self._rewrite(old, replace(merged, updated_at=now), "changed", source, now)
+
+    def _seen_again(self, report: Report, now: float) -> Device | None:
+        """The device, when ``report`` changes nothing of it but ``last_seen`` (and extras):
+        one statement for what most reports are, an app start. None otherwise."""
+        sets, params = ["last_seen = ?"], [now]
+        if report.extras:
+            sets.append("extras = ?")
+            params.append(json.dumps(report.extras))
+        where = ["selector = ?", "username = ?"]
+        params += [report.selector, report.username]
+        for name in ("token_calls", "appid_calls", "token_msgs", "appid_msgs"):
+            value = getattr(report, name)
+            if value is not None:
+                where.append(f"{name} = ?")
+                params.append(value)
+        row = self.conn.execute(
+            f"UPDATE devices SET {', '.join(sets)} WHERE {' AND '.join(where)}"
+            f" RETURNING {_DEVICE_COLUMNS}", params,
+        ).fetchone()
+        return _device(row) if row else None
 
     def register_capped(
         self, report: Report, source: dict[str, Any], now: float, *,

@@ -84,12 +84,6 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
     if api:
         add_push_route(app, services)
 
-    @app.before_request
-    async def count_headers() -> Response | None:
-        if len(request.headers) > services.max_headers:
-            return plain(431, f"more than {services.max_headers} header fields")
-        return None
-
     @app.route("/", defaults={"path": ""}, methods=REPORT_METHODS, provide_automatic_options=False)
     @app.route("/<path:path>", methods=REPORT_METHODS, provide_automatic_options=False)
     async def report(path: str) -> Response:
@@ -114,7 +108,7 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
         if wait := limits.per_client.take(client):
             reports.labels(route.kind, "limited").inc()
             return plain(429, "too many requests", {"Retry-After": retry_after(wait)})
-        body = await request.get_data(cache=False)
+        body = await _body()
         try:
             report = reporter.read(
                 route.kind, values, query, body, request.headers.get("Content-Type")
@@ -224,15 +218,19 @@ def create_admin_app(services: Services, *, api: bool = False) -> QuartTrio:
 
 
 def _instrument(app: QuartTrio, services: Services) -> None:
-    """Error answers, the latency histogram and the access log line, for either app."""
+    """The header count limit, error answers, the latency histogram and the access log line,
+    for either app."""
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
         return plain(error.code or 500, (error.description or error.name).split("\n")[0])
 
     @app.before_request
-    async def start_clock() -> None:
+    async def start() -> Response | None:
         g.started = time.perf_counter()
+        if len(request.headers) > services.max_headers:
+            return plain(431, f"more than {services.max_headers} header fields")
+        return None
 
     @app.after_request
     async def record(response: Response) -> Response:
@@ -249,6 +247,15 @@ def _instrument(app: QuartTrio, services: Services) -> None:
                 g.get("client", request.remote_addr),
             )
         return response
+
+
+async def _body() -> bytes:
+    """The request's body; an HTTP/1 request without Content-Length or Transfer-Encoding has
+    none (RFC 9112, 6.3), which spares the wait for it on every GET."""
+    if (request.http_version in ("1.0", "1.1") and not request.content_length
+            and "Transfer-Encoding" not in request.headers):
+        return b""
+    return await request.get_data(cache=False)
 
 
 def _first_segment(path: str) -> str:

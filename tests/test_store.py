@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
 import pytest
 from pnbridge.events import Report
@@ -63,3 +64,23 @@ def test_a_removed_device_and_its_event_share_the_transaction(tmp_path):
         raise RuntimeError("crash before commit")
     assert [d.selector for d in store.devices()] == ["S"]
     assert [e.kind for e in store.events()] == ["registered"]
+
+
+def test_a_repeat_report_changes_only_last_seen_and_extras(tmp_path):
+    store = Store(tmp_path / "db")
+    full = Report("token", username="u", selector="S", token_calls="c", appid_calls="ac",
+                  token_msgs="m", appid_msgs="am")
+    with store.transaction():
+        store.register(full, {}, 1.0)
+    repeat = Report("token", username="u", selector="S", token_msgs="m", extras={"app": "x"})
+    with store.transaction():
+        change = store.register(repeat, {}, 2.0)
+    assert (change.outcome, change.event) == ("unchanged", None)
+    assert change.device == store.device("S")
+    assert (change.device.token_calls, change.device.extras) == ("c", {"app": "x"})
+    assert (change.device.updated_at, change.device.last_seen) == (1.0, 2.0)
+    for other in (replace(repeat, username="v"), replace(repeat, token_msgs="m2"),
+                  replace(repeat, appid_calls="ac2")):
+        with store.transaction():
+            assert store.register(other, {}, 3.0).outcome == "changed"
+    assert [e.reason for e in store.events()] == ["new", "changed", "changed", "changed"]
