@@ -291,11 +291,10 @@ class Store:
             if value is not None:
                 where.append(f"{name} = ?")
                 params.append(value)
-        row = self.conn.execute(
-            f"UPDATE devices SET {', '.join(sets)} WHERE {' AND '.join(where)}"
-            f" RETURNING {_DEVICE_COLUMNS}", params,
-        ).fetchone()
-        return _device(row) if row else None
+        touched = self.conn.execute(
+            f"UPDATE devices SET {', '.join(sets)} WHERE {' AND '.join(where)}", params
+        ).rowcount
+        return self.device(report.selector) if touched else None
 
     def register_capped(
         self, report: Report, source: dict[str, Any], now: float, *,
