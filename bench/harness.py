@@ -439,6 +439,33 @@ def run(quick: bool, out: Path) -> dict:
     return results
 
 
+def _targets(r: dict) -> list[str]:
+    """One table row per target of issue 9: what was measured, the target, met or missed."""
+    small, large = r["sizes"]
+    push = r["push"]
+    rows = []
+    for kind, label in (("get", "GET"), ("json", "POST JSON")):
+        loads = r["loads"][kind]
+        ratios = [loads[n].rps / loads["ceiling"].rps for n in (small, large)]
+        rows.append((f"ingestion, {label}, share of the ceiling ({small:,} / {large:,} devices)",
+                     " / ".join(f"{x:.2f}" for x in ratios), "at least 0.8", min(ratios) >= 0.8))
+        growth = loads[large].p99_ms / loads[small].p99_ms
+        rows.append((f"ingestion, {label}, p99 at {large:,} over {small:,} devices",
+                     f"{growth:.2f}", "at most 1.5", growth <= 1.5))
+    share = 3 * push["api"]["rps"] / push["bare"]["rps"]
+    rows.append(("push fan-out, share of the bare httpx loop", f"{share:.2f}", "at least 0.8",
+                 share >= 0.8))
+    added = push["paced_api"]["p99_ms"] - push["paced_bare"]["p99_ms"]
+    rows.append(("push, p99 added at 100 calls/s", f"{added:.1f} ms", "at most 5 ms", added <= 5))
+    rows.append(("delivery to a no-op plugin", f"{r['delivery_noop_eps']:,.0f} events/s",
+                 "at least 2,000", r["delivery_noop_eps"] >= 2000))
+    rows.append((f"resident memory at {large:,} devices", f"{r['rss_mb'][large]:.0f} MB",
+                 "at most 200 MB", r["rss_mb"][large] <= 200))
+    rows.append((f"start-up to READY at {large:,} devices", f"{r['ready_s'][large]:.2f} s",
+                 "under 2 s", r["ready_s"][large] < 2))
+    return [f"| {m} | {v} | {t} | {'met' if ok else '**missed**'} |" for m, v, t, ok in rows]
+
+
 def write_markdown(r: dict, out: Path) -> None:
     small, large = r["sizes"]
     lines = [
@@ -448,9 +475,15 @@ def write_markdown(r: dict, out: Path) -> None:
         "README's install command:",
         "",
         "```sh",
-        "bench/run            # the full run (about 3 minutes), rewrites this page",
+        "bench/run            # the full run (about 5 minutes), rewrites this page",
         "bench/run --quick    # a smoke run (under a minute) that writes to a temp file",
         "```",
+        "",
+        "## Targets",
+        "",
+        "| measure | result | target | |",
+        "| --- | --- | --- | --- |",
+        *_targets(r),
         "",
         "## Machine",
         "",
