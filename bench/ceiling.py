@@ -1,10 +1,15 @@
-"""The ceiling: an empty quart-trio handler served by hypercorn with pnbridge's settings."""
+"""The ceiling: an empty quart-trio handler served by hypercorn with pnbridge's settings (the
+hypercorn config ``pnbridge serve`` builds from its defaults: timeouts, header limits).
+
+Usage: python bench/ceiling.py HOST:PORT
+"""
 
 import sys
 
-import hypercorn.config
 import hypercorn.trio
 import trio
+from pnbridge.config import Config
+from pnbridge.server import hypercorn_config
 from quart import Response
 from quart_trio import QuartTrio
 
@@ -20,7 +25,4 @@ async def empty(path: str) -> Response:
 
 
 if __name__ == "__main__":
-    config = hypercorn.config.Config()
-    config.bind = [sys.argv[1]]
-    config.accesslog = None
-    trio.run(hypercorn.trio.serve, app, config)
+    trio.run(hypercorn.trio.serve, app, hypercorn_config(Config(), [sys.argv[1]]))
