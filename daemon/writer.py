@@ -8,6 +8,7 @@ before its transaction committed. The trio loop never touches SQLite.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,9 +33,10 @@ class Writer:
 
     def __init__(self, store: Store):
         self.store = store
-        self._pending: list[_Op] = []
+        self._pending: deque[_Op] = deque()  # appended on the loop, taken on the thread
         self._work = trio.Event()
         self._thread = trio.CapacityLimiter(1)
+        self._token = trio.lowlevel.current_trio_token()
         self._closed = False
         self._journaled = store.journaled
         self._journal_event = trio.Event()
@@ -66,27 +68,34 @@ class Writer:
             while True:
                 await self._work.wait()
                 self._work = trio.Event()
-                batch, self._pending = self._pending, []
-                try:
-                    await trio.to_thread.run_sync(
-                        self.store.run_batch, batch, limiter=self._thread
-                    )
-                except Exception as error:  # run_batch fails ops itself; this is a bug's net
-                    log.exception("store batch failed")
-                    for op in batch:
-                        op.result, op.error = None, error
-                finally:
-                    for op in batch:
-                        op.done.set()
-                    if self.store.journaled != self._journaled:
-                        self._journaled = self.store.journaled
-                        self._journal_event.set()
-                        self._journal_event = trio.Event()
+                await trio.to_thread.run_sync(self._drain, limiter=self._thread)
         finally:
             self._closed = True
             for op in self._pending:
                 op.error = trio.ClosedResourceError("the store is closed")
                 op.done.set()
+
+    def _drain(self) -> None:
+        """On the thread: commit batches until no op is waiting. Each batch is answered on
+        the loop as soon as it committed, while the next one is being written."""
+        while self._pending:
+            batch = [self._pending.popleft() for _ in range(len(self._pending))]
+            try:
+                self.store.run_batch(batch)
+            except Exception as error:  # run_batch fails ops itself; this is a bug's net
+                log.exception("store batch failed")
+                for op in batch:
+                    op.result, op.error = None, error
+            self._token.run_sync_soon(self._answer, batch, self.store.journaled)
+
+    def _answer(self, batch: list[_Op], journaled: int) -> None:
+        """On the loop: wake the callers of a committed batch (and the dispatcher)."""
+        for op in batch:
+            op.done.set()
+        if journaled != self._journaled:
+            self._journaled = journaled
+            self._journal_event.set()
+            self._journal_event = trio.Event()
 
 
 @asynccontextmanager
