@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import email.utils
 import json
+import ssl
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +50,12 @@ def _url(url: str) -> str | None:
     return None if url.startswith(("https://", "http://")) else "must be an http(s):// URL"
 
 
+def _proxy(url: str) -> str | None:
+    if not url or url.startswith(("http://", "https://")):
+        return None
+    return "must be an http(s):// URL (or empty: no proxy)"
+
+
 def _positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
@@ -61,6 +69,9 @@ class Settings:
     timeout: float = field(default=3.0, metadata=check(_positive))
     # Pushes under way at once (and HTTP connections to pnmediator); more wait their turn.
     max_in_flight: int = field(default=100, metadata=check(_positive))
+    # An HTTP proxy to reach pnmediator through, "http://[user:password@]host:port"; none
+    # when empty. HTTPS_PROXY and the like in the environment are not read.
+    proxy: str = field(default="", metadata=check(_proxy))
 
 
 class Connections:
@@ -73,12 +84,9 @@ class Connections:
     one that was last put back (docs/benchmarks.md has the numbers).
     """
 
-    def __init__(self, limit: int, timeout: float, headers: dict[str, str]):
+    def __init__(self, limit: int, timeout: float, headers: dict[str, str], proxy: str = ""):
         tls = httpx.create_ssl_context()  # one for all: each loads the CA bundle
-        self._idle = [
-            httpcore.AsyncConnectionPool(ssl_context=tls, max_connections=1)
-            for _ in range(limit)
-        ]
+        self._idle = [_connection(tls, proxy) for _ in range(limit)]
         self._all = list(self._idle)
         self._limit = trio.Semaphore(limit)
         self._headers = [(name.encode(), value.encode()) for name, value in headers.items()]
@@ -98,6 +106,20 @@ class Connections:
     async def aclose(self) -> None:
         for connection in self._all:
             await connection.aclose()
+
+
+def _connection(tls: ssl.SSLContext, proxy: str) -> httpcore.AsyncConnectionPool:
+    """One keep-alive connection, straight or through ``proxy`` (tunnelled for https)."""
+    if not proxy:
+        return httpcore.AsyncConnectionPool(ssl_context=tls, max_connections=1)
+    parts = urllib.parse.urlsplit(proxy)
+    auth = None
+    if parts.username is not None:
+        auth = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+    plain = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return httpcore.AsyncHTTPProxy(
+        proxy_url=plain, proxy_auth=auth, ssl_context=tls, max_connections=1
+    )
 
 
 # What Connections.post raises when pnmediator gives no answer (timeouts aside).
@@ -126,7 +148,9 @@ async def startup(app: App) -> None:
     global _open
     settings = app.settings(Settings)
     headers = {"User-Agent": "pnbridge", "Content-Type": "application/json"}
-    _open = _Open(settings, Connections(settings.max_in_flight, settings.timeout, headers))
+    _open = _Open(settings, Connections(
+        settings.max_in_flight, settings.timeout, headers, settings.proxy
+    ))
 
 
 @hookimpl

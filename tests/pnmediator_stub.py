@@ -45,6 +45,7 @@ class Stub:
     requests: list[dict[str, Any]] = field(default_factory=list)
     script: dict[str, list[Answer]] = field(default_factory=lambda: defaultdict(list))
     paths: list[str] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each request, lower-case
     times: list[float] = field(default_factory=list)
     connections: int = 0
     in_flight: int = 0  # requests read and not yet answered
@@ -78,6 +79,7 @@ class Stub:
                 if request is None:
                     return
                 self.paths.append(request.target.decode())
+                self.headers.append({k.decode(): v.decode() for k, v in request.headers})
                 data = json.loads(body)
                 self.requests.append(data)
                 self.times.append(trio.current_time())

@@ -4,6 +4,7 @@ rejected tokens, authentication and body checks."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -351,6 +352,24 @@ async def test_a_connection_pnmediator_closes_is_replaced(daemon, stub):
     assert stub.connections == 2
 
 
+async def test_pushes_go_through_the_configured_proxy(start_daemon, stub):
+    # The stub plays the proxy: it answers the forwarded request itself.
+    target = "http://pnm.invalid/pnm2/send"
+    proxy = "http://pbx%40example:s3cret@" + stub.url.split("/")[2]
+    daemon = await start_daemon({
+        "api": {"keys": [KEY]},
+        "plugins": {"enabled": ["pnmediator"],
+                    "pnmediator": {"url": target, "timeout": 0.5, "proxy": proxy}},
+    })
+    await report(daemon, "alice", "A", msgs="tok")
+    answer = await push(daemon, {"username": "alice", "verb": "NotifyTextMessage"})
+    assert by_selector(answer)["A"]["outcome"] == "sent"
+    assert stub.paths == [target]
+    assert stub.headers[0]["proxy-authorization"] == (
+        "Basic " + base64.b64encode(b"pbx@example:s3cret").decode())
+    assert stub.requests[0]["DeviceToken"] == "tok"
+
+
 async def test_unknown_user_is_404_with_a_json_reason(daemon, stub):
     await report(daemon, "alice", "A", msgs="tok")
     answer = await push(daemon, {"username": "nobody", "verb": "NotifyTextMessage"})
@@ -537,12 +556,13 @@ def test_pnmediator_answers_map_to_outcomes(status, body, retry_after, expected)
 def test_push_settings_errors_name_the_key(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[plugins]\nenabled = ["pnmediator"]\n[plugins.pnmediator]\n'
-                    'url = "ftp://x"\ntimeout = 0\nmax_in_flight = 0\n')
+                    'url = "ftp://x"\ntimeout = 0\nmax_in_flight = 0\nproxy = "socks5://p:1080"\n')
     result = pnbridge("check-config", "--config", str(path))
     assert result.returncode == 1
     for line in ("plugins.pnmediator.url: must be an http(s):// URL",
                  "plugins.pnmediator.timeout: must be greater than 0",
-                 "plugins.pnmediator.max_in_flight: must be greater than 0"):
+                 "plugins.pnmediator.max_in_flight: must be greater than 0",
+                 "plugins.pnmediator.proxy: must be an http(s):// URL (or empty: no proxy)"):
         assert line in result.stderr
     path.write_text('[api]\nkeys = ["short"]\n[api.deadlines]\nNotifyIncomingCall = 0\n'
                     'NotifyEverything = 1\n')
