@@ -54,7 +54,11 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
+                length = int(self.headers["Content-Length"])
+                body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-request (kill -9): not forged
+                    self.close_connection = True
+                    return
                 headers = dict(self.headers.items())
                 status, extra = 401, {}
                 if verify(receiver.secret, self.headers, body):
