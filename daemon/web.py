@@ -51,6 +51,10 @@ class Services:
     pusher: Pusher | None = None
 
 
+# A storage fault (a lock, a full or read-only disk) is usually over in moments.
+STORAGE_RETRY = {"Retry-After": "1"}
+
+
 def plain(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
     """An error answer: the status and a one-line reason."""
     return Response(reason + "\n", status=status, headers=headers, content_type="text/plain")
@@ -145,7 +149,7 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
         except (sqlite3.Error, StoreError) as error:
             log.error("storage failed route=%s: %s", route.template, error)
             reports.labels(route.kind, "failed").inc()
-            return plain(503, "storage unavailable, try again later")
+            return plain(503, "storage unavailable, try again later", STORAGE_RETRY)
         _log_changes(report, changes, route.template)
         for outcome in [c.outcome for c in changes] or ["unknown"]:
             reports.labels(route.kind, outcome).inc()
@@ -199,7 +203,9 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
                 " with this selector" if wanted.selector else ""), username=wanted.username)
         except (sqlite3.Error, StoreError) as error:
             log.error("storage failed on push: %s", error)
-            return api_error(503, "storage unavailable, try again later")
+            response = api_error(503, "storage unavailable, try again later")
+            response.headers.update(STORAGE_RETRY)
+            return response
         return jsonify({
             "username": wanted.username, "verb": wanted.verb,
             "devices": [r.to_dict() for r in results],

@@ -383,6 +383,7 @@ async def test_storage_failure_is_503_then_recovers(start_daemon):
     locker.execute("BEGIN EXCLUSIVE")
     r = await daemon.client.get("/token", params=FULL)
     assert r.status_code == 503 and "storage" in r.text
+    assert r.headers["Retry-After"] == "1"
     locker.execute("ROLLBACK")
     locker.close()
     assert (await daemon.client.get("/token", params=FULL)).status_code == 200

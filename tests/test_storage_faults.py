@@ -68,7 +68,8 @@ def test_locked_by_another_process(spawn, tmp_path):
         assert report(client, "before") == 200
         with locked(db):
             assert report(client, "during") == 503
-            assert push(client).status_code == 503
+            answer = push(client)
+            assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
             ready = client.get("/readyz")
             assert ready.status_code == 503
             assert "database: cannot write: the database is locked by another process" \
