@@ -382,12 +382,16 @@ def audit(
 @config_option
 @click.option("--plugin", help="Only this plugin's delivery state.")
 @click.option("--failed", is_flag=True, help="Only events parked as failed.")
+@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
+              help="List the newest N events of the journal (0: all of it).")
 @json_option
 @click.pass_context
 def events(
-    ctx: click.Context, config_path: str | None, plugin: str | None, failed: bool, as_json: bool
+    ctx: click.Context, config_path: str | None, plugin: str | None, failed: bool, limit: int,
+    as_json: bool,
 ) -> None:
-    """List the event journal and each enabled plugin's delivery state."""
+    """List the event journal (the newest --limit events) and each enabled plugin's delivery
+    state."""
     if ctx.invoked_subcommand is not None:
         return
     config = read_config(config_path)
@@ -399,7 +403,7 @@ def events(
         return
     plugins = [plugin] if plugin else config.plugins.enabled
     cursors, parked = store.cursors(), store.failures(plugin)
-    journal = store.events(0, limit=-1)
+    journal = store.newest_events(limit) if limit else store.events(0, limit=-1)
     store.close()
     states = {(f.plugin, f.event.seq): "failed" if f.status == "parked" else "retry"
               for f in parked}

@@ -443,6 +443,13 @@ class Store:
         )
         return [_event(row) for row in rows]
 
+    def newest_events(self, limit: int) -> list[Event]:
+        """The ``limit`` newest journal events, oldest first."""
+        rows = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?", (limit,)
+        )
+        return [_event(row) for row in rows][::-1]
+
     # -- delivery state (per plugin) ------------------------------------------------------
 
     def cursors(self) -> dict[str, int]:

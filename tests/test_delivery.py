@@ -186,6 +186,10 @@ async def test_parked_events_are_listed_and_retried(start_daemon, tmp_path):
     assert daemon.store().failures() == []
     result = await cli("events", "--config", str(config))
     assert result.stdout.count("picky:delivered") == 5
+    result = await cli("events", "--limit", "2", "--json", "--config", str(config))
+    assert [e["selector"] for e in json.loads(result.stdout)] == ["ERR", "OK2"]
+    result = await cli("events", "--limit", "-1", "--config", str(config))
+    assert result.returncode == 2 and "--limit" in result.stderr
 
 
 GATE = '''
