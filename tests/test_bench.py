@@ -16,7 +16,7 @@ def test_bench_quick_runs_every_benchmark(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = out.read_text()
-    for row in ("GET query, ceiling", "GET query, 10,000 devices", "POST JSON, 1,000 devices", "| no-op |", "| webhook |", "ratio to ceiling |",
+    for row in ("GET query, ceiling", "GET query, 10,000 devices", "POST JSON, 1,000 devices", "| no-op |", "| webhook |", "| 64 |", "ratio to ceiling |",
                 "resident memory, idle", "start-up to READY=1, 10,000 devices",
                 "database size per device"):
         assert row in report, row
