@@ -495,7 +495,7 @@ def write_markdown(r: dict, out: Path) -> None:
         "README's install command:",
         "",
         "```sh",
-        "bench/run            # the full run (about 5 minutes), rewrites this page",
+        "bench/run            # the full run (about 6 minutes), rewrites this page",
         "bench/run --quick    # a smoke run (under a minute) that writes to a temp file",
         "```",
         "",
