@@ -75,57 +75,76 @@ class Settings:
 
 
 class Connections:
-    """Keep-alive HTTP connections to pnmediator, at most ``limit`` requests under way.
+    """Keep-alive HTTP connections to ``url``, at most ``limit`` requests under way.
 
-    Pushes go through httpcore, the HTTP engine under httpx, without httpx's client: its
-    cookies, auth, redirects and models cost more than a push's own HTTP work, and none of
-    them has a use here. httpcore's pool polls every idle connection it holds whenever a
-    request starts or ends, so each connection is a pool of its own, and a request takes the
-    one that was last put back (docs/benchmarks.md has the numbers).
+    Pushes go through httpcore, the HTTP engine under httpx, and below its pool: httpx's
+    client (cookies, auth, redirects, its models) cost more than a push's own HTTP work,
+    and httpcore's pool polls each idle connection it holds whenever a request starts or
+    ends. Here a push takes the connection last put back, replacing it when pnmediator has
+    closed it (docs/benchmarks.md has the numbers).
     """
 
-    def __init__(self, limit: int, timeout: float, headers: dict[str, str], proxy: str = ""):
-        tls = httpx.create_ssl_context()  # one for all: each loads the CA bundle
-        self._idle = [_connection(tls, proxy) for _ in range(limit)]
-        self._all = list(self._idle)
+    def __init__(
+        self, url: str, limit: int, timeout: float, headers: dict[str, str], proxy: str = ""
+    ):
+        self._url = httpcore.URL(url)
+        self._factory = _pool(httpx.create_ssl_context(), proxy)  # one TLS context for all
+        self._idle: list[httpcore.AsyncConnectionInterface | None] = [None] * limit
         self._limit = trio.Semaphore(limit)
-        self._headers = [(name.encode(), value.encode()) for name, value in headers.items()]
-        self._extensions = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)}
+        host = self._url.host + (b":%d" % self._url.port if self._url.port else b"")
+        self._headers = [(b"Host", host)] + [(k.encode(), v.encode()) for k, v in headers.items()]
+        self._extensions = {"timeout": dict.fromkeys(("connect", "read", "write"), timeout)}
 
-    async def post(self, url: str, body: bytes) -> httpcore.Response:
-        """POST ``body`` to ``url``; the answer, read whole. Raises one of ``UNREACHABLE``."""
+    async def post(self, body: bytes) -> httpcore.Response:
+        """POST ``body``; the answer, read whole. Raises one of ``UNREACHABLE``."""
+        request = httpcore.Request(
+            "POST", self._url, content=body, extensions=self._extensions,
+            headers=[*self._headers, (b"Content-Length", b"%d" % len(body))],
+        )
         async with self._limit:
             connection = self._idle.pop()
             try:
-                return await connection.request(
-                    "POST", url, headers=self._headers, content=body, extensions=self._extensions
-                )
+                if connection is None or connection.is_closed() or connection.has_expired():
+                    if connection is not None:
+                        await connection.aclose()
+                    connection = self._factory.create_connection(self._url.origin)
+                response = await connection.handle_async_request(request)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+                return response
+            except BaseException:
+                if connection is not None:
+                    with trio.CancelScope(shield=True):
+                        await connection.aclose()
+                connection = None
+                raise
             finally:
                 self._idle.append(connection)
 
     async def aclose(self) -> None:
-        for connection in self._all:
-            await connection.aclose()
+        for connection in self._idle:
+            if connection is not None:
+                await connection.aclose()
 
 
-def _connection(tls: ssl.SSLContext, proxy: str) -> httpcore.AsyncConnectionPool:
-    """One keep-alive connection, straight or through ``proxy`` (tunnelled for https)."""
+def _pool(tls: ssl.SSLContext, proxy: str) -> httpcore.AsyncConnectionPool:
+    """What makes connections: straight, or through ``proxy`` (tunnelled for https)."""
     if not proxy:
-        return httpcore.AsyncConnectionPool(ssl_context=tls, max_connections=1)
+        return httpcore.AsyncConnectionPool(ssl_context=tls)
     parts = urllib.parse.urlsplit(proxy)
     auth = None
     if parts.username is not None:
         auth = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
     plain = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-    return httpcore.AsyncHTTPProxy(
-        proxy_url=plain, proxy_auth=auth, ssl_context=tls, max_connections=1
-    )
+    return httpcore.AsyncHTTPProxy(proxy_url=plain, proxy_auth=auth, ssl_context=tls)
 
 
 # What Connections.post raises when pnmediator gives no answer (timeouts aside).
 UNREACHABLE = (
     httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError,
-    httpcore.UnsupportedProtocol,
+    httpcore.UnsupportedProtocol, httpcore.ConnectionNotAvailable,
 )
 
 
@@ -149,7 +168,7 @@ async def startup(app: App) -> None:
     settings = app.settings(Settings)
     headers = {"User-Agent": "pnbridge", "Content-Type": "application/json"}
     _open = _Open(settings, Connections(
-        settings.max_in_flight, settings.timeout, headers, settings.proxy
+        settings.url, settings.max_in_flight, settings.timeout, headers, settings.proxy
     ))
 
 
@@ -169,7 +188,7 @@ async def send_push(push: Push) -> PushResult:
         return PushResult("failed", f"no app id stored with the {push.pair} token")
     body = json.dumps(request_body(push), separators=(",", ":")).encode()
     try:
-        response = await _open.connections.post(_open.settings.url, body)
+        response = await _open.connections.post(body)
     except httpcore.TimeoutException:
         return PushResult("retry", f"no answer within {_open.settings.timeout:g} s")
     except UNREACHABLE as error:
