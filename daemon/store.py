@@ -264,22 +264,12 @@ class Store:
             updated_at=old.updated_at,
             last_seen=now,
         )
-        if _identity(merged) == _identity(old):
-            if merged.extras == old.extras:
-                self.conn.execute(
-                    "UPDATE devices SET last_seen=? WHERE selector=?", (now, old.selector)
-                )
-            else:
-                self.conn.execute(
-                    "UPDATE devices SET extras=?, last_seen=? WHERE selector=?",
-                    (json.dumps(merged.extras), now, old.selector),
-                )
-            return Change("unchanged", merged, None)
         return self._rewrite(old, replace(merged, updated_at=now), "changed", source, now)
 
     def _seen_again(self, report: Report, now: float) -> Device | None:
         """The device, when ``report`` changes nothing of it but ``last_seen`` (and extras):
-        one statement for what most reports are, an app start. None otherwise."""
+        one statement for what most reports are, an app start. None otherwise, when
+        ``register`` creates or changes it. A value not known yet (None) matches any."""
         sets, params = ["last_seen = ?"], [now]
         if report.extras:
             sets.append("extras = ?")
@@ -288,7 +278,7 @@ class Store:
         params += [report.selector, report.username]
         for name in ("token_calls", "appid_calls", "token_msgs", "appid_msgs"):
             value = getattr(report, name)
-            if value is not None:
+            if value:  # as register merges: a value not known yet keeps the stored one
                 where.append(f"{name} = ?")
                 params.append(value)
         touched = self.conn.execute(
@@ -535,13 +525,6 @@ class PendingOp:
     args: tuple[Any, ...]
     result: Any = None
     error: BaseException | None = None
-
-
-def _identity(device: Device) -> tuple[Any, ...]:
-    return (
-        device.username, device.token_calls, device.appid_calls,
-        device.token_msgs, device.appid_msgs,
-    )
 
 
 def _device_row(device: Device) -> tuple[Any, ...]:

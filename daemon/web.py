@@ -158,10 +158,13 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
     return app
 
 
-def api_error(status: int, reason: str, **more: str) -> Response:
+def api_error(
+    status: int, reason: str, headers: dict[str, str] | None = None, **more: str
+) -> Response:
     """An error answer of the push API: ``{"error": reason, ...}``."""
     response = jsonify({"error": reason, **more})
     response.status_code = status
+    response.headers.update(headers or {})
     return response
 
 
@@ -181,9 +184,8 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
                 content_type="application/json", headers={"WWW-Authenticate": "Bearer"},
             )
         if wait := services.api_limit.take(key):
-            response = api_error(429, "too many requests with this key")
-            response.headers["Retry-After"] = retry_after(wait)
-            return response
+            return api_error(429, "too many requests with this key",
+                             {"Retry-After": retry_after(wait)})
         try:
             data = json.loads(await request.get_data(cache=False))
         except (ValueError, UnicodeDecodeError) as error:
@@ -203,9 +205,7 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
                 " with this selector" if wanted.selector else ""), username=wanted.username)
         except (sqlite3.Error, StoreError) as error:
             log.error("storage failed on push: %s", error)
-            response = api_error(503, "storage unavailable, try again later")
-            response.headers.update(STORAGE_RETRY)
-            return response
+            return api_error(503, "storage unavailable, try again later", STORAGE_RETRY)
         return jsonify({
             "username": wanted.username, "verb": wanted.verb,
             "devices": [r.to_dict() for r in results],
