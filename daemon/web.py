@@ -18,7 +18,7 @@ from .auth import Guard, Verdict
 from .config import ApiConfig
 from .events import Report
 from .health import Readiness, add_health_routes
-from .log import shorten
+from .log import escape, shorten
 from .metrics import Metrics
 from .push import BadPush, Pusher, UnknownUser, parse_request
 from .ratelimit import Buckets, Limits, client_address, retry_after
@@ -56,8 +56,9 @@ STORAGE_RETRY = {"Retry-After": "1"}
 
 
 def plain(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
-    """An error answer: the status and a one-line reason."""
-    return Response(reason + "\n", status=status, headers=headers, content_type="text/plain")
+    """An error answer: the status and a one-line reason (escaped: it may quote the request)."""
+    return Response(escape(reason) + "\n", status=status, headers=headers,
+                    content_type="text/plain")
 
 
 def unauthorized(verdict: Verdict) -> Response:
@@ -247,7 +248,7 @@ def _instrument(app: QuartTrio, services: Services) -> None:
             report: Report | None = g.get("report")
             access_log.info(
                 "%s route=%s status=%d selector=%s username=%s duration=%.1fms client=%s",
-                request.method, g.get("route") or _first_segment(request.path),
+                request.method, g.get("route") or _first_segment(_raw_path()),
                 response.status_code, shorten(report.selector) if report else "-",
                 (report.username or "-") if report else "-", duration * 1000,
                 g.get("client", request.remote_addr),
@@ -262,6 +263,11 @@ async def _body() -> bytes:
             and "Transfer-Encoding" not in request.headers):
         return b""
     return await request.get_data(cache=False)
+
+
+def _raw_path() -> str:
+    """The request's path as sent (percent-encoded): what the access log shows."""
+    return (request.scope.get("raw_path") or request.path.encode()).decode("latin-1")
 
 
 def _first_segment(path: str) -> str:
