@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NoReturn
@@ -22,7 +23,7 @@ from . import __version__, apikeys, transfer, users
 from .auth import load_users, plugin_problems, security_warnings
 from .config import Config, load_config
 from .events import Device, isotime
-from .log import escape, escape_json, setup_logging, shorten
+from .log import escape, escape_json, redact, setup_logging, shorten
 from .pluginhost import PluginError, PluginHost, discover, load_plugins
 from .push import VERBS, BadPush, UnknownUser, parse_request, push_once
 from .reporter import BadReport, Reporter
@@ -43,7 +44,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 def fail(*lines: str) -> NoReturn:
     for line in lines:
-        click.echo(f"pnbridge: {escape(line)}", err=True)
+        click.echo(f"pnbridge: {redact(escape(line))}", err=True)
     raise SystemExit(1)
 
 
@@ -431,6 +432,7 @@ def events(
 
 
 def _show_failures(parked: list[Failure], as_json: bool) -> None:
+    parked = [replace(f, error=redact(f.error)) for f in parked]  # stored by older versions
     if as_json:
         click.echo(json.dumps([f.to_dict() for f in parked], indent=2))
         return
