@@ -522,3 +522,50 @@ async def test_a_flood_of_basic_reports_gets_answers_or_503_quickly(start_daemon
     status, _, _ = await raw(daemon.url, get(
         "/token?username=alice&selector=F99&token_msgs=t", header))
     assert status == 200
+
+
+# -- generated Authorization headers ---------------------------------------------------------
+
+PIECES = [b'"', b",", b"=", b"\\", b" ", b"\t", b"\xe4", b"\xc3\xa4", b"\xff", b"\x7f", b"%",
+          b"[", b"username=", b'realm="', b", nc=", b"Digest ", b"Basic ", b"\x01"]
+
+
+def mutate(rng, header: bytes) -> bytes:
+    """``header`` with one to four random cuts, insertions, deletions or repetitions."""
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(len(header) + 1)
+        op = rng.randrange(4)
+        if op == 0:
+            header = header[:at]
+        elif op == 1:
+            header = header[:at] + rng.choice(PIECES) + header[at:]
+        elif op == 2:
+            header = header[:at] + header[at + rng.randint(1, 8):]
+        else:
+            header = header[:at] + header[at - rng.randint(1, 20):at] + header[at:]
+    return header
+
+
+@pytest.mark.parametrize(("mode", "count"), [("digest", 1500), ("basic", 150)])
+async def test_generated_authorization_headers_never_get_a_5xx(start_daemon, tmp_path, mode,
+                                                               count):
+    import random
+    rng = random.Random(14)
+    daemon = await start_daemon({"auth": {"reporter": mode, "users_file": write_users(tmp_path)}})
+    statuses: dict[int, int] = {}
+    for n in range(count):
+        target = f"/token?username=alice&selector=Z{n}&token_msgs=t"
+        if mode == "digest":
+            valid = digest_header(ALICE, PASSWORDS[ALICE], await nonce_for(daemon.url, target),
+                                  target)
+        else:
+            valid = basic_header(ALICE, PASSWORDS[ALICE])
+        header = mutate(rng, valid.removeprefix(b"Authorization: "))
+        status, _, body = await raw(daemon.url, get(target, b"Authorization: " + header))
+        statuses[status] = statuses.get(status, 0) + 1
+        assert status < 500 and b"Traceback" not in body, (header, status, body)
+    assert statuses.get(401, 0) > count // 2, statuses
+    r = await daemon.client.get("/token?username=alice&selector=OK&token_msgs=t",
+                                auth=httpx.DigestAuth(ALICE, PASSWORDS[ALICE]) if mode == "digest"
+                                else httpx.BasicAuth(ALICE, PASSWORDS[ALICE]))
+    assert r.status_code == 200
