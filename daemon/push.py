@@ -36,6 +36,11 @@ VERBS = CALL_VERBS + MESSAGE_VERBS
 Transport = Callable[[Push], Awaitable[PushResult | None]]
 DeviceOutcome = Literal["sent", "failed", "removed", "skipped"]
 
+# /readyz fails after this many config errors in a row (a push that reaches the transport's
+# service clears it); the log names them at most once per CONFIG_ERROR_LOG_EVERY seconds.
+CONFIG_ERROR_STREAK = 3
+CONFIG_ERROR_LOG_EVERY = 60.0
+
 # The first wait before a retry; it doubles up to RETRY_MAX (or what Retry-After asks).
 RETRY_FIRST = 0.05
 RETRY_MAX = 1.0
@@ -142,6 +147,33 @@ class Pusher:
         self.writer = writer
         self.send = send
         self.metrics = metrics
+        self.config_errors = 0  # in a row
+        self._config_reason = ""
+        self._config_logged: float | None = None  # when the last such error line went out
+        self._config_unlogged = 0
+
+    async def ready(self) -> str | None:
+        """A readiness check: the transport's last answers were not config errors."""
+        if self.config_errors < CONFIG_ERROR_STREAK:
+            return None
+        return f"the last {self.config_errors} pushes failed: {self._config_reason}"
+
+    def _track(self, result: PushResult) -> None:
+        """Count, log and remember config errors; an answer from the service clears them."""
+        if result.outcome in ("sent", "invalid-token"):
+            self.config_errors = 0
+            return
+        if not result.config_error:
+            return
+        self.metrics.push_config_errors.inc()
+        self.config_errors += 1
+        self._config_reason = result.reason
+        self._config_unlogged += 1
+        now = time.monotonic()
+        if self._config_logged is None or now - self._config_logged >= CONFIG_ERROR_LOG_EVERY:
+            log.error("push transport: %s (%d such failure(s) since the last line like this)",
+                      result.reason, self._config_unlogged)
+            self._config_logged, self._config_unlogged = now, 0
 
     async def push(
         self, request: PushRequest, deadline: float, source: dict[str, Any]
@@ -223,6 +255,7 @@ class Pusher:
             log.error("push transport returned %.100r, not a PushResult", result)
             return PushResult("failed", f"the transport returned {type(result).__name__}, "
                                         "not a PushResult")
+        self._track(result)
         return result
 
     async def _settle(
