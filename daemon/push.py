@@ -21,7 +21,7 @@ from .events import Device, Pair, Push, PushResult
 from .log import shorten
 from .metrics import Metrics
 from .pluginhost import PluginHost
-from .store import Change, Store
+from .store import Change, Store, StoreError
 from .writer import Writer, open_writer
 
 log = logging.getLogger("pnbridge.push")
@@ -180,12 +180,20 @@ class Pusher:
     ) -> list[DeviceResult]:
         """Send ``request`` within ``deadline`` seconds; one result per device, by selector.
 
-        Raises UnknownUser, or the store's error when the devices cannot be read.
+        The devices are read on a read-only connection within the deadline too. Raises
+        UnknownUser, or the store's error (StoreError when the read took the whole deadline)
+        when the devices cannot be read.
         """
-        devices = await self.writer.call(_devices_of, request.username, request.selector)
+        ends = trio.current_time() + deadline
+        devices = None
+        with trio.move_on_at(ends):
+            devices = await self.writer.reader.call(
+                _devices_of, request.username, request.selector
+            )
+        if devices is None:
+            raise StoreError(f"the devices could not be read within the {deadline:g} s deadline")
         if not devices:
             raise UnknownUser(request.username)
-        ends = trio.current_time() + deadline
         results: dict[str, DeviceResult] = {}
 
         async def one(device: Device) -> None:

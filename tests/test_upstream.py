@@ -4,7 +4,12 @@ url or a proxy is a configuration error that clears nothing and shows in /readyz
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -145,3 +150,83 @@ async def test_a_failure_that_is_not_a_config_error_does_not_count(start_daemon,
         assert (await push(daemon))["DEV"]["outcome"] == "failed"
     assert (await daemon.client.get("/readyz")).status_code == 200
     assert await metric(daemon, "pnbridge_push_config_errors_total") == 0
+
+
+# -- the push API's device lookup: a read-only connection, inside the verb's deadline -------
+
+CALL = "NotifyIncomingCall"
+
+
+async def call_push(daemon: Daemon) -> tuple[float, Any]:
+    """Push a call to alice; the seconds the answer took, and the answer."""
+    started = trio.current_time()
+    answer = await daemon.client.post(
+        "/api/v1/push", json={"username": "alice", "verb": CALL, "id": "call-1"},
+        headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    return trio.current_time() - started, answer
+
+
+@contextlib.contextmanager
+def holding(db: str, *statements: str) -> Iterator[None]:
+    """Another connection runs ``statements`` and keeps its locks while the block runs."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
+
+
+def locked_config(url: str) -> dict[str, Any]:
+    """A call deadline of 1 s, and a busy_timeout far longer (the writer waits 8 s for a lock)."""
+    return config(url, storage={"busy_timeout": 8.0}) | {
+        "api": {"keys": [KEY], "deadlines": {CALL: 1.0}}}
+
+
+async def test_a_push_is_sent_within_its_deadline_while_another_process_writes(
+        start_daemon, stub):
+    daemon = await start_daemon(locked_config(stub.url))
+    await report(daemon, "DEV", "tok-1")
+    with holding(daemon.db_path, "BEGIN EXCLUSIVE", "DELETE FROM events"):
+        took, answer = await call_push(daemon)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["devices"][0]["outcome"] == "sent"
+    assert took < 1.0 + 0.5, took  # on main: after the 8 s busy_timeout
+
+
+@contextlib.contextmanager
+def wal_locks_held(db: str) -> Iterator[None]:
+    """Another process holds every WAL lock of ``db`` (its -shm bytes 120-127): a reader
+    there retries for about 10 s whatever its busy_timeout, then fails."""
+    holder = subprocess.Popen([sys.executable, "-c", """if True:
+        import fcntl, os, sys
+        fd = os.open(sys.argv[1], os.O_RDWR)
+        fcntl.lockf(fd, fcntl.LOCK_EX, 8, 120)
+        print("locked", flush=True)
+        sys.stdin.read()
+        """, f"{db}-shm"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        yield
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(10)
+
+
+async def test_a_push_whose_devices_cannot_be_read_is_503_at_its_deadline(start_daemon, stub):
+    daemon = await start_daemon(locked_config(stub.url))
+    await report(daemon, "DEV", "tok-1")
+    with wal_locks_held(daemon.db_path):
+        took, answer = await call_push(daemon)
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Retry-After"] == "1"
+        assert answer.json() == {"error": "storage unavailable, try again later"}
+        assert 1.0 <= took < 1.0 + 0.5, took  # on main: 8 s, or 10 s
+        assert stub.requests == []
+    took, answer = await call_push(daemon)  # the locks are gone: the next one goes out
+    assert answer.json()["devices"][0]["outcome"] == "sent"
+    assert took < 1.0, took
