@@ -12,9 +12,11 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from conftest import Daemon
+from faults import rss_kib
 from pnmediator_stub import (
     BODY_404,
     CODE_200_404,
@@ -230,3 +232,90 @@ async def test_a_push_whose_devices_cannot_be_read_is_503_at_its_deadline(start_
     took, answer = await call_push(daemon)  # the locks are gone: the next one goes out
     assert answer.json()["devices"][0]["outcome"] == "sent"
     assert took < 1.0, took
+
+
+# -- answers of any size: at most 64 KiB of one is read -----------------------------------
+
+BIG = 300 * 1024 * 1024
+
+
+def big(status: int, content_type: str = "application/json") -> Answer:
+    """An answer with a 300 MB body, generated as it is sent (``.sent`` counts it)."""
+    return Answer(status, content_type=content_type, endless=BIG)
+
+
+async def test_300_mb_answers_are_not_read_and_count_by_their_status(spawn, tmp_path, stub):
+    """pnmediator and the webhook receiver answer 300 MB bodies: the spawned daemon's memory
+    stays put, and each answer counts by its status alone."""
+    answers = {"tok-sent": big(200), "tok-html": big(404, "text/html"), "tok-busy": big(503)}
+    for token, answer in answers.items():
+        stub.answer(token, answer)
+    hooks = [big(503), big(200), big(200), big(200)]
+    stub.answer("", *hooks)  # the webhook's requests carry no DeviceToken
+    daemon = spawn(f"""\
+[server]
+listen = ["127.0.0.1:0"]
+[storage]
+path = "{tmp_path / 'pnbridge.db'}"
+[reporter]
+client_rate = 0
+username_rate = 0
+[api]
+keys = ["{KEY}"]
+[api.deadlines]
+{MSG} = 5.0
+[plugins]
+enabled = ["pnmediator", "webhook"]
+[plugins.pnmediator]
+url = "{stub.url}"
+timeout = 2.0
+[plugins.webhook]
+urls = ["{stub.url}"]
+secret = "s3cret"
+[plugins.webhook.delivery]
+backoff = 0.05
+max_backoff = 0.2
+""")
+    url = daemon.url()
+    pid = daemon.popen.pid
+    base = most = rss_kib(pid)
+
+    async def sample() -> None:
+        nonlocal most
+        while True:
+            most = max(most, rss_kib(pid))
+            await trio.sleep(0.01)
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client, \
+            trio.open_nursery() as nursery:
+        nursery.start_soon(sample)
+        for n, token in enumerate(answers):
+            answer = await client.get("/token", params={
+                "username": f"user{n}", "selector": f"DEV{n}", "pushTokenOther": token,
+                "pushappid_other": "com.app"})
+            assert answer.status_code == 200
+        outcomes = {}
+        for n, token in enumerate(answers):
+            answer = await client.post(
+                "/api/v1/push", json={"username": f"user{n}", "verb": MSG},
+                headers={"Authorization": f"Bearer {KEY}"})
+            assert answer.status_code == 200, answer.text
+            outcomes[token] = answer.json()["devices"][0]
+        for _ in range(500):
+            if sum(1 for r in stub.requests if "DeviceToken" not in r) == len(hooks):
+                break
+            await trio.sleep(0.02)
+        await trio.sleep(0.3)  # the last delivery recorded as such
+        metrics = (await client.get("/metrics")).text
+        nursery.cancel_scope.cancel()
+    assert outcomes["tok-sent"]["outcome"] == "sent"
+    assert outcomes["tok-html"]["outcome"] == "failed"
+    assert "likely a configuration error" in outcomes["tok-html"]["reason"]
+    assert (outcomes["tok-busy"]["outcome"], outcomes["tok-busy"]["attempts"]) == ("sent", 2)
+    assert 'pnbridge_deliveries_total{outcome="delivered",plugin="webhook"} 3.0' in metrics
+    assert 'pnbridge_deliveries_total{outcome="retried",plugin="webhook"} 1.0' in metrics
+    assert "pnbridge_push_config_errors_total 1.0" in metrics
+    for answer in [*answers.values(), *hooks]:
+        assert answer.sent < BIG // 10, answer.sent  # given up on early: not read
+    assert most - base < 64 * 1024, (base, most)  # KiB; reading one whole took 750 MB
+    assert daemon.popen.poll() is None and "Traceback" not in daemon.log, daemon.log
