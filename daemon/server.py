@@ -101,6 +101,8 @@ async def run(
                     api=config.api, api_keys=ApiKeys(config.api), api_limit=_api_limit(config),
                 )
                 services.pusher = _pusher(config, plugins, services)
+                if services.pusher is not None:
+                    services.readiness.add("push transport", services.pusher.ready)
                 services.readiness.add("database", database_writable(writer))
                 services.metrics.refreshers.append(device_gauge(services.metrics, writer))
                 dispatcher.observe(services.metrics, services.readiness)
