@@ -9,6 +9,7 @@ layer lets the report change only that user's devices.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import logging
 import os
@@ -109,14 +110,18 @@ class Guard:
 
     def claimed(self, mode: AuthMode, headers: Mapping[str, str], report: Report) -> str | None:
         """Who the request says it is, for the per-username limit: the user its
-        Authorization header names (``digest``, ``basic``), else the report's username."""
+        Authorization header names (``digest``, ``basic``), else the report's username; a
+        name longer than 64 characters as its SHA-256, so a limiter key stays small."""
         header = headers.get("Authorization", "")
         name = None
         if mode == "basic":
             name = _basic_credentials(header)[0]
         elif mode == "digest":
             name = (digest.parse_authorization(header) or {}).get("username")
-        return name if name is not None else report.username
+        name = name if name is not None else report.username
+        if name is not None and len(name) > 64:
+            return "sha256:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+        return name
 
     async def check(
         self, mode: AuthMode, method: str, target: str, headers: Mapping[str, str],

@@ -12,11 +12,14 @@ import socket
 import sqlite3
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import trio
 from conftest import PASSWORDS, pnbridge
+from faults import rss_kib
 from plugintools import wait_until_sync, write_plugin
 from pnbridge import users
 from pnbridge.ratelimit import client_key
@@ -245,6 +248,41 @@ async def test_guesses_at_one_password_are_limited_by_the_claimed_user(
     else:
         status = (await raw(daemon.url, get(f"/p/bob/{PASSWORDS[BOB]}/B1/t")))[0]
     assert status == 200
+
+
+def test_long_claimed_names_cost_little_memory(spawn, tmp_path):
+    """3,000 Digest headers each naming a new 15,000-character user: each gets a per-user
+    bucket, keyed by the name's hash, so the daemon grows by far less than the 45 MB of names
+    (it grew by 46 MB when the name itself was the key)."""
+    daemon = spawn(f"""\
+[server]
+listen = ["127.0.0.1:0"]
+access_log = false
+[storage]
+path = "{tmp_path / 'pnbridge.db'}"
+[reporter]
+client_rate = 0
+[auth]
+reporter = "digest"
+users_file = "{write_users(tmp_path)}"
+""")
+    address = (urlsplit(daemon.url()).hostname, urlsplit(daemon.url()).port)
+
+    def claim(n: int) -> int:
+        header = f'Digest username="{n:05d}{"m" * 15_000}", realm="pnbridge", nonce="x", ' \
+                 'uri="/token", response="0"'
+        with socket.create_connection(address, timeout=10) as sock:
+            sock.sendall(f"GET /token?username=u&selector=s&token_msgs=t HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                         f"{header}\r\nConnection: close\r\n\r\n".encode())
+            return int(sock.recv(64).split(b" ")[1])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(claim, range(100)))  # warm up
+        before = rss_kib(daemon.popen.pid)
+        statuses = set(pool.map(claim, range(100, 3100)))
+    assert statuses == {401}
+    grown = rss_kib(daemon.popen.pid) - before
+    assert grown < 20 * 1024, f"{grown} KiB"
 
 
 @pytest.mark.parametrize("mode", ["basic", "digest", "hook"])
