@@ -10,6 +10,7 @@ touches SQLite.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +29,16 @@ T = TypeVar("T")
 @dataclass
 class _Op(PendingOp):
     done: trio.Event = field(default_factory=trio.Event)
+    tracked: bool = True  # its outcome counts in Writer.failing
+
+
+@dataclass
+class Failing:
+    """Storage errors in a row: ``count`` operations, the last one's ``error`` and when."""
+
+    count: int = 0
+    error: sqlite3.Error | None = None
+    at: float = 0.0
 
 
 class Writer:
@@ -43,6 +54,7 @@ class Writer:
         self._closed = False
         self._journaled = store.journaled
         self._journal_event = trio.Event()
+        self.failing = Failing()  # the operations' storage errors, the latest in a row
 
     def journal_written(self) -> trio.Event:
         """An event set by the next commit that journals an event (take it before reading)."""
@@ -53,9 +65,15 @@ class Writer:
 
         Raises trio.ClosedResourceError once the writer has stopped.
         """
+        return await self._call(_Op(fn, args))
+
+    async def probe(self, fn: Callable[..., T], *args: Any) -> T:
+        """``call``, for a check whose outcome must not count in ``failing``."""
+        return await self._call(_Op(fn, args, tracked=False))
+
+    async def _call(self, op: _Op) -> Any:
         if self._closed:
             raise trio.ClosedResourceError("the store is closed")
-        op = _Op(fn, args)
         self._pending.append(op)
         self._work.set()
         await op.done.wait()
@@ -94,6 +112,11 @@ class Writer:
     def _answer(self, batch: list[_Op], journaled: int) -> None:
         """On the loop: wake the callers of a committed batch (and the dispatcher)."""
         for op in batch:
+            if op.tracked:
+                if isinstance(op.error, sqlite3.Error):
+                    self.failing = Failing(self.failing.count + 1, op.error, trio.current_time())
+                else:
+                    self.failing = Failing()
             op.done.set()
         if journaled != self._journaled:
             self._journaled = journaled
