@@ -63,7 +63,7 @@ def database_writable(writer: Writer) -> Check:
 
     async def check() -> str | None:
         try:
-            await writer.probe(_probe_write)
+            await writer.untracked(_probe_write)
         except sqlite3.Error as error:
             return f"cannot write: {storage_problem(error)}"
         failing = writer.failing
@@ -131,7 +131,7 @@ def device_gauge(metrics: Metrics, writer: Writer) -> Callable[[], Awaitable[Non
     """A refresher that sets the devices-stored gauge from the database."""
 
     async def refresh() -> None:
-        metrics.devices.set(await writer.call(_count_devices))
+        metrics.devices.set(await writer.untracked(_count_devices))
 
     return refresh
 

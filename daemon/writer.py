@@ -67,8 +67,9 @@ class Writer:
         """
         return await self._call(_Op(fn, args))
 
-    async def probe(self, fn: Callable[..., T], *args: Any) -> T:
-        """``call``, for a check whose outcome must not count in ``failing``."""
+    async def untracked(self, fn: Callable[..., T], *args: Any) -> T:
+        """``call``, for a probe or a gauge whose outcome must not count in ``failing``
+        (it does not do what a report does)."""
         return await self._call(_Op(fn, args, tracked=False))
 
     async def _call(self, op: _Op) -> Any:
@@ -147,9 +148,10 @@ class Reader:
         )
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        store = self._idle.pop() if self._idle else Store(
-            self._path, self._busy_timeout, read_only=True
-        )
+        try:
+            store = self._idle.pop()
+        except IndexError:
+            store = Store(self._path, self._busy_timeout, read_only=True)
         try:
             return fn(store, *args)
         finally:

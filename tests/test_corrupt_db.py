@@ -89,6 +89,7 @@ def test_readyz_follows_reports_where_the_probe_cannot_see(spawn, tmp_path):
         assert ready.status_code == 200, ready.text  # the probe alone sees nothing
         statuses = [report(client, f"new-{n}", username=f"z{n}") for n in range(3)]
         assert statuses == [503] * 3, statuses
+        assert client.get("/metrics").status_code == 200  # its gauge read clears nothing
         ready = client.get("/readyz")
         assert ready.status_code == 503, ready.text
         assert "database: the last 3 storage operations failed: the database file is " \
