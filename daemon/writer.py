@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import trio
@@ -30,11 +31,13 @@ T = TypeVar("T")
 class _Op(PendingOp):
     done: trio.Event = field(default_factory=trio.Event)
     tracked: bool = True  # its outcome counts in Writer.failing
+    wrote: bool = False  # it changed rows (set on the thread by _counting)
 
 
 @dataclass
 class Failing:
-    """Storage errors in a row: ``count`` operations, the last one's ``error`` and when."""
+    """Storage errors in a row: ``count`` operations, the last one's ``error`` and when. An
+    operation that changed rows ends the run; one that only read leaves it as it is."""
 
     count: int = 0
     error: sqlite3.Error | None = None
@@ -65,7 +68,9 @@ class Writer:
 
         Raises trio.ClosedResourceError once the writer has stopped.
         """
-        return await self._call(_Op(fn, args))
+        op = _Op(fn, args)
+        op.fn = partial(_counting, op, fn)
+        return await self._call(op)
 
     async def untracked(self, fn: Callable[..., T], *args: Any) -> T:
         """``call``, for a probe or a gauge whose outcome must not count in ``failing``
@@ -113,16 +118,23 @@ class Writer:
     def _answer(self, batch: list[_Op], journaled: int) -> None:
         """On the loop: wake the callers of a committed batch (and the dispatcher)."""
         for op in batch:
-            if op.tracked:
-                if isinstance(op.error, sqlite3.Error):
-                    self.failing = Failing(self.failing.count + 1, op.error, trio.current_time())
-                else:
-                    self.failing = Failing()
+            if op.tracked and isinstance(op.error, sqlite3.Error):
+                self.failing = Failing(self.failing.count + 1, op.error, trio.current_time())
+            elif op.tracked and op.error is None and op.wrote:
+                self.failing = Failing()  # a read that works says little: it keeps the count
             op.done.set()
         if journaled != self._journaled:
             self._journaled = journaled
             self._journal_event.set()
             self._journal_event = trio.Event()
+
+
+def _counting(op: _Op, fn: Callable[..., T], store: Store, *args: Any) -> T:
+    """Run ``fn(store, *args)``, noting in ``op`` whether it changed rows."""
+    before = store.conn.total_changes
+    result = fn(store, *args)
+    op.wrote = store.conn.total_changes != before
+    return result
 
 
 class Reader:
