@@ -27,6 +27,7 @@ import trio
 from .config import PluginsConfig
 from .events import Event
 from .hookspecs import PermanentFailure, RetryLater
+from .log import redact
 from .pluginhost import PluginHost
 from .store import Store, StoreError
 from .writer import Writer
@@ -187,7 +188,7 @@ class Dispatcher:
                     await self.writer.call(Store.unpark, name, event.seq)
                 return
             state.failed_attempts += 1
-            state.last_error = problem
+            problem = state.last_error = redact(problem)  # a URL's credentials never stored
             if (
                 delay is None
                 or attempt >= limits.max_attempts

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import trio
 from pnbridge import Event, hookimpl, shorten
+from pnbridge.log import escape_json
 from pnbridge.settings import check
 
 log = logging.getLogger("pnbridge.plugins.auditlog")
@@ -51,7 +52,8 @@ def _device(device: Any) -> dict[str, Any]:
 
 
 def line(event: Event) -> str:
-    """The audit line of ``event`` (without its newline)."""
+    """The audit line of ``event`` (without its newline); the control characters a client
+    may have sent are JSON escapes, so ``tail`` on a terminal shows them as text."""
     record: dict[str, Any] = {
         "time": event.to_dict()["time"], "id": event.id, "kind": event.kind,
         "reason": event.reason, "username": event.username, "selector": event.selector,
@@ -59,7 +61,7 @@ def line(event: Event) -> str:
     }
     if event.before is not None and event.after is not None:
         record["before"] = {"username": event.before.username, **_device(event.before)}
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    return escape_json(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
 
 
 class AuditFile:

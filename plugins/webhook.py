@@ -23,6 +23,7 @@ from typing import Any, Literal
 import httpx
 import trio
 from pnbridge import Event, PermanentFailure, RetryLater, __version__, hookimpl
+from pnbridge.log import redact
 from pnbridge.settings import check
 
 EventKind = Literal["registered", "removed"]
@@ -40,9 +41,9 @@ def _check_url(url: str) -> str | None:
     try:
         parsed = httpx.URL(url)
     except Exception as error:
-        return f"{url!r} is no URL ({error})"
+        return redact(f"{url!r} is no URL ({error})")
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        return f"{url!r} is no http:// or https:// URL"
+        return f"{redact(url)!r} is no http:// or https:// URL"
     return None
 
 
@@ -93,11 +94,16 @@ class Settings:
 
 @dataclass(frozen=True)
 class Target:
-    """One receiver: where to POST, the secret to sign with, how long to wait."""
+    """One receiver: where to POST, the secret to sign with, how long to wait; ``shown`` is
+    the URL without its credentials, for errors, logs and the failures table."""
 
-    url: str
-    secret: str
+    url: str = field(repr=False)
+    secret: str = field(repr=False)
     timeout: float
+    shown: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shown", redact(self.url))
 
 
 class Retry(Exception):
@@ -197,7 +203,7 @@ class Webhook:
         async def post(target: Target) -> None:
             outcome = await self._post(target, event, body)
             if outcome is not None and outcome.retry:
-                retries[target.url] = outcome
+                retries[target.shown] = outcome
             else:
                 answered[target.url] = outcome.problem if outcome else None
 
@@ -212,7 +218,7 @@ class Webhook:
                 raise RetryLater(max(delays), problems)
             raise Retry(problems)
         self.answered.pop(event.id, None)
-        refused = [f"{url}: {problem}" for url, problem in answered.items() if problem]
+        refused = [f"{redact(url)}: {problem}" for url, problem in answered.items() if problem]
         if refused:
             raise PermanentFailure("; ".join(refused))
 
@@ -230,7 +236,7 @@ class Webhook:
         except httpx.TimeoutException:
             return Outcome(f"no answer within {target.timeout:g}s", retry=True)
         except httpx.HTTPError as error:
-            return Outcome(f"{type(error).__name__}: {error}", retry=True)
+            return Outcome(redact(f"{type(error).__name__}: {error}"), retry=True)
         status = response.status_code
         answer = f"{status} {response.reason_phrase}".strip()
         if 200 <= status < 300:
