@@ -101,9 +101,9 @@ async def run(
                     api=config.api, api_keys=ApiKeys(config.api), api_limit=_api_limit(config),
                 )
                 services.pusher = _pusher(config, plugins, services)
+                services.readiness.add("database", database_writable(writer))
                 if services.pusher is not None:
                     services.readiness.add("push transport", services.pusher.ready)
-                services.readiness.add("database", database_writable(writer))
                 services.metrics.refreshers.append(device_gauge(services.metrics, writer))
                 dispatcher.observe(services.metrics, services.readiness)
                 await _serve(config, services, shutdown, signals, load_config, notifier,

@@ -10,10 +10,12 @@ touches SQLite.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import trio
@@ -28,6 +30,18 @@ T = TypeVar("T")
 @dataclass
 class _Op(PendingOp):
     done: trio.Event = field(default_factory=trio.Event)
+    tracked: bool = True  # its outcome counts in Writer.failing
+    wrote: bool = False  # it changed rows (set on the thread by _counting)
+
+
+@dataclass
+class Failing:
+    """Storage errors in a row: ``count`` operations, the last one's ``error`` and when. An
+    operation that changed rows ends the run; one that only read leaves it as it is."""
+
+    count: int = 0
+    error: sqlite3.Error | None = None
+    at: float = 0.0
 
 
 class Writer:
@@ -43,6 +57,7 @@ class Writer:
         self._closed = False
         self._journaled = store.journaled
         self._journal_event = trio.Event()
+        self.failing = Failing()  # the operations' storage errors, the latest in a row
 
     def journal_written(self) -> trio.Event:
         """An event set by the next commit that journals an event (take it before reading)."""
@@ -53,9 +68,18 @@ class Writer:
 
         Raises trio.ClosedResourceError once the writer has stopped.
         """
+        op = _Op(fn, args)
+        op.fn = partial(_counting, op, fn)
+        return await self._call(op)
+
+    async def untracked(self, fn: Callable[..., T], *args: Any) -> T:
+        """``call``, for a probe or a gauge whose outcome must not count in ``failing``
+        (it does not do what a report does)."""
+        return await self._call(_Op(fn, args, tracked=False))
+
+    async def _call(self, op: _Op) -> Any:
         if self._closed:
             raise trio.ClosedResourceError("the store is closed")
-        op = _Op(fn, args)
         self._pending.append(op)
         self._work.set()
         await op.done.wait()
@@ -94,11 +118,23 @@ class Writer:
     def _answer(self, batch: list[_Op], journaled: int) -> None:
         """On the loop: wake the callers of a committed batch (and the dispatcher)."""
         for op in batch:
+            if op.tracked and isinstance(op.error, sqlite3.Error):
+                self.failing = Failing(self.failing.count + 1, op.error, trio.current_time())
+            elif op.tracked and op.error is None and op.wrote:
+                self.failing = Failing()  # a read that works says little: it keeps the count
             op.done.set()
         if journaled != self._journaled:
             self._journaled = journaled
             self._journal_event.set()
             self._journal_event = trio.Event()
+
+
+def _counting(op: _Op, fn: Callable[..., T], store: Store, *args: Any) -> T:
+    """Run ``fn(store, *args)``, noting in ``op`` whether it changed rows."""
+    before = store.conn.total_changes
+    result = fn(store, *args)
+    op.wrote = store.conn.total_changes != before
+    return result
 
 
 class Reader:
@@ -124,9 +160,10 @@ class Reader:
         )
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        store = self._idle.pop() if self._idle else Store(
-            self._path, self._busy_timeout, read_only=True
-        )
+        try:
+            store = self._idle.pop()
+        except IndexError:
+            store = Store(self._path, self._busy_timeout, read_only=True)
         try:
             return fn(store, *args)
         finally:
