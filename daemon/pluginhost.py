@@ -28,6 +28,7 @@ import trio
 
 from . import hookspecs
 from .config import DeliveryConfig, PluginsConfig
+from .log import redact
 from .settings import ConfigError, convert
 
 if TYPE_CHECKING:
@@ -65,10 +66,10 @@ def uncontained(error: BaseException) -> BaseException | None:
 
 
 def describe(error: BaseException) -> str:
-    """``repr(error)``, at most MAX_PROBLEM characters; never raises (a plugin's exception
-    may have a ``__repr__`` that does)."""
+    """``repr(error)`` without URL credentials, at most MAX_PROBLEM characters; never raises
+    (a plugin's exception may have a ``__repr__`` that does)."""
     try:
-        text = repr(error)
+        text = redact(repr(error))
     except Exception:
         text = f"{type(error).__name__}(<repr failed>)"
     return text if len(text) <= MAX_PROBLEM else text[:MAX_PROBLEM] + "…"
@@ -187,8 +188,10 @@ def discover(paths: Sequence[str], errors: list[str] | None = None) -> dict[str,
         entry = found[name] = Found(name, source)
         try:
             entry.plugin = load()
-        except Exception as error:
-            entry.error = f"cannot be loaded: {error!r}"
+        except BaseException as error:
+            if (up := uncontained(error)) is not None:
+                raise up from None
+            entry.error = f"cannot be loaded: {describe(error)}"
             log.debug("plugin %s from %s cannot be loaded", name, source, exc_info=True)
 
     from . import plugins as builtins
@@ -450,8 +453,10 @@ def _settings_class(entry: Found, errors: list[str]) -> type | None:
     pm.register(entry.plugin, name=entry.name)
     try:
         classes = [cls for cls in pm.hook.settings_class() if cls is not None]
-    except Exception as error:
-        errors.append(f"plugins.{entry.name}: settings_class() failed: {error!r}")
+    except BaseException as error:
+        if (up := uncontained(error)) is not None:
+            raise up from None
+        errors.append(f"plugins.{entry.name}: settings_class() failed: {describe(error)}")
         return None
     if not classes:
         return _NoSettings

@@ -17,6 +17,7 @@ import pytest
 from conftest import pnbridge
 from plugintools import wait_until_sync, write_plugin
 
+KEY = "containment-key-00000000"
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: |  ")
 
 BOOM = '''
@@ -74,6 +75,11 @@ async def device_removed(event):
 
 
 @hookimpl
+async def send_push(push):
+    raise Boom("push")
+
+
+@hookimpl
 async def reload(app):
     raise Boom("reload")
 
@@ -121,7 +127,9 @@ def assert_log_lines(log: str) -> None:
 
 def test_a_plugin_raising_in_every_hook_stops_nothing(spawn, tmp_path):
     write_plugin(tmp_path / "plugins", "boom", BOOM)
-    daemon = spawn(toml(tmp_path, '''enabled = ["boom"]
+    daemon = spawn(toml(tmp_path, f'''enabled = ["boom"]
+[api]
+keys = ["{KEY}"]
 [plugins.boom.delivery]
 max_attempts = 2
 backoff = 0.01
@@ -136,6 +144,10 @@ max_backoff = 0.02
         daemon.wait_for("plugin boom: task failed: Boom")
         daemon.wait_for("plugin boom: task failed: OSError")
         rows = wait_until_sync(lambda: len(rows := failed(config)) == 5 and rows)
+        answer = client.post("/api/v1/push", json={"username": "u", "verb": "NotifyTextMessage"},
+                             headers={"Authorization": f"Bearer {KEY}"})
+        assert answer.status_code == 200
+        assert {d["reason"] for d in answer.json()["devices"]} == {"transport error: Boom('push')"}
         daemon.popen.send_signal(signal.SIGHUP)
         daemon.wait_for("plugin boom: reload failed: Boom")
         daemon.wait_for("config reloaded")
@@ -220,3 +232,20 @@ max_backoff = 0.02
     assert all("No space left on device" in row for row in rows), rows
     assert daemon.popen.poll() is None
     assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("code", [
+    "raise GeneratorExit('at import')",
+    "class Boom(BaseException): pass\nraise Boom('at import')",
+    "import sys\nsys.setrecursionlimit(60)\ndef f(): return f()\nf()",
+    "from pnbridge import hookimpl\nclass Boom(BaseException): pass\n"
+    "@hookimpl\ndef settings_class():\n    raise Boom('settings')",
+])
+def test_a_plugin_failing_to_load_is_named(tmp_path, code):
+    write_plugin(tmp_path / "plugins", "broken", code)
+    config = tmp_path / "pnbridge.toml"
+    config.write_text(toml(tmp_path, 'enabled = ["broken"]'))
+    result = pnbridge("check-config", "--config", str(config))
+    assert result.returncode == 1
+    assert "plugin broken" in result.stderr or "plugins.broken" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
