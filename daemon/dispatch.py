@@ -84,7 +84,8 @@ class Dispatcher:
     def observe(self, metrics: Metrics, readiness: Readiness) -> None:
         """Count deliveries in ``metrics``, keep its journal gauges fresh, and make each
         plugin's delivery task a readiness check."""
-        self.metrics = self.host.metrics = metrics
+        self.metrics = metrics
+        self.host.observe(metrics)
         metrics.refreshers.append(self._refresh_gauges)
         for state in self.states.values():
             readiness.add(f"plugin {state.name}", partial(_running, state))

@@ -47,7 +47,8 @@ class Metrics:
         )
         self.plugin_errors = Counter(
             "pnbridge_plugin_errors", "Plugin failures outside event delivery, each contained "
-            "to its plugin, by plugin and where (shutdown, reload, task).",
+            "to its plugin, by plugin and where (startup of an optional plugin, shutdown, reload, "
+            "task).",
             ["plugin", "where"], registry=r,
         )
         self.pushes = Counter(

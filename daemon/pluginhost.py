@@ -266,15 +266,25 @@ class PluginHost:
         self.started: App | None = None
         """The App the plugins were started with, while they run."""
         self.metrics: Metrics | None = None
-        self.errors: Counter[tuple[str, str]] = Counter()
-        """Failures outside event delivery, by (plugin, where): startup, shutdown, reload,
-        task."""
+        self._uncounted: Counter[tuple[str, str]] = Counter()  # before there were metrics
+
+    def observe(self, metrics: Metrics) -> None:
+        """Count failures outside event delivery in ``metrics``: from now on, and those of
+        the startup before."""
+        self.metrics = metrics
+        for (plugin, where), count in self._uncounted.items():
+            metrics.plugin_errors.labels(plugin, where).inc(count)
+        self._uncounted.clear()
+
+    def _count(self, plugin: str, where: str) -> None:
+        if self.metrics is None:
+            self._uncounted[plugin, where] += 1
+        else:
+            self.metrics.plugin_errors.labels(plugin, where).inc()
 
     def failed(self, plugin: str, where: str, error: BaseException) -> None:
         """Log and count a failure of ``plugin`` outside event delivery, which stays with it."""
-        self.errors[plugin, where] += 1
-        if self.metrics is not None:
-            self.metrics.plugin_errors.labels(plugin, where).inc()
+        self._count(plugin, where)
         log.error("plugin %s: %s failed: %s", plugin, where, describe(error),
                   exc_info=(type(error), error, error.__traceback__))
 
@@ -349,7 +359,7 @@ class PluginHost:
                     raise up from None
                 problem = (f"took more than {STARTUP_TIMEOUT:g}s"
                            if isinstance(error, trio.TooSlowError) else describe(error))
-                self.errors[name, "startup"] += 1
+                self._count(name, "startup")
                 if name in self.optional:
                     log.error("plugin %s: startup failed: %s; running without it "
                               "(plugins.optional)", name, problem)

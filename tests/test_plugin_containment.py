@@ -249,3 +249,23 @@ def test_a_plugin_failing_to_load_is_named(tmp_path, code):
     assert result.returncode == 1
     assert "plugin broken" in result.stderr or "plugins.broken" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_an_optional_plugin_failing_at_startup_is_left_out_and_counted(spawn, tmp_path):
+    write_plugin(tmp_path / "plugins", "start_boom", '''
+        from pnbridge import hookimpl
+
+        class Boom(BaseException):
+            pass
+
+        @hookimpl
+        async def startup(app):
+            raise Boom("no CRM")
+    ''')
+    daemon = spawn(toml(tmp_path, 'enabled = ["start_boom"]\noptional = ["start_boom"]'))
+    with httpx.Client(base_url=daemon.url()) as client:
+        report(client, "S1")
+        metrics = client.get("/metrics").text
+    assert 'pnbridge_plugin_errors_total{plugin="start_boom",where="startup"} 1.0' in metrics
+    assert daemon.stop() == 0
+    assert "plugin start_boom: startup failed: Boom('no CRM'); running without it" in daemon.log
