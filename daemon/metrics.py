@@ -59,6 +59,11 @@ class Metrics:
             "pnbridge_push_duration_seconds", "Push transport latency by verb.",
             ["verb"], buckets=PUSH_BUCKETS, registry=r,
         )
+        self.push_config_errors = Counter(
+            "pnbridge_push_config_errors", "Pushes whose transport answer points at a wrong "
+            "configuration (pnmediator's url answering a 404 that is not pnmediator's).",
+            registry=r,
+        )
         # Async callables that update gauges from their source just before a scrape.
         self.refreshers: list[Callable[[], Awaitable[None]]] = []
 

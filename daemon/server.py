@@ -101,6 +101,8 @@ async def run(
                     api=config.api, api_keys=ApiKeys(config.api), api_limit=_api_limit(config),
                 )
                 services.pusher = _pusher(config, plugins, services)
+                if services.pusher is not None:
+                    services.readiness.add("push transport", services.pusher.ready)
                 services.readiness.add("database", database_writable(writer))
                 services.metrics.refreshers.append(device_gauge(services.metrics, writer))
                 dispatcher.observe(services.metrics, services.readiness)
@@ -210,13 +212,14 @@ def _web_step(
     old = services.guard
     if problems := plugin_problems(new, old.plugins):
         raise ConfigError(problems)
-    guard = Guard(new.auth, load_users(new), old.plugins, old.nonces)
+    guard = Guard(new.auth, load_users(new), old.plugins, old.nonces, old.slots)
     limits = Limits.of(new)
     api_keys, api_limit = ApiKeys(new.api), _api_limit(new)
 
     def apply() -> None:
         services.reporter = reporter
         services.guard = guard
+        guard.slots.resize(new.auth)
         guard.nonces.lifetime = new.auth.nonce_lifetime
         services.limits = limits
         services.max_devices = new.storage.max_devices_per_user

@@ -128,9 +128,10 @@ class Failure:
 
 
 class Store:
-    """One connection to the pnbridge database."""
+    """One connection to the pnbridge database; with ``read_only``, one that only queries a
+    database another Store has opened (and migrated) before."""
 
-    def __init__(self, path: str | Path, busy_timeout: float = 5.0):
+    def __init__(self, path: str | Path, busy_timeout: float = 5.0, *, read_only: bool = False):
         self.path = Path(path)
         self.journaled = 0  # events this connection wrote (the writer wakes the dispatcher)
         try:
@@ -138,9 +139,12 @@ class Store:
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             self.db = sqlite_utils.Database(conn, execute_plugins=False)
-            self.db.enable_wal()
-            conn.execute("PRAGMA synchronous=FULL")
-            self._migrate()
+            if read_only:
+                conn.execute("PRAGMA query_only=ON")
+            else:
+                self.db.enable_wal()
+                conn.execute("PRAGMA synchronous=FULL")
+                self._migrate()
         except sqlite3.Error as error:
             raise StoreError(f"cannot open database {self.path}: {error}") from error
         self.conn = conn

@@ -8,13 +8,14 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field, replace
+from types import TracebackType
 
-from quart import Response, g, jsonify, request
+from quart import Response, g, has_request_context, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .apikeys import ApiKeys
-from .auth import Guard, Verdict
+from .auth import Guard, Unavailable, Verdict
 from .config import ApiConfig
 from .events import Report
 from .health import Readiness, add_health_routes
@@ -76,10 +77,29 @@ def empty_ok() -> Response:
     return response
 
 
+class App(QuartTrio):
+    """A quart-trio app whose log of an unexpected exception holds no request data."""
+
+    def log_exception(
+        self, exception_info: tuple[type, BaseException, TracebackType] | tuple[None, None, None]
+    ) -> None:
+        """Log an unhandled exception (the answer is 500) by the route's template or rule and
+        the exception's type: Quart's own line holds the decoded path, which on path-style
+        routes is a token or a password, and the message may quote request data. The
+        traceback goes to debug."""
+        kind = exception_info[0].__name__ if exception_info[0] else "exception"
+        where = "-"
+        if has_request_context():
+            rule = request.url_rule.rule if request.url_rule else "-"
+            where = f"{request.method} route={g.get('route') or rule}"
+        log.error("unexpected %s on %s: answered 500", kind, where)
+        log.debug("unexpected %s on %s", kind, where, exc_info=exception_info)
+
+
 def create_app(services: Services, *, health: bool = True, api: bool = True) -> QuartTrio:
     """The reporter app; with ``health``, it also serves /healthz, /readyz and /metrics; with
     ``api``, the push API."""
-    app = QuartTrio("pnbridge")
+    app = App("pnbridge")
     app.config["MAX_CONTENT_LENGTH"] = services.reporter.max_body
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
@@ -110,7 +130,7 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
         client = g.client = client_address(
             request.remote_addr, request.headers.get("X-Forwarded-For"), limits.trusted
         )
-        if wait := limits.per_client.take(client):
+        if wait := limits.per_client.take(limits.client_key(client)):
             reports.labels(route.kind, "limited").inc()
             return plain(429, "too many requests", {"Retry-After": retry_after(wait)})
         body = await _body()
@@ -123,16 +143,21 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
             reports.labels(route.kind, "rejected").inc()
             return plain(400, str(error))
         g.report = report
-        if report.username and (wait := limits.per_username.take(report.username)):
-            reports.labels(route.kind, "limited").inc()
-            return plain(429, "too many requests", {"Retry-After": retry_after(wait)})
         guard = services.guard
         mode = route.auth or guard.config.reporter
+        # Keyed on who the credentials claim to be: guesses at one password are limited
+        # whatever username field (or none) the reports carry.
+        claimed = guard.claimed(mode, request.headers, report)
+        if claimed is not None and (wait := limits.per_username.take(claimed)):
+            reports.labels(route.kind, "limited").inc()
+            return plain(429, "too many requests", {"Retry-After": retry_after(wait)})
         target = raw_path + ("?" + query.decode("latin-1") if query else "")
-        verdict = await guard.check(mode, request.method, target, request.headers, report)
-        if verdict.allowed and verdict.user is not None:
-            if report.username not in (None, verdict.user):
-                verdict = Verdict(False, challenges=verdict.challenges)
+        try:
+            verdict = await guard.check(mode, request.method, target, request.headers, report)
+        except Unavailable:
+            reports.labels(route.kind, "failed").inc()
+            return plain(503, "authentication unavailable, try again later", STORAGE_RETRY)
+        if verdict.user is not None:
             report = g.report = replace(report, username=verdict.user)
         if not verdict.allowed:
             log.info("unauthorized route=%s client=%s username=%s mode=%s",
@@ -216,7 +241,7 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
 def create_admin_app(services: Services, *, api: bool = False) -> QuartTrio:
     """The app of ``[server] admin_listen``: /healthz, /readyz and /metrics; with ``api``
     (``[api] admin_only``), the push API too."""
-    app = QuartTrio("pnbridge-admin")
+    app = App("pnbridge-admin")
     _instrument(app, services)
     add_health_routes(app, services.readiness, services.metrics)
     if api:

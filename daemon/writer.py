@@ -2,7 +2,9 @@
 
 Operations that arrive while a transaction is being written wait and then go together
 into the next one (group commit), so many reports cost one fsync and none is answered
-before its transaction committed. The trio loop never touches SQLite.
+before its transaction committed. Queries that must not wait behind writes (the push API's
+device lookup) go to ``Reader``'s read-only connections instead. The trio loop never
+touches SQLite.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ class _Op(PendingOp):
 class Writer:
     """Runs ``fn(store, *args)`` calls on the store's thread, many to a transaction."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, reader: Reader):
         self.store = store
+        self.reader = reader
         self._pending: deque[_Op] = deque()  # appended on the loop, taken on the thread
         self._work = trio.Event()
         self._thread = trio.CapacityLimiter(1)
@@ -98,12 +101,55 @@ class Writer:
             self._journal_event = trio.Event()
 
 
+class Reader:
+    """Read-only connections, each used by one worker thread at a time, at most ``threads``.
+
+    A query here waits neither for the writer's queue nor for its lock (a WAL reader sees the
+    last commit while a write is under way), and its caller may give up on it: the thread
+    finishes on its own and puts its connection back then.
+    """
+
+    def __init__(self, path: str, busy_timeout: float, threads: int = 4):
+        self._path, self._busy_timeout = path, busy_timeout
+        self._idle: list[Store] = []
+        self._threads = trio.CapacityLimiter(threads)
+        self._closed = False
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(store, *args)`` on a read-only connection; cancellable at any time."""
+        if self._closed:
+            raise trio.ClosedResourceError("the store is closed")
+        return await trio.to_thread.run_sync(
+            self._run, fn, args, limiter=self._threads, abandon_on_cancel=True
+        )
+
+    def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        store = self._idle.pop() if self._idle else Store(
+            self._path, self._busy_timeout, read_only=True
+        )
+        try:
+            return fn(store, *args)
+        finally:
+            if self._closed:
+                store.close()
+            else:
+                self._idle.append(store)
+
+    def close(self) -> None:
+        """Close the idle connections; one still in use is closed when its query ends."""
+        self._closed = True
+        while self._idle:
+            self._idle.pop().close()
+
+
 @asynccontextmanager
 async def open_writer(path: str, busy_timeout: float) -> AsyncIterator[Writer]:
-    """Open the store at ``path`` (off the loop) and serve it until the block ends."""
+    """Open the store at ``path`` (off the loop) and serve it until the block ends; the
+    writer's ``reader`` serves queries on connections of their own meanwhile."""
     store = await trio.to_thread.run_sync(Store, path, busy_timeout)
+    reader = Reader(path, busy_timeout)
     try:
-        writer = Writer(store)
+        writer = Writer(store, reader)
         async with trio.open_nursery() as nursery:
             await nursery.start(writer._serve)
             try:
@@ -111,4 +157,5 @@ async def open_writer(path: str, busy_timeout: float) -> AsyncIterator[Writer]:
             finally:
                 nursery.cancel_scope.cancel()
     finally:
+        await trio.to_thread.run_sync(reader.close)
         await trio.to_thread.run_sync(store.close)

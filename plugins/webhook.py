@@ -32,6 +32,9 @@ DEVICE_FIELDS = ("appid_calls", "appid_msgs", *TOKEN_FIELDS)
 TARGET_KEYS = {"url": (str, "a string"), "secret": (str, "a string"),
                "timeout": ((int, float), "a number")}
 REMEMBERED = 256  # events whose partly successful delivery is remembered for their retry
+# At most this much of an answer's body is read (nothing but its status and headers matter);
+# the rest is never received: the connection is closed.
+MAX_ANSWER = 64 * 1024
 
 
 def _check_url(url: str) -> str | None:
@@ -229,9 +232,7 @@ class Webhook:
             "X-Pnbridge-Signature": sign(target.secret, timestamp, body),
         }
         try:
-            response = await self.client.post(
-                target.url, content=body, headers=headers, timeout=target.timeout
-            )
+            response = await self._exchange(target, body, headers)
         except httpx.TimeoutException:
             return Outcome(f"no answer within {target.timeout:g}s", retry=True)
         except httpx.HTTPError as error:
@@ -243,6 +244,23 @@ class Webhook:
         if status in (408, 429) or status >= 500:
             return Outcome(answer, retry=True, delay=retry_after(response))
         return Outcome(answer, retry=False)
+
+    async def _exchange(
+        self, target: Target, body: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        """POST ``body`` to ``target``; the answer, of whose body at most ``MAX_ANSWER`` bytes
+        are read, for at most ``target.timeout`` seconds. A longer or slower one is cut off
+        there (its connection closed): the status and headers decide alone."""
+        async with self.client.stream(
+            "POST", target.url, content=body, headers=headers, timeout=target.timeout
+        ) as response:
+            read = 0
+            with trio.move_on_after(target.timeout):
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read > MAX_ANSWER:
+                        break
+        return response
 
 
 webhook: Webhook | None = None
