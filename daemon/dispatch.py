@@ -28,7 +28,7 @@ from .config import PluginsConfig
 from .events import Event
 from .hookspecs import PermanentFailure, RetryLater
 from .log import redact
-from .pluginhost import PluginHost
+from .pluginhost import PluginHost, describe, uncontained
 from .store import Store, StoreError
 from .writer import Writer
 
@@ -85,6 +85,7 @@ class Dispatcher:
         """Count deliveries in ``metrics``, keep its journal gauges fresh, and make each
         plugin's delivery task a readiness check."""
         self.metrics = metrics
+        self.host.observe(metrics)
         metrics.refreshers.append(self._refresh_gauges)
         for state in self.states.values():
             readiness.add(f"plugin {state.name}", partial(_running, state))
@@ -177,8 +178,10 @@ class Dispatcher:
             except trio.TooSlowError:
                 problem = f"timed out after {limits.timeout:g}s"
                 delay = backoff(attempt, limits.backoff, limits.max_backoff)
-            except Exception as error:
-                problem = repr(error)
+            except BaseException as error:  # anything the plugin raised is its own failure
+                if (up := uncontained(error)) is not None:
+                    raise up from None
+                problem = describe(error)
                 delay = backoff(attempt, limits.backoff, limits.max_backoff)
             else:
                 state.delivered += 1

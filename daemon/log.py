@@ -9,11 +9,14 @@ import re
 import sys
 from typing import Any
 
-# C0 and C1 controls, DEL, the Unicode line and paragraph separators, and the bidi controls
-# that reorder what a terminal shows.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators, the bidi controls that
+# reorder what a terminal shows, and lone surrogates (JSON lets them in; UTF-8 cannot hold them).
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 # The userinfo of a URL (``scheme://user:password@host``): up to the authority's last ``@``.
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/?#\s@]*(?:@[^/?#\s@]*)*@")
+# The scheme's length is bounded: a log line of "a.a.a..." must not cost quadratic time.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]{0,31}://)[^/?#\s@]*(?:@[^/?#\s@]*)*@")
 
 
 def _escaped(found: re.Match[str]) -> str:
@@ -22,8 +25,8 @@ def _escaped(found: re.Match[str]) -> str:
 
 
 def escape(text: object) -> str:
-    """``text`` as one printable line: control characters (C0, DEL, C1), line separators and
-    bidi controls as ``\\xNN`` / ``\\uNNNN``."""
+    """``text`` as one printable line: control characters (C0, DEL, C1), line separators,
+    bidi controls and lone surrogates as ``\\xNN`` / ``\\uNNNN``."""
     return _UNSAFE.sub(_escaped, str(text))
 
 

@@ -45,6 +45,12 @@ class Metrics:
             "pnbridge_deliveries", "Event deliveries to plugins by plugin and outcome "
             "(delivered, retried, parked).", ["plugin", "outcome"], registry=r,
         )
+        self.plugin_errors = Counter(
+            "pnbridge_plugin_errors", "Plugin failures outside event delivery, each contained "
+            "to its plugin, by plugin and where (startup of an optional plugin, shutdown, reload, "
+            "task).",
+            ["plugin", "where"], registry=r,
+        )
         self.pushes = Counter(
             "pnbridge_pushes", "Pushes sent to devices by verb and outcome.",
             ["verb", "outcome"], registry=r,

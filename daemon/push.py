@@ -20,7 +20,7 @@ from .config import Config
 from .events import Device, Pair, Push, PushResult
 from .log import shorten
 from .metrics import Metrics
-from .pluginhost import PluginHost
+from .pluginhost import PluginHost, describe, uncontained
 from .store import Change, Store, StoreError
 from .writer import Writer, open_writer
 
@@ -252,9 +252,11 @@ class Pusher:
         started = time.perf_counter()
         try:
             result = await self.send(push)
-        except Exception as error:
+        except BaseException as error:  # anything the plugin raised fails this device only
+            if (up := uncontained(error)) is not None:
+                raise up from None
             log.exception("push transport failed selector=%s", shorten(push.device.selector))
-            result = PushResult("failed", f"transport error: {error!r}")
+            result = PushResult("failed", f"transport error: {describe(error)}")
         finally:
             self.metrics.push_latency.labels(push.verb).observe(time.perf_counter() - started)
         if result is None:
