@@ -53,6 +53,11 @@ class Metrics:
             "pnbridge_push_duration_seconds", "Push transport latency by verb.",
             ["verb"], buckets=PUSH_BUCKETS, registry=r,
         )
+        self.task_errors = Counter(
+            "pnbridge_task_errors", "Errors background tasks survived, by task (expiry, "
+            "delivery, pruning, cursors, metrics): a row skipped or a pass to be run again.",
+            ["task"], registry=r,
+        )
         # Async callables that update gauges from their source just before a scrape.
         self.refreshers: list[Callable[[], Awaitable[None]]] = []
 
@@ -63,4 +68,5 @@ class Metrics:
                 await refresh()
             except Exception as error:  # e.g. the database is locked: serve the last values
                 log.warning("metrics: cannot refresh gauges: %r", error)
+                self.task_errors.labels("metrics").inc()
         return generate_latest(self.registry)
