@@ -172,6 +172,13 @@ class ReporterConfig:
     ipv6_prefix: int = field(
         default=64, metadata=check(lambda n: None if 1 <= n <= 128 else "must be 1 to 128")
     )
+    # Extras (fields that are neither canonical nor credentials): at most this many, each
+    # (name and value, as stored in JSON) at most max_extra_bytes, all at most max_extras_bytes.
+    max_extras: int = field(default=32, metadata=check(lambda n: _between(n, 0, 1000)))
+    max_extra_bytes: int = field(default=512, metadata=check(lambda n: _between(n, 16, 65536)))
+    max_extras_bytes: int = field(
+        default=4096, metadata=check(lambda n: _between(n, 16, 1 << 20))
+    )
 
 
 def _check_realm(realm: str) -> str | None:

@@ -64,6 +64,11 @@ class Metrics:
             "configuration (pnmediator's url answering a 404 that is not pnmediator's).",
             registry=r,
         )
+        self.task_errors = Counter(
+            "pnbridge_task_errors", "Errors background tasks survived, by task (expiry, "
+            "delivery, pruning, cursors, metrics): a row skipped or a pass to be run again.",
+            ["task"], registry=r,
+        )
         # Async callables that update gauges from their source just before a scrape.
         self.refreshers: list[Callable[[], Awaitable[None]]] = []
 
@@ -74,4 +79,5 @@ class Metrics:
                 await refresh()
             except Exception as error:  # e.g. the database is locked: serve the last values
                 log.warning("metrics: cannot refresh gauges: %r", error)
+                self.task_errors.labels("metrics").inc()
         return generate_latest(self.registry)

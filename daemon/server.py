@@ -148,7 +148,7 @@ async def _serve(
         if signals is not None:
             helpers.start_soon(_on_signals, signals, reloader, notifier, shutdown, plugins)
         if (expire_after := config.storage.expire_seconds) is not None:
-            helpers.start_soon(expire_devices, services.writer, expire_after)
+            helpers.start_soon(expire_devices, services.writer, expire_after, services.metrics)
         async with trio.open_nursery() as nursery:
             binds = []
             for served, hc in servers:

@@ -19,6 +19,7 @@ from .auth import Guard, Unavailable, Verdict
 from .config import ApiConfig
 from .events import Report
 from .health import Readiness, add_health_routes
+from .jsontext import BadJSON, loads
 from .log import escape, shorten
 from .metrics import Metrics
 from .push import BadPush, Pusher, UnknownUser, parse_request
@@ -213,9 +214,9 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
             return api_error(429, "too many requests with this key",
                              {"Retry-After": retry_after(wait)})
         try:
-            data = json.loads(await request.get_data(cache=False))
-        except (ValueError, UnicodeDecodeError) as error:
-            return api_error(400, f"body: not JSON: {error}", field="body")
+            data = loads(await request.get_data(cache=False))
+        except BadJSON as error:
+            return api_error(400, str(error), field=error.field)
         try:
             wanted = parse_request(data)
         except BadPush as error:
