@@ -154,8 +154,8 @@ ROUTE = "/t/{username}/{selector}/{token_msgs}"
 
 
 def test_an_unexpected_exception_is_a_500_whose_log_holds_no_path(spawn, tmp_path):
-    """A device row the daemon cannot read (its extras are not JSON: a hand edit, a bad
-    disk) makes the report for it fail unexpectedly. The answer is a bare 500, and the log
+    """A device row the daemon cannot read (a token stored as a BLOB by another tool) makes
+    the report for it fail unexpectedly. The answer is a bare 500, and the log
     names the route template and the exception type, never the path or the query."""
     db = tmp_path / "pnbridge.db"
     daemon = spawn(textwrap.dedent(f"""\
@@ -173,7 +173,7 @@ def test_an_unexpected_exception_is_a_500_whose_log_holds_no_path(spawn, tmp_pat
     url = daemon.url()
     assert httpx.get(f"{url}/t/alice/S1/first-token").status_code == 200
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE devices SET extras = '{' WHERE selector = 'S1'")
+        conn.execute("UPDATE devices SET token_msgs = x'ff00' WHERE selector = 'S1'")
     r = httpx.get(f"{url}/t/alice/S1/SECRET-TOKEN-7f3a?q=QUERY-SECRET-19")
     assert r.status_code == 500
     assert r.text.startswith("The server encountered an internal error") and r.text[-1] == "\n"
