@@ -67,6 +67,21 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequenc
     return hops[0] if hops else (peer or "unix")
 
 
+def client_key(address: str, ipv6_prefix: int = 64) -> str:
+    """The per-client limit's key for ``address``: an IPv6 address stands for its network of
+    ``ipv6_prefix`` bits (one host holds a whole /64); an IPv4 address, an IPv4-mapped IPv6
+    one included, and anything that is no address stand for themselves."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
+    return str(ip)
+
+
 def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
@@ -82,6 +97,11 @@ class Limits:
     per_client: Buckets
     per_username: Buckets
     trusted: list[Network]
+    ipv6_prefix: int = 64
+
+    def client_key(self, address: str) -> str:
+        """The per-client bucket ``address`` takes from."""
+        return client_key(address, self.ipv6_prefix)
 
     @classmethod
     def of(cls, config: Config) -> Limits:
@@ -90,4 +110,5 @@ class Limits:
             Buckets(reporter.client_rate, reporter.client_burst),
             Buckets(reporter.username_rate, reporter.username_burst),
             networks(config.server.trusted_proxies),
+            reporter.ipv6_prefix,
         )
