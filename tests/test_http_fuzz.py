@@ -93,12 +93,16 @@ def random_request(rng: random.Random) -> bytes:
     return raw
 
 
-def exchange(address: tuple[str, int], raw: bytes, timeout: float = 10.0) -> int | None:
-    """Send ``raw``; the status of the answer, or None when the daemon closed without one."""
+def exchange(address: tuple[str, int], raw: bytes, timeout: float = 10.0,
+             half_close: bool = True) -> int | None:
+    """Send ``raw`` (then shut the socket's sending side, unless not ``half_close``: the daemon
+    takes that for a client gone and may drop the request); the status of the answer, or None
+    when the daemon closed without one."""
     with socket.create_connection(address, timeout=timeout) as sock:
         try:
             sock.sendall(raw)
-            sock.shutdown(socket.SHUT_WR)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # it may stop reading a request it has rejected
         answer = b""
@@ -235,7 +239,7 @@ auth = "{mode}"
             for _ in range(600):
                 for name, generate in CLASSES.items():
                     raw = generate(rng)
-                    status = exchange(address, raw)
+                    status = exchange(address, raw, half_close=False)
                     seen = statuses[name]
                     seen[status] = seen.get(status, 0) + 1
                     assert status is None or status < 500, (name, status, raw[:300])
