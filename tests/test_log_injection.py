@@ -105,6 +105,15 @@ def test_requests_cannot_forge_log_lines_or_reach_a_terminal(spawn, tmp_path):
             + b"X-Odd: " + raw + b"\r\n",
         ))
         assert answer.startswith(b"HTTP/1.1 200 "), answer
+    # A charset name with escape codes (codecs.lookup folds them away, so utf-8 is used) on a
+    # body that is no UTF-8: the 400 names the charset, and so may the log.
+    for raw in RAW_HEADER:
+        body = b"username=\xff\xfe&selector=x"
+        answer = send(url, b"POST /token/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/"
+                      b"x-www-form-urlencoded; charset=utf" + raw + b"8\r\nContent-Length: "
+                      + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        assert_clean(answer.split(b"\r\n\r\n", 1)[1].decode(), "a 400's body")
     # A removal through the proxy as well.
     answer = send(url, get(b"/removeToken/?selector=S0",
                            b"X-Forwarded-For: \x1b[2J\x1b[HFORGED\r\n"))
