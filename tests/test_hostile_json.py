@@ -452,3 +452,18 @@ def test_store_reads_what_cannot_be_read_as_little_as_possible(tmp_path):
     (event,) = store.events()
     assert (event.after.selector, event.after.username, event.source) == ("S", "u", {})
 
+
+
+@pytest.mark.parametrize("args", [
+    ("devices", "list", "--username", "\udcff"),
+    ("devices", "show", "S\udcfe"),
+    ("devices", "remove", "S\udcfe"),
+    ("push", "NotifyTextMessage", "--username", "1001", "--message", "caf\udce9"),
+])
+def test_cli_arguments_that_are_no_utf8_are_refused(tmp_path, args):
+    Store(tmp_path / "p.db").close()
+    config = tmp_path / "cli.toml"
+    config.write_text(f'[storage]\npath = "{tmp_path / "p.db"}"\n')
+    result = pnbridge(*args, "--config", str(config))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("pnbridge: argument '") and "is not valid UTF-8" in result.stderr
