@@ -251,6 +251,16 @@ async def test_real_charsets_still_work(start_daemon, name):
     assert daemon.store().devices()[0].username == "1001"
 
 
+async def test_a_lone_surrogate_a_charset_decodes_to_is_400(start_daemon):
+    """UTF-7 is a text encoding, yet decodes "+2AA-" to a lone surrogate."""
+    daemon = await start_daemon()
+    for mime, body in ((b"application/json", report(ver='"+2AA-"').replace(TOKEN, "t")),
+                       (b"application/x-www-form-urlencoded", _query(ver="+2AA-"))):
+        status, text = await post(daemon, "/token", body.encode(), mime + b"; charset=utf-7")
+        assert (status, text) == (400, "body is not valid utf-7 (a lone surrogate)\n")
+    assert daemon.store().devices() == []
+
+
 # -- E.164 usernames --------------------------------------------------------------------------
 
 
