@@ -27,7 +27,7 @@ from . import digest, users
 from .config import AuthConfig, AuthMode, Config
 from .events import Report
 from .fields import fold
-from .pluginhost import PluginHost
+from .pluginhost import PluginHost, uncontained
 from .settings import ConfigError
 
 HOOK = "authenticate_report"
@@ -170,7 +170,9 @@ class Guard:
                             partial(plugins.call_sync, name, HOOK, **kwargs),
                             limiter=self.slots.hook_threads, abandon_on_cancel=True,
                         )
-                except Exception as error:
+                except BaseException as error:  # anything the plugin raised: a 503
+                    if (up := uncontained(error)) is not None:
+                        raise up from None
                     # The message may quote the credentials: its type only, the rest at debug.
                     log.error("plugin %s: %s failed: %s", name, HOOK, type(error).__name__)
                     log.debug("plugin %s: %s failed", name, HOOK, exc_info=True)

@@ -84,6 +84,11 @@ def open_store(config: Config, *, create: bool = False) -> Store:
 @click.version_option(__version__, prog_name="pnbridge")
 def main() -> None:
     """Push token and account removal reporter for Acrobits softphones."""
+    for arg in sys.argv[1:]:  # bytes that are no UTF-8 arrive as lone surrogates
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            fail(f"argument {ascii(arg)[:60]} is not valid UTF-8")
 
 
 @main.command()

@@ -19,6 +19,8 @@ MAX_DIGITS = 40  # an integer longer than this is no id, count or phone number
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# How a lone surrogate gets into the parsed value: escaped, or already in the text.
+_SURROGATE_SOURCE = re.compile("\\\\u[dD][89a-fA-F]|[\ud800-\udfff]")
 
 
 class BadJSON(ValueError):
@@ -67,25 +69,38 @@ class _Unfit:
         self.problem = problem
 
 
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    data = dict(pairs)
-    if len(data) < len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                data[key] = _Unfit(f"key {label(key)} given twice")
-                break
-            seen.add(key)
-    return data
+class _Hooks:
+    """The parser's hooks for one document; ``unfit`` tells whether any value is."""
 
+    def __init__(self) -> None:
+        self.unfit = False
 
-def _constant(name: str) -> _Unfit:
-    return _Unfit(f"{name} is not a JSON number")
+    def _unfit(self, problem: str) -> _Unfit:
+        self.unfit = True
+        return _Unfit(problem)
 
+    def object(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        data = dict(pairs)
+        if len(data) < len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    data[key] = self._unfit(f"key {label(key)} given twice")
+                    break
+                seen.add(key)
+        return data
 
-def _integer(text: str) -> int | _Unfit:
-    digits = len(text.lstrip("-"))
-    return _Unfit(f"number longer than {MAX_DIGITS} digits") if digits > MAX_DIGITS else int(text)
+    def constant(self, name: str) -> _Unfit:
+        return self._unfit(f"{name} is not a JSON number")
+
+    def integer(self, text: str) -> int | _Unfit:
+        if len(text.lstrip("-")) > MAX_DIGITS:
+            return self._unfit(f"number longer than {MAX_DIGITS} digits")
+        return int(text)
+
+    def float(self, text: str) -> float | _Unfit:
+        value = float(text)
+        return value if math.isfinite(value) else self._unfit("number out of range")
 
 
 def loads(data: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
@@ -99,12 +114,14 @@ def loads(data: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
     if too_deep(data, max_depth):
         raise BadJSON("body", f"not valid JSON (nested deeper than {max_depth} levels, or "
                               "brackets that do not match)")
+    hooks = _Hooks()
     try:
-        value = json.loads(data, object_pairs_hook=_object, parse_constant=_constant,
-                           parse_int=_integer)
+        value = json.loads(data, object_pairs_hook=hooks.object, parse_constant=hooks.constant,
+                           parse_int=hooks.integer, parse_float=hooks.float)
     except (ValueError, RecursionError) as error:
         raise BadJSON("body", f"not valid JSON ({error})") from None
-    _check(value)
+    if hooks.unfit or _SURROGATE_SOURCE.search(data):  # else there is nothing to find
+        _check(value)
     return value
 
 
@@ -119,8 +136,6 @@ def _check(value: Any) -> None:
             item = stack.pop()
             if isinstance(item, _Unfit):
                 raise BadJSON(label(field), item.problem)
-            if isinstance(item, float) and not math.isfinite(item):
-                raise BadJSON(label(field), "number out of range")
             if isinstance(item, str) and _SURROGATE.search(item):
                 raise BadJSON(label(field), "lone surrogate (\\ud800-\\udfff) in a string")
             if isinstance(item, dict):

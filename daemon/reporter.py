@@ -190,6 +190,8 @@ def parse_body(
         text = body.decode(charset)
     except Exception:  # a codec may raise anything on bytes it cannot take
         raise BadReport(f"body is not valid {charset}") from None
+    if _SURROGATE.search(text):  # UTF-7 decodes "+2AA-" to one
+        raise BadReport(f"body is not valid {charset} (a lone surrogate)")
     text = text.lstrip("\ufeff").strip()
     if text.startswith("{"):
         try:
@@ -216,6 +218,7 @@ _NOT_CHARSETS = frozenset({
     "zlib_codec", "aliases", "charmap", "idna", "mbcs", "oem", "punycode", "raw_unicode_escape",
     "undefined", "unicode_escape",
 })
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _CHARSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,39}")
 
 

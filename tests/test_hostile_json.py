@@ -251,6 +251,16 @@ async def test_real_charsets_still_work(start_daemon, name):
     assert daemon.store().devices()[0].username == "1001"
 
 
+async def test_a_lone_surrogate_a_charset_decodes_to_is_400(start_daemon):
+    """UTF-7 is a text encoding, yet decodes "+2AA-" to a lone surrogate."""
+    daemon = await start_daemon()
+    for mime, body in ((b"application/json", report(ver='"+2AA-"').replace(TOKEN, "t")),
+                       (b"application/x-www-form-urlencoded", _query(ver="+2AA-"))):
+        status, text = await post(daemon, "/token", body.encode(), mime + b"; charset=utf-7")
+        assert (status, text) == (400, "body is not valid utf-7 (a lone surrogate)\n")
+    assert daemon.store().devices() == []
+
+
 # -- E.164 usernames --------------------------------------------------------------------------
 
 
@@ -452,3 +462,18 @@ def test_store_reads_what_cannot_be_read_as_little_as_possible(tmp_path):
     (event,) = store.events()
     assert (event.after.selector, event.after.username, event.source) == ("S", "u", {})
 
+
+
+@pytest.mark.parametrize("args", [
+    ("devices", "list", "--username", "\udcff"),
+    ("devices", "show", "S\udcfe"),
+    ("devices", "remove", "S\udcfe"),
+    ("push", "NotifyTextMessage", "--username", "1001", "--message", "caf\udce9"),
+])
+def test_cli_arguments_that_are_no_utf8_are_refused(tmp_path, args):
+    Store(tmp_path / "p.db").close()
+    config = tmp_path / "cli.toml"
+    config.write_text(f'[storage]\npath = "{tmp_path / "p.db"}"\n')
+    result = pnbridge(*args, "--config", str(config))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("pnbridge: argument '") and "is not valid UTF-8" in result.stderr

@@ -269,3 +269,46 @@ def test_an_optional_plugin_failing_at_startup_is_left_out_and_counted(spawn, tm
     assert 'pnbridge_plugin_errors_total{plugin="start_boom",where="startup"} 1.0' in metrics
     assert daemon.stop() == 0
     assert "plugin start_boom: startup failed: Boom('no CRM'); running without it" in daemon.log
+
+
+def test_an_auth_hook_raising_a_base_exception_is_a_503(spawn, tmp_path):
+    write_plugin(tmp_path / "plugins", "pbxsync", '''
+        from pnbridge import hookimpl
+
+        class Boom(BaseException):
+            pass
+
+        @hookimpl
+        def authenticate_report(username, credentials, report):
+            if username == "thread":
+                raise Boom("PBX database gone")
+            return True
+    ''')
+    write_plugin(tmp_path / "plugins", "pbxasync", '''
+        import trio
+        from pnbridge import hookimpl
+
+        class Boom(BaseException):
+            pass
+
+        @hookimpl
+        async def authenticate_report(username, credentials, report):
+            if username == "group":
+                async def fail():
+                    raise Boom("in a group")
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(fail)
+    ''')
+    daemon = spawn(toml(tmp_path, 'enabled = ["pbxsync", "pbxasync"]')
+                   + '[auth]\nreporter = "hook"\n')
+    with httpx.Client(base_url=daemon.url()) as client:
+        for user in ("thread", "group", "thread"):
+            answer = client.get("/token/", params={"username": user, "selector": "S",
+                                                   "pushToken": "t", "password": "pw"})
+            assert answer.status_code == 503, answer.text
+        answer = client.get("/token/", params={"username": "ok", "selector": "S",
+                                               "pushToken": "t", "password": "pw"})
+        assert answer.status_code == 200
+    assert daemon.stop() == 0
+    assert "plugin pbxsync: authenticate_report failed: Boom" in daemon.log
+    assert "plugin pbxasync: authenticate_report failed: BaseExceptionGroup" in daemon.log
