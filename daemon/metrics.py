@@ -53,6 +53,11 @@ class Metrics:
             "pnbridge_push_duration_seconds", "Push transport latency by verb.",
             ["verb"], buckets=PUSH_BUCKETS, registry=r,
         )
+        self.connection_errors = Counter(
+            "pnbridge_connection_errors", "Client connections that failed inside the HTTP "
+            "server (contained: logged at debug, the daemon serves on), by exception.",
+            ["error"], registry=r,
+        )
         # Async callables that update gauges from their source just before a scrape.
         self.refreshers: list[Callable[[], Awaitable[None]]] = []
 
