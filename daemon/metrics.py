@@ -69,6 +69,11 @@ class Metrics:
             "delivery, pruning, cursors, metrics): a row skipped or a pass to be run again.",
             ["task"], registry=r,
         )
+        self.connection_errors = Counter(
+            "pnbridge_connection_errors", "Client connections that failed inside the HTTP "
+            "server (contained: logged at debug, the daemon serves on), by exception.",
+            ["error"], registry=r,
+        )
         # Async callables that update gauges from their source just before a scrape.
         self.refreshers: list[Callable[[], Awaitable[None]]] = []
 

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from functools import partial
 
 import hypercorn.config
-import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
@@ -21,6 +20,7 @@ from .digest import Nonces
 from .dispatch import open_plugins
 from .expiry import expire_devices
 from .health import database_writable, device_gauge
+from .httpserver import serve
 from .log import set_level
 from .pluginhost import PluginHost, load_plugins
 from .push import Pusher, transport
@@ -152,9 +152,9 @@ async def _serve(
         async with trio.open_nursery() as nursery:
             binds = []
             for served, hc in servers:
-                serve = partial(hypercorn.trio.serve, shield_sends(served), hc,
-                                shutdown_trigger=shutdown.wait)
-                binds.append(await nursery.start(serve))
+                binds.append(await nursery.start(partial(
+                    serve, shield_sends(served), hc, services.metrics.connection_errors,
+                    shutdown_trigger=shutdown.wait)))
             log.info("listening on %s, database %s",
                      ", ".join(binds[0]), config.storage.path)
             if admin:

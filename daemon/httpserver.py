@@ -1,0 +1,129 @@
+"""pnbridge's HTTP server: hypercorn's trio worker cut down to TCP and unix binds, with every
+connection contained.
+
+hypercorn's own ``TCPServer`` closes a connection (``send_eof``) while another of its tasks
+may be sending on it: when a client cuts a request body short and closes as the answer goes
+out, hypercorn's 400 for the cut body races that close, the send raises
+``trio.BusyResourceError``, and nothing stops it before the server's nursery, which exits the
+daemon. Here each connection closes under its send lock, and whatever a connection raises
+stays in that connection: it is counted (``pnbridge_connection_errors_total``) and logged at
+debug, once per connection.
+
+Written against hypercorn 0.17 and 0.18 (pyproject pins ``<0.19``: this module subclasses
+``hypercorn.trio.tcp_server.TCPServer`` and uses its internals).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState, LifespanState
+from hypercorn.utils import repr_socket_addr, wrap_app
+from prometheus_client import Counter
+
+log = logging.getLogger("pnbridge.http")
+
+# Seconds a send under way gets to finish before a closing connection closes under it.
+CLOSE_WAIT = 2.0
+
+
+class Connection(TCPServer):
+    """One client connection: hypercorn's, closed under its send lock, its failures contained."""
+
+    def __init__(self, errors: Counter, *args: Any) -> None:
+        super().__init__(*args)
+        self.errors = errors
+
+    async def run(self) -> None:
+        """Serve the connection; an exception from it is counted and logged, never raised.
+
+        Only ``Exception`` is contained: ``trio.Cancelled`` (the server's grace period running
+        out) and ``KeyboardInterrupt`` go on to the server.
+        """
+        try:
+            await super().run()
+        except* Exception as group:
+            self._failed(group)
+
+    def _failed(self, group: BaseExceptionGroup) -> None:
+        names = sorted({type(error).__name__ for error in _leaves(group)})
+        for name in names:
+            self.errors.labels(name).inc()
+        log.debug("connection failed (contained): %s", ", ".join(names), exc_info=group)
+
+    async def _close(self) -> None:
+        """Send EOF, then close: the EOF under the send lock, so that it cannot race a send;
+        shielded, so that a cancelled connection still closes its socket."""
+        with trio.CancelScope(shield=True):
+            try:
+                with trio.move_on_after(CLOSE_WAIT):
+                    if self.send_lock.statistics().owner is trio.lowlevel.current_task():
+                        await self._send_eof()
+                    else:
+                        async with self.send_lock:
+                            await self._send_eof()
+            finally:
+                await self.stream.aclose()
+
+    async def _send_eof(self) -> None:
+        # Broken/Closed: the client is gone; AttributeError: a TLS stream (no half-close).
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
+                                 AttributeError):
+            await self.stream.send_eof()
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for error in group.exceptions:
+        leaves.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return leaves
+
+
+async def serve(
+    app: Any,
+    config: HypercornConfig,
+    errors: Counter,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the ASGI ``app`` on ``config.bind`` (host:port, unix: and fd:// binds) until
+    ``shutdown_trigger`` returns; then in-flight requests get ``config.graceful_timeout``
+    seconds. Reports ``started`` with the bound addresses. hypercorn's
+    ``hypercorn.trio.worker_serve`` without TLS, QUIC and max_requests, with ``Connection``."""
+    asgi = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    state: LifespanState = {}
+    lifespan = Lifespan(asgi, config, state)
+    context = WorkerContext(None)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as connections:
+            listeners, binds = [], []
+            for sock in config.create_sockets().insecure_sockets:
+                sock.listen(config.backlog)
+                listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+                binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+            handler = partial(Connection, errors, asgi, config, context,
+                              ConnectionState(state.copy()))
+            task_status.started(binds)
+            try:
+                async with trio.open_nursery() as accepting:
+                    accepting.start_soon(partial(trio.serve_listeners, handler, listeners,
+                                                 handler_nursery=connections))
+                    await shutdown_trigger()
+                    accepting.cancel_scope.cancel()
+            finally:
+                await context.terminated.set()
+                connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
