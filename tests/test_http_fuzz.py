@@ -251,8 +251,8 @@ auth = "{mode}"
     assert daemon.popen.poll() is None, daemon.log[-5000:]
     assert report(httpx.Client(base_url=url), "after-fuzz") == 200
     assert good.results and {s for s, _ in good.results} == {200}, good.results
-    for name, seen in statuses.items():  # each class reached the daemon and was answered
-        assert sum(n for s, n in seen.items() if s is not None) > 300, (name, seen)
+    for name, seen in statuses.items():  # every request of each class was answered
+        assert None not in seen, (name, seen)
     log = daemon.log
     assert "\x1b" not in log
     forged = [line for line in log.splitlines() if not LOG_LINE.match(line)]
