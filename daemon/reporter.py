@@ -52,7 +52,6 @@ class Reporter:
             for r in config.routes
         ]
         self.routes = RouteTable.build(configured, self.fields, config.default_routes)
-        self.max_body = config.max_body
         self.max_extras = config.max_extras
         self.max_extra_bytes = config.max_extra_bytes
         self.max_extras_bytes = config.max_extras_bytes

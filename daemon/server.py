@@ -135,13 +135,14 @@ async def _serve(
 ) -> None:
     admin = config.server.admin_listen
     app = create_app(services, health=not admin, api=not config.api.admin_only)
-    app.config["BODY_TIMEOUT"] = config.server.body_timeout
     servers = [(app, hypercorn_config(config, config.server.listen))]
     if admin:
         admin_app = create_admin_app(services, api=config.api.admin_only)
         servers.append((admin_app, hypercorn_config(config, admin)))
+    for served, _ in servers:
+        _body_limits(served, config)
     reloader = Reloader(config, load_config or (lambda: config))
-    reloader.add(partial(_web_step, services, app, [hc for _, hc in servers]))
+    reloader.add(partial(_web_step, services, servers))
     async with trio.open_nursery() as helpers:
         if (interval := watchdog_interval()) is not None:
             helpers.start_soon(keep_watchdog_fed, notifier, interval)
@@ -203,8 +204,14 @@ async def _reload(reloader: Reloader, notifier: Notifier) -> None:
                                         if waiting else ""))
 
 
+def _body_limits(app: QuartTrio, config: Config) -> None:
+    """The largest request body and the time it may take to arrive, on either app."""
+    app.config["MAX_CONTENT_LENGTH"] = config.reporter.max_body
+    app.config["BODY_TIMEOUT"] = config.server.body_timeout
+
+
 def _web_step(
-    services: Services, app: QuartTrio, hcs: list[hypercorn.config.Config], new: Config
+    services: Services, servers: list[tuple[QuartTrio, hypercorn.config.Config]], new: Config
 ) -> Callable[[], None]:
     """The reload step of the web layer: routes, field aliases, auth settings and the users
     file, limits, API keys and deadlines, logging, grace period."""
@@ -226,9 +233,8 @@ def _web_step(
         services.max_headers = new.server.max_headers
         services.access_log = new.server.access_log
         services.api, services.api_keys, services.api_limit = new.api, api_keys, api_limit
-        app.config["MAX_CONTENT_LENGTH"] = reporter.max_body
-        app.config["BODY_TIMEOUT"] = new.server.body_timeout
-        for hc in hcs:
+        for app, hc in servers:
+            _body_limits(app, new)
             _limit(hc, new)
         set_level(new.server.log_level)
 

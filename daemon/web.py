@@ -101,7 +101,6 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
     """The reporter app; with ``health``, it also serves /healthz, /readyz and /metrics; with
     ``api``, the push API."""
     app = App("pnbridge")
-    app.config["MAX_CONTENT_LENGTH"] = services.reporter.max_body
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     _instrument(app, services)
