@@ -1,6 +1,7 @@
 """Connections that end badly: a client that cuts its body short and closes, half-closes,
 resets or stays open as the answer (413, 429) goes out never stops the daemon
-(docs/reliability.md, "Connections"); a connection that fails anyway is contained and counted."""
+(docs/reliability.md); a connection that fails anyway is contained and counted. A request
+whose handler takes longer than ``read_timeout`` still gets its answer."""
 
 from __future__ import annotations
 
@@ -14,16 +15,20 @@ from functools import partial
 
 import httpx
 import trio
-from faults import metric, report
+from conftest import pnbridge
+from faults import daemon_toml, locked, metric, push, report
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 from pnbridge.httpserver import Connection
+from pnmediator_stub import Answer, Stub
 from prometheus_client import CollectorRegistry, Counter
 from quart import request
 from quart_trio import QuartTrio
+from test_push import KEY, push_config
+from test_push import report as report_push
 
 STYLES = ("close", "half", "reset", "open")
 
@@ -143,3 +148,68 @@ async def test_a_connection_that_fails_is_contained_and_counted(nursery):
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         answer = await client.post("/token/", content=b"x" * 10)
     assert answer.status_code == 200 and answer.text == "10"
+
+
+# -- [server] read_timeout bounds reading a request, not answering it ---------------------
+
+
+async def test_a_push_longer_than_read_timeout_gets_its_answer(start_daemon, nursery):
+    # pnmediator answers 503 after 0.4 s, each retry too, until the 2 s deadline: the
+    # answer comes 2 s in, 4 times read_timeout; it used to be a closed socket at 0.5 s.
+    stub = await nursery.start(Stub().serve)
+    daemon = await start_daemon({"server": {"read_timeout": 0.5},
+                                 **push_config(stub, NotifyTextMessage=2.0)})
+    await report_push(daemon, "alice", "A", msgs="slow-503")
+    stub.answer("slow-503", *[Answer(503, {"code": 503, "response": "busy"}, delay=0.4)] * 20)
+    started = trio.current_time()
+    answer = await daemon.client.post(
+        "/api/v1/push", json={"username": "alice", "verb": "NotifyTextMessage", "message": "hi"},
+        headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+    assert answer.status_code == 200
+    assert [d["outcome"] for d in answer.json()["devices"]] == ["failed"]
+    assert trio.current_time() - started > 1.5
+    assert len(stub.to("slow-503")) >= 3
+
+
+def test_a_report_waiting_for_a_lock_longer_than_read_timeout_gets_503(spawn, tmp_path):
+    db = tmp_path / "pnbridge.db"
+    daemon = spawn(daemon_toml(tmp_path, db, busy_timeout=1.5, server="read_timeout = 0.5"))
+    with httpx.Client(base_url=daemon.url(), timeout=10) as client:
+        assert report(client, "before") == 200
+        with locked(db):
+            started = time.monotonic()
+            assert report(client, "during") == 503
+            assert time.monotonic() - started > 1.4
+            assert push(client).status_code == 503
+        assert report(client, "after") == 200
+    assert daemon.popen.poll() is None
+
+
+async def test_read_timeout_still_cuts_a_client_silent_mid_request(start_daemon):
+    daemon = await start_daemon({"server": {"read_timeout": 0.5, "body_timeout": 30,
+                                            "keep_alive_timeout": 30}})
+    port = int(daemon.url.rsplit(":", 1)[1])
+
+    def silent(request: bytes) -> float:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(request)
+            started = time.monotonic()
+            while sock.recv(65536):
+                pass
+            return time.monotonic() - started
+
+    head = b"POST /token/ HTTP/1.1\r\nHost: pnbridge\r\nContent-Length: 50\r\n"
+    for sent in (head, head + b"\r\nusername=al"):  # in the head, in the body
+        took = await trio.to_thread.run_sync(silent, sent)
+        assert 0.4 < took < 3, (sent, took)
+
+
+def test_check_config_rejects_busy_timeout_not_below_grace_period(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[server]\ngrace_period = 5\n[storage]\nbusy_timeout = 5\n")
+    result = pnbridge("check-config", "--config", str(path))
+    assert result.returncode == 1
+    assert "storage.busy_timeout: 5 s must be less than server.grace_period (5 s)" \
+        in result.stderr, result.stderr
+    path.write_text("[server]\ngrace_period = 5\n[storage]\nbusy_timeout = 4.9\n")
+    assert pnbridge("check-config", "--config", str(path)).returncode == 0
