@@ -213,3 +213,45 @@ def test_check_config_rejects_busy_timeout_not_below_grace_period(tmp_path):
         in result.stderr, result.stderr
     path.write_text("[server]\ngrace_period = 5\n[storage]\nbusy_timeout = 4.9\n")
     assert pnbridge("check-config", "--config", str(path)).returncode == 0
+
+
+# -- a request framed twice (RFC 9112 6.1) --------------------------------------------------
+
+
+def exchange(port: int, data: bytes, wait: float = 2.0) -> tuple[bytes, bool]:
+    """Send ``data`` on a new connection; everything answered, and whether the daemon
+    closed the connection (False: still open after ``wait`` seconds of silence)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(data)
+        got = b""
+        try:
+            while chunk := sock.recv(65536):
+                got += chunk
+        except TimeoutError:
+            return got, False
+        return got, True
+
+
+async def test_content_length_with_transfer_encoding_closes_after_the_answer(start_daemon):
+    # A request behind it in the same packet (what a proxy reading the body by the other
+    # header would pass on as a separate request) is never answered.
+    daemon = await start_daemon()
+    port = int(daemon.url.rsplit(":", 1)[1])
+    body = b"username=alice&selector=A&pushToken=tok-A&pushappid=app"
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    behind = b"GET /token/?username=eve&selector=SMUGGLED&pushToken=x HTTP/1.1\r\nHost: p\r\n\r\n"
+    head = b"POST /token/ HTTP/1.1\r\nHost: p\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    for framing in (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+                    b"transfer-encoding: chunked\r\ncontent-length: 1000\r\n",
+                    b"Transfer-Encoding: chunked\r\nContent-Length: 0\r\nContent-Length: 0\r\n"):
+        got, closed = await trio.to_thread.run_sync(exchange, port, head + framing + b"\r\n"
+                                                    + chunked + behind)
+        assert closed and got.count(b"HTTP/1.1 ") == 1, (framing, got)
+        assert b"\r\nconnection: close\r\n" in got.lower(), got
+    # Content-Length alone: both requests answered, the connection kept.
+    alone = head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    got, closed = await trio.to_thread.run_sync(exchange, port, alone + behind)
+    assert not closed and got.count(b"HTTP/1.1 200") == 2, got
+    store = daemon.store()
+    assert {d.selector for d in store.devices()} == {"A", "SMUGGLED"}
+    store.close()
