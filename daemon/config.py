@@ -308,8 +308,8 @@ def parse_config(data: dict) -> Config:
 def _timing_problems(config: Config) -> list[str]:
     """Timeouts that cannot work together."""
     busy, grace = config.storage.busy_timeout, config.server.grace_period
-    if busy >= grace:
-        return [f"storage.busy_timeout: {busy:g} s must be less than server.grace_period"
+    if busy > grace:
+        return [f"storage.busy_timeout: {busy:g} s is longer than server.grace_period"
                 f" ({grace:g} s): a report waiting for a lock when the daemon stops would be"
                 " cut off without an answer"]
     return []

@@ -204,14 +204,14 @@ async def test_read_timeout_still_cuts_a_client_silent_mid_request(start_daemon)
         assert 0.4 < took < 3, (sent, took)
 
 
-def test_check_config_rejects_busy_timeout_not_below_grace_period(tmp_path):
+def test_check_config_rejects_busy_timeout_longer_than_grace_period(tmp_path):
     path = tmp_path / "bad.toml"
-    path.write_text("[server]\ngrace_period = 5\n[storage]\nbusy_timeout = 5\n")
+    path.write_text("[server]\ngrace_period = 5\n[storage]\nbusy_timeout = 5.5\n")
     result = pnbridge("check-config", "--config", str(path))
     assert result.returncode == 1
-    assert "storage.busy_timeout: 5 s must be less than server.grace_period (5 s)" \
+    assert "storage.busy_timeout: 5.5 s is longer than server.grace_period (5 s)" \
         in result.stderr, result.stderr
-    path.write_text("[server]\ngrace_period = 5\n[storage]\nbusy_timeout = 4.9\n")
+    path.write_text("[server]\ngrace_period = 5\n[storage]\nbusy_timeout = 5\n")
     assert pnbridge("check-config", "--config", str(path)).returncode == 0
 
 
