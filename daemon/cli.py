@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NoReturn
@@ -22,7 +23,7 @@ from . import __version__, apikeys, transfer, users
 from .auth import load_users, plugin_problems, security_warnings
 from .config import Config, load_config
 from .events import Device, isotime
-from .log import setup_logging, shorten
+from .log import escape, escape_json, redact, setup_logging, shorten
 from .pluginhost import PluginError, PluginHost, discover, load_plugins
 from .push import VERBS, BadPush, UnknownUser, parse_request, push_once
 from .reporter import BadReport, Reporter
@@ -43,7 +44,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 def fail(*lines: str) -> NoReturn:
     for line in lines:
-        click.echo(f"pnbridge: {line}", err=True)
+        click.echo(f"pnbridge: {redact(escape(line))}", err=True)
     raise SystemExit(1)
 
 
@@ -83,6 +84,11 @@ def open_store(config: Config, *, create: bool = False) -> Store:
 @click.version_option(__version__, prog_name="pnbridge")
 def main() -> None:
     """Push token and account removal reporter for Acrobits softphones."""
+    for arg in sys.argv[1:]:  # bytes that are no UTF-8 arrive as lone surrogates
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            fail(f"argument {ascii(arg)[:60]} is not valid UTF-8")
 
 
 @main.command()
@@ -178,7 +184,7 @@ def devices_show(config_path: str | None, selector: str, as_json: bool) -> None:
         click.echo(json.dumps(device.to_dict(), indent=2))
         return
     for key, value in _describe(device).items():
-        click.echo(f"{key + ':':<13} {value}")
+        click.echo(f"{key + ':':<13} {escape(value)}")
 
 
 def _describe(device: Device) -> dict[str, Any]:
@@ -201,7 +207,7 @@ def devices_remove(config_path: str | None, selector: str) -> None:
     store.close()
     if not changes:
         fail(f"no device with selector {selector}")
-    click.echo(f"removed {selector} (username {changes[0].device.username})")
+    click.echo(escape(f"removed {selector} (username {changes[0].device.username})"))
 
 
 
@@ -252,9 +258,9 @@ def devices_import(config_path: str | None, file: Any) -> None:
         outcomes.update(_import_chunk(store, pending, source))
     store.close()
     for line in problems:
-        click.echo(f"pnbridge: {line}", err=True)
+        click.echo(f"pnbridge: {escape(line)}", err=True)
     summary = ", ".join(f"{outcomes[o]} {o}" for o in ("created", "changed", "unchanged"))
-    click.echo(f"imported {file.name}: {summary}, {len(problems)} skipped")
+    click.echo(escape(f"imported {file.name}: {summary}, {len(problems)} skipped"))
     if problems:
         raise SystemExit(1)
 
@@ -283,7 +289,9 @@ def _progress(file: Any) -> Iterator[Callable[[int], None]]:
 
 
 def _table(rows: list[tuple[str, ...]]) -> None:
-    """Print ``rows`` (the first is the header) as aligned columns."""
+    """Print ``rows`` (the first is the header) as aligned columns, each cell escaped (it
+    may hold what a client sent)."""
+    rows = [tuple(escape(cell) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -298,7 +306,7 @@ def plugins_list(config_path: str | None, as_json: bool) -> None:
     errors: list[str] = []
     found = discover(config.plugins.paths, errors)
     for line in errors:
-        click.echo(f"pnbridge: warning: {line}", err=True)
+        click.echo(f"pnbridge: warning: {escape(line)}", err=True)
     enabled = config.plugins.enabled
     if as_json:
         click.echo(json.dumps([p.to_dict(p.name in enabled) for p in found.values()], indent=2))
@@ -366,7 +374,7 @@ def audit(
     ]
     if as_json:
         for record in matching:
-            click.echo(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+            click.echo(escape_json(json.dumps(record, ensure_ascii=False, separators=(",", ":"))))
         return
     rows = [("TIME", "KIND", "REASON", "SELECTOR", "USERNAME", "TOKENS", "SOURCE")]
     rows += [
@@ -429,6 +437,7 @@ def events(
 
 
 def _show_failures(parked: list[Failure], as_json: bool) -> None:
+    parked = [replace(f, error=redact(f.error)) for f in parked]  # stored by older versions
     if as_json:
         click.echo(json.dumps([f.to_dict() for f in parked], indent=2))
         return

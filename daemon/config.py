@@ -168,6 +168,18 @@ class ReporterConfig:
     client_burst: int = field(default=60, metadata=check(_at_least_one))
     username_rate: float = field(default=0.1, metadata=check(_at_least_zero))
     username_burst: int = field(default=20, metadata=check(_at_least_one))
+    # IPv6 clients share a per-client bucket per network of this prefix length (a host
+    # usually holds a whole /64).
+    ipv6_prefix: int = field(
+        default=64, metadata=check(lambda n: None if 1 <= n <= 128 else "must be 1 to 128")
+    )
+    # Extras (fields that are neither canonical nor credentials): at most this many, each
+    # (name and value, as stored in JSON) at most max_extra_bytes, all at most max_extras_bytes.
+    max_extras: int = field(default=32, metadata=check(lambda n: _between(n, 0, 1000)))
+    max_extra_bytes: int = field(default=512, metadata=check(lambda n: _between(n, 16, 65536)))
+    max_extras_bytes: int = field(
+        default=4096, metadata=check(lambda n: _between(n, 16, 1 << 20))
+    )
 
 
 def _check_realm(realm: str) -> str | None:
@@ -193,6 +205,13 @@ class AuthConfig:
     secret: str = field(default="", metadata=check(_check_secret))
     secret_header: str = "X-Pnbridge-Secret"
     secret_param: str = "secret"
+    # The hook mode: seconds a plugin's authenticate_report may take (then 503), and the
+    # worker threads plain hooks may hold at once (more wait, within the same deadline).
+    hook_timeout: float = field(default=2.0, metadata=check(_positive))
+    hook_threads: int = field(default=8, metadata=check(_at_least_one))
+    # The basic mode: scrypt checks at once, and how many more may wait (beyond: 503).
+    basic_checks: int = field(default=2, metadata=check(_at_least_one))
+    basic_queue: int = field(default=32, metadata=check(_at_least_zero))
 
     def modes(self, reporter: ReporterConfig) -> set[str]:
         """The modes the reporter routes use."""

@@ -11,12 +11,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import struct
 import time
 from collections import OrderedDict
 from enum import Enum
-from urllib.request import parse_http_list, parse_keqv_list
 
 from .users import DIGESTS
 
@@ -93,16 +93,38 @@ def challenge(realm: str, algorithm: str, nonce: str, stale: bool = False) -> st
     )
 
 
+# RFC 9110 11.2: auth-param = token BWS "=" BWS ( token / quoted-string ), comma-separated.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_PARAM = re.compile(
+    rf'[ \t]*({_TOKEN})[ \t]*=[ \t]*(?:({_TOKEN})|"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]'
+    rf'|\\[^\x00-\x08\x0a-\x1f\x7f])*)")[ \t]*(,|$)'
+)
+_ESCAPE = re.compile(r"\\(.)")
+
+
 def parse_authorization(header: str) -> dict[str, str] | None:
-    """The fields of an ``Authorization: Digest ...`` header, or None when it is not one."""
-    scheme, _, rest = header.strip().partition(" ")
-    if scheme.lower() != "digest":
-        return None
+    """The fields of an ``Authorization: Digest ...`` header, or None when it is not one that
+    parses strictly: every parameter ``name=token`` or ``name="quoted"`` (RFC 9110 11.2), none
+    twice, the whole header valid UTF-8 (HTTP header values arrive decoded as latin-1)."""
     try:
-        fields = parse_keqv_list(parse_http_list(rest))
-    except ValueError:
+        header = header.encode("latin-1").decode("utf-8")
+    except UnicodeError:
         return None
-    return {name.lower(): value for name, value in fields.items()}
+    scheme, _, rest = header.strip().partition(" ")
+    if scheme.lower() != "digest" or not rest.strip():
+        return None
+    fields: dict[str, str] = {}
+    at, end = 0, len(rest)
+    while at < end:
+        found = _PARAM.match(rest, at)
+        if found is None or (found.group(4) == "," and found.end() == end):
+            return None
+        name, token, quoted = found.group(1).lower(), found.group(2), found.group(3)
+        if name in fields:
+            return None
+        fields[name] = token if token is not None else _ESCAPE.sub(r"\1", quoted)
+        at = found.end()
+    return fields
 
 
 def response(algorithm: str, ha1: str, method: str, fields: dict[str, str]) -> str:

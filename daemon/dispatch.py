@@ -27,7 +27,8 @@ import trio
 from .config import PluginsConfig
 from .events import Event
 from .hookspecs import PermanentFailure, RetryLater
-from .pluginhost import PluginHost
+from .log import redact
+from .pluginhost import PluginHost, describe, uncontained
 from .store import Store, StoreError
 from .writer import Writer
 
@@ -84,6 +85,7 @@ class Dispatcher:
         """Count deliveries in ``metrics``, keep its journal gauges fresh, and make each
         plugin's delivery task a readiness check."""
         self.metrics = metrics
+        self.host.observe(metrics)
         metrics.refreshers.append(self._refresh_gauges)
         for state in self.states.values():
             readiness.add(f"plugin {state.name}", partial(_running, state))
@@ -102,6 +104,10 @@ class Dispatcher:
         if self.metrics is not None:
             self.metrics.deliveries.labels(name, outcome).inc()
 
+    def _failed(self, task: str) -> None:
+        if self.metrics is not None:
+            self.metrics.task_errors.labels(task).inc()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver and prune until cancelled; ``started`` once every plugin's cursor is read."""
         cursors = await self.writer.call(Store.cursors)
@@ -113,10 +119,12 @@ class Dispatcher:
                 for state in self.states.values():
                     nursery.start_soon(
                         _outlast_storage_errors, f"delivery to {state.name}",
-                        partial(self._deliver_all, state),
+                        partial(self._deliver_all, state), partial(self._failed, "delivery"),
                     )
-                nursery.start_soon(_outlast_storage_errors, "saving cursors", self._save_cursors)
-                nursery.start_soon(_outlast_storage_errors, "pruning", self._prune)
+                nursery.start_soon(_outlast_storage_errors, "saving cursors", self._save_cursors,
+                                   partial(self._failed, "cursors"))
+                nursery.start_soon(_outlast_storage_errors, "pruning", self._prune,
+                                   partial(self._failed, "pruning"))
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(SAVE_TIMEOUT):
@@ -134,9 +142,9 @@ class Dispatcher:
                     Store.pending, state.name, state.cursor, BATCH
                 )
                 for failure in retries:
-                    await self._deliver(state, failure.event, retried=True)
+                    await self._deliver_or_park(state, failure.event, retried=True)
                 for event in events:
-                    await self._deliver(state, event)
+                    await self._deliver_or_park(state, event)
                     state.cursor = event.seq
                 if not retries and len(events) < BATCH:
                     with trio.move_on_after(POLL_INTERVAL):
@@ -157,6 +165,23 @@ class Dispatcher:
             for name, cursor in moved.items():
                 self.states[name].saved = max(self.states[name].saved, cursor)
 
+    async def _deliver_or_park(
+        self, state: PluginState, event: Event, retried: bool = False
+    ) -> None:
+        """``_deliver``; an event it cannot take at all (not a plugin's failure: one of a
+        kind this version does not know, say) is logged, counted and parked at once."""
+        try:
+            await self._deliver(state, event, retried)
+        except (sqlite3.Error, StoreError):
+            raise
+        except Exception as error:
+            log.error("plugin %s: cannot deliver event %s (seq %d), parked: %r",
+                      state.name, event.id, event.seq, error)
+            self._failed("delivery")
+            now = time.time()
+            await self.writer.call(Store.park, state.name, event, 1, repr(error), now, now)
+            state.parked += 1
+
     async def _deliver(self, state: PluginState, event: Event, retried: bool = False) -> None:
         """Deliver ``event`` until it succeeds or is parked."""
         name, limits = state.name, self.host.delivery[state.name]
@@ -176,8 +201,10 @@ class Dispatcher:
             except trio.TooSlowError:
                 problem = f"timed out after {limits.timeout:g}s"
                 delay = backoff(attempt, limits.backoff, limits.max_backoff)
-            except Exception as error:
-                problem = repr(error)
+            except BaseException as error:  # anything the plugin raised is its own failure
+                if (up := uncontained(error)) is not None:
+                    raise up from None
+                problem = describe(error)
                 delay = backoff(attempt, limits.backoff, limits.max_backoff)
             else:
                 state.delivered += 1
@@ -187,7 +214,7 @@ class Dispatcher:
                     await self.writer.call(Store.unpark, name, event.seq)
                 return
             state.failed_attempts += 1
-            state.last_error = problem
+            problem = state.last_error = redact(problem)  # a URL's credentials never stored
             if (
                 delay is None
                 or attempt >= limits.max_attempts
@@ -230,18 +257,26 @@ class Dispatcher:
             await trio.sleep(self.config.prune_interval)
 
 
-async def _outlast_storage_errors(what: str, task: Callable[[], Awaitable[None]]) -> None:
+async def _outlast_storage_errors(
+    what: str, task: Callable[[], Awaitable[None]], failed: Callable[[], None]
+) -> None:
     """Run ``task``, and again after each storage error (a locked, read-only or full
-    database), waiting longer each time up to STORAGE_RETRY_MAX: the fault may clear."""
+    database), waiting longer each time up to STORAGE_RETRY_MAX: the fault may clear. Any
+    other error is logged with its traceback and outlasted the same way: the task never
+    dies. ``failed`` counts each error."""
     failures = 0
     while True:
         try:
             await task()
             return
-        except (sqlite3.Error, StoreError) as error:
+        except Exception as error:
             failures += 1
+            failed()
             wait = backoff(failures, STORAGE_RETRY_FIRST, STORAGE_RETRY_MAX)
-            log.error("%s: storage error (again in %.1fs): %s", what, wait, error)
+            if isinstance(error, sqlite3.Error | StoreError):
+                log.error("%s: storage error (again in %.1fs): %s", what, wait, error)
+            else:
+                log.exception("%s: unexpected error (again in %.1fs)", what, wait)
             await trio.sleep(wait)
 
 

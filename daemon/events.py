@@ -145,9 +145,13 @@ class PushResult:
 
     ``sent``; ``invalid-token`` (the token will never work again: pnbridge clears it);
     ``failed`` (permanent for this push); ``retry`` (transient: pnbridge tries again within
-    the verb's deadline, not before ``retry_after`` seconds when given).
+    the verb's deadline, not before ``retry_after`` seconds when given). ``config_error``
+    marks a failure that says the transport's configuration is likely wrong (pnmediator's
+    url answering a 404 that is not pnmediator's): it is logged at error, counted, and
+    shown by /readyz when it repeats.
     """
 
     outcome: PushOutcome
     reason: str = ""
     retry_after: float | None = None
+    config_error: bool = False

@@ -6,6 +6,7 @@ daemon that runs a task the daemon needs (a plugin's delivery task, say) adds it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -49,14 +50,27 @@ class Readiness:
         return found
 
 
+# /readyz fails once this many storage operations in a row failed, the last one within
+# FAILING_FOR seconds (what reports see, whatever the probe below does).
+FAILING_IN_A_ROW = 3
+FAILING_FOR = 60.0
+
+
 def database_writable(writer: Writer) -> Check:
-    """A check that the database takes a write (a real one, through the writer)."""
+    """A check that the database takes what a report does: a probe through the writer (a
+    device and a journal event written and rolled back, a commit), and no run of failed
+    operations just before (corruption the probe does not reach, say)."""
 
     async def check() -> str | None:
         try:
-            await writer.call(_probe_write)
+            await writer.untracked(_probe_write)
         except sqlite3.Error as error:
             return f"cannot write: {storage_problem(error)}"
+        failing = writer.failing
+        recent = trio.current_time() - failing.at < FAILING_FOR
+        if failing.count >= FAILING_IN_A_ROW and failing.error is not None and recent:
+            return (f"the last {failing.count} storage operations failed: "
+                    f"{storage_problem(failing.error)}")
         return None
 
     return check
@@ -85,16 +99,39 @@ def storage_problem(error: sqlite3.Error) -> str:
 
 
 def _probe_write(store: Store) -> None:
-    # Rewriting the schema version with its own value is a harmless write that commits.
-    version = store.conn.execute("PRAGMA user_version").fetchone()[0]
-    store.conn.execute(f"PRAGMA user_version={int(version)}")
+    """Write where a report writes (a device row, a journal event, their indexes: every page
+    from each b-tree's root to where the row goes), roll that back, and commit a harmless
+    write (the schema version, rewritten with its own value)."""
+    conn = store.conn
+    conn.execute("SAVEPOINT probe")
+    try:
+        conn.execute(
+            "INSERT INTO devices (selector, username, extras, created_at, updated_at, "
+            "last_seen) VALUES (?, ?, '{}', 0, 0, 0)", (PROBE, PROBE),
+        )
+        conn.execute(
+            "INSERT INTO events (id, kind, reason, selector, username, time, source) "
+            "VALUES (?, 'probe', 'probe', ?, ?, 0, '{}')", (PROBE, PROBE, PROBE),
+        )
+    except sqlite3.Error:
+        with contextlib.suppress(sqlite3.Error):  # SQLite may have ended it itself
+            conn.execute("ROLLBACK TO probe")
+        raise
+    conn.execute("ROLLBACK TO probe")
+    conn.execute("RELEASE probe")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    conn.execute(f"PRAGMA user_version={int(version)}")
+
+
+# The probe's selector, username and event id: nothing a report can send (a NUL in it).
+PROBE = "\x00readyz-probe"
 
 
 def device_gauge(metrics: Metrics, writer: Writer) -> Callable[[], Awaitable[None]]:
     """A refresher that sets the devices-stored gauge from the database."""
 
     async def refresh() -> None:
-        metrics.devices.set(await writer.call(_count_devices))
+        metrics.devices.set(await writer.untracked(_count_devices))
 
     return refresh
 

@@ -1,10 +1,44 @@
-"""Logging: one line per record on stderr; tokens only ever shortened."""
+"""Logging: one line per record on stderr; tokens only ever shortened; whatever came from
+outside escaped, so no record can forge a line or write a terminal's escape codes."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+from typing import Any
+
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators, the bidi controls that
+# reorder what a terminal shows, and lone surrogates (JSON lets them in; UTF-8 cannot hold them).
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+# The userinfo of a URL (``scheme://user:password@host``): up to the authority's last ``@``.
+# The scheme's length is bounded: a log line of "a.a.a..." must not cost quadratic time.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]{0,31}://)[^/?#\s@]*(?:@[^/?#\s@]*)*@")
+
+
+def _escaped(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: object) -> str:
+    """``text`` as one printable line: control characters (C0, DEL, C1), line separators,
+    bidi controls and lone surrogates as ``\\xNN`` / ``\\uNNNN``."""
+    return _UNSAFE.sub(_escaped, str(text))
+
+
+def escape_json(text: str) -> str:
+    """JSON text with what ``json.dumps(ensure_ascii=False)`` leaves raw (DEL, C1, line
+    separators, bidi controls) as ``\\uNNNN``: the same JSON value, safe on a terminal."""
+    return _UNSAFE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of every URL in it cut: ``http://***@host/path``."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def shorten(token: str | None) -> str:
@@ -16,6 +50,26 @@ def shorten(token: str | None) -> str:
     return f"{token[:6]}…{token[-2:]}"
 
 
+class SafeFormatter(logging.Formatter):
+    """A formatter for every record of the process (pnbridge's, hypercorn's, quart's): the
+    message and its arguments escaped and URL credentials redacted; a traceback's lines
+    escaped and indented, so that no line of it can pass for a record."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = redact(escape(record.message))
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return _indent(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indent(super().formatStack(stack_info))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + redact(escape(line)) for line in text.split("\n"))
+
+
 def setup_logging(level: str) -> None:
     """Log to stderr, one line per record: level, logger name, message with key=value
     context; without timestamps under journald, which adds its own."""
@@ -24,7 +78,7 @@ def setup_logging(level: str) -> None:
     if not under_journald:
         fmt = "%(asctime)s " + fmt
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(fmt))
+    handler.setFormatter(SafeFormatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     set_level(level)

@@ -45,6 +45,12 @@ class Metrics:
             "pnbridge_deliveries", "Event deliveries to plugins by plugin and outcome "
             "(delivered, retried, parked).", ["plugin", "outcome"], registry=r,
         )
+        self.plugin_errors = Counter(
+            "pnbridge_plugin_errors", "Plugin failures outside event delivery, each contained "
+            "to its plugin, by plugin and where (startup of an optional plugin, shutdown, reload, "
+            "task).",
+            ["plugin", "where"], registry=r,
+        )
         self.pushes = Counter(
             "pnbridge_pushes", "Pushes sent to devices by verb and outcome.",
             ["verb", "outcome"], registry=r,
@@ -52,6 +58,16 @@ class Metrics:
         self.push_latency = Histogram(
             "pnbridge_push_duration_seconds", "Push transport latency by verb.",
             ["verb"], buckets=PUSH_BUCKETS, registry=r,
+        )
+        self.push_config_errors = Counter(
+            "pnbridge_push_config_errors", "Pushes whose transport answer points at a wrong "
+            "configuration (pnmediator's url answering a 404 that is not pnmediator's).",
+            registry=r,
+        )
+        self.task_errors = Counter(
+            "pnbridge_task_errors", "Errors background tasks survived, by task (expiry, "
+            "delivery, pruning, cursors, metrics): a row skipped or a pass to be run again.",
+            ["task"], registry=r,
         )
         self.connection_errors = Counter(
             "pnbridge_connection_errors", "Client connections that failed inside the HTTP "
@@ -68,4 +84,5 @@ class Metrics:
                 await refresh()
             except Exception as error:  # e.g. the database is locked: serve the last values
                 log.warning("metrics: cannot refresh gauges: %r", error)
+                self.task_errors.labels("metrics").inc()
         return generate_latest(self.registry)

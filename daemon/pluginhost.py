@@ -16,18 +16,23 @@ import inspect
 import logging
 import pkgutil
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 import trio
 
 from . import hookspecs
 from .config import DeliveryConfig, PluginsConfig
+from .log import redact
 from .settings import ConfigError, convert
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger("pnbridge.plugins")
 
@@ -44,6 +49,86 @@ HOOKS = tuple(
 
 class PluginError(Exception):
     """A plugin failed where the daemon cannot go on without it (startup)."""
+
+
+# What a plugin raises that is not the plugin's failure but the daemon's own business: a
+# cancellation (a timeout, the shutdown), Ctrl-C, an exit.
+NOT_CONTAINED = (trio.Cancelled, KeyboardInterrupt, SystemExit)
+MAX_PROBLEM = 1000  # characters of a plugin's error that are logged and stored
+
+
+def uncontained(error: BaseException) -> BaseException | None:
+    """The part of ``error`` (a plugin's) that must go on up (NOT_CONTAINED, also inside an
+    exception group), or None when all of it is the plugin's own failure."""
+    if isinstance(error, BaseExceptionGroup):
+        return error.split(NOT_CONTAINED)[0]
+    return error if isinstance(error, NOT_CONTAINED) else None
+
+
+def describe(error: BaseException) -> str:
+    """``repr(error)`` without URL credentials, at most MAX_PROBLEM characters; never raises
+    (a plugin's exception may have a ``__repr__`` that does)."""
+    try:
+        text = redact(repr(error))
+    except Exception:
+        text = f"{type(error).__name__}(<repr failed>)"
+    return text if len(text) <= MAX_PROBLEM else text[:MAX_PROBLEM] + "…"
+
+
+class PluginNursery:
+    """The nursery one plugin starts its background tasks in (``app.nursery``). A task that
+    fails after it started is logged and counted, and ends alone: never the daemon."""
+
+    def __init__(self, nursery: trio.Nursery, host: PluginHost, plugin: str = "?"):
+        self._nursery = nursery
+        self._host = host
+        self.plugin = plugin
+
+    @property
+    def cancel_scope(self) -> trio.CancelScope:
+        return self._nursery.cancel_scope
+
+    def of(self, plugin: str) -> PluginNursery:
+        """The same nursery, for ``plugin``'s tasks."""
+        return PluginNursery(self._nursery, self._host, plugin)
+
+    def start_soon(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, name: object = None
+    ) -> None:
+        self._nursery.start_soon(self._run, partial(fn, *args), False, name=name or fn)
+
+    async def start(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, name: object = None
+    ) -> Any:
+        """Like ``trio.Nursery.start``: a failure before ``task_status.started()`` is
+        raised here, to the plugin; one after it is contained."""
+        return await self._nursery.start(self._run, partial(fn, *args), True, name=name or fn)
+
+    async def _run(
+        self, task: Callable[..., Awaitable[Any]], with_status: bool,
+        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        status = _Status(task_status)
+        try:
+            await (task(task_status=status) if with_status else task())
+        except BaseException as error:
+            if (up := uncontained(error)) is not None:
+                raise up from None
+            if with_status and not status.done:
+                raise
+            self._host.failed(self.plugin, "task", error)
+
+
+class _Status:
+    """A task status that remembers whether the task said it started."""
+
+    def __init__(self, inner: trio.TaskStatus[Any]):
+        self.inner = inner
+        self.done = False
+
+    def started(self, value: Any = None) -> None:
+        self.done = True
+        self.inner.started(value)
 
 
 @dataclass
@@ -67,8 +152,9 @@ class Found:
 class App:
     """What ``startup`` and ``shutdown`` receive."""
 
-    nursery: trio.Nursery
-    """Start background tasks here; they are cancelled after the shutdown hooks ran."""
+    nursery: PluginNursery
+    """Start background tasks here; they are cancelled after the shutdown hooks ran. A task
+    that fails is logged and counted (``pnbridge_plugin_errors_total``) and ends alone."""
     _settings: dict[type, Any] = field(default_factory=dict, repr=False)
 
     def settings(self, cls: type[T]) -> T:
@@ -102,8 +188,10 @@ def discover(paths: Sequence[str], errors: list[str] | None = None) -> dict[str,
         entry = found[name] = Found(name, source)
         try:
             entry.plugin = load()
-        except Exception as error:
-            entry.error = f"cannot be loaded: {error!r}"
+        except BaseException as error:
+            if (up := uncontained(error)) is not None:
+                raise up from None
+            entry.error = f"cannot be loaded: {describe(error)}"
             log.debug("plugin %s from %s cannot be loaded", name, source, exc_info=True)
 
     from . import plugins as builtins
@@ -177,6 +265,31 @@ class PluginHost:
         self.delivery = delivery
         self.started: App | None = None
         """The App the plugins were started with, while they run."""
+        self.metrics: Metrics | None = None
+        self._uncounted: Counter[tuple[str, str]] = Counter()  # before there were metrics
+
+    def observe(self, metrics: Metrics) -> None:
+        """Count failures outside event delivery in ``metrics``: from now on, and those of
+        the startup before."""
+        self.metrics = metrics
+        for (plugin, where), count in self._uncounted.items():
+            metrics.plugin_errors.labels(plugin, where).inc(count)
+        self._uncounted.clear()
+
+    def _count(self, plugin: str, where: str) -> None:
+        if self.metrics is None:
+            self._uncounted[plugin, where] += 1
+        else:
+            self.metrics.plugin_errors.labels(plugin, where).inc()
+
+    def failed(self, plugin: str, where: str, error: BaseException) -> None:
+        """Log and count a failure of ``plugin`` outside event delivery, which stays with it."""
+        self._count(plugin, where)
+        log.error("plugin %s: %s failed: %s", plugin, where, describe(error),
+                  exc_info=(type(error), error, error.__traceback__))
+
+    def _app_of(self, app: App, plugin: str) -> App:
+        return replace(app, nursery=app.nursery.of(plugin))
 
     def impl(self, plugin: str, hook: str) -> pluggy.HookImpl | None:
         """``plugin``'s implementation of ``hook``, if it has one."""
@@ -230,7 +343,7 @@ class PluginHost:
             type(value): value for value in self.settings.values()
             if not isinstance(value, _NoSettings)
         }
-        return App(nursery, by_class)
+        return App(PluginNursery(nursery, self), by_class)
 
     async def startup(self, app: App) -> None:
         """Run the ``startup`` hooks in ``enabled`` order, each for at most STARTUP_TIMEOUT
@@ -240,10 +353,13 @@ class PluginHost:
         for name in list(self.enabled):
             try:
                 with trio.fail_after(STARTUP_TIMEOUT):
-                    await self.call(name, "startup", app=app)
-            except Exception as error:
+                    await self.call(name, "startup", app=self._app_of(app, name))
+            except BaseException as error:
+                if (up := uncontained(error)) is not None:
+                    raise up from None
                 problem = (f"took more than {STARTUP_TIMEOUT:g}s"
-                           if isinstance(error, trio.TooSlowError) else repr(error))
+                           if isinstance(error, trio.TooSlowError) else describe(error))
+                self._count(name, "startup")
                 if name in self.optional:
                     log.error("plugin %s: startup failed: %s; running without it "
                               "(plugins.optional)", name, problem)
@@ -266,9 +382,11 @@ class PluginHost:
         self.started = None
         for name in reversed(self.enabled if names is None else names):
             try:
-                await self.call(name, "shutdown", app=app)
-            except Exception:
-                log.exception("plugin %s: shutdown failed", name)
+                await self.call(name, "shutdown", app=self._app_of(app, name))
+            except BaseException as error:
+                if (up := uncontained(error)) is not None:
+                    raise up from None
+                self.failed(name, "shutdown", error)
 
     async def reload(self) -> None:
         """Run the ``reload`` hooks of the running plugins (SIGHUP), a plain one in a worker
@@ -280,12 +398,14 @@ class PluginHost:
             with trio.move_on_after(RELOAD_TIMEOUT) as scope:
                 try:
                     if self.is_async(name, "reload"):
-                        await self.call(name, "reload", app=app)
+                        await self.call(name, "reload", app=self._app_of(app, name))
                     else:
-                        call = partial(self.call_sync, name, "reload", app=app)
+                        call = partial(self.call_sync, name, "reload", app=self._app_of(app, name))
                         await trio.to_thread.run_sync(call, abandon_on_cancel=True)
-                except Exception:
-                    log.exception("plugin %s: reload failed", name)
+                except BaseException as error:
+                    if (up := uncontained(error)) is not None:
+                        raise up from None
+                    self.failed(name, "reload", error)
             if scope.cancelled_caught:
                 log.error("plugin %s: reload took more than %gs", name, RELOAD_TIMEOUT)
 
@@ -343,8 +463,10 @@ def _settings_class(entry: Found, errors: list[str]) -> type | None:
     pm.register(entry.plugin, name=entry.name)
     try:
         classes = [cls for cls in pm.hook.settings_class() if cls is not None]
-    except Exception as error:
-        errors.append(f"plugins.{entry.name}: settings_class() failed: {error!r}")
+    except BaseException as error:
+        if (up := uncontained(error)) is not None:
+            raise up from None
+        errors.append(f"plugins.{entry.name}: settings_class() failed: {describe(error)}")
         return None
     if not classes:
         return _NoSettings

@@ -20,8 +20,8 @@ from .config import Config
 from .events import Device, Pair, Push, PushResult
 from .log import shorten
 from .metrics import Metrics
-from .pluginhost import PluginHost
-from .store import Change, Store
+from .pluginhost import PluginHost, describe, uncontained
+from .store import Change, Store, StoreError
 from .writer import Writer, open_writer
 
 log = logging.getLogger("pnbridge.push")
@@ -35,6 +35,11 @@ VERBS = CALL_VERBS + MESSAGE_VERBS
 # Sends one push to one device; None when no transport took it.
 Transport = Callable[[Push], Awaitable[PushResult | None]]
 DeviceOutcome = Literal["sent", "failed", "removed", "skipped"]
+
+# /readyz fails after this many config errors in a row (a push that reaches the transport's
+# service clears it); the log names them at most once per CONFIG_ERROR_LOG_EVERY seconds.
+CONFIG_ERROR_STREAK = 3
+CONFIG_ERROR_LOG_EVERY = 60.0
 
 # The first wait before a retry; it doubles up to RETRY_MAX (or what Retry-After asks).
 RETRY_FIRST = 0.05
@@ -142,18 +147,53 @@ class Pusher:
         self.writer = writer
         self.send = send
         self.metrics = metrics
+        self.config_errors = 0  # in a row
+        self._config_reason = ""
+        self._config_logged: float | None = None  # when the last such error line went out
+        self._config_unlogged = 0
+
+    async def ready(self) -> str | None:
+        """A readiness check: the transport's last answers were not config errors."""
+        if self.config_errors < CONFIG_ERROR_STREAK:
+            return None
+        return f"the last {self.config_errors} pushes failed: {self._config_reason}"
+
+    def _track(self, result: PushResult) -> None:
+        """Count, log and remember config errors; an answer from the service clears them."""
+        if result.outcome in ("sent", "invalid-token"):
+            self.config_errors = 0
+            return
+        if not result.config_error:
+            return
+        self.metrics.push_config_errors.inc()
+        self.config_errors += 1
+        self._config_reason = result.reason
+        self._config_unlogged += 1
+        now = time.monotonic()
+        if self._config_logged is None or now - self._config_logged >= CONFIG_ERROR_LOG_EVERY:
+            log.error("push transport: %s (%d such failure(s) since the last line like this)",
+                      result.reason, self._config_unlogged)
+            self._config_logged, self._config_unlogged = now, 0
 
     async def push(
         self, request: PushRequest, deadline: float, source: dict[str, Any]
     ) -> list[DeviceResult]:
         """Send ``request`` within ``deadline`` seconds; one result per device, by selector.
 
-        Raises UnknownUser, or the store's error when the devices cannot be read.
+        The devices are read on a read-only connection within the deadline too. Raises
+        UnknownUser, or the store's error (StoreError when the read took the whole deadline)
+        when the devices cannot be read.
         """
-        devices = await self.writer.call(_devices_of, request.username, request.selector)
+        ends = trio.current_time() + deadline
+        devices = None
+        with trio.move_on_at(ends):
+            devices = await self.writer.reader.call(
+                _devices_of, request.username, request.selector
+            )
+        if devices is None:
+            raise StoreError(f"the devices could not be read within the {deadline:g} s deadline")
         if not devices:
             raise UnknownUser(request.username)
-        ends = trio.current_time() + deadline
         results: dict[str, DeviceResult] = {}
 
         async def one(device: Device) -> None:
@@ -212,9 +252,11 @@ class Pusher:
         started = time.perf_counter()
         try:
             result = await self.send(push)
-        except Exception as error:
+        except BaseException as error:  # anything the plugin raised fails this device only
+            if (up := uncontained(error)) is not None:
+                raise up from None
             log.exception("push transport failed selector=%s", shorten(push.device.selector))
-            result = PushResult("failed", f"transport error: {error!r}")
+            result = PushResult("failed", f"transport error: {describe(error)}")
         finally:
             self.metrics.push_latency.labels(push.verb).observe(time.perf_counter() - started)
         if result is None:
@@ -223,6 +265,7 @@ class Pusher:
             log.error("push transport returned %.100r, not a PushResult", result)
             return PushResult("failed", f"the transport returned {type(result).__name__}, "
                                         "not a PushResult")
+        self._track(result)
         return result
 
     async def _settle(

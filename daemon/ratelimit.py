@@ -57,14 +57,49 @@ def networks(cidrs: Sequence[str]) -> list[Network]:
 def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
     """The client's address: the peer's, or, when the peer is a trusted proxy, the rightmost
     address of ``X-Forwarded-For`` that is not a trusted proxy. A peer on a unix socket (no
-    address) is a local proxy and trusted."""
+    address) is a local proxy and trusted. A hop that is no IP address (with or without a
+    port) ends the walk: the client is then the nearest hop believed so far."""
     if peer and not _is_trusted(peer, trusted):
         return peer
-    hops = [hop.strip() for hop in (forwarded_for or "").split(",") if hop.strip()]
-    for hop in reversed(hops):
-        if not _is_trusted(hop, trusted):
-            return hop
-    return hops[0] if hops else (peer or "unix")
+    nearest = peer or "unix"
+    for hop in reversed((forwarded_for or "").split(",")):
+        if not hop.strip():
+            continue
+        address = _ip(hop.strip())
+        if address is None:
+            break
+        nearest = address
+        if not _is_trusted(address, trusted):
+            break
+    return nearest
+
+
+def _ip(hop: str) -> str | None:
+    """``hop`` as a normalized IP address (``1.2.3.4:80`` and ``[::1]:443`` lose the port),
+    or None when it is none."""
+    if hop.startswith("["):
+        hop = hop[1:].partition("]")[0]
+    elif hop.count(":") == 1:
+        hop = hop.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        return None
+
+
+def client_key(address: str, ipv6_prefix: int = 64) -> str:
+    """The per-client limit's key for ``address``: an IPv6 address stands for its network of
+    ``ipv6_prefix`` bits (one host holds a whole /64); an IPv4 address, an IPv4-mapped IPv6
+    one included, and anything that is no address stand for themselves."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
+    return str(ip)
 
 
 def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
@@ -82,6 +117,11 @@ class Limits:
     per_client: Buckets
     per_username: Buckets
     trusted: list[Network]
+    ipv6_prefix: int = 64
+
+    def client_key(self, address: str) -> str:
+        """The per-client bucket ``address`` takes from."""
+        return client_key(address, self.ipv6_prefix)
 
     @classmethod
     def of(cls, config: Config) -> Limits:
@@ -90,4 +130,5 @@ class Limits:
             Buckets(reporter.client_rate, reporter.client_burst),
             Buckets(reporter.username_rate, reporter.username_burst),
             networks(config.server.trusted_proxies),
+            reporter.ipv6_prefix,
         )

@@ -102,6 +102,8 @@ async def run(
                 )
                 services.pusher = _pusher(config, plugins, services)
                 services.readiness.add("database", database_writable(writer))
+                if services.pusher is not None:
+                    services.readiness.add("push transport", services.pusher.ready)
                 services.metrics.refreshers.append(device_gauge(services.metrics, writer))
                 dispatcher.observe(services.metrics, services.readiness)
                 await _serve(config, services, shutdown, signals, load_config, notifier,
@@ -146,7 +148,7 @@ async def _serve(
         if signals is not None:
             helpers.start_soon(_on_signals, signals, reloader, notifier, shutdown, plugins)
         if (expire_after := config.storage.expire_seconds) is not None:
-            helpers.start_soon(expire_devices, services.writer, expire_after)
+            helpers.start_soon(expire_devices, services.writer, expire_after, services.metrics)
         async with trio.open_nursery() as nursery:
             binds = []
             for served, hc in servers:
@@ -211,13 +213,14 @@ def _web_step(
     old = services.guard
     if problems := plugin_problems(new, old.plugins):
         raise ConfigError(problems)
-    guard = Guard(new.auth, load_users(new), old.plugins, old.nonces)
+    guard = Guard(new.auth, load_users(new), old.plugins, old.nonces, old.slots)
     limits = Limits.of(new)
     api_keys, api_limit = ApiKeys(new.api), _api_limit(new)
 
     def apply() -> None:
         services.reporter = reporter
         services.guard = guard
+        guard.slots.resize(new.auth)
         guard.nonces.lifetime = new.auth.nonce_lifetime
         services.limits = limits
         services.max_devices = new.storage.max_devices_per_user

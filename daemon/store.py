@@ -8,17 +8,22 @@ and its journal event are written in one transaction.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import sqlite_utils
 
+from . import jsontext
 from .events import Device, Event, Pair, Report, isotime
+from .log import shorten
+
+log = logging.getLogger("pnbridge.store")
 
 Outcome = Literal["created", "changed", "unchanged", "removed"]
 
@@ -128,9 +133,10 @@ class Failure:
 
 
 class Store:
-    """One connection to the pnbridge database."""
+    """One connection to the pnbridge database; with ``read_only``, one that only queries a
+    database another Store has opened (and migrated) before."""
 
-    def __init__(self, path: str | Path, busy_timeout: float = 5.0):
+    def __init__(self, path: str | Path, busy_timeout: float = 5.0, *, read_only: bool = False):
         self.path = Path(path)
         self.journaled = 0  # events this connection wrote (the writer wakes the dispatcher)
         try:
@@ -138,9 +144,12 @@ class Store:
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             self.db = sqlite_utils.Database(conn, execute_plugins=False)
-            self.db.enable_wal()
-            conn.execute("PRAGMA synchronous=FULL")
-            self._migrate()
+            if read_only:
+                conn.execute("PRAGMA query_only=ON")
+            else:
+                self.db.enable_wal()
+                conn.execute("PRAGMA synchronous=FULL")
+                self._migrate()
         except sqlite3.Error as error:
             raise StoreError(f"cannot open database {self.path}: {error}") from error
         self.conn = conn
@@ -366,16 +375,29 @@ class Store:
         return Change("changed", new, self._journal("registered", reason, old, new, source, now))
 
     def expire(
-        self, seen_before: float, source: dict[str, Any], now: float, limit: int = 500
-    ) -> list[Change]:
-        """Remove up to ``limit`` devices last seen before ``seen_before`` (reason ``expired``)."""
+        self, seen_before: float, source: dict[str, Any], now: float, limit: int = 500,
+        skip: Sequence[str] = (),
+    ) -> tuple[list[Change], dict[str, str]]:
+        """Remove up to ``limit`` devices last seen before ``seen_before`` (reason
+        ``expired``), but not those in ``skip``. A device that cannot be removed is left as it
+        is (its own savepoint) and returned with the error, by selector."""
         rows = self.conn.execute(
-            "SELECT selector FROM devices WHERE last_seen < ? LIMIT ?", (seen_before, limit)
+            "SELECT selector FROM devices WHERE last_seen < ?"
+            " AND selector NOT IN (SELECT value FROM json_each(?)) LIMIT ?",
+            (seen_before, json.dumps(list(skip)), limit),
         ).fetchall()
         changes: list[Change] = []
+        failed: dict[str, str] = {}
         for (selector,) in rows:
-            changes += self.remove(selector=selector, reason="expired", source=source, now=now)
-        return changes
+            self.conn.execute("SAVEPOINT expire_one")
+            try:
+                changes += self.remove(selector=selector, reason="expired", source=source,
+                                       now=now)
+            except Exception as error:
+                self.conn.execute("ROLLBACK TO expire_one")
+                failed[selector] = repr(error)
+            self.conn.execute("RELEASE expire_one")
+        return changes, failed
 
     def _journal(
         self,
@@ -535,21 +557,71 @@ def _device_row(device: Device) -> tuple[Any, ...]:
     )
 
 
+_DEVICE_FIELDS = tuple(f.name for f in fields(Device))
+_TIMES = ("created_at", "updated_at", "last_seen")
+
+
 def _device(row: Sequence[Any]) -> Device:
-    return Device(*row[:6], json.loads(row[6]), *row[7:10])
+    try:
+        extras = jsontext.stored(row[6])
+    except (ValueError, TypeError, RecursionError) as error:
+        extras = _unreadable(row[0], "extras", error)
+    return _sound(dict(zip(_DEVICE_FIELDS, (*row[:6], extras, *row[7:10]), strict=True)))
+
+
+def _sound(data: dict[str, Any]) -> Device:
+    """A Device from stored values, even ones an older version stored badly (extras nested
+    too deep, a time that is no number): what cannot be read is read as ``{}`` (extras) or
+    0 (a time) and logged, so such a device can still be shown, listed, removed and expired."""
+    selector = data["selector"]
+    if not isinstance(data["extras"], dict):
+        data["extras"] = _unreadable(selector, "extras", "not a JSON object")
+    for name in _TIMES:
+        if not isinstance(data[name], int | float):
+            data[name] = _unreadable(selector, name, "not a number", 0.0)
+    return Device(**data)
+
+
+def _unreadable(selector: Any, what: str, problem: Any, instead: Any = None) -> Any:
+    log.warning("device selector=%s: stored %s cannot be read (%s); read as %r",
+                shorten(str(selector)), what, problem, {} if instead is None else instead)
+    return {} if instead is None else instead
 
 
 def _dump(device: Device | None) -> str | None:
     return json.dumps(asdict(device)) if device else None
 
 
-def _load(text: str | None) -> Device | None:
-    return Device(**json.loads(text)) if text else None
+def _load(text: str | None, selector: str, username: str) -> Device | None:
+    """A journaled device (``before`` or ``after``); see ``_sound``. One whose extras nest
+    too deep is read without them; one that cannot be read at all, as its selector and
+    username."""
+    if not text:
+        return None
+    try:
+        data = jsontext.stored(text)
+    except (ValueError, RecursionError) as error:
+        try:  # the C parser stops itself at the recursion limit
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            data = None
+        if isinstance(data, dict):
+            data["extras"] = _unreadable(selector, "extras", error)
+    if not isinstance(data, dict) or set(data) != set(_DEVICE_FIELDS):
+        _unreadable(selector, "journaled device", "not a device")
+        data = {**dict.fromkeys(_DEVICE_FIELDS), **dict.fromkeys(_TIMES, 0.0),
+                "selector": selector, "username": username, "extras": {}}
+    return _sound(data)
 
 
 def _event(row: Sequence[Any]) -> Event:
     seq, event_id, kind, reason, selector, username, before, after, time, source = row
+    try:
+        origin = jsontext.stored(source)
+    except (ValueError, TypeError, RecursionError):
+        origin = None
     return Event(
         id=event_id, seq=seq, kind=kind, reason=reason, selector=selector, username=username,
-        before=_load(before), after=_load(after), time=time, source=json.loads(source),
+        before=_load(before, selector, username), after=_load(after, selector, username),
+        time=time, source=origin if isinstance(origin, dict) else {},
     )

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any, Literal, TextIO
 
 from .events import Device, Report
+from .jsontext import BadJSON, loads
 from .reporter import BadReport, Reporter
 from .store import Outcome, Store
 
@@ -67,9 +68,9 @@ def _json_rows(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | str
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except ValueError as error:
-            yield number, f"not valid JSON: {error}"
+            row = loads(line)
+        except BadJSON as error:
+            yield number, error.problem if error.field == "body" else str(error)
             continue
         yield number, row if isinstance(row, dict) else "not a JSON object"
 
@@ -91,14 +92,19 @@ def to_report(reporter: Reporter, row: dict[str, Any]) -> Report:
     extras = row.get("extras") or {}
     if isinstance(extras, str):
         try:
-            extras = json.loads(extras)
-        except ValueError:
-            raise BadReport("extras is not valid JSON") from None
+            extras = loads(extras)
+        except BadJSON as error:
+            raise BadReport(f"extras is {error.problem}" if error.field == "body"
+                            else f"extras: {error}") from None
     if not isinstance(extras, dict):
         raise BadReport("extras must be a JSON object")
     pairs = [(k, v) for k, v in row.items() if k != "extras" and k not in TIME_COLUMNS]
     report = reporter.build("token", [pairs])
-    return replace(report, extras={**extras, **report.extras}) if extras else report
+    if not extras:
+        return report
+    merged = {**extras, **report.extras}
+    reporter.check_extras(merged)
+    return replace(report, extras=merged)
 
 
 def import_report(store: Store, report: Report, source: dict[str, Any], now: float) -> Outcome:

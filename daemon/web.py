@@ -8,17 +8,19 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field, replace
+from types import TracebackType
 
-from quart import Response, g, jsonify, request
+from quart import Response, g, has_request_context, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .apikeys import ApiKeys
-from .auth import Guard, Verdict
+from .auth import Guard, Unavailable, Verdict
 from .config import ApiConfig
 from .events import Report
 from .health import Readiness, add_health_routes
-from .log import shorten
+from .jsontext import BadJSON, loads
+from .log import escape, shorten
 from .metrics import Metrics
 from .push import BadPush, Pusher, UnknownUser, parse_request
 from .ratelimit import Buckets, Limits, client_address, retry_after
@@ -56,8 +58,9 @@ STORAGE_RETRY = {"Retry-After": "1"}
 
 
 def plain(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
-    """An error answer: the status and a one-line reason."""
-    return Response(reason + "\n", status=status, headers=headers, content_type="text/plain")
+    """An error answer: the status and a one-line reason (escaped: it may quote the request)."""
+    return Response(escape(reason) + "\n", status=status, headers=headers,
+                    content_type="text/plain")
 
 
 def unauthorized(verdict: Verdict) -> Response:
@@ -75,10 +78,29 @@ def empty_ok() -> Response:
     return response
 
 
+class App(QuartTrio):
+    """A quart-trio app whose log of an unexpected exception holds no request data."""
+
+    def log_exception(
+        self, exception_info: tuple[type, BaseException, TracebackType] | tuple[None, None, None]
+    ) -> None:
+        """Log an unhandled exception (the answer is 500) by the route's template or rule and
+        the exception's type: Quart's own line holds the decoded path, which on path-style
+        routes is a token or a password, and the message may quote request data. The
+        traceback goes to debug."""
+        kind = exception_info[0].__name__ if exception_info[0] else "exception"
+        where = "-"
+        if has_request_context():
+            rule = request.url_rule.rule if request.url_rule else "-"
+            where = f"{request.method} route={g.get('route') or rule}"
+        log.error("unexpected %s on %s: answered 500", kind, where)
+        log.debug("unexpected %s on %s", kind, where, exc_info=exception_info)
+
+
 def create_app(services: Services, *, health: bool = True, api: bool = True) -> QuartTrio:
     """The reporter app; with ``health``, it also serves /healthz, /readyz and /metrics; with
     ``api``, the push API."""
-    app = QuartTrio("pnbridge")
+    app = App("pnbridge")
     app.config["MAX_CONTENT_LENGTH"] = services.reporter.max_body
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
@@ -109,7 +131,7 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
         client = g.client = client_address(
             request.remote_addr, request.headers.get("X-Forwarded-For"), limits.trusted
         )
-        if wait := limits.per_client.take(client):
+        if wait := limits.per_client.take(limits.client_key(client)):
             reports.labels(route.kind, "limited").inc()
             return plain(429, "too many requests", {"Retry-After": retry_after(wait)})
         body = await _body()
@@ -122,16 +144,21 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
             reports.labels(route.kind, "rejected").inc()
             return plain(400, str(error))
         g.report = report
-        if report.username and (wait := limits.per_username.take(report.username)):
-            reports.labels(route.kind, "limited").inc()
-            return plain(429, "too many requests", {"Retry-After": retry_after(wait)})
         guard = services.guard
         mode = route.auth or guard.config.reporter
+        # Keyed on who the credentials claim to be: guesses at one password are limited
+        # whatever username field (or none) the reports carry.
+        claimed = guard.claimed(mode, request.headers, report)
+        if claimed is not None and (wait := limits.per_username.take(claimed)):
+            reports.labels(route.kind, "limited").inc()
+            return plain(429, "too many requests", {"Retry-After": retry_after(wait)})
         target = raw_path + ("?" + query.decode("latin-1") if query else "")
-        verdict = await guard.check(mode, request.method, target, request.headers, report)
-        if verdict.allowed and verdict.user is not None:
-            if report.username not in (None, verdict.user):
-                verdict = Verdict(False, challenges=verdict.challenges)
+        try:
+            verdict = await guard.check(mode, request.method, target, request.headers, report)
+        except Unavailable:
+            reports.labels(route.kind, "failed").inc()
+            return plain(503, "authentication unavailable, try again later", STORAGE_RETRY)
+        if verdict.user is not None:
             report = g.report = replace(report, username=verdict.user)
         if not verdict.allowed:
             log.info("unauthorized route=%s client=%s username=%s mode=%s",
@@ -187,9 +214,9 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
             return api_error(429, "too many requests with this key",
                              {"Retry-After": retry_after(wait)})
         try:
-            data = json.loads(await request.get_data(cache=False))
-        except (ValueError, UnicodeDecodeError) as error:
-            return api_error(400, f"body: not JSON: {error}", field="body")
+            data = loads(await request.get_data(cache=False))
+        except BadJSON as error:
+            return api_error(400, str(error), field=error.field)
         try:
             wanted = parse_request(data)
         except BadPush as error:
@@ -215,7 +242,7 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
 def create_admin_app(services: Services, *, api: bool = False) -> QuartTrio:
     """The app of ``[server] admin_listen``: /healthz, /readyz and /metrics; with ``api``
     (``[api] admin_only``), the push API too."""
-    app = QuartTrio("pnbridge-admin")
+    app = App("pnbridge-admin")
     _instrument(app, services)
     add_health_routes(app, services.readiness, services.metrics)
     if api:
@@ -247,7 +274,7 @@ def _instrument(app: QuartTrio, services: Services) -> None:
             report: Report | None = g.get("report")
             access_log.info(
                 "%s route=%s status=%d selector=%s username=%s duration=%.1fms client=%s",
-                request.method, g.get("route") or _first_segment(request.path),
+                request.method, g.get("route") or _first_segment(_raw_path()),
                 response.status_code, shorten(report.selector) if report else "-",
                 (report.username or "-") if report else "-", duration * 1000,
                 g.get("client", request.remote_addr),
@@ -262,6 +289,11 @@ async def _body() -> bytes:
             and "Transfer-Encoding" not in request.headers):
         return b""
     return await request.get_data(cache=False)
+
+
+def _raw_path() -> str:
+    """The request's path as sent (percent-encoded): what the access log shows."""
+    return (request.scope.get("raw_path") or request.path.encode()).decode("latin-1")
 
 
 def _first_segment(path: str) -> str:

@@ -2,16 +2,20 @@
 
 Operations that arrive while a transaction is being written wait and then go together
 into the next one (group commit), so many reports cost one fsync and none is answered
-before its transaction committed. The trio loop never touches SQLite.
+before its transaction committed. Queries that must not wait behind writes (the push API's
+device lookup) go to ``Reader``'s read-only connections instead. The trio loop never
+touches SQLite.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import trio
@@ -26,13 +30,26 @@ T = TypeVar("T")
 @dataclass
 class _Op(PendingOp):
     done: trio.Event = field(default_factory=trio.Event)
+    tracked: bool = True  # its outcome counts in Writer.failing
+    wrote: bool = False  # it changed rows (set on the thread by _counting)
+
+
+@dataclass
+class Failing:
+    """Storage errors in a row: ``count`` operations, the last one's ``error`` and when. An
+    operation that changed rows ends the run; one that only read leaves it as it is."""
+
+    count: int = 0
+    error: sqlite3.Error | None = None
+    at: float = 0.0
 
 
 class Writer:
     """Runs ``fn(store, *args)`` calls on the store's thread, many to a transaction."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, reader: Reader):
         self.store = store
+        self.reader = reader
         self._pending: deque[_Op] = deque()  # appended on the loop, taken on the thread
         self._work = trio.Event()
         self._thread = trio.CapacityLimiter(1)
@@ -40,6 +57,7 @@ class Writer:
         self._closed = False
         self._journaled = store.journaled
         self._journal_event = trio.Event()
+        self.failing = Failing()  # the operations' storage errors, the latest in a row
 
     def journal_written(self) -> trio.Event:
         """An event set by the next commit that journals an event (take it before reading)."""
@@ -50,9 +68,18 @@ class Writer:
 
         Raises trio.ClosedResourceError once the writer has stopped.
         """
+        op = _Op(fn, args)
+        op.fn = partial(_counting, op, fn)
+        return await self._call(op)
+
+    async def untracked(self, fn: Callable[..., T], *args: Any) -> T:
+        """``call``, for a probe or a gauge whose outcome must not count in ``failing``
+        (it does not do what a report does)."""
+        return await self._call(_Op(fn, args, tracked=False))
+
+    async def _call(self, op: _Op) -> Any:
         if self._closed:
             raise trio.ClosedResourceError("the store is closed")
-        op = _Op(fn, args)
         self._pending.append(op)
         self._work.set()
         await op.done.wait()
@@ -91,6 +118,10 @@ class Writer:
     def _answer(self, batch: list[_Op], journaled: int) -> None:
         """On the loop: wake the callers of a committed batch (and the dispatcher)."""
         for op in batch:
+            if op.tracked and isinstance(op.error, sqlite3.Error):
+                self.failing = Failing(self.failing.count + 1, op.error, trio.current_time())
+            elif op.tracked and op.error is None and op.wrote:
+                self.failing = Failing()  # a read that works says little: it keeps the count
             op.done.set()
         if journaled != self._journaled:
             self._journaled = journaled
@@ -98,12 +129,64 @@ class Writer:
             self._journal_event = trio.Event()
 
 
+def _counting(op: _Op, fn: Callable[..., T], store: Store, *args: Any) -> T:
+    """Run ``fn(store, *args)``, noting in ``op`` whether it changed rows."""
+    before = store.conn.total_changes
+    result = fn(store, *args)
+    op.wrote = store.conn.total_changes != before
+    return result
+
+
+class Reader:
+    """Read-only connections, each used by one worker thread at a time, at most ``threads``.
+
+    A query here waits neither for the writer's queue nor for its lock (a WAL reader sees the
+    last commit while a write is under way), and its caller may give up on it: the thread
+    finishes on its own and puts its connection back then.
+    """
+
+    def __init__(self, path: str, busy_timeout: float, threads: int = 4):
+        self._path, self._busy_timeout = path, busy_timeout
+        self._idle: list[Store] = []
+        self._threads = trio.CapacityLimiter(threads)
+        self._closed = False
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(store, *args)`` on a read-only connection; cancellable at any time."""
+        if self._closed:
+            raise trio.ClosedResourceError("the store is closed")
+        return await trio.to_thread.run_sync(
+            self._run, fn, args, limiter=self._threads, abandon_on_cancel=True
+        )
+
+    def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            store = self._idle.pop()
+        except IndexError:
+            store = Store(self._path, self._busy_timeout, read_only=True)
+        try:
+            return fn(store, *args)
+        finally:
+            if self._closed:
+                store.close()
+            else:
+                self._idle.append(store)
+
+    def close(self) -> None:
+        """Close the idle connections; one still in use is closed when its query ends."""
+        self._closed = True
+        while self._idle:
+            self._idle.pop().close()
+
+
 @asynccontextmanager
 async def open_writer(path: str, busy_timeout: float) -> AsyncIterator[Writer]:
-    """Open the store at ``path`` (off the loop) and serve it until the block ends."""
+    """Open the store at ``path`` (off the loop) and serve it until the block ends; the
+    writer's ``reader`` serves queries on connections of their own meanwhile."""
     store = await trio.to_thread.run_sync(Store, path, busy_timeout)
+    reader = Reader(path, busy_timeout)
     try:
-        writer = Writer(store)
+        writer = Writer(store, reader)
         async with trio.open_nursery() as nursery:
             await nursery.start(writer._serve)
             try:
@@ -111,4 +194,5 @@ async def open_writer(path: str, busy_timeout: float) -> AsyncIterator[Writer]:
             finally:
                 nursery.cancel_scope.cancel()
     finally:
+        await trio.to_thread.run_sync(reader.close)
         await trio.to_thread.run_sync(store.close)

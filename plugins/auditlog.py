@@ -8,10 +8,12 @@ each line is pushed to disk is the ``fsync`` setting. ``pnbridge audit`` reads i
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import logging
 import os
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any, Literal
 
 import trio
 from pnbridge import Event, hookimpl, shorten
+from pnbridge.log import escape_json
 from pnbridge.settings import check
 
 log = logging.getLogger("pnbridge.plugins.auditlog")
@@ -51,7 +54,8 @@ def _device(device: Any) -> dict[str, Any]:
 
 
 def line(event: Event) -> str:
-    """The audit line of ``event`` (without its newline)."""
+    """The audit line of ``event`` (without its newline); the control characters a client
+    may have sent are JSON escapes, so ``tail`` on a terminal shows them as text."""
     record: dict[str, Any] = {
         "time": event.to_dict()["time"], "id": event.id, "kind": event.kind,
         "reason": event.reason, "username": event.username, "selector": event.selector,
@@ -59,7 +63,7 @@ def line(event: Event) -> str:
     }
     if event.before is not None and event.after is not None:
         record["before"] = {"username": event.before.username, **_device(event.before)}
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    return escape_json(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
 
 
 class AuditFile:
@@ -74,15 +78,35 @@ class AuditFile:
         self._open()
 
     def _open(self) -> None:
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        # Non-blocking: a FIFO without a reader is an error (ENXIO), not a wait for ever.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o640)
+        os.set_blocking(fd, True)
+        self.fd = fd
+        # fsync means something for a file only: not for a FIFO, a terminal, /dev/null.
+        self.syncable = stat.S_ISREG(os.fstat(fd).st_mode)
+
+    def _fsync(self) -> None:
+        """fsync the file, unless it cannot be (then once a warning); other errors raise."""
+        assert self.fd is not None
+        if self.syncable and self.fsync != "never":
+            try:
+                os.fsync(self.fd)
+            except OSError as error:
+                if error.errno != errno.EINVAL:
+                    raise  # EIO, ENOSPC...: the lines may be lost; written again if retried
+                self.syncable = False
+                log.warning("audit log %s cannot be synced (%s): fsync skipped",
+                            self.path, error)
+        self.dirty = False
 
     def _close(self) -> None:
         if self.fd is not None:
-            if self.fsync != "never":
-                os.fsync(self.fd)
-            self.dirty = False
-            os.close(self.fd)
-            self.fd = None
+            try:
+                self._fsync()
+            finally:
+                self.dirty = False
+                os.close(self.fd)
+                self.fd = None
 
     def _moved(self) -> bool:
         assert self.fd is not None
@@ -97,9 +121,9 @@ class AuditFile:
         """Append ``text`` and a newline, first reopening the path if it was moved away."""
         data = (text + "\n").encode()
         with self.lock:
-            if self.fd is None:
-                raise RuntimeError("the audit log is closed")
-            if self._moved():
+            if self.fd is None:  # a reopen failed (e.g. a FIFO had no reader): try again
+                self._open()
+            elif self._moved():
                 log.info("audit log %s was moved away: writing a new one", self.path)
                 self._close()
                 self._open()
@@ -107,7 +131,7 @@ class AuditFile:
             while data:
                 data = data[os.write(self.fd, data):]
             if self.fsync == "always":
-                os.fsync(self.fd)
+                self._fsync()
             else:
                 self.dirty = True
 
@@ -115,8 +139,7 @@ class AuditFile:
         """Force what was written to disk (``fsync = "interval"``)."""
         with self.lock:
             if self.fd is not None and self.dirty:
-                os.fsync(self.fd)
-                self.dirty = False
+                self._fsync()
 
     def reopen(self) -> None:
         """Close the file and open the path again (logrotate, SIGHUP)."""
@@ -147,9 +170,14 @@ async def startup(app: Any) -> None:
 
 
 async def _sync_every(file: AuditFile, interval: float) -> None:
+    """fsync every ``interval`` seconds; a failing disk is logged each time, and tried again."""
     while True:
         await trio.sleep(interval)
-        await trio.to_thread.run_sync(file.sync)
+        try:
+            await trio.to_thread.run_sync(file.sync)
+        except OSError as error:
+            log.error("audit log %s: fsync failed (tried again in %gs): %s",
+                      file.path, interval, error)
 
 
 @hookimpl

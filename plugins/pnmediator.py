@@ -13,7 +13,7 @@ import json
 import ssl
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import httpcore
@@ -33,17 +33,24 @@ FIELDS = {
     "display_name": "UserDisplayName", "thread_id": "ThreadId",
 }
 
-# pnmediator's answer (the HTTP status, or the JSON body's "code" of a 2xx) -> outcome.
-# 404 means the token is no longer valid (uninstall, reinstall); other 4xx are permanent
-# for this push; 429 and 5xx are temporary. A 2xx without a code counts as sent.
-# Timeouts and connection errors are temporary too.
+# pnmediator's answer -> outcome. Its JSON body's "code" 404 (a number or a numeric string),
+# whatever the HTTP status it comes with, means the token is no longer valid (uninstall,
+# reinstall): INVALID_TOKEN. Any other answer goes by the HTTP status, or by the body's code
+# for a 2xx: other 4xx are permanent for this push; 429 and 5xx are temporary. An HTTP 404
+# without that JSON is not pnmediator's answer (a web server or proxy at a wrong url): a
+# "config-error", a failure that clears nothing and shows in /readyz. A 2xx without a code
+# counts as sent. Timeouts and connection errors are temporary too.
+INVALID_TOKEN = 404
 ANSWERS: dict[int | range, str] = {
     200: "sent",
-    404: "invalid-token",
+    404: "config-error",
     429: "retry",
     range(500, 600): "retry",
     range(400, 500): "failed",
 }
+# At most this much of an answer is read; the rest is never received (the connection is
+# closed) and such an answer goes by its HTTP status alone.
+MAX_ANSWER = 64 * 1024
 
 
 def _url(url: str) -> str | None:
@@ -74,6 +81,15 @@ class Settings:
     proxy: str = field(default="", metadata=check(_proxy))
 
 
+@dataclass(frozen=True)
+class Reply:
+    """An answer: its status, headers, and body (None when longer than ``MAX_ANSWER``)."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    content: bytes | None
+
+
 class Connections:
     """Keep-alive HTTP connections to ``url``, at most ``limit`` requests under way.
 
@@ -95,8 +111,9 @@ class Connections:
         self._headers = [(b"Host", host)] + [(k.encode(), v.encode()) for k, v in headers.items()]
         self._extensions = {"timeout": dict.fromkeys(("connect", "read", "write"), timeout)}
 
-    async def post(self, body: bytes) -> httpcore.Response:
-        """POST ``body``; the answer, read whole. Raises one of ``UNREACHABLE``."""
+    async def post(self, body: bytes) -> Reply:
+        """POST ``body``; the answer, its body read up to ``MAX_ANSWER`` bytes (a longer
+        one is not read on: its connection is closed). Raises one of ``UNREACHABLE``."""
         request = httpcore.Request(
             "POST", self._url, content=body, extensions=self._extensions,
             headers=[*self._headers, (b"Content-Length", b"%d" % len(body))],
@@ -109,11 +126,18 @@ class Connections:
                         await connection.aclose()
                     connection = self._factory.create_connection(self._url.origin)
                 response = await connection.handle_async_request(request)
+                got, whole = bytearray(), True
                 try:
-                    await response.aread()
+                    async for chunk in response.aiter_stream():  # type: ignore[union-attr]
+                        got += chunk
+                        if len(got) > MAX_ANSWER:
+                            whole = False
+                            break
                 finally:
                     await response.aclose()
-                return response
+                if not whole:  # the rest is still on its way: this connection is done
+                    await connection.aclose()
+                return Reply(response.status, response.headers, bytes(got) if whole else None)
             except BaseException:
                 if connection is not None:
                     with trio.CancelScope(shield=True):
@@ -196,7 +220,11 @@ async def send_push(push: Push) -> PushResult:
     retry_after = next(
         (v.decode("latin-1") for k, v in response.headers if k.lower() == b"retry-after"), None
     )
-    return outcome(response.status, _json(response.content), retry_after)
+    result = outcome(response.status, _json(response.content), retry_after)
+    if result.config_error:
+        result = replace(result, reason=f"{result.reason}; check [plugins.pnmediator] url "
+                                        f"= {_shown(_open.settings.url)}")
+    return result
 
 
 def request_body(push: Push) -> dict[str, Any]:
@@ -213,31 +241,50 @@ def request_body(push: Push) -> dict[str, Any]:
 
 
 def outcome(status: int, body: Any, retry_after: str | None = None) -> PushResult:
-    """The outcome of pnmediator's answer, by ``ANSWERS``."""
-    code = status
-    if 200 <= status < 300:
-        code = _code(body.get("code") if isinstance(body, dict) else None)
+    """The outcome of pnmediator's answer (``body``: its parsed JSON), by ``ANSWERS``."""
     said = body.get("response") if isinstance(body, dict) else None
-    reason = f"pnmediator {'HTTP ' + str(status) if code == status else 'code ' + str(code)}"
-    reason += f": {said}" if said else ""
+    told = _code(body.get("code")) if isinstance(body, dict) else None
+    code = status
+    if told == INVALID_TOKEN or (told is not None and 200 <= status < 300):
+        code = told
+    by_code = code == told and (code != status or code == INVALID_TOKEN)
+    reason = f"pnmediator {'code' if by_code else 'HTTP'} {code}"
+    reason += f": {said}" if said and isinstance(said, str) else ""
+    if told == INVALID_TOKEN:
+        return PushResult("invalid-token", reason)
     verdict = next(
         (v for k, v in ANSWERS.items() if code == k or (isinstance(k, range) and code in k)),
         "sent" if 200 <= code < 300 else "failed",
     )
     if verdict == "sent":
         return PushResult("sent")
+    if verdict == "config-error":
+        return PushResult("failed", f"HTTP {status} without pnmediator's JSON code 404, not "
+                                    "pnmediator's answer: likely a configuration error (a "
+                                    "wrong url, or a proxy)", config_error=True)
     wait = _seconds(retry_after) if verdict == "retry" else None
     return PushResult(verdict, reason, wait)  # type: ignore[arg-type]
 
 
-def _code(value: Any) -> int:
-    """The body's ``code`` as a number (``404`` or ``"404"``); 200 when there is none."""
+def _code(value: Any) -> int | None:
+    """The body's ``code`` as a number (``404``, ``404.0`` or ``"404"``); None when there is
+    none that reads as one."""
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 200
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _json(content: bytes) -> Any:
+def _shown(url: str) -> str:
+    """``url`` without its userinfo (a password there stays out of logs and /readyz)."""
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def _json(content: bytes | None) -> Any:
+    if content is None:  # longer than MAX_ANSWER: the status alone decides
+        return None
     try:
         return json.loads(content)
     except ValueError:

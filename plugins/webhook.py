@@ -23,6 +23,7 @@ from typing import Any, Literal
 import httpx
 import trio
 from pnbridge import Event, PermanentFailure, RetryLater, __version__, hookimpl
+from pnbridge.log import redact
 from pnbridge.settings import check
 
 EventKind = Literal["registered", "removed"]
@@ -31,15 +32,18 @@ DEVICE_FIELDS = ("appid_calls", "appid_msgs", *TOKEN_FIELDS)
 TARGET_KEYS = {"url": (str, "a string"), "secret": (str, "a string"),
                "timeout": ((int, float), "a number")}
 REMEMBERED = 256  # events whose partly successful delivery is remembered for their retry
+# At most this much of an answer's body is read (nothing but its status and headers matter);
+# the rest is never received: the connection is closed.
+MAX_ANSWER = 64 * 1024
 
 
 def _check_url(url: str) -> str | None:
     try:
         parsed = httpx.URL(url)
     except Exception as error:
-        return f"{url!r} is no URL ({error})"
+        return redact(f"{url!r} is no URL ({error})")
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        return f"{url!r} is no http:// or https:// URL"
+        return f"{redact(url)!r} is no http:// or https:// URL"
     return None
 
 
@@ -90,11 +94,16 @@ class Settings:
 
 @dataclass(frozen=True)
 class Target:
-    """One receiver: where to POST, the secret to sign with, how long to wait."""
+    """One receiver: where to POST, the secret to sign with, how long to wait; ``shown`` is
+    the URL without its credentials, for errors, logs and the failures table."""
 
-    url: str
-    secret: str
+    url: str = field(repr=False)
+    secret: str = field(repr=False)
     timeout: float
+    shown: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shown", redact(self.url))
 
 
 class Retry(Exception):
@@ -194,7 +203,7 @@ class Webhook:
         async def post(target: Target) -> None:
             outcome = await self._post(target, event, body)
             if outcome is not None and outcome.retry:
-                retries[target.url] = outcome
+                retries[target.shown] = outcome
             else:
                 answered[target.url] = outcome.problem if outcome else None
 
@@ -209,7 +218,7 @@ class Webhook:
                 raise RetryLater(max(delays), problems)
             raise Retry(problems)
         self.answered.pop(event.id, None)
-        refused = [f"{url}: {problem}" for url, problem in answered.items() if problem]
+        refused = [f"{redact(url)}: {problem}" for url, problem in answered.items() if problem]
         if refused:
             raise PermanentFailure("; ".join(refused))
 
@@ -223,13 +232,11 @@ class Webhook:
             "X-Pnbridge-Signature": sign(target.secret, timestamp, body),
         }
         try:
-            response = await self.client.post(
-                target.url, content=body, headers=headers, timeout=target.timeout
-            )
+            response = await self._exchange(target, body, headers)
         except httpx.TimeoutException:
             return Outcome(f"no answer within {target.timeout:g}s", retry=True)
         except httpx.HTTPError as error:
-            return Outcome(f"{type(error).__name__}: {error}", retry=True)
+            return Outcome(redact(f"{type(error).__name__}: {error}"), retry=True)
         status = response.status_code
         answer = f"{status} {response.reason_phrase}".strip()
         if 200 <= status < 300:
@@ -237,6 +244,23 @@ class Webhook:
         if status in (408, 429) or status >= 500:
             return Outcome(answer, retry=True, delay=retry_after(response))
         return Outcome(answer, retry=False)
+
+    async def _exchange(
+        self, target: Target, body: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        """POST ``body`` to ``target``; the answer, of whose body at most ``MAX_ANSWER`` bytes
+        are read, for at most ``target.timeout`` seconds. A longer or slower one is cut off
+        there (its connection closed): the status and headers decide alone."""
+        async with self.client.stream(
+            "POST", target.url, content=body, headers=headers, timeout=target.timeout
+        ) as response:
+            read = 0
+            with trio.move_on_after(target.timeout):
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read > MAX_ANSWER:
+                        break
+        return response
 
 
 webhook: Webhook | None = None

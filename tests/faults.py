@@ -21,7 +21,8 @@ TOKEN = "QVBBOT-" + "t" * 40
 
 
 def daemon_toml(tmp_path: Path, db: Path, *, busy_timeout: float = 0.3, extra: str = "",
-                enabled: tuple[str, ...] = ("recorder",), server: str = "") -> str:
+                enabled: tuple[str, ...] = ("recorder",), server: str = "",
+                access_log: bool = False) -> str:
     """A config: loopback listen, ``db``, no rate limits (the tests flood on purpose), the push
     API with pnmediator at a closed port, and the recorder plugin (its file:
     tmp_path/recorded) with fast retries."""
@@ -31,7 +32,7 @@ def daemon_toml(tmp_path: Path, db: Path, *, busy_timeout: float = 0.3, extra: s
 [server]
 listen = ["127.0.0.1:0"]
 grace_period = 2
-access_log = false
+access_log = {str(access_log).lower()}
 {server}
 [storage]
 path = "{db}"

@@ -1,9 +1,11 @@
 """A real HTTP server standing in for pnmediator: it records every request and answers each
-``DeviceToken`` as scripted (200, body code 404, HTTP 404, 500, 429, slowly, or not at all)."""
+``DeviceToken`` as scripted (200, body code 404, HTTP 404, 500, 429, slowly, or not at all),
+or as something else at that url would: an HTML or empty 404, an endless body."""
 
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,13 +17,19 @@ import trio
 @dataclass
 class Answer:
     """One scripted answer: ``status`` and JSON ``body`` after ``delay`` seconds; with
-    ``drop``, the connection is closed without an answer."""
+    ``drop``, the connection is closed without an answer. ``raw`` is a body sent as it is
+    (with ``content_type``) instead of the JSON; ``endless`` bytes of generated body are
+    streamed instead, 64 KiB at a time (``sent`` counts what went out)."""
 
     status: int = 200
     body: Any = field(default_factory=lambda: {"code": 200, "response": "OK"})
     delay: float = 0.0
     drop: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+    content_type: str = "application/json"
+    endless: int = 0
+    sent: int = 0
 
 
 SENT = Answer()
@@ -30,6 +38,16 @@ HTTP_404 = Answer(404, {"code": 404, "response": "Not found"})
 HTTP_400 = Answer(400, {"code": 400, "response": "Missing AppId"})
 HTTP_500 = Answer(500, {"code": 500, "response": "Internal error"})
 DROP = Answer(drop=True)
+# What is at a wrong url: not pnmediator's answers.
+HTML_404 = Answer(404, raw=b"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n"
+                  b"<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n"
+                  b"</body>\r\n</html>\r\n", content_type="text/html")
+EMPTY_404 = Answer(404, raw=b"", content_type="text/plain")
+OTHER_JSON_404 = Answer(404, {"error": "Not Found", "status": 404, "path": "/pnm2/sned"})
+CODE_200_404 = Answer(404, {"code": 200, "response": "OK"})
+# pnmediator's own "invalid token", with whatever HTTP status.
+CODE_404_STRING = Answer(200, {"code": "404", "response": "Device token not found"})
+CODE_404_HTTP_500 = Answer(500, {"code": 404, "response": "Device token not found"})
 
 
 def slow(seconds: float) -> Answer:
@@ -84,6 +102,9 @@ class Stub:
                 self.requests.append(data)
                 self.times.append(trio.current_time())
                 answer = self._next(data.get("DeviceToken", ""))
+                path = urllib.parse.urlsplit(request.target.decode()).path  # or via a proxy
+                if path != urllib.parse.urlsplit(self.url).path:
+                    answer = HTML_404  # what a web server says at a wrong path
                 self.in_flight += 1
                 self.most_in_flight = max(self.most_in_flight, self.in_flight)
                 try:
@@ -92,19 +113,32 @@ class Stub:
                     self.in_flight -= 1
                 if answer.drop:
                     return
-                payload = json.dumps(answer.body).encode()
-                headers = [("content-type", "application/json"),
-                           ("content-length", str(len(payload))), *answer.headers.items()]
+                payload = json.dumps(answer.body).encode() if answer.raw is None else answer.raw
+                size = answer.endless or len(payload)
+                headers = [("content-type", answer.content_type),
+                           ("content-length", str(size)), *answer.headers.items()]
                 try:
                     await stream.send_all(conn.send(h11.Response(status_code=answer.status,
-                                                                 headers=headers))
-                                          + conn.send(h11.Data(data=payload))
-                                          + conn.send(h11.EndOfMessage()))
+                                                                 headers=headers)))
+                    if answer.endless:
+                        await _stream(conn, stream, answer)
+                    else:
+                        await stream.send_all(conn.send(h11.Data(data=payload)))
+                    await stream.send_all(conn.send(h11.EndOfMessage()))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return  # the client gave up waiting
+                    return  # the client gave up waiting (or reading)
                 if conn.our_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
+
+
+async def _stream(conn: h11.Connection, stream: trio.SocketStream, answer: Answer) -> None:
+    """Send ``answer.endless`` bytes of JSON-looking body, generated as it goes."""
+    chunk = b'{"code": 200, "pad": "' + b"x" * 65500
+    while answer.sent < answer.endless:
+        piece = chunk[:answer.endless - answer.sent]
+        await stream.send_all(conn.send(h11.Data(data=piece)))
+        answer.sent += len(piece)
 
 
 async def _read_request(

@@ -47,7 +47,8 @@ def test_store_expire_removes_only_stale_devices_with_an_event(tmp_path):
     with store.transaction():
         store.register(Report("token", username="u", selector="old", token_msgs="a"), {}, 100.0)
         store.register(Report("token", username="u", selector="new", token_msgs="b"), {}, 900.0)
-        changes = store.expire(500.0, {"task": "expire"}, 1000.0)
+        changes, failed = store.expire(500.0, {"task": "expire"}, 1000.0)
+    assert failed == {}
     assert [c.device.selector for c in changes] == ["old"]
     assert [d.selector for d in store.devices()] == ["new"]
     event = store.events()[-1]
@@ -61,7 +62,7 @@ def test_store_expire_works_in_batches(tmp_path):
     with store.transaction():
         for i in range(5):
             store.register(Report("token", username="u", selector=f"s{i}", token_msgs="t"), {}, 1.0)
-        assert len(store.expire(2.0, {}, 3.0, limit=2)) == 2
+        assert len(store.expire(2.0, {}, 3.0, limit=2)[0]) == 2
     assert len(store.devices()) == 3
 
 

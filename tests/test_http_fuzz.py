@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import httpx
+from conftest import PASSWORDS
 from faults import API_KEY, daemon_toml, report, rss_kib
+from fuzzing import CLASSES, CLOSE_STYLES, FORGED, cut_body
+from pnbridge import users
 
 ROUTES = ["/token", "/token/", "/token/1001", "/removeToken/", "/api/v1/push", "/healthz",
           "/readyz", "/metrics", "/nope/x", "/", "//token", "/token/%ff%fe", "/token/\xff"]
@@ -88,12 +93,16 @@ def random_request(rng: random.Random) -> bytes:
     return raw
 
 
-def exchange(address: tuple[str, int], raw: bytes, timeout: float = 10.0) -> int | None:
-    """Send ``raw``; the status of the answer, or None when the daemon closed without one."""
+def exchange(address: tuple[str, int], raw: bytes, timeout: float = 10.0,
+             half_close: bool = True) -> int | None:
+    """Send ``raw`` (then shut the socket's sending side, unless not ``half_close``: the daemon
+    takes that for a client gone and may drop the request); the status of the answer, or None
+    when the daemon closed without one."""
     with socket.create_connection(address, timeout=timeout) as sock:
         try:
             sock.sendall(raw)
-            sock.shutdown(socket.SHUT_WR)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # it may stop reading a request it has rejected
         answer = b""
@@ -195,3 +204,57 @@ body_timeout = 1.5"""))
         sock.close()
     assert not open_, f"{len(open_)} slow client(s) still connected after {took:.1f}s"
     assert daemon.popen.poll() is None
+
+
+# How a line of ``pnbridge serve``'s log starts; a line starting otherwise was forged.
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) pnbridge[\w.]*: ")
+
+
+def test_fuzz_attack_classes(spawn, tmp_path):
+    """A few thousand generated requests of each attack class of docs/security.md (charsets,
+    malformed Authorization headers, nested and non-standard JSON, control characters and
+    line breaks in paths, fields and headers), with cut-off bodies closed in four styles
+    racing the answers from other threads: no 5xx, the daemon alive, a good client served
+    throughout, and every log line one the daemon wrote."""
+    users_file = tmp_path / "users"
+    users.write(users_file, {n: users.new_user(n, "pnbridge", p) for n, p in PASSWORDS.items()})
+    routes = "".join(f"""
+[[reporter.routes]]
+path = "/{prefix}/{{username}}"
+kind = "token"
+auth = "{mode}"
+""" for prefix, mode in (("dig", "digest"), ("bas", "basic")))
+    daemon = spawn(daemon_toml(tmp_path, tmp_path / "pnbridge.db", access_log=True,
+                               extra=f'[auth]\nusers_file = "{users_file}"\n{routes}'))
+    url = daemon.url()
+    address = (urlsplit(url).hostname, urlsplit(url).port)
+    rng = random.Random(20261206)
+    good = GoodClient(url)
+    good.start()
+    statuses: dict[str, dict[int | None, int]] = {name: {} for name in CLASSES}
+    try:
+        with ThreadPoolExecutor(8) as racers:
+            cuts = [racers.submit(cut_body, address, style)
+                    for style in CLOSE_STYLES for _ in range(100)]
+            for _ in range(600):
+                for name, generate in CLASSES.items():
+                    raw = generate(rng)
+                    status = exchange(address, raw, half_close=False)
+                    seen = statuses[name]
+                    seen[status] = seen.get(status, 0) + 1
+                    assert status is None or status < 500, (name, status, raw[:300])
+            for cut in cuts:
+                cut.result()
+    finally:
+        good.stop.set()
+        good.join(15)
+    assert daemon.popen.poll() is None, daemon.log[-5000:]
+    assert report(httpx.Client(base_url=url), "after-fuzz") == 200
+    assert good.results and {s for s, _ in good.results} == {200}, good.results
+    for name, seen in statuses.items():  # each class reached the daemon and was answered
+        assert sum(n for s, n in seen.items() if s is not None) > 300, (name, seen)
+    log = daemon.log
+    assert "\x1b" not in log
+    forged = [line for line in log.splitlines() if not LOG_LINE.match(line)]
+    assert not forged, forged[:20]
+    assert FORGED not in "".join(line.split(": ", 1)[0] for line in log.splitlines())

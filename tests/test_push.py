@@ -534,7 +534,14 @@ async def test_cli_push_errors(stub, tmp_path):
      (200, {"code": " 200 "}, None, ("sent", "", None)),
      (200, {"code": True}, None, ("sent", "", None)),
      (200, [404], None, ("sent", "", None)),
-     (404, {}, None, ("invalid-token", "pnmediator HTTP 404", None)),
+     (404, {"code": 404}, None, ("invalid-token", "pnmediator code 404", None)),
+     (500, {"code": 404.0}, None, ("invalid-token", "pnmediator code 404", None)),
+     (404, {}, None, ("failed", "HTTP 404 without pnmediator's JSON code 404, not "
+                               "pnmediator's answer: likely a configuration error (a wrong "
+                               "url, or a proxy)", None)),
+     (404, None, None, ("failed", "HTTP 404 without pnmediator's JSON code 404, not "
+                                 "pnmediator's answer: likely a configuration error (a wrong "
+                                 "url, or a proxy)", None)),
      (400, {"code": 400, "response": "no AppId"}, None,
       ("failed", "pnmediator HTTP 400: no AppId", None)),
      (200, {"code": 400}, None, ("failed", "pnmediator code 400", None)),

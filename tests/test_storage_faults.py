@@ -68,8 +68,9 @@ def test_locked_by_another_process(spawn, tmp_path):
         assert report(client, "before") == 200
         with locked(db):
             assert report(client, "during") == 503
-            answer = push(client)
-            assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+            answer = push(client)  # devices are read on a read-only connection: no wait
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["devices"][0]["outcome"] == "failed"  # pnmediator: port 9
             ready = client.get("/readyz")
             assert ready.status_code == 503
             assert "database: cannot write: the database is locked by another process" \
