@@ -29,3 +29,30 @@ def shield_sends(app: ASGIApp) -> ASGIApp:
         await app(scope, receive, send_shielded)
 
     return shielded
+
+
+def close_if_framed_twice(app: ASGIApp) -> ASGIApp:
+    """``app`` answering ``Connection: close`` to an HTTP/1 request that has both
+    Content-Length and Transfer-Encoding, so that the connection closes after the answer
+    (RFC 9112 6.1): where a proxy in front read the body by the other header, the rest of
+    the connection would be a request smuggled past it."""
+
+    async def guarded(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("http_version") not in ("1.0", "1.1"):
+            await app(scope, receive, send)
+            return
+        names = {name.lower() for name, _ in scope["headers"]}
+        if not {b"content-length", b"transfer-encoding"} <= names:
+            await app(scope, receive, send)
+            return
+
+        async def send_closing(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(n, v) for n, v in message.get("headers", ())
+                           if n.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await app(scope, receive, send_closing)
+
+    return guarded

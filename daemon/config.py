@@ -92,8 +92,9 @@ class ServerConfig:
     )
     max_headers: int = field(default=64, metadata=check(lambda n: _between(n, 8, 1000)))
     # Slow clients: a connection idle this long between requests (or before its request's
-    # headers are complete) is closed; one silent this long mid-request is closed; a request
-    # body that takes longer than body_timeout to arrive is answered 408.
+    # headers are complete) is closed; one silent this long while its request arrives is
+    # closed (not while the request is handled); a request body that takes longer than
+    # body_timeout to arrive is answered 408.
     keep_alive_timeout: float = field(default=5.0, metadata=check(_positive))
     read_timeout: float = field(default=10.0, metadata=check(_positive))
     body_timeout: float = field(default=10.0, metadata=check(_positive))
@@ -315,11 +316,22 @@ def parse_config(data: dict) -> Config:
     config = convert(Config, _split_plugin_tables(data), "", errors)
     if config is not None:
         errors += _auth_problems(config)
+        errors += _timing_problems(config)
         if config.api.admin_only and not config.server.admin_listen:
             errors.append("api.admin_only: needs [server] admin_listen to serve the API on")
     if errors or config is None:
         raise ConfigError(errors)
     return config
+
+
+def _timing_problems(config: Config) -> list[str]:
+    """Timeouts that cannot work together."""
+    busy, grace = config.storage.busy_timeout, config.server.grace_period
+    if busy > grace:
+        return [f"storage.busy_timeout: {busy:g} s is longer than server.grace_period"
+                f" ({grace:g} s): a report waiting for a lock when the daemon stops would be"
+                " cut off without an answer"]
+    return []
 
 
 def _auth_problems(config: Config) -> list[str]:

@@ -9,6 +9,11 @@ daemon. Here each connection closes under its send lock, and whatever a connecti
 stays in that connection: it is counted (``pnbridge_connection_errors_total``) and logged at
 debug, once per connection.
 
+The read timeout (``[server] read_timeout``) is armed only while a request is arriving, not
+while the app works on one that has arrived whole: a handler that takes longer than the
+read timeout (a push retried until its deadline, a report waiting ``busy_timeout`` for a
+lock) still gets its answer out; its own deadlines bound it.
+
 Written against hypercorn 0.17 and 0.18 (pyproject pins ``<0.19``: this module subclasses
 ``hypercorn.trio.tcp_server.TCPServer`` and uses its internals).
 """
@@ -19,12 +24,16 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
+from math import inf
 from typing import Any
 
+import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, RawData
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
@@ -59,6 +68,36 @@ class Connection(TCPServer):
         for name in names:
             self.errors.labels(name).inc()
         log.debug("connection failed (contained): %s", ", ".join(names), exc_info=group)
+
+    async def _read_data(self) -> None:
+        """hypercorn's read loop, with the read timeout of ``_read_limit``."""
+        while True:
+            try:
+                with trio.fail_after(self._read_limit()):
+                    data = await self.stream.receive_some(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                break
+            except trio.TooSlowError:
+                await self.idle_task.stop()  # else a cut-off head waits for keep_alive_timeout
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"":
+                break
+        await self.protocol.handle(Closed())
+
+    def _read_limit(self) -> float:
+        """``read_timeout`` while a request is arriving; none between requests (there
+        ``keep_alive_timeout`` closes the connection) and while every request in hand has
+        arrived whole and waits for its answer. HTTP/2: none while a stream is open (the
+        app's ``BODY_TIMEOUT`` bounds a slow body)."""
+        protocol = self.protocol.protocol
+        if isinstance(protocol, H11Protocol):
+            state = protocol.connection.their_state
+            waiting = state in (h11.DONE, h11.MUST_CLOSE) or (
+                state is h11.IDLE and not protocol.connection.trailing_data[0])
+        else:
+            waiting = not protocol.idle
+        return inf if waiting else (self.config.read_timeout or inf)
 
     async def _close(self) -> None:
         """Send EOF, then close: the EOF under the send lock, so that it cannot race a send;

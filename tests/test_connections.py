@@ -1,6 +1,7 @@
 """Connections that end badly: a client that cuts its body short and closes, half-closes,
 resets or stays open as the answer (413, 429) goes out never stops the daemon
-(docs/reliability.md, "Connections"); a connection that fails anyway is contained and counted."""
+(docs/reliability.md); a connection that fails anyway is contained and counted. A request
+whose handler takes longer than ``read_timeout`` still gets its answer."""
 
 from __future__ import annotations
 
@@ -14,16 +15,20 @@ from functools import partial
 
 import httpx
 import trio
-from faults import metric, report
+from conftest import pnbridge
+from faults import daemon_toml, locked, metric, report
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 from pnbridge.httpserver import Connection
+from pnmediator_stub import Answer, Stub
 from prometheus_client import CollectorRegistry, Counter
 from quart import request
 from quart_trio import QuartTrio
+from test_push import KEY, push_config
+from test_push import report as report_push
 
 STYLES = ("close", "half", "reset", "open")
 
@@ -143,3 +148,109 @@ async def test_a_connection_that_fails_is_contained_and_counted(nursery):
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         answer = await client.post("/token/", content=b"x" * 10)
     assert answer.status_code == 200 and answer.text == "10"
+
+
+# -- [server] read_timeout bounds reading a request, not answering it ---------------------
+
+
+async def test_a_push_longer_than_read_timeout_gets_its_answer(start_daemon, nursery):
+    # pnmediator answers 503 after 0.4 s, each retry too, until the 2 s deadline: the
+    # answer comes 2 s in, 4 times read_timeout; it used to be a closed socket at 0.5 s.
+    stub = await nursery.start(Stub().serve)
+    daemon = await start_daemon({"server": {"read_timeout": 0.5},
+                                 **push_config(stub, NotifyTextMessage=2.0)})
+    await report_push(daemon, "alice", "A", msgs="slow-503")
+    stub.answer("slow-503", *[Answer(503, {"code": 503, "response": "busy"}, delay=0.4)] * 20)
+    started = trio.current_time()
+    answer = await daemon.client.post(
+        "/api/v1/push", json={"username": "alice", "verb": "NotifyTextMessage", "message": "hi"},
+        headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+    assert answer.status_code == 200
+    assert [d["outcome"] for d in answer.json()["devices"]] == ["failed"]
+    assert trio.current_time() - started > 1.5
+    assert len(stub.to("slow-503")) >= 3
+
+
+def test_a_report_waiting_for_a_lock_longer_than_read_timeout_gets_503(spawn, tmp_path):
+    db = tmp_path / "pnbridge.db"
+    daemon = spawn(daemon_toml(tmp_path, db, busy_timeout=1.5, server="read_timeout = 0.5"))
+    with httpx.Client(base_url=daemon.url(), timeout=10) as client:
+        assert report(client, "before") == 200
+        with locked(db):
+            started = time.monotonic()
+            assert report(client, "during") == 503
+            assert time.monotonic() - started > 1.4
+        assert report(client, "after") == 200
+    assert daemon.popen.poll() is None
+
+
+async def test_read_timeout_still_cuts_a_client_silent_mid_request(start_daemon):
+    daemon = await start_daemon({"server": {"read_timeout": 0.5, "body_timeout": 30,
+                                            "keep_alive_timeout": 30}})
+    port = int(daemon.url.rsplit(":", 1)[1])
+
+    def silent(request: bytes) -> float:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(request)
+            started = time.monotonic()
+            while sock.recv(65536):
+                pass
+            return time.monotonic() - started
+
+    head = b"POST /token/ HTTP/1.1\r\nHost: pnbridge\r\nContent-Length: 50\r\n"
+    for sent in (head, head + b"\r\nusername=al"):  # in the head, in the body
+        took = await trio.to_thread.run_sync(silent, sent)
+        assert 0.4 < took < 3, (sent, took)
+
+
+def test_check_config_rejects_busy_timeout_longer_than_grace_period(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[server]\ngrace_period = 5\n[storage]\nbusy_timeout = 5.5\n")
+    result = pnbridge("check-config", "--config", str(path))
+    assert result.returncode == 1
+    assert "storage.busy_timeout: 5.5 s is longer than server.grace_period (5 s)" \
+        in result.stderr, result.stderr
+    path.write_text("[server]\ngrace_period = 5\n[storage]\nbusy_timeout = 5\n")
+    assert pnbridge("check-config", "--config", str(path)).returncode == 0
+
+
+# -- a request framed twice (RFC 9112 6.1) --------------------------------------------------
+
+
+def exchange(port: int, data: bytes, wait: float = 2.0) -> tuple[bytes, bool]:
+    """Send ``data`` on a new connection; everything answered, and whether the daemon
+    closed the connection (False: still open after ``wait`` seconds of silence)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(data)
+        got = b""
+        try:
+            while chunk := sock.recv(65536):
+                got += chunk
+        except TimeoutError:
+            return got, False
+        return got, True
+
+
+async def test_content_length_with_transfer_encoding_closes_after_the_answer(start_daemon):
+    # A request behind it in the same packet (what a proxy reading the body by the other
+    # header would pass on as a separate request) is never answered.
+    daemon = await start_daemon()
+    port = int(daemon.url.rsplit(":", 1)[1])
+    body = b"username=alice&selector=A&pushToken=tok-A&pushappid=app"
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    behind = b"GET /token/?username=eve&selector=SMUGGLED&pushToken=x HTTP/1.1\r\nHost: p\r\n\r\n"
+    head = b"POST /token/ HTTP/1.1\r\nHost: p\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    for framing in (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+                    b"transfer-encoding: chunked\r\ncontent-length: 1000\r\n",
+                    b"Transfer-Encoding: chunked\r\nContent-Length: 0\r\nContent-Length: 0\r\n"):
+        got, closed = await trio.to_thread.run_sync(exchange, port, head + framing + b"\r\n"
+                                                    + chunked + behind)
+        assert closed and got.count(b"HTTP/1.1 ") == 1, (framing, got)
+        assert b"\r\nconnection: close\r\n" in got.lower(), got
+    # Content-Length alone: both requests answered, the connection kept.
+    alone = head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    got, closed = await trio.to_thread.run_sync(exchange, port, alone + behind)
+    assert not closed and got.count(b"HTTP/1.1 200") == 2, got
+    store = daemon.store()
+    assert {d.selector for d in store.devices()} == {"A", "SMUGGLED"}
+    store.close()
