@@ -1,14 +1,16 @@
-"""The ceiling: an empty quart-trio handler served by hypercorn with pnbridge's settings (the
-hypercorn config ``pnbridge serve`` builds from its defaults: timeouts, header limits).
+"""The ceiling: an empty quart-trio handler served by pnbridge's HTTP server with its settings
+(the hypercorn config ``pnbridge serve`` builds from its defaults: timeouts, header limits).
 
 Usage: python bench/ceiling.py HOST:PORT
 """
 
 import sys
+from functools import partial
 
-import hypercorn.trio
 import trio
 from pnbridge.config import Config
+from pnbridge.httpserver import serve
+from pnbridge.metrics import Metrics
 from pnbridge.server import hypercorn_config
 from quart import Response
 from quart_trio import QuartTrio
@@ -25,4 +27,6 @@ async def empty(path: str) -> Response:
 
 
 if __name__ == "__main__":
-    trio.run(hypercorn.trio.serve, app, hypercorn_config(Config(), [sys.argv[1]]))
+    config = hypercorn_config(Config(), [sys.argv[1]])
+    forever = trio.sleep_forever
+    trio.run(partial(serve, app, config, Metrics().connection_errors, shutdown_trigger=forever))

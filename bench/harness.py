@@ -511,8 +511,9 @@ def write_markdown(r: dict, out: Path) -> None:
         "",
         "## Report ingestion against the ceiling",
         "",
-        "The ceiling is an empty quart-trio handler (200, no body) served by hypercorn with the",
-        "same settings, in its own process: the most this stack does on this machine. All",
+        "The ceiling is an empty quart-trio handler (200, no body) served by pnbridge's HTTP",
+        "server (`daemon/httpserver.py`) with the same settings, in its own process: the most",
+        "this stack does on this machine. All",
         "servers run at once and the load alternates between them, "
         f"{r['rounds']} round(s) of {r['seconds']} s each;",
         "the table shows each server's median round. pnbridge runs with `access_log = false`,",

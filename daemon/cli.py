@@ -23,6 +23,7 @@ from . import __version__, apikeys, transfer, users
 from .auth import load_users, plugin_problems, security_warnings
 from .config import Config, load_config
 from .events import Device, isotime
+from .httpserver import leaves
 from .log import escape, escape_json, redact, setup_logging, shorten
 from .pluginhost import PluginError, PluginHost, discover, load_plugins
 from .push import VERBS, BadPush, UnknownUser, parse_request, push_once
@@ -116,20 +117,12 @@ def serve(config_path: str | None) -> None:
             plugins=plugins,
         ))
     except* PluginError as group:
-        fail(*map(str, _leaves(group)))
+        fail(*map(str, leaves(group)))
     except* (StoreError, ConfigError) as group:
-        fail(*map(str, _leaves(group)))
+        fail(*map(str, leaves(group)))
     except* OSError as group:
         addresses = ", ".join([*config.server.listen, *config.server.admin_listen])
-        fail(*(f"cannot listen on {addresses}: {e}" for e in _leaves(group)))
-
-
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    """The exceptions inside ``group`` and its nested groups."""
-    leaves: list[BaseException] = []
-    for error in group.exceptions:
-        leaves.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
-    return leaves
+        fail(*(f"cannot listen on {addresses}: {e}" for e in leaves(group)))
 
 
 @main.command("check-config")
@@ -571,7 +564,7 @@ def push(config_path: str | None, verb: str, username: str, as_json: bool,
         fail(f"no device of user {username}" + (f" with selector {wanted.selector}"
                                                   if wanted.selector else ""))
     except* (LookupError, PluginError, StoreError) as group:
-        fail(*map(str, _leaves(group)))
+        fail(*map(str, leaves(group)))
     if as_json:
         click.echo(json.dumps({"username": username, "verb": verb,
                                "devices": [r.to_dict() for r in results]}, indent=2))

@@ -64,7 +64,7 @@ class Connection(TCPServer):
             self._failed(group)
 
     def _failed(self, group: BaseExceptionGroup) -> None:
-        names = sorted({type(error).__name__ for error in _leaves(group)})
+        names = sorted({type(error).__name__ for error in leaves(group)})
         for name in names:
             self.errors.labels(name).inc()
         log.debug("connection failed (contained): %s", ", ".join(names), exc_info=group)
@@ -120,11 +120,12 @@ class Connection(TCPServer):
             await self.stream.send_eof()
 
 
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    leaves: list[BaseException] = []
+def leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    """The exceptions inside ``group`` and its nested groups."""
+    found: list[BaseException] = []
     for error in group.exceptions:
-        leaves.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
-    return leaves
+        found.extend(leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return found
 
 
 async def serve(
