@@ -12,7 +12,9 @@ debug, once per connection.
 The read timeout (``[server] read_timeout``) is armed only while a request is arriving, not
 while the app works on one that has arrived whole: a handler that takes longer than the
 read timeout (a push retried until its deadline, a report waiting ``busy_timeout`` for a
-lock) still gets its answer out; its own deadlines bound it.
+lock) still gets its answer out; its own deadlines bound it. Likewise a client that shuts its
+sending side after a whole request (``shutdown(SHUT_WR)``) gets its answer: hypercorn took
+that for a client gone and cancelled the request.
 
 Written against hypercorn 0.17 and 0.18 (pyproject pins ``<0.19``: this module subclasses
 ``hypercorn.trio.tcp_server.TCPServer`` and uses its internals).
@@ -82,8 +84,18 @@ class Connection(TCPServer):
                 break
             await self.protocol.handle(RawData(bytes(data)))
             if data == b"":
+                if self._answer_pending():
+                    return  # the answer goes out, then hypercorn closes the connection
                 break
         await self.protocol.handle(Closed())
+
+    def _answer_pending(self) -> bool:
+        """The client ended its side (a half-close, or a close) after a whole request whose
+        answer is not out yet. hypercorn would tell the app that the client is gone and
+        cancel it; but a half-closed client still reads, and a whole request is answered."""
+        protocol = self.protocol.protocol
+        return (isinstance(protocol, H11Protocol) and protocol.stream is not None
+                and protocol.connection.their_state is h11.CLOSED)
 
     def _read_limit(self) -> float:
         """``read_timeout`` while a request is arriving; none between requests (there

@@ -5,6 +5,7 @@ whose handler takes longer than ``read_timeout`` still gets its answer."""
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import struct
@@ -254,3 +255,42 @@ async def test_content_length_with_transfer_encoding_closes_after_the_answer(sta
     store = daemon.store()
     assert {d.selector for d in store.devices()} == {"A", "SMUGGLED"}
     store.close()
+
+
+# -- a client that shuts its sending side after a whole request still gets the answer ------
+
+
+def test_a_half_closed_client_gets_its_answer(spawn, tmp_path):
+    """``shutdown(SHUT_WR)`` right after a whole request (GET, POST form, POST JSON): the
+    answer arrives and the connection closes after it. hypercorn took the EOF for a client
+    gone and cancelled the request: 0 of 50 answered, though most were stored."""
+    db = tmp_path / "pnbridge.db"
+    daemon = spawn(daemon_toml(tmp_path, db))
+    port = int(daemon.url().rsplit(":", 1)[1])
+    def shapes(n: int) -> list[bytes]:
+        body = f"username=hc&selector=P{n}&pushToken=tok-post".encode()
+        return [
+            f"GET /token/?username=hc&selector=G{n}&pushToken=t HTTP/1.1\r\nHost: x\r\n\r\n"
+            .encode(),
+            b"POST /token/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-"
+            b"urlencoded\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body,
+            f"GET /removeToken/?username=hc&selector=G{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+        ]
+
+    def half_close(raw: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(raw)
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := sock.recv(4096):  # until the daemon closes
+                answer += chunk
+            return answer
+
+    answers = [half_close(raw) for n in range(7) for raw in shapes(n)]
+    assert [a[:13] for a in answers] == [b"HTTP/1.1 200 "] * len(answers), answers
+    with httpx.Client(base_url=daemon.url()) as client:
+        assert report(client, "after") == 200
+    assert daemon.popen.poll() is None
+    result = pnbridge("devices", "list", "--json", "--config", str(tmp_path / "pnbridge.toml"))
+    selectors = {d["selector"] for d in json.loads(result.stdout)}
+    assert {f"P{n}" for n in range(7)} <= selectors and not {f"G{n}" for n in range(7)} & selectors
