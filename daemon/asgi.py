@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import trio
@@ -56,3 +57,20 @@ def close_if_framed_twice(app: ASGIApp) -> ASGIApp:
         await app(scope, receive, send_closing)
 
     return guarded
+
+
+def refuse_websockets(app: ASGIApp) -> ASGIApp:
+    """``app`` answering a WebSocket handshake ``403`` itself: pnbridge has no WebSocket
+    route. Quart's 404 rejection raced hypercorn's own answer to data sent after the
+    handshake, and hypercorn logged a traceback at error for each such request."""
+
+    async def http_only(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await app(scope, receive, send)
+            return
+        # Raises when the client already broke the connection (h11 in its ERROR state):
+        # then there is no one to answer, and hypercorn closes the connection.
+        with contextlib.suppress(Exception):
+            await send({"type": "websocket.close", "code": 1008})
+
+    return http_only

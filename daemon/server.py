@@ -13,7 +13,7 @@ import trio
 from quart_trio import QuartTrio
 
 from .apikeys import ApiKeys
-from .asgi import close_if_framed_twice, shield_sends
+from .asgi import close_if_framed_twice, refuse_websockets, shield_sends
 from .auth import Guard, load_users, plugin_problems
 from .config import Config
 from .digest import Nonces
@@ -154,7 +154,7 @@ async def _serve(
             binds = []
             for served, hc in servers:
                 binds.append(await nursery.start(partial(
-                    serve, close_if_framed_twice(shield_sends(served)), hc,
+                    serve, refuse_websockets(close_if_framed_twice(shield_sends(served))), hc,
                     services.metrics.connection_errors,
                     shutdown_trigger=shutdown.wait)))
             log.info("listening on %s, database %s",

@@ -9,6 +9,7 @@ import json
 import random
 import socket
 import struct
+import time
 from urllib.parse import quote
 
 from faults import API_KEY
@@ -151,22 +152,32 @@ def control(rng: random.Random) -> bytes:
 CLASSES = {"charset": charset, "auth header": auth_header, "nested JSON": nested,
            "control characters": control}
 
-CLOSE_STYLES = ("close", "half-close", "reset", "keep")
+STYLES = ("close", "half", "reset", "open")
 
 
-def cut_body(address: tuple[str, int], style: str) -> None:
-    """``POST /token/`` announcing 100,000 bytes, sending 9, then going away in ``style`` as
-    the daemon's answer (413, 429 or 400) goes out: the race that stopped hypercorn."""
-    head = (b"POST /token/ HTTP/1.1\r\nHost: fuzz\r\nContent-Length: 100000\r\n"
-            b"Content-Type: application/x-www-form-urlencoded\r\n\r\nusername=")
+def cut_body(port: int, style: str, forwarded_for: str | None = None) -> None:
+    """``POST /token/`` announcing 100,000 bytes of body, sending 9, then ending the connection
+    in ``style``: close, half-close (SHUT_WR) and read, reset (SO_LINGER 0), or read the answer
+    while keeping the socket open."""
+    head = (b"POST /token/ HTTP/1.1\r\nHost: pnbridge\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n")
+    if forwarded_for:
+        head += b"X-Forwarded-For: " + forwarded_for.encode() + b"\r\n"
     try:
-        with socket.create_connection(address, timeout=5) as sock:
-            sock.sendall(head)
-            if style == "half-close":
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except OSError:
+        return  # refused: the daemon is gone (the test's asserts say so)
+    with sock:
+        try:
+            sock.sendall(head + b"\r\nusername=")
+            time.sleep(random.random() * 0.004)
+            if style == "half":
                 sock.shutdown(socket.SHUT_WR)
+                sock.recv(65536)
             elif style == "reset":
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            elif style == "keep":
-                sock.recv(1)  # wait for the daemon's answer or close, then go
-    except OSError:
-        pass  # refused or reset: the daemon may already be done with it
+            elif style == "open":
+                sock.recv(65536)
+                time.sleep(0.05)
+        except OSError:
+            pass  # the daemon closed first: also an ending

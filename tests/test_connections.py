@@ -18,6 +18,7 @@ import httpx
 import trio
 from conftest import pnbridge
 from faults import daemon_toml, locked, metric, report
+from fuzzing import STYLES, cut_body
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -30,36 +31,6 @@ from quart import request
 from quart_trio import QuartTrio
 from test_push import KEY, push_config
 from test_push import report as report_push
-
-STYLES = ("close", "half", "reset", "open")
-
-
-def cut_body(port: int, style: str, forwarded_for: str | None = None) -> None:
-    """``POST /token/`` announcing 100,000 bytes of body, sending 9, then ending the connection
-    in ``style``: close, half-close (SHUT_WR) and read, reset (SO_LINGER 0), or read the answer
-    while keeping the socket open."""
-    head = (b"POST /token/ HTTP/1.1\r\nHost: pnbridge\r\n"
-            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n")
-    if forwarded_for:
-        head += b"X-Forwarded-For: " + forwarded_for.encode() + b"\r\n"
-    try:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    except OSError:
-        return  # refused: the daemon is gone (the test's asserts say so)
-    with sock:
-        try:
-            sock.sendall(head + b"\r\nusername=")
-            time.sleep(random.random() * 0.004)
-            if style == "half":
-                sock.shutdown(socket.SHUT_WR)
-                sock.recv(65536)
-            elif style == "reset":
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            elif style == "open":
-                sock.recv(65536)
-                time.sleep(0.05)
-        except OSError:
-            pass  # the daemon closed first: also an ending
 
 
 def test_cut_bodies_ended_every_way_never_stop_the_daemon(spawn, tmp_path):
@@ -294,3 +265,42 @@ def test_a_half_closed_client_gets_its_answer(spawn, tmp_path):
     result = pnbridge("devices", "list", "--json", "--config", str(tmp_path / "pnbridge.toml"))
     selectors = {d["selector"] for d in json.loads(result.stdout)}
     assert {f"P{n}" for n in range(7)} <= selectors and not {f"G{n}" for n in range(7)} & selectors
+
+
+def test_websocket_handshakes_are_refused_without_a_traceback(spawn, tmp_path):
+    """pnbridge has no WebSocket route: a handshake, with frames or garbage after it and the
+    connection ended in each style, is a 403 (or nothing, the client being gone) and never a
+    traceback. Quart's 404 rejection raced hypercorn's answer: a traceback at error each."""
+    daemon = spawn(daemon_toml(tmp_path, tmp_path / "pnbridge.db"))
+    port = int(daemon.url().rsplit(":", 1)[1])
+    handshake = (b"GET /token/ HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket"
+                 b"\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13"
+                 b"\r\n\r\n")
+    rng = random.Random(7)
+
+    def attempt(n: int) -> bytes:
+        tail = rng.choice([b"", b"\x81\x85garbage", b"\x88\x00", rng.randbytes(30)])
+        style = STYLES[n % len(STYLES)]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(handshake + tail)
+            if style == "half":
+                sock.shutdown(socket.SHUT_WR)
+            elif style == "reset":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return b""
+            elif style == "close":
+                return b""
+            try:
+                return sock.recv(64)
+            except OSError:
+                return b""
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(attempt, range(400)))
+    # 403; 400 where hypercorn read the bytes after the handshake as a bad request first.
+    assert {a[:13] for a in answers} <= {b"HTTP/1.1 403 ", b"HTTP/1.1 400 ", b""}
+    assert sum(a.startswith(b"HTTP/1.1 403 ") for a in answers) >= 100, answers[:8]
+    with httpx.Client(base_url=daemon.url()) as client:
+        assert report(client, "after") == 200
+    assert daemon.popen.poll() is None
+    assert "Traceback" not in daemon.log and "ERROR" not in daemon.log, daemon.log[-3000:]

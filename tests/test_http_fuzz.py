@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 from conftest import PASSWORDS
 from faults import API_KEY, daemon_toml, report, rss_kib
-from fuzzing import CLASSES, CLOSE_STYLES, FORGED, cut_body
+from fuzzing import CLASSES, FORGED, STYLES, cut_body
 from pnbridge import users
 
 ROUTES = ["/token", "/token/", "/token/1001", "/removeToken/", "/api/v1/push", "/healthz",
@@ -234,8 +234,8 @@ auth = "{mode}"
     statuses: dict[str, dict[int | None, int]] = {name: {} for name in CLASSES}
     try:
         with ThreadPoolExecutor(8) as racers:
-            cuts = [racers.submit(cut_body, address, style)
-                    for style in CLOSE_STYLES for _ in range(100)]
+            cuts = [racers.submit(cut_body, address[1], style)
+                    for style in STYLES for _ in range(100)]
             for _ in range(600):
                 for name, generate in CLASSES.items():
                     raw = generate(rng)
