@@ -387,6 +387,7 @@ listen = ["127.0.0.1:0"]
 grace_period = 2
 [storage]
 path = "{db}"
+busy_timeout = 1
 expire_after = "10m"
 [reporter]
 client_rate = 0
