@@ -42,6 +42,7 @@ def hypercorn_config(config: Config, binds: list[str]) -> hypercorn.config.Confi
     hc.bind = list(binds)
     _limit(hc, config)
     hc.accesslog = None
+    hc.include_server_header = False  # no "server: hypercorn-h11" for fingerprinting
     hc.errorlog = logging.getLogger("pnbridge.http")
     return hc
 
