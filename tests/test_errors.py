@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import pnbridge
+from faults import daemon_toml, locked
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACEBACK = re.compile(r"Traceback|ExceptionGroup|Error\(|^\s+File ", re.M)
@@ -238,3 +239,15 @@ def _subcommands(group: list[str]) -> list[str]:
         return []
     block = result.stdout.split("Commands:", 1)[1]
     return re.findall(r"^  ([a-z][a-z-]*)\s", block, re.M)
+
+
+def test_a_storage_failure_while_serving_names_the_database(spawn, tmp_path):
+    db = tmp_path / "pnbridge.db"
+    daemon = spawn(daemon_toml(tmp_path, db, access_log=True))
+    with httpx.Client(base_url=daemon.url(), timeout=10) as client:
+        params = {"username": "u", "selector": "S1", "pushToken": "tok", "pushappid": "app"}
+        assert client.get("/token/", params=params).status_code == 200
+        with locked(db):
+            assert client.get("/token/", params={**params, "selector": "S2"}).status_code == 503
+    daemon.wait_for(rf"storage failed route=/token/ database={re.escape(str(db))}: "
+                    "database is locked")
