@@ -23,9 +23,9 @@ from . import __version__, apikeys, transfer, users
 from .auth import load_users, plugin_problems, security_warnings
 from .config import Config, load_config
 from .events import Device, isotime
-from .httpserver import leaves
+from .httpserver import ListenError, leaves
 from .log import escape, escape_json, redact, setup_logging, shorten
-from .pluginhost import PluginError, PluginHost, discover, load_plugins
+from .pluginhost import PluginError, PluginHost, describe, discover, load_plugins
 from .push import VERBS, BadPush, UnknownUser, parse_request, push_once
 from .reporter import BadReport, Reporter
 from .settings import ConfigError
@@ -111,18 +111,20 @@ def serve(config_path: str | None) -> None:
         log.info("config %s", config_path)
     for warning in security_warnings(config, config_path):
         log.warning(warning)
+    # fail() only after the except* blocks: a SystemExit raised inside one reaches CPython
+    # 3.11.0-3.11.3 (Debian 12's python3) wrapped in a group, printed as a traceback.
+    failed: list[str] = []
     try:
         trio.run(partial(
             run, config, handle_signals=True, load_config=partial(load_config, config_path),
             plugins=plugins,
         ))
-    except* PluginError as group:
-        fail(*map(str, leaves(group)))
-    except* (StoreError, ConfigError) as group:
-        fail(*map(str, leaves(group)))
+    except* (PluginError, StoreError, ConfigError, ListenError) as group:
+        failed += map(str, leaves(group))
     except* OSError as group:
-        addresses = ", ".join([*config.server.listen, *config.server.admin_listen])
-        fail(*(f"cannot listen on {addresses}: {e}" for e in leaves(group)))
+        failed += (f"cannot serve: {describe(e)}" for e in leaves(group))
+    if failed:
+        fail(*failed)
 
 
 @main.command("check-config")
@@ -558,13 +560,16 @@ def push(config_path: str | None, verb: str, username: str, as_json: bool,
         fail(f"--{error.field.replace('_', '-')}: {str(error).split(': ', 1)[1]}")
     open_store(config).close()
     host = read_plugins(config)
+    failed: list[str] = []  # fail() after the except* blocks: see serve
     try:
         results = trio.run(push_once, config, host, wanted)
     except* UnknownUser:
-        fail(f"no device of user {username}" + (f" with selector {wanted.selector}"
-                                                  if wanted.selector else ""))
+        failed.append(f"no device of user {username}" + (
+            f" with selector {wanted.selector}" if wanted.selector else ""))
     except* (LookupError, PluginError, StoreError) as group:
-        fail(*map(str, leaves(group)))
+        failed += map(str, leaves(group))
+    if failed:
+        fail(*failed)
     if as_json:
         click.echo(json.dumps({"username": username, "verb": verb,
                                "devices": [r.to_dict() for r in results]}, indent=2))
