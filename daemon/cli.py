@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 import trio
 
-from . import __version__, apikeys, transfer, users
+from . import __version__, apikeys, running, transfer, users
 from .auth import load_users, plugin_problems, security_warnings
 from .config import Config, load_config
 from .events import Device, isotime
@@ -36,7 +36,7 @@ log = logging.getLogger("pnbridge")
 config_option = click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False),
+    type=click.Path(readable=False),  # load_config names an unreadable file or a directory
     envvar="PNBRIDGE_CONFIG",
     help="TOML config file (default: $PNBRIDGE_CONFIG, else the embedded defaults).",
 )
@@ -135,6 +135,8 @@ def check_config(config_path: str | None) -> None:
     read_plugins(config)
     for warning in security_warnings(config, config_path):
         click.echo(f"pnbridge: WARNING: {warning}", err=True)
+    for line in running.notes(*running.compare(config)):
+        click.echo(f"pnbridge: note: {escape(line)}", err=True)
     click.echo(f"{config_path or 'embedded defaults'}: OK")
 
 
@@ -303,12 +305,19 @@ def plugins_list(config_path: str | None, as_json: bool) -> None:
     for line in errors:
         click.echo(f"pnbridge: warning: {escape(line)}", err=True)
     enabled = config.plugins.enabled
-    if as_json:
-        click.echo(json.dumps([p.to_dict(p.name in enabled) for p in found.values()], indent=2))
+    record, differ = running.compare(config)
+    for line in running.notes(record, differ):
+        click.echo(f"pnbridge: {escape(line)}", err=True)
+    runs = {p.name: record is not None and p.name in record.enabled for p in found.values()}
+    if as_json:  # "running": null when no daemon runs on this database
+        click.echo(json.dumps([{**p.to_dict(p.name in enabled),
+                                "running": runs[p.name] if record else None}
+                               for p in found.values()], indent=2))
         return
-    rows = [("NAME", "ENABLED", "HOOKS", "SOURCE")]
+    rows = [("NAME", "ENABLED", *["RUNNING"][:bool(record)], "HOOKS", "SOURCE")]
     rows += [
         (p.name, "yes" if p.name in enabled else "no",
+         *["yes" if runs[p.name] else "no"][:bool(record)],
          f"error: {p.error}" if p.error else ", ".join(p.hooks) or "-", p.source)
         for p in found.values()
     ]
@@ -404,7 +413,10 @@ def events(
         store.close()
         _show_failures(parked, as_json)
         return
-    plugins = [plugin] if plugin else config.plugins.enabled
+    record, differ = running.compare(config)
+    for line in running.notes(record, differ):
+        click.echo(f"pnbridge: {escape(line)}", err=True)
+    plugins = [plugin] if plugin else record.enabled if record else config.plugins.enabled
     cursors, parked = store.cursors(), store.failures(plugin)
     journal = store.newest_events(limit) if limit else store.events(0, limit=-1)
     store.close()
