@@ -69,14 +69,14 @@ def read_plugins(config: Config) -> PluginHost:
     return plugins
 
 
-def open_store(config: Config, *, create: bool = False) -> Store:
+def open_store(config: Config, *, create: bool = False, reading: bool = False) -> Store:
     """The database of ``config``, which must exist already (serve creates it) unless
-    ``create``."""
+    ``create``; opened read-only, never migrated, when ``reading``."""
     path = config.storage.path
     if not create and not os.path.exists(path):
-        fail(f"no database at {path} (set [storage] path, or run pnbridge serve first)")
+        fail(f"no database at {path} (start pnbridge serve once, or pass --config)")
     try:
-        return Store(path, config.storage.busy_timeout)
+        return Store(path, config.storage.busy_timeout, reading=reading)
     except StoreError as error:
         fail(str(error))
 
@@ -147,7 +147,7 @@ def devices() -> None:
 @json_option
 def devices_list(config_path: str | None, username: str | None, as_json: bool) -> None:
     """List devices."""
-    store = open_store(read_config(config_path))
+    store = open_store(read_config(config_path), reading=True)
     found = store.devices(username)
     store.close()
     if as_json:
@@ -168,7 +168,7 @@ def devices_list(config_path: str | None, username: str | None, as_json: bool) -
 @json_option
 def devices_show(config_path: str | None, selector: str, as_json: bool) -> None:
     """Show one device in full."""
-    store = open_store(read_config(config_path))
+    store = open_store(read_config(config_path), reading=True)
     device = store.device(selector)
     store.close()
     if device is None:
@@ -212,7 +212,7 @@ def devices_remove(config_path: str | None, selector: str) -> None:
               help="Write here instead of stdout.")
 def devices_export(config_path: str | None, fmt: transfer.Format, output: Any) -> None:
     """Write every device to stdout (or --output), for pnbridge devices import elsewhere."""
-    store = open_store(read_config(config_path))
+    store = open_store(read_config(config_path), reading=True)
     count = transfer.export(store.devices(), fmt, output)
     store.close()
     click.echo(f"exported {count} device(s)", err=True)
@@ -396,7 +396,7 @@ def events(
     if ctx.invoked_subcommand is not None:
         return
     config = read_config(config_path)
-    store = open_store(config)
+    store = open_store(config, reading=True)
     if failed:
         parked = store.failures(plugin)
         store.close()

@@ -14,8 +14,10 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, fields, replace
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import sqlite_utils
 
@@ -133,26 +135,47 @@ class Failure:
 
 
 class Store:
-    """One connection to the pnbridge database; with ``read_only``, one that only queries a
-    database another Store has opened (and migrated) before."""
+    """One connection to the pnbridge database.
 
-    def __init__(self, path: str | Path, busy_timeout: float = 5.0, *, read_only: bool = False):
+    By default it creates the database when there is none and migrates it to this version's
+    schema. With ``reading``, it opens the file read-only (SQLite ``mode=ro``), checks it is
+    a pnbridge database of this version and never creates, migrates or writes anything: for
+    commands that only read. With ``read_only``, one that only queries a database another
+    Store has opened (and migrated) before (the daemon's readers).
+    """
+
+    def __init__(
+        self, path: str | Path, busy_timeout: float = 5.0, *, read_only: bool = False,
+        reading: bool = False,
+    ):
         self.path = Path(path)
         self.journaled = 0  # events this connection wrote (the writer wakes the dispatcher)
         try:
-            conn = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            self.db = sqlite_utils.Database(conn, execute_plugins=False)
-            if read_only:
-                conn.execute("PRAGMA query_only=ON")
+            if reading:
+                conn = _connect_read_only(self.path, busy_timeout)
             else:
-                self.db.enable_wal()
-                conn.execute("PRAGMA synchronous=FULL")
-                self._migrate()
+                conn = sqlite3.connect(
+                    self.path, timeout=busy_timeout, isolation_level=None,
+                    check_same_thread=False,
+                )
         except sqlite3.Error as error:
             raise StoreError(f"cannot open database {self.path}: {error}") from error
         self.conn = conn
+        try:
+            self.db = sqlite_utils.Database(conn, execute_plugins=False)
+            if read_only:
+                conn.execute("PRAGMA query_only=ON")
+            elif problem := schema_problem(conn, self.path, writing=not reading):
+                raise StoreError(problem)
+            elif not reading:
+                self.db.enable_wal()
+                conn.execute("PRAGMA synchronous=FULL")
+                self._migrate()
+        except BaseException as error:
+            conn.close()
+            if isinstance(error, sqlite3.Error):
+                raise StoreError(f"cannot open database {self.path}: {error}") from error
+            raise
 
     def close(self) -> None:
         self.db.conn.close()
@@ -163,11 +186,6 @@ class Store:
 
     def _migrate(self) -> None:
         version = self.schema_version
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"database {self.path} has schema version {version}; this pnbridge knows "
-                f"versions up to {len(MIGRATIONS)} (upgrade pnbridge)"
-            )
         for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._transaction(self.db.conn):
                 step(self.db)
@@ -537,6 +555,91 @@ class Store:
             sql += " AND seq <= ?"
             params.append(passed)
         return self.conn.execute(sql, params).rowcount
+
+
+def _connect_read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A connection that cannot write ``path``, nor create it or anything beside it.
+
+    While a process has the database open, its ``-wal`` file exists and the connection
+    reads through it (``mode=ro``, with the locks every reader takes). Otherwise nothing
+    beside the file is needed: it is opened ``immutable``, which creates no ``-wal`` or
+    ``-shm`` file (a user who may not write the directory could not create them)."""
+    wal = path.with_name(path.name + "-wal").exists()
+    query = "mode=ro" if wal else "mode=ro&immutable=1"
+    uri = f"file:{quote(str(path.absolute()))}?{query}"
+    return sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None,
+                           check_same_thread=False)
+
+
+@cache
+def _schema(version: int) -> dict[str, frozenset[str]]:
+    """The tables (and their columns) of schema ``version``: MIGRATIONS run in memory."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    db = sqlite_utils.Database(conn, execute_plugins=False)
+    for step in MIGRATIONS[:version]:
+        step(db)
+    found = _tables(conn)
+    conn.close()
+    return found
+
+
+def _tables(conn: sqlite3.Connection) -> dict[str, frozenset[str]]:
+    names = [row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    return {
+        name: frozenset(row[1] for row in conn.execute("SELECT * FROM pragma_table_info(?)",
+                                                       (name,)))
+        for name in names
+    }
+
+
+def schema_problem(conn: sqlite3.Connection, path: Path, *, writing: bool) -> str | None:
+    """What keeps pnbridge from using the database at ``path`` (open on ``conn``), in one
+    line; None when it can. An empty database is fine for ``writing`` (it gets the schema),
+    as is an older version of pnbridge's (it is migrated); reading needs this version's.
+    Checked before anything is written: a file of another application is never touched."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = _tables(conn)
+    latest = len(MIGRATIONS)
+    if not tables and not version:
+        return None if writing else (f"database {path} is empty (start pnbridge serve once, "
+                                     "or pass --config)")
+    expected = _schema(min(version, latest)) if version else {}
+    ours = version > 0 and all(
+        columns <= tables.get(name, frozenset()) for name, columns in expected.items())
+    if not ours:
+        listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        return (f"database {path} is not a pnbridge database (schema version {version}, "
+                f"tables: {listed or 'none'}): check [storage] path or --config")
+    if version > latest:
+        return (f"database {path} has schema version {version}; this pnbridge knows "
+                f"versions up to {latest} (upgrade pnbridge)")
+    if version < latest and not writing:
+        return (f"database {path} has schema version {version}, this pnbridge reads "
+                f"{latest}: start pnbridge serve once to upgrade it")
+    return None
+
+
+def inspect(path: str | Path) -> str | None:
+    """What is wrong with the pnbridge database at ``path`` for this version, in one line
+    (missing, unreadable, not pnbridge's, another schema version, failing SQLite's
+    ``quick_check``); None when it is sound. Reads only: creates, migrates, writes nothing."""
+    path = Path(path)
+    if not path.exists():
+        return f"no database at {path} (start pnbridge serve once, or pass --config)"
+    try:
+        store = Store(path, reading=True)
+    except StoreError as error:
+        return str(error)
+    try:
+        checked = [row[0] for row in store.conn.execute("PRAGMA quick_check")]
+    except sqlite3.Error as error:
+        return f"database {path}: quick_check failed: {error}"
+    finally:
+        store.close()
+    if checked != ["ok"]:
+        return f"database {path} is damaged: {'; '.join(checked[:3])}"
+    return None
 
 
 @dataclass
