@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 from collections import Counter
@@ -144,22 +145,28 @@ def devices() -> None:
 @devices.command("list")
 @config_option
 @click.option("--username", help="Only this user's devices.")
+@click.option("--limit", type=click.IntRange(min=0), default=0, show_default=True,
+              help="List the first N devices (0: all); the count goes to stderr.")
 @json_option
-def devices_list(config_path: str | None, username: str | None, as_json: bool) -> None:
-    """List devices."""
+def devices_list(config_path: str | None, username: str | None, limit: int,
+                 as_json: bool) -> None:
+    """List devices (by username and selector); how many there are goes to stderr."""
     store = open_store(read_config(config_path), reading=True)
-    found = store.devices(username)
+    found = store.devices(username, limit or -1)
+    total = store.count_devices(username) if limit else len(found)
     store.close()
     if as_json:
         click.echo(json.dumps([d.to_dict() for d in found], indent=2))
-        return
-    rows = [("SELECTOR", "USERNAME", "CALLS TOKEN", "MSGS TOKEN", "LAST SEEN")]
-    rows += [
-        (d.selector, d.username, shorten(d.token_calls), shorten(d.token_msgs),
-         isotime(d.last_seen))
-        for d in found
-    ]
-    _table(rows)
+    else:
+        rows = [("SELECTOR", "USERNAME", "CALLS TOKEN", "MSGS TOKEN", "LAST SEEN")]
+        rows += [
+            (d.selector, d.username, shorten(d.token_calls), shorten(d.token_msgs),
+             isotime(d.last_seen))
+            for d in found
+        ]
+        _table(rows)
+    shown = f"{len(found):,} of " if len(found) < total else ""
+    click.echo(f"{shown}{total:,} device{'' if total == 1 else 's'}", err=True)
 
 
 @devices.command("show")
@@ -208,63 +215,113 @@ def devices_remove(config_path: str | None, selector: str) -> None:
 @config_option
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
               show_default=True, help="JSON lines (one device a line) or CSV with a header.")
-@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-",
-              help="Write here instead of stdout.")
-def devices_export(config_path: str | None, fmt: transfer.Format, output: Any) -> None:
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              help="Write here (created with mode 0600: it holds tokens) instead of stdout.")
+def devices_export(config_path: str | None, fmt: transfer.Format, output: str) -> None:
     """Write every device to stdout (or --output), for pnbridge devices import elsewhere."""
     store = open_store(read_config(config_path), reading=True)
-    count = transfer.export(store.devices(), fmt, output)
+    found = store.devices()
     store.close()
+    with _output(output) as out, _bar(len(found), "exporting", out) as advance:
+        count = transfer.export(found, fmt, out, advance)
     click.echo(f"exported {count} device(s)", err=True)
 
 
-IMPORT_CHUNK = 500
+@contextlib.contextmanager
+def _output(path: str) -> Iterator[Any]:
+    """stdout for ``-``; else the file ``path``, mode 0600 whatever the umask."""
+    if path == "-":
+        yield click.get_text_stream("stdout")
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+    except OSError as error:
+        fail(f"--output: cannot write {path}: {error.strerror}")
+    with open(fd, "w", encoding="utf-8", newline="") as out:
+        yield out
+
+
+IMPORT_CHUNK = 1 << 20  # bytes read at a time
 
 
 @devices.command("import")
 @config_option
-@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
+@click.argument("file", type=click.File("rb"))
 def devices_import(config_path: str | None, file: Any) -> None:
     """Import devices from FILE (JSON lines or CSV, as export writes them; - for stdin).
 
-    Importing the same file twice changes nothing; each new or changed device is an event.
-    Bad rows are reported with their line number and skipped; the exit status is then 1.
+    The whole file is read first: one that is not UTF-8 is refused, nothing imported. Bad
+    rows are reported with their line number and left out; the rest is written in one
+    transaction, keeping the times the file gives. Beyond [storage] max_devices_per_user,
+    a user's most recently seen devices are kept. Importing the same file twice changes
+    nothing; each new or changed device is an event. The exit status is 1 when a row was
+    left out.
     """
     config = read_config(config_path)
     reporter = Reporter(config.reporter)
-    store = open_store(config, create=True)
     source = {"command": "devices import", "file": file.name}
-    outcomes: Counter[str] = Counter()
     problems: list[str] = []
+    rows: list[transfer.Row] = []
+    now = time.time()
     with _progress(file) as advance:
-        pending: list[tuple[int, Any]] = []
-        for number, row in transfer.read_rows(transfer.counting(file, advance)):
-            try:
-                if isinstance(row, str):
-                    raise BadReport(row)
-                pending.append((number, transfer.to_report(reporter, row)))
-            except BadReport as error:
-                problems.append(f"{file.name}: line {number}: {error} (skipped)")
-            if len(pending) >= IMPORT_CHUNK:
-                outcomes.update(_import_chunk(store, pending, source))
-                pending = []
-        outcomes.update(_import_chunk(store, pending, source))
-    store.close()
-    for line in problems:
+        data = b"".join(iter(lambda: _read(file, advance), b""))
+    try:
+        text = transfer.decode(data, file.name)
+    except transfer.Unreadable as error:
+        fail(str(error))
+    for number, row in transfer.read_rows(io.StringIO(text)):
+        try:
+            if isinstance(row, str):
+                raise BadReport(row)
+            rows.append(transfer.to_row(reporter, number, row, now))
+        except BadReport as error:
+            problems.append(f"{file.name}: line {number}: {error} (skipped)")
+    outcomes: Counter[str] = Counter()
+    store = open_store(config, create=True)
+    try:
+        with store.transaction():
+            plan = transfer.plan(store, rows, config.storage.max_devices_per_user, now)
+            with _bar(len(plan.rows), "writing") as advance:
+                for device in plan.evict:
+                    store.remove(selector=device.selector, reason="evicted",
+                                 source=source, now=now)
+                for row in plan.rows:
+                    outcomes[transfer.import_row(store, row, {**source, "line": row.line},
+                                                 now)] += 1
+                    advance(1)
+    except sqlite3.Error as error:
+        fail(f"cannot write database {config.storage.path}: {error}: nothing imported")
+    finally:
+        store.close()
+    for line in problems + plan.notes:
         click.echo(f"pnbridge: {escape(line)}", err=True)
     summary = ", ".join(f"{outcomes[o]} {o}" for o in ("created", "changed", "unchanged"))
-    click.echo(escape(f"imported {file.name}: {summary}, {len(problems)} skipped"))
-    if problems:
+    summary += f", {len(problems)} skipped"
+    if plan.over_cap:
+        summary += f", {plan.over_cap} over the cap"
+    if plan.evict:
+        summary += f", {len(plan.evict)} stored evicted"
+    click.echo(escape(f"imported {file.name}: {summary}"))
+    if problems or plan.over_cap:
         raise SystemExit(1)
 
 
-def _import_chunk(store: Store, rows: list[tuple[int, Any]], source: dict) -> list[str]:
-    now = time.time()
-    with store.transaction():
-        return [
-            transfer.import_report(store, report, {**source, "line": number}, now)
-            for number, report in rows
-        ]
+def _read(file: Any, advance: Callable[[int], None]) -> bytes:
+    chunk = file.read(IMPORT_CHUNK)
+    advance(len(chunk))
+    return chunk
+
+
+@contextlib.contextmanager
+def _bar(length: int, label: str, out: Any = None) -> Iterator[Callable[[int], None]]:
+    """A progress bar over ``length`` items on a terminal (not when ``out``, where the
+    items go, is that terminal); elsewhere nothing."""
+    if not length or not sys.stderr.isatty() or (out is not None and out.isatty()):
+        yield lambda _: None
+        return
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        yield bar.update
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -266,18 +266,52 @@ class Store:
         if owner is not None and old is not None and old.username != owner:
             raise NotOwner(f"selector {report.selector} belongs to another user")
         if old is None:
-            device = Device(
-                selector=report.selector, username=report.username,
-                token_calls=report.token_calls, appid_calls=report.appid_calls,
-                token_msgs=report.token_msgs, appid_msgs=report.appid_msgs,
-                extras=report.extras, created_at=now, updated_at=now, last_seen=now,
+            return self._create(report, source, now, created_at=now, updated_at=now,
+                                last_seen=now)
+        return self._update(old, report, source, now, last_seen=now)
+
+    def restore(
+        self, report: Report, source: dict[str, Any], now: float, times: dict[str, float]
+    ) -> Change:
+        """``register`` for a device moved from another host (``devices import``): a new
+        device keeps the ``created_at``, ``updated_at`` and ``last_seen`` in ``times`` (now
+        for one not given), so ``expire_after`` counts from when the phone was last seen,
+        not from the import; a stored one changed by it keeps its ``created_at`` and the
+        later ``last_seen``."""
+        assert report.selector and report.username
+        old = self.device(report.selector)
+        if old is None:
+            return self._create(
+                report, source, now, created_at=times.get("created_at", now),
+                updated_at=times.get("updated_at", now), last_seen=times.get("last_seen", now),
             )
-            self.conn.execute(
-                f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                _device_row(device),
-            )
-            event = self._journal("registered", "new", None, device, source, now)
-            return Change("created", device, event)
+        return self._update(old, report, source, now,
+                            last_seen=max(old.last_seen, times.get("last_seen", now)))
+
+    def _create(
+        self, report: Report, source: dict[str, Any], now: float, *, created_at: float,
+        updated_at: float, last_seen: float,
+    ) -> Change:
+        assert report.selector and report.username
+        device = Device(
+            selector=report.selector, username=report.username,
+            token_calls=report.token_calls, appid_calls=report.appid_calls,
+            token_msgs=report.token_msgs, appid_msgs=report.appid_msgs,
+            extras=report.extras, created_at=created_at, updated_at=updated_at,
+            last_seen=last_seen,
+        )
+        self.conn.execute(
+            f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            _device_row(device),
+        )
+        return Change("created", device, self._journal("registered", "new", None, device,
+                                                       source, now))
+
+    def _update(
+        self, old: Device, report: Report, source: dict[str, Any], now: float, *,
+        last_seen: float,
+    ) -> Change:
+        assert report.username
         merged = Device(
             selector=old.selector,
             username=report.username,
@@ -288,10 +322,10 @@ class Store:
             appid_msgs=report.appid_msgs or old.appid_msgs,
             extras=report.extras or old.extras,
             created_at=old.created_at,
-            updated_at=old.updated_at,
-            last_seen=now,
+            updated_at=now,
+            last_seen=last_seen,
         )
-        return self._rewrite(old, replace(merged, updated_at=now), "changed", source, now)
+        return self._rewrite(old, merged, "changed", source, now)
 
     def _seen_again(self, report: Report, now: float) -> Device | None:
         """The device, when ``report`` changes nothing of it but ``last_seen`` (and extras):
@@ -453,17 +487,28 @@ class Store:
         ).fetchone()
         return _device(row) if row else None
 
-    def devices(self, username: str | None = None) -> list[Device]:
+    def devices(self, username: str | None = None, limit: int = -1) -> list[Device]:
+        """The devices (of ``username``), by username and selector; the first ``limit``
+        (all when negative)."""
         if username is None:
             rows = self.conn.execute(
-                f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY username, selector"
+                f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY username, selector LIMIT ?",
+                (limit,),
             )
         else:
             rows = self.conn.execute(
-                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE username = ? ORDER BY selector",
-                (username,),
+                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE username = ? ORDER BY selector"
+                " LIMIT ?",
+                (username, limit),
             )
         return [_device(row) for row in rows]
+
+    def count_devices(self, username: str | None = None) -> int:
+        """How many devices are stored (of ``username``)."""
+        if username is None:
+            return self.conn.execute("SELECT count(*) FROM devices").fetchone()[0]
+        return self.conn.execute("SELECT count(*) FROM devices WHERE username = ?",
+                                 (username,)).fetchone()[0]
 
     def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         """Journal events with ``seq`` above ``after_seq``, oldest first."""
