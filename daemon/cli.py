@@ -242,9 +242,6 @@ def _output(path: str) -> Iterator[Any]:
         yield out
 
 
-IMPORT_CHUNK = 1 << 20  # bytes read at a time
-
-
 @devices.command("import")
 @config_option
 @click.argument("file", type=click.File("rb"))
@@ -264,19 +261,20 @@ def devices_import(config_path: str | None, file: Any) -> None:
     problems: list[str] = []
     rows: list[transfer.Row] = []
     now = time.time()
-    with _progress(file) as advance:
-        data = b"".join(iter(lambda: _read(file, advance), b""))
+    data = file.read()
     try:
         text = transfer.decode(data, file.name)
     except transfer.Unreadable as error:
         fail(str(error))
-    for number, row in transfer.read_rows(io.StringIO(text)):
-        try:
-            if isinstance(row, str):
-                raise BadReport(row)
-            rows.append(transfer.to_row(reporter, number, row, now))
-        except BadReport as error:
-            problems.append(f"{file.name}: line {number}: {error} (skipped)")
+    with _bar(len(text.encode()), "importing") as advance:
+        lines = transfer.counting(io.StringIO(text), advance)
+        for number, row in transfer.read_rows(lines):
+            try:
+                if isinstance(row, str):
+                    raise BadReport(row)
+                rows.append(transfer.to_row(reporter, number, row, now))
+            except BadReport as error:
+                problems.append(f"{file.name}: line {number}: {error} (skipped)")
     outcomes: Counter[str] = Counter()
     store = open_store(config, create=True)
     try:
@@ -307,12 +305,6 @@ def devices_import(config_path: str | None, file: Any) -> None:
         raise SystemExit(1)
 
 
-def _read(file: Any, advance: Callable[[int], None]) -> bytes:
-    chunk = file.read(IMPORT_CHUNK)
-    advance(len(chunk))
-    return chunk
-
-
 @contextlib.contextmanager
 def _bar(length: int, label: str, out: Any = None) -> Iterator[Callable[[int], None]]:
     """A progress bar over ``length`` items on a terminal (not when ``out``, where the
@@ -321,20 +313,6 @@ def _bar(length: int, label: str, out: Any = None) -> Iterator[Callable[[int], N
         yield lambda _: None
         return
     with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
-        yield bar.update
-
-
-@contextlib.contextmanager
-def _progress(file: Any) -> Iterator[Callable[[int], None]]:
-    """A progress bar over ``file``'s bytes on a terminal; elsewhere nothing."""
-    try:
-        size = os.fstat(file.fileno()).st_size
-    except (OSError, ValueError, io.UnsupportedOperation):
-        size = 0
-    if not size or not sys.stderr.isatty():
-        yield lambda _: None
-        return
-    with click.progressbar(length=size, label="importing", file=sys.stderr) as bar:
         yield bar.update
 
 

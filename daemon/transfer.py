@@ -233,3 +233,10 @@ def _changes_nothing(old: Device, report: Report) -> bool:
     same = all(getattr(report, n) in (None, getattr(old, n)) for n in names)
     return same and report.extras in ({}, old.extras)
 
+
+
+def counting(lines: Iterable[str], advance: Callable[[int], None]) -> Iterator[str]:
+    """``lines``, calling ``advance`` with each line's size in bytes (for a progress bar)."""
+    for line in lines:
+        advance(len(line.encode()))
+        yield line
