@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 from collections import Counter
@@ -69,14 +70,14 @@ def read_plugins(config: Config) -> PluginHost:
     return plugins
 
 
-def open_store(config: Config, *, create: bool = False) -> Store:
+def open_store(config: Config, *, create: bool = False, reading: bool = False) -> Store:
     """The database of ``config``, which must exist already (serve creates it) unless
-    ``create``."""
+    ``create``; opened read-only, never migrated, when ``reading``."""
     path = config.storage.path
     if not create and not os.path.exists(path):
-        fail(f"no database at {path} (set [storage] path, or run pnbridge serve first)")
+        fail(f"no database at {path} (start pnbridge serve once, or pass --config)")
     try:
-        return Store(path, config.storage.busy_timeout)
+        return Store(path, config.storage.busy_timeout, reading=reading)
     except StoreError as error:
         fail(str(error))
 
@@ -148,22 +149,28 @@ def devices() -> None:
 @devices.command("list")
 @config_option
 @click.option("--username", help="Only this user's devices.")
+@click.option("--limit", type=click.IntRange(min=0), default=0, show_default=True,
+              help="List the first N devices (0: all); the count goes to stderr.")
 @json_option
-def devices_list(config_path: str | None, username: str | None, as_json: bool) -> None:
-    """List devices."""
-    store = open_store(read_config(config_path))
-    found = store.devices(username)
+def devices_list(config_path: str | None, username: str | None, limit: int,
+                 as_json: bool) -> None:
+    """List devices (by username and selector); how many there are goes to stderr."""
+    store = open_store(read_config(config_path), reading=True)
+    found = store.devices(username, limit or -1)
+    total = store.count_devices(username) if limit else len(found)
     store.close()
     if as_json:
         click.echo(json.dumps([d.to_dict() for d in found], indent=2))
-        return
-    rows = [("SELECTOR", "USERNAME", "CALLS TOKEN", "MSGS TOKEN", "LAST SEEN")]
-    rows += [
-        (d.selector, d.username, shorten(d.token_calls), shorten(d.token_msgs),
-         isotime(d.last_seen))
-        for d in found
-    ]
-    _table(rows)
+    else:
+        rows = [("SELECTOR", "USERNAME", "CALLS TOKEN", "MSGS TOKEN", "LAST SEEN")]
+        rows += [
+            (d.selector, d.username, shorten(d.token_calls), shorten(d.token_msgs),
+             isotime(d.last_seen))
+            for d in found
+        ]
+        _table(rows)
+    shown = f"{len(found):,} of " if len(found) < total else ""
+    click.echo(f"{shown}{total:,} device{'' if total == 1 else 's'}", err=True)
 
 
 @devices.command("show")
@@ -172,7 +179,7 @@ def devices_list(config_path: str | None, username: str | None, as_json: bool) -
 @json_option
 def devices_show(config_path: str | None, selector: str, as_json: bool) -> None:
     """Show one device in full."""
-    store = open_store(read_config(config_path))
+    store = open_store(read_config(config_path), reading=True)
     device = store.device(selector)
     store.close()
     if device is None:
@@ -212,76 +219,104 @@ def devices_remove(config_path: str | None, selector: str) -> None:
 @config_option
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
               show_default=True, help="JSON lines (one device a line) or CSV with a header.")
-@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-",
-              help="Write here instead of stdout.")
-def devices_export(config_path: str | None, fmt: transfer.Format, output: Any) -> None:
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              help="Write here (created with mode 0600: it holds tokens) instead of stdout.")
+def devices_export(config_path: str | None, fmt: transfer.Format, output: str) -> None:
     """Write every device to stdout (or --output), for pnbridge devices import elsewhere."""
-    store = open_store(read_config(config_path))
-    count = transfer.export(store.devices(), fmt, output)
+    store = open_store(read_config(config_path), reading=True)
+    found = store.devices()
     store.close()
+    with _output(output) as out, _bar(len(found), "exporting", out) as advance:
+        count = transfer.export(found, fmt, out, advance)
     click.echo(f"exported {count} device(s)", err=True)
 
 
-IMPORT_CHUNK = 500
+@contextlib.contextmanager
+def _output(path: str) -> Iterator[Any]:
+    """stdout for ``-``; else the file ``path``, mode 0600 whatever the umask."""
+    if path == "-":
+        yield click.get_text_stream("stdout")
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+    except OSError as error:
+        fail(f"--output: cannot write {path}: {error.strerror}")
+    with open(fd, "w", encoding="utf-8", newline="") as out:
+        yield out
 
 
 @devices.command("import")
 @config_option
-@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
+@click.argument("file", type=click.File("rb"))
 def devices_import(config_path: str | None, file: Any) -> None:
     """Import devices from FILE (JSON lines or CSV, as export writes them; - for stdin).
 
-    Importing the same file twice changes nothing; each new or changed device is an event.
-    Bad rows are reported with their line number and skipped; the exit status is then 1.
+    The whole file is read first: one that is not UTF-8 is refused, nothing imported. Bad
+    rows are reported with their line number and left out; the rest is written in one
+    transaction, keeping the times the file gives. Beyond [storage] max_devices_per_user,
+    a user's most recently seen devices are kept. Importing the same file twice changes
+    nothing; each new or changed device is an event. The exit status is 1 when a row was
+    left out.
     """
     config = read_config(config_path)
     reporter = Reporter(config.reporter)
-    store = open_store(config, create=True)
     source = {"command": "devices import", "file": file.name}
-    outcomes: Counter[str] = Counter()
     problems: list[str] = []
-    with _progress(file) as advance:
-        pending: list[tuple[int, Any]] = []
-        for number, row in transfer.read_rows(transfer.counting(file, advance)):
+    rows: list[transfer.Row] = []
+    now = time.time()
+    data = file.read()
+    try:
+        text = transfer.decode(data, file.name)
+    except transfer.Unreadable as error:
+        fail(str(error))
+    with _bar(len(text.encode()), "importing") as advance:
+        lines = transfer.counting(io.StringIO(text), advance)
+        for number, row in transfer.read_rows(lines):
             try:
                 if isinstance(row, str):
                     raise BadReport(row)
-                pending.append((number, transfer.to_report(reporter, row)))
+                rows.append(transfer.to_row(reporter, number, row, now))
             except BadReport as error:
                 problems.append(f"{file.name}: line {number}: {error} (skipped)")
-            if len(pending) >= IMPORT_CHUNK:
-                outcomes.update(_import_chunk(store, pending, source))
-                pending = []
-        outcomes.update(_import_chunk(store, pending, source))
-    store.close()
-    for line in problems:
+    outcomes: Counter[str] = Counter()
+    store = open_store(config, create=True)
+    try:
+        with store.transaction():
+            plan = transfer.plan(store, rows, config.storage.max_devices_per_user, now)
+            with _bar(len(plan.rows), "writing") as advance:
+                for device in plan.evict:
+                    store.remove(selector=device.selector, reason="evicted",
+                                 source=source, now=now)
+                for row in plan.rows:
+                    outcomes[transfer.import_row(store, row, {**source, "line": row.line},
+                                                 now)] += 1
+                    advance(1)
+    except sqlite3.Error as error:
+        fail(f"cannot write database {config.storage.path}: {error}: nothing imported")
+    finally:
+        store.close()
+    for line in problems + plan.notes:
         click.echo(f"pnbridge: {escape(line)}", err=True)
     summary = ", ".join(f"{outcomes[o]} {o}" for o in ("created", "changed", "unchanged"))
-    click.echo(escape(f"imported {file.name}: {summary}, {len(problems)} skipped"))
-    if problems:
+    summary += f", {len(problems)} skipped"
+    if plan.over_cap:
+        summary += f", {plan.over_cap} over the cap"
+    if plan.evict:
+        summary += f", {len(plan.evict)} stored evicted"
+    click.echo(escape(f"imported {file.name}: {summary}"))
+    if problems or plan.over_cap:
         raise SystemExit(1)
 
 
-def _import_chunk(store: Store, rows: list[tuple[int, Any]], source: dict) -> list[str]:
-    now = time.time()
-    with store.transaction():
-        return [
-            transfer.import_report(store, report, {**source, "line": number}, now)
-            for number, report in rows
-        ]
-
-
 @contextlib.contextmanager
-def _progress(file: Any) -> Iterator[Callable[[int], None]]:
-    """A progress bar over ``file``'s bytes on a terminal; elsewhere nothing."""
-    try:
-        size = os.fstat(file.fileno()).st_size
-    except (OSError, ValueError, io.UnsupportedOperation):
-        size = 0
-    if not size or not sys.stderr.isatty():
+def _bar(length: int, label: str, out: Any = None) -> Iterator[Callable[[int], None]]:
+    """A progress bar over ``length`` items on a terminal (not when ``out``, where the
+    items go, is that terminal); elsewhere nothing."""
+    if not length or not sys.stderr.isatty() or (out is not None and out.isatty()):
         yield lambda _: None
         return
-    with click.progressbar(length=size, label="importing", file=sys.stderr) as bar:
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
         yield bar.update
 
 
@@ -407,7 +442,7 @@ def events(
     if ctx.invoked_subcommand is not None:
         return
     config = read_config(config_path)
-    store = open_store(config)
+    store = open_store(config, reading=True)
     if failed:
         parked = store.failures(plugin)
         store.close()

@@ -13,9 +13,11 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import sqlite_utils
 
@@ -133,26 +135,47 @@ class Failure:
 
 
 class Store:
-    """One connection to the pnbridge database; with ``read_only``, one that only queries a
-    database another Store has opened (and migrated) before."""
+    """One connection to the pnbridge database.
 
-    def __init__(self, path: str | Path, busy_timeout: float = 5.0, *, read_only: bool = False):
+    By default it creates the database when there is none and migrates it to this version's
+    schema. With ``reading``, it opens the file read-only (SQLite ``mode=ro``), checks it is
+    a pnbridge database of this version and never creates, migrates or writes anything: for
+    commands that only read. With ``read_only``, one that only queries a database another
+    Store has opened (and migrated) before (the daemon's readers).
+    """
+
+    def __init__(
+        self, path: str | Path, busy_timeout: float = 5.0, *, read_only: bool = False,
+        reading: bool = False,
+    ):
         self.path = Path(path)
         self.journaled = 0  # events this connection wrote (the writer wakes the dispatcher)
         try:
-            conn = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            self.db = sqlite_utils.Database(conn, execute_plugins=False)
-            if read_only:
-                conn.execute("PRAGMA query_only=ON")
+            if reading:
+                conn = _connect_read_only(self.path, busy_timeout)
             else:
-                self.db.enable_wal()
-                conn.execute("PRAGMA synchronous=FULL")
-                self._migrate()
+                conn = sqlite3.connect(
+                    self.path, timeout=busy_timeout, isolation_level=None,
+                    check_same_thread=False,
+                )
         except sqlite3.Error as error:
             raise StoreError(f"cannot open database {self.path}: {error}") from error
         self.conn = conn
+        try:
+            self.db = sqlite_utils.Database(conn, execute_plugins=False)
+            if read_only:
+                conn.execute("PRAGMA query_only=ON")
+            elif problem := schema_problem(conn, self.path, writing=not reading):
+                raise StoreError(problem)
+            elif not reading:
+                self.db.enable_wal()
+                conn.execute("PRAGMA synchronous=FULL")
+                self._migrate()
+        except BaseException as error:
+            conn.close()
+            if isinstance(error, sqlite3.Error):
+                raise StoreError(f"cannot open database {self.path}: {error}") from error
+            raise
 
     def close(self) -> None:
         self.db.conn.close()
@@ -163,11 +186,6 @@ class Store:
 
     def _migrate(self) -> None:
         version = self.schema_version
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"database {self.path} has schema version {version}; this pnbridge knows "
-                f"versions up to {len(MIGRATIONS)} (upgrade pnbridge)"
-            )
         for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._transaction(self.db.conn):
                 step(self.db)
@@ -248,18 +266,52 @@ class Store:
         if owner is not None and old is not None and old.username != owner:
             raise NotOwner(f"selector {report.selector} belongs to another user")
         if old is None:
-            device = Device(
-                selector=report.selector, username=report.username,
-                token_calls=report.token_calls, appid_calls=report.appid_calls,
-                token_msgs=report.token_msgs, appid_msgs=report.appid_msgs,
-                extras=report.extras, created_at=now, updated_at=now, last_seen=now,
+            return self._create(report, source, now, created_at=now, updated_at=now,
+                                last_seen=now)
+        return self._update(old, report, source, now, last_seen=now)
+
+    def restore(
+        self, report: Report, source: dict[str, Any], now: float, times: dict[str, float]
+    ) -> Change:
+        """``register`` for a device moved from another host (``devices import``): a new
+        device keeps the ``created_at``, ``updated_at`` and ``last_seen`` in ``times`` (now
+        for one not given), so ``expire_after`` counts from when the phone was last seen,
+        not from the import; a stored one changed by it keeps its ``created_at`` and the
+        later ``last_seen``."""
+        assert report.selector and report.username
+        old = self.device(report.selector)
+        if old is None:
+            return self._create(
+                report, source, now, created_at=times.get("created_at", now),
+                updated_at=times.get("updated_at", now), last_seen=times.get("last_seen", now),
             )
-            self.conn.execute(
-                f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                _device_row(device),
-            )
-            event = self._journal("registered", "new", None, device, source, now)
-            return Change("created", device, event)
+        return self._update(old, report, source, now,
+                            last_seen=max(old.last_seen, times.get("last_seen", now)))
+
+    def _create(
+        self, report: Report, source: dict[str, Any], now: float, *, created_at: float,
+        updated_at: float, last_seen: float,
+    ) -> Change:
+        assert report.selector and report.username
+        device = Device(
+            selector=report.selector, username=report.username,
+            token_calls=report.token_calls, appid_calls=report.appid_calls,
+            token_msgs=report.token_msgs, appid_msgs=report.appid_msgs,
+            extras=report.extras, created_at=created_at, updated_at=updated_at,
+            last_seen=last_seen,
+        )
+        self.conn.execute(
+            f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            _device_row(device),
+        )
+        return Change("created", device, self._journal("registered", "new", None, device,
+                                                       source, now))
+
+    def _update(
+        self, old: Device, report: Report, source: dict[str, Any], now: float, *,
+        last_seen: float,
+    ) -> Change:
+        assert report.username
         merged = Device(
             selector=old.selector,
             username=report.username,
@@ -270,10 +322,10 @@ class Store:
             appid_msgs=report.appid_msgs or old.appid_msgs,
             extras=report.extras or old.extras,
             created_at=old.created_at,
-            updated_at=old.updated_at,
-            last_seen=now,
+            updated_at=now,
+            last_seen=last_seen,
         )
-        return self._rewrite(old, replace(merged, updated_at=now), "changed", source, now)
+        return self._rewrite(old, merged, "changed", source, now)
 
     def _seen_again(self, report: Report, now: float) -> Device | None:
         """The device, when ``report`` changes nothing of it but ``last_seen`` (and extras):
@@ -435,17 +487,28 @@ class Store:
         ).fetchone()
         return _device(row) if row else None
 
-    def devices(self, username: str | None = None) -> list[Device]:
+    def devices(self, username: str | None = None, limit: int = -1) -> list[Device]:
+        """The devices (of ``username``), by username and selector; the first ``limit``
+        (all when negative)."""
         if username is None:
             rows = self.conn.execute(
-                f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY username, selector"
+                f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY username, selector LIMIT ?",
+                (limit,),
             )
         else:
             rows = self.conn.execute(
-                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE username = ? ORDER BY selector",
-                (username,),
+                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE username = ? ORDER BY selector"
+                " LIMIT ?",
+                (username, limit),
             )
         return [_device(row) for row in rows]
+
+    def count_devices(self, username: str | None = None) -> int:
+        """How many devices are stored (of ``username``)."""
+        if username is None:
+            return self.conn.execute("SELECT count(*) FROM devices").fetchone()[0]
+        return self.conn.execute("SELECT count(*) FROM devices WHERE username = ?",
+                                 (username,)).fetchone()[0]
 
     def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         """Journal events with ``seq`` above ``after_seq``, oldest first."""
@@ -537,6 +600,91 @@ class Store:
             sql += " AND seq <= ?"
             params.append(passed)
         return self.conn.execute(sql, params).rowcount
+
+
+def _connect_read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A connection that cannot write ``path``, nor create it or anything beside it.
+
+    While a process has the database open, its ``-wal`` file exists and the connection
+    reads through it (``mode=ro``, with the locks every reader takes). Otherwise nothing
+    beside the file is needed: it is opened ``immutable``, which creates no ``-wal`` or
+    ``-shm`` file (a user who may not write the directory could not create them)."""
+    wal = path.with_name(path.name + "-wal").exists()
+    query = "mode=ro" if wal else "mode=ro&immutable=1"
+    uri = f"file:{quote(str(path.absolute()))}?{query}"
+    return sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None,
+                           check_same_thread=False)
+
+
+@cache
+def _schema(version: int) -> dict[str, frozenset[str]]:
+    """The tables (and their columns) of schema ``version``: MIGRATIONS run in memory."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    db = sqlite_utils.Database(conn, execute_plugins=False)
+    for step in MIGRATIONS[:version]:
+        step(db)
+    found = _tables(conn)
+    conn.close()
+    return found
+
+
+def _tables(conn: sqlite3.Connection) -> dict[str, frozenset[str]]:
+    names = [row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    return {
+        name: frozenset(row[1] for row in conn.execute("SELECT * FROM pragma_table_info(?)",
+                                                       (name,)))
+        for name in names
+    }
+
+
+def schema_problem(conn: sqlite3.Connection, path: Path, *, writing: bool) -> str | None:
+    """What keeps pnbridge from using the database at ``path`` (open on ``conn``), in one
+    line; None when it can. An empty database is fine for ``writing`` (it gets the schema),
+    as is an older version of pnbridge's (it is migrated); reading needs this version's.
+    Checked before anything is written: a file of another application is never touched."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = _tables(conn)
+    latest = len(MIGRATIONS)
+    if not tables and not version:
+        return None if writing else (f"database {path} is empty (start pnbridge serve once, "
+                                     "or pass --config)")
+    expected = _schema(min(version, latest)) if version else {}
+    ours = version > 0 and all(
+        columns <= tables.get(name, frozenset()) for name, columns in expected.items())
+    if not ours:
+        listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        return (f"database {path} is not a pnbridge database (schema version {version}, "
+                f"tables: {listed or 'none'}): check [storage] path or --config")
+    if version > latest:
+        return (f"database {path} has schema version {version}; this pnbridge knows "
+                f"versions up to {latest} (upgrade pnbridge)")
+    if version < latest and not writing:
+        return (f"database {path} has schema version {version}, this pnbridge reads "
+                f"{latest}: start pnbridge serve once to upgrade it")
+    return None
+
+
+def inspect(path: str | Path) -> str | None:
+    """What is wrong with the pnbridge database at ``path`` for this version, in one line
+    (missing, unreadable, not pnbridge's, another schema version, failing SQLite's
+    ``quick_check``); None when it is sound. Reads only: creates, migrates, writes nothing."""
+    path = Path(path)
+    if not path.exists():
+        return f"no database at {path} (start pnbridge serve once, or pass --config)"
+    try:
+        store = Store(path, reading=True)
+    except StoreError as error:
+        return str(error)
+    try:
+        checked = [row[0] for row in store.conn.execute("PRAGMA quick_check")]
+    except sqlite3.Error as error:
+        return f"database {path}: quick_check failed: {error}"
+    finally:
+        store.close()
+    if checked != ["ok"]:
+        return f"database {path} is damaged: {'; '.join(checked[:3])}"
+    return None
 
 
 @dataclass
