@@ -505,7 +505,7 @@ def users_add(config_path: str | None, username: str, password_stdin: bool) -> N
     """Add USERNAME, or set a new password for it (asked twice on a terminal)."""
     config = read_config(config_path)
     path, known = _users_file(config)
-    if problem := users.name_problem(username):
+    if problem := users.name_problem(username) or users.write_problem(path):
         fail(problem)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")

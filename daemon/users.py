@@ -130,6 +130,17 @@ def write(path: str | Path, users: dict[str, User]) -> None:
         raise UsersFileError(f"cannot write {target}: {reason}{hint}") from error
 
 
+def write_problem(path: str | Path) -> str | None:
+    """Why ``write`` would be refused for want of the directory, as its one line, or None:
+    checked before a password is asked for."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        return f"cannot write {target}: no such file or directory"
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        return f"cannot write {target}: permission denied (run as root)"
+    return None
+
+
 def _replace(target: Path, text: str) -> None:
     try:
         old = os.stat(target)

@@ -5,6 +5,7 @@ them, the service user reads them through its group (root:SERVICE 0640 in a root
 from __future__ import annotations
 
 import os
+import pty
 import secrets
 import shutil
 import signal
@@ -146,6 +147,20 @@ def test_users_add_as_the_service_user_refuses_in_one_line(host, exists):
     else:
         assert not host.users.exists()
     assert sorted(p.name for p in host.etc.iterdir()) == ["pnbridge.toml", *(["users"] * exists)]
+
+
+def test_users_add_as_the_service_user_refuses_before_asking_the_password(host):
+    primary, secondary = pty.openpty()
+    try:
+        result = host.as_user("users", "add", "bob", "--config", str(host.config),
+                              stdin=secondary)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"pnbridge: cannot write {host.users}: permission denied (run as root)\n"
+    )
 
 
 def test_users_add_into_a_missing_directory_is_one_line(host):
