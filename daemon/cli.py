@@ -106,8 +106,8 @@ def serve(config_path: str | None) -> None:
     plugins = read_plugins(config)
     if config_path is None:
         log.info(
-            "no config file given: running on the embedded defaults "
-            "(listen %s, database ./%s, no plugins)",
+            "no config file given and no %s: running on the embedded defaults "
+            "(listen %s, database ./%s, no plugins)", paths.default_config_location(),
             ", ".join(config.server.listen), config.storage.path,
         )
     else:

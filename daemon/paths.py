@@ -23,9 +23,14 @@ DEFAULT_CONFIG = "/etc/pnbridge/pnbridge.toml"
 SERVICE_USER = "pnbridge"  # the unit's User= and Group=
 
 
+def default_config_location() -> str:
+    """Where the config is looked for when none is given."""
+    return os.environ.get("PNBRIDGE_DEFAULT_CONFIG") or DEFAULT_CONFIG
+
+
 def default_config() -> str | None:
     """The config file to use when none is given, or None for the embedded defaults."""
-    path = os.environ.get("PNBRIDGE_DEFAULT_CONFIG") or DEFAULT_CONFIG
+    path = default_config_location()
     return path if os.path.exists(path) else None
 
 
