@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from . import digest, users
+from . import digest, paths, users
 from .config import AuthConfig, AuthMode, Config
 from .events import Report
 from .fields import fold
@@ -268,8 +268,10 @@ def _same_target(uri: str, target: str) -> bool:
     return bool(parts.scheme) and parts.path + (f"?{parts.query}" if parts.query else "") == target
 
 
-def security_warnings(config: Config, config_path: str | None) -> list[str]:
-    """What an operator should hear about at startup and from check-config."""
+def security_warnings(config: Config, config_path: str | None,
+                      service: paths.Account | None = None) -> list[str]:
+    """What an operator should hear about at startup and from check-config (whose
+    ``--user`` names the ``service`` account; else this process or the pnbridge user)."""
     warnings = []
     modes = config.auth.modes(config.reporter)
     if "none" in modes:
@@ -287,17 +289,37 @@ def security_warnings(config: Config, config_path: str | None) -> list[str]:
     if modes & {"digest", "basic"}:
         files.append(("users file", config.auth.users_file))
     for what, path in files:
-        if path and _readable_by_others(path):
-            warnings.append(
-                f"the {what} {path} is readable by group or others: chmod 600 it "
-                "(it holds credentials)"
-            )
+        if path and (problem := _exposure(path, service)):
+            warnings.append(f"the {what} {path} {problem} (it holds credentials)")
     return warnings
 
 
-def _readable_by_others(path: str) -> bool:
+def _exposure(path: str, service: paths.Account | None) -> str | None:
+    """Who else than the owner and the service can read or change ``path``, with the fix, or
+    None. Group-readable is right when the group is the service's (the install guide's
+    root:pnbridge 0640); world-readable or group-writable never is."""
     try:
-        mode = os.stat(path).st_mode
+        info = os.stat(path)
     except OSError:
-        return False
-    return bool(mode & (stat.S_IRWXG | stat.S_IRWXO))
+        return None
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & stat.S_IRWXO:
+        return f"is readable by others (mode {mode:04o}): chmod o-rwx it"
+    if mode & (stat.S_IWGRP | stat.S_IXGRP):
+        return f"is writable by its group (mode {mode:04o}): chmod g-wx it"
+    if mode & stat.S_IRGRP and info.st_gid not in _service_gids(service):
+        return (f"is readable by group {paths.group_name(info.st_gid)}, not the service's: "
+                f"chgrp {service.group if service else paths.SERVICE_USER} it, or chmod g-r it")
+    return None
+
+
+def _service_gids(service: paths.Account | None) -> set[int]:
+    """The groups a group-readable file may have: the ``service`` account's; else this
+    process's own when it is not root (the daemon runs as the service user) and the
+    pnbridge user's group when there is one."""
+    if service is not None:
+        return set(service.gids)
+    gids = set() if os.geteuid() == 0 else {os.getegid()}
+    if (gid := paths.service_group()) is not None:
+        gids.add(gid)
+    return gids

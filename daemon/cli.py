@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import click
 import trio
 
-from . import __version__, apikeys, running, transfer, users
+from . import __version__, apikeys, paths, running, transfer, users
 from .auth import load_users, plugin_problems, security_warnings
 from .config import Config, load_config
 from .events import Device, isotime
@@ -39,7 +39,10 @@ config_option = click.option(
     "config_path",
     type=click.Path(readable=False),  # load_config names an unreadable file or a directory
     envvar="PNBRIDGE_CONFIG",
-    help="TOML config file (default: $PNBRIDGE_CONFIG, else the embedded defaults).",
+    callback=lambda ctx, param, value: value if value is not None else paths.default_config(),
+    help=f"TOML config file (default: $PNBRIDGE_CONFIG, else {paths.DEFAULT_CONFIG} when it "
+    "exists, else the embedded defaults). The database is its [storage] path; the embedded "
+    "default is pnbridge.db in the current directory.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
@@ -104,8 +107,8 @@ def serve(config_path: str | None) -> None:
     plugins = read_plugins(config)
     if config_path is None:
         log.info(
-            "no config file given: running on the embedded defaults "
-            "(listen %s, database ./%s, no plugins)",
+            "no config file given and no %s: running on the embedded defaults "
+            "(listen %s, database ./%s, no plugins)", paths.default_config_location(),
             ", ".join(config.server.listen), config.storage.path,
         )
     else:
@@ -130,14 +133,23 @@ def serve(config_path: str | None) -> None:
 
 @main.command("check-config")
 @config_option
-def check_config(config_path: str | None) -> None:
+@click.option("--user", "service_user", metavar="NAME",
+              help="Check that this user can read (and write) every file the daemon needs "
+              f"(default: {paths.SERVICE_USER}, for {paths.DEFAULT_CONFIG}).")
+def check_config(config_path: str | None, service_user: str | None) -> None:
     """Validate a config file (and the settings of its plugins); print every error with its key."""
     config = read_config(config_path)
     read_plugins(config)
-    for warning in security_warnings(config, config_path):
+    try:
+        service = paths.service_account(config_path, service_user)
+    except ValueError as error:
+        fail(str(error))
+    for warning in security_warnings(config, config_path, service):
         click.echo(f"pnbridge: WARNING: {warning}", err=True)
     for line in running.notes(*running.compare(config)):
         click.echo(f"pnbridge: note: {escape(line)}", err=True)
+    if service and (problems := paths.access_problems(config, config_path, service)):
+        fail(*(f"error: {problem}" for problem in problems))
     click.echo(f"{config_path or 'embedded defaults'}: OK")
 
 
@@ -527,6 +539,13 @@ def _users_file(config: Config) -> tuple[str, dict[str, users.User]]:
         fail(str(error))
 
 
+def _write_users(path: str, known: dict[str, users.User]) -> None:
+    try:
+        users.write(path, known)
+    except users.UsersFileError as error:
+        fail(str(error))
+
+
 @users_group.command("add")
 @config_option
 @click.argument("username")
@@ -535,7 +554,7 @@ def users_add(config_path: str | None, username: str, password_stdin: bool) -> N
     """Add USERNAME, or set a new password for it (asked twice on a terminal)."""
     config = read_config(config_path)
     path, known = _users_file(config)
-    if problem := users.name_problem(username):
+    if problem := users.name_problem(username) or users.write_problem(path):
         fail(problem)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -547,7 +566,7 @@ def users_add(config_path: str | None, username: str, password_stdin: bool) -> N
         fail("the password is empty")
     existed = username in known
     known[username] = users.new_user(username, config.auth.realm, password)
-    users.write(path, known)
+    _write_users(path, known)
     click.echo(f"{'changed' if existed else 'added'} {username} (realm {config.auth.realm}) in "
                f"{path}; a running daemon reads it on SIGHUP")
 
@@ -560,7 +579,7 @@ def users_remove(config_path: str | None, username: str) -> None:
     path, known = _users_file(read_config(config_path))
     if known.pop(username, None) is None:
         fail(f"no user {username} in {path}")
-    users.write(path, known)
+    _write_users(path, known)
     click.echo(f"removed {username} from {path}; a running daemon reads it on SIGHUP")
 
 

@@ -4,7 +4,7 @@ One line per user, ``username:realm:MD5-HA1:SHA-256-HA1:scrypt$N$r$p$SALT$HASH``
 HA1 (``H(username:realm:password)``) for each algorithm, which is all Digest needs, and a slow
 salted hash (scrypt) that ``basic`` checks a password against. Lines starting with ``#`` are
 comments. ``pnbridge users add|remove|list`` manage the file; it is written atomically (a
-temp file renamed over it) with mode 0600.
+temp file renamed over it), keeping its owner, group and mode.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,16 +115,51 @@ def read(path: str | Path) -> dict[str, User]:
 
 
 def write(path: str | Path, users: dict[str, User]) -> None:
-    """Replace the file at ``path`` with ``users``, atomically, readable only by its owner."""
+    """Replace the file at ``path`` with ``users``, atomically (a temp file in the same
+    directory, renamed over it), keeping the old file's owner, group and mode. A new file
+    is the caller's, with its directory's group and mode 0640 when that is another group
+    (``root:pnbridge`` in install.md's ``/etc/pnbridge``), else mode 0600. Raises
+    UsersFileError, one line naming the path, when the file cannot be written."""
     target = Path(path)
+    text = HEADER + "".join(u.line() for u in sorted(users.values(), key=lambda u: u.name))
+    try:
+        _replace(target, text)
+    except OSError as error:
+        hint = " (run as root)" if isinstance(error, PermissionError) and os.geteuid() else ""
+        reason = (error.strerror or str(error)).lower()
+        raise UsersFileError(f"cannot write {target}: {reason}{hint}") from error
+
+
+def write_problem(path: str | Path) -> str | None:
+    """Why ``write`` would be refused for want of the directory, as its one line, or None:
+    checked before a password is asked for."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        return f"cannot write {target}: no such file or directory"
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        return f"cannot write {target}: permission denied (run as root)"
+    return None
+
+
+def _replace(target: Path, text: str) -> None:
+    try:
+        old = os.stat(target)
+        owner, group, mode = old.st_uid, old.st_gid, stat.S_IMODE(old.st_mode)
+    except FileNotFoundError:
+        owner, group, mode = os.geteuid(), os.getegid(), 0o600
+        shared = os.stat(target.parent).st_gid
+        if shared != group and (owner == 0 or shared in os.getgroups()):
+            group, mode = shared, 0o640  # a directory shared with a group: so is the file
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(HEADER + "".join(u.line() for u in sorted(users.values(),
-                                                                  key=lambda u: u.name)))
+            file.write(text)
             file.flush()
+            if (owner, group) != (os.geteuid(), os.getegid()):
+                os.fchown(file.fileno(), owner, group)
+            os.fchmod(file.fileno(), mode)
             os.fsync(file.fileno())
-        os.replace(temp, target)  # mkstemp made it 0600
+        os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

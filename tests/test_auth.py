@@ -289,7 +289,7 @@ def test_none_warns_in_check_config(tmp_path):
     assert result.returncode == 0 and "WARNING" not in result.stderr
     path.chmod(0o644)
     result = pnbridge("check-config", "--config", str(path))
-    assert "readable by group or others" in result.stderr
+    assert "is readable by others (mode 0644): chmod o-rwx it" in result.stderr
 
 
 def test_users_cli_round_trip(tmp_path):
