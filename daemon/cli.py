@@ -136,6 +136,22 @@ def check_config(config_path: str | None) -> None:
     click.echo(f"{config_path or 'embedded defaults'}: OK")
 
 
+@main.command()
+@config_option
+@click.option("--user", "user", help="The service user to check access as (default: you).")
+@click.option("--root", type=click.Path(file_okay=False),
+              help="Check the systemd units of the system image at this directory.")
+def doctor(config_path: str | None, user: str | None, root: str | None) -> None:
+    """Check the install: config, file access, database, ports, plugins, systemd unit.
+    Exit status 0: all ok, 1: a warning, 2: a failure."""
+    from . import doctor as checks
+
+    findings = trio.run(checks.run, config_path, user, root)
+    for finding in findings:
+        click.echo(redact(escape(finding.line())))
+    raise SystemExit(checks.exit_status(findings))
+
+
 @main.group()
 def devices() -> None:
     """List, show and remove stored devices (no running daemon needed)."""

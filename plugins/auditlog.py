@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import trio
 from pnbridge import Event, hookimpl, shorten
+from pnbridge.doctor import Finding, ServiceUser
 from pnbridge.log import escape_json
 from pnbridge.settings import check
 
@@ -230,6 +231,15 @@ def device_registered(event: Event) -> None:
 def device_removed(event: Event) -> None:
     assert audit is not None
     audit.write(line(event))
+
+
+@hookimpl
+def doctor(app: Any, user: ServiceUser) -> list[Finding]:
+    """The log's directory, and the log when it exists, writable as the service user."""
+    path = Path(app.settings(Settings).path)
+    fix = f"chown {user.name}: {path}" if path.exists() else (
+        f"mkdir -p {path.parent}; chown {user.name}: {path.parent}")
+    return [user.check(path, os.W_OK, "writes the audit log", fix)]
 
 
 def log_files(path: str) -> list[Path]:
