@@ -152,6 +152,35 @@ def doctor(config_path: str | None, user: str | None, root: str | None) -> None:
     raise SystemExit(checks.exit_status(findings))
 
 
+@main.group("config")
+def config_group() -> None:
+    """The example config."""
+
+
+@config_group.command("sample")
+def config_sample() -> None:
+    """Print the fully commented example config (every key with its default)."""
+    from .shipped import sample_config
+
+    click.echo(sample_config(), nl=False)
+
+
+@main.command("install-units")
+@click.option("--prefix", default="/", show_default=True, type=click.Path(file_okay=False),
+              help="Write under this directory (a system image) instead of /.")
+def install_units(prefix: str) -> None:
+    """Write the systemd units (ExecStart= this pnbridge) to PREFIX/etc/systemd/system and
+    the docs to PREFIX/usr/share/doc/pnbridge."""
+    from .shipped import install_units as write
+
+    try:
+        written = write(prefix)
+    except OSError as error:
+        fail(f"install-units: cannot write {error.filename}: {error.strerror}")
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
 @main.group()
 def devices() -> None:
     """List, show and remove stored devices (no running daemon needed)."""
