@@ -153,6 +153,51 @@ def check_config(config_path: str | None, service_user: str | None) -> None:
     click.echo(f"{config_path or 'embedded defaults'}: OK")
 
 
+@main.command()
+@config_option
+@click.option("--user", "user", help="The service user to check access as (default: you).")
+@click.option("--root", type=click.Path(file_okay=False),
+              help="Check the systemd units of the system image at this directory.")
+def doctor(config_path: str | None, user: str | None, root: str | None) -> None:
+    """Check the install: config, file access, database, ports, plugins, systemd unit.
+    Exit status 0: all ok, 1: a warning, 2: a failure."""
+    from . import doctor as checks
+
+    findings = trio.run(checks.run, config_path, user, root)
+    for finding in findings:
+        click.echo(redact(escape(finding.line())))
+    raise SystemExit(checks.exit_status(findings))
+
+
+@main.group("config")
+def config_group() -> None:
+    """The example config."""
+
+
+@config_group.command("sample")
+def config_sample() -> None:
+    """Print the fully commented example config (every key with its default)."""
+    from .shipped import sample_config
+
+    click.echo(sample_config(), nl=False)
+
+
+@main.command("install-units")
+@click.option("--prefix", default="/", show_default=True, type=click.Path(file_okay=False),
+              help="Write under this directory (a system image) instead of /.")
+def install_units(prefix: str) -> None:
+    """Write the systemd units (ExecStart= this pnbridge) to PREFIX/etc/systemd/system and
+    the docs to PREFIX/usr/share/doc/pnbridge."""
+    from .shipped import install_units as write
+
+    try:
+        written = write(prefix)
+    except OSError as error:
+        fail(f"install-units: cannot write {error.filename}: {error.strerror}")
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
 @main.group()
 def devices() -> None:
     """List, show and remove stored devices (no running daemon needed)."""

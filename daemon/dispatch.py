@@ -45,6 +45,9 @@ SAVE_TIMEOUT = 5.0
 SHUTDOWN_TIMEOUT = 10.0
 STORAGE_RETRY_FIRST = 0.2  # waits after a storage error, doubling up to the max
 STORAGE_RETRY_MAX = 5.0
+# /readyz names a plugin once this many delivery attempts in a row failed (a plugin that
+# keeps failing: an unwritable audit log, a receiver that is down); a success clears it.
+FAILING_IN_A_ROW = 3
 
 HOOK_OF_KIND = {"registered": "device_registered", "removed": "device_removed"}
 
@@ -62,6 +65,7 @@ class PluginState:
     parked: int = 0
     retrying: bool = False
     last_error: str | None = None
+    failing: int = 0  # attempts failed in a row
 
 
 def backoff(attempt: int, first: float, cap: float) -> float:
@@ -88,7 +92,7 @@ class Dispatcher:
         self.host.observe(metrics)
         metrics.refreshers.append(self._refresh_gauges)
         for state in self.states.values():
-            readiness.add(f"plugin {state.name}", partial(_running, state))
+            readiness.add(f"plugin {state.name}", partial(_healthy, state))
 
     async def _refresh_gauges(self) -> None:
         assert self.metrics is not None
@@ -209,11 +213,12 @@ class Dispatcher:
             else:
                 state.delivered += 1
                 self._count(name, "delivered")
-                state.retrying, state.last_error = False, None
+                state.retrying, state.last_error, state.failing = False, None, 0
                 if retried:
                     await self.writer.call(Store.unpark, name, event.seq)
                 return
             state.failed_attempts += 1
+            state.failing += 1
             problem = state.last_error = redact(problem)  # a URL's credentials never stored
             if (
                 delay is None
@@ -280,8 +285,12 @@ async def _outlast_storage_errors(
             await trio.sleep(wait)
 
 
-async def _running(state: PluginState) -> str | None:
-    return None if state.running else "delivery task is not running"
+async def _healthy(state: PluginState) -> str | None:
+    if not state.running:
+        return "delivery task is not running"
+    if state.failing >= FAILING_IN_A_ROW:
+        return f"the last {state.failing} delivery attempts failed: {state.last_error}"
+    return None
 
 
 def _backlog(store: Store, cursor: int) -> tuple[int, float | None]:

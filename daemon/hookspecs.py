@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .doctor import Finding, ServiceUser
     from .events import Event, Push, PushResult, Report
     from .pluginhost import App
 
@@ -77,3 +80,10 @@ def authenticate_report(
     username: str | None, credentials: dict[str, str], report: Report
 ) -> bool | None:
     """Check a report on a route of auth mode ``hook``: True allows, False denies, None abstains."""
+
+
+@hookspec
+def doctor(app: App, user: ServiceUser) -> Iterable[Finding] | None:
+    """``pnbridge doctor``: check what this plugin needs (without ``startup``, sending
+    nothing): ``Finding("ok" | "warn" | "fail", what, fix)`` each; ``user`` can say what
+    the service user may read and write."""

@@ -8,6 +8,7 @@ each line is pushed to disk is the ``fsync`` setting. ``pnbridge audit`` reads i
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import json
@@ -21,6 +22,7 @@ from typing import Any, Literal
 
 import trio
 from pnbridge import Event, hookimpl, shorten
+from pnbridge.doctor import Finding, ServiceUser
 from pnbridge.log import escape_json
 from pnbridge.settings import check
 
@@ -64,6 +66,14 @@ def line(event: Event) -> str:
     if event.before is not None and event.after is not None:
         record["before"] = {"username": event.before.username, **_device(event.before)}
     return escape_json(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+
+
+class AuditLogError(Exception):
+    """The log could not be opened or written: the error's kind and the path, e.g.
+    ``PermissionError: /var/log/pnbridge/audit.jsonl: Permission denied``."""
+
+    def __repr__(self) -> str:  # what delivery logs and stores: the message itself
+        return str(self)
 
 
 class AuditFile:
@@ -118,22 +128,39 @@ class AuditFile:
         return (there.st_dev, there.st_ino) != (mine.st_dev, mine.st_ino)
 
     def write(self, text: str) -> None:
-        """Append ``text`` and a newline, first reopening the path if it was moved away."""
+        """Append ``text`` and a newline, first reopening the path if it was moved away or
+        an earlier attempt failed. Raises AuditLogError naming the path; the file is then
+        closed, so the next attempt (delivery retries) opens the path again: the log
+        recovers once the cause is fixed (say, a file a root-run command created)."""
         data = (text + "\n").encode()
         with self.lock:
-            if self.fd is None:  # a reopen failed (e.g. a FIFO had no reader): try again
-                self._open()
-            elif self._moved():
-                log.info("audit log %s was moved away: writing a new one", self.path)
-                self._close()
-                self._open()
-            assert self.fd is not None
-            while data:
-                data = data[os.write(self.fd, data):]
-            if self.fsync == "always":
-                self._fsync()
-            else:
-                self.dirty = True
+            try:
+                if self.fd is None:  # an earlier attempt failed: try the path again
+                    self._open()
+                elif self._moved():
+                    log.info("audit log %s was moved away: writing a new one", self.path)
+                    self._close()
+                    self._open()
+                assert self.fd is not None
+                while data:
+                    data = data[os.write(self.fd, data):]
+                if self.fsync == "always":
+                    self._fsync()
+                else:
+                    self.dirty = True
+            except OSError as error:
+                self._abandon()
+                raise AuditLogError(
+                    f"{type(error).__name__}: {self.path}: {error.strerror or error}"
+                ) from error
+
+    def _abandon(self) -> None:
+        """Close the file without syncing (after a failure): the next write reopens it."""
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+            self.dirty = False
 
     def sync(self) -> None:
         """Force what was written to disk (``fsync = "interval"``)."""
@@ -204,6 +231,15 @@ def device_registered(event: Event) -> None:
 def device_removed(event: Event) -> None:
     assert audit is not None
     audit.write(line(event))
+
+
+@hookimpl
+def doctor(app: Any, user: ServiceUser) -> list[Finding]:
+    """The log's directory, and the log when it exists, writable as the service user."""
+    path = Path(app.settings(Settings).path)
+    fix = f"chown {user.name}: {path}" if path.exists() else (
+        f"mkdir -p {path.parent}; chown {user.name}: {path.parent}")
+    return [user.check(path, os.W_OK, "writes the audit log", fix)]
 
 
 def log_files(path: str) -> list[Path]:

@@ -20,6 +20,7 @@ import httpcore
 import httpx
 import trio
 from pnbridge import Push, PushResult, hookimpl
+from pnbridge.doctor import Finding, http_reachable
 from pnbridge.settings import check
 
 if TYPE_CHECKING:
@@ -202,6 +203,16 @@ async def shutdown(app: App) -> None:
     if _open is not None:
         await _open.connections.aclose()
         _open = None
+
+
+@hookimpl
+async def doctor(app: App) -> list[Finding]:
+    """pnmediator gives an HTTP answer at the url (a HEAD after the TLS handshake: no push)."""
+    settings = app.settings(Settings)
+    return [await http_reachable(
+        settings.url, "pnmediator at", "check [plugins.pnmediator] url and proxy, DNS and "
+        "the firewall (outgoing HTTPS)", settings.timeout, settings.proxy,
+    )]
 
 
 @hookimpl

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import httpx
 import trio
 from pnbridge import Event, PermanentFailure, RetryLater, __version__, hookimpl
+from pnbridge.doctor import Finding, http_reachable
 from pnbridge.log import redact
 from pnbridge.settings import check
 
@@ -297,3 +298,13 @@ async def device_registered(event: Event) -> None:
 async def device_removed(event: Event) -> None:
     assert webhook is not None
     await webhook.deliver(event)
+
+
+@hookimpl
+async def doctor(app: Any) -> list[Finding]:
+    """Each receiver gives an HTTP answer (to a HEAD: no event is sent)."""
+    return [
+        await http_reachable(target.url, "receiver", "check the URL in [plugins.webhook] "
+                             "urls, the receiver, DNS and the firewall", target.timeout)
+        for target in targets(app.settings(Settings))
+    ]

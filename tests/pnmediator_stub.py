@@ -66,6 +66,7 @@ class Stub:
     headers: list[dict[str, str]] = field(default_factory=list)  # of each request, lower-case
     times: list[float] = field(default_factory=list)
     connections: int = 0
+    other_requests: int = 0  # not POST: answered 405, nothing recorded
     in_flight: int = 0  # requests read and not yet answered
     most_in_flight: int = 0
 
@@ -96,6 +97,13 @@ class Stub:
                 request, body = await _read_request(conn, stream)
                 if request is None:
                     return
+                if request.method != b"POST":  # no push (pnbridge doctor's HEAD): 405
+                    self.other_requests += 1
+                    await stream.send_all(conn.send(h11.Response(
+                        status_code=405, headers=[("content-length", "0")])))
+                    await stream.send_all(conn.send(h11.EndOfMessage()))
+                    conn.start_next_cycle()
+                    continue
                 self.paths.append(request.target.decode())
                 self.headers.append({k.decode(): v.decode() for k, v in request.headers})
                 data = json.loads(body)

@@ -1,0 +1,397 @@
+"""``pnbridge doctor``: check an installation the way the daemon will meet it.
+
+Each check is one ``Finding``: ``ok``, ``warn`` or ``fail``, what was checked, and for the
+last two the fix. Nothing is changed: the database is opened read-only and never created or
+migrated, ports are bound and released at once, and the network checks send no push and no
+event. Plugins add their own checks through the ``doctor`` hook (docs/plugin-hooks.md).
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import pwd
+import shutil
+import socket
+import sqlite3
+import stat
+import subprocess
+import urllib.parse
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import httpx
+import trio
+
+from .auth import load_users, plugin_problems, security_warnings
+from .config import _HOST_PORT, Config, load_config
+from .health import storage_problem
+from .pluginhost import PluginHost, describe, load_plugins, uncontained
+from .settings import ConfigError
+from .store import MIGRATIONS
+
+Status = Literal["ok", "warn", "fail"]
+TIMEOUT = 5.0  # seconds for each network check
+EXIT = {"ok": 0, "warn": 1, "fail": 2}
+
+
+class Finding(NamedTuple):
+    """One check's result: ``status``, ``what`` was found, and ``fix`` (warn and fail)."""
+
+    status: Status
+    what: str
+    fix: str = ""
+
+    def line(self) -> str:
+        return f"{self.status:<4}  {self.what}" + (f"  ({self.fix})" if self.fix else "")
+
+
+def exit_status(findings: Iterable[Finding]) -> int:
+    """0 when every finding is ok, 1 with a warn, 2 with a fail."""
+    return max((EXIT[f.status] for f in findings), default=0)
+
+
+@dataclass(frozen=True)
+class ServiceUser:
+    """The user the daemon runs as; what it may do to a path follows from the modes, owners
+    and groups on the way (as the kernel decides it, without ACLs)."""
+
+    name: str
+    uid: int
+    groups: frozenset[int]
+
+    @classmethod
+    def named(cls, name: str | None) -> ServiceUser:
+        """The user ``name`` (default: the current user). Raises KeyError when unknown."""
+        entry = pwd.getpwnam(name) if name else pwd.getpwuid(os.getuid())
+        groups = {entry.pw_gid, *os.getgrouplist(entry.pw_name, entry.pw_gid)}
+        groups |= {g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem}
+        return cls(entry.pw_name, entry.pw_uid, frozenset(groups))
+
+    def _allowed(self, info: os.stat_result, want: int) -> bool:
+        """``want`` (a mask of R_OK, W_OK, X_OK) on a file with ``info``."""
+        mode = info.st_mode
+        if self.uid == 0:  # root: everything, but execute needs one x bit (not on dirs)
+            return not want & os.X_OK or stat.S_ISDIR(mode) or bool(mode & 0o111)
+        if info.st_uid == self.uid:
+            bits = (mode >> 6) & 7
+        elif info.st_gid in self.groups:
+            bits = (mode >> 3) & 7
+        else:
+            bits = mode & 7
+        return bits & want == want
+
+    def problem(self, path: str | Path, want: int) -> str | None:
+        """Why this user cannot ``want`` (R_OK | W_OK...) ``path``, or None when it can. A
+        path that does not exist yet needs its directory writable (it is created there)."""
+        path = Path(os.path.abspath(path))
+        for parent in reversed(path.parents):
+            try:
+                info = os.stat(parent)
+            except OSError as error:
+                return f"{parent}: {error.strerror}"
+            if not self._allowed(info, os.X_OK):
+                return f"{self.name} cannot enter {parent}"
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            return self.problem(path.parent, os.W_OK | os.X_OK) if want & os.W_OK else (
+                f"{path} does not exist")
+        except OSError as error:
+            return f"{path}: {error.strerror}"
+        if not self._allowed(info, want):
+            needed = "/".join(n for bit, n in ((os.R_OK, "read"), (os.W_OK, "write"),
+                                               (os.X_OK, "enter")) if want & bit)
+            owner = _name(pwd.getpwuid, info.st_uid), _name(grp.getgrgid, info.st_gid)
+            return (f"{self.name} cannot {needed} {path} "
+                    f"({owner[0]}:{owner[1]} {stat.S_IMODE(info.st_mode):04o})")
+        if want & os.W_OK and os.statvfs(path).f_flag & os.ST_RDONLY:
+            return f"{path} is on a read-only file system"
+        return None
+
+    def check(self, path: str | Path, want: int, what: str, fix: str) -> Finding:
+        """A finding: ok when this user can ``want`` ``path``, else fail with ``fix``."""
+        problem = self.problem(path, want)
+        return Finding("ok", f"{what} {path}") if problem is None else Finding(
+            "fail", f"{what}: {problem}", fix)
+
+
+def _name(lookup: object, number: int) -> str:
+    try:
+        return lookup(number)[0]  # type: ignore[operator]
+    except KeyError:
+        return str(number)
+
+
+async def http_reachable(url: str, what: str, fix: str, timeout: float = TIMEOUT,
+                         proxy: str = "") -> Finding:
+    """ok when ``url`` gives any HTTP answer to a HEAD (TLS handshake included for https);
+    fail when nothing answers there. Sends nothing else."""
+    shown = _shown(url)
+    try:
+        async with httpx.AsyncClient(timeout=timeout, proxy=proxy or None, trust_env=False,
+                                     follow_redirects=False) as client:
+            answer = await client.head(url)
+    except httpx.TimeoutException:
+        return Finding("fail", f"{what} {shown}: no answer within {timeout:g} s", fix)
+    except (httpx.HTTPError, OSError) as error:
+        return Finding("fail", f"{what} {shown}: unreachable: {_reason(error)}", fix)
+    return Finding("ok", f"{what} {shown} answers (HTTP {answer.status_code})")
+
+
+def _shown(url: str) -> str:
+    """``url`` without credentials, query or fragment."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"[{host}]:{parts.port}" if ":" in host else f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _reason(error: BaseException) -> str:
+    while error.__context__ is not None and not str(error):
+        error = error.__context__
+    return f"{type(error).__name__}: {error}" if str(error) else describe(error)
+
+
+def check_config(path: str | None) -> tuple[list[Finding], Config | None, PluginHost | None]:
+    """What ``check-config`` checks: the config, its plugins' settings, the users file."""
+    name = path or "embedded defaults"
+    fix = "pnbridge check-config names each key; edit the config"
+    try:
+        config = load_config(path)
+        plugins = load_plugins(config.plugins)
+        if problems := plugin_problems(config, plugins):
+            raise ConfigError(problems)
+        load_users(config)
+    except ConfigError as error:
+        return [Finding("fail", f"config {name}: {e}", fix) for e in error.errors], None, None
+    findings = [Finding("ok", f"config {name} is valid")]
+    findings += [Finding("warn", f"config: {w}")
+                 for w in security_warnings(config, path)]
+    return findings, config, plugins
+
+
+def check_files(config: Config, path: str | None, user: ServiceUser) -> Iterator[Finding]:
+    """Every file and directory the daemon reads or writes, as ``user``."""
+    if path is not None:
+        yield user.check(path, os.R_OK, f"{user.name} reads the config",
+                         f"chgrp {user.name} {path}; chmod 640 {path}")
+    if config.auth.users_file:
+        users = config.auth.users_file
+        yield user.check(users, os.R_OK, f"{user.name} reads the users file",
+                         f"chgrp {user.name} {users}; chmod 640 {users}")
+    db = Path(config.storage.path)
+    directory = db.parent if str(db.parent) else Path(".")
+    yield user.check(os.path.abspath(directory), os.R_OK | os.W_OK | os.X_OK,
+                     f"{user.name} writes the database directory",
+                     f"chown {user.name} {os.path.abspath(directory)}")
+    for name in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        if name.exists():
+            yield user.check(name, os.R_OK | os.W_OK, f"{user.name} reads and writes",
+                             f"chown {user.name}: {os.path.abspath(name)}")
+    for plugins in config.plugins.paths:
+        yield user.check(plugins, os.R_OK | os.X_OK, f"{user.name} reads the plugins directory",
+                         f"chmod o+rx {plugins} or chgrp {user.name} it")
+    for address in [*config.server.listen, *config.server.admin_listen]:
+        if address.startswith("unix:"):
+            socket_dir = Path(address[5:]).parent
+            yield user.check(socket_dir, os.W_OK | os.X_OK,
+                             f"{user.name} creates its socket in",
+                             f"chown {user.name} {socket_dir} (or RuntimeDirectory=)")
+
+
+def check_database(path: str) -> Finding:
+    """Schema and integrity (``PRAGMA quick_check``) on a read-only connection."""
+    fix_missing = "pnbridge serve creates it; or set [storage] path"
+    if not os.path.exists(path):
+        return Finding("warn", f"database {path} does not exist yet", fix_missing)
+    # Without a -wal file nobody has it open: immutable=1 keeps SQLite from creating the
+    # -wal and -shm files (as root, the service user could not open them after).
+    live = os.path.exists(f"{path}-wal")
+    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro" + (
+        "" if live else "&immutable=1")
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=TIMEOUT)
+    except sqlite3.Error as error:
+        return Finding("fail", f"database {path}: {storage_problem(error)}",
+                       "check the file's owner and mode")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.Error as error:
+        return Finding("fail", f"database {path}: {storage_problem(error)}",
+                       "restore it from a backup (docs/install.md)")
+    finally:
+        conn.close()
+    if problems != ["ok"]:
+        return Finding("fail", f"database {path} is corrupt: {'; '.join(problems)[:300]}",
+                       "stop pnbridge and restore it from a backup (docs/install.md)")
+    if version > len(MIGRATIONS):
+        return Finding("fail", f"database {path} has schema version {version}, this pnbridge "
+                       f"knows up to {len(MIGRATIONS)}", "upgrade pnbridge")
+    if not {"devices", "events"} <= tables:
+        return Finding("fail", f"database {path} is not a pnbridge database",
+                       "set [storage] path to pnbridge's own file")
+    if version < len(MIGRATIONS):
+        return Finding("warn", f"database {path} has schema version {version} of "
+                       f"{len(MIGRATIONS)}", "pnbridge serve migrates it at its next start")
+    return Finding("ok", f"database {path}: schema version {version}, quick_check ok")
+
+
+async def check_port(address: str, user: ServiceUser) -> Finding | None:
+    """Whether ``address`` (host:port) can be listened on: free, or held by a running
+    pnbridge (its /healthz answers). None for unix: and fd:// addresses."""
+    found = _HOST_PORT.fullmatch(address)
+    if found is None:
+        return None
+    host, port = found["v6"] or found["host"], int(found["port"])
+    if port == 0:
+        return Finding("ok", f"listen {address}: any free port")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        return Finding("fail", f"listen {address}: {error}", "fix [server] listen")
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                return Finding("fail", f"listen {address}: {error.strerror}",
+                               "fix the address in [server] listen / admin_listen")
+        else:
+            low = port < _unprivileged_port_start()
+            if low and user.uid != 0:
+                return Finding("fail", f"listen {address}: port {port} needs privileges "
+                               f"{user.name} lacks", "use a port >= 1024, or pnbridge.socket")
+            return Finding("ok", f"listen {address} is free")
+    holder = await trio.to_thread.run_sync(_holder, port)
+    if await _is_pnbridge(host, port, family) or (holder is not None and holder[1]):
+        return Finding("ok", f"listen {address} is held by a running pnbridge")
+    return Finding("fail", f"listen {address} is in use by "
+                   f"{holder[0] if holder else 'another program'}",
+                   "stop it, or change the port in [server] listen / admin_listen")
+
+
+def _holder(port: int) -> tuple[str, bool] | None:
+    """``PID command line`` of the process listening on TCP ``port``, when /proc shows it
+    (another user's processes only to root), and whether it is ``pnbridge serve``."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                argv = [a.decode(errors="replace")
+                        for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+                ours = "serve" in argv and (
+                    os.path.basename(argv[0]) == "pnbridge"
+                    or any(argv[i:i + 2] == ["-m", "pnbridge"] for i in range(len(argv))))
+                return f"{proc.name} {' '.join(argv)[:120]}", ours
+        except (OSError, IndexError):
+            continue
+    return None
+
+
+def _unprivileged_port_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    except (OSError, ValueError):
+        return 1024
+
+
+async def _is_pnbridge(host: str, port: int, family: int) -> bool:
+    """Whether pnbridge's /healthz answers at host:port (its admin address, or listen
+    without one)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    try:
+        async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client:
+            answer = await client.get(f"{base}/healthz")
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200 and answer.text == "ok\n"
+
+
+def check_systemd(root: str | None = None) -> Finding:
+    """The unit is installed and enabled (``systemctl is-enabled``; of the system image at
+    ``root`` when given)."""
+    if shutil.which("systemctl") is None:
+        return Finding("warn", "systemd: no systemctl here",
+                       "run pnbridge under a supervisor that restarts it (docs/install.md)")
+    states = {
+        unit: subprocess.run(["systemctl", *([f"--root={root}"] if root else []),
+                              "is-enabled", unit], capture_output=True,
+                             text=True, timeout=30).stdout.strip()
+        for unit in ("pnbridge.service", "pnbridge.socket")
+    }
+    service = states["pnbridge.service"]
+    if service == "enabled" or states["pnbridge.socket"] == "enabled":
+        return Finding("ok", "systemd: pnbridge is enabled")
+    if service in ("disabled", "static", "indirect", "masked"):
+        return Finding("warn", f"systemd: pnbridge.service is {service}",
+                       "systemctl enable --now pnbridge")
+    return Finding("warn", "systemd: pnbridge.service is not installed",
+                   "pnbridge install-units; systemctl daemon-reload; "
+                   "systemctl enable --now pnbridge")
+
+
+async def check_plugins(plugins: PluginHost, user: ServiceUser) -> list[Finding]:
+    """Each enabled plugin's ``doctor`` hook (without starting it), its findings named
+    ``plugin NAME: ...``."""
+    findings: list[Finding] = []
+    async with trio.open_nursery() as nursery:
+        app = plugins.app(nursery)
+        for name in plugins.enabled:
+            if plugins.impl(name, "doctor") is None:
+                findings.append(Finding("ok", f"plugin {name}: enabled (it has no checks)"))
+                continue
+            try:
+                with trio.fail_after(TIMEOUT * 3):
+                    found = [Finding(*f) for f in
+                             await plugins.call(name, "doctor", app=app, user=user) or ()]
+            except BaseException as error:
+                if (up := uncontained(error)) is not None:
+                    raise up from None
+                found = [Finding("fail", f"doctor failed: {describe(error)}",
+                                 "report it to the plugin's author")]
+            findings += [f._replace(what=f"plugin {name}: {f.what}") for f in found]
+        nursery.cancel_scope.cancel()
+    return findings
+
+
+async def run(path: str | None, user_name: str | None, root: str | None = None
+              ) -> list[Finding]:
+    """Every check, in order; stops after the config when it is invalid."""
+    try:
+        user = ServiceUser.named(user_name)
+    except KeyError:
+        return [Finding("fail", f"--user {user_name}: no such user",
+                        "create it (docs/install.md) or name the service user")]
+    findings, config, plugins = check_config(path)
+    if config is None or plugins is None:
+        return findings
+    findings += check_files(config, path, user)
+    findings.append(await trio.to_thread.run_sync(check_database, config.storage.path))
+    for address in [*config.server.listen, *config.server.admin_listen]:
+        if (port := await check_port(address, user)) is not None:
+            findings.append(port)
+    findings += await check_plugins(plugins, user)
+    findings.append(await trio.to_thread.run_sync(check_systemd, root))
+    return findings

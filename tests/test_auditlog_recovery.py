@@ -1,0 +1,81 @@
+"""The audit log recovers by itself: after a rotation, a file the daemon cannot write at the
+log's path (a file root created, made immutable here since root ignores modes; or a
+directory) makes every delivery attempt fail with an error naming the path, and /readyz name
+the plugin; once the path is fixed, the retried events arrive and /readyz is ok again."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from faults import poll
+
+TOML = '''
+[server]
+listen = ["127.0.0.1:0"]
+[storage]
+path = "{db}"
+[reporter]
+client_rate = 0
+username_rate = 0
+[plugins]
+enabled = ["auditlog"]
+[plugins.auditlog]
+path = "{log}"
+fsync = "always"
+[plugins.auditlog.delivery]
+backoff = 0.05
+max_backoff = 0.2
+max_attempts = 1000
+'''
+
+
+def report(client: httpx.Client, selector: str) -> None:
+    answer = client.get("/token/", params={"username": "u", "selector": selector,
+                                           "pushToken": f"tok-{selector}", "pushappid": "app"})
+    assert answer.status_code == 200, answer.text
+
+
+def ids(path: Path) -> list[str]:
+    return [json.loads(line)["selector"] for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("blocker", ["immutable file", "directory"])
+def test_the_audit_log_recovers_after_an_unwritable_path(spawn, tmp_path, blocker):
+    log = tmp_path / "audit.jsonl"
+    daemon = spawn(TOML.format(db=tmp_path / "pnbridge.db", log=log))
+    with httpx.Client(base_url=daemon.url()) as client:
+        report(client, "S1")
+        poll(lambda: log.exists() and ids(log) == ["S1"])
+        log.rename(tmp_path / "audit.jsonl.1")  # logrotate
+        if blocker == "directory":
+            log.mkdir()
+        else:
+            log.write_text("")
+            log.chmod(0o640)
+            assert subprocess.run(["chattr", "+i", str(log)]).returncode == 0
+        try:
+            report(client, "S2")
+            report(client, "S3")
+            kind = "IsADirectoryError" if blocker == "directory" else "PermissionError"
+            daemon.wait_for(rf"plugin auditlog: event \S+ \(seq 2\) attempt 3 failed: "
+                            rf"{kind}: {log}: ")
+            ready = client.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            assert "plugin auditlog: the last" in ready.text and str(log) in ready.text
+            assert "closed" not in daemon.log
+        finally:
+            if blocker == "directory":
+                log.rmdir()
+            else:
+                subprocess.run(["chattr", "-i", str(log)], check=True)
+                log.unlink()
+        poll(lambda: log.is_file() and ids(log) == ["S2", "S3"])
+        poll(lambda: client.get("/readyz").status_code == 200)
+        assert "plugin auditlog: ok" in client.get("/readyz").text
+    assert ids(tmp_path / "audit.jsonl.1") == ["S1"]
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log, daemon.log
