@@ -658,7 +658,8 @@ def push(config_path: str | None, verb: str, username: str, as_json: bool,
          **fields: Any) -> None:
     """Send VERB to the devices of a user, as the push API does; print what happened to each.
 
-    The enabled plugins start and stop around it (pnmediator sends the push). Exits 0 when
+    The enabled plugins that send pushes (pnmediator) start and stop around it; no other
+    plugin runs (an auditlog would create its file as you). Exits 0 when
     at least one device was sent the push, else 1.
     """
     config = read_config(config_path)

@@ -18,10 +18,10 @@ import sqlite3
 import stat
 import subprocess
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import httpx
 import trio
@@ -119,9 +119,9 @@ class ServiceUser:
             "fail", f"{what}: {problem}", fix)
 
 
-def _name(lookup: object, number: int) -> str:
+def _name(lookup: Callable[[int], tuple[Any, ...]], number: int) -> str:
     try:
-        return lookup(number)[0]  # type: ignore[operator]
+        return str(lookup(number)[0])
     except KeyError:
         return str(number)
 
@@ -366,6 +366,8 @@ async def check_plugins(plugins: PluginHost, user: ServiceUser) -> list[Finding]
                 with trio.fail_after(TIMEOUT * 3):
                     found = [Finding(*f) for f in
                              await plugins.call(name, "doctor", app=app, user=user) or ()]
+                if any(f.status not in EXIT for f in found):
+                    raise ValueError(f"not ok, warn or fail: {found!r:.200}")
             except BaseException as error:
                 if (up := uncontained(error)) is not None:
                     raise up from None

@@ -5,7 +5,7 @@ Every hook may be a plain ``def`` or an ``async def``. ``device_registered`` and
 device; a plain one runs in a worker thread (it may block), an ``async`` one on the daemon's
 trio loop (it must not). ``startup``, ``shutdown`` and ``send_push`` run on the trio loop
 (``send_push`` should be ``async``: a push is on a deadline); a plain ``reload`` runs in a
-worker thread. docs/plugin-hooks.md
+worker thread; ``doctor`` runs only in ``pnbridge doctor``. docs/plugin-hooks.md
 documents each hook; tests/test_docs.py fails when one is missing there or in the tests.
 """
 

@@ -382,6 +382,13 @@ class PluginHost:
             started.append(name)
         self.started = app
 
+    def keep_only(self, names: Sequence[str]) -> None:
+        """Leave out the enabled plugins not in ``names``: a command that needs only some
+        (``pnbridge push`` its push transports) starts no other, whose startup would create
+        its files as the command's user (root)."""
+        for name in [name for name in self.enabled if name not in names]:
+            self._leave_out(name)
+
     def _leave_out(self, name: str) -> None:
         """Unregister an optional plugin that cannot run: no hook of it is called again."""
         self.pm.unregister(name=name)

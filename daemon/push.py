@@ -307,11 +307,12 @@ def _devices_of(store: Store, username: str, selector: str | None) -> list[Devic
 
 async def push_once(config: Config, host: PluginHost, request: PushRequest) -> list[DeviceResult]:
     """Send ``request`` outside the daemon (``pnbridge push``): the same fan-out, with the
-    plugins started before and shut down after. Raises UnknownUser, or LookupError when no
-    enabled plugin sends pushes."""
+    plugins that send pushes started before and shut down after (no other runs). Raises
+    UnknownUser, or LookupError when no enabled plugin sends pushes."""
     send = transport(host)
     if send is None:
         raise LookupError("no enabled plugin sends pushes (enable pnmediator)")
+    host.keep_only(host.implementers("send_push"))  # no other plugin runs for a push
     deadline = getattr(config.api.deadlines, request.verb)
     async with (
         open_writer(config.storage.path, config.storage.busy_timeout) as writer,

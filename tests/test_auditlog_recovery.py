@@ -11,7 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import pnbridge
 from faults import poll
+from pnbridge.store import Store
 
 TOML = '''
 [server]
@@ -79,3 +81,18 @@ def test_the_audit_log_recovers_after_an_unwritable_path(spawn, tmp_path, blocke
     assert ids(tmp_path / "audit.jsonl.1") == ["S1"]
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.log, daemon.log
+
+
+def test_a_command_run_as_root_never_creates_the_log(tmp_path):
+    """``pnbridge push`` starts only the push transports: an auditlog started by it would
+    create the log as root 0640 (after a rotation, say), locking the service user out."""
+    log = tmp_path / "audit.jsonl"
+    config = tmp_path / "pnbridge.toml"
+    config.write_text(TOML.format(db=tmp_path / "pnbridge.db", log=log).replace(
+        'enabled = ["auditlog"]', 'enabled = ["auditlog", "pnmediator"]'))
+    Store(str(tmp_path / "pnbridge.db")).conn.close()
+    result = pnbridge("push", "NotifyTextMessage", "--username", "nobody", "--message", "hi",
+                      "--config", str(config))
+    assert result.returncode == 1 and "no device of user nobody" in result.stderr
+    assert not log.exists()
+

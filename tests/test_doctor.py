@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import trio
 from conftest import pnbridge
+from plugintools import write_plugin
 from pnbridge.store import Store
 from pnmediator_stub import Stub
 
@@ -268,3 +269,55 @@ async def test_a_disabled_unit_and_an_unknown_user_warn_or_fail(install):
     result = pnbridge("doctor", "--config", str(install.config), "--user", "no-such-user-x")
     assert result.returncode == 2
     assert result.stdout.startswith("fail  --user no-such-user-x: no such user")
+
+
+def test_hook_doctor_of_a_plugins_directory_plugin(tmp_path):
+    """A plugin's own findings (a plain tuple will do), a doctor hook that raises or answers
+    garbage, and a plugin without the hook: one line each, the plugin named."""
+    write_plugin(tmp_path / "plugins", "spool", '''
+        from pnbridge import hookimpl
+
+        @hookimpl
+        def doctor(user):
+            return [("warn", f"spool is nearly full for {user.name}", "empty /var/spool/x")]
+    ''')
+    write_plugin(tmp_path / "plugins", "boom", '''
+        from pnbridge import hookimpl
+
+        @hookimpl
+        async def doctor(app):
+            raise RuntimeError("no CRM configured")
+    ''')
+    write_plugin(tmp_path / "plugins", "garbage", '''
+        from pnbridge import hookimpl
+
+        @hookimpl
+        def doctor():
+            return ["ok"]
+    ''')
+    write_plugin(tmp_path / "plugins", "quiet", '''
+        from pnbridge import hookimpl
+
+        @hookimpl
+        def device_registered(event):
+            pass
+    ''')
+    config = tmp_path / "pnbridge.toml"
+    config.write_text(f'''
+[server]
+listen = ["127.0.0.1:0"]
+[storage]
+path = "{tmp_path / "pnbridge.db"}"
+[plugins]
+enabled = ["spool", "boom", "garbage", "quiet"]
+paths = ["{tmp_path / "plugins"}"]
+''')
+    result = pnbridge("doctor", "--config", str(config))
+    assert result.returncode == 2, result.stdout
+    lines = result.stdout.splitlines()
+    user = pwd.getpwuid(os.getuid()).pw_name
+    assert f"warn  plugin spool: spool is nearly full for {user}  (empty /var/spool/x)" in lines
+    assert ("fail  plugin boom: doctor failed: RuntimeError('no CRM configured')  (report it "
+            "to the plugin's author)") in lines
+    assert line(lines, "fail  plugin garbage: doctor failed: ")
+    assert "ok    plugin quiet: enabled (it has no checks)" in lines
