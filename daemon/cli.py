@@ -19,13 +19,13 @@ from typing import Any, NoReturn
 import click
 import trio
 
-from . import __version__, apikeys, paths, transfer, users
+from . import __version__, apikeys, paths, running, transfer, users
 from .auth import load_users, plugin_problems, security_warnings
 from .config import Config, load_config
 from .events import Device, isotime
-from .httpserver import leaves
+from .httpserver import ListenError, leaves
 from .log import escape, escape_json, redact, setup_logging, shorten
-from .pluginhost import PluginError, PluginHost, discover, load_plugins
+from .pluginhost import PluginError, PluginHost, describe, discover, load_plugins
 from .push import VERBS, BadPush, UnknownUser, parse_request, push_once
 from .reporter import BadReport, Reporter
 from .settings import ConfigError
@@ -36,7 +36,7 @@ log = logging.getLogger("pnbridge")
 config_option = click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False),
+    type=click.Path(readable=False),  # load_config names an unreadable file or a directory
     envvar="PNBRIDGE_CONFIG",
     callback=lambda ctx, param, value: value if value is not None else paths.default_config(),
     help=f"TOML config file (default: $PNBRIDGE_CONFIG, else {paths.DEFAULT_CONFIG} when it "
@@ -114,18 +114,20 @@ def serve(config_path: str | None) -> None:
         log.info("config %s", config_path)
     for warning in security_warnings(config, config_path):
         log.warning(warning)
+    # fail() only after the except* blocks: a SystemExit raised inside one reaches CPython
+    # 3.11.0-3.11.3 (Debian 12's python3) wrapped in a group, printed as a traceback.
+    failed: list[str] = []
     try:
         trio.run(partial(
             run, config, handle_signals=True, load_config=partial(load_config, config_path),
             plugins=plugins,
         ))
-    except* PluginError as group:
-        fail(*map(str, leaves(group)))
-    except* (StoreError, ConfigError) as group:
-        fail(*map(str, leaves(group)))
+    except* (PluginError, StoreError, ConfigError, ListenError) as group:
+        failed += map(str, leaves(group))
     except* OSError as group:
-        addresses = ", ".join([*config.server.listen, *config.server.admin_listen])
-        fail(*(f"cannot listen on {addresses}: {e}" for e in leaves(group)))
+        failed += (f"cannot serve: {describe(e)}" for e in leaves(group))
+    if failed:
+        fail(*failed)
 
 
 @main.command("check-config")
@@ -143,6 +145,8 @@ def check_config(config_path: str | None, service_user: str | None) -> None:
         fail(str(error))
     for warning in security_warnings(config, config_path, service):
         click.echo(f"pnbridge: WARNING: {warning}", err=True)
+    for line in running.notes(*running.compare(config)):
+        click.echo(f"pnbridge: note: {escape(line)}", err=True)
     if service and (problems := paths.access_problems(config, config_path, service)):
         fail(*(f"error: {problem}" for problem in problems))
     click.echo(f"{config_path or 'embedded defaults'}: OK")
@@ -313,12 +317,19 @@ def plugins_list(config_path: str | None, as_json: bool) -> None:
     for line in errors:
         click.echo(f"pnbridge: warning: {escape(line)}", err=True)
     enabled = config.plugins.enabled
-    if as_json:
-        click.echo(json.dumps([p.to_dict(p.name in enabled) for p in found.values()], indent=2))
+    record, differ = running.compare(config)
+    for line in running.notes(record, differ):
+        click.echo(f"pnbridge: {escape(line)}", err=True)
+    runs = {p.name: record is not None and p.name in record.enabled for p in found.values()}
+    if as_json:  # "running": null when no daemon runs on this database
+        click.echo(json.dumps([{**p.to_dict(p.name in enabled),
+                                "running": runs[p.name] if record else None}
+                               for p in found.values()], indent=2))
         return
-    rows = [("NAME", "ENABLED", "HOOKS", "SOURCE")]
+    rows = [("NAME", "ENABLED", *["RUNNING"][:bool(record)], "HOOKS", "SOURCE")]
     rows += [
         (p.name, "yes" if p.name in enabled else "no",
+         *["yes" if runs[p.name] else "no"][:bool(record)],
          f"error: {p.error}" if p.error else ", ".join(p.hooks) or "-", p.source)
         for p in found.values()
     ]
@@ -414,7 +425,10 @@ def events(
         store.close()
         _show_failures(parked, as_json)
         return
-    plugins = [plugin] if plugin else config.plugins.enabled
+    record, differ = running.compare(config)
+    for line in running.notes(record, differ):
+        click.echo(f"pnbridge: {escape(line)}", err=True)
+    plugins = [plugin] if plugin else record.enabled if record else config.plugins.enabled
     cursors, parked = store.cursors(), store.failures(plugin)
     journal = store.newest_events(limit) if limit else store.events(0, limit=-1)
     store.close()
@@ -577,13 +591,16 @@ def push(config_path: str | None, verb: str, username: str, as_json: bool,
         fail(f"--{error.field.replace('_', '-')}: {str(error).split(': ', 1)[1]}")
     open_store(config).close()
     host = read_plugins(config)
+    failed: list[str] = []  # fail() after the except* blocks: see serve
     try:
         results = trio.run(push_once, config, host, wanted)
     except* UnknownUser:
-        fail(f"no device of user {username}" + (f" with selector {wanted.selector}"
-                                                  if wanted.selector else ""))
+        failed.append(f"no device of user {username}" + (
+            f" with selector {wanted.selector}" if wanted.selector else ""))
     except* (LookupError, PluginError, StoreError) as group:
-        fail(*map(str, leaves(group)))
+        failed += map(str, leaves(group))
+    if failed:
+        fail(*failed)
     if as_json:
         click.echo(json.dumps({"username": username, "verb": verb,
                                "devices": [r.to_dict() for r in results]}, indent=2))

@@ -363,6 +363,8 @@ def load_config(path: str | None) -> Config:
             data = tomllib.load(file)
     except OSError as error:
         raise ConfigError([f"{path}: cannot read: {error.strerror}"]) from error
+    except UnicodeDecodeError as error:
+        raise ConfigError([f"{path}: not UTF-8 (byte {error.start})"]) from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([f"{path}: not valid TOML: {error}"]) from error
     return parse_config(data)

@@ -175,11 +175,11 @@ class Dispatcher:
         except (sqlite3.Error, StoreError):
             raise
         except Exception as error:
-            log.error("plugin %s: cannot deliver event %s (seq %d), parked: %r",
-                      state.name, event.id, event.seq, error)
+            log.error("plugin %s: cannot deliver event %s (seq %d), parked: %s",
+                      state.name, event.id, event.seq, describe(error))
             self._failed("delivery")
             now = time.time()
-            await self.writer.call(Store.park, state.name, event, 1, repr(error), now, now)
+            await self.writer.call(Store.park, state.name, event, 1, describe(error), now, now)
             state.parked += 1
 
     async def _deliver(self, state: PluginState, event: Event, retried: bool = False) -> None:

@@ -23,7 +23,9 @@ Written against hypercorn 0.17 and 0.18 (pyproject pins ``<0.19``: this module s
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
 from math import inf
@@ -32,6 +34,7 @@ from typing import Any
 import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import SocketTypeError
 from hypercorn.events import Closed, RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
@@ -140,6 +143,45 @@ def leaves(group: BaseExceptionGroup) -> list[BaseException]:
     return found
 
 
+class ListenError(OSError):
+    """An address of ``[server] listen`` or ``admin_listen`` cannot be bound: names that
+    address and why, in words (\"cannot listen on 127.0.0.1:8080: Address already in use\")."""
+
+    def __init__(self, bind: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {bind}: {reason}")
+
+
+SOCKET_UNIT_HINT = "is the service started by its .socket unit?"
+
+
+def create_sockets(config: HypercornConfig) -> list[socket.socket]:
+    """The bound sockets of ``config.bind``, one address at a time, so that a failure names
+    the address that failed (ListenError); the sockets made before it are closed."""
+    sockets: list[socket.socket] = []
+    for bind in config.bind:
+        try:
+            sockets += config._create_sockets([bind])
+        except (OSError, SocketTypeError) as error:
+            for sock in sockets:
+                sock.close()
+            raise ListenError(bind, _why(bind, error)) from None
+    return sockets
+
+
+def _why(bind: str, error: OSError | SocketTypeError) -> str:
+    """Why ``bind`` failed, for an operator: the OS's words, plainly for an fd:// bind."""
+    if bind.startswith("fd://"):
+        if isinstance(error, SocketTypeError):
+            return f"not a stream (TCP or unix) socket ({SOCKET_UNIT_HINT})"
+        if error.errno == errno.ENOTSOCK:
+            return f"not a socket ({SOCKET_UNIT_HINT})"
+        if error.errno == errno.EBADF:
+            return f"no such file descriptor ({SOCKET_UNIT_HINT})"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror + (f": {error.filename}" if error.filename else "")
+    return str(error)
+
+
 async def serve(
     app: Any,
     config: HypercornConfig,
@@ -161,7 +203,7 @@ async def serve(
         await lifespan.wait_for_startup()
         async with trio.open_nursery() as connections:
             listeners, binds = [], []
-            for sock in config.create_sockets().insecure_sockets:
+            for sock in create_sockets(config):
                 sock.listen(config.backlog)
                 listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
                 binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")

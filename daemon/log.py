@@ -91,3 +91,6 @@ def set_level(level: str) -> None:
     logging.getLogger("pnbridge.http").setLevel(
         logging.DEBUG if level == "debug" else logging.WARNING
     )
+    # httpx logs each request it sends (a webhook POST, a push) at info: only warnings.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

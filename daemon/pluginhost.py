@@ -66,13 +66,25 @@ def uncontained(error: BaseException) -> BaseException | None:
 
 
 def describe(error: BaseException) -> str:
-    """``repr(error)`` without URL credentials, at most MAX_PROBLEM characters; never raises
-    (a plugin's exception may have a ``__repr__`` that does)."""
+    """``error`` as plain text, no Python repr, without URL credentials, at most MAX_PROBLEM
+    characters; never raises (a plugin's exception may have a ``__str__`` that does). An
+    OSError is its words and file (``No such file or directory: /var/log/audit.jsonl``);
+    another exception its type and message (``ValueError: bad field``); a group its leaves."""
     try:
-        text = redact(repr(error))
+        text = redact(_plain(error))
     except Exception:
-        text = f"{type(error).__name__}(<repr failed>)"
+        text = f"{type(error).__name__} (<str failed>)"
     return text if len(text) <= MAX_PROBLEM else text[:MAX_PROBLEM] + "…"
+
+
+def _plain(error: BaseException) -> str:
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(_plain(leaf) for leaf in error.exceptions)
+    if isinstance(error, OSError) and error.strerror:
+        files = [str(f) for f in (error.filename, error.filename2) if f is not None]
+        return f"{error.strerror}: {' -> '.join(files)}" if files else error.strerror
+    message = str(error)
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 class PluginNursery:

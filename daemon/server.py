@@ -17,7 +17,7 @@ from .asgi import close_if_framed_twice, refuse_websockets, shield_sends
 from .auth import Guard, load_users, plugin_problems
 from .config import Config
 from .digest import Nonces
-from .dispatch import open_plugins
+from .dispatch import Dispatcher, open_plugins
 from .expiry import expire_devices
 from .health import database_writable, device_gauge
 from .httpserver import serve
@@ -27,6 +27,7 @@ from .push import Pusher, transport
 from .ratelimit import Buckets, Limits
 from .reload import Reloader
 from .reporter import Reporter
+from .running import remove_record, restart_values, write_record
 from .sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
 from .settings import ConfigError
 from .web import Services, create_admin_app, create_app
@@ -42,6 +43,7 @@ def hypercorn_config(config: Config, binds: list[str]) -> hypercorn.config.Confi
     hc.bind = list(binds)
     _limit(hc, config)
     hc.accesslog = None
+    hc.include_server_header = False  # no "server: hypercorn-h11" for fingerprinting
     hc.errorlog = logging.getLogger("pnbridge.http")
     return hc
 
@@ -107,7 +109,7 @@ async def run(
                 services.metrics.refreshers.append(device_gauge(services.metrics, writer))
                 dispatcher.observe(services.metrics, services.readiness)
                 await _serve(config, services, shutdown, signals, load_config, notifier,
-                             plugins, task_status)
+                             dispatcher, task_status)
             log.info("stopped")
     finally:
         notifier.close()
@@ -130,7 +132,7 @@ async def _serve(
     signals: trio.abc.AsyncIterator[int] | None,
     load_config: Callable[[], Config] | None,
     notifier: Notifier,
-    plugins: PluginHost,
+    dispatcher: Dispatcher,
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
     admin = config.server.admin_listen
@@ -141,8 +143,14 @@ async def _serve(
         servers.append((admin_app, hypercorn_config(config, admin)))
     for served, _ in servers:
         _body_limits(served, config)
-    reloader = Reloader(config, load_config or (lambda: config))
+    plugins = dispatcher.host
+    reloader = Reloader(config, load_config or (lambda: config), plugins)
     reloader.add(partial(_web_step, services, servers))
+    reloader.add(partial(_plugin_step, dispatcher))
+    database = config.storage.path
+    await trio.to_thread.run_sync(
+        write_record, database, plugins.enabled, restart_values(config, plugins.settings)
+    )
     async with trio.open_nursery() as helpers:
         if (interval := watchdog_interval()) is not None:
             helpers.start_soon(keep_watchdog_fed, notifier, interval)
@@ -169,6 +177,8 @@ async def _serve(
             log.info("stopping: finishing requests (at most %g s)", grace)
             notifier.stopping(f"stopping: finishing requests (at most {grace:g} s)")
         helpers.cancel_scope.cancel()
+    with trio.CancelScope(shield=True):
+        await trio.to_thread.run_sync(remove_record, database)
 
 
 async def _on_signals(
@@ -196,13 +206,14 @@ async def _reload(reloader: Reloader, notifier: Notifier) -> None:
     except ConfigError as error:
         for line in error.errors:
             log.error("reload failed, keeping the running config: %s", line)
-        notifier.ready(f"reload failed, running the old config: {error.errors[0]}")
+        more = f" (and {len(error.errors) - 1} more)" if len(error.errors) > 1 else ""
+        notifier.ready(f"reload failed, running the old config: {error.errors[0]}{more}")
         return
     if waiting:
         log.warning("changed but only at the next start: %s", ", ".join(waiting))
     log.info("config reloaded")
-    notifier.ready("config reloaded" + (f" ({', '.join(waiting)} need a restart)"
-                                        if waiting else ""))
+    notifier.ready("config reloaded" + (f"; changed but only at the next start: "
+                                        f"{', '.join(waiting)}" if waiting else ""))
 
 
 def _body_limits(app: QuartTrio, config: Config) -> None:
@@ -211,8 +222,21 @@ def _body_limits(app: QuartTrio, config: Config) -> None:
     app.config["BODY_TIMEOUT"] = config.server.body_timeout
 
 
+def _plugin_step(dispatcher: Dispatcher, new: Config, plugins: PluginHost) -> Callable[[], None]:
+    """The reload step of plugin delivery: each running plugin's ``[plugins.NAME.delivery]``
+    limits, and the journal's retention (the plugins themselves restart to change)."""
+    delivery = {n: plugins.delivery[n] for n in dispatcher.host.enabled if n in plugins.delivery}
+
+    def apply() -> None:
+        dispatcher.host.delivery.update(delivery)
+        dispatcher.config = new.plugins
+
+    return apply
+
+
 def _web_step(
-    services: Services, servers: list[tuple[QuartTrio, hypercorn.config.Config]], new: Config
+    services: Services, servers: list[tuple[QuartTrio, hypercorn.config.Config]], new: Config,
+    _plugins: PluginHost,
 ) -> Callable[[], None]:
     """The reload step of the web layer: routes, field aliases, auth settings and the users
     file, limits, API keys and deadlines, logging, grace period."""

@@ -173,7 +173,8 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
             reports.labels(route.kind, "unauthorized").inc()
             return plain(403, "this device belongs to another user")
         except (sqlite3.Error, StoreError) as error:
-            log.error("storage failed route=%s: %s", route.template, error)
+            log.error("storage failed route=%s database=%s: %s", route.template,
+                      services.writer.store.path, error)
             reports.labels(route.kind, "failed").inc()
             return plain(503, "storage unavailable, try again later", STORAGE_RETRY)
         _log_changes(report, changes, route.template)
@@ -230,7 +231,8 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
             return api_error(404, "no device of this user" + (
                 " with this selector" if wanted.selector else ""), username=wanted.username)
         except (sqlite3.Error, StoreError) as error:
-            log.error("storage failed on push: %s", error)
+            log.error("storage failed on push database=%s: %s", services.writer.store.path,
+                      error)
             return api_error(503, "storage unavailable, try again later", STORAGE_RETRY)
         return jsonify({
             "username": wanted.username, "verb": wanted.verb,

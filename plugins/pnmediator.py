@@ -216,7 +216,7 @@ async def send_push(push: Push) -> PushResult:
     except httpcore.TimeoutException:
         return PushResult("retry", f"no answer within {_open.settings.timeout:g} s")
     except UNREACHABLE as error:
-        return PushResult("retry", f"cannot reach pnmediator: {error!r}")
+        return PushResult("retry", f"cannot reach pnmediator: {type(error).__name__}: {error}")
     retry_after = next(
         (v.decode("latin-1") for k, v in response.headers if k.lower() == b"retry-after"), None
     )

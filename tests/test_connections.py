@@ -304,3 +304,12 @@ def test_websocket_handshakes_are_refused_without_a_traceback(spawn, tmp_path):
         assert report(client, "after") == 200
     assert daemon.popen.poll() is None
     assert "Traceback" not in daemon.log and "ERROR" not in daemon.log, daemon.log[-3000:]
+
+
+async def test_answers_do_not_name_the_server(start_daemon):
+    daemon = await start_daemon()
+    answers = [await daemon.client.get("/token/", params={"username": "u", "selector": "s",
+                                                            "pushToken": "t"}),
+               await daemon.client.get("/nope"), await daemon.client.get("/healthz")]
+    assert [a.status_code for a in answers] == [200, 404, 200]
+    assert not any("server" in a.headers for a in answers), [a.headers for a in answers]

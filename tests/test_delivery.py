@@ -163,7 +163,7 @@ async def test_parked_events_are_listed_and_retried(start_daemon, tmp_path):
             ("ERR", "picky", 2, "parked")]
     assert failed[0]["error"] == "permanent failure: no such customer"
     assert failed[1]["error"] == "timed out after 0.1s"
-    assert failed[2]["error"] == "ValueError('bad field')"
+    assert failed[2]["error"] == "ValueError: bad field"
     text = (await cli("events", "--failed", "--config", str(config))).stdout
     assert "SLOW" in text and "timed out after 0.1s" in text and "OK1" not in text
 
