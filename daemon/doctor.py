@@ -9,23 +9,22 @@ event. Plugins add their own checks through the ``doctor`` hook (docs/plugin-hoo
 from __future__ import annotations
 
 import errno
-import grp
 import os
 import pwd
 import shutil
 import socket
 import sqlite3
-import stat
 import subprocess
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import httpx
 import trio
 
+from . import paths
 from .auth import load_users, plugin_problems, security_warnings
 from .config import _HOST_PORT, Config, load_config
 from .health import storage_problem
@@ -57,32 +56,25 @@ def exit_status(findings: Iterable[Finding]) -> int:
 @dataclass(frozen=True)
 class ServiceUser:
     """The user the daemon runs as; what it may do to a path follows from the modes, owners
-    and groups on the way (as the kernel decides it, without ACLs)."""
+    and groups on the way (``paths.allowed``: as the kernel decides it, without ACLs)."""
 
-    name: str
-    uid: int
-    groups: frozenset[int]
+    account: paths.Account
 
     @classmethod
     def named(cls, name: str | None) -> ServiceUser:
         """The user ``name`` (default: the current user). Raises KeyError when unknown."""
-        entry = pwd.getpwnam(name) if name else pwd.getpwuid(os.getuid())
-        groups = {entry.pw_gid, *os.getgrouplist(entry.pw_name, entry.pw_gid)}
-        groups |= {g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem}
-        return cls(entry.pw_name, entry.pw_uid, frozenset(groups))
+        found = paths.account(name or pwd.getpwuid(os.getuid()).pw_name)
+        if found is None:
+            raise KeyError(name)
+        return cls(found)
 
-    def _allowed(self, info: os.stat_result, want: int) -> bool:
-        """``want`` (a mask of R_OK, W_OK, X_OK) on a file with ``info``."""
-        mode = info.st_mode
-        if self.uid == 0:  # root: everything, but execute needs one x bit (not on dirs)
-            return not want & os.X_OK or stat.S_ISDIR(mode) or bool(mode & 0o111)
-        if info.st_uid == self.uid:
-            bits = (mode >> 6) & 7
-        elif info.st_gid in self.groups:
-            bits = (mode >> 3) & 7
-        else:
-            bits = mode & 7
-        return bits & want == want
+    @property
+    def name(self) -> str:
+        return self.account.name
+
+    @property
+    def uid(self) -> int:
+        return self.account.uid
 
     def problem(self, path: str | Path, want: int) -> str | None:
         """Why this user cannot ``want`` (R_OK | W_OK...) ``path``, or None when it can. A
@@ -93,7 +85,7 @@ class ServiceUser:
                 info = os.stat(parent)
             except OSError as error:
                 return f"{parent}: {error.strerror}"
-            if not self._allowed(info, os.X_OK):
+            if not paths.allowed(info, self.account, os.X_OK):
                 return f"{self.name} cannot enter {parent}"
         try:
             info = os.stat(path)
@@ -102,12 +94,10 @@ class ServiceUser:
                 f"{path} does not exist")
         except OSError as error:
             return f"{path}: {error.strerror}"
-        if not self._allowed(info, want):
+        if not paths.allowed(info, self.account, want):
             needed = "/".join(n for bit, n in ((os.R_OK, "read"), (os.W_OK, "write"),
                                                (os.X_OK, "enter")) if want & bit)
-            owner = _name(pwd.getpwuid, info.st_uid), _name(grp.getgrgid, info.st_gid)
-            return (f"{self.name} cannot {needed} {path} "
-                    f"({owner[0]}:{owner[1]} {stat.S_IMODE(info.st_mode):04o})")
+            return f"{self.name} cannot {needed} {path} ({paths.describe(path)})"
         if want & os.W_OK and os.statvfs(path).f_flag & os.ST_RDONLY:
             return f"{path} is on a read-only file system"
         return None
@@ -117,13 +107,6 @@ class ServiceUser:
         problem = self.problem(path, want)
         return Finding("ok", f"{what} {path}") if problem is None else Finding(
             "fail", f"{what}: {problem}", fix)
-
-
-def _name(lookup: Callable[[int], tuple[Any, ...]], number: int) -> str:
-    try:
-        return str(lookup(number)[0])
-    except KeyError:
-        return str(number)
 
 
 async def http_reachable(url: str, what: str, fix: str, timeout: float = TIMEOUT,

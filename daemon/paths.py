@@ -81,11 +81,13 @@ def _name(number: int, user: bool) -> str:
         return str(number)
 
 
-def _allowed(info: os.stat_result, who: Account, bits: int) -> bool:
-    """Whether ``who`` has every permission in ``bits`` (a mask of R_OK, W_OK, X_OK)."""
-    if who.uid == 0:
-        return True
+def allowed(info: os.stat_result, who: Account, bits: int) -> bool:
+    """Whether ``who`` has every permission in ``bits`` (a mask of R_OK, W_OK, X_OK) on a
+    file with ``info``, as the kernel decides it without ACLs (root may do anything but
+    execute a file without an x bit)."""
     mode = info.st_mode
+    if who.uid == 0:
+        return not bits & os.X_OK or stat.S_ISDIR(mode) or bool(mode & 0o111)
     if info.st_uid == who.uid:
         granted = (mode >> 6) & 7
     elif info.st_gid in who.gids:
@@ -108,14 +110,14 @@ def access_problem(path: str | Path, who: Account, *, write: bool = False,
             info = os.stat(parent)
         except OSError as error:
             return f"cannot reach {parent}: {error.strerror}"
-        if not _allowed(info, who, os.X_OK):
+        if not allowed(info, who, os.X_OK):
             return f"cannot enter {parent} ({describe(parent)})"
     try:
         info = os.stat(target)
     except OSError as error:
         return f"cannot reach {target}: {error.strerror}"
     bits = os.R_OK | (os.W_OK if write else 0) | (os.X_OK if directory else 0)
-    if not _allowed(info, who, bits):
+    if not allowed(info, who, bits):
         verb = "read and write" if write else "read"
         return f"cannot {verb} {target} ({describe(target)})"
     return None

@@ -317,7 +317,7 @@ paths = ["{tmp_path / "plugins"}"]
     lines = result.stdout.splitlines()
     user = pwd.getpwuid(os.getuid()).pw_name
     assert f"warn  plugin spool: spool is nearly full for {user}  (empty /var/spool/x)" in lines
-    assert ("fail  plugin boom: doctor failed: RuntimeError('no CRM configured')  (report it "
+    assert ("fail  plugin boom: doctor failed: RuntimeError: no CRM configured  (report it "
             "to the plugin's author)") in lines
     assert line(lines, "fail  plugin garbage: doctor failed: ")
     assert "ok    plugin quiet: enabled (it has no checks)" in lines
