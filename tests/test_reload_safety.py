@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -341,4 +343,32 @@ def test_delivery_limits_apply_on_reload(spawn, notify, receivers, tmp_path):
     receiver.answer = lambda payload: 503
     assert _status(daemon.url(), OLD_SECRET, "S1") == 200
     daemon.wait_for(r"plugin webhook: parked event \S+ \(seq 1\) after 2 attempt\(s\)")
+    assert daemon.stop() == 0
+
+
+def test_a_restart_waits_for_the_event_in_flight(spawn, notify, receivers, tmp_path):
+    first, second = receivers(), receivers()
+    path = tmp_path / "pnbridge.toml"
+    base = GOOD.format(db=tmp_path / "pnbridge.db", secret=OLD_SECRET)
+    daemon = spawn(base + _webhook(first.url), env={"NOTIFY_SOCKET": notify.address})
+    notify.wait_for("READY")
+    url = daemon.url()
+    arrived = threading.Event()
+
+    def slow(payload: dict) -> int:
+        arrived.set()
+        time.sleep(1.5)
+        return 200
+
+    first.answer = slow
+    assert _status(url, OLD_SECRET, "S1") == 200
+    assert arrived.wait(10)
+    path.write_text(base + _webhook(second.url))
+    daemon.popen.send_signal(signal.SIGHUP)  # while S1's POST waits for its answer
+    assert notify.wait_for("READY")["STATUS"] == (
+        "config reloaded; plugin webhook restarted with its new settings")
+    assert _ids(first) == ["S1"] and len(first.requests) == 1
+    assert _status(url, OLD_SECRET, "S2") == 200
+    wait_until_sync(lambda: _ids(second) == ["S2"])
+    assert "attempt 1 failed" not in daemon.log
     assert daemon.stop() == 0
