@@ -83,6 +83,8 @@ class Dispatcher:
         self.config = config
         self.states = {name: PluginState(name) for name in host.enabled}
         self._threads = {name: trio.CapacityLimiter(1) for name in host.enabled}
+        # Held by each hook call, and while the plugin restarts with new settings.
+        self._gates = {name: trio.Lock() for name in host.enabled}
         self.metrics: Metrics | None = None
 
     def observe(self, metrics: Metrics, readiness: Readiness) -> None:
@@ -247,11 +249,21 @@ class Dispatcher:
 
     async def _call(self, name: str, hook: str, event: Event) -> None:
         """An async hook runs on the loop; a plain one in the plugin's own worker thread."""
-        if self.host.is_async(name, hook):
-            await self.host.call(name, hook, event=event)
-            return
-        call = partial(self.host.call_sync, name, hook, event=event)
-        await trio.to_thread.run_sync(call, limiter=self._threads[name], abandon_on_cancel=True)
+        async with self._gates[name]:
+            if self.host.is_async(name, hook):
+                await self.host.call(name, hook, event=event)
+                return
+            call = partial(self.host.call_sync, name, hook, event=event)
+            await trio.to_thread.run_sync(
+                call, limiter=self._threads[name], abandon_on_cancel=True
+            )
+
+    async def restart(self, name: str, settings: object) -> str | None:
+        """Restart plugin ``name`` with new settings (``PluginHost.restart``) once the event
+        it is given, if any, is done; its delivery waits meanwhile and goes on from its
+        cursor."""
+        async with self._gates[name]:
+            return await self.host.restart(name, settings)
 
     async def _prune(self) -> None:
         while True:

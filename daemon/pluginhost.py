@@ -40,6 +40,7 @@ T = TypeVar("T")
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 RELOAD_TIMEOUT = 10.0
+REQUEST_HOOKS = ("send_push", "authenticate_report")  # a request waits for their answer
 STARTUP_TIMEOUT = 30.0  # seconds one plugin's startup hook may take
 HOOKS = tuple(
     name for name, fn in vars(hookspecs).items()
@@ -121,14 +122,19 @@ class PluginNursery:
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         status = _Status(task_status)
-        try:
-            await (task(task_status=status) if with_status else task())
-        except BaseException as error:
-            if (up := uncontained(error)) is not None:
-                raise up from None
-            if with_status and not status.done:
-                raise
-            self._host.failed(self.plugin, "task", error)
+        tasks = self._host.tasks.setdefault(self.plugin, set())
+        with trio.CancelScope() as scope:  # cancelled when the plugin restarts alone
+            tasks.add(scope)
+            try:
+                await (task(task_status=status) if with_status else task())
+            except BaseException as error:
+                if (up := uncontained(error)) is not None:
+                    raise up from None
+                if with_status and not status.done:
+                    raise
+                self._host.failed(self.plugin, "task", error)
+            finally:
+                tasks.discard(scope)
 
 
 class _Status:
@@ -279,6 +285,8 @@ class PluginHost:
         """The App the plugins were started with, while they run."""
         self.metrics: Metrics | None = None
         self._uncounted: Counter[tuple[str, str]] = Counter()  # before there were metrics
+        self.tasks: dict[str, set[trio.CancelScope]] = {}
+        """Each plugin's background tasks (``app.nursery``), while they run."""
 
     def observe(self, metrics: Metrics) -> None:
         """Count failures outside event delivery in ``metrics``: from now on, and those of
@@ -406,6 +414,59 @@ class PluginHost:
                 if (up := uncontained(error)) is not None:
                     raise up from None
                 self.failed(name, "shutdown", error)
+
+    def restartable(self, name: str) -> bool:
+        """Whether ``name`` may restart alone with new settings on reload: it only takes
+        events (no hook a request waits for)."""
+        return all(self.impl(name, hook) is None for hook in REQUEST_HOOKS)
+
+    async def restart(self, name: str, settings: Any) -> str | None:
+        """Restart the running plugin ``name`` with ``settings``: its ``shutdown`` hook, its
+        tasks cancelled, its ``startup`` hook with the new settings. When that startup fails,
+        start it again with its old settings and return why."""
+        app = self.started
+        assert app is not None
+        old = self.settings[name]
+        await self._stop(name, app)
+        self._use(name, settings)
+        if (problem := await self._start(name, app)) is None:
+            return None
+        await self._stop(name, app)
+        self._use(name, old)
+        if (again := await self._start(name, app)) is not None:
+            log.error("plugin %s: startup with its old settings failed too: %s", name, again)
+        return problem
+
+    async def _stop(self, name: str, app: App) -> None:
+        try:
+            await self.call(name, "shutdown", app=self._app_of(app, name))
+        except BaseException as error:
+            if (up := uncontained(error)) is not None:
+                raise up from None
+            self.failed(name, "shutdown", error)
+        for scope in self.tasks.pop(name, set()):
+            scope.cancel()
+
+    def _use(self, name: str, settings: Any) -> None:
+        assert self.started is not None
+        by_class = self.started._settings
+        by_class.pop(type(self.settings[name]), None)
+        if not isinstance(settings, _NoSettings):
+            by_class[type(settings)] = settings
+        self.settings[name] = settings
+
+    async def _start(self, name: str, app: App) -> str | None:
+        """Run ``name``'s startup hook; None when it succeeded, else what failed."""
+        try:
+            with trio.fail_after(STARTUP_TIMEOUT):
+                await self.call(name, "startup", app=self._app_of(app, name))
+        except BaseException as error:
+            if (up := uncontained(error)) is not None:
+                raise up from None
+            self._count(name, "startup")
+            return (f"took more than {STARTUP_TIMEOUT:g}s"
+                    if isinstance(error, trio.TooSlowError) else describe(error))
+        return None
 
     async def reload(self) -> None:
         """Run the ``reload`` hooks of the running plugins (SIGHUP), a plain one in a worker

@@ -6,9 +6,10 @@ config) and returns a function that applies it; only when every step has prepare
 all applied, so a bad config (unreadable, not UTF-8, not TOML, a wrong key or type, an
 unreadable users file, a bad plugin setting) changes nothing. Parts of the daemon that can
 change at run time (the reporter, logging, API keys, plugin delivery limits and journal
-retention) each add a step. The keys of ``running.restart_values`` (sockets, the database,
-which plugins run and their settings) only take effect at the next start: a reload names
-those that differ.
+retention) each add a step; a running plugin that only takes events restarts alone with its
+new settings. The keys of ``running.restart_values`` (sockets, the database, which plugins
+run, the settings of a plugin a request waits for) only take effect at the next start: a
+reload names those that differ.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class Reloader:
             raise ConfigError([f"cannot load the new config: {describe(error)}"]) from error
         for function in apply:
             function()
-        both = [name for name in self.plugins.enabled if name in plugins.settings]
+        both = [name for name in self.plugins.enabled
+                if name in plugins.settings and not self.plugins.restartable(name)]
         return changed(
             restart_values(self.started, {n: self.plugins.settings[n] for n in both}),
             restart_values(new, {n: plugins.settings[n] for n in both}),

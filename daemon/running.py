@@ -1,12 +1,12 @@
-"""What the running daemon uses, for the keys a reload cannot change.
+"""What the running daemon uses, for the keys a reload may not change.
 
-Some keys only take effect at the next start: the sockets, the database, and which plugins
-run with which settings (``[plugins] enabled``, ``optional``, ``paths`` and each running
-plugin's ``[plugins.NAME]`` settings). ``restart_values`` lists them; a reload names those
-that differ (log and systemd STATUS). The daemon also writes a record next to its database
-(``DB.running``) with the plugins it runs and a salted hash of each such value, so that
-``pnbridge plugins``, ``events`` and ``check-config`` can say what it runs and which keys
-of the file differ from it, without storing a secret.
+``restart_values`` lists the sockets, the database, which plugins run (``[plugins] enabled``,
+``optional``, ``paths``) and each running plugin's ``[plugins.NAME]`` settings. A reload
+names those that differ, except the settings of a plugin it restarts with them (one that
+only takes events). The daemon writes a record next to its database (``DB.running``) with
+the plugins it runs and a salted hash of each such value it runs with, on start and after
+each reload, so that ``pnbridge plugins``, ``events`` and ``check-config`` can say what it
+runs and which keys of the file differ from it, without storing a secret.
 """
 
 from __future__ import annotations
@@ -47,16 +47,16 @@ def restart_values(config: Config, settings: dict[str, Any]) -> dict[str, Any]:
 
 def changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The keys whose value differs (or that only one side has), in order."""
-    return [key for key in {**old, **new} if _plain(old.get(key)) != _plain(new.get(key))]
+    return [key for key in {**old, **new} if plain(old.get(key)) != plain(new.get(key))]
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """``value`` comparable across module reloads (a plugin file's dataclasses)."""
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
 def _digest(salt: str, value: Any) -> str:
-    text = json.dumps(_plain(value), sort_keys=True, default=repr)
+    text = json.dumps(plain(value), sort_keys=True, default=repr)
     return hashlib.sha256(f"{salt}\0{text}".encode()).hexdigest()
 
 

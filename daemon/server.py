@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import hypercorn.config
 import trio
@@ -27,9 +28,9 @@ from .push import Pusher, transport
 from .ratelimit import Buckets, Limits
 from .reload import Reloader
 from .reporter import Reporter
-from .running import remove_record, restart_values, write_record
+from .running import plain, remove_record, restart_values, write_record
 from .sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
-from .settings import ConfigError
+from .settings import ConfigError, convert
 from .web import Services, create_admin_app, create_app
 from .writer import open_writer
 
@@ -146,16 +147,17 @@ async def _serve(
     plugins = dispatcher.host
     reloader = Reloader(config, load_config or (lambda: config), plugins)
     reloader.add(partial(_web_step, services, servers))
-    reloader.add(partial(_plugin_step, dispatcher))
+    restarts: dict[str, Any] = {}  # plugin: its new settings, set by a reload
+    reloader.add(partial(_plugin_step, dispatcher, restarts))
     database = config.storage.path
-    await trio.to_thread.run_sync(
-        write_record, database, plugins.enabled, restart_values(config, plugins.settings)
-    )
+    record = partial(write_record, database, plugins.enabled)
+    await trio.to_thread.run_sync(record, restart_values(config, plugins.settings))
     async with trio.open_nursery() as helpers:
         if (interval := watchdog_interval()) is not None:
             helpers.start_soon(keep_watchdog_fed, notifier, interval)
         if signals is not None:
-            helpers.start_soon(_on_signals, signals, reloader, notifier, shutdown, plugins)
+            helpers.start_soon(_on_signals, signals, partial(
+                _reload, reloader, notifier, dispatcher, restarts, record), shutdown, plugins)
         if (expire_after := config.storage.expire_seconds) is not None:
             helpers.start_soon(expire_devices, services.writer, expire_after, services.metrics)
         async with trio.open_nursery() as nursery:
@@ -183,8 +185,7 @@ async def _serve(
 
 async def _on_signals(
     signals: trio.abc.AsyncIterator[int],
-    reloader: Reloader,
-    notifier: Notifier,
+    reload: Callable[[], Awaitable[None]],
     shutdown: trio.Event,
     plugins: PluginHost,
 ) -> None:
@@ -194,11 +195,14 @@ async def _on_signals(
             log.info("%s received: finishing requests, then stopping", name)
             shutdown.set()
         elif not shutdown.is_set():
-            await _reload(reloader, notifier)
+            await reload()
             await plugins.reload()
 
 
-async def _reload(reloader: Reloader, notifier: Notifier) -> None:
+async def _reload(
+    reloader: Reloader, notifier: Notifier, dispatcher: Dispatcher, restarts: dict[str, Any],
+    record: Callable[[dict[str, Any]], None],
+) -> None:
     log.info("SIGHUP received: reloading the config")
     notifier.reloading()
     try:
@@ -209,11 +213,24 @@ async def _reload(reloader: Reloader, notifier: Notifier) -> None:
         more = f" (and {len(error.errors) - 1} more)" if len(error.errors) > 1 else ""
         notifier.ready(f"reload failed, running the old config: {error.errors[0]}{more}")
         return
+    status = ["config reloaded"]
+    for name, settings in restarts.items():
+        if (problem := await dispatcher.restart(name, settings)) is None:
+            log.info("plugin %s: restarted with its new settings", name)
+            status.append(f"plugin {name} restarted with its new settings")
+        else:
+            log.error("plugin %s: startup with its new settings failed, running its old "
+                      "settings: %s", name, problem)
+            status.append(f"plugin {name} kept its old settings: startup failed: {problem}")
+    restarts.clear()
+    await trio.to_thread.run_sync(
+        record, restart_values(reloader.started, dispatcher.host.settings)
+    )
     if waiting:
         log.warning("changed but only at the next start: %s", ", ".join(waiting))
+        status.append(f"changed but only at the next start: {', '.join(waiting)}")
     log.info("config reloaded")
-    notifier.ready("config reloaded" + (f"; changed but only at the next start: "
-                                        f"{', '.join(waiting)}" if waiting else ""))
+    notifier.ready("; ".join(status))
 
 
 def _body_limits(app: QuartTrio, config: Config) -> None:
@@ -222,14 +239,31 @@ def _body_limits(app: QuartTrio, config: Config) -> None:
     app.config["BODY_TIMEOUT"] = config.server.body_timeout
 
 
-def _plugin_step(dispatcher: Dispatcher, new: Config, plugins: PluginHost) -> Callable[[], None]:
+def _plugin_step(
+    dispatcher: Dispatcher, restarts: dict[str, Any], new: Config, plugins: PluginHost
+) -> Callable[[], None]:
     """The reload step of plugin delivery: each running plugin's ``[plugins.NAME.delivery]``
-    limits, and the journal's retention (the plugins themselves restart to change)."""
-    delivery = {n: plugins.delivery[n] for n in dispatcher.host.enabled if n in plugins.delivery}
+    limits, the journal's retention, and in ``restarts`` the new settings of each running
+    plugin that only takes events (``_reload`` restarts it with them)."""
+    host = dispatcher.host
+    delivery = {n: plugins.delivery[n] for n in host.enabled if n in plugins.delivery}
+    changed: dict[str, Any] = {}
+    for name in host.enabled:
+        if name not in plugins.settings or not host.restartable(name):
+            continue
+        errors: list[str] = []
+        table = {k: v for k, v in new.plugins.tables.get(name, {}).items() if k != "delivery"}
+        # In the class the running plugin asks for (a plugins-directory file was loaded anew).
+        settings = convert(type(host.settings[name]), table, f"plugins.{name}", errors)
+        if errors:
+            raise ConfigError(errors)
+        if plain(settings) != plain(host.settings[name]):
+            changed[name] = settings
 
     def apply() -> None:
-        dispatcher.host.delivery.update(delivery)
+        host.delivery.update(delivery)
         dispatcher.config = new.plugins
+        restarts.update(changed)
 
     return apply
 

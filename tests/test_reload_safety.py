@@ -1,7 +1,8 @@
-"""A reload never kills the daemon and says what it did not apply: every way a config file
-can be broken on SIGHUP keeps the running config (logged, in the systemd STATUS), and
-``check-config`` and ``serve`` name such a file in one line; plugin settings that only apply
-at the next start are named on reload, and ``pnbridge plugins``/``events`` show what runs."""
+"""A reload never kills the daemon and does what it says: every way a config file can be
+broken on SIGHUP keeps the running config (logged, in the systemd STATUS), and
+``check-config`` and ``serve`` name such a file in one line; a plugin that only takes events
+restarts with its new settings (its cursor kept), the keys that only apply at the next start
+are named, and ``pnbridge plugins``/``events``/``check-config`` show what runs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -77,11 +80,11 @@ def _webhook(url: str, max_attempts: int = 10) -> str:
 
 
 @pytest.fixture
-def receivers() -> Iterator[Callable[[], Receiver]]:
+def receivers() -> Iterator[Callable[..., Receiver]]:
     started: list[Receiver] = []
 
-    def start() -> Receiver:
-        started.append(Receiver())
+    def start(secret: str = SECRET) -> Receiver:
+        started.append(Receiver(secret))
         return started[-1]
 
     yield start
@@ -214,8 +217,8 @@ def _ids(receiver: Receiver) -> list[str]:
         return [payload["selector"] for payload in receiver.accepted.values()]
 
 
-def test_plugin_settings_a_reload_cannot_apply_are_named(spawn, notify, receivers, tmp_path):
-    first, second = receivers(), receivers()
+def test_changed_plugin_settings_apply_on_reload(spawn, notify, receivers, tmp_path):
+    first, second = receivers(), receivers(secret=NEW_SECRET)
     path = tmp_path / "pnbridge.toml"
     base = GOOD.format(db=tmp_path / "pnbridge.db", secret=OLD_SECRET)
     daemon = spawn(base + _webhook(first.url), env={"NOTIFY_SOCKET": notify.address})
@@ -230,34 +233,79 @@ def test_plugin_settings_a_reload_cannot_apply_are_named(spawn, notify, receiver
     assert next(line.split()[:3] for line in shown.stdout.splitlines()
                 if line.startswith("webhook")) == ["webhook", "yes", "yes"]
 
-    path.write_text(base + _webhook(second.url))
+    # Another URL and another secret: the next event goes there, signed with the new secret.
+    path.write_text(base + _webhook(second.url).replace(SECRET, NEW_SECRET))
     daemon.popen.send_signal(signal.SIGHUP)
     assert notify.wait_for("READY")["STATUS"] == (
-        "config reloaded; changed but only at the next start: plugins.webhook.urls")
-    daemon.wait_for("WARNING pnbridge.server: changed but only at the next start: "
-                    "plugins.webhook.urls$")
-    # What the daemon said: it still delivers to the receiver it started with.
+        "config reloaded; plugin webhook restarted with its new settings")
+    daemon.wait_for("INFO pnbridge.server: plugin webhook: restarted with its new settings")
     assert _status(url, OLD_SECRET, "S2") == 200
-    wait_until_sync(lambda: _ids(first) == ["S1", "S2"])
-    assert _ids(second) == []
-    differs = ("the config file differs from what the daemon runs, applied only at its next "
-               "start: plugins.webhook.urls")
+    wait_until_sync(lambda: _ids(second) == ["S2"])  # its cursor kept: S1 not again
+    assert _ids(first) == ["S1"] and first.forged == second.forged == 0
     for command in ("plugins", "events", "check-config"):
         result = pnbridge(command, "--config", str(path))
         assert result.returncode == 0, (command, result.stderr)
-        assert differs in result.stderr, command
+        assert "differs" not in result.stderr, command
     events = pnbridge("events", "--json", "--config", str(path))
     assert [e["plugins"] for e in json.loads(events.stdout)] == [{"webhook": "delivered"}] * 2
     assert daemon.stop() == 0
+    assert "running daemon" not in pnbridge("plugins", "--config", str(path)).stderr
 
-    # At the next start it applies; nothing differs any more.
-    daemon = spawn(base + _webhook(second.url))
+
+def _auditlog(path: Path) -> str:
+    return f'[plugins]\nenabled = ["auditlog"]\n[plugins.auditlog]\npath = "{path}"\n'
+
+
+def test_a_plugin_whose_new_settings_fail_keeps_its_old_ones(spawn, notify, tmp_path):
+    path = tmp_path / "pnbridge.toml"
+    audit, moved = tmp_path / "audit.jsonl", tmp_path / "other.jsonl"
+    missing = tmp_path / "missing" / "audit.jsonl"
+    base = GOOD.format(db=tmp_path / "pnbridge.db", secret=OLD_SECRET)
+    daemon = spawn(base + _auditlog(audit), env={"NOTIFY_SOCKET": notify.address})
+    notify.wait_for("READY")
     url = daemon.url()
-    assert _status(url, OLD_SECRET, "S3") == 200
-    wait_until_sync(lambda: _ids(second) == ["S3"])
+    path.write_text(base + _auditlog(missing))
+    daemon.popen.send_signal(signal.SIGHUP)
+    status = notify.wait_for("READY")["STATUS"]
+    assert status.startswith("config reloaded; plugin auditlog kept its old settings: "
+                             "startup failed: FileNotFoundError("), status
+    daemon.wait_for("ERROR pnbridge.server: plugin auditlog: startup with its new settings "
+                    "failed, running its old settings: FileNotFoundError")
+    assert _status(url, OLD_SECRET, "S1") == 200
+    wait_until_sync(lambda: audit.exists() and '"S1"' in audit.read_text())
+    shown = pnbridge("plugins", "--config", str(path))
+    assert ("the config file differs from what the daemon runs, applied only at its next "
+            "start: plugins.auditlog.path") in shown.stderr
+
+    path.write_text(base + _auditlog(moved))
+    daemon.popen.send_signal(signal.SIGHUP)
+    assert notify.wait_for("READY")["STATUS"] == (
+        "config reloaded; plugin auditlog restarted with its new settings")
+    assert _status(url, OLD_SECRET, "S2") == 200
+    wait_until_sync(lambda: moved.exists() and '"S2"' in moved.read_text())
+    assert '"S2"' not in audit.read_text()
     assert "differs" not in pnbridge("plugins", "--config", str(path)).stderr
     assert daemon.stop() == 0
-    assert "running daemon" not in pnbridge("plugins", "--config", str(path)).stderr
+
+
+def test_settings_of_a_plugin_requests_wait_for_are_named(spawn, notify, tmp_path):
+    path = tmp_path / "pnbridge.toml"
+    base = GOOD.format(db=tmp_path / "pnbridge.db", secret=OLD_SECRET)
+    plugin = '[plugins]\nenabled = ["pnmediator"]\n[plugins.pnmediator]\ntimeout = 3\n'
+    daemon = spawn(base + plugin, env={"NOTIFY_SOCKET": notify.address})
+    notify.wait_for("READY")
+    path.write_text(base + plugin.replace("timeout = 3", "timeout = 5"))
+    daemon.popen.send_signal(signal.SIGHUP)
+    assert notify.wait_for("READY")["STATUS"] == (
+        "config reloaded; changed but only at the next start: plugins.pnmediator.timeout")
+    daemon.wait_for("WARNING pnbridge.server: changed but only at the next start: "
+                    "plugins.pnmediator.timeout$")
+    for command in ("plugins", "events", "check-config"):
+        result = pnbridge(command, "--config", str(path))
+        assert result.returncode == 0, (command, result.stderr)
+        assert ("the config file differs from what the daemon runs, applied only at its next "
+                "start: plugins.pnmediator.timeout") in result.stderr, command
+    assert daemon.stop() == 0
 
 
 def test_enabling_a_plugin_is_named_and_plugins_shows_it_is_not_running(spawn, notify,
@@ -295,4 +343,32 @@ def test_delivery_limits_apply_on_reload(spawn, notify, receivers, tmp_path):
     receiver.answer = lambda payload: 503
     assert _status(daemon.url(), OLD_SECRET, "S1") == 200
     daemon.wait_for(r"plugin webhook: parked event \S+ \(seq 1\) after 2 attempt\(s\)")
+    assert daemon.stop() == 0
+
+
+def test_a_restart_waits_for_the_event_in_flight(spawn, notify, receivers, tmp_path):
+    first, second = receivers(), receivers()
+    path = tmp_path / "pnbridge.toml"
+    base = GOOD.format(db=tmp_path / "pnbridge.db", secret=OLD_SECRET)
+    daemon = spawn(base + _webhook(first.url), env={"NOTIFY_SOCKET": notify.address})
+    notify.wait_for("READY")
+    url = daemon.url()
+    arrived = threading.Event()
+
+    def slow(payload: dict) -> int:
+        arrived.set()
+        time.sleep(1.5)
+        return 200
+
+    first.answer = slow
+    assert _status(url, OLD_SECRET, "S1") == 200
+    assert arrived.wait(10)
+    path.write_text(base + _webhook(second.url))
+    daemon.popen.send_signal(signal.SIGHUP)  # while S1's POST waits for its answer
+    assert notify.wait_for("READY")["STATUS"] == (
+        "config reloaded; plugin webhook restarted with its new settings")
+    assert _ids(first) == ["S1"] and len(first.requests) == 1
+    assert _status(url, OLD_SECRET, "S2") == 200
+    wait_until_sync(lambda: _ids(second) == ["S2"])
+    assert "attempt 1 failed" not in daemon.log
     assert daemon.stop() == 0
