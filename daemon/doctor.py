@@ -13,7 +13,6 @@ import os
 import pwd
 import shutil
 import socket
-import sqlite3
 import subprocess
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -24,10 +23,9 @@ from typing import Literal, NamedTuple
 import httpx
 import trio
 
-from . import paths
+from . import paths, store
 from .auth import load_users, plugin_problems, security_warnings
 from .config import _HOST_PORT, Config, load_config
-from .health import storage_problem
 from .pluginhost import PluginHost, describe, load_plugins, uncontained
 from .settings import ConfigError
 from .store import MIGRATIONS
@@ -189,41 +187,16 @@ def check_files(config: Config, path: str | None, user: ServiceUser) -> Iterator
 
 def check_database(path: str) -> Finding:
     """Schema and integrity (``PRAGMA quick_check``) on a read-only connection."""
-    fix_missing = "pnbridge serve creates it; or set [storage] path"
     if not os.path.exists(path):
-        return Finding("warn", f"database {path} does not exist yet", fix_missing)
-    # Without a -wal file nobody has it open: immutable=1 keeps SQLite from creating the
-    # -wal and -shm files (as root, the service user could not open them after).
-    live = os.path.exists(f"{path}-wal")
-    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro" + (
-        "" if live else "&immutable=1")
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=TIMEOUT)
-    except sqlite3.Error as error:
-        return Finding("fail", f"database {path}: {storage_problem(error)}",
-                       "check the file's owner and mode")
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-        problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
-    except sqlite3.Error as error:
-        return Finding("fail", f"database {path}: {storage_problem(error)}",
-                       "restore it from a backup (docs/install.md)")
-    finally:
-        conn.close()
-    if problems != ["ok"]:
-        return Finding("fail", f"database {path} is corrupt: {'; '.join(problems)[:300]}",
-                       "stop pnbridge and restore it from a backup (docs/install.md)")
-    if version > len(MIGRATIONS):
-        return Finding("fail", f"database {path} has schema version {version}, this pnbridge "
-                       f"knows up to {len(MIGRATIONS)}", "upgrade pnbridge")
-    if not {"devices", "events"} <= tables:
-        return Finding("fail", f"database {path} is not a pnbridge database",
-                       "set [storage] path to pnbridge's own file")
-    if version < len(MIGRATIONS):
-        return Finding("warn", f"database {path} has schema version {version} of "
-                       f"{len(MIGRATIONS)}", "pnbridge serve migrates it at its next start")
-    return Finding("ok", f"database {path}: schema version {version}, quick_check ok")
+        return Finding("warn", f"database {path} does not exist yet",
+                       "pnbridge serve creates it; or set [storage] path")
+    if (problem := store.inspect(path)) is None:
+        return Finding("ok", f"database {path}: schema version {len(MIGRATIONS)}, "
+                       "quick_check ok")
+    if store.inspect(path, serving=True) is None:  # an older version: serve migrates it
+        return Finding("warn", problem, "pnbridge serve migrates it at its next start")
+    return Finding("fail", problem, "check [storage] path, or stop pnbridge and restore it "
+                   "from a backup (docs/install.md)")
 
 
 async def check_port(address: str, user: ServiceUser) -> Finding | None:

@@ -665,25 +665,30 @@ def schema_problem(conn: sqlite3.Connection, path: Path, *, writing: bool) -> st
     return None
 
 
-def inspect(path: str | Path) -> str | None:
+def inspect(path: str | Path, *, serving: bool = False) -> str | None:
     """What is wrong with the pnbridge database at ``path`` for this version, in one line
     (missing, unreadable, not pnbridge's, another schema version, failing SQLite's
-    ``quick_check``); None when it is sound. Reads only: creates, migrates, writes nothing."""
+    ``quick_check``); None when it is sound. With ``serving``, as ``pnbridge serve`` takes
+    it: an older schema version is fine (serve migrates it). Reads only: creates, migrates,
+    writes nothing."""
     path = Path(path)
     if not path.exists():
-        return f"no database at {path} (start pnbridge serve once, or pass --config)"
+        return f"no database at {path.absolute()} (start pnbridge serve once, or pass --config)"
     try:
-        store = Store(path, reading=True)
-    except StoreError as error:
-        return str(error)
-    try:
-        checked = [row[0] for row in store.conn.execute("PRAGMA quick_check")]
+        conn = _connect_read_only(path, busy_timeout=5.0)
     except sqlite3.Error as error:
-        return f"database {path}: quick_check failed: {error}"
+        return f"database {path}: cannot open: {error}"
+    try:
+        if problem := schema_problem(conn, path, writing=serving):
+            return problem
+        checked = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.Error as error:
+        return f"database {path}: cannot read: {error}"
     finally:
-        store.close()
+        conn.close()
     if checked != ["ok"]:
-        return f"database {path} is damaged: {'; '.join(checked[:3])}"
+        found = "; ".join(" ".join(line.split()) for line in checked)
+        return f"database {path} is damaged: {found[:300]}"
     return None
 
 
