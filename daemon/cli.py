@@ -78,7 +78,8 @@ def open_store(config: Config, *, create: bool = False, reading: bool = False) -
     ``create``; opened read-only, never migrated, when ``reading``."""
     path = config.storage.path
     if not create and not os.path.exists(path):
-        fail(f"no database at {path} (start pnbridge serve once, or pass --config)")
+        fail(f"no database at {os.path.abspath(path)} (start pnbridge serve once, or pass "
+             "--config)")
     try:
         return Store(path, config.storage.busy_timeout, reading=reading)
     except StoreError as error:

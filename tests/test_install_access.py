@@ -308,7 +308,7 @@ def test_commands_use_the_default_config_when_it_exists(tmp_path):
     result = pnbridge("check-config", env=env, cwd=elsewhere)
     assert (result.returncode, result.stdout) == (0, "embedded defaults: OK\n"), result.stderr
     result = pnbridge("devices", "list", env=env, cwd=elsewhere)
-    assert result.returncode == 1 and "no database at pnbridge.db" in result.stderr
+    assert result.returncode == 1 and f"no database at {elsewhere / 'pnbridge.db'}" in result.stderr
     # The file exists: every command uses it, from any directory.
     default.parent.mkdir()
     default.write_text(f'[storage]\npath = "{database}"\n[auth]\nreporter = "basic"\n'
