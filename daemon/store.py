@@ -173,9 +173,14 @@ class Store:
                 self._migrate()
         except BaseException as error:
             conn.close()
-            if isinstance(error, sqlite3.Error):
-                raise StoreError(f"cannot open database {self.path}: {error}") from error
-            raise
+            if not isinstance(error, sqlite3.Error):
+                raise
+            hint = ""
+            if reading and isinstance(error, sqlite3.OperationalError) and _wal(self.path):
+                hint = (" (a process has it open, or left its -wal file: reading it needs the "
+                        "-shm file beside it, which this user cannot open or create; run as "
+                        "the daemon's user)")
+            raise StoreError(f"cannot open database {self.path}: {error}{hint}") from error
 
     def close(self) -> None:
         self.db.conn.close()
@@ -609,11 +614,14 @@ def _connect_read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
     reads through it (``mode=ro``, with the locks every reader takes). Otherwise nothing
     beside the file is needed: it is opened ``immutable``, which creates no ``-wal`` or
     ``-shm`` file (a user who may not write the directory could not create them)."""
-    wal = path.with_name(path.name + "-wal").exists()
-    query = "mode=ro" if wal else "mode=ro&immutable=1"
+    query = "mode=ro" if _wal(path) else "mode=ro&immutable=1"
     uri = f"file:{quote(str(path.absolute()))}?{query}"
     return sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None,
                            check_same_thread=False)
+
+
+def _wal(path: Path) -> bool:
+    return path.with_name(path.name + "-wal").exists()
 
 
 @cache
