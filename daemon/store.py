@@ -657,7 +657,8 @@ def schema_problem(conn: sqlite3.Connection, path: Path, *, writing: bool) -> st
     if not tables and not version:
         return None if writing else (f"database {path} is empty (start pnbridge serve once, "
                                      "or pass --config)")
-    expected = _schema(min(version, latest)) if version else {}
+    # A newer pnbridge may have changed any table but the first ones.
+    expected = _schema(version if version <= latest else 1) if version else {}
     ours = version > 0 and all(
         columns <= tables.get(name, frozenset()) for name, columns in expected.items())
     if not ours:
