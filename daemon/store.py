@@ -279,16 +279,18 @@ class Store:
         self, report: Report, source: dict[str, Any], now: float, times: dict[str, float]
     ) -> Change:
         """``register`` for a device moved from another host (``devices import``): a new
-        device keeps the ``created_at``, ``updated_at`` and ``last_seen`` in ``times`` (now
-        for one not given), so ``expire_after`` counts from when the phone was last seen,
-        not from the import; a stored one changed by it keeps its ``created_at`` and the
-        later ``last_seen``."""
+        device keeps the ``created_at``, ``updated_at`` and ``last_seen`` in ``times`` (one
+        not given is the next of them, or now), so ``expire_after`` counts from when the
+        phone was last seen, not from the import; a stored one changed by it keeps its
+        ``created_at`` and the later ``last_seen``."""
         assert report.selector and report.username
         old = self.device(report.selector)
         if old is None:
+            last_seen = times.get("last_seen", now)
+            updated_at = times.get("updated_at", last_seen)
             return self._create(
-                report, source, now, created_at=times.get("created_at", now),
-                updated_at=times.get("updated_at", now), last_seen=times.get("last_seen", now),
+                report, source, now, created_at=times.get("created_at", updated_at),
+                updated_at=updated_at, last_seen=last_seen,
             )
         return self._update(old, report, source, now,
                             last_seen=max(old.last_seen, times.get("last_seen", now)))
