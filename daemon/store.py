@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -154,12 +155,14 @@ class Store:
             if reading:
                 conn = _connect_read_only(self.path, busy_timeout)
             else:
+                _create_private(self.path)
                 conn = sqlite3.connect(
                     self.path, timeout=busy_timeout, isolation_level=None,
                     check_same_thread=False,
                 )
-        except sqlite3.Error as error:
-            raise StoreError(f"cannot open database {self.path}: {error}") from error
+        except (sqlite3.Error, OSError) as error:
+            raise StoreError(f"cannot open database {self.path}: "
+                             f"{getattr(error, 'strerror', None) or error}") from error
         self.conn = conn
         try:
             self.db = sqlite_utils.Database(conn, execute_plugins=False)
@@ -620,6 +623,14 @@ def _connect_read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
     uri = f"file:{quote(str(path.absolute()))}?{query}"
     return sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None,
                            check_same_thread=False)
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file ``path``, when there is none, with mode 0640 (0600 under a
+    umask of 077), not a umask's 0644: it holds push tokens (SQLite gives its -wal and -shm
+    files the same mode)."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
 
 
 def _wal(path: Path) -> bool:
