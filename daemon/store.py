@@ -161,6 +161,9 @@ class Store:
                     check_same_thread=False,
                 )
         except (sqlite3.Error, OSError) as error:
+            if reading and not os.access(self.path, os.R_OK):
+                raise StoreError(f"cannot read database {self.path}: permission denied (run as "
+                                 "the daemon's user, or one in its group)") from error
             raise StoreError(f"cannot open database {self.path}: "
                              f"{getattr(error, 'strerror', None) or error}") from error
         self.conn = conn
