@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import sys
 import time
 from collections import Counter
@@ -284,20 +285,25 @@ def devices_export(config_path: str | None, fmt: transfer.Format, output: str) -
     store = open_store(read_config(config_path), reading=True)
     found = store.devices()
     store.close()
-    with _output(output) as out, _bar(len(found), "exporting", out) as advance:
-        count = transfer.export(found, fmt, out, advance)
+    try:
+        with _output(output) as out, _bar(len(found), "exporting", out) as advance:
+            count = transfer.export(found, fmt, out, advance)
+    except OSError as error:
+        fail(f"--output: cannot write {output}: {error.strerror or error}")
     click.echo(f"exported {count} device(s)", err=True)
 
 
 @contextlib.contextmanager
 def _output(path: str) -> Iterator[Any]:
-    """stdout for ``-``; else the file ``path``, mode 0600 whatever the umask."""
+    """stdout for ``-``; else the file ``path``, mode 0600 whatever the umask (a device such
+    as /dev/null keeps its own)."""
     if path == "-":
         yield click.get_text_stream("stdout")
         return
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchmod(fd, 0o600)
     except OSError as error:
         fail(f"--output: cannot write {path}: {error.strerror}")
     with open(fd, "w", encoding="utf-8", newline="") as out:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -154,12 +155,17 @@ class Store:
             if reading:
                 conn = _connect_read_only(self.path, busy_timeout)
             else:
+                _create_private(self.path)
                 conn = sqlite3.connect(
                     self.path, timeout=busy_timeout, isolation_level=None,
                     check_same_thread=False,
                 )
-        except sqlite3.Error as error:
-            raise StoreError(f"cannot open database {self.path}: {error}") from error
+        except (sqlite3.Error, OSError) as error:
+            if reading and not os.access(self.path, os.R_OK):
+                raise StoreError(f"cannot read database {self.path}: permission denied (run as "
+                                 "the daemon's user, or one in its group)") from error
+            raise StoreError(f"cannot open database {self.path}: "
+                             f"{getattr(error, 'strerror', None) or error}") from error
         self.conn = conn
         try:
             self.db = sqlite_utils.Database(conn, execute_plugins=False)
@@ -173,9 +179,14 @@ class Store:
                 self._migrate()
         except BaseException as error:
             conn.close()
-            if isinstance(error, sqlite3.Error):
-                raise StoreError(f"cannot open database {self.path}: {error}") from error
-            raise
+            if not isinstance(error, sqlite3.Error):
+                raise
+            hint = ""
+            if reading and isinstance(error, sqlite3.OperationalError) and _wal(self.path):
+                hint = (" (a process has it open, or left its -wal file: reading it needs the "
+                        "-shm file beside it, which this user cannot open or create; run as "
+                        "the daemon's user)")
+            raise StoreError(f"cannot open database {self.path}: {error}{hint}") from error
 
     def close(self) -> None:
         self.db.conn.close()
@@ -274,16 +285,18 @@ class Store:
         self, report: Report, source: dict[str, Any], now: float, times: dict[str, float]
     ) -> Change:
         """``register`` for a device moved from another host (``devices import``): a new
-        device keeps the ``created_at``, ``updated_at`` and ``last_seen`` in ``times`` (now
-        for one not given), so ``expire_after`` counts from when the phone was last seen,
-        not from the import; a stored one changed by it keeps its ``created_at`` and the
-        later ``last_seen``."""
+        device keeps the ``created_at``, ``updated_at`` and ``last_seen`` in ``times`` (one
+        not given is the next of them, or now), so ``expire_after`` counts from when the
+        phone was last seen, not from the import; a stored one changed by it keeps its
+        ``created_at`` and the later ``last_seen``."""
         assert report.selector and report.username
         old = self.device(report.selector)
         if old is None:
+            last_seen = times.get("last_seen", now)
+            updated_at = times.get("updated_at", last_seen)
             return self._create(
-                report, source, now, created_at=times.get("created_at", now),
-                updated_at=times.get("updated_at", now), last_seen=times.get("last_seen", now),
+                report, source, now, created_at=times.get("created_at", updated_at),
+                updated_at=updated_at, last_seen=last_seen,
             )
         return self._update(old, report, source, now,
                             last_seen=max(old.last_seen, times.get("last_seen", now)))
@@ -609,11 +622,22 @@ def _connect_read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
     reads through it (``mode=ro``, with the locks every reader takes). Otherwise nothing
     beside the file is needed: it is opened ``immutable``, which creates no ``-wal`` or
     ``-shm`` file (a user who may not write the directory could not create them)."""
-    wal = path.with_name(path.name + "-wal").exists()
-    query = "mode=ro" if wal else "mode=ro&immutable=1"
+    query = "mode=ro" if _wal(path) else "mode=ro&immutable=1"
     uri = f"file:{quote(str(path.absolute()))}?{query}"
     return sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None,
                            check_same_thread=False)
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file ``path``, when there is none, with mode 0640 (0600 under a
+    umask of 077), not a umask's 0644: it holds push tokens (SQLite gives its -wal and -shm
+    files the same mode)."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+
+
+def _wal(path: Path) -> bool:
+    return path.with_name(path.name + "-wal").exists()
 
 
 @cache
@@ -649,7 +673,8 @@ def schema_problem(conn: sqlite3.Connection, path: Path, *, writing: bool) -> st
     if not tables and not version:
         return None if writing else (f"database {path} is empty (start pnbridge serve once, "
                                      "or pass --config)")
-    expected = _schema(min(version, latest)) if version else {}
+    # A newer pnbridge may have changed any table but the first ones.
+    expected = _schema(version if version <= latest else 1) if version else {}
     ours = version > 0 and all(
         columns <= tables.get(name, frozenset()) for name, columns in expected.items())
     if not ours:

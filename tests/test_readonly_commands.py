@@ -9,6 +9,7 @@ import os
 import pwd
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
@@ -159,6 +160,12 @@ def test_a_running_daemons_database_is_read_through_its_wal(service_user, shared
                                                 "pushToken": TOKEN, "pushappid": "a.b"})
     assert answer.status_code == 200
     assert (shared / "pnbridge.db-wal").exists()  # the daemon holds it open
+    files = sorted(shared.glob("pnbridge.db*"))
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o640}  # whatever the umask
+    denied = as_user(service_user, shared, "devices", "list", "--config", conf)
+    one_line_naming(denied, db, "permission denied (run as the daemon's user, or one in its")
+    for path in files:  # the operator is in the daemon's group
+        os.chown(path, -1, service_user.pw_gid)
     listed = as_user(service_user, shared, "devices", "list", "--config", conf)
     assert listed.returncode == 0, listed.stderr
     assert "LIVE" in listed.stdout
@@ -192,3 +199,22 @@ def test_another_schema_version_is_one_line_for_reading_and_migrated_by_writing(
     newer.close()
     for args in (*READING, ("events", "retry")):
         one_line_naming(pnbridge(*args, "--config", conf), db, "upgrade pnbridge")
+
+
+def test_a_wal_the_user_cannot_read_through_is_one_line_with_the_fix(service_user, shared):
+    live = shared / "live.db"
+    store = Store(live)
+    with store.transaction():
+        store.register(Report("token", "alice", "S1", token_msgs=TOKEN), {}, time.time())
+    db = shared / "pnbridge.db"  # what a crashed daemon leaves: the file and its -wal
+    shutil.copy(live, db)
+    shutil.copy(f"{live}-wal", f"{db}-wal")
+    store.close()
+    for path in shared.iterdir():
+        path.chmod(0o644)
+    conf = config(shared, db)
+    before = snapshot(shared)
+    result = as_user(service_user, shared, "devices", "list", "--config", conf)
+    one_line_naming(result, db, "run as the daemon's user")
+    assert snapshot(shared) == before
+    assert pnbridge("devices", "list", "--config", conf).returncode == 0  # root may

@@ -202,12 +202,17 @@ def test_export_then_import_keeps_the_times(tmp_path):
     future = tmp_path / "future.jsonl"
     future.write_text(json.dumps({"username": "c", "selector": "S3", "token_msgs": T1,
                                   "last_seen": time.time() + 30 * DAY,
-                                  "created_at": "1700000000"}) + "\n")
+                                  "created_at": "1700000000"}) + "\n"
+                      + json.dumps({"username": "d", "selector": "S4", "token_msgs": T1,
+                                    "last_seen": "2026-01-02T03:04:05+01:00"}) + "\n")
     assert pnbridge("devices", "import", str(future), "--config",
                     config_file(tmp_path, "future")).returncode == 0
-    device = stored(tmp_path / "future.db")[0][0]
+    device, only_seen = stored(tmp_path / "future.db")[0]
     assert device["created_at"] == isotime(1700000000)
     assert device["last_seen"] <= isotime(time.time())
+    # a device is not created after it was last seen
+    assert only_seen["created_at"] == only_seen["updated_at"] == only_seen["last_seen"] \
+        == "2026-01-02T02:04:05.000Z"
 
 
 def test_export_file_is_0600_whatever_the_umask_and_progress_only_on_a_terminal(tmp_path):
@@ -233,6 +238,10 @@ def test_export_file_is_0600_whatever_the_umask_and_progress_only_on_a_terminal(
         os.umask(mask)
     to_terminal, _ = on_terminal("devices", "export", "--config", conf)  # to a pipe: a bar
     assert to_terminal.returncode == 0 and len(to_terminal.stdout.splitlines()) == 300
+    full = pnbridge("devices", "export", "-o", "/dev/full", "--config", conf)
+    assert full.returncode == 1 and "Traceback" not in full.stderr
+    assert full.stderr == "pnbridge: --output: cannot write /dev/full: No space left on device\n"
+    assert stat.S_IMODE(os.stat("/dev/full").st_mode) == 0o666  # a device keeps its mode
     denied = pnbridge("devices", "export", "-o", str(tmp_path / "no" / "such"), "--config", conf)
     assert denied.returncode == 1 and "Traceback" not in denied.stderr
     assert f"--output: cannot write {tmp_path / 'no' / 'such'}" in denied.stderr
