@@ -69,8 +69,10 @@ def uncontained(error: BaseException) -> BaseException | None:
 def describe(error: BaseException) -> str:
     """``error`` as plain text, no Python repr, without URL credentials, at most MAX_PROBLEM
     characters; never raises (a plugin's exception may have a ``__str__`` that does). An
-    OSError is its words and file (``No such file or directory: /var/log/audit.jsonl``);
-    another exception its type and message (``ValueError: bad field``); a group its leaves."""
+    OSError is its words and file (``No such file or directory: /var/log/audit.jsonl``); a
+    built-in exception its type and message (``ValueError: bad field``); another class (a
+    library's or a plugin's own, e.g. the webhook's ``Retry``) its message, or its name when
+    it has none; a group its leaves."""
     try:
         text = redact(_plain(error))
     except Exception:
@@ -84,8 +86,10 @@ def _plain(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         files = [str(f) for f in (error.filename, error.filename2) if f is not None]
         return f"{error.strerror}: {' -> '.join(files)}" if files else error.strerror
-    message = str(error)
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+    message, name = str(error), type(error).__name__
+    if type(error).__module__ != "builtins":
+        return message or name
+    return f"{name}: {message}" if message else name
 
 
 class PluginNursery:

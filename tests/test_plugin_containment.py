@@ -141,15 +141,15 @@ max_backoff = 0.02
         for selector in ("THREAD", "RECURSE", "MEMORY", "REPR"):
             report(client, selector)
         report(client, "THREAD", "/removeToken/")
-        daemon.wait_for("plugin boom: task failed: Boom")
+        daemon.wait_for("plugin boom: task failed: background task")
         daemon.wait_for("plugin boom: task failed: Input/output error")
         rows = wait_until_sync(lambda: len(rows := failed(config)) == 5 and rows)
         answer = client.post("/api/v1/push", json={"username": "u", "verb": "NotifyTextMessage"},
                              headers={"Authorization": f"Bearer {KEY}"})
         assert answer.status_code == 200
-        assert {d["reason"] for d in answer.json()["devices"]} == {"transport error: Boom: push"}
+        assert {d["reason"] for d in answer.json()["devices"]} == {"transport error: push"}
         daemon.popen.send_signal(signal.SIGHUP)
-        daemon.wait_for("plugin boom: reload failed: Boom")
+        daemon.wait_for("plugin boom: reload failed: reload")
         daemon.wait_for("config reloaded")
         report(client, "AFTER")
         assert client.get("/healthz").status_code == 200
@@ -160,12 +160,12 @@ max_backoff = 0.02
     assert 'pnbridge_plugin_errors_total{plugin="boom",where="task"} 2.0' in metrics, errors
     assert 'pnbridge_plugin_errors_total{plugin="boom",where="reload"} 1.0' in metrics
     problems = "\n".join(rows)
-    for shown in ("Boom: in a thread", "RecursionError", "MemoryError",
-                  "BadRepr", "Boom: in a group"):
+    for shown in ("in a thread", "RecursionError: maximum recursion depth", "MemoryError",
+                  "BadRepr", "in a group"):
         assert shown in problems, problems
     assert daemon.stop() == 0  # the shutdown hook raised too
     log = daemon.log
-    assert "plugin boom: shutdown failed: Boom: shutdown" in log
+    assert "plugin boom: shutdown failed: shutdown" in log
     assert "background task\\nFORGED line" in log
     assert_log_lines(log)
 
@@ -268,7 +268,7 @@ def test_an_optional_plugin_failing_at_startup_is_left_out_and_counted(spawn, tm
         metrics = client.get("/metrics").text
     assert 'pnbridge_plugin_errors_total{plugin="start_boom",where="startup"} 1.0' in metrics
     assert daemon.stop() == 0
-    assert "plugin start_boom: startup failed: Boom: no CRM; running without it" in daemon.log
+    assert "plugin start_boom: startup failed: no CRM; running without it" in daemon.log
 
 
 def test_an_auth_hook_raising_a_base_exception_is_a_503(spawn, tmp_path):
