@@ -268,9 +268,9 @@ def test_a_plugin_whose_new_settings_fail_keeps_its_old_ones(spawn, notify, tmp_
     daemon.popen.send_signal(signal.SIGHUP)
     status = notify.wait_for("READY")["STATUS"]
     assert status.startswith("config reloaded; plugin auditlog kept its old settings: "
-                             "startup failed: FileNotFoundError("), status
+                             "startup failed: No such file or directory: "), status
     daemon.wait_for("ERROR pnbridge.server: plugin auditlog: startup with its new settings "
-                    "failed, running its old settings: FileNotFoundError")
+                    "failed, running its old settings: No such file or directory: ")
     assert _status(url, OLD_SECRET, "S1") == 200
     wait_until_sync(lambda: audit.exists() and '"S1"' in audit.read_text())
     shown = pnbridge("plugins", "--config", str(path))

@@ -3,19 +3,43 @@ journal, a plugin's output or a log that the test run left behind."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import SENT_SECRETS
 
+REPO = Path(__file__).parent.parent
+
+
+def _digest(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
+
+
+def project_files() -> set[bytes]:
+    """Digests of the project's own files: their copies (the docs install-units writes, a
+    checkout copied to be installed) are the project, not something a test left behind."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
+                            check=True).stdout.split(b"\0")
+    return {_digest((REPO / name.decode()).read_bytes()) for name in listed
+            if name and (REPO / name.decode()).is_file()}
+
 
 def texts(root: Path):
-    """(path, text) of every file under ``root``; a database also as its SQL dump."""
+    """(path, text) of every file under ``root``; a database also as its SQL dump. Left
+    out: virtual environments the tests install into, and copies of the project's files."""
+    venvs = {cfg.parent for cfg in root.rglob("pyvenv.cfg")}
+    ours = project_files()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if path.suffix in (".toml", ".py"):
             continue  # configs hold the [auth] secret, stand-in PBX plugins their passwords
+        if venvs.intersection(path.parents):
+            continue
         raw = path.read_bytes()
+        if _digest(raw) in ours:
+            continue
         yield path, raw.decode("utf-8", "replace")
         if raw.startswith(b"SQLite format 3\x00"):
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
