@@ -240,6 +240,7 @@ def test_install_md_steps_then_serve_as_the_service_user(install: Install) -> No
                     user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
     try:
         daemon.wait_for("listening on")
+        assert f"config {host.config}" in "".join(daemon.log), daemon.log
         url = f"http://127.0.0.1:{host.port}/token/"
         assert httpx.get(url, params=REPORT, timeout=10).status_code == 401
         answer = httpx.get(url, params=REPORT, auth=httpx.DigestAuth("alice", PASSWORD),
