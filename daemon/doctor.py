@@ -138,8 +138,10 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else describe(error)
 
 
-def check_config(path: str | None) -> tuple[list[Finding], Config | None, PluginHost | None]:
-    """What ``check-config`` checks: the config, its plugins' settings, the users file."""
+def check_config(path: str | None, service: paths.Account | None = None
+                 ) -> tuple[list[Finding], Config | None, PluginHost | None]:
+    """What ``check-config`` checks: the config, its plugins' settings, the users file (a
+    group-readable one is right when the group is the ``service`` account's)."""
     name = path or "embedded defaults"
     fix = "pnbridge check-config names each key; edit the config"
     try:
@@ -152,7 +154,7 @@ def check_config(path: str | None) -> tuple[list[Finding], Config | None, Plugin
         return [Finding("fail", f"config {name}: {e}", fix) for e in error.errors], None, None
     findings = [Finding("ok", f"config {name} is valid")]
     findings += [Finding("warn", f"config: {w}")
-                 for w in security_warnings(config, path)]
+                 for w in security_warnings(config, path, service)]
     return findings, config, plugins
 
 
@@ -255,8 +257,10 @@ def _holder(port: int) -> tuple[str, bool] | None:
             if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
                 argv = [a.decode(errors="replace")
                         for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+                # `pnbridge serve`, `python -m pnbridge serve`, or the console script
+                # run by its interpreter (argv: [venv/bin/python3, venv/bin/pnbridge, serve]).
                 ours = "serve" in argv and (
-                    os.path.basename(argv[0]) == "pnbridge"
+                    "pnbridge" in (os.path.basename(a) for a in argv[:2])
                     or any(argv[i:i + 2] == ["-m", "pnbridge"] for i in range(len(argv))))
                 return f"{proc.name} {' '.join(argv)[:120]}", ours
         except (OSError, IndexError):
@@ -342,7 +346,7 @@ async def run(path: str | None, user_name: str | None, root: str | None = None
     except KeyError:
         return [Finding("fail", f"--user {user_name}: no such user",
                         "create it (docs/install.md) or name the service user")]
-    findings, config, plugins = check_config(path)
+    findings, config, plugins = check_config(path, user.account if user_name else None)
     if config is None or plugins is None:
         return findings
     findings += check_files(config, path, user)
