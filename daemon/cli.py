@@ -463,6 +463,9 @@ def audit(
     settings = host.settings.get("auditlog")
     if settings is None:
         fail("the auditlog plugin is not enabled in this config ([plugins] enabled)")
+    if not auditlog.log_files(settings.path):
+        fail(f"no audit log at {settings.path} (nothing delivered to auditlog yet, or "
+             "[plugins.auditlog] path names another file)")
     try:
         found, bad = auditlog.records(settings.path)
     except OSError as error:
@@ -640,7 +643,9 @@ def users_remove(config_path: str | None, username: str) -> None:
 def users_list(config_path: str | None) -> None:
     """List the users (a realm other than [auth] realm cannot use digest)."""
     config = read_config(config_path)
-    _, known = _users_file(config)
+    path, known = _users_file(config)
+    if not os.path.exists(path):
+        fail(f"no users file at {path} yet: pnbridge users add USERNAME creates it")
     rows = [("USERNAME", "REALM")]
     rows += [
         (u.name, u.realm + ("" if u.realm == config.auth.realm else " (not [auth] realm)"))

@@ -229,6 +229,16 @@ def test_audit_command_needs_the_plugin(tmp_path):
     assert "the auditlog plugin is not enabled" in result.stderr
 
 
+def test_audit_command_names_a_missing_log(tmp_path):
+    config = tmp_path / "pnbridge.toml"
+    log = tmp_path / "nowhere" / "audit.jsonl"
+    config.write_text(f'[plugins]\nenabled = ["auditlog"]\n[plugins.auditlog]\npath = "{log}"\n')
+    result = pnbridge("audit", "--config", str(config))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"pnbridge: no audit log at {log} (nothing delivered to auditlog " \
+        "yet, or [plugins.auditlog] path names another file)\n"
+
+
 def test_bad_settings_name_the_key(tmp_path):
     config = tmp_path / "pnbridge.toml"
     config.write_text('[plugins]\nenabled = ["auditlog"]\n[plugins.auditlog]\n'

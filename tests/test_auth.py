@@ -296,6 +296,10 @@ def test_users_cli_round_trip(tmp_path):
     config = tmp_path / "c.toml"
     users_file = tmp_path / "users"
     config.write_text(f'[auth]\nreporter = "digest"\nrealm = "pbx"\nusers_file = "{users_file}"\n')
+    missing = pnbridge("users", "list", "--config", str(config))
+    assert (missing.returncode, missing.stdout) == (1, "")
+    assert missing.stderr == f"pnbridge: no users file at {users_file} yet: pnbridge users add " \
+        "USERNAME creates it\n"
     add = pnbridge("users", "add", ALICE, "--password-stdin", "--config", str(config),
                    input=PASSWORDS[ALICE] + "\n")
     assert add.returncode == 0, add.stderr
