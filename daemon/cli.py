@@ -26,8 +26,8 @@ from .auth import load_users, plugin_problems, security_warnings
 from .config import Config, load_config
 from .events import Device, isotime
 from .httpserver import ListenError, leaves
-from .log import escape, escape_json, redact, setup_logging, shorten
-from .pluginhost import PluginError, PluginHost, describe, discover, load_plugins
+from .log import describe, escape, escape_json, redact, setup_logging, shorten
+from .pluginhost import PluginError, PluginHost, discover, load_plugins
 from .push import VERBS, BadPush, UnknownUser, parse_request, push_once
 from .reporter import BadReport, Reporter
 from .settings import ConfigError

@@ -27,8 +27,8 @@ import trio
 from .config import PluginsConfig
 from .events import Event
 from .hookspecs import PermanentFailure, RetryLater
-from .log import redact
-from .pluginhost import PluginHost, describe, uncontained
+from .log import describe, redact
+from .pluginhost import PluginHost, uncontained
 from .store import Store, StoreError
 from .writer import Writer
 

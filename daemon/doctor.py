@@ -26,7 +26,8 @@ import trio
 from . import paths, store
 from .auth import load_users, plugin_problems, security_warnings
 from .config import _HOST_PORT, Config, load_config
-from .pluginhost import PluginHost, describe, load_plugins, uncontained
+from .log import describe
+from .pluginhost import PluginHost, load_plugins, uncontained
 from .settings import ConfigError
 from .store import MIGRATIONS
 

@@ -7,7 +7,7 @@ import time
 
 import trio
 
-from .log import shorten
+from .log import describe, shorten
 from .metrics import Metrics
 from .store import Store
 from .writer import Writer
@@ -40,7 +40,7 @@ async def expire_devices(writer: Writer, after: float, metrics: Metrics | None =
                 Store.expire, now - after, SOURCE, now, BATCH, sorted(skipped)
             )
         except Exception as error:  # a locked or failing database; or a bug: never die
-            log.error("cannot expire devices: %r", error)
+            log.error("cannot expire devices: %s", describe(error))
             changes, failed = [], {}
             _count(metrics)
         for selector, problem in failed.items():

@@ -94,3 +94,32 @@ def set_level(level: str) -> None:
     # httpx logs each request it sends (a webhook POST, a push) at info: only warnings.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+MAX_PROBLEM = 1000  # characters of an error that are logged and stored
+
+
+def describe(error: BaseException) -> str:
+    """``error`` as plain text, no Python repr, without URL credentials, at most MAX_PROBLEM
+    characters; never raises (a plugin's exception may have a ``__str__`` that does). An
+    OSError is its words and file (``No such file or directory: /var/log/audit.jsonl``); a
+    built-in exception its type and message (``ValueError: bad field``); another class (a
+    library's or a plugin's own, e.g. the webhook's ``Retry``) its message, or its name when
+    it has none; a group its leaves."""
+    try:
+        text = redact(_plain(error))
+    except Exception:
+        text = f"{type(error).__name__} (<str failed>)"
+    return text if len(text) <= MAX_PROBLEM else text[:MAX_PROBLEM] + "…"
+
+
+def _plain(error: BaseException) -> str:
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(_plain(leaf) for leaf in error.exceptions)
+    if isinstance(error, OSError) and error.strerror:
+        files = [str(f) for f in (error.filename, error.filename2) if f is not None]
+        return f"{error.strerror}: {' -> '.join(files)}" if files else error.strerror
+    message, name = str(error), type(error).__name__
+    if type(error).__module__ != "builtins":
+        return message or name
+    return f"{name}: {message}" if message else name

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .log import describe
+
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
 log = logging.getLogger("pnbridge.metrics")
@@ -83,6 +85,6 @@ class Metrics:
             try:
                 await refresh()
             except Exception as error:  # e.g. the database is locked: serve the last values
-                log.warning("metrics: cannot refresh gauges: %r", error)
+                log.warning("metrics: cannot refresh gauges: %s", describe(error))
                 self.task_errors.labels("metrics").inc()
         return generate_latest(self.registry)

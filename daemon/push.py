@@ -18,9 +18,9 @@ import trio
 
 from .config import Config
 from .events import Device, Pair, Push, PushResult
-from .log import shorten
+from .log import describe, shorten
 from .metrics import Metrics
-from .pluginhost import PluginHost, describe, uncontained
+from .pluginhost import PluginHost, uncontained
 from .store import Change, Store, StoreError
 from .writer import Writer, open_writer
 

@@ -19,7 +19,8 @@ from collections.abc import Callable
 import trio
 
 from .config import Config
-from .pluginhost import PluginHost, describe, load_plugins
+from .log import describe
+from .pluginhost import PluginHost, load_plugins
 from .running import changed, restart_values
 from .settings import ConfigError
 
