@@ -79,13 +79,8 @@ class ServiceUser:
         """Why this user cannot ``want`` (R_OK | W_OK...) ``path``, or None when it can. A
         path that does not exist yet needs its directory writable (it is created there)."""
         path = Path(os.path.abspath(path))
-        for parent in reversed(path.parents):
-            try:
-                info = os.stat(parent)
-            except OSError as error:
-                return f"{parent}: {error.strerror}"
-            if not paths.allowed(info, self.account, os.X_OK):
-                return f"{self.name} cannot enter {parent}"
+        if problem := paths.unreachable(path, self.account):
+            return f"{self.name} {problem}"
         try:
             info = os.stat(path)
         except FileNotFoundError:

@@ -97,6 +97,19 @@ def allowed(info: os.stat_result, who: Account, bits: int) -> bool:
     return granted & bits == bits
 
 
+def unreachable(path: Path, who: Account) -> str | None:
+    """Why ``who`` cannot reach the absolute ``path`` through its directories (each must
+    let it search), or None when it can."""
+    for parent in reversed(path.parents):
+        try:
+            info = os.stat(parent)
+        except OSError as error:
+            return f"cannot reach {parent}: {error.strerror}"
+        if not allowed(info, who, os.X_OK):
+            return f"cannot enter {parent} ({describe(parent)})"
+    return None
+
+
 def access_problem(path: str | Path, who: Account, *, write: bool = False,
                    directory: bool = False) -> str | None:
     """Why ``who`` cannot read (and, with ``write``, write) ``path``, or None when it can.
@@ -105,13 +118,8 @@ def access_problem(path: str | Path, who: Account, *, write: bool = False,
     search), and written means creating files in it.
     """
     target = Path(os.path.abspath(path))
-    for parent in reversed(target.parents):
-        try:
-            info = os.stat(parent)
-        except OSError as error:
-            return f"cannot reach {parent}: {error.strerror}"
-        if not allowed(info, who, os.X_OK):
-            return f"cannot enter {parent} ({describe(parent)})"
+    if problem := unreachable(target, who):
+        return problem
     try:
         info = os.stat(target)
     except OSError as error:

@@ -385,12 +385,7 @@ class PluginHost:
         """Run the ``shutdown`` hooks in reverse order; log failures, stop none."""
         self.started = None
         for name in reversed(self.enabled if names is None else names):
-            try:
-                await self.call(name, "shutdown", app=self._app_of(app, name))
-            except BaseException as error:
-                if (up := uncontained(error)) is not None:
-                    raise up from None
-                self.failed(name, "shutdown", error)
+            await self._shutdown_hook(name, app)
 
     def restartable(self, name: str) -> bool:
         """Whether ``name`` may restart alone with new settings on reload: it only takes
@@ -415,14 +410,18 @@ class PluginHost:
         return problem
 
     async def _stop(self, name: str, app: App) -> None:
+        await self._shutdown_hook(name, app)
+        for scope in self.tasks.pop(name, set()):
+            scope.cancel()
+
+    async def _shutdown_hook(self, name: str, app: App) -> None:
+        """``name``'s ``shutdown`` hook; its failure is logged and counted, never raised."""
         try:
             await self.call(name, "shutdown", app=self._app_of(app, name))
         except BaseException as error:
             if (up := uncontained(error)) is not None:
                 raise up from None
             self.failed(name, "shutdown", error)
-        for scope in self.tasks.pop(name, set()):
-            scope.cancel()
 
     def _use(self, name: str, settings: Any) -> None:
         assert self.started is not None
