@@ -24,7 +24,7 @@ from ..model import Report
 from ..ops.log import escape, shorten
 from ..ops.metrics import Metrics
 from ..push.fanout import BadPush, Pusher, UnknownUser, parse_request
-from ..storage.sqlite import Change, NotOwner, Store, StoreError
+from ..storage.interface import Change, NotOwner, Store, StoreError
 from ..storage.writer import Writer
 from .health import Readiness, add_health_routes
 

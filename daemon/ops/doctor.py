@@ -28,8 +28,7 @@ from ..config import paths
 from ..config.tables import _HOST_PORT, Config, load_config
 from ..config.typed import ConfigError
 from ..delivery.pluginhost import PluginHost, load_plugins, uncontained
-from ..storage import sqlite as store
-from ..storage.sqlite import MIGRATIONS
+from ..storage.sqlite.schema import MIGRATIONS, inspect
 from .log import describe
 
 Status = Literal["ok", "warn", "fail"]
@@ -189,10 +188,10 @@ def check_database(path: str) -> Finding:
     if not os.path.exists(path):
         return Finding("warn", f"database {path} does not exist yet",
                        "pnbridge serve creates it; or set [storage] path")
-    if (problem := store.inspect(path)) is None:
+    if (problem := inspect(path)) is None:
         return Finding("ok", f"database {path}: schema version {len(MIGRATIONS)}, "
                        "quick_check ok")
-    if store.inspect(path, serving=True) is None:  # an older version: serve migrates it
+    if inspect(path, serving=True) is None:  # an older version: serve migrates it
         return Finding("warn", problem, "pnbridge serve migrates it at its next start")
     return Finding("fail", problem, "check [storage] path, or stop pnbridge and restore it "
                    "from a backup (docs/install.md)")
