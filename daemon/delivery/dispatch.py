@@ -34,8 +34,8 @@ from .hookspecs import PermanentFailure, RetryLater
 from .pluginhost import PluginHost, uncontained
 
 if TYPE_CHECKING:
-    from ..http.health import Readiness
     from ..ops.metrics import Metrics
+    from ..ops.readiness import Readiness
 
 log = logging.getLogger("pnbridge.dispatch")
 

@@ -1,8 +1,5 @@
-"""``/healthz``, ``/readyz`` and ``/metrics``: the endpoints that can face only the operator.
-
-Readiness is a list of named checks; the server adds the database's, and any part of the
-daemon that runs a task the daemon needs (a plugin's delivery task, say) adds its own.
-"""
+"""``/healthz``, ``/readyz`` and ``/metrics``: the endpoints that can face only the operator,
+and the database's readiness check (ops/readiness.py holds the list of checks)."""
 
 from __future__ import annotations
 
@@ -16,39 +13,11 @@ from quart import Response, g
 from quart_trio import QuartTrio
 
 from ..ops.metrics import CONTENT_TYPE, Metrics
+from ..ops.readiness import Check, Readiness
 from ..storage.sqlite.store import storage_problem
 from ..storage.writer import Writer
 
 log = logging.getLogger("pnbridge.health")
-
-# A readiness check: None when ready, else a one-line reason.
-Check = Callable[[], Awaitable[str | None]]
-
-
-class Readiness:
-    """Named readiness checks, each given ``timeout`` seconds."""
-
-    def __init__(self, timeout: float = 5.0):
-        self.timeout = timeout
-        self.checks: dict[str, Check] = {}
-
-    def add(self, name: str, check: Check) -> None:
-        self.checks[name] = check
-
-    async def problems(self) -> dict[str, str]:
-        """The reason each failing check gives; empty when everything is ready."""
-        found: dict[str, str] = {}
-        for name, check in list(self.checks.items()):
-            problem: str | None = f"no answer within {self.timeout:g} s"
-            with trio.move_on_after(self.timeout):
-                try:
-                    problem = await check()
-                except Exception as error:
-                    problem = f"{type(error).__name__}: {error}"
-            if problem:
-                found[name] = problem
-        return found
-
 
 # /readyz fails once this many storage operations in a row failed, the last one within
 # FAILING_FOR seconds (what reports see, whatever the probe below does).
