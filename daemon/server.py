@@ -13,6 +13,7 @@ import hypercorn.config
 import trio
 from quart_trio import QuartTrio
 
+from .agi.service import AgiService
 from .apikeys import ApiKeys
 from .asgi import close_if_framed_twice, refuse_websockets, shield_sends
 from .auth import Guard, load_users, plugin_problems
@@ -167,6 +168,10 @@ async def _serve(
                     serve, refuse_websockets(close_if_framed_twice(shield_sends(served))), hc,
                     services.metrics.connection_errors,
                     shutdown_trigger=shutdown.wait)))
+            if config.agi.listen:
+                agi = AgiService(config.agi, services.pusher, services.metrics,
+                                 lambda: services.api.deadlines)
+                await nursery.start(agi.serve, shutdown, config.server.grace_period)
             log.info("listening on %s, database %s",
                      ", ".join(binds[0]), config.storage.path)
             if admin:
