@@ -14,8 +14,8 @@ import trio.testing
 from conftest import Daemon
 from pnbridge.agi.protocol import AgiChannel, AgiError, Hangup, parse_reply, quote
 from pnbridge.agi.service import SCRIPTS
-from pnbridge.config import parse_config
-from pnbridge.settings import ConfigError
+from pnbridge.config.tables import parse_config
+from pnbridge.config.typed import ConfigError
 from pnmediator_stub import HTTP_400, HTTP_500, Stub
 
 CALL = "NotifyIncomingCall"
@@ -375,9 +375,9 @@ async def test_an_unexpected_line_while_waiting_is_garbage(daemon, stub):
                          ids=["nothing", "no blank line", "half a line"])
 async def test_a_slow_or_silent_client_is_closed_after_the_read_timeout(daemon, stub,
                                                                          sent_first):
+    started = trio.current_time()
     asterisk = await Asterisk.connect(port_of(daemon))
     await asterisk.send(sent_first)
-    started = trio.current_time()
     with trio.fail_after(3):
         assert await asterisk.closed()
     assert 1.0 <= trio.current_time() - started < 2.0  # read_timeout = 1

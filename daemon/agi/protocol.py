@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ..log import escape
+from ..ops.log import escape
 
 MAX_LINE = 8192  # bytes of one line from Asterisk
 MAX_ENV_LINES = 512  # agi_* lines, arguments included (Asterisk allows 128 arguments)

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..config import AgiConfig, DeadlinesConfig
-from ..httpserver import ListenError
-from ..log import describe, escape
-from ..metrics import Metrics
-from ..push import Pusher, PushRequest, UnknownUser
-from ..store import StoreError
+from ..config.tables import AgiConfig, DeadlinesConfig
+from ..http.worker import ListenError
+from ..ops.log import describe, escape
+from ..ops.metrics import Metrics
+from ..push.fanout import Pusher, PushRequest, UnknownUser
+from ..storage.sqlite import StoreError
 from .protocol import AgiChannel, AgiError, Hangup
 
 log = logging.getLogger("pnbridge.agi")
