@@ -48,6 +48,7 @@ QUERY = {"wake": ("user", "timeout", "endpoint", "id"), "missed": ("id", "user",
 _ENDPOINT = re.compile(r"[A-Za-z0-9_.+@:=\-]{1,128}")
 MAX_TEXT = 256  # characters of a user or an id
 YES, NO = ("1", "yes", "true"), ("0", "no", "false")
+REFUSED_LOG_EVERY = 10.0
 # Errors from accept() that pass (too many open files, memory): wait, then accept again.
 _ACCEPT_PAUSE = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
@@ -91,6 +92,8 @@ class AgiService:
         self.metrics = metrics
         self.deadlines = deadlines
         self.active = 0
+        self._refused = 0  # since the last log line about them
+        self._refused_logged: float | None = None
         self._pushes: trio.Nursery | None = None
 
     async def serve(
@@ -137,13 +140,23 @@ class AgiService:
                 await trio.sleep(0.1)
                 continue
             if self.active >= self.config.max_sessions:
-                self.metrics.agi_refused.inc()
-                log.warning("FastAGI: %d sessions under way ([agi] max_sessions): connection"
-                            " from %s closed", self.active, _peer(stream))
+                self._refuse(stream)
                 await stream.aclose()
                 continue
             self.active += 1
             sessions.start_soon(self._session, stream)
+
+    def _refuse(self, stream: trio.SocketStream) -> None:
+        """Count a connection beyond max_sessions; log at most one line every REFUSED_LOG_EVERY
+        seconds."""
+        self.metrics.agi_refused.inc()
+        self._refused += 1
+        now = time.monotonic()
+        if self._refused_logged is None or now - self._refused_logged >= REFUSED_LOG_EVERY:
+            log.warning("FastAGI: %d sessions under way ([agi] max_sessions): connection from %s"
+                        " closed (%d such since the last line like this)", self.active,
+                        _peer(stream), self._refused)
+            self._refused, self._refused_logged = 0, now
 
     async def _session(self, stream: trio.SocketStream) -> None:
         """One session, contained: whatever it raises is logged and counted, never raised."""
@@ -153,7 +166,7 @@ class AgiService:
         try:
             with trio.move_on_after(self.config.session_timeout) as scope:
                 env = await channel.read_environment()
-                script = _script_of(env)
+                script = escape(_script_of(env)[:40])
                 outcome = await self._run(channel, env, peer)
             if scope.cancelled_caught:
                 outcome = "timeout"
