@@ -420,12 +420,15 @@ async def test_sessions_beyond_max_sessions_are_closed_at_once(start_daemon, stu
 
 async def test_the_pushes_under_way_finish_when_the_daemon_stops(daemon, stub):
     await report(daemon, "1001", "A", msgs="tok")
-    stub.answer("tok", HTTP_500)
+    stub.answer("tok", HTTP_500, HTTP_500, HTTP_500)  # retried for about 0.35 s
     asterisk = await Asterisk.connect(port_of(daemon))
     await asterisk.send(environment(port_of(daemon), "missed", "call-9"))
     await asterisk.play()
     daemon.shutdown.set()
-    await until(lambda: len(stub.to("tok")) == 2)
+    await trio.sleep(0.05)
+    with pytest.raises(OSError):  # no new session while the push finishes
+        await trio.open_tcp_stream("127.0.0.1", port_of(daemon))
+    await until(lambda: len(stub.to("tok")) == 4)
 
 
 async def test_no_push_transport_is_failed_with_the_reason(start_daemon, stub):

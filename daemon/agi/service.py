@@ -111,23 +111,20 @@ class AgiService:
                 except OSError as error:
                     raise ListenError(f"[agi] listen {address}",
                                       error.strerror or describe(error)) from None
-        except BaseException:
-            for listener in listeners:
-                await listener.aclose()
-            raise
-        addresses = [_name(listener) for listener in listeners]
-        async with trio.open_nursery() as pushes:
-            self._pushes = pushes
-            async with trio.open_nursery() as sessions:
-                for listener in listeners:
-                    sessions.start_soon(self._accept, listener, sessions)
-                log.info("FastAGI on %s", ", ".join(addresses))
-                task_status.started(addresses)
-                await shutdown.wait()
-                sessions.cancel_scope.cancel()
-            for listener in listeners:
-                await listener.aclose()
-            pushes.cancel_scope.deadline = trio.current_time() + grace
+            addresses = [_name(listener) for listener in listeners]
+            async with trio.open_nursery() as pushes:
+                self._pushes = pushes
+                async with trio.open_nursery() as sessions:
+                    for listener in listeners:
+                        sessions.start_soon(self._accept, listener, sessions)
+                    log.info("FastAGI on %s", ", ".join(addresses))
+                    task_status.started(addresses)
+                    await shutdown.wait()
+                    sessions.cancel_scope.cancel()
+                _close(listeners)  # no new session while the pushes finish
+                pushes.cancel_scope.deadline = trio.current_time() + grace
+        finally:
+            _close(listeners)
 
     async def _accept(self, listener: trio.SocketListener, sessions: trio.Nursery) -> None:
         while True:
@@ -271,6 +268,9 @@ class AgiService:
         except (sqlite3.Error, StoreError) as error:
             log.error("FastAGI: storage failed on push: %s", describe(error))
             pending.status, pending.reason = "failed", "storage unavailable"
+        except Exception as error:  # contained: the service and the other pushes go on
+            log.exception("FastAGI: push failed: %s", describe(error))
+            pending.status, pending.reason = "failed", f"internal error: {describe(error)}"
         else:
             outcomes = [r.outcome for r in results]
             pending.sent = outcomes.count("sent")
@@ -388,6 +388,11 @@ def _flag(text: str) -> bool:
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def _close(listeners: list[trio.SocketListener]) -> None:
+    for listener in listeners:
+        listener.socket.close()
 
 
 def _name(listener: trio.SocketListener) -> str:

@@ -288,7 +288,7 @@ class AgiConfig:
     listen: list[str] = field(default_factory=list, metadata=check(_check_agi_listen))
     # FastAGI has no authentication: an address that is not loopback needs this.
     allow_remote: bool = False
-    # Sessions at once; more connections are closed at once (AGISTATUS=FAILURE).
+    # Sessions at once; more connections are closed at once (PNBRIDGE_STATUS stays empty).
     max_sessions: int = field(default=100, metadata=check(lambda n: _between(n, 1, 10000)))
     # Seconds Asterisk may take to send a line (its environment, each answer).
     read_timeout: float = field(default=5.0, metadata=check(_positive))
