@@ -64,7 +64,8 @@ def asterisk_args(line: str) -> list[str]:
 
 
 def environment(port: int, script: str, *args: str, **more: str) -> bytes:
-    """The block Asterisk 20 sends first, as res_agi writes it (agi_arg_N last)."""
+    """The block Asterisk 20 sends first, as res_agi's launch_netscript and setup_env write
+    it (agi_arg_N last)."""
     values = {
         "agi_network": "yes", "agi_network_script": script,
         "agi_request": f"agi://127.0.0.1:{port}/{script}",
@@ -76,6 +77,8 @@ def environment(port: int, script: str, *args: str, **more: str) -> bytes:
         "agi_priority": "2", "agi_enhanced": "0.0", "agi_accountcode": "",
         "agi_threadid": "140245115950656", **more,
     }
+    if not script:  # res_agi sends agi_network_script only for a URL with a path
+        del values["agi_network_script"]
     lines = [f"{k}: {v}" for k, v in values.items()]
     lines += [f"agi_arg_{n}: {arg}" for n, arg in enumerate(args, 1)]
     return ("\n".join(lines) + "\n\n").encode()
