@@ -251,6 +251,14 @@ async def test_wake_that_no_device_took_is_failed_with_the_reason(daemon, stub):
     assert asterisk.variables["PNBRIDGE_CONTACTS"] == ""
 
 
+async def test_contacts_too_long_for_one_command_are_cut_to_whole_contacts(daemon, stub):
+    await report(daemon, "1001", "A", msgs="tok")
+    many = "&".join(f"{CONTACT};n={n:03d}" for n in range(60))  # 3,700 characters
+    asterisk = await session(daemon, "wake", contacts=[f"200 result=1 ({many})"])
+    kept = asterisk.variables["PNBRIDGE_CONTACTS"].split("&")
+    assert 20 < len(kept) < 60 and many.startswith("&".join(kept) + "&")
+
+
 async def test_a_contact_already_there_is_dialled_at_once(daemon, stub):
     await two_devices(daemon)
     asterisk = await session(daemon, "wake", contacts=[f"200 result=1 ({CONTACT}&{CONTACT})"])
@@ -325,13 +333,15 @@ async def test_a_follow_up_without_wait_returns_at_once_and_the_push_still_goes(
      ("wake", ("a\x01b",), "user 'a\\x01b'")],
 )
 async def test_a_bad_script_or_argument_is_an_error_the_dialplan_sees(
-        daemon, stub, script, args, problem):
+        daemon, stub, script, args, problem, caplog):
     await report(daemon, "1001", "A", msgs="tok")
     asterisk = await session(daemon, script, *args)
     assert asterisk.variables["PNBRIDGE_STATUS"] == "error"
     assert problem in asterisk.variables["PNBRIDGE_REASON"]
     assert asterisk.verbose == [f"pnbridge: {asterisk.variables['PNBRIDGE_REASON']}"]
     assert stub.requests == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "pnbridge.agi"]
+    assert lines and not any(c < " " for line in lines for c in line), lines
     label = name if (name := script.partition("?")[0]) in SCRIPTS else "-"
     assert await metric(
         daemon, f'pnbridge_agi_sessions_total{{outcome="error",script="{label}"}}') == 1

@@ -29,7 +29,7 @@ from ..ops.log import describe, escape
 from ..ops.metrics import Metrics
 from ..push.fanout import Pusher, PushRequest, UnknownUser
 from ..storage.sqlite import StoreError
-from .protocol import AgiChannel, AgiError, Hangup
+from .protocol import MAX_VALUE, AgiChannel, AgiError, Hangup
 
 log = logging.getLogger("pnbridge.agi")
 
@@ -302,7 +302,7 @@ class AgiService:
                  " %.1f s", escape(call.user), escape(call.id), pending.status, pending.sent,
                  "found" if contacts else "none", waited)
         await channel.set_variable("PNBRIDGE_DEVICES", str(pending.sent))
-        await channel.set_variable("PNBRIDGE_CONTACTS", contacts)
+        await channel.set_variable("PNBRIDGE_CONTACTS", _fit(contacts))
         if pending.reason:
             await channel.set_variable("PNBRIDGE_REASON", pending.reason)
         await channel.set_variable("PNBRIDGE_STATUS", pending.status)
@@ -339,6 +339,16 @@ class AgiService:
             await channel.set_variable("PNBRIDGE_REASON", pending.reason)
         await channel.set_variable("PNBRIDGE_STATUS", pending.status)
         return pending.status
+
+
+def _fit(contacts: str) -> str:
+    """The dial string cut to whole contacts (``&``-separated) that fit one AGI command."""
+    if len(contacts) <= MAX_VALUE:
+        return contacts
+    kept = contacts[:MAX_VALUE + 1].rpartition("&")[0]
+    log.warning("FastAGI: the contacts are longer than %d characters; dialling %d of %d",
+                MAX_VALUE, kept.count("&") + 1 if kept else 0, contacts.count("&") + 1)
+    return kept
 
 
 def _script_of(env: dict[str, str]) -> str:
