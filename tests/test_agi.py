@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import Daemon
+from conftest import Daemon, pnbridge
 from pnbridge.agi.protocol import AgiChannel, AgiError, Hangup, parse_reply, quote
 from pnbridge.agi.service import SCRIPTS
 from pnbridge.config.tables import parse_config
@@ -482,22 +482,25 @@ def test_a_remote_address_with_the_opt_in_is_accepted():
     assert config.agi.listen == ["192.0.2.1:4573"]
 
 
-def test_a_taken_port_stops_serve_naming_the_key(spawn, tmp_path):
+def test_a_taken_port_stops_serve_with_one_line_naming_the_key(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        process = spawn(f"""
+        path = tmp_path / "pnbridge.toml"
+        path.write_text(f"""
 [server]
+log_level = "error"
 listen = ["127.0.0.1:0"]
 [storage]
 path = "{tmp_path / 'p.db'}"
 [agi]
 listen = ["127.0.0.1:{port}"]
 """)
-        assert process.popen.wait(30) == 1
-    assert f"cannot listen on [agi] listen 127.0.0.1:{port}: Address already in use" in process.log
-    assert "Traceback" not in process.log
+        result = pnbridge("serve", "--config", str(path))
+    assert result.returncode == 1
+    assert result.stderr == (f"pnbridge: cannot listen on [agi] listen 127.0.0.1:{port}:"
+                             " Address already in use\n")
 
 
 # The protocol alone, in memory, on trio's autojump clock.
