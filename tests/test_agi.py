@@ -233,6 +233,14 @@ async def test_wake_takes_the_user_and_timeout_as_arguments_and_the_endpoint_in_
     assert sent(stub) == [(CALL, "alice-tok", UNIQUEID)]
 
 
+async def test_asterisks_unknown_caller_name_is_no_display_name(daemon, stub):
+    await report(daemon, "1001", "A", msgs="tok")
+    asterisk = await session(daemon, "wake", contacts=[f"200 result=1 ({CONTACT})"],
+                             agi_calleridname="unknown")
+    assert asterisk.variables["PNBRIDGE_STATUS"] == "sent"
+    assert "UserDisplayName" not in stub.requests[0]
+
+
 async def test_wake_for_an_unknown_user_says_so_without_waiting(daemon, stub):
     started = trio.current_time()
     asterisk = await session(daemon, "wake?timeout=20", "nobody")

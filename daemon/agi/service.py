@@ -205,7 +205,8 @@ class AgiService:
         naming what is wrong."""
         script = _script_of(env)
         if script not in SCRIPTS:
-            raise BadScript(f"unknown script {script!r} (known: {', '.join(SCRIPTS)})")
+            raise BadScript(f"unknown script '{escape(script[:40])}' (known: "
+                            f"{', '.join(SCRIPTS)})")
         values = _query(env, script)
         names = POSITIONAL[script]
         args = [env[f"agi_arg_{n}"] for n in range(1, len(env) + 1) if f"agi_arg_{n}" in env]
@@ -232,7 +233,7 @@ class AgiService:
         if not _ENDPOINT.fullmatch(endpoint):
             raise BadScript(f"endpoint '{escape(endpoint[:80])}' is not a PJSIP endpoint name"
                             " (letters, digits, _ . + @ : = -); give it as ?endpoint=")
-        name = env.get("agi_calleridname", "")
+        name = env.get("agi_calleridname", "")[:MAX_TEXT]
         return Call(script, user, call_id, self._timeout(values.get("timeout")), endpoint,
                     display_name=None if name in ("", "unknown") else name)
 
