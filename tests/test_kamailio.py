@@ -186,9 +186,15 @@ class Sipp:
     def pbx_log(self) -> str:
         return self.pbx.kamailio_log.read_text(errors="replace")[-6000:]
 
-    def received(self, status: str) -> bool:
+    def received(self, start: str) -> int:
+        """How many messages sipp received whose first line starts with ``start``."""
         messages = Path(f"{self.logs}.messages")
-        return messages.exists() and f"SIP/2.0 {status}" in messages.read_text(errors="replace")
+        if not messages.exists():
+            return 0
+        blocks = messages.read_text(errors="replace").split("message received")[1:]
+        firsts = [next((line for line in block.splitlines()[1:] if line.strip()), "")
+                  for block in blocks]
+        return sum(first.startswith(start) for first in firsts)
 
     def stop(self) -> None:
         if self.popen.poll() is None:
@@ -289,3 +295,89 @@ def test_a_call_cancelled_while_the_phone_sleeps_is_missed_once(pbx: Pbx) -> Non
     wait_until(lambda: pbx.pushes(call_id, MISSED), 5, "NotifyIncomingCallMissed")
     assert [(r["verb"], r["DeviceToken"]) for r in pbx.pushes(call_id)] == [
         (CALL, "sleeper-voip"), (MISSED, "sleeper-voip")]
+
+
+def pairs(pushes: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(verb, Selector, AppId, DeviceToken) of each push, sorted."""
+    return sorted((r["verb"], r["Selector"], r["AppId"], r["DeviceToken"]) for r in pushes)
+
+
+def settle(pbx: Pbx, call_id: str, seconds: float = 1.0) -> list[dict[str, Any]]:
+    """The pushes of the call once none has come for ``seconds`` (a duplicate would)."""
+    seen = -1
+    while len(pushes := pbx.pushes(call_id)) != seen:
+        seen = len(pushes)
+        time.sleep(seconds)
+    return pushes
+
+
+def test_two_devices_and_a_call_id_with_quote_and_backslash(pbx: Pbx) -> None:
+    """Each device gets each verb once, with the pair the verb needs (iOS: the PushKit calls
+    pair; Android: its one msgs pair), and Id is the Call-ID exactly as it came."""
+    pbx.report("pair", "IPHONE-PAIR", calls="pair-voip", msgs="pair-apns")
+    pbx.report("pair", "ANDROID-PAIR", msgs="pair-fcm")
+    call_id = f'odd"quote\\back-{time.monotonic_ns()}@test'
+    caller = pbx.sipp("call_cancel", "-cid_str", call_id, "-d", "1000", port=free_port(),
+                      to="pair")
+    caller.wait(15)
+    wait_until(lambda: len(pbx.pushes(call_id, MISSED)) >= 2, 5, "two NotifyIncomingCallMissed")
+    assert pairs(settle(pbx, call_id)) == [
+        (CALL, "ANDROID-PAIR", "com.app", "pair-fcm"),
+        (CALL, "IPHONE-PAIR", "com.app.voip", "pair-voip"),
+        (MISSED, "ANDROID-PAIR", "com.app", "pair-fcm"),
+        (MISSED, "IPHONE-PAIR", "com.app.voip", "pair-voip"),
+    ]
+
+
+def test_a_phone_that_registers_6_s_after_the_push_gets_the_call(pbx: Pbx) -> None:
+    """Later than tm's default 5 s fr_timer: the parked INVITE goes to the new contact; the
+    200 (retransmitted while the caller holds back its ACK) sends AnsweredElsewhere once, to
+    the other device only; no Missed."""
+    pbx.report("late", "IPHONE-LATE", calls="late-voip", msgs="late-apns")
+    pbx.report("late", "ANDROID-LATE", msgs="late-fcm")
+    call_id = f"late-{time.monotonic_ns()}@test"
+    caller = pbx.sipp("call_answer", "-cid_str", call_id, "-d", "1600", port=free_port(),
+                      to="late")
+    try:
+        wait_until(lambda: len(pbx.pushes(call_id, CALL)) == 2, 10, "NotifyIncomingCall")
+        pushed = time.monotonic()
+        time.sleep(6.0)  # the phone takes 6 s to wake up
+        phone = pbx.phone("phone_answer", "late", "IPHONE-LATE")
+        assert time.monotonic() - pushed >= 6.0
+        caller.wait(20)
+        phone.wait(10)
+    finally:
+        caller.stop()
+    wait_until(lambda: pbx.pushes(call_id, ELSEWHERE), 5, "NotifyIncomingCallAnsweredElsewhere")
+    assert pairs(settle(pbx, call_id)) == [
+        (CALL, "ANDROID-LATE", "com.app", "late-fcm"),
+        (CALL, "IPHONE-LATE", "com.app.voip", "late-voip"),
+        (ELSEWHERE, "ANDROID-LATE", "com.app", "late-fcm"),
+    ]
+    assert phone.received("ACK ") == 1 and phone.received("BYE ") == 1
+    assert caller.received("SIP/2.0 200") >= 3  # the INVITE's, retransmitted; the BYE's
+
+
+def test_nobody_answers_the_call_is_missed_once(pbx: Pbx) -> None:
+    """Two calls at once, after RING_TIMEOUT each: one to a user whose phone rings and is not
+    answered (tm cancels it), one to a user whose phone never wakes up (the parked
+    transaction times out). The caller gets 408; each device one Missed."""
+    pbx.report("ringing", "ANDROID-RINGING", msgs="ringing-fcm")
+    pbx.report("asleep", "IPHONE-ASLEEP", calls="asleep-voip", msgs="asleep-apns")
+    phone = pbx.phone("phone_ignore", "ringing", "ANDROID-RINGING")
+    calls = {user: f"{user}-{time.monotonic_ns()}@test" for user in ("ringing", "asleep")}
+    started = time.monotonic()
+    callers = [pbx.sipp("call_timeout", "-cid_str", call_id, port=free_port(), to=user)
+               for user, call_id in calls.items()]
+    for caller in callers:
+        caller.wait(RING_MS / 1000 + 10)
+    assert time.monotonic() - started >= RING_MS / 1000
+    phone.wait(5)
+    for call_id in calls.values():
+        wait_until(lambda call_id=call_id: pbx.pushes(call_id, MISSED), 5, "Missed")
+    assert pairs(settle(pbx, calls["ringing"])) == [
+        (CALL, "ANDROID-RINGING", "com.app", "ringing-fcm"),
+        (MISSED, "ANDROID-RINGING", "com.app", "ringing-fcm")]
+    assert pairs(settle(pbx, calls["asleep"])) == [
+        (CALL, "IPHONE-ASLEEP", "com.app.voip", "asleep-voip"),
+        (MISSED, "IPHONE-ASLEEP", "com.app.voip", "asleep-voip")]
