@@ -6,6 +6,7 @@ devices reported through the real reporter) and sipp as the caller and as the ph
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -22,7 +23,7 @@ import httpx
 import pytest
 import trio
 from conftest import Process
-from pnmediator_stub import Stub
+from pnmediator_stub import Stub, slow
 
 ROOT = Path(__file__).parent.parent
 CFG = ROOT / "config" / "pbx" / "kamailio" / "kamailio.cfg"
@@ -255,7 +256,7 @@ timeout = 1.0
         log = workdir / "kamailio.log"
         with open(log, "w") as out:
             kamailio = subprocess.Popen(
-                [KAMAILIO or "kamailio", "-f", str(CFG), "-DD", "-E", "-Y", str(rundir),
+                [KAMAILIO or "kamailio", "-f", str(CFG), "-DD", "-E", *os.environ.get("KAMAILIO_TEST_ARGS", "").split(), "-Y", str(rundir),
                  "-w", str(rundir), "-m", "64", "-M", "8",
                  "-A", f"SIP_LISTEN=udp:127.0.0.1:{sip_port}",
                  "-A", f'PNBRIDGE_URL="{url}/api/v1/push"', "-A", f'PNBRIDGE_KEY="{KEY}"',
@@ -381,3 +382,58 @@ def test_nobody_answers_the_call_is_missed_once(pbx: Pbx) -> None:
     assert pairs(settle(pbx, calls["asleep"])) == [
         (CALL, "IPHONE-ASLEEP", "com.app.voip", "asleep-voip"),
         (MISSED, "IPHONE-ASLEEP", "com.app.voip", "asleep-voip")]
+
+
+class Udp:
+    """A bare SIP caller on a UDP socket, to send the same request again as a retransmission."""
+
+    def __init__(self, pbx: Pbx) -> None:
+        self.pbx = pbx
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.answers: list[str] = []
+
+    def request(self, method: str, user: str, call_id: str) -> bytes:
+        target = f"sip:{user}@127.0.0.1:{self.pbx.sip_port}"
+        return (f"{method} {target} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK-{call_id}\r\n"
+                f"From: <sip:carol@127.0.0.1:{self.port}>;tag=carol\r\nTo: <{target}>\r\n"
+                f"Call-ID: {call_id}\r\nCSeq: 1 {method}\r\n"
+                f"Contact: <sip:carol@127.0.0.1:{self.port}>\r\nMax-Forwards: 70\r\n"
+                "Content-Length: 0\r\n\r\n").encode()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, ("127.0.0.1", self.pbx.sip_port))
+
+    def collect(self, until: Callable[[], bool], timeout: float) -> None:
+        """Read answers (their first lines) until ``until()`` holds."""
+        deadline = time.monotonic() + timeout
+        self.sock.settimeout(0.05)
+        while not until():
+            assert time.monotonic() < deadline, f"answers so far: {self.answers}"
+            with contextlib.suppress(TimeoutError):
+                self.answers.append(self.sock.recv(65536).decode().split("\r\n", 1)[0])
+
+    def count(self, start: str) -> int:
+        return sum(answer.startswith(start) for answer in self.answers)
+
+
+def test_invite_retransmissions_are_absorbed_before_the_push(pbx: Pbx) -> None:
+    """The caller sends its INVITE three times while the push is under way (pnmediator
+    answers it slowly): one NotifyIncomingCall, each copy answered 100 by the transaction;
+    the CANCEL then gives one Missed."""
+    pbx.report("retrans", "ANDROID-RETRANS", msgs="retrans-fcm")
+    pbx.stub.answer("retrans-fcm", slow(0.8))
+    call_id = f"retrans-{time.monotonic_ns()}@test"
+    caller = Udp(pbx)
+    invite = caller.request("INVITE", "retrans", call_id)
+    for _ in range(3):
+        caller.send(invite)
+        time.sleep(0.2)
+    caller.collect(lambda: caller.count("SIP/2.0 100") >= 3, 5)
+    wait_until(lambda: pbx.pushes(call_id, CALL), 5, "NotifyIncomingCall")
+    caller.send(caller.request("CANCEL", "retrans", call_id))
+    caller.collect(lambda: caller.count("SIP/2.0 487") >= 1, 5)
+    wait_until(lambda: pbx.pushes(call_id, MISSED), 5, "NotifyIncomingCallMissed")
+    assert [r["verb"] for r in settle(pbx, call_id)] == [CALL, MISSED]
