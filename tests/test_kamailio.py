@@ -437,3 +437,30 @@ def test_invite_retransmissions_are_absorbed_before_the_push(pbx: Pbx) -> None:
     caller.collect(lambda: caller.count("SIP/2.0 487") >= 1, 5)
     wait_until(lambda: pbx.pushes(call_id, MISSED), 5, "NotifyIncomingCallMissed")
     assert [r["verb"] for r in settle(pbx, call_id)] == [CALL, MISSED]
+
+
+def test_a_phone_registering_while_another_rings_is_added_to_the_call(pbx: Pbx) -> None:
+    """The Android phone is registered and rings at once; the iPhone wakes up, registers
+    and gets a branch of the same call (tsilo's ts_append), answers; the Android phone is
+    cancelled and its device gets AnsweredElsewhere; the iPhone's gets none."""
+    pbx.report("multi", "IPHONE-MULTI", calls="multi-voip", msgs="multi-apns")
+    pbx.report("multi", "ANDROID-MULTI", msgs="multi-fcm")
+    ringing = pbx.phone("phone_ignore", "multi", "ANDROID-MULTI")
+    call_id = f"multi-{time.monotonic_ns()}@test"
+    caller = pbx.sipp("call_answer", "-cid_str", call_id, "-d", "200", port=free_port(),
+                      to="multi")
+    try:
+        wait_until(lambda: ringing.received("INVITE "), 10, "the registered phone to ring")
+        answering = pbx.phone("phone_answer", "multi", "IPHONE-MULTI")
+        caller.wait(15)
+        answering.wait(10)
+        ringing.wait(10)
+    finally:
+        caller.stop()
+    wait_until(lambda: pbx.pushes(call_id, ELSEWHERE), 5, "NotifyIncomingCallAnsweredElsewhere")
+    assert pairs(settle(pbx, call_id)) == [
+        (CALL, "ANDROID-MULTI", "com.app", "multi-fcm"),
+        (CALL, "IPHONE-MULTI", "com.app.voip", "multi-voip"),
+        (ELSEWHERE, "ANDROID-MULTI", "com.app", "multi-fcm"),
+    ]
+    assert ringing.received("CANCEL ") == 1 and answering.received("ACK ") == 1
