@@ -148,12 +148,12 @@ class Pbx:
 
     def phone(self, scenario: str, user: str, selector: str) -> Sipp:
         """A phone of ``user`` that wakes up: its ``scenario`` (phone_answer or phone_ignore)
-        listens, then it registers its contact there with its selector."""
+        listens, then it registers its contact there with its selector (none: empty)."""
         port = free_port()
-        phone = self.sipp(scenario, port=port, name=selector)
+        phone = self.sipp(scenario, port=port, name=selector or user)
         register = self.sipp("phone_register", "-key", "contact_port", str(port),
                              "-key", "selector", selector, port=free_port(), to=user,
-                             name=f"{selector}-register")
+                             name=f"{selector or user}-register")
         register.wait(10)
         return phone
 
@@ -296,6 +296,7 @@ def test_a_call_cancelled_while_the_phone_sleeps_is_missed_once(pbx: Pbx) -> Non
     wait_until(lambda: pbx.pushes(call_id, MISSED), 5, "NotifyIncomingCallMissed")
     assert [(r["verb"], r["DeviceToken"]) for r in pbx.pushes(call_id)] == [
         (CALL, "sleeper-voip"), (MISSED, "sleeper-voip")]
+    assert pbx.pushes(call_id, CALL)[0]["UserDisplayName"] == "Carol"  # the caller's From
 
 
 def pairs(pushes: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
@@ -464,3 +465,23 @@ def test_a_phone_registering_while_another_rings_is_added_to_the_call(pbx: Pbx) 
         (ELSEWHERE, "ANDROID-MULTI", "com.app", "multi-fcm"),
     ]
     assert ringing.received("CANCEL ") == 1 and answering.received("ACK ") == 1
+
+
+def test_when_the_answering_device_is_not_known_every_device_is_told(pbx: Pbx) -> None:
+    """A phone whose REGISTER names no selector answers at once: AnsweredElsewhere goes to
+    every device of the user (one request for all), each once."""
+    pbx.report("anon", "IPHONE-ANON", calls="anon-voip", msgs="anon-apns")
+    pbx.report("anon", "ANDROID-ANON", msgs="anon-fcm")
+    phone = pbx.phone("phone_answer", "anon", "")
+    call_id = f"anon-{time.monotonic_ns()}@test"
+    caller = pbx.sipp("call_answer", "-cid_str", call_id, "-d", "200", port=free_port(),
+                      to="anon")
+    caller.wait(15)
+    phone.wait(10)
+    wait_until(lambda: len(pbx.pushes(call_id, ELSEWHERE)) == 2, 5, "AnsweredElsewhere")
+    assert pairs(settle(pbx, call_id)) == [
+        (CALL, "ANDROID-ANON", "com.app", "anon-fcm"),
+        (CALL, "IPHONE-ANON", "com.app.voip", "anon-voip"),
+        (ELSEWHERE, "ANDROID-ANON", "com.app", "anon-fcm"),
+        (ELSEWHERE, "IPHONE-ANON", "com.app.voip", "anon-voip"),
+    ]
