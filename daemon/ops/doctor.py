@@ -21,7 +21,8 @@ import trio
 
 from ..access.auth import load_users, plugin_problems, security_warnings
 from ..config import paths
-from ..config.tables import _HOST_PORT, Config, load_config
+from ..config.addresses import HOST_PORT
+from ..config.tables import Config, load_config
 from ..config.typed import ConfigError
 from ..delivery.pluginhost import PluginHost, load_plugins, uncontained
 from ..storage.sqlite.schema import MIGRATIONS, inspect
@@ -102,7 +103,7 @@ def check_database(path: str) -> Finding:
 async def check_port(address: str, user: ServiceUser) -> Finding | None:
     """Whether ``address`` (host:port) can be listened on: free, or held by a running
     pnbridge (its /healthz answers). None for unix: and fd:// addresses."""
-    found = _HOST_PORT.fullmatch(address)
+    found = HOST_PORT.fullmatch(address)
     if found is None:
         return None
     host, port = found["v6"] or found["host"], int(found["port"])
