@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -278,6 +279,15 @@ timeout = 1.0
         stand_in.stop()
 
 
+def test_the_docs_quote_the_shipped_file() -> None:
+    """Each ```kamailio block of docs/pbx-integration.md is a piece of the shipped file."""
+    docs = (ROOT / "docs" / "pbx-integration.md").read_text()
+    blocks = re.findall(r"^```kamailio\n(.*?)^```$", docs, re.M | re.S)
+    assert len(blocks) >= 10
+    shipped = CFG.read_text()
+    assert [block for block in blocks if block not in shipped] == []
+
+
 def test_an_unknown_user_gets_480_at_once_and_no_push(pbx: Pbx) -> None:
     call_id = f"unknown-{time.monotonic_ns()}@test"
     started = time.monotonic()
@@ -297,6 +307,11 @@ def test_a_call_cancelled_while_the_phone_sleeps_is_missed_once(pbx: Pbx) -> Non
     assert [(r["verb"], r["DeviceToken"]) for r in pbx.pushes(call_id)] == [
         (CALL, "sleeper-voip"), (MISSED, "sleeper-voip")]
     assert pbx.pushes(call_id, CALL)[0]["UserDisplayName"] == "Carol"  # the caller's From
+    # The cancelled call is no longer parked: the phone that wakes up now is not rung.
+    phone = pbx.phone("phone_ignore", "sleeper", "SLEEPER")
+    phone.stop()
+    assert phone.received("INVITE ") == 0
+    assert "sleeper registered: resuming" not in pbx.kamailio_log.read_text()
 
 
 def pairs(pushes: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
