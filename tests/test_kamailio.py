@@ -2,7 +2,9 @@
 #!define settings, run by the real Kamailio on loopback ports, with pnbridge (``pnbridge
 serve``, the pnmediator plugin pointed at the recording stand-in of tests/pnmediator_stub.py,
 devices reported through the real reporter) and sipp as the caller and as the phones
-(tests/sipp/*.xml). Skipped where Kamailio or sipp is not installed, unless ``CI`` is set."""
+(tests/sipp/*.xml). Skipped where Kamailio or sipp is not installed, unless ``CI`` is set.
+``KAMAILIO_TEST_ARGS`` adds arguments to Kamailio's command line, e.g. ``-A HTTP_TIMEOUT=2``
+(the slow push then fails, as with the old snippet's timeout)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import httpx
 import pytest
 import trio
 from conftest import Process
-from pnmediator_stub import Stub, slow
+from pnmediator_stub import Answer, Stub, slow
 
 ROOT = Path(__file__).parent.parent
 CFG = ROOT / "config" / "pbx" / "kamailio" / "kamailio.cfg"
@@ -500,3 +502,24 @@ def test_when_the_answering_device_is_not_known_every_device_is_told(pbx: Pbx) -
         (ELSEWHERE, "ANDROID-ANON", "com.app", "anon-fcm"),
         (ELSEWHERE, "IPHONE-ANON", "com.app.voip", "anon-voip"),
     ]
+
+
+def test_a_slow_push_is_waited_for_up_to_its_deadline(pbx: Pbx) -> None:
+    """pnmediator answers 503 three times (0.9 s each) before taking the push: pnbridge
+    answers after about 3 s, within NotifyIncomingCall's 4 s deadline. Kamailio's whole-request
+    timeout (HTTP_TIMEOUT, 12 s) waits for it, so the call is parked and its CANCEL pushes
+    Missed; with the 2 s the old snippet set, curl gave up and the caller got 480."""
+    pbx.report("slow", "ANDROID-SLOW", msgs="slow-fcm")
+    busy = Answer(503, {"code": 503, "response": "busy"}, delay=0.9)
+    pbx.stub.answer("slow-fcm", busy, busy, busy)
+    call_id = f"slow-{time.monotonic_ns()}@test"
+    started = time.monotonic()
+    caller = pbx.sipp("call_cancel", "-cid_str", call_id, "-d", "4000", port=free_port(),
+                      to="slow")
+    caller.wait(15)
+    wait_until(lambda: pbx.pushes(call_id, MISSED), 5, "NotifyIncomingCallMissed")
+    assert [r["verb"] for r in settle(pbx, call_id)] == [CALL] * 4 + [MISSED]
+    times = [t for r, t in zip(pbx.stub.requests, pbx.stub.times, strict=True)
+             if r.get("Id") == call_id and r["verb"] == CALL]
+    assert times[-1] - times[0] > 2.5  # the last try, the one sent, came after 2.5 s
+    assert time.monotonic() - started >= 4
