@@ -64,8 +64,9 @@ def _require() -> None:
         pytest.skip(problem)
 
 
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
+def free_port() -> int:
+    """A UDP port on loopback that nothing uses now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
