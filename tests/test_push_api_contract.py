@@ -175,8 +175,7 @@ def assert_one_compact_line(answer: httpx.Response) -> None:
 
 
 BOOM = '''
-from pnbridge.events import PushResult
-from pnbridge.hookspecs import hookimpl
+from pnbridge import PushResult, hookimpl
 
 class Boom:
     """An outcome no comparison survives: a plugin bug the fan-out cannot contain."""
