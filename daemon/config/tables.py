@@ -200,8 +200,8 @@ class DeadlinesConfig:
     """Seconds a push of each verb may take, retries included (a late call push is worthless)."""
 
     NotifyIncomingCall: float = field(default=4.0, metadata=check(_positive))
-    NotifyIncomingCallMissed: float = field(default=10.0, metadata=check(_positive))
-    NotifyIncomingCallAnsweredElsewhere: float = field(default=10.0, metadata=check(_positive))
+    NotifyIncomingCallMissed: float = field(default=4.0, metadata=check(_positive))
+    NotifyIncomingCallAnsweredElsewhere: float = field(default=4.0, metadata=check(_positive))
     NotifyTextMessage: float = field(default=30.0, metadata=check(_positive))
     NotifyGenericTextMessage: float = field(default=30.0, metadata=check(_positive))
 
@@ -218,6 +218,8 @@ class ApiConfig:
     # Token bucket per key: requests a second, and the burst (rate 0: no limit).
     key_rate: float = field(default=20.0, metadata=check(_at_least_zero))
     key_burst: int = field(default=200, metadata=check(_at_least_one))
+    # Push requests whose fan-out may be under way at once; beyond them 503.
+    max_in_flight: int = field(default=1000, metadata=check(_at_least_one))
     deadlines: DeadlinesConfig = field(default_factory=DeadlinesConfig)
 
 
