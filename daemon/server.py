@@ -23,7 +23,7 @@ from .expiry import expire_devices
 from .health import database_writable, device_gauge
 from .httpserver import serve
 from .log import set_level
-from .pluginhost import PluginHost, load_plugins
+from .pluginhost import RESERVED, PluginHost, load_plugins
 from .push import Pusher, transport
 from .ratelimit import Buckets, Limits
 from .reload import Reloader
@@ -252,7 +252,8 @@ def _plugin_step(
         if name not in plugins.settings or not host.restartable(name):
             continue
         errors: list[str] = []
-        table = {k: v for k, v in new.plugins.tables.get(name, {}).items() if k != "delivery"}
+        table = {k: v for k, v in new.plugins.tables.get(name, {}).items()
+                 if k not in RESERVED}
         # In the class the running plugin asks for (a plugins-directory file was loaded anew).
         settings = convert(type(host.settings[name]), table, f"plugins.{name}", errors)
         if errors:

@@ -3,7 +3,8 @@
 Tokens are only ever written shortened, credentials never (events do not carry them). The
 file is reopened when it was moved away and on SIGHUP, so logrotate can rotate it; how hard
 each line is pushed to disk is the ``fsync`` setting. ``pnbridge audit`` reads it back
-(``records``). docs/plugins/auditlog.md is the operator's guide.
+(``records``). Each instance keeps its open file in ``app.state``: nothing is shared between
+two. docs/plugins/auditlog.md is the operator's guide.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import trio
-from pnbridge import Event, hookimpl, shorten
-from pnbridge.doctor import Finding, ServiceUser
-from pnbridge.log import escape_json
-from pnbridge.settings import check
-
-log = logging.getLogger("pnbridge.plugins.auditlog")
+from pnbridge import (
+    Event,
+    Finding,
+    PluginContext,
+    ServiceUser,
+    check,
+    escape_json,
+    hookimpl,
+    shorten,
+)
 
 DEVICE_FIELDS = ("token_calls", "token_msgs", "appid_calls", "appid_msgs")
 
@@ -79,9 +84,10 @@ class AuditLogError(Exception):
 class AuditFile:
     """The open log file, shared by the hook's worker thread, the fsync task and reloads."""
 
-    def __init__(self, path: str, fsync: str):
+    def __init__(self, path: str, fsync: str, log: logging.Logger):
         self.path = path
         self.fsync = fsync
+        self.log = log
         self.lock = threading.Lock()
         self.dirty = False
         self.fd: int | None = None
@@ -105,7 +111,7 @@ class AuditFile:
                 if error.errno != errno.EINVAL:
                     raise  # EIO, ENOSPC...: the lines may be lost; written again if retried
                 self.syncable = False
-                log.warning("audit log %s cannot be synced (%s): fsync skipped",
+                self.log.warning("audit log %s cannot be synced (%s): fsync skipped",
                             self.path, error)
         self.dirty = False
 
@@ -138,7 +144,7 @@ class AuditFile:
                 if self.fd is None:  # an earlier attempt failed: try the path again
                     self._open()
                 elif self._moved():
-                    log.info("audit log %s was moved away: writing a new one", self.path)
+                    self.log.info("audit log %s was moved away: writing a new one", self.path)
                     self._close()
                     self._open()
                 assert self.fd is not None
@@ -179,19 +185,17 @@ class AuditFile:
             self._close()
 
 
-audit: AuditFile | None = None
-
-
 @hookimpl
 def settings_class() -> type[Settings]:
     return Settings
 
 
 @hookimpl
-async def startup(app: Any) -> None:
-    global audit
+async def startup(app: PluginContext) -> None:
     settings = app.settings(Settings)
-    audit = await trio.to_thread.run_sync(AuditFile, settings.path, settings.fsync)
+    app.state = audit = await trio.to_thread.run_sync(
+        AuditFile, settings.path, settings.fsync, app.log
+    )
     if settings.fsync == "interval":
         app.nursery.start_soon(_sync_every, audit, settings.fsync_interval)
 
@@ -203,38 +207,35 @@ async def _sync_every(file: AuditFile, interval: float) -> None:
         try:
             await trio.to_thread.run_sync(file.sync)
         except OSError as error:
-            log.error("audit log %s: fsync failed (tried again in %gs): %s",
-                      file.path, interval, error)
+            file.log.error("audit log %s: fsync failed (tried again in %gs): %s",
+                           file.path, interval, error)
 
 
 @hookimpl
-async def reload() -> None:
-    if audit is not None:
-        await trio.to_thread.run_sync(audit.reopen)
+async def reload(app: PluginContext) -> None:
+    if app.state is not None:
+        await trio.to_thread.run_sync(app.state.reopen)
 
 
 @hookimpl
-async def shutdown() -> None:
-    global audit
-    if audit is not None:
-        await trio.to_thread.run_sync(audit.close)
-        audit = None
+async def shutdown(app: PluginContext) -> None:
+    if app.state is not None:
+        await trio.to_thread.run_sync(app.state.close)
+        app.state = None
 
 
 @hookimpl
-def device_registered(event: Event) -> None:
-    assert audit is not None
-    audit.write(line(event))
+def device_registered(event: Event, app: PluginContext) -> None:
+    app.state.write(line(event))
 
 
 @hookimpl
-def device_removed(event: Event) -> None:
-    assert audit is not None
-    audit.write(line(event))
+def device_removed(event: Event, app: PluginContext) -> None:
+    app.state.write(line(event))
 
 
 @hookimpl
-def doctor(app: Any, user: ServiceUser) -> list[Finding]:
+def doctor(app: PluginContext, user: ServiceUser) -> list[Finding]:
     """The log's directory, and the log when it exists, writable as the service user."""
     path = Path(app.settings(Settings).path)
     fix = f"chown {user.name}: {path}" if path.exists() else (

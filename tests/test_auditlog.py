@@ -267,3 +267,25 @@ def test_the_example_config_tables_are_valid(tmp_path):
     assert "[plugins.pnmediator]\nurl = " in config.read_text()
     result = pnbridge("check-config", "--config", str(config))
     assert result.returncode == 0, result.stderr
+
+
+async def test_two_instances_write_apart(start_daemon, tmp_path):
+    """Two instances of the auditlog plugin (``[plugins.archive] plugin = "auditlog"``) each
+    keep their own file: both get every event; one's file moved away (its logrotate) makes
+    it start a new file while the other goes on writing its own."""
+    main, archive = tmp_path / "audit.jsonl", tmp_path / "archive" / "audit.jsonl"
+    archive.parent.mkdir()
+    daemon = await start_daemon({"plugins": {
+        "enabled": ["auditlog", "archive"],
+        "auditlog": {"path": str(main), "fsync": "never"},
+        "archive": {"plugin": "auditlog", "path": str(archive), "fsync": "always"},
+    }})
+    await report(daemon, "S1")
+    await wait_until(lambda: len(lines(main)) == len(lines(archive)) == 1)
+    main.rename(tmp_path / "audit.jsonl.1")
+    await report(daemon, "S2")
+    await wait_until(lambda: len(lines(main)) == 1 and len(lines(archive)) == 2)
+    journal = [e.id for e in daemon.store().events()]
+    assert [r["id"] for r in json_lines(archive)] == journal
+    assert [r["id"] for r in json_lines(tmp_path / "audit.jsonl.1")] == journal[:1]
+    assert [r["id"] for r in json_lines(main)] == journal[1:]

@@ -7,8 +7,10 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import trio
 from conftest import pnbridge
 from plugintools import (
@@ -20,6 +22,7 @@ from plugintools import (
     wait_until,
     write_plugin,
 )
+from pnbridge import PluginContext
 
 
 def plugins_config(directory: Path, enabled: list[str], **tables: dict) -> dict:
@@ -323,3 +326,113 @@ def test_docs_testing_example_runs(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+TEST_PLUGINS = Path(__file__).parent / "plugins"
+
+
+def copy_plugin(directory: Path, name: str) -> None:
+    """The test plugin ``tests/plugins/NAME.py``, into the plugins directory ``directory``."""
+    write_plugin(directory, name, (TEST_PLUGINS / f"{name}.py").read_text())
+
+
+async def test_hook_app_context_per_instance(start_daemon, tmp_path, caplog):
+    """Each instance of a plugin gets its own ``app``: its name, settings, logger, state,
+    nursery and metrics (in the daemon's /metrics, labelled with the instance's name);
+    ``[plugins.NAME] plugin`` runs a second instance of the same plugin file."""
+    copy_plugin(tmp_path / "plugins", "context_probe")
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    caplog.set_level("INFO", "pnbridge.plugins")
+    daemon = await start_daemon(plugins_config(
+        tmp_path / "plugins", ["context_probe", "second"],
+        context_probe={"path": str(one)},
+        second={"plugin": "context_probe", "path": str(two)},
+    ))
+    for selector in ("S1", "S2"):
+        r = await daemon.client.get("/token/", params={
+            "username": "u", "selector": selector, "pushToken": "t" + selector})
+        assert r.status_code == 200
+    assert (await daemon.client.get("/removeToken/", params={"selector": "S1"})).status_code \
+        == 200
+    await wait_until(lambda: len(lines(one)) == len(lines(two)) == 3)
+    for path, name in ((one, "context_probe"), (two, "second")):
+        assert [(e["name"], e["plugin"], e["seen"], e["ticks"], e["selector"])
+                for e in json_lines(path)] == [
+            (name, "context_probe", n, 1, s) for n, s in ((1, "S1"), (2, "S2"), (3, "S1"))
+        ]
+    started = {(r.name, r.getMessage()) for r in caplog.records if "started" in r.getMessage()}
+    assert started == {
+        ("pnbridge.plugins.context_probe", "started context_probe (plugin context_probe, "
+         "pnbridge 0.1.0)"),
+        ("pnbridge.plugins.second", "started second (plugin context_probe, pnbridge 0.1.0)"),
+    }
+    text = (await daemon.client.get("/metrics")).text
+    for name in ("context_probe", "second"):
+        assert f'pnbridge_plugin_context_probe_events_total{{plugin="{name}",' \
+            f'kind="registered"}} 2.0' in text
+        assert f'pnbridge_plugin_context_probe_seen{{plugin="{name}"}} 3.0' in text
+
+
+async def test_old_style_plugin_without_app_still_works(start_daemon, tmp_path):
+    """A plugin written before hooks had ``app`` (settings in a module global, hooks that
+    take only ``event``) gets its events as before."""
+    copy_plugin(tmp_path / "plugins", "old_style")
+    out = tmp_path / "old.txt"
+    daemon = await start_daemon(
+        plugins_config(tmp_path / "plugins", ["old_style"], old_style={"path": str(out)})
+    )
+    r = await daemon.client.get("/token/", params={"username": "u", "selector": "S1",
+                                                   "pushToken": "t"})
+    assert r.status_code == 200
+    assert (await daemon.client.get("/removeToken/", params={"selector": "S1"})).status_code \
+        == 200
+    await wait_until(lambda: len(lines(out)) == 2)
+    assert lines(out) == ["registered S1", "removed S1"]
+
+
+def test_instance_errors_name_the_key(tmp_path):
+    """``[plugins.NAME] plugin`` must name a plugin found, and an instance's name must not be
+    another plugin's."""
+    config = tmp_path / "pnbridge.toml"
+    config.write_text('''
+[plugins]
+enabled = ["crm", "auditlog"]
+[plugins.crm]
+plugin = "nosuch"
+[plugins.auditlog]
+plugin = "webhook"
+''')
+    result = pnbridge("check-config", "--config", str(config))
+    assert result.returncode == 1
+    assert "plugins.crm.plugin: no plugin named 'nosuch' (found: " in result.stderr
+    assert ("plugins.auditlog.plugin: auditlog is a plugin's own name; give the instance of "
+            "webhook another") in result.stderr
+    config.write_text('''
+[plugins]
+enabled = ["crm"]
+[plugins.crm]
+plugin = "webhook"
+urls = ["http://127.0.0.1:9/x"]
+''')
+    result = pnbridge("check-config", "--config", str(config))
+    assert result.returncode == 1
+    assert "plugins.crm.secret: required key is missing" in result.stderr
+
+
+def test_context_settings_and_nursery_are_the_instances_own():
+    """``app.settings(cls)`` gives only the instance's own settings; ``app.nursery`` exists
+    only while the plugin runs."""
+    @dataclass
+    class Mine:
+        path: str
+
+    @dataclass
+    class Other:
+        path: str
+
+    app = PluginContext("eventlog", Mine("x"))
+    assert app.settings(Mine) == Mine("x") and app.plugin == "eventlog"
+    with pytest.raises(LookupError, match="Other is not the settings_class of plugin eventlog"):
+        app.settings(Other)
+    with pytest.raises(RuntimeError, match=r"app\.nursery exists from startup to shutdown"):
+        app.nursery  # noqa: B018
