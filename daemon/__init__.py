@@ -5,6 +5,7 @@ of pnbridge (tests/test_public_api.py checks the built-ins). docs/writing-plugin
 how each is used, docs/plugin-hooks.md the hooks.
 """
 
+from .clikit import config_option, fail, json_option, plugin_instances, table
 from .context import PluginContext, PluginMetric, PluginMetrics
 from .doctor import Finding, ServiceUser, http_reachable
 from .events import Device, Event, Push, PushResult, Report
@@ -17,6 +18,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Device", "Event", "Finding", "PermanentFailure", "PluginContext", "PluginMetric",
     "PluginMetrics", "Push", "PushResult", "Report", "RetryLater", "ServiceUser",
-    "__version__", "check", "escape", "escape_json", "hookimpl", "http_reachable", "redact",
-    "shorten",
+    "__version__", "check", "config_option", "escape", "escape_json", "fail", "hookimpl",
+    "http_reachable", "json_option", "plugin_instances", "redact", "shorten", "table",
 ]

@@ -5,10 +5,11 @@ Every hook may be a plain ``def`` or an ``async def``. ``device_registered`` and
 device; a plain one runs in a worker thread (it may block), an ``async`` one on the daemon's
 trio loop (it must not). ``startup``, ``shutdown`` and ``send_push`` run on the trio loop
 (``send_push`` should be ``async``: a push is on a deadline); a plain ``reload`` runs in a
-worker thread; ``doctor`` runs only in ``pnbridge doctor``. Every hook but ``settings_class``
-may take ``app``, the plugin instance's ``PluginContext``; an implementation gets only the
-arguments it names. docs/plugin-hooks.md documents each hook; tests/test_docs.py fails when
-one is missing there or in the tests.
+worker thread; ``doctor`` runs only in ``pnbridge doctor``; ``register_commands`` when the
+``pnbridge`` command reads its command line. Every hook but ``settings_class`` and
+``register_commands`` may take ``app``, the plugin instance's ``PluginContext``; an
+implementation gets only the arguments it names. docs/plugin-hooks.md documents each hook;
+tests/test_docs.py fails when one is missing there or in the tests.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import pluggy
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    import click
 
     from .context import PluginContext
     from .doctor import Finding, ServiceUser
@@ -45,6 +48,12 @@ class PermanentFailure(Exception):
 @hookspec
 def settings_class() -> type[Any] | None:
     """Return the dataclass that this plugin's ``[plugins.NAME]`` table is read into."""
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands to the ``pnbridge`` group (built-in and entry-point plugins only); each
+    reads the config itself (``--config``), when it runs."""
 
 
 @hookspec

@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import click
 import pluggy
 import trio
 from prometheus_client import CollectorRegistry
@@ -521,6 +522,32 @@ def plugin_of(name: str, table: dict[str, Any], found: dict[str, Found],
                       f"instance of {plugin} another")
         return None
     return plugin
+
+
+def add_commands(cli: click.Group) -> list[str]:
+    """Let the built-in and entry-point plugins add their commands to ``cli``
+    (``register_commands``), none under a name ``cli`` has; what went wrong, a line each. A
+    file in a ``[plugins] paths`` directory adds none: which directories those are is in the
+    config, which is read once a command runs."""
+    problems: list[str] = []
+    for entry in discover([]).values():
+        if entry.plugin is None or "register_commands" not in entry.hooks:
+            continue
+        group = click.Group()
+        pm = new_manager()
+        pm.register(entry.plugin, name=entry.name)
+        try:
+            pm.hook.register_commands(cli=group)
+        except Exception as error:
+            problems.append(f"plugin {entry.name}: register_commands failed: {describe(error)}")
+            continue
+        for name, command in group.commands.items():
+            if name in cli.commands:
+                problems.append(f"plugin {entry.name}: a command {name} exists already; "
+                                "the plugin's is left out")
+            else:
+                cli.add_command(command, name)
+    return problems
 
 
 def _settings_class(entry: Found, errors: list[str]) -> type | None:

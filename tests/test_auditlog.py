@@ -289,3 +289,31 @@ async def test_two_instances_write_apart(start_daemon, tmp_path):
     assert [r["id"] for r in json_lines(archive)] == journal
     assert [r["id"] for r in json_lines(tmp_path / "audit.jsonl.1")] == journal[:1]
     assert [r["id"] for r in json_lines(main)] == journal[1:]
+
+
+def test_audit_command_picks_an_instance(tmp_path):
+    """``pnbridge audit`` (the auditlog plugin's command) reads the instance named auditlog,
+    or the only one, or the one ``--instance`` names; it says which there are when it
+    cannot tell."""
+    for name in ("main", "archive"):
+        write_log(tmp_path / f"{name}.jsonl", [record(1, name, "S1", "2026-01-02T03:04:05.000Z")])
+    config = tmp_path / "pnbridge.toml"
+
+    def audit(enabled: dict[str, str], *args: str) -> tuple[int, list[str], str]:
+        config.write_text(f"[plugins]\nenabled = {list(enabled)!r}\n".replace("'", '"') + "".join(
+            f'[plugins.{name}]\nplugin = "auditlog"\npath = "{tmp_path / log}.jsonl"\n'
+            for name, log in enabled.items()))
+        result = pnbridge("audit", "--config", str(config), "--json", *args)
+        users = [json.loads(line)["username"] for line in result.stdout.splitlines()]
+        return result.returncode, users, result.stderr
+
+    assert audit({"archive": "archive"}) == (0, ["archive"], "")
+    assert audit({"auditlog": "main", "archive": "archive"}) == (0, ["main"], "")
+    assert audit({"auditlog": "main", "archive": "archive"}, "--instance", "archive") == \
+        (0, ["archive"], "")
+    assert audit({"one": "main", "two": "archive"}) == (
+        1, [], "pnbridge: instances of the auditlog plugin: one, two; name one with "
+               "--instance\n")
+    assert audit({"one": "main"}, "--instance", "two") == (
+        1, [], "pnbridge: no enabled instance two of the auditlog plugin in this config "
+               "(enabled: one)\n")

@@ -15,7 +15,7 @@ ROOT = Path(__file__).parent.parent
 HOOKS_DOC = (ROOT / "docs" / "plugin-hooks.md").read_text()
 HEADINGS = re.findall(r"^## `([^`]+)`$", HOOKS_DOC, re.M)
 SECTIONS = dict(re.findall(r"^## `([^`]+)`\n(.*?)(?=^## |\Z)", HOOKS_DOC, re.M | re.S))
-WITHOUT_APP = {"settings_class"}  # asked before there is a context
+WITHOUT_APP = {"settings_class", "register_commands"}  # asked before there is a context
 TEST_NAMES = {
     name
     for path in Path(__file__).parent.glob("test_*.py")

@@ -23,6 +23,7 @@ from plugintools import (
     write_plugin,
 )
 from pnbridge import PluginContext
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def plugins_config(directory: Path, enabled: list[str], **tables: dict) -> dict:
@@ -366,11 +367,17 @@ async def test_hook_app_context_per_instance(start_daemon, tmp_path, caplog):
          "pnbridge 0.1.0)"),
         ("pnbridge.plugins.second", "started second (plugin context_probe, pnbridge 0.1.0)"),
     }
-    text = (await daemon.client.get("/metrics")).text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families((await daemon.client.get("/metrics")).text)
+        for sample in family.samples if sample.name.startswith("pnbridge_plugin_context_probe")
+    }
     for name in ("context_probe", "second"):
-        assert f'pnbridge_plugin_context_probe_events_total{{plugin="{name}",' \
-            f'kind="registered"}} 2.0' in text
-        assert f'pnbridge_plugin_context_probe_seen{{plugin="{name}"}} 3.0' in text
+        for kind, count in (("registered", 2), ("removed", 1)):
+            key = ("pnbridge_plugin_context_probe_events_total",
+                   (("kind", kind), ("plugin", name)))
+            assert samples[key] == count
+        assert samples["pnbridge_plugin_context_probe_seen", (("plugin", name),)] == 3
 
 
 async def test_old_style_plugin_without_app_still_works(start_daemon, tmp_path):
@@ -436,3 +443,59 @@ def test_context_settings_and_nursery_are_the_instances_own():
         app.settings(Other)
     with pytest.raises(RuntimeError, match=r"app\.nursery exists from startup to shutdown"):
         app.nursery  # noqa: B018
+
+
+def entry_point_plugin(site: Path, name: str) -> dict[str, str]:
+    """The test plugin ``tests/plugins/NAME.py`` installed in ``site`` as the distribution
+    pnbridge-NAME with a ``pnbridge`` entry point; the environment to run pnbridge with."""
+    copy_plugin(site, name)
+    info = site / f"pnbridge_{name}-1.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: pnbridge-{name}\nVersion: 1.0.0\n"
+    )
+    (info / "entry_points.txt").write_text(f"[pnbridge]\n{name} = {name}\n")
+    return {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+
+
+def test_hook_register_commands_adds_a_plugins_command(tmp_path):
+    """An installed plugin's ``register_commands`` adds ``pnbridge greet``, which reads its
+    instances' settings from ``--config``; it cannot replace a command of pnbridge's own;
+    the command loads (``--help``) when no config can be read, and then fails naming it."""
+    env = entry_point_plugin(tmp_path / "site", "greeter")
+    config = tmp_path / "pnbridge.toml"
+    config.write_text('[plugins]\nenabled = ["greeter", "polite"]\n'
+                      '[plugins.polite]\nplugin = "greeter"\ngreeting = "good day"\n')
+    result = pnbridge("greet", "--config", str(config), "Alice", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "INSTANCE  SAYS", "greeter   hello, Alice", "polite    good day, Alice",
+    ]
+    assert ("pnbridge: warning: plugin greeter: a command serve exists already; the "
+            "plugin's is left out") in result.stderr
+    listed = pnbridge("--help", env=env)
+    assert re.search(r"^  greet +Greet WHO", listed.stdout, re.M)
+    assert re.search(r"^  audit +Read the audit log", listed.stdout, re.M)  # auditlog's
+    assert "Run the daemon" in pnbridge("serve", "--help", env=env).stdout
+    missing = {**env, "PNBRIDGE_CONFIG": str(tmp_path / "nowhere.toml")}
+    help_text = pnbridge("greet", "--help", env=missing)
+    assert help_text.returncode == 0 and "--config" in help_text.stdout
+    result = pnbridge("greet", "Bob", env=missing)
+    assert result.returncode == 1
+    assert f"pnbridge: error: {tmp_path / 'nowhere.toml'}: cannot read: No such file" \
+        in result.stderr
+    config.write_text('[plugins]\nenabled = []\n')
+    result = pnbridge("greet", "--config", str(config), "Bob", env=env)
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (
+        1, "pnbridge: the greeter plugin is not enabled in this config ([plugins] enabled)")
+
+
+def test_plugins_directory_file_adds_no_command(tmp_path):
+    """A plugin in a ``[plugins] paths`` directory cannot add commands (the directories are
+    in the config, read once a command runs): its command is unknown."""
+    copy_plugin(tmp_path / "plugins", "greeter")
+    config = tmp_path / "pnbridge.toml"
+    config.write_text(f'[plugins]\nenabled = ["greeter"]\npaths = ["{tmp_path / "plugins"}"]\n')
+    result = pnbridge("greet", "--config", str(config), "Alice")
+    assert result.returncode == 2
+    assert "No such command 'greet'" in result.stderr
