@@ -5,13 +5,13 @@ of pnbridge (tests/test_public_api.py checks the built-ins). docs/writing-plugin
 how each is used, docs/plugin-hooks.md the hooks.
 """
 
-from .clikit import config_option, fail, json_option, plugin_instances, table
-from .context import PluginContext, PluginMetric, PluginMetrics
-from .doctor import Finding, ServiceUser, http_reachable
-from .events import Device, Event, Push, PushResult, Report
-from .hookspecs import PermanentFailure, RetryLater, hookimpl
-from .log import escape, escape_json, redact, shorten
-from .settings import check
+from .config.typed import check
+from .delivery.commands import config_option, fail, json_option, plugin_instances, table
+from .delivery.context import PluginContext, PluginMetric, PluginMetrics
+from .delivery.hookspecs import PermanentFailure, RetryLater, hookimpl
+from .model import Device, Event, Push, PushResult, Report
+from .ops.doctor import Finding, ServiceUser, http_reachable
+from .ops.log import escape, escape_json, redact, shorten
 
 __version__ = "0.1.0"
 

@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
-from pnbridge import hookspecs
-from pnbridge.pluginhost import HOOKS
+from pnbridge.delivery import hookspecs
+from pnbridge.delivery.pluginhost import HOOKS
 
 ROOT = Path(__file__).parent.parent
 HOOKS_DOC = (ROOT / "docs" / "plugin-hooks.md").read_text()
