@@ -10,7 +10,7 @@ from .delivery.commands import config_option, fail, json_option, plugin_instance
 from .delivery.context import PluginContext, PluginMetric, PluginMetrics
 from .delivery.hookspecs import PermanentFailure, RetryLater, hookimpl
 from .model import Device, Event, Push, PushResult, Report
-from .ops.doctor import Finding, ServiceUser, http_reachable
+from .ops.findings import Finding, ServiceUser, http_reachable
 from .ops.log import escape, escape_json, redact, shorten
 
 __version__ = "0.1.0"

@@ -23,6 +23,7 @@ from plugintools import (
     write_plugin,
 )
 from pnbridge import PluginContext
+from pnbridge import __version__ as pnbridge_version
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -364,8 +365,9 @@ async def test_hook_app_context_per_instance(start_daemon, tmp_path, caplog):
     started = {(r.name, r.getMessage()) for r in caplog.records if "started" in r.getMessage()}
     assert started == {
         ("pnbridge.plugins.context_probe", "started context_probe (plugin context_probe, "
-         "pnbridge 0.1.0)"),
-        ("pnbridge.plugins.second", "started second (plugin context_probe, pnbridge 0.1.0)"),
+         f"pnbridge {pnbridge_version})"),
+        ("pnbridge.plugins.second", f"started second (plugin context_probe, pnbridge "
+         f"{pnbridge_version})"),
     }
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value

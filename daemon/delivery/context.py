@@ -8,6 +8,7 @@ plugin can run as several instances (``[plugins.NAME] plugin = "webhook"``).
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import re
 from collections.abc import Sequence
@@ -134,6 +135,4 @@ class PluginContext:
 
     @property
     def version(self) -> str:
-        from .. import __version__
-
-        return __version__
+        return importlib.metadata.version("pnbridge")

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import click
 
     from ..model import Event, Push, PushResult, Report
-    from ..ops.doctor import Finding, ServiceUser
+    from ..ops.findings import Finding, ServiceUser
     from .context import PluginContext
 
 PROJECT = "pnbridge"
