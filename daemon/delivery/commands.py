@@ -4,6 +4,7 @@ reading the config and a plugin's instances, errors, tables."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NoReturn
 
 import click
@@ -53,10 +54,10 @@ def plugin_instances(config_path: str | None, plugin: str) -> dict[str, PluginCo
     return {name: app for name, app in host.contexts.items() if app.plugin == plugin}
 
 
-def table(rows: list[tuple[str, ...]]) -> None:
+def table(rows: Sequence[tuple[str, ...]]) -> None:
     """Print ``rows`` (the first is the header) as aligned columns, each cell escaped (it
     may hold what a client sent)."""
-    rows = [tuple(escape(cell) for cell in row) for row in rows]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
+    cells = [tuple(escape(cell) for cell in row) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

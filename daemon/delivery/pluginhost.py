@@ -272,7 +272,7 @@ class PluginHost:
         """Export the plugins' metrics in ``metrics``' registry, and count failures outside
         event delivery there: from now on, and those of the startup before."""
         self.metrics = metrics
-        metrics.registry.register(self.registry)  # type: ignore[arg-type]
+        metrics.registry.register(self.registry)
         for (plugin, where), count in self._uncounted.items():
             metrics.plugin_errors.labels(plugin, where).inc(count)
         self._uncounted.clear()
