@@ -399,9 +399,10 @@ async def test_old_style_plugin_without_app_still_works(start_daemon, tmp_path):
     assert lines(out) == ["registered S1", "removed S1"]
 
 
-def test_instance_errors_name_the_key(tmp_path):
+def test_instances_in_check_config_and_plugins_command(tmp_path):
     """``[plugins.NAME] plugin`` must name a plugin found, and an instance's name must not be
-    another plugin's."""
+    another plugin's; the instance's settings are checked as the plugin's; ``pnbridge
+    plugins`` lists the instance with the plugin's hooks."""
     config = tmp_path / "pnbridge.toml"
     config.write_text('''
 [plugins]
@@ -426,6 +427,14 @@ urls = ["http://127.0.0.1:9/x"]
     result = pnbridge("check-config", "--config", str(config))
     assert result.returncode == 1
     assert "plugins.crm.secret: required key is missing" in result.stderr
+    config.write_text(config.read_text() + 'secret = "s"\n')
+    assert pnbridge("check-config", "--config", str(config)).returncode == 0
+    result = pnbridge("plugins", "--json", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    found = {p["name"]: p for p in json.loads(result.stdout)}
+    assert (found["crm"]["enabled"], found["crm"]["source"], found["crm"]["hooks"]) == \
+        (True, "instance of webhook", found["webhook"]["hooks"])
+    assert found["webhook"]["enabled"] is False
 
 
 def test_context_settings_and_nursery_are_the_instances_own():
@@ -501,3 +510,24 @@ def test_plugins_directory_file_adds_no_command(tmp_path):
     result = pnbridge("greet", "--config", str(config), "Alice")
     assert result.returncode == 2
     assert "No such command 'greet'" in result.stderr
+
+
+def test_context_metrics_made_once_per_name():
+    """Two instances of a plugin asking for one metric share it, each with its own
+    ``plugin`` label; asking for it again as another kind or with other labels is an error
+    naming what it is."""
+    from pnbridge.delivery.context import PluginRegistry
+
+    registry = PluginRegistry()
+    one = PluginContext("one", plugin="probe", registry=registry)
+    two = PluginContext("two", plugin="probe", registry=registry)
+    one.metrics.counter("sent", "Sent.", ["to"]).labels("a").inc()
+    two.metrics.counter("sent", "Sent.", ["to"]).labels("a").inc(2)
+    one.metrics.counter("sent", "Sent.", ["to"]).labels("a").inc()  # a restart asks again
+    assert registry.get_sample_value(
+        "pnbridge_plugin_probe_sent_total", {"plugin": "one", "to": "a"}) == 2
+    assert registry.get_sample_value(
+        "pnbridge_plugin_probe_sent_total", {"plugin": "two", "to": "a"}) == 2
+    with pytest.raises(ValueError, match="pnbridge_plugin_probe_sent is a counter labelled "
+                                         "plugin, to"):
+        two.metrics.gauge("sent", "Sent.")

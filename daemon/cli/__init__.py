@@ -27,7 +27,14 @@ from ..config import paths, running
 from ..config.tables import Config, load_config
 from ..config.typed import ConfigError
 from ..delivery.commands import config_option, fail, json_option, read_config, table
-from ..delivery.pluginhost import PluginError, PluginHost, add_commands, discover, load_plugins
+from ..delivery.pluginhost import (
+    PluginError,
+    PluginHost,
+    add_commands,
+    discover,
+    load_plugins,
+    with_instances,
+)
 from ..http.worker import ListenError, leaves
 from ..ingest import transfer
 from ..ingest.normalize import BadReport, Reporter
@@ -390,7 +397,7 @@ def plugins_list(config_path: str | None, as_json: bool) -> None:
     """List every plugin found, whether it is enabled, and the hooks it implements."""
     config = read_config(config_path)
     errors: list[str] = []
-    found = discover(config.plugins.paths, errors)
+    found = with_instances(discover(config.plugins.paths, errors), config.plugins)
     for line in errors:
         click.echo(f"pnbridge: warning: {escape(line)}", err=True)
     enabled = config.plugins.enabled

@@ -21,7 +21,17 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-KINDS = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}
+KINDS: dict[str, type[Counter | Gauge | Histogram]] = {
+    "counter": Counter, "gauge": Gauge, "histogram": Histogram,
+}
+
+
+class PluginRegistry(CollectorRegistry):
+    """The plugins' metrics, exported by the daemon's registry; each made once, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: dict[str, tuple[str, tuple[str, ...], Any]] = {}
 
 
 class PluginMetrics:
@@ -32,7 +42,7 @@ class PluginMetrics:
     with a first label ``plugin``, the instance's name, filled in: ``inc``/``set``/
     ``observe`` it directly, or ``labels(...)`` for the other labels."""
 
-    def __init__(self, registry: CollectorRegistry, plugin: str, instance: str):
+    def __init__(self, registry: PluginRegistry, plugin: str, instance: str):
         self._registry = registry
         self._prefix = "pnbridge_plugin_" + re.sub(r"\W", "_", plugin)
         self._instance = instance
@@ -54,12 +64,13 @@ class PluginMetrics:
     ) -> PluginMetric:
         full = f"{self._prefix}_{name}"
         names = ("plugin", *labels)
-        known = getattr(self._registry, "_names_to_collectors", {}).get(full)
-        if known is None:
-            known = KINDS[kind](full, doc, names, registry=self._registry, **options)
-        elif type(known) is not KINDS[kind] or tuple(known._labelnames) != names:
-            raise ValueError(f"metric {full} exists already with other labels or kind")
-        return PluginMetric(known, self._instance)
+        if full not in self._registry.made:
+            metric = KINDS[kind](full, doc, names, registry=self._registry, **options)
+            self._registry.made[full] = (kind, names, metric)
+        made_kind, made_names, metric = self._registry.made[full]
+        if (made_kind, made_names) != (kind, names):
+            raise ValueError(f"metric {full} is a {made_kind} labelled {', '.join(made_names)}")
+        return PluginMetric(metric, self._instance)
 
 
 class PluginMetric:
@@ -105,12 +116,12 @@ class PluginContext:
 
     def __init__(
         self, name: str, settings: Any = None, *, plugin: str | None = None,
-        registry: CollectorRegistry | None = None,
+        registry: PluginRegistry | None = None,
     ):
         self.name = name
         self.plugin = plugin or name
         self.log = logging.getLogger(f"pnbridge.plugins.{name}")
-        self.metrics = PluginMetrics(registry or CollectorRegistry(), self.plugin, name)
+        self.metrics = PluginMetrics(registry or PluginRegistry(), self.plugin, name)
         self.state: Any = None
         self._settings = settings
         self._nursery: PluginNursery | None = None

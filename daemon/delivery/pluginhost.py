@@ -29,13 +29,12 @@ from typing import TYPE_CHECKING, Any
 import click
 import pluggy
 import trio
-from prometheus_client import CollectorRegistry
 
 from ..config.tables import DeliveryConfig, PluginsConfig
 from ..config.typed import ConfigError, convert
 from ..ops.log import describe
 from . import hookspecs
-from .context import PluginContext
+from .context import PluginContext, PluginRegistry
 
 if TYPE_CHECKING:
     from ..ops.metrics import Metrics
@@ -246,7 +245,7 @@ class PluginHost:
         contexts: dict[str, PluginContext],
         delivery: dict[str, DeliveryConfig],
         optional: Sequence[str] = (),
-        registry: CollectorRegistry | None = None,
+        registry: PluginRegistry | None = None,
     ):
         self.pm = pm
         self.contexts = contexts
@@ -254,7 +253,7 @@ class PluginHost:
         self.enabled = list(contexts)
         self.optional = set(optional)
         self.delivery = delivery
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or PluginRegistry()
         """The plugins' own metrics (``app.metrics``), exported once ``observe`` is called."""
         self.running = False
         """Whether the plugins were started (and not yet shut down)."""
@@ -495,7 +494,7 @@ def load_plugins(config: PluginsConfig) -> PluginHost:
     if errors:
         raise ConfigError(errors)
     pm = new_manager()
-    registry = CollectorRegistry()
+    registry = PluginRegistry()
     contexts: dict[str, PluginContext] = {}
     for name in enabled:
         pm.register(_Instance(found[code[name]].plugin), name=name)  # type: ignore[index]
@@ -504,6 +503,18 @@ def load_plugins(config: PluginsConfig) -> PluginHost:
     pm.check_pending()
     return PluginHost(pm, contexts, {n: delivery[n] for n in enabled}, config.optional,
                       registry)
+
+
+def with_instances(found: dict[str, Found], config: PluginsConfig) -> dict[str, Found]:
+    """``found`` and, after it, each instance ``config`` names (``[plugins.NAME] plugin``) as
+    a plugin of its own, whose source says which it runs (for ``pnbridge plugins``)."""
+    instances = {
+        name: dataclasses.replace(found[table["plugin"]], name=name,
+                                  source=f"instance of {table['plugin']}")
+        for name, table in config.tables.items()
+        if name not in found and table.get("plugin") in found
+    }
+    return {**found, **instances}
 
 
 def plugin_of(name: str, table: dict[str, Any], found: dict[str, Found],
