@@ -23,7 +23,7 @@ from .config.running import plain, remove_record, restart_values, write_record
 from .config.tables import Config
 from .config.typed import ConfigError, convert
 from .delivery.dispatch import Dispatcher, open_plugins
-from .delivery.pluginhost import PluginHost, load_plugins
+from .delivery.pluginhost import RESERVED, PluginHost, load_plugins
 from .http.app import Services, create_admin_app, create_app
 from .http.asgi import close_if_framed_twice, refuse_websockets, shield_sends
 from .http.health import database_writable, device_gauge
@@ -267,7 +267,8 @@ def _plugin_step(
         if name not in plugins.settings or not host.restartable(name):
             continue
         errors: list[str] = []
-        table = {k: v for k, v in new.plugins.tables.get(name, {}).items() if k != "delivery"}
+        table = {k: v for k, v in new.plugins.tables.get(name, {}).items()
+                 if k not in RESERVED}
         # In the class the running plugin asks for (a plugins-directory file was loaded anew).
         settings = convert(type(host.settings[name]), table, f"plugins.{name}", errors)
         if errors:

@@ -333,8 +333,8 @@ async def open_plugins(
     Raises PluginError when a plugin's ``startup`` fails.
     """
     async with trio.open_nursery() as plugin_tasks:
-        app = host.app(plugin_tasks)
-        await host.startup(app)
+        host.attach(plugin_tasks)
+        await host.startup()
         dispatcher = Dispatcher(host, writer, config)  # of the plugins that did start
         try:
             async with trio.open_nursery() as delivery:
@@ -347,5 +347,5 @@ async def open_plugins(
                     delivery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_TIMEOUT):
-                await host.shutdown(app)
+                await host.shutdown()
             plugin_tasks.cancel_scope.cancel()

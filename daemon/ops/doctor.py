@@ -216,7 +216,7 @@ async def check_plugins(plugins: PluginHost, user: ServiceUser) -> list[Finding]
     ``plugin NAME: ...``."""
     findings: list[Finding] = []
     async with trio.open_nursery() as nursery:
-        app = plugins.app(nursery)
+        plugins.attach(nursery)
         for name in plugins.enabled:
             if plugins.impl(name, "doctor") is None:
                 findings.append(Finding("ok", f"plugin {name}: enabled (it has no checks)"))
@@ -224,7 +224,7 @@ async def check_plugins(plugins: PluginHost, user: ServiceUser) -> list[Finding]
             try:
                 with trio.fail_after(TIMEOUT * 3):
                     found = [Finding(*f) for f in
-                             await plugins.call(name, "doctor", app=app, user=user) or ()]
+                             await plugins.call(name, "doctor", user=user) or ()]
                 if any(f.status not in EXIT for f in found):
                     raise ValueError(f"not ok, warn or fail: {found!r:.200}")
             except BaseException as error:

@@ -424,13 +424,13 @@ async def push_once(config: Config, host: PluginHost, request: PushRequest) -> l
         open_writer(config.storage.path, config.storage.busy_timeout) as writer,
         trio.open_nursery() as tasks,
     ):
-        app = host.app(tasks)
-        await host.startup(app)
+        host.attach(tasks)
+        await host.startup()
         try:
             return await Pusher(writer, send, Metrics()).push(
                 request, deadline, {"command": "push"}
             )
         finally:
             with trio.CancelScope(shield=True):
-                await host.shutdown(app)
+                await host.shutdown()
             tasks.cancel_scope.cancel()
