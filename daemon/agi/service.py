@@ -28,7 +28,7 @@ from ..http.worker import ListenError
 from ..ops.log import describe, escape
 from ..ops.metrics import Metrics
 from ..push.fanout import Pusher, PushRequest, UnknownUser
-from ..storage.sqlite import StoreError
+from ..storage.interface import StoreError
 from .protocol import MAX_VALUE, AgiChannel, AgiError, Hangup
 
 log = logging.getLogger("pnbridge.agi")
