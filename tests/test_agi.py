@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pnbridge.agi.protocol import AgiChannel, AgiError, Hangup, parse_reply, quote
 from pnbridge.agi.service import SCRIPTS
-from pnbridge.config.tables import parse_config
+from pnbridge.config.running import changed, restart_values
+from pnbridge.config.tables import Config, parse_config
 from pnbridge.config.typed import ConfigError
 from pnmediator_stub import HTTP_400, HTTP_500, Stub
 
@@ -541,6 +542,12 @@ def test_config_errors_name_the_key(agi, problem):
                                     ["127.0.0.2:0"]])
 def test_loopback_addresses_need_no_opt_in(listen):
     assert parse_config({"agi": {"listen": listen}}).agi.listen == listen
+
+
+def test_agi_keys_are_named_by_a_reload_as_waiting_for_a_restart():
+    new = parse_config({"agi": {"listen": ["127.0.0.1:4573"], "read_timeout": 2.0}})
+    assert changed(restart_values(Config(), {}), restart_values(new, {})) == [
+        "agi.listen", "agi.read_timeout"]
 
 
 def test_a_remote_address_with_the_opt_in_is_accepted():
