@@ -2,16 +2,18 @@
 
 What plugins import: ``from pnbridge import hookimpl, RetryLater, PermanentFailure``
 (and ``Event``, ``Device`` for type hints, ``shorten`` to log a token), and for a push
-transport ``Push`` and ``PushResult``. Nothing else is meant for plugins.
+transport ``Push`` and ``PushResult``; ``parse_retry_after`` reads a ``Retry-After``
+header as every built-in plugin does. Nothing else is meant for plugins.
 """
 
 from .events import Device, Event, Push, PushResult
 from .hookspecs import PermanentFailure, RetryLater, hookimpl
 from .log import shorten
+from .retry import parse_retry_after
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Device", "Event", "PermanentFailure", "Push", "PushResult", "RetryLater", "__version__",
-    "hookimpl", "shorten",
+    "hookimpl", "parse_retry_after", "shorten",
 ]

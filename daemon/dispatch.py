@@ -13,7 +13,6 @@ back only its own task: the reporter only writes the journal and never waits for
 from __future__ import annotations
 
 import logging
-import random
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +28,7 @@ from .events import Event
 from .hookspecs import PermanentFailure, RetryLater
 from .log import describe, redact
 from .pluginhost import PluginHost, uncontained
+from .retry import backoff
 from .store import Store, StoreError
 from .writer import Writer
 
@@ -66,12 +66,6 @@ class PluginState:
     retrying: bool = False
     last_error: str | None = None
     failing: int = 0  # attempts failed in a row
-
-
-def backoff(attempt: int, first: float, cap: float) -> float:
-    """The wait after failed attempt number ``attempt``: doubling from ``first`` up to
-    ``cap``, then jittered down by up to half."""
-    return min(cap, first * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
 
 class Dispatcher:

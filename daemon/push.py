@@ -21,6 +21,7 @@ from .events import Device, Pair, Push, PushResult
 from .log import describe, shorten
 from .metrics import Metrics
 from .pluginhost import PluginHost, uncontained
+from .retry import backoff
 from .store import Change, Store, StoreError
 from .writer import Writer, open_writer
 
@@ -41,7 +42,8 @@ DeviceOutcome = Literal["sent", "failed", "removed", "skipped"]
 CONFIG_ERROR_STREAK = 3
 CONFIG_ERROR_LOG_EVERY = 60.0
 
-# The first wait before a retry; it doubles up to RETRY_MAX (or what Retry-After asks).
+# The first wait before a retry; it doubles up to RETRY_MAX (or what Retry-After asks),
+# jittered (retry.backoff).
 RETRY_FIRST = 0.05
 RETRY_MAX = 1.0
 
@@ -228,7 +230,7 @@ class Pusher:
             id=request.id, message=request.message, badge=request.badge, sound=request.sound,
             display_name=request.display_name, thread_id=request.thread_id,
         )
-        attempts, wait = 0, RETRY_FIRST
+        attempts = 0
         last = PushResult("retry", "no answer")
         reason = ""
         with trio.move_on_at(ends):
@@ -237,12 +239,11 @@ class Pusher:
                 last = await self._attempt(replace(push, attempt=attempts))
                 if last.outcome != "retry":
                     break
-                wait = max(wait, last.retry_after or 0.0)
+                wait = max(backoff(attempts, RETRY_FIRST, RETRY_MAX), last.retry_after or 0.0)
                 if trio.current_time() + wait >= ends:
                     reason = f"{last.reason}; a retry in {wait:g} s would miss the deadline"
                     break
                 await trio.sleep(wait)
-                wait = min(wait * 2, RETRY_MAX)
         if last.outcome != "retry":
             return await self._settle(push, last, attempts, source)
         reason = reason or f"no success within the {deadline:g} s deadline (last: {last.reason})"

@@ -16,13 +16,12 @@ import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import httpx
 import trio
 from pnbridge import Event, PermanentFailure, RetryLater, __version__, hookimpl
+from pnbridge import parse_retry_after as retry_after
 from pnbridge.doctor import Finding, http_reachable
 from pnbridge.log import redact
 from pnbridge.settings import check
@@ -152,22 +151,6 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "v1=" + digest.hexdigest()
 
 
-def retry_after(response: httpx.Response) -> float | None:
-    """The seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date)."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 @dataclass
 class Outcome:
     """How one receiver answered: ``retry`` (with an optional delay) or a permanent error."""
@@ -243,7 +226,8 @@ class Webhook:
         if 200 <= status < 300:
             return None
         if status in (408, 429) or status >= 500:
-            return Outcome(answer, retry=True, delay=retry_after(response))
+            delay = retry_after(response.headers.get("Retry-After"))
+            return Outcome(answer, retry=True, delay=delay)
         return Outcome(answer, retry=False)
 
     async def _exchange(

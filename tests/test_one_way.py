@@ -1,0 +1,151 @@
+"""One way to do each thing: each rule that used to be written in several places is one
+function now, and these tests put the same inputs through every place that uses it."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import time
+from email.utils import formatdate
+
+import pytest
+import trio
+from pnbridge.retry import LONGEST_WAIT, parse_retry_after
+from pnmediator_stub import Answer, Stub
+
+KEY = "test-key-0123456789abcdef"
+DEADLINE = 0.5  # the push's; the webhook's delivery max_age is MAX_AGE
+MAX_AGE = 3600.0
+
+
+def _date(offset: float) -> str:
+    return formatdate(time.time() + offset, usegmt=True)
+
+
+# (Retry-After, the seconds it asks for: None when it cannot be read). Made at call time:
+# a date is relative to now.
+def retry_after_table() -> list[tuple[str, float | None]]:
+    return [
+        ("1", 1.0),
+        ("1.5", 1.5),
+        ("-1", None),
+        ("9" * 40, LONGEST_WAIT),
+        (_date(-3600), 0.0),
+        (_date(600), 600.0),
+        ("soon", None),
+    ]
+
+
+IDS = ["1", "1.5", "-1", "huge", "date-past", "date-future", "garbage"]
+
+
+@pytest.mark.parametrize("row", range(len(IDS)), ids=IDS)
+def test_parse_retry_after(row):
+    value, expected = retry_after_table()[row]
+    seconds = parse_retry_after(value)
+    assert seconds == pytest.approx(expected, abs=2) if expected is not None else seconds is None
+
+
+@pytest.fixture
+async def stub(nursery: trio.Nursery) -> Stub:
+    return await nursery.start(Stub().serve)
+
+
+def _webhook_wait(caplog: pytest.LogCaptureFixture) -> float | str | None:
+    """What delivery made of the webhook's first failed attempt: the wait before the next,
+    "parked", or None while there is no such line yet."""
+    for record in caplog.records:
+        text = record.getMessage()
+        if record.name == "pnbridge.dispatch" and "plugin webhook" in text:
+            if "parked" in text:
+                return "parked"
+            if found := re.search(r"attempt 1 failed: .*; next in ([\d.]+)s", text):
+                return float(found.group(1))
+    return None
+
+
+@pytest.mark.parametrize("row", range(len(IDS)), ids=IDS)
+async def test_retry_after_reads_the_same_in_both_plugins(start_daemon, stub, caplog, row):
+    """The same Retry-After, answered by one stand-in server to the webhook plugin (event
+    delivery) and to the pnmediator plugin (a push), is the same wait in both."""
+    caplog.set_level(logging.WARNING, "pnbridge.dispatch")
+    value, expected = retry_after_table()[row]
+    # The webhook's POSTs carry no DeviceToken: the stub scripts them under "".
+    stub.answer("", Answer(503, {}, headers={"Retry-After": value}))
+    stub.answer("tok", *[Answer(503, {"code": 503}, headers={"Retry-After": value})] * 20)
+    daemon = await start_daemon({
+        "api": {"keys": [KEY], "deadlines": {"NotifyTextMessage": DEADLINE}},
+        "plugins": {
+            "enabled": ["pnmediator", "webhook"],
+            "pnmediator": {"url": stub.url, "timeout": 0.5},
+            "webhook": {"urls": [stub.url], "secret": "s" * 16, "delivery": {
+                "backoff": 60, "max_backoff": 60, "max_age": MAX_AGE}},
+        },
+    })
+    answer = await daemon.client.get("/token", params={
+        "username": "alice", "selector": "A", "pushToken": "tok", "pushappid": "app"})
+    assert answer.status_code == 200
+    answer = await daemon.client.post(
+        "/api/v1/push", json={"username": "alice", "verb": "NotifyTextMessage"},
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    (device,) = answer.json()["devices"]
+    with trio.fail_after(5):
+        while (waited := _webhook_wait(caplog)) is None:
+            await trio.sleep(0.01)
+
+    pushed = re.search(r"a retry in ([\d.e+]+) s would miss the deadline", device["reason"])
+    if expected is None or expected == 0:  # each goes by its own backoff
+        assert device["attempts"] > 1, device
+        assert waited == 0 if expected == 0 else 30 <= waited <= 60  # type: ignore[operator]
+    else:
+        assert pushed and device["attempts"] == 1, device
+        assert float(pushed.group(1)) == pytest.approx(expected, abs=2)
+        assert waited == "parked" if expected > MAX_AGE else waited == pytest.approx(expected,
+                                                                                     abs=2)
+    assert device["outcome"] == "failed"
+
+
+def _bounds(attempt: int, first: float, cap: float) -> tuple[float, float]:
+    """What retry.backoff may wait after failed attempt ``attempt``."""
+    top = min(cap, first * 2 ** (attempt - 1))
+    return top / 2, top
+
+
+async def test_one_backoff_for_pushes_and_deliveries(start_daemon, stub, caplog):
+    """Without a Retry-After, a push (push.RETRY_FIRST, RETRY_MAX) and an event delivery
+    (the plugin's backoff, max_backoff) wait the same way: doubling, capped, jittered."""
+    from pnbridge.push import RETRY_FIRST, RETRY_MAX
+
+    caplog.set_level(logging.WARNING, "pnbridge.dispatch")
+    failing = Answer(503, {"code": 503})
+    stub.answer("", *[failing] * 4)
+    stub.answer("tok", *[failing] * 4)
+    daemon = await start_daemon({
+        "api": {"keys": [KEY], "deadlines": {"NotifyTextMessage": 5.0}},
+        "plugins": {
+            "enabled": ["pnmediator", "webhook"],
+            "pnmediator": {"url": stub.url, "timeout": 0.5},
+            "webhook": {"urls": [stub.url], "secret": "s" * 16,
+                        "delivery": {"backoff": 0.05, "max_backoff": 0.15}},
+        },
+    })
+    await daemon.client.get("/token", params={
+        "username": "alice", "selector": "A", "pushToken": "tok", "pushappid": "app"})
+    answer = await daemon.client.post(
+        "/api/v1/push", json={"username": "alice", "verb": "NotifyTextMessage"},
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    assert answer.json()["devices"][0]["attempts"] == 5
+    times = [t for t, r in zip(stub.times, stub.requests, strict=True)
+             if r.get("DeviceToken") == "tok"]
+    for attempt, gap in enumerate([b - a for a, b in itertools.pairwise(times)], start=1):
+        low, high = _bounds(attempt, RETRY_FIRST, RETRY_MAX)
+        assert low <= gap <= high + 0.1, (attempt, gap)
+    with trio.fail_after(5):
+        while len(waits := re.findall(r"next in ([\d.]+)s", caplog.text)) < 4:
+            await trio.sleep(0.01)
+    for attempt, wait in enumerate(map(float, waits), start=1):
+        low, high = _bounds(attempt, 0.05, 0.15)
+        assert low - 0.005 <= wait <= high + 0.005, (attempt, wait)
