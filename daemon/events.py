@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 ReportKind = Literal["token", "removal"]
 EventKind = Literal["registered", "removed"]
 Pair = Literal["calls", "msgs"]
 PushOutcome = Literal["sent", "invalid-token", "failed", "retry"]
+
+# A device's two token pairs, as fields of Report and Device (and columns, and export
+# columns): token_calls, appid_calls, token_msgs, appid_msgs.
+PAIR_FIELDS = tuple(f"{part}_{pair}" for pair in get_args(Pair) for part in ("token", "appid"))
+TOKEN_FIELDS = tuple(f"token_{pair}" for pair in get_args(Pair))
 
 # Why an event happened. Registrations: a new device, a change of username, token or app id,
 # or pnmediator rejected one token pair while the other remains (that pair is cleared).
@@ -47,6 +52,13 @@ class Report:
     @property
     def tokens(self) -> tuple[str, ...]:
         return tuple(t for t in (self.token_calls, self.token_msgs) if t)
+
+    def known(self) -> dict[str, Any]:
+        """What this report knows of its device: the username, pair fields and extras it
+        has. A value not known yet (None, no extras) is left out: it keeps the stored one,
+        and a report whose known values are all stored changes nothing."""
+        names = ("username", *PAIR_FIELDS, "extras")
+        return {name: value for name in names if (value := getattr(self, name))}
 
 
 @dataclass(frozen=True)

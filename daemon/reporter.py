@@ -20,11 +20,10 @@ from typing import Any
 from urllib.parse import unquote, unquote_plus
 
 from .config import ReporterConfig
-from .events import Report, ReportKind
+from .events import TOKEN_FIELDS, Report, ReportKind
 from .fields import (
     FIELDS,
     SELECTOR,
-    TOKEN_FIELDS,
     USERNAME,
     FieldMap,
     clean_token,

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
 
-from .fields import TOKEN_FIELDS, FieldMap
+from .events import TOKEN_FIELDS
+from .fields import FieldMap
 
 Kind = Literal["token", "removal"]
 

@@ -14,7 +14,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +23,7 @@ from urllib.parse import quote
 import sqlite_utils
 
 from . import jsontext
-from .events import Device, Event, Pair, Report, isotime
+from .events import PAIR_FIELDS, Device, Event, Pair, Report, isotime
 from .log import shorten
 
 log = logging.getLogger("pnbridge.store")
@@ -109,10 +109,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
 ]
 
 _EVENT_COLUMNS = "seq, id, kind, reason, selector, username, before, after, time, source"
-_DEVICE_COLUMNS = (
-    "selector, username, token_calls, appid_calls, token_msgs, appid_msgs, "
-    "extras, created_at, updated_at, last_seen"
-)
+_DEVICE_COLUMNS = ", ".join(f.name for f in fields(Device))
 
 
 @dataclass(frozen=True)
@@ -308,10 +305,8 @@ class Store:
         assert report.selector and report.username
         device = Device(
             selector=report.selector, username=report.username,
-            token_calls=report.token_calls, appid_calls=report.appid_calls,
-            token_msgs=report.token_msgs, appid_msgs=report.appid_msgs,
-            extras=report.extras, created_at=created_at, updated_at=updated_at,
-            last_seen=last_seen,
+            **{name: getattr(report, name) for name in PAIR_FIELDS}, extras=report.extras,
+            created_at=created_at, updated_at=updated_at, last_seen=last_seen,
         )
         self.conn.execute(
             f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -325,36 +320,21 @@ class Store:
         last_seen: float,
     ) -> Change:
         assert report.username
-        merged = Device(
-            selector=old.selector,
-            username=report.username,
-            # A value not known yet (None) never erases a stored one.
-            token_calls=report.token_calls or old.token_calls,
-            appid_calls=report.appid_calls or old.appid_calls,
-            token_msgs=report.token_msgs or old.token_msgs,
-            appid_msgs=report.appid_msgs or old.appid_msgs,
-            extras=report.extras or old.extras,
-            created_at=old.created_at,
-            updated_at=now,
-            last_seen=last_seen,
-        )
+        merged = replace(old, **report.known(), updated_at=now, last_seen=last_seen)
         return self._rewrite(old, merged, "changed", source, now)
 
     def _seen_again(self, report: Report, now: float) -> Device | None:
         """The device, when ``report`` changes nothing of it but ``last_seen`` (and extras):
         one statement for what most reports are, an app start. None otherwise, when
-        ``register`` creates or changes it. A value not known yet (None) matches any."""
+        ``register`` creates or changes it. What it does not know matches any
+        (``Report.known``)."""
+        known = report.known()
         sets, params = ["last_seen = ?"], [now]
-        if report.extras:
+        if "extras" in known:
             sets.append("extras = ?")
-            params.append(json.dumps(report.extras))
-        where = ["selector = ?", "username = ?"]
-        params += [report.selector, report.username]
-        for name in ("token_calls", "appid_calls", "token_msgs", "appid_msgs"):
-            value = getattr(report, name)
-            if value:  # as register merges: a value not known yet keeps the stored one
-                where.append(f"{name} = ?")
-                params.append(value)
+            params.append(json.dumps(known.pop("extras")))
+        where = ["selector = ?", *(f"{name} = ?" for name in known)]
+        params += [report.selector, *known.values()]
         touched = self.conn.execute(
             f"UPDATE devices SET {', '.join(sets)} WHERE {' AND '.join(where)}", params
         ).rowcount
@@ -728,11 +708,8 @@ class PendingOp:
 
 
 def _device_row(device: Device) -> tuple[Any, ...]:
-    return (
-        device.selector, device.username, device.token_calls, device.appid_calls,
-        device.token_msgs, device.appid_msgs, json.dumps(device.extras),
-        device.created_at, device.updated_at, device.last_seen,
-    )
+    """``device`` as a row of ``_DEVICE_COLUMNS``."""
+    return tuple(json.dumps(v) if k == "extras" else v for k, v in asdict(device).items())
 
 
 _DEVICE_FIELDS = tuple(f.name for f in fields(Device))

@@ -24,17 +24,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-from .events import Device, Report
+from .events import PAIR_FIELDS, Device, Report
 from .jsontext import BadJSON, loads
 from .reporter import BadReport, Reporter
 from .store import Outcome, Store
 
 Format = Literal["jsonl", "csv"]
-COLUMNS = (
-    "selector", "username", "token_calls", "appid_calls", "token_msgs", "appid_msgs",
-    "extras", "created_at", "updated_at", "last_seen",
-)
 TIME_COLUMNS = ("created_at", "updated_at", "last_seen")
+COLUMNS = ("selector", "username", *PAIR_FIELDS, "extras", *TIME_COLUMNS)
 
 
 class Unreadable(Exception):
@@ -229,9 +226,7 @@ def import_row(store: Store, row: Row, source: dict[str, Any], now: float) -> Ou
 
 
 def _changes_nothing(old: Device, report: Report) -> bool:
-    names = ("username", "token_calls", "appid_calls", "token_msgs", "appid_msgs")
-    same = all(getattr(report, n) in (None, getattr(old, n)) for n in names)
-    return same and report.extras in ({}, old.extras)
+    return all(getattr(old, name) == value for name, value in report.known().items())
 
 
 

@@ -21,15 +21,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import trio
-from pnbridge import Event, hookimpl, shorten
+from pnbridge import PAIR_FIELDS, Event, hookimpl, shorten
 from pnbridge.doctor import Finding, ServiceUser
 from pnbridge.log import escape_json
 from pnbridge.settings import check
 
 log = logging.getLogger("pnbridge.plugins.auditlog")
-
-DEVICE_FIELDS = ("token_calls", "token_msgs", "appid_calls", "appid_msgs")
-
 
 def _positive(value: float) -> str | None:
     return None if value > 0 else "must be more than 0"
@@ -49,8 +46,8 @@ class Settings:
 
 
 def _device(device: Any) -> dict[str, Any]:
-    data = {key: getattr(device, key) for key in DEVICE_FIELDS}
-    for key in ("token_calls", "token_msgs"):
+    data = {key: getattr(device, key) for key in PAIR_FIELDS}
+    for key in PAIR_FIELDS[::2]:  # the tokens
         data[key] = shorten(data[key]) if data[key] else None
     return data
 

@@ -20,15 +20,13 @@ from typing import Any, Literal
 
 import httpx
 import trio
-from pnbridge import Event, PermanentFailure, RetryLater, __version__, hookimpl
+from pnbridge import PAIR_FIELDS, Event, PermanentFailure, RetryLater, __version__, hookimpl
 from pnbridge import parse_retry_after as retry_after
 from pnbridge.doctor import Finding, http_reachable
 from pnbridge.log import redact
 from pnbridge.settings import check
 
 EventKind = Literal["registered", "removed"]
-TOKEN_FIELDS = ("token_calls", "token_msgs")
-DEVICE_FIELDS = ("appid_calls", "appid_msgs", *TOKEN_FIELDS)
 TARGET_KEYS = {"url": (str, "a string"), "secret": (str, "a string"),
                "timeout": ((int, float), "a number")}
 REMEMBERED = 256  # events whose partly successful delivery is remembered for their retry
@@ -135,12 +133,12 @@ def payload(event: Event, redact_tokens: bool) -> dict[str, Any]:
     device = data["after"] or data["before"]
     for side in ("before", "after"):
         if redact_tokens and data[side]:
-            for key in TOKEN_FIELDS:
+            for key in PAIR_FIELDS[::2]:  # the tokens
                 data[side][key] = token_digest(data[side][key])
     return {
         "id": data["id"], "seq": data["seq"], "kind": data["kind"], "reason": data["reason"],
         "time": data["time"], "username": data["username"], "selector": data["selector"],
-        **{key: device[key] for key in DEVICE_FIELDS},
+        **{key: device[key] for key in PAIR_FIELDS},
         "before": data["before"], "after": data["after"], "source": data["source"],
     }
 

@@ -7,6 +7,7 @@ import itertools
 import logging
 import re
 import time
+from dataclasses import fields
 from email.utils import formatdate
 
 import pytest
@@ -149,3 +150,62 @@ async def test_one_backoff_for_pushes_and_deliveries(start_daemon, stub, caplog)
     for attempt, wait in enumerate(map(float, waits), start=1):
         low, high = _bounds(attempt, 0.05, 0.15)
         assert low - 0.005 <= wait <= high + 0.005, (attempt, wait)
+
+
+STORED = {"username": "alice", "token_calls": "voip-1", "appid_calls": "app.voip",
+          "token_msgs": "apns-1", "appid_msgs": "app", "extras": {"ua": "1"}}
+# What later reports know (left out: not known yet), and whether that changes the device.
+KNOWN = [
+    ({"username": "alice", "token_msgs": "apns-1"}, False),
+    ({"username": "alice", "token_calls": "voip-1", "appid_msgs": "app"}, False),
+    ({"username": "alice", "token_msgs": "apns-2"}, True),
+    ({"username": "alice", "appid_calls": "app.voip2", "token_msgs": "apns-1"}, True),
+    ({"username": "bob", "token_msgs": "apns-1"}, True),
+    ({"username": "alice", "token_msgs": "apns-2", "extras": {"ua": "2"}}, True),
+]
+
+
+@pytest.mark.parametrize(("known", "changes"), KNOWN)
+def test_a_value_not_known_yet_keeps_the_stored_one_everywhere(tmp_path, known, changes):
+    """A report (from an app: register; from a file: devices import) that leaves values
+    out keeps the stored ones, and changes nothing when what it knows is stored."""
+    from pnbridge.events import Report
+    from pnbridge.store import Store
+    from pnbridge.transfer import Row, import_row
+
+    report = Report("token", selector="S", **known)  # the rest None: not known yet
+    expected = {**STORED, **known}
+    for site in ("report", "import"):
+        store = Store(tmp_path / f"{site}.db")
+        with store.transaction():
+            store.register(Report("token", selector="S", **STORED), {}, 1.0)
+            if site == "report":
+                outcome = store.register(report, {}, 2.0).outcome
+            else:
+                outcome = import_row(store, Row(1, report, {}), {}, 2.0)
+        device = store.device("S")
+        assert device is not None
+        assert {k: getattr(device, k) for k in STORED} == expected, site
+        assert (outcome != "unchanged") == changes, site
+        store.close()
+
+
+def test_the_pair_fields_are_written_once():
+    """PAIR_FIELDS is the pair fields of Device and Report; no module of pnbridge or its
+    plugins spells two of them out in a row again (the first schema migration aside: it
+    is history)."""
+    from pathlib import Path
+
+    from pnbridge import PAIR_FIELDS, Device
+    from pnbridge.events import Report
+
+    for cls in (Device, Report):
+        names = [f.name for f in fields(cls) if f.name.startswith(("token_", "appid_"))]
+        assert tuple(names) == PAIR_FIELDS
+    root = Path(__file__).parent.parent
+    spelled = re.compile(r"""["'](token|appid)_(calls|msgs)["'],\s*["'](token|appid)_""")
+    for path in [*root.glob("daemon/**/*.py"), *root.glob("plugins/**/*.py")]:
+        text = path.read_text()
+        if "def _create_devices_and_journal" in text:
+            text = text.split("def _create_devices_and_journal", 1)[1].split("\ndef ", 1)[1]
+        assert not spelled.search(text), path
