@@ -30,7 +30,7 @@ from .log import describe, escape, escape_json, redact, setup_logging, shorten
 from .pluginhost import PluginError, PluginHost, discover, load_plugins
 from .push import VERBS, BadPush, UnknownUser, parse_request, push_once
 from .reporter import BadReport, Reporter
-from .settings import ConfigError
+from .settings import ConfigError, parse_duration
 from .store import Failure, Store, StoreError
 
 log = logging.getLogger("pnbridge")
@@ -423,23 +423,22 @@ def plugins_list(config_path: str | None, as_json: bool) -> None:
     _table(rows)
 
 
-AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 class Since(click.ParamType):
-    """A point in time: ISO 8601 (UTC unless it says otherwise) or an age like 90s, 2h, 7d."""
+    """A point in time: ISO 8601 (UTC unless it says otherwise) or an age, a duration as
+    the config's (``parse_duration``: 90s, 2h, 7d, 1h30m)."""
 
     name = "TIME"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
         text = str(value).strip()
-        if text[:-1].replace(".", "", 1).isdigit() and text[-1:] in AGE_UNITS:
-            return time.time() - float(text[:-1]) * AGE_UNITS[text[-1]]
+        try:
+            return time.time() - parse_duration(text)
+        except ValueError as error:
+            problem = str(error)
         try:
             when = datetime.fromisoformat(text)
         except ValueError:
-            self.fail(f"{value!r} is neither ISO 8601 (2026-01-02T03:04:05Z) nor an age "
-                      "(90s, 30m, 2h, 7d, 1w)", param, ctx)
+            self.fail(f"{problem}; or a time in ISO 8601 (2026-01-02T03:04:05Z)", param, ctx)
         return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 

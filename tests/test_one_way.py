@@ -4,6 +4,7 @@ function now, and these tests put the same inputs through every place that uses 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import re
 import time
@@ -209,3 +210,42 @@ def test_the_pair_fields_are_written_once():
         if "def _create_devices_and_journal" in text:
             text = text.split("def _create_devices_and_journal", 1)[1].split("\ndef ", 1)[1]
         assert not spelled.search(text), path
+
+
+DURATIONS = [("90d", 7776000), ("1h30m", 5400), ("1d 12h", 129600), ("0.5s", 0.5),
+             ("2x", None), ("0d", None), ("-1d", None), ("90", None), ("1.d", None)]
+
+
+@pytest.mark.parametrize(("text", "seconds"), DURATIONS)
+def test_one_duration_for_the_config_and_the_cli(tmp_path, text, seconds):
+    """``[storage] expire_after`` and ``--since`` read a duration alike, and refuse a bad
+    one with the same words (each naming its key or option)."""
+    from click.testing import CliRunner
+    from pnbridge.cli import main
+    from pnbridge.config import parse_config
+    from pnbridge.events import isotime
+    from pnbridge.settings import ConfigError, parse_duration
+
+    log = tmp_path / "audit.jsonl"
+    config = tmp_path / "pnbridge.toml"
+    config.write_text(f'[plugins]\nenabled = ["auditlog"]\n[plugins.auditlog]\npath = "{log}"\n')
+    # One line from twice the duration ago, one from half of it ago: --since keeps the latter.
+    log.write_text("".join(
+        json.dumps({"time": isotime(time.time() - ago * (seconds or 1)), "id": id_,
+                    "kind": "registered", "reason": "new", "username": "u", "selector": id_})
+        + "\n" for id_, ago in (("old", 2), ("new", 0.5))))
+    result = CliRunner().invoke(
+        main, ["audit", "--config", str(config), "--since", text, "--json"])
+    if seconds is None:
+        with pytest.raises(ValueError) as problem:
+            parse_duration(text)
+        with pytest.raises(ConfigError) as error:
+            parse_config({"storage": {"expire_after": text}})
+        assert error.value.errors == [f"storage.expire_after: {problem.value}"]
+        assert result.exit_code == 2
+        assert f"Invalid value for '--since': {problem.value}" in result.output
+    else:
+        expire = parse_config({"storage": {"expire_after": text}}).storage.expire_seconds
+        assert expire == seconds
+        assert result.exit_code == 0, result.output
+        assert [json.loads(line)["id"] for line in result.output.splitlines()] == ["new"]
