@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
@@ -129,25 +129,36 @@ class Event:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
 
 
-@dataclass(frozen=True)
-class Push:
-    """One push to one device, as the ``send_push`` hook receives it.
-
-    ``pair`` says which of the device's token pairs ``token`` and ``appid`` are. The verb's
-    fields are None when the PBX did not give them. ``attempt`` counts from 1.
-    """
+@dataclass(frozen=True, kw_only=True)
+class PushContent:
+    """What a push says: the verb and its fields, None when the PBX did not give them."""
 
     verb: str
-    device: Device
-    pair: Pair
-    token: str
-    appid: str | None
     id: str | None = None
     message: str | None = None
     badge: int | None = None
     sound: str | None = None
     display_name: str | None = None
     thread_id: str | None = None
+
+    def content(self) -> dict[str, Any]:
+        """The verb and its fields, by name (to make another PushContent of them)."""
+        return {f.name: getattr(self, f.name) for f in fields(PushContent)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Push(PushContent):
+    """One push to one device, as the ``send_push`` hook receives it: the PBX's content
+    (PushContent), and the device's token pair it goes to.
+
+    ``pair`` says which of the device's token pairs ``token`` and ``appid`` are.
+    ``attempt`` counts from 1.
+    """
+
+    device: Device
+    pair: Pair
+    token: str
+    appid: str | None
     attempt: int = 1
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import trio
 
 from .config import Config
-from .events import Device, Pair, Push, PushResult
+from .events import Device, Pair, Push, PushContent, PushResult
 from .log import describe, shorten
 from .metrics import Metrics
 from .pluginhost import PluginHost, uncontained
@@ -71,19 +71,13 @@ class UnknownUser(Exception):
     """The user (or the selector of that user) has no device."""
 
 
-@dataclass(frozen=True)
-class PushRequest:
-    """What the PBX (or ``pnbridge push``) asks for: one verb to the devices of a user."""
+@dataclass(frozen=True, kw_only=True)
+class PushRequest(PushContent):
+    """What the PBX (or ``pnbridge push``) asks for: one verb to the devices of a user (or
+    of one selector of that user)."""
 
     username: str
-    verb: str
     selector: str | None = None
-    id: str | None = None
-    message: str | None = None
-    badge: int | None = None
-    sound: str | None = None
-    display_name: str | None = None
-    thread_id: str | None = None
 
 
 def parse_request(data: Any) -> PushRequest:
@@ -225,10 +219,8 @@ class Pusher:
                 "no msgs token (a PushKit calls token is never used for messages)")
             return DeviceResult(device.selector, None, "skipped", why)
         push = Push(
-            verb=request.verb, device=device, pair=pair,
+            **request.content(), device=device, pair=pair,
             token=getattr(device, f"token_{pair}"), appid=getattr(device, f"appid_{pair}"),
-            id=request.id, message=request.message, badge=request.badge, sound=request.sound,
-            display_name=request.display_name, thread_id=request.thread_id,
         )
         attempts = 0
         last = PushResult("retry", "no answer")

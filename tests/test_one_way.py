@@ -249,3 +249,20 @@ def test_one_duration_for_the_config_and_the_cli(tmp_path, text, seconds):
         assert expire == seconds
         assert result.exit_code == 0, result.output
         assert [json.loads(line)["id"] for line in result.output.splitlines()] == ["new"]
+
+
+def test_a_push_carries_the_request_content_written_once():
+    """The PBX's request and the push a transport gets share one definition of the verb
+    and its fields: what the request may hold is that and whom it goes to."""
+    from pnbridge.events import Device, Push, PushContent
+    from pnbridge.push import PushRequest, parse_request
+
+    content = [f.name for f in fields(PushContent)]
+    assert [f.name for f in fields(PushRequest)] == [*content, "username", "selector"]
+    assert [f.name for f in fields(Push)][:len(content)] == content
+    body = {"username": "u", "verb": "NotifyTextMessage", "message": "hi", "badge": 2,
+            "sound": "s", "display_name": "D", "thread_id": "t", "id": "i"}
+    request = parse_request(body)
+    device = Device("S", "u", None, None, "tok", "app", {}, 0.0, 0.0, 0.0)
+    push = Push(**request.content(), device=device, pair="msgs", token="tok", appid="app")
+    assert push.content() == {k: v for k, v in body.items() if k != "username"}
