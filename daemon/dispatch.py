@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .config import PluginsConfig
-from .events import Event
+from .events import DeliveryOutcome, Event
 from .hookspecs import PermanentFailure, RetryLater
 from .log import describe, redact
 from .pluginhost import PluginHost, uncontained
@@ -100,7 +100,7 @@ class Dispatcher:
                 now - oldest if oldest is not None else 0
             )
 
-    def _count(self, name: str, outcome: str) -> None:
+    def _count(self, name: str, outcome: DeliveryOutcome) -> None:
         if self.metrics is not None:
             self.metrics.deliveries.labels(name, outcome).inc()
 

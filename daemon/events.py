@@ -10,7 +10,25 @@ from typing import Any, Literal, get_args
 ReportKind = Literal["token", "removal"]
 EventKind = Literal["registered", "removed"]
 Pair = Literal["calls", "msgs"]
+
+# The outcome words: one word for each kind of outcome, written only here. Metric labels,
+# log lines, the CLI and the push API's answers use them (docs/install.md lists the labels).
+# What one store operation did to one device.
+ChangeOutcome = Literal["created", "changed", "unchanged", "removed"]
+# A reporter request (pnbridge_reports_total): what it changed; else no such device to remove
+# (unknown), a bad report (rejected, 400), refused credentials or another user's device
+# (unauthorized, 401/403), over a rate limit (limited, 429), storage or auth down (failed, 503).
+ReportOutcome = Literal[ChangeOutcome, "unknown", "rejected", "unauthorized", "limited", "failed"]
+# One delivery attempt of an event to a plugin (pnbridge_deliveries_total): it took it, it
+# failed and is tried again, or it failed for good and the event is parked.
+DeliveryOutcome = Literal["delivered", "retried", "parked"]
+# An event a plugin did not take: parked, or to be sent again (``pnbridge events retry``).
+FailureStatus = Literal["parked", "retry"]
+# How one push went, as the transport (send_push) says.
 PushOutcome = Literal["sent", "invalid-token", "failed", "retry"]
+# What happened to one device of a push (pnbridge_pushes_total, the push API's answer): sent;
+# failed; its rejected token cleared (removed); no token for the verb (skipped).
+DeviceOutcome = Literal["sent", "failed", "removed", "skipped"]
 
 # A device's two token pairs, as fields of Report and Device (and columns, and export
 # columns): token_calls, appid_calls, token_msgs, appid_msgs.

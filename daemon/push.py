@@ -12,12 +12,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any
 
 import trio
 
 from .config import Config
-from .events import Device, Pair, Push, PushContent, PushResult
+from .events import Device, DeviceOutcome, Pair, Push, PushContent, PushResult
 from .log import describe, shorten
 from .metrics import Metrics
 from .pluginhost import PluginHost, uncontained
@@ -35,7 +35,6 @@ VERBS = CALL_VERBS + MESSAGE_VERBS
 
 # Sends one push to one device; None when no transport took it.
 Transport = Callable[[Push], Awaitable[PushResult | None]]
-DeviceOutcome = Literal["sent", "failed", "removed", "skipped"]
 
 # /readyz fails after this many config errors in a row (a push that reaches the transport's
 # service clears it); the log names them at most once per CONFIG_ERROR_LOG_EVERY seconds.

@@ -17,18 +17,26 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, fields, replace
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 import sqlite_utils
 
 from . import jsontext
-from .events import PAIR_FIELDS, Device, Event, Pair, Report, isotime
+from .events import (
+    PAIR_FIELDS,
+    ChangeOutcome,
+    Device,
+    Event,
+    FailureStatus,
+    Pair,
+    Report,
+    isotime,
+)
 from .log import shorten
 
 log = logging.getLogger("pnbridge.store")
 
-Outcome = Literal["created", "changed", "unchanged", "removed"]
 
 
 class StoreError(Exception):
@@ -43,7 +51,7 @@ class NotOwner(Exception):
 class Change:
     """What one store operation did to one device, and the event it journaled (if any)."""
 
-    outcome: Outcome
+    outcome: ChangeOutcome
     device: Device
     event: Event | None
 
@@ -122,7 +130,7 @@ class Failure:
     error: str
     first_try: float
     parked_at: float
-    status: Literal["parked", "retry"]
+    status: FailureStatus
 
     def to_dict(self) -> dict[str, Any]:
         return {

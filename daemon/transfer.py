@@ -24,10 +24,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-from .events import PAIR_FIELDS, Device, Report
+from .events import PAIR_FIELDS, ChangeOutcome, Device, Report
 from .jsontext import BadJSON, loads
 from .reporter import BadReport, Reporter
-from .store import Outcome, Store
+from .store import Store
 
 Format = Literal["jsonl", "csv"]
 TIME_COLUMNS = ("created_at", "updated_at", "last_seen")
@@ -216,7 +216,7 @@ def plan(store: Store, rows: list[Row], cap: int, now: float) -> Plan:
     return result
 
 
-def import_row(store: Store, row: Row, source: dict[str, Any], now: float) -> Outcome:
+def import_row(store: Store, row: Row, source: dict[str, Any], now: float) -> ChangeOutcome:
     """Store ``row`` unless it would change nothing; call inside a transaction."""
     assert row.report.selector
     old = store.device(row.report.selector)

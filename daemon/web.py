@@ -168,7 +168,7 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
         try:
             changes = await _store(services, report, source, verdict.user)
         except NotOwner:
-            log.info("refused route=%s client=%s username=%s: the device is another user's",
+            log.info("unauthorized route=%s client=%s username=%s: the device is another user's",
                      route.template, client, report.username)
             reports.labels(route.kind, "unauthorized").inc()
             return plain(403, "this device belongs to another user")

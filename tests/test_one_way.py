@@ -266,3 +266,43 @@ def test_a_push_carries_the_request_content_written_once():
     device = Device("S", "u", None, None, "tok", "app", {}, 0.0, 0.0, 0.0)
     push = Push(**request.content(), device=device, pair="msgs", token="tok", appid="app")
     assert push.content() == {k: v for k, v in body.items() if k != "username"}
+
+
+async def test_one_word_for_each_outcome(start_daemon, stub):
+    """Every outcome label the daemon counts is a word of the vocabulary in events.py, which
+    the metrics' help and docs/install.md list exactly."""
+    from pathlib import Path
+    from typing import get_args
+
+    from pnbridge.events import DeliveryOutcome, DeviceOutcome, ReportOutcome
+
+    vocabulary = {"pnbridge_reports_total": ReportOutcome,
+                  "pnbridge_deliveries_total": DeliveryOutcome,
+                  "pnbridge_pushes_total": DeviceOutcome}
+    stub.answer("tok", Answer(503, {"code": 503}))
+    daemon = await start_daemon({
+        "api": {"keys": [KEY]},
+        "reporter": {"client_rate": 1, "client_burst": 4},
+        "plugins": {"enabled": ["pnmediator", "webhook"],
+                    "pnmediator": {"url": stub.url, "timeout": 0.5},
+                    "webhook": {"urls": [stub.url], "secret": "s" * 16,
+                                "delivery": {"backoff": 0.01}}},
+    })
+    for params in ({"username": "a", "selector": "A", "pushToken": "tok"},
+                   {"username": "a", "selector": "A", "pushToken": "tok"},
+                   {"username": "a"}, {"username": "a", "selector": "A", "pushToken": "t2"},
+                   {"username": "a", "selector": "B", "pushToken": "t3"}):
+        await daemon.client.get("/token", params=params)
+    await daemon.client.get("/remove", params={"selector": "NONE"})
+    await daemon.client.post("/api/v1/push", json={"username": "a", "verb": "NotifyTextMessage"},
+                             headers={"Authorization": f"Bearer {KEY}"})
+    metrics = (await daemon.client.get("/metrics")).text
+    docs = (Path(__file__).parent.parent / "docs" / "install.md").read_text()
+    for metric, words in vocabulary.items():
+        listed = ", ".join(get_args(words))
+        assert f"outcome ({listed})" in metrics
+        used = set(re.findall(metric + r'{.*outcome="([^"]+)"', metrics))
+        assert used and used <= set(get_args(words)), (metric, used)
+        documented = docs.split(f"`{metric.removesuffix('_total')}_total{{", 1)[1]
+        documented = documented.split(")", 1)[0]
+        assert re.findall(r"`(\w+)`", documented) == list(get_args(words)), metric
