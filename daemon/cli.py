@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
@@ -11,7 +10,6 @@ import sqlite3
 import stat
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -29,7 +27,7 @@ from .httpserver import ListenError, leaves
 from .log import describe, escape, escape_json, redact, setup_logging, shorten
 from .pluginhost import PluginError, PluginHost, discover, load_plugins
 from .push import VERBS, BadPush, UnknownUser, parse_request, push_once
-from .reporter import BadReport, Reporter
+from .reporter import Reporter
 from .settings import ConfigError, parse_duration
 from .store import Failure, Store, StoreError
 
@@ -324,51 +322,29 @@ def devices_import(config_path: str | None, file: Any) -> None:
     left out.
     """
     config = read_config(config_path)
-    reporter = Reporter(config.reporter)
     source = {"command": "devices import", "file": file.name}
-    problems: list[str] = []
-    rows: list[transfer.Row] = []
     now = time.time()
-    data = file.read()
     try:
-        text = transfer.decode(data, file.name)
+        text = transfer.decode(file.read(), file.name)
     except transfer.Unreadable as error:
         fail(str(error))
     with _bar(len(text.encode()), "importing") as advance:
-        lines = transfer.counting(io.StringIO(text), advance)
-        for number, row in transfer.read_rows(lines):
-            try:
-                if isinstance(row, str):
-                    raise BadReport(row)
-                rows.append(transfer.to_row(reporter, number, row, now))
-            except BadReport as error:
-                problems.append(f"{file.name}: line {number}: {error} (skipped)")
-    outcomes: Counter[str] = Counter()
+        rows, problems = transfer.read_file(
+            Reporter(config.reporter), text, file.name, now, advance
+        )
     store = open_store(config, create=True)
     try:
         with store.transaction():
             plan = transfer.plan(store, rows, config.storage.max_devices_per_user, now)
             with _bar(len(plan.rows), "writing") as advance:
-                for device in plan.evict:
-                    store.remove(selector=device.selector, reason="evicted",
-                                 source=source, now=now)
-                for row in plan.rows:
-                    outcomes[transfer.import_row(store, row, {**source, "line": row.line},
-                                                 now)] += 1
-                    advance(1)
+                outcomes = transfer.write(store, plan, source, now, advance)
     except sqlite3.Error as error:
         fail(f"cannot write database {config.storage.path}: {error}: nothing imported")
     finally:
         store.close()
     for line in problems + plan.notes:
         click.echo(f"pnbridge: {escape(line)}", err=True)
-    summary = ", ".join(f"{outcomes[o]} {o}" for o in ("created", "changed", "unchanged"))
-    summary += f", {len(problems)} skipped"
-    if plan.over_cap:
-        summary += f", {plan.over_cap} over the cap"
-    if plan.evict:
-        summary += f", {len(plan.evict)} stored evicted"
-    click.echo(escape(f"imported {file.name}: {summary}"))
+    click.echo(escape(f"imported {file.name}: {transfer.summary(outcomes, len(problems), plan)}"))
     if problems or plan.over_cap:
         raise SystemExit(1)
 
