@@ -25,19 +25,14 @@ import trio
 
 from . import digest, paths, users
 from .config import AuthConfig, AuthMode, Config
+from .errors import ConfigError, Unavailable, UsersFileError
 from .events import Report
 from .fields import fold
 from .pluginhost import PluginHost, uncontained
-from .settings import ConfigError
 
 HOOK = "authenticate_report"
 
 log = logging.getLogger("pnbridge.auth")
-
-
-class Unavailable(Exception):
-    """The check cannot be made now (the hook failed or is slow, too many checks queue):
-    the answer is 503, whatever the credentials."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +54,7 @@ def load_users(config: Config) -> dict[str, users.User]:
         return {}
     try:
         return users.read(config.auth.users_file)
-    except users.UsersFileError as error:
+    except UsersFileError as error:
         raise ConfigError([f"auth.users_file: {error}"]) from error
 
 

@@ -12,9 +12,10 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .errors import ConfigError, TemplateError
 from .fields import FieldMap, alias_conflicts
-from .routes import ALLOWED_METHODS, TemplateError, compile_template
-from .settings import ConfigError, check, convert, duration_problem, parse_duration
+from .routes import ALLOWED_METHODS, compile_template
+from .settings import check, convert, duration_problem, parse_duration
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_DATABASE = "pnbridge.db"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING
 import trio
 
 from .config import PluginsConfig
-from .events import DeliveryOutcome, Event
+from .errors import StoreError
+from .events import DeliveryOutcome, Event, JournalState
 from .hookspecs import PermanentFailure, RetryLater
 from .log import describe, redact
 from .pluginhost import PluginHost, uncontained
 from .retry import backoff
-from .store import Store, StoreError
+from .store import Store
 from .writer import Writer
 
 if TYPE_CHECKING:
@@ -266,6 +267,25 @@ class Dispatcher:
             if pruned:
                 log.info("pruned %d journal event(s) every plugin has passed", pruned)
             await trio.sleep(self.config.prune_interval)
+
+
+def journal_states(
+    store: Store, plugins: Sequence[str], limit: int
+) -> list[tuple[Event, dict[str, JournalState]]]:
+    """The newest ``limit`` journal events (0: all of it), oldest first, each with how it
+    stands for each of ``plugins``: delivered (the plugin's cursor passed it), pending, or
+    its failure's status (parked, retry)."""
+    cursors = store.cursors()
+    failed = {(f.plugin, f.event.seq): f.status for f in store.failures()}
+    journal = store.newest_events(limit) if limit else store.events(0, limit=-1)
+    return [
+        (event, {
+            name: failed.get((name, event.seq))
+            or ("delivered" if event.seq <= cursors.get(name, 0) else "pending")
+            for name in plugins
+        })
+        for event in journal
+    ]
 
 
 async def _outlast_storage_errors(

@@ -26,9 +26,9 @@ import trio
 from . import paths, store
 from .auth import load_users, plugin_problems, security_warnings
 from .config import _HOST_PORT, Config, load_config
+from .errors import ConfigError
 from .log import describe
 from .pluginhost import PluginHost, load_plugins, uncontained
-from .settings import ConfigError
 from .store import MIGRATIONS
 
 Status = Literal["ok", "warn", "fail"]

@@ -24,6 +24,8 @@ ReportOutcome = Literal[ChangeOutcome, "unknown", "rejected", "unauthorized", "l
 DeliveryOutcome = Literal["delivered", "retried", "parked"]
 # An event a plugin did not take: parked, or to be sent again (``pnbridge events retry``).
 FailureStatus = Literal["parked", "retry"]
+# How a journal event stands for one plugin: passed to it, not reached yet, or not taken.
+JournalState = Literal["delivered", "pending", FailureStatus]
 # How one push went, as the transport (send_push) says.
 PushOutcome = Literal["sent", "invalid-token", "failed", "retry"]
 # What happened to one device of a push (pnbridge_pushes_total, the push API's answer): sent;

@@ -28,8 +28,9 @@ import trio
 
 from . import hookspecs
 from .config import DeliveryConfig, PluginsConfig
+from .errors import ConfigError, PluginError
 from .log import describe
-from .settings import ConfigError, convert
+from .settings import convert
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -46,10 +47,6 @@ HOOKS = tuple(
     name for name, fn in vars(hookspecs).items()
     if inspect.isfunction(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
 )
-
-
-class PluginError(Exception):
-    """A plugin failed where the daemon cannot go on without it (startup)."""
 
 
 # What a plugin raises that is not the plugin's failure but the daemon's own business: a

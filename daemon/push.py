@@ -17,12 +17,13 @@ from typing import Any
 import trio
 
 from .config import Config
+from .errors import BadPush, PluginError, StoreError, UnknownUser
 from .events import Device, DeviceOutcome, Pair, Push, PushContent, PushResult
 from .log import describe, shorten
 from .metrics import Metrics
 from .pluginhost import PluginHost, uncontained
 from .retry import backoff
-from .store import Change, Store, StoreError
+from .store import Change, Store
 from .writer import Writer, open_writer
 
 log = logging.getLogger("pnbridge.push")
@@ -56,18 +57,6 @@ def transport(host: PluginHost) -> Transport | None:
         return await host.call_first("send_push", push=push)
 
     return send
-
-
-class BadPush(Exception):
-    """A push request that cannot be sent; ``field`` names the culprit."""
-
-    def __init__(self, field: str, problem: str):
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-
-
-class UnknownUser(Exception):
-    """The user (or the selector of that user) has no device."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,7 +177,8 @@ class Pusher:
         if devices is None:
             raise StoreError(f"the devices could not be read within the {deadline:g} s deadline")
         if not devices:
-            raise UnknownUser(request.username)
+            raise UnknownUser(f"no device of user {request.username}" + (
+                f" with selector {request.selector}" if request.selector else ""))
         results: dict[str, DeviceResult] = {}
 
         async def one(device: Device) -> None:
@@ -300,10 +290,10 @@ def _devices_of(store: Store, username: str, selector: str | None) -> list[Devic
 async def push_once(config: Config, host: PluginHost, request: PushRequest) -> list[DeviceResult]:
     """Send ``request`` outside the daemon (``pnbridge push``): the same fan-out, with the
     plugins that send pushes started before and shut down after (no other runs). Raises
-    UnknownUser, or LookupError when no enabled plugin sends pushes."""
+    UnknownUser, or PluginError when no enabled plugin sends pushes."""
     send = transport(host)
     if send is None:
-        raise LookupError("no enabled plugin sends pushes (enable pnmediator)")
+        raise PluginError("no enabled plugin sends pushes (enable pnmediator)")
     host.keep_only(host.implementers("send_push"))  # no other plugin runs for a push
     deadline = getattr(config.api.deadlines, request.verb)
     async with (

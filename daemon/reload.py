@@ -19,10 +19,10 @@ from collections.abc import Callable
 import trio
 
 from .config import Config
+from .errors import ConfigError
 from .log import describe
 from .pluginhost import PluginHost, load_plugins
 from .running import changed, restart_values
-from .settings import ConfigError
 
 # Given the new config and its plugins: check and prepare, return what applies it; raise to
 # refuse it.

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote, unquote_plus
 
 from .config import ReporterConfig
+from .errors import BadJSON, BadReport
 from .events import TOKEN_FIELDS, Report, ReportKind
 from .fields import (
     FIELDS,
@@ -29,16 +30,12 @@ from .fields import (
     clean_token,
     is_nullish,
 )
-from .jsontext import BadJSON, label, loads
+from .jsontext import label, loads
 from .routes import RouteTable
 
 MAX_VALUE_LENGTH = 4096
 
 Pairs = Iterable[tuple[str, Any]]
-
-
-class BadReport(ValueError):
-    """A report that cannot be taken; its message is the one-line reason for the 400."""
 
 
 class Reporter:

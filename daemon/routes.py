@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
 
+from .errors import TemplateError
 from .events import TOKEN_FIELDS
 from .fields import FieldMap
 
@@ -33,10 +34,6 @@ DEFAULT_TEMPLATES: dict[str, tuple[str, ...]] = {
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-\[\]]*")
-
-
-class TemplateError(ValueError):
-    """A route template that cannot be compiled."""
 
 
 @dataclass(frozen=True)

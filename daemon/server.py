@@ -19,6 +19,7 @@ from .auth import Guard, load_users, plugin_problems
 from .config import Config
 from .digest import Nonces
 from .dispatch import Dispatcher, open_plugins
+from .errors import ConfigError
 from .expiry import expire_devices
 from .health import database_writable, device_gauge
 from .httpserver import serve
@@ -30,7 +31,7 @@ from .reload import Reloader
 from .reporter import Reporter
 from .running import plain, remove_record, restart_values, write_record
 from .sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
-from .settings import ConfigError, convert
+from .settings import convert
 from .web import Services, create_admin_app, create_app
 from .writer import open_writer
 

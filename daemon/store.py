@@ -23,6 +23,7 @@ from urllib.parse import quote
 import sqlite_utils
 
 from . import jsontext
+from .errors import NotOwner, StoreError
 from .events import (
     PAIR_FIELDS,
     ChangeOutcome,
@@ -36,15 +37,6 @@ from .events import (
 from .log import shorten
 
 log = logging.getLogger("pnbridge.store")
-
-
-
-class StoreError(Exception):
-    """The database cannot be opened or is of a schema this version does not know."""
-
-
-class NotOwner(Exception):
-    """A report for a device (selector) that belongs to another username."""
 
 
 @dataclass(frozen=True)

@@ -25,18 +25,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
+from .errors import BadJSON, BadReport, Unreadable
 from .events import PAIR_FIELDS, ChangeOutcome, Device, Report
-from .jsontext import BadJSON, loads
-from .reporter import BadReport, Reporter
+from .jsontext import loads
+from .reporter import Reporter
 from .store import Store
 
 Format = Literal["jsonl", "csv"]
 TIME_COLUMNS = ("created_at", "updated_at", "last_seen")
 COLUMNS = ("selector", "username", *PAIR_FIELDS, "extras", *TIME_COLUMNS)
-
-
-class Unreadable(Exception):
-    """The file as a whole cannot be read (it is not UTF-8): nothing of it is imported."""
 
 
 def export(devices: Iterable[Device], fmt: Format, out: TextIO,
@@ -273,7 +270,6 @@ def import_row(store: Store, row: Row, source: dict[str, Any], now: float) -> Ch
 
 def _changes_nothing(old: Device, report: Report) -> bool:
     return all(getattr(old, name) == value for name, value in report.known().items())
-
 
 
 def counting(lines: Iterable[str], advance: Callable[[int], None]) -> Iterator[str]:

@@ -15,17 +15,18 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .apikeys import ApiKeys
-from .auth import Guard, Unavailable, Verdict
+from .auth import Guard, Verdict
 from .config import ApiConfig
+from .errors import BadJSON, BadPush, BadReport, NotOwner, StoreError, Unavailable, UnknownUser
 from .events import Report
 from .health import Readiness, add_health_routes
-from .jsontext import BadJSON, loads
+from .jsontext import loads
 from .log import escape, shorten
 from .metrics import Metrics
-from .push import BadPush, Pusher, UnknownUser, parse_request
+from .push import Pusher, parse_request
 from .ratelimit import Buckets, Limits, client_address, retry_after
-from .reporter import BadReport, Reporter
-from .store import Change, NotOwner, Store, StoreError
+from .reporter import Reporter
+from .store import Change, Store
 from .writer import Writer
 
 log = logging.getLogger("pnbridge.reporter")

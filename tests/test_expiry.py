@@ -8,9 +8,10 @@ import time
 import pytest
 import trio
 from pnbridge.config import parse_config
+from pnbridge.errors import ConfigError
 from pnbridge.events import Report
 from pnbridge.expiry import sweep_interval
-from pnbridge.settings import ConfigError, parse_duration
+from pnbridge.settings import parse_duration
 from pnbridge.store import Store
 
 

@@ -223,8 +223,9 @@ def test_one_duration_for_the_config_and_the_cli(tmp_path, text, seconds):
     from click.testing import CliRunner
     from pnbridge.cli import main
     from pnbridge.config import parse_config
+    from pnbridge.errors import ConfigError
     from pnbridge.events import isotime
-    from pnbridge.settings import ConfigError, parse_duration
+    from pnbridge.settings import parse_duration
 
     log = tmp_path / "audit.jsonl"
     config = tmp_path / "pnbridge.toml"

@@ -1,0 +1,48 @@
+"""The ``pnbridge`` command: one module per command group, and the one place where an error
+for the user (a ``PnbridgeError``) becomes ``pnbridge: ...`` lines on stderr and exit 1."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import CommandError, shown
+from ..log import escape, redact
+from . import audit, devices, events, install, keys, push, serve, users
+
+
+class Main(click.Group):
+    """The ``pnbridge`` group: runs a command and shows what it raised for the user."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BaseException as error:
+            errors = shown(error)
+            if errors is None:
+                raise
+            for line in (line for e in errors for line in e.lines()):
+                click.echo(f"pnbridge: {redact(escape(line))}", err=True)
+            raise SystemExit(1) from None
+
+
+@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pnbridge")
+def main() -> None:
+    """Push token and account removal reporter for Acrobits softphones."""
+    for arg in sys.argv[1:]:  # bytes that are no UTF-8 arrive as lone surrogates
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CommandError(f"argument {ascii(arg)[:60]} is not valid UTF-8") from None
+
+
+for command in (
+    serve.serve, install.check_config, install.doctor, install.config_group,
+    install.install_units, devices.devices, events.plugins_list, audit.audit, events.events,
+    users.users_group, push.push, keys.api_key,
+):
+    main.add_command(command)
