@@ -7,9 +7,9 @@ fields, ``shorten`` to log a token), and for a push transport ``Push`` and ``Pus
 Nothing else is meant for plugins.
 """
 
-from .events import PAIR_FIELDS, Device, Event, Push, PushResult
-from .hookspecs import PermanentFailure, RetryLater, hookimpl
-from .log import shorten
+from .delivery.hookspecs import PermanentFailure, RetryLater, hookimpl
+from .model import PAIR_FIELDS, Device, Event, Push, PushResult
+from .ops.log import shorten
 from .retry import parse_retry_after
 
 __version__ = "0.1.0"

@@ -121,6 +121,17 @@ class Unreadable(PnbridgeError):
     """The file as a whole cannot be read (it is not UTF-8): nothing of it is imported."""
 
 
+# -- PBX adapters -----------------------------------------------------------------------
+
+
+class AgiError(PnbridgeError):
+    """Asterisk's side sent what AGI does not (garbage, a line too long) or too slowly."""
+
+
+class BadScript(PnbridgeError):
+    """The script or its arguments cannot be run; the message says why, for the dialplan."""
+
+
 # -- plugins and the server -------------------------------------------------------------
 
 

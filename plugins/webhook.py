@@ -22,9 +22,9 @@ import httpx
 import trio
 from pnbridge import PAIR_FIELDS, Event, PermanentFailure, RetryLater, __version__, hookimpl
 from pnbridge import parse_retry_after as retry_after
-from pnbridge.doctor import Finding, http_reachable
-from pnbridge.log import redact
-from pnbridge.settings import check
+from pnbridge.config.typed import check
+from pnbridge.ops.findings import Finding, http_reachable
+from pnbridge.ops.log import redact
 
 EventKind = Literal["registered", "removed"]
 TARGET_KEYS = {"url": (str, "a string"), "secret": (str, "a string"),

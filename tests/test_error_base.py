@@ -12,8 +12,9 @@ from pnbridge import errors
 from pnbridge.cli import main
 
 ROOT = Path(__file__).parent.parent
-# What a plugin raises to steer its delivery: no error shown to a user.
-STEERING = {"RetryLater", "PermanentFailure"}
+# What steers the flow, no error shown to a user: a plugin's answer about its delivery, an
+# AGI channel that hung up.
+STEERING = {"RetryLater", "PermanentFailure", "Hangup"}
 
 
 def test_every_exception_of_pnbridge_is_in_errors_and_has_the_base():

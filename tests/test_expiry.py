@@ -7,12 +7,12 @@ import time
 
 import pytest
 import trio
-from pnbridge.config import parse_config
+from pnbridge.config.tables import parse_config
+from pnbridge.config.typed import parse_duration
 from pnbridge.errors import ConfigError
-from pnbridge.events import Report
-from pnbridge.expiry import sweep_interval
-from pnbridge.settings import parse_duration
-from pnbridge.store import Store
+from pnbridge.model import Report
+from pnbridge.ops.expiry import sweep_interval
+from pnbridge.storage.sqlite.store import SQLiteStore
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_sweep_interval_is_bounded():
 
 
 def test_store_expire_removes_only_stale_devices_with_an_event(tmp_path):
-    store = Store(tmp_path / "db")
+    store = SQLiteStore(tmp_path / "db")
     with store.transaction():
         store.register(Report("token", username="u", selector="old", token_msgs="a"), {}, 100.0)
         store.register(Report("token", username="u", selector="new", token_msgs="b"), {}, 900.0)
@@ -59,7 +59,7 @@ def test_store_expire_removes_only_stale_devices_with_an_event(tmp_path):
 
 
 def test_store_expire_works_in_batches(tmp_path):
-    store = Store(tmp_path / "db")
+    store = SQLiteStore(tmp_path / "db")
     with store.transaction():
         for i in range(5):
             store.register(Report("token", username="u", selector=f"s{i}", token_msgs="t"), {}, 1.0)
@@ -68,7 +68,7 @@ def test_store_expire_works_in_batches(tmp_path):
 
 
 async def test_daemon_expires_devices_not_seen_for_expire_after(start_daemon, tmp_path):
-    store = Store(tmp_path / "pnbridge.db")
+    store = SQLiteStore(tmp_path / "pnbridge.db")
     now = time.time()
     with store.transaction():
         store.register(Report("token", username="u", selector="stale", token_msgs="a"), {},
@@ -87,7 +87,7 @@ async def test_daemon_expires_devices_not_seen_for_expire_after(start_daemon, tm
 
 
 async def test_daemon_without_expire_after_keeps_old_devices(start_daemon, tmp_path):
-    store = Store(tmp_path / "pnbridge.db")
+    store = SQLiteStore(tmp_path / "pnbridge.db")
     with store.transaction():
         store.register(Report("token", username="u", selector="old", token_msgs="a"), {}, 1.0)
     await start_daemon()

@@ -10,10 +10,31 @@ import re
 import time
 from dataclasses import fields
 from email.utils import formatdate
+from pathlib import Path
+from typing import get_args
 
 import pytest
 import trio
+from click.testing import CliRunner
+from pnbridge import PAIR_FIELDS
+from pnbridge.cli import main
+from pnbridge.config.tables import parse_config
+from pnbridge.config.typed import parse_duration
+from pnbridge.errors import ConfigError
+from pnbridge.ingest.transfer import Row, import_row
+from pnbridge.model import (
+    DeliveryOutcome,
+    Device,
+    DeviceOutcome,
+    Push,
+    PushContent,
+    Report,
+    ReportOutcome,
+    isotime,
+)
+from pnbridge.push.fanout import RETRY_FIRST, RETRY_MAX, PushRequest, parse_request
 from pnbridge.retry import LONGEST_WAIT, parse_retry_after
+from pnbridge.storage.sqlite.store import SQLiteStore
 from pnmediator_stub import Answer, Stub
 
 KEY = "test-key-0123456789abcdef"
@@ -118,7 +139,6 @@ def _bounds(attempt: int, first: float, cap: float) -> tuple[float, float]:
 async def test_one_backoff_for_pushes_and_deliveries(start_daemon, stub, caplog):
     """Without a Retry-After, a push (push.RETRY_FIRST, RETRY_MAX) and an event delivery
     (the plugin's backoff, max_backoff) wait the same way: doubling, capped, jittered."""
-    from pnbridge.push import RETRY_FIRST, RETRY_MAX
 
     caplog.set_level(logging.WARNING, "pnbridge.dispatch")
     failing = Answer(503, {"code": 503})
@@ -170,14 +190,11 @@ KNOWN = [
 def test_a_value_not_known_yet_keeps_the_stored_one_everywhere(tmp_path, known, changes):
     """A report (from an app: register; from a file: devices import) that leaves values
     out keeps the stored ones, and changes nothing when what it knows is stored."""
-    from pnbridge.events import Report
-    from pnbridge.store import Store
-    from pnbridge.transfer import Row, import_row
 
     report = Report("token", selector="S", **known)  # the rest None: not known yet
     expected = {**STORED, **known}
     for site in ("report", "import"):
-        store = Store(tmp_path / f"{site}.db")
+        store = SQLiteStore(tmp_path / f"{site}.db")
         with store.transaction():
             store.register(Report("token", selector="S", **STORED), {}, 1.0)
             if site == "report":
@@ -195,10 +212,7 @@ def test_the_pair_fields_are_written_once():
     """PAIR_FIELDS is the pair fields of Device and Report; no module of pnbridge or its
     plugins spells two of them out in a row again (the first schema migration aside: it
     is history)."""
-    from pathlib import Path
 
-    from pnbridge import PAIR_FIELDS, Device
-    from pnbridge.events import Report
 
     for cls in (Device, Report):
         names = [f.name for f in fields(cls) if f.name.startswith(("token_", "appid_"))]
@@ -220,12 +234,6 @@ DURATIONS = [("90d", 7776000), ("1h30m", 5400), ("1d 12h", 129600), ("0.5s", 0.5
 def test_one_duration_for_the_config_and_the_cli(tmp_path, text, seconds):
     """``[storage] expire_after`` and ``--since`` read a duration alike, and refuse a bad
     one with the same words (each naming its key or option)."""
-    from click.testing import CliRunner
-    from pnbridge.cli import main
-    from pnbridge.config import parse_config
-    from pnbridge.errors import ConfigError
-    from pnbridge.events import isotime
-    from pnbridge.settings import parse_duration
 
     log = tmp_path / "audit.jsonl"
     config = tmp_path / "pnbridge.toml"
@@ -255,8 +263,6 @@ def test_one_duration_for_the_config_and_the_cli(tmp_path, text, seconds):
 def test_a_push_carries_the_request_content_written_once():
     """The PBX's request and the push a transport gets share one definition of the verb
     and its fields: what the request may hold is that and whom it goes to."""
-    from pnbridge.events import Device, Push, PushContent
-    from pnbridge.push import PushRequest, parse_request
 
     content = [f.name for f in fields(PushContent)]
     assert [f.name for f in fields(PushRequest)] == [*content, "username", "selector"]
@@ -272,10 +278,7 @@ def test_a_push_carries_the_request_content_written_once():
 async def test_one_word_for_each_outcome(start_daemon, stub):
     """Every outcome label the daemon counts is a word of the vocabulary in events.py, which
     the metrics' help and docs/install.md list exactly."""
-    from pathlib import Path
-    from typing import get_args
 
-    from pnbridge.events import DeliveryOutcome, DeviceOutcome, ReportOutcome
 
     vocabulary = {"pnbridge_reports_total": ReportOutcome,
                   "pnbridge_deliveries_total": DeliveryOutcome,

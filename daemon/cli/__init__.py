@@ -10,7 +10,7 @@ import click
 
 from .. import __version__
 from ..errors import CommandError, shown
-from ..log import escape, redact
+from ..ops.log import escape, redact
 from . import audit, devices, events, install, keys, push, serve, users
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from ..config import load_config
-from ..log import escape_json
-from ..settings import parse_duration
+from ..config.tables import load_config
+from ..config.typed import parse_duration
+from ..ops.log import escape_json
 from .common import config_option, fail, json_option, print_table, read_plugins
 
 

@@ -12,13 +12,14 @@ from typing import Any, NoReturn
 
 import click
 
-from .. import paths
-from ..auth import load_users, plugin_problems
-from ..config import Config
+from ..access.auth import load_users, plugin_problems
+from ..config import paths
+from ..config.tables import Config
+from ..delivery.pluginhost import PluginHost, load_plugins
 from ..errors import CommandError, ConfigError
-from ..log import escape
-from ..pluginhost import PluginHost, load_plugins
-from ..store import Store
+from ..ops.log import escape
+from ..storage.interface import Store
+from ..storage.sqlite.store import SQLiteStore
 
 config_option = click.option(
     "--config",
@@ -48,14 +49,16 @@ def read_plugins(config: Config) -> PluginHost:
     return plugins
 
 
-def open_store(config: Config, *, create: bool = False, reading: bool = False) -> Store:
+def open_store(
+    config: Config, *, create: bool = False, reading: bool = False
+) -> Store:
     """The database of ``config``, which must exist already (serve creates it) unless
     ``create``; opened read-only, never migrated, when ``reading``."""
     path = config.storage.path
     if not create and not os.path.exists(path):
         fail(f"no database at {os.path.abspath(path)} (start pnbridge serve once, or pass "
              "--config)")
-    return Store(path, config.storage.busy_timeout, reading=reading)
+    return SQLiteStore(path, config.storage.busy_timeout, reading=reading)
 
 
 @contextlib.contextmanager

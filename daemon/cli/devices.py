@@ -9,11 +9,11 @@ from typing import Any
 
 import click
 
-from .. import transfer
-from ..config import load_config
-from ..events import Device, isotime
-from ..log import escape, shorten
-from ..reporter import Reporter
+from ..config.tables import load_config
+from ..ingest import transfer
+from ..ingest.normalize import Reporter
+from ..model import Device, isotime
+from ..ops.log import escape, shorten
 from .common import config_option, fail, json_option, open_output, open_store, print_table, progress
 
 

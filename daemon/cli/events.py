@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import click
 
-from .. import running
-from ..config import load_config
-from ..dispatch import journal_states
-from ..events import isotime
-from ..log import escape, redact
-from ..pluginhost import discover
-from ..store import Failure
+from ..config import running
+from ..config.tables import load_config
+from ..delivery.dispatch import journal_states
+from ..delivery.pluginhost import discover
+from ..model import isotime
+from ..ops.log import escape, redact
+from ..storage.interface import Failure
 from .common import config_option, fail, json_option, open_store, print_table
 
 # What the events table and its JSON call a parked event (as --failed does).

@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 import trio
 
-from .. import paths, running
-from ..auth import security_warnings
-from ..config import load_config
-from ..log import escape, redact
+from ..access.auth import security_warnings
+from ..config import paths, running
+from ..config.tables import load_config
+from ..ops.log import escape, redact
 from .common import config_option, fail, read_plugins
 
 
@@ -42,7 +42,7 @@ def check_config(config_path: str | None, service_user: str | None) -> None:
 def doctor(config_path: str | None, user: str | None, root: str | None) -> None:
     """Check the install: config, file access, database, ports, plugins, systemd unit.
     Exit status 0: all ok, 1: a warning, 2: a failure."""
-    from .. import doctor as checks
+    from ..ops import doctor as checks
 
     findings = trio.run(checks.run, config_path, user, root)
     for finding in findings:
@@ -58,7 +58,7 @@ def config_group() -> None:
 @config_group.command("sample")
 def config_sample() -> None:
     """Print the fully commented example config (every key with its default)."""
-    from ..shipped import sample_config
+    from ..ops.shipped import sample_config
 
     click.echo(sample_config(), nl=False)
 
@@ -69,7 +69,7 @@ def config_sample() -> None:
 def install_units(prefix: str) -> None:
     """Write the systemd units (ExecStart= this pnbridge) to PREFIX/etc/systemd/system and
     the docs to PREFIX/usr/share/doc/pnbridge."""
-    from ..shipped import install_units as write
+    from ..ops.shipped import install_units as write
 
     try:
         written = write(prefix)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .. import apikeys
+from ..access import apikeys
 
 
 @click.group("api-key")

@@ -8,10 +8,10 @@ from typing import Any
 import click
 import trio
 
-from ..config import load_config
+from ..config.tables import load_config
 from ..errors import BadPush
-from ..log import setup_logging
-from ..push import VERBS, parse_request, push_once
+from ..ops.log import setup_logging
+from ..push.fanout import VERBS, parse_request, push_once
 from .common import config_option, fail, json_option, open_store, print_table, read_plugins
 
 

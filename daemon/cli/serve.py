@@ -8,11 +8,11 @@ from functools import partial
 import click
 import trio
 
-from .. import paths
-from ..auth import security_warnings
-from ..config import load_config
+from ..access.auth import security_warnings
+from ..config import paths
+from ..config.tables import load_config
 from ..errors import CommandError, PnbridgeError, leaves
-from ..log import describe, setup_logging
+from ..ops.log import describe, setup_logging
 from .common import config_option, read_plugins
 
 log = logging.getLogger("pnbridge")

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from .. import users
-from ..config import Config, load_config
+from ..access import users
+from ..config.tables import Config, load_config
 from .common import config_option, fail, print_table
 
 

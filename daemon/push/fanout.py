@@ -1,0 +1,312 @@
+"""Pushes: the PBX's request, which token pair each verb uses, the fan-out to every device of
+a user within the verb's deadline, and what happened to each device.
+
+The transport is whatever sends one push to one device (the ``send_push`` hook). A token it
+calls invalid is cleared from its device in the store (the device is removed when no token is
+left), which journals an event for the plugins.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, fields, replace
+from operator import methodcaller
+from typing import Any
+
+import trio
+
+from ..config.tables import Config
+from ..delivery.pluginhost import PluginHost, uncontained
+from ..errors import BadPush, PluginError, StoreError, UnknownUser
+from ..model import Device, DeviceOutcome, Pair, Push, PushContent, PushResult
+from ..ops.log import describe, shorten
+from ..ops.metrics import Metrics
+from ..retry import backoff
+from ..storage.interface import Change, Store
+from ..storage.writer import Writer, open_writer
+
+log = logging.getLogger("pnbridge.push")
+
+CALL_VERBS = (
+    "NotifyIncomingCall", "NotifyIncomingCallMissed", "NotifyIncomingCallAnsweredElsewhere",
+)
+MESSAGE_VERBS = ("NotifyTextMessage", "NotifyGenericTextMessage")
+VERBS = CALL_VERBS + MESSAGE_VERBS
+
+# Sends one push to one device; None when no transport took it.
+Transport = Callable[[Push], Awaitable[PushResult | None]]
+
+# /readyz fails after this many config errors in a row (a push that reaches the transport's
+# service clears it); the log names them at most once per CONFIG_ERROR_LOG_EVERY seconds.
+CONFIG_ERROR_STREAK = 3
+CONFIG_ERROR_LOG_EVERY = 60.0
+
+# The first wait before a retry; it doubles up to RETRY_MAX (or what Retry-After asks),
+# jittered (retry.backoff).
+RETRY_FIRST = 0.05
+RETRY_MAX = 1.0
+
+
+def transport(host: PluginHost) -> Transport | None:
+    """The enabled plugins' ``send_push`` hook, or None when no enabled plugin has one."""
+    if not host.implementers("send_push"):
+        return None
+
+    async def send(push: Push) -> PushResult | None:
+        return await host.call_first("send_push", push=push)
+
+    return send
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushRequest(PushContent):
+    """What the PBX (or ``pnbridge push``) asks for: one verb to the devices of a user (or
+    of one selector of that user)."""
+
+    username: str
+    selector: str | None = None
+
+
+def parse_request(data: Any) -> PushRequest:
+    """Check a push request body (parsed JSON); raise BadPush naming the first bad field."""
+    if not isinstance(data, dict):
+        raise BadPush("body", "expected a JSON object")
+    known = [f.name for f in fields(PushRequest)]
+    for name in data:
+        if name not in known:
+            raise BadPush(name, f"unknown field (known: {', '.join(known)})")
+    for name in ("username", "verb"):
+        if not data.get(name):
+            raise BadPush(name, "required")
+    for name in known:
+        value = data.get(name)
+        if name == "badge":
+            if value is not None and (type(value) is not int or value < 0):
+                raise BadPush(name, "expected a whole number, 0 or more")
+        elif value is not None and not isinstance(value, str):
+            raise BadPush(name, "expected a string")
+    if data["verb"] not in VERBS:
+        raise BadPush("verb", f"unknown verb {data['verb']!r} (known: {', '.join(VERBS)})")
+    if data["verb"] in CALL_VERBS and not data.get("id"):
+        raise BadPush("id", f"required for {data['verb']} (the call's X-Push-ID or Call-ID)")
+    return PushRequest(**data)
+
+
+def choose_pair(device: Device, verb: str) -> Pair | None:
+    """The token pair ``verb`` goes to on ``device``, or None when it has no usable one.
+
+    Call verbs use the incoming-call (PushKit) pair, or the other pair when the device has
+    none (Android reports one token). Everything else uses the other pair only: iOS punishes
+    apps that get a PushKit push that is not a call.
+    """
+    if verb in CALL_VERBS and device.token_calls:
+        return "calls"
+    if device.token_msgs:
+        return "msgs"
+    return None
+
+
+@dataclass(frozen=True)
+class DeviceResult:
+    """What happened to one device: ``outcome`` and, unless sent, why."""
+
+    selector: str
+    pair: Pair | None
+    outcome: DeviceOutcome
+    reason: str = ""
+    attempts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if not self.reason:
+            del data["reason"]
+        return data
+
+
+class Pusher:
+    """Sends a push request to every device of the user at once, and clears rejected tokens."""
+
+    def __init__(self, writer: Writer, send: Transport, metrics: Metrics):
+        self.writer = writer
+        self.send = send
+        self.metrics = metrics
+        self.config_errors = 0  # in a row
+        self._config_reason = ""
+        self._config_logged: float | None = None  # when the last such error line went out
+        self._config_unlogged = 0
+
+    async def ready(self) -> str | None:
+        """A readiness check: the transport's last answers were not config errors."""
+        if self.config_errors < CONFIG_ERROR_STREAK:
+            return None
+        return f"the last {self.config_errors} pushes failed: {self._config_reason}"
+
+    def _track(self, result: PushResult) -> None:
+        """Count, log and remember config errors; an answer from the service clears them."""
+        if result.outcome in ("sent", "invalid-token"):
+            self.config_errors = 0
+            return
+        if not result.config_error:
+            return
+        self.metrics.push_config_errors.inc()
+        self.config_errors += 1
+        self._config_reason = result.reason
+        self._config_unlogged += 1
+        now = time.monotonic()
+        if self._config_logged is None or now - self._config_logged >= CONFIG_ERROR_LOG_EVERY:
+            log.error("push transport: %s (%d such failure(s) since the last line like this)",
+                      result.reason, self._config_unlogged)
+            self._config_logged, self._config_unlogged = now, 0
+
+    async def push(
+        self, request: PushRequest, deadline: float, source: dict[str, Any]
+    ) -> list[DeviceResult]:
+        """Send ``request`` within ``deadline`` seconds; one result per device, by selector.
+
+        The devices are read on a read-only connection within the deadline too. Raises
+        UnknownUser, or the store's error (StoreError when the read took the whole deadline)
+        when the devices cannot be read.
+        """
+        ends = trio.current_time() + deadline
+        devices = None
+        with trio.move_on_at(ends):
+            devices = await self.writer.reader.call(
+                _devices_of, request.username, request.selector
+            )
+        if devices is None:
+            raise StoreError(f"the devices could not be read within the {deadline:g} s deadline")
+        if not devices:
+            raise UnknownUser(f"no device of user {request.username}" + (
+                f" with selector {request.selector}" if request.selector else ""))
+        results: dict[str, DeviceResult] = {}
+
+        async def one(device: Device) -> None:
+            results[device.selector] = await self._one(request, device, ends, deadline, source)
+
+        async with trio.open_nursery() as nursery:
+            for device in devices:
+                nursery.start_soon(one, device)
+        outcomes = [results[d.selector] for d in devices]
+        for result in outcomes:
+            self.metrics.pushes.labels(request.verb, result.outcome).inc()
+            log.log(
+                logging.INFO if result.outcome == "sent" else logging.WARNING,
+                "push %s %s selector=%s username=%s pair=%s attempts=%d%s", request.verb,
+                result.outcome, shorten(result.selector), request.username, result.pair or "-",
+                result.attempts, f": {result.reason}" if result.reason else "",
+            )
+        return outcomes
+
+    async def _one(
+        self, request: PushRequest, device: Device, ends: float, deadline: float,
+        source: dict[str, Any],
+    ) -> DeviceResult:
+        pair = choose_pair(device, request.verb)
+        if pair is None:
+            why = "no token" if request.verb in CALL_VERBS else (
+                "no msgs token (a PushKit calls token is never used for messages)")
+            return DeviceResult(device.selector, None, "skipped", why)
+        push = Push(
+            **request.content(), device=device, pair=pair,
+            token=getattr(device, f"token_{pair}"), appid=getattr(device, f"appid_{pair}"),
+        )
+        attempts = 0
+        last = PushResult("retry", "no answer")
+        reason = ""
+        with trio.move_on_at(ends):
+            while True:
+                attempts += 1
+                last = await self._attempt(replace(push, attempt=attempts))
+                if last.outcome != "retry":
+                    break
+                wait = max(backoff(attempts, RETRY_FIRST, RETRY_MAX), last.retry_after or 0.0)
+                if trio.current_time() + wait >= ends:
+                    reason = f"{last.reason}; a retry in {wait:g} s would miss the deadline"
+                    break
+                await trio.sleep(wait)
+        if last.outcome != "retry":
+            return await self._settle(push, last, attempts, source)
+        reason = reason or f"no success within the {deadline:g} s deadline (last: {last.reason})"
+        return DeviceResult(device.selector, pair, "failed", reason, attempts)
+
+    async def _attempt(self, push: Push) -> PushResult:
+        started = time.perf_counter()
+        try:
+            result = await self.send(push)
+        except BaseException as error:  # anything the plugin raised fails this device only
+            if (up := uncontained(error)) is not None:
+                raise up from None
+            log.exception("push transport failed selector=%s", shorten(push.device.selector))
+            result = PushResult("failed", f"transport error: {describe(error)}")
+        finally:
+            self.metrics.push_latency.labels(push.verb).observe(time.perf_counter() - started)
+        if result is None:
+            return PushResult("failed", "no plugin sent it (enable a transport plugin)")
+        if not isinstance(result, PushResult):
+            log.error("push transport returned %.100r, not a PushResult", result)
+            return PushResult("failed", f"the transport returned {type(result).__name__}, "
+                                        "not a PushResult")
+        self._track(result)
+        return result
+
+    async def _settle(
+        self, push: Push, result: PushResult, attempts: int, source: dict[str, Any]
+    ) -> DeviceResult:
+        """The device's result; a rejected token is cleared from the store first."""
+        device = push.device
+        if result.outcome == "sent":
+            return DeviceResult(device.selector, push.pair, "sent", attempts=attempts)
+        if result.outcome != "invalid-token":
+            return DeviceResult(device.selector, push.pair, "failed", result.reason, attempts)
+        try:
+            change = await self.writer.call(methodcaller(
+                "reject_token", device.selector, push.pair, push.token, source, time.time()))
+        except Exception as error:
+            log.error("cannot clear rejected token selector=%s: %s",
+                      shorten(device.selector), error)
+            return DeviceResult(device.selector, push.pair, "failed",
+                                f"token rejected ({result.reason}), clearing it failed: {error}",
+                                attempts)
+        return DeviceResult(device.selector, push.pair, "removed",
+                            f"token rejected ({result.reason}); {_what_changed(change, push)}",
+                            attempts)
+
+
+def _what_changed(change: Change | None, push: Push) -> str:
+    if change is None:
+        return "the device has changed since, left as it is"
+    if change.outcome == "removed":
+        return "device removed"
+    return f"{push.pair} pair cleared, device kept"
+
+
+def _devices_of(store: Store, username: str, selector: str | None) -> list[Device]:
+    devices = store.devices(username)
+    return [d for d in devices if d.selector == selector] if selector else devices
+
+
+async def push_once(config: Config, host: PluginHost, request: PushRequest) -> list[DeviceResult]:
+    """Send ``request`` outside the daemon (``pnbridge push``): the same fan-out, with the
+    plugins that send pushes started before and shut down after (no other runs). Raises
+    UnknownUser, or PluginError when no enabled plugin sends pushes."""
+    send = transport(host)
+    if send is None:
+        raise PluginError("no enabled plugin sends pushes (enable pnmediator)")
+    host.keep_only(host.implementers("send_push"))  # no other plugin runs for a push
+    deadline = getattr(config.api.deadlines, request.verb)
+    async with (
+        open_writer(config.storage.path, config.storage.busy_timeout) as writer,
+        trio.open_nursery() as tasks,
+    ):
+        app = host.app(tasks)
+        await host.startup(app)
+        try:
+            return await Pusher(writer, send, Metrics()).push(
+                request, deadline, {"command": "push"}
+            )
+        finally:
+            with trio.CancelScope(shield=True):
+                await host.shutdown(app)
+            tasks.cancel_scope.cancel()
