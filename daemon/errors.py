@@ -34,8 +34,9 @@ def shown(error: BaseException) -> list[PnbridgeError] | None:
         return [error]
     if isinstance(error, BaseExceptionGroup):
         found = leaves(error)
-        if all(isinstance(e, PnbridgeError) for e in found):
-            return found  # type: ignore[return-value]
+        errors = [e for e in found if isinstance(e, PnbridgeError)]
+        if len(errors) == len(found):
+            return errors
     return None
 
 
