@@ -107,6 +107,14 @@ class UnknownUser(PnbridgeError):
     """The user (or the selector of that user) has no device."""
 
 
+class Busy(PnbridgeError):
+    """As many push requests are under way as ``[api] max_in_flight`` allows."""
+
+
+class Stopping(PnbridgeError):
+    """The daemon stopped before the push request's fan-out finished."""
+
+
 # -- storage ----------------------------------------------------------------------------
 
 

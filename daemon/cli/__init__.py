@@ -1,5 +1,6 @@
-"""The ``pnbridge`` command: one module per command group, and the one place where an error
-for the user (a ``PnbridgeError``) becomes ``pnbridge: ...`` lines on stderr and exit 1."""
+"""The ``pnbridge`` command: one module per command group (and the commands plugins add),
+and the one place where an error for the user (a ``PnbridgeError``) becomes
+``pnbridge: ...`` lines on stderr and exit status 1."""
 
 from __future__ import annotations
 
@@ -9,13 +10,32 @@ from typing import Any
 import click
 
 from .. import __version__
+from ..delivery.pluginhost import add_commands
 from ..errors import CommandError, shown
 from ..ops.log import escape, redact
-from . import audit, devices, events, install, keys, push, serve, users
+from . import devices, events, install, keys, push, serve, users
 
 
 class Main(click.Group):
-    """The ``pnbridge`` group: runs a command and shows what it raised for the user."""
+    """The ``pnbridge`` group: its own commands, and those the plugins add
+    (``register_commands``), which are looked for when the command line is read; whatever
+    a command raises for the user is shown here."""
+
+    plugins_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if not self.plugins_added:
+            self.plugins_added = True
+            for problem in add_commands(self):
+                click.echo(f"pnbridge: warning: {escape(problem)}", err=True)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._add_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -42,7 +62,7 @@ def main() -> None:
 
 for command in (
     serve.serve, install.check_config, install.doctor, install.config_group,
-    install.install_units, devices.devices, events.plugins_list, audit.audit, events.events,
+    install.install_units, devices.devices, events.plugins_list, events.events,
     users.users_group, push.push, keys.api_key,
 ):
     main.add_command(command)

@@ -1,5 +1,6 @@
-"""What every command shares: the --config and --json options, reading the config, plugins and
-database, and printing tables and progress."""
+"""What pnbridge's own commands share beyond what plugins' commands share too
+(``delivery/commands.py``: the options, ``fail``, ``table``): reading the plugins and the
+database, writing a file, progress."""
 
 from __future__ import annotations
 
@@ -8,35 +9,17 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from ..access.auth import load_users, plugin_problems
-from ..config import paths
 from ..config.tables import Config
+from ..delivery.commands import fail
 from ..delivery.pluginhost import PluginHost, load_plugins
-from ..errors import CommandError, ConfigError
-from ..ops.log import escape
+from ..errors import ConfigError
 from ..storage.interface import Store
 from ..storage.sqlite.store import SQLiteStore
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(readable=False),  # load_config names an unreadable file or a directory
-    envvar="PNBRIDGE_CONFIG",
-    callback=lambda ctx, param, value: value if value is not None else paths.default_config(),
-    help=f"TOML config file (default: $PNBRIDGE_CONFIG, else {paths.DEFAULT_CONFIG} when it "
-    "exists, else the embedded defaults). The database is its [storage] path; the embedded "
-    "default is pnbridge.db in the current directory.",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-
-
-def fail(*lines: str) -> NoReturn:
-    """Stop the command: ``pnbridge: `` and each of ``lines`` on stderr, exit 1."""
-    raise CommandError(*lines)
 
 
 def read_plugins(config: Config) -> PluginHost:
@@ -87,12 +70,3 @@ def progress(length: int, label: str, out: Any = None) -> Iterator[Callable[[int
         return
     with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
         yield bar.update
-
-
-def print_table(rows: list[tuple[str, ...]]) -> None:
-    """Print ``rows`` (the first is the header) as aligned columns, each cell escaped (it
-    may hold what a client sent)."""
-    rows = [tuple(escape(cell) for cell in row) for row in rows]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -10,11 +10,12 @@ from typing import Any
 import click
 
 from ..config.tables import load_config
+from ..delivery.commands import config_option, fail, json_option, table
 from ..ingest import transfer
 from ..ingest.normalize import Reporter
 from ..model import Device, isotime
 from ..ops.log import escape, shorten
-from .common import config_option, fail, json_option, open_output, open_store, print_table, progress
+from .common import open_output, open_store, progress
 
 
 @click.group()
@@ -44,7 +45,7 @@ def devices_list(config_path: str | None, username: str | None, limit: int,
              isotime(d.last_seen))
             for d in found
         ]
-        print_table(rows)
+        table(rows)
     shown = f"{len(found):,} of " if len(found) < total else ""
     click.echo(f"{shown}{total:,} device{'' if total == 1 else 's'}", err=True)
 

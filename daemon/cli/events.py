@@ -10,12 +10,13 @@ import click
 
 from ..config import running
 from ..config.tables import load_config
+from ..delivery.commands import config_option, fail, json_option, table
 from ..delivery.dispatch import journal_states
-from ..delivery.pluginhost import discover
+from ..delivery.pluginhost import discover, with_instances
 from ..model import isotime
 from ..ops.log import escape, redact
 from ..storage.interface import Failure
-from .common import config_option, fail, json_option, open_store, print_table
+from .common import open_store
 
 # What the events table and its JSON call a parked event (as --failed does).
 SHOWN = {"parked": "failed"}
@@ -28,7 +29,7 @@ def plugins_list(config_path: str | None, as_json: bool) -> None:
     """List every plugin found, whether it is enabled, and the hooks it implements."""
     config = load_config(config_path)
     errors: list[str] = []
-    found = discover(config.plugins.paths, errors)
+    found = with_instances(discover(config.plugins.paths, errors), config.plugins)
     for line in errors:
         click.echo(f"pnbridge: warning: {escape(line)}", err=True)
     enabled = config.plugins.enabled
@@ -48,7 +49,7 @@ def plugins_list(config_path: str | None, as_json: bool) -> None:
          f"error: {p.error}" if p.error else ", ".join(p.hooks) or "-", p.source)
         for p in found.values()
     ]
-    print_table(rows)
+    table(rows)
 
 
 @click.group("events", invoke_without_command=True)
@@ -93,7 +94,7 @@ def events(
          " ".join(f"{name}:{state}" for name, state in status.items()) or "-")
         for e, status in listed
     ]
-    print_table(rows)
+    table(rows)
 
 
 def _show_failures(parked: list[Failure], as_json: bool) -> None:
@@ -107,7 +108,7 @@ def _show_failures(parked: list[Failure], as_json: bool) -> None:
          SHOWN.get(f.status, f.status), str(f.attempts), f.error)
         for f in parked
     ]
-    print_table(rows)
+    table(rows)
 
 
 @events.command("retry")

@@ -8,8 +8,9 @@ import trio
 from ..access.auth import security_warnings
 from ..config import paths, running
 from ..config.tables import load_config
+from ..delivery.commands import config_option, fail
 from ..ops.log import escape, redact
-from .common import config_option, fail, read_plugins
+from .common import read_plugins
 
 
 @click.command("check-config")

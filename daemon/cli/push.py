@@ -9,10 +9,11 @@ import click
 import trio
 
 from ..config.tables import load_config
+from ..delivery.commands import config_option, fail, json_option, table
 from ..errors import BadPush
 from ..ops.log import setup_logging
 from ..push.fanout import VERBS, parse_request, push_once
-from .common import config_option, fail, json_option, open_store, print_table, read_plugins
+from .common import open_store, read_plugins
 
 
 @click.command("push")
@@ -53,6 +54,6 @@ def push(config_path: str | None, verb: str, username: str, as_json: bool,
         rows = [("SELECTOR", "PAIR", "OUTCOME", "ATTEMPTS", "REASON")]
         rows += [(r.selector, r.pair or "-", r.outcome, str(r.attempts), r.reason or "-")
                  for r in results]
-        print_table(rows)
+        table(rows)
     if not any(r.outcome == "sent" for r in results):
         raise SystemExit(1)

@@ -11,9 +11,10 @@ import trio
 from ..access.auth import security_warnings
 from ..config import paths
 from ..config.tables import load_config
+from ..delivery.commands import config_option
 from ..errors import CommandError, PnbridgeError, leaves
 from ..ops.log import describe, setup_logging
-from .common import config_option, read_plugins
+from .common import read_plugins
 
 log = logging.getLogger("pnbridge")
 

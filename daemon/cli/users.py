@@ -9,7 +9,7 @@ import click
 
 from ..access import users
 from ..config.tables import Config, load_config
-from .common import config_option, fail, print_table
+from ..delivery.commands import config_option, fail, table
 
 
 @click.group("users")
@@ -76,4 +76,4 @@ def users_list(config_path: str | None) -> None:
         (u.name, u.realm + ("" if u.realm == config.auth.realm else " (not [auth] realm)"))
         for u in sorted(known.values(), key=lambda u: u.name)
     ]
-    print_table(rows)
+    table(rows)
