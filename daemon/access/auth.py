@@ -25,7 +25,8 @@ import trio
 
 from ..config import paths
 from ..config.tables import AuthConfig, AuthMode, Config
-from ..delivery.pluginhost import PluginHost, uncontained
+from ..delivery.containment import uncontained
+from ..delivery.pluginhost import PluginHost
 from ..errors import ConfigError, Unavailable, UsersFileError
 from ..ingest.fields import fold
 from ..model import Report

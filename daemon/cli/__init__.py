@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..delivery.pluginhost import add_commands
+from ..delivery.discovery import add_commands
 from ..errors import CommandError, shown
 from ..ops.log import escape, redact
 from . import devices, events, install, keys, push, serve, users

@@ -11,8 +11,8 @@ import click
 from ..config import running
 from ..config.tables import load_config
 from ..delivery.commands import config_option, fail, json_option, table
+from ..delivery.discovery import discover, with_instances
 from ..delivery.dispatch import journal_states
-from ..delivery.pluginhost import discover, with_instances
 from ..model import isotime
 from ..ops.log import escape, redact
 from ..storage.interface import Failure

@@ -31,8 +31,9 @@ from ..ops.log import describe, redact
 from ..retry import backoff
 from ..storage.interface import Store
 from ..storage.writer import Writer
+from .containment import uncontained
 from .hookspecs import PermanentFailure, RetryLater
-from .pluginhost import PluginHost, uncontained
+from .pluginhost import PluginHost
 
 if TYPE_CHECKING:
     from ..ops.metrics import Metrics

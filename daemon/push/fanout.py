@@ -19,7 +19,8 @@ from typing import Any
 import trio
 
 from ..config.tables import Config
-from ..delivery.pluginhost import PluginHost, uncontained
+from ..delivery.containment import uncontained
+from ..delivery.pluginhost import PluginHost
 from ..errors import BadPush, Busy, PluginError, Stopping, StoreError, UnknownUser
 from ..model import Device, DeviceOutcome, Pair, Push, PushContent, PushResult
 from ..ops.log import describe, shorten
