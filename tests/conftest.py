@@ -22,9 +22,12 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from notify import NotifySocket
 from pnbridge.config import Config, parse_config
 from pnbridge.server import run
 from pnbridge.store import Store
+from pnmediator_stub import Stub
+from webhook_receiver import Receiver
 
 # Every password and secret the tests send. test_secrets_at_rest runs last and looks for
 # them in everything the test run left behind: databases, journals, plugin output, logs.
@@ -124,6 +127,34 @@ async def start_daemon(tmp_path: Path, nursery: trio.Nursery) -> StartDaemon:
     yield start
     for client in clients:
         await client.aclose()
+
+
+@pytest.fixture
+async def stub(nursery: trio.Nursery) -> Stub:
+    """A pnmediator stand-in (tests/pnmediator_stub.py) on a free loopback port."""
+    return await nursery.start(Stub().serve)
+
+
+@pytest.fixture
+def receivers():
+    """Start webhook receivers (tests/webhook_receiver.py): ``receivers(**kwargs)``."""
+    started: list[Receiver] = []
+
+    def start(**kwargs: Any) -> Receiver:
+        started.append(Receiver(**kwargs))
+        return started[-1]
+
+    yield start
+    for receiver in started:
+        receiver.close()
+
+
+@pytest.fixture
+def notify(tmp_path: Path):
+    """The systemd side of sd_notify (tests/notify.py), at tmp_path/notify.sock."""
+    sock = NotifySocket(str(tmp_path / "notify.sock"))
+    yield sock
+    sock.close()
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 from plugintools import RECORDER, lines, write_plugin
+from reports import report
 
 API_KEY = "k" * 24
 TOKEN = "QVBBOT-" + "t" * 40
@@ -59,14 +60,12 @@ timeout = 0.2
 {extra}"""
 
 
-def report(client: httpx.Client, selector: str, token: str = TOKEN,
-           username: str = "1001") -> int:
+def report_status(client: httpx.Client, selector: str, token: str = TOKEN,
+                  username: str = "1001") -> int:
     """Report a token; the status (0 when the daemon did not answer)."""
     try:
-        return client.get("/token/", params={
-            "username": username, "selector": selector, "pushToken": token,
-            "pushappid": "app.id",
-        }).status_code
+        return report(client, selector, token=token, username=username, pushappid="app.id",
+                      status=None).status_code
     except httpx.HTTPError:
         return 0
 

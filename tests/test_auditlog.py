@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import reports
 import trio
 from conftest import pnbridge
 from plugintools import json_lines, lines, wait_until, wait_until_sync
@@ -26,12 +27,11 @@ def auditlog(path: Path, **settings) -> dict:
     return {"plugins": {"enabled": ["auditlog"], "auditlog": {"path": str(path), **settings}}}
 
 
-async def report(daemon, selector: str, token: str = TOKEN, path: str = "/token/") -> None:
-    r = await daemon.client.post(path, data={
-        "username": "1001", "selector": selector, "pushToken": token,
-        "pushTokenIncomingCall": token + "-calls", "pushappid": "app.msgs", "password": PASSWORD,
-    })
-    assert r.status_code == 200
+def report_form(daemon, selector: str, token: str = TOKEN, path: str = "/token/"):
+    """A POST form report with both tokens and a password."""
+    return reports.report(daemon, selector, path=path, form=True, username="1001", token=token,
+                          pushTokenIncomingCall=token + "-calls", pushappid="app.msgs",
+                          password=PASSWORD)
 
 
 def assert_no_secrets(path: Path) -> None:
@@ -44,9 +44,9 @@ def assert_no_secrets(path: Path) -> None:
 async def test_every_event_is_one_json_line_without_secrets(start_daemon, tmp_path, fsync):
     log = tmp_path / "audit.jsonl"
     daemon = await start_daemon(auditlog(log, fsync=fsync, fsync_interval=0.05))
-    await report(daemon, "S1")
-    await report(daemon, "S1", token=TOKEN + "x")
-    await report(daemon, "S1", path="/removeToken/")
+    await report_form(daemon, "S1")
+    await report_form(daemon, "S1", token=TOKEN + "x")
+    await report_form(daemon, "S1", path="/removeToken/")
     await wait_until(lambda: len(lines(log)) == 3)
     journal = daemon.store().events()
     records = json_lines(log)
@@ -69,7 +69,7 @@ async def test_every_event_is_one_json_line_without_secrets(start_daemon, tmp_pa
 async def test_operator_removals_name_the_command(start_daemon, tmp_path):
     log = tmp_path / "audit.jsonl"
     daemon = await start_daemon(auditlog(log))
-    await report(daemon, "S1")
+    await report_form(daemon, "S1")
     config = tmp_path / "cli.toml"
     config.write_text(f'[storage]\npath = "{daemon.db_path}"\n')
     result = await trio.to_thread.run_sync(
@@ -84,10 +84,10 @@ async def test_a_file_moved_away_is_written_anew(start_daemon, tmp_path):
     """Without SIGHUP (logrotate without postrotate): the next event notices the move."""
     log = tmp_path / "audit.jsonl"
     daemon = await start_daemon(auditlog(log))
-    await report(daemon, "S1")
+    await report_form(daemon, "S1")
     await wait_until(lambda: len(lines(log)) == 1)
     log.rename(tmp_path / "audit.jsonl.1")
-    await report(daemon, "S2")
+    await report_form(daemon, "S2")
     await wait_until(lambda: len(lines(log)) == 1)
     assert json_lines(log)[0]["selector"] == "S2"
     assert [r["selector"] for r in json_lines(tmp_path / "audit.jsonl.1")] == ["S1"]

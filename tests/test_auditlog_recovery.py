@@ -14,6 +14,7 @@ import pytest
 from conftest import pnbridge
 from faults import poll
 from pnbridge.store import Store
+from reports import report
 
 TOML = '''
 [server]
@@ -35,12 +36,6 @@ max_attempts = 1000
 '''
 
 
-def report(client: httpx.Client, selector: str) -> None:
-    answer = client.get("/token/", params={"username": "u", "selector": selector,
-                                           "pushToken": f"tok-{selector}", "pushappid": "app"})
-    assert answer.status_code == 200, answer.text
-
-
 def ids(path: Path) -> list[str]:
     return [json.loads(line)["selector"] for line in path.read_text().splitlines()]
 
@@ -50,7 +45,7 @@ def test_the_audit_log_recovers_after_an_unwritable_path(spawn, tmp_path, blocke
     log = tmp_path / "audit.jsonl"
     daemon = spawn(TOML.format(db=tmp_path / "pnbridge.db", log=log))
     with httpx.Client(base_url=daemon.url()) as client:
-        report(client, "S1")
+        report(client, "S1", token="tok-S1", pushappid="app")
         poll(lambda: log.exists() and ids(log) == ["S1"])
         log.rename(tmp_path / "audit.jsonl.1")  # logrotate
         if blocker == "directory":
@@ -60,8 +55,8 @@ def test_the_audit_log_recovers_after_an_unwritable_path(spawn, tmp_path, blocke
             log.chmod(0o640)
             assert subprocess.run(["chattr", "+i", str(log)]).returncode == 0
         try:
-            report(client, "S2")
-            report(client, "S3")
+            report(client, "S2", token="tok-S2", pushappid="app")
+            report(client, "S3", token="tok-S3", pushappid="app")
             kind = "IsADirectoryError" if blocker == "directory" else "PermissionError"
             daemon.wait_for(rf"plugin auditlog: event \S+ \(seq 2\) attempt 3 failed: "
                             rf"{kind}: {log}: ")

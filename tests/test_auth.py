@@ -11,6 +11,7 @@ import pytest
 import trio
 from conftest import PASSWORDS, SECRET, pnbridge
 from pnbridge import users
+from reports import report
 
 ALICE, BOB = "alice", "bob"
 
@@ -166,33 +167,34 @@ def credentials(mode: str, user: str) -> dict:
     return {"extra": {"password": PASSWORDS[user]}}
 
 
-async def report(daemon, path: str, mode: str, as_user: str, params: dict) -> httpx.Response:
+async def report_as(daemon, path: str, mode: str, as_user: str, params: dict
+                    ) -> httpx.Response:
+    """Report ``params`` to ``path`` with ``as_user``'s credentials in ``mode``."""
     given = credentials(mode, as_user)
-    return await daemon.client.get(
-        path, params={**params, **given.get("extra", {})}, auth=given.get("auth"),
-    )
+    fields = {"username": None, "token": None, **params, **given.get("extra", {})}
+    return await report(daemon, path=path, auth=given.get("auth"), status=None, **fields)
 
 
 @pytest.mark.parametrize("mode", ["digest", "basic", "hook"])
 async def test_nobody_registers_or_removes_devices_of_another_user(start_daemon, tmp_path, mode):
     daemon = await auth_daemon(start_daemon, tmp_path, mode)
-    assert (await report(daemon, "/token", mode, BOB, token_params(BOB, "BOB-1", "bobs"))
+    assert (await report_as(daemon, "/token", mode, BOB, token_params(BOB, "BOB-1", "bobs"))
             ).status_code == 200
     # Alice's own credentials, Bob's username: refused, for registration and removal.
-    r = await report(daemon, "/token", mode, ALICE, token_params(BOB, "ALICE-1", "alices"))
+    r = await report_as(daemon, "/token", mode, ALICE, token_params(BOB, "ALICE-1", "alices"))
     assert r.status_code == 401
-    r = await report(daemon, "/removeToken", mode, ALICE, token_params(BOB, "BOB-1"))
+    r = await report_as(daemon, "/removeToken", mode, ALICE, token_params(BOB, "BOB-1"))
     assert r.status_code == 401
     # Alice's username with Bob's selector: his device stays his.
-    r = await report(daemon, "/token", mode, ALICE, token_params(ALICE, "BOB-1", "alices"))
+    r = await report_as(daemon, "/token", mode, ALICE, token_params(ALICE, "BOB-1", "alices"))
     assert r.status_code == 403
     # A removal by selector alone removes only Alice's own devices: none here.
-    r = await report(daemon, "/removeToken", mode, ALICE, {"selector": "BOB-1"})
+    r = await report_as(daemon, "/removeToken", mode, ALICE, {"selector": "BOB-1"})
     assert r.status_code in (200, 401)
     assert devices(daemon) == {"BOB-1": BOB}
     assert journal(daemon) == [("registered", "new", "BOB-1")]
     # Bob removes his own device.
-    r = await report(daemon, "/removeToken", mode, BOB, token_params(BOB, "BOB-1"))
+    r = await report_as(daemon, "/removeToken", mode, BOB, token_params(BOB, "BOB-1"))
     assert r.status_code == 200 and devices(daemon) == {}
 
 

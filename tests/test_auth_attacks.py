@@ -23,6 +23,7 @@ from faults import rss_kib
 from plugintools import wait_until_sync, write_plugin
 from pnbridge import users
 from pnbridge.ratelimit import client_key
+from reports import report
 
 ALICE, BOB = "alice", "bob"
 REALM = "pnbridge"
@@ -401,15 +402,15 @@ def test_a_failing_or_blocking_auth_hook_is_a_503_and_starves_nothing(spawn, tmp
     """))
     url = daemon.url()
 
-    def report(user: str, selector: str, path: str = "/token") -> httpx.Response:
-        return httpx.get(f"{url}{path}", params={
-            "username": user, "selector": selector, "token_msgs": "t", "password": "pw-71c"},
-            timeout=30)
+    def report_as(user: str, selector: str, path: str = "/token") -> httpx.Response:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            return report(client, selector, path=path, status=None, username=user, token=None,
+                          token_msgs="t", password="pw-71c")
 
     try:
         for user in ("raises", "async-raises"):
             started = time.monotonic()
-            r = report(user, "R1")
+            r = report_as(user, "R1")
             assert r.status_code == 503 and time.monotonic() - started < 1.0, user
             assert r.text == "authentication unavailable, try again later\n"
         results: list[tuple[int, float]] = []
@@ -448,15 +449,15 @@ def test_a_failing_or_blocking_auth_hook_is_a_503_and_starves_nothing(spawn, tmp
         # The hook's 4 threads are all held, so a hook report waits for one and is a 503;
         # every other thread task still runs: a report of another route is stored and
         # delivered to a plain event hook (a worker thread), and SIGHUP reloads.
-        assert report("dave", "D1").status_code == 503
-        assert report("dave", "D1", "/open/token").status_code == 200
+        assert report_as("dave", "D1").status_code == 503
+        assert report_as("dave", "D1", "/open/token").status_code == 200
         wait_until_sync(lambda: recorded.exists() and "D1" in recorded.read_text())
         daemon.popen.send_signal(1)
         daemon.wait_for("config reloaded")
     finally:
         release.touch()
     # Once the blocked hooks return, their threads serve reports again.
-    wait_until_sync(lambda: report("erin", "E1").status_code == 200)
+    wait_until_sync(lambda: report_as("erin", "E1").status_code == 200)
     daemon.stop()
     log = daemon.log
     assert "pw-71c" not in log  # the raised message quoted the password: not logged

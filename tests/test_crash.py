@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 from conftest import pnbridge
 from faults import daemon_toml, poll, recorded_ids
-from test_webhook import SECRET, Receiver
+from webhook_receiver import SECRET, Receiver
 
 ROUNDS = 4
 SELECTORS = 40

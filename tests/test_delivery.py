@@ -12,6 +12,7 @@ import trio
 from conftest import pnbridge
 from plugintools import RECORDER, lines, records, wait_until, wait_until_sync, write_plugin
 from pnbridge.store import MIGRATIONS, Store
+from reports import report
 
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
 
@@ -21,11 +22,9 @@ def plugin_tables(directory: Path, enabled: list[str], **tables: dict) -> dict:
 
 
 async def register(daemon, *selectors: str, token: str = "t") -> None:
+    """Report each selector in turn."""
     for selector in selectors:
-        r = await daemon.client.get(
-            "/token/", params={"username": "u", "selector": selector, "pushToken": token}
-        )
-        assert r.status_code == 200
+        await report(daemon, selector, token=token)
 
 
 def cli(*args: str):

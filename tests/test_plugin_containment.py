@@ -16,6 +16,7 @@ import httpx
 import pytest
 from conftest import pnbridge
 from plugintools import wait_until_sync, write_plugin
+from reports import report
 
 KEY = "containment-key-00000000"
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: |  ")
@@ -107,12 +108,6 @@ paths = ["{tmp_path / "plugins"}"]
 '''
 
 
-def report(client: httpx.Client, selector: str, path: str = "/token/") -> None:
-    answer = client.get(path, params={"username": "u", "selector": selector,
-                                      "pushToken": f"tok-{selector}", "pushappid": "app"})
-    assert answer.status_code == 200, answer.text
-
-
 def failed(config: Path) -> list[str]:
     """The rows of ``pnbridge events --failed``."""
     result = pnbridge("events", "--failed", "--config", str(config))
@@ -139,8 +134,8 @@ max_backoff = 0.02
     config = tmp_path / "pnbridge.toml"
     with httpx.Client(base_url=url) as client:
         for selector in ("THREAD", "RECURSE", "MEMORY", "REPR"):
-            report(client, selector)
-        report(client, "THREAD", "/removeToken/")
+            report(client, selector, token=f"tok-{selector}", pushappid="app")
+        report(client, "THREAD", path="/removeToken/", token="tok-THREAD", pushappid="app")
         daemon.wait_for("plugin boom: task failed: background task")
         daemon.wait_for("plugin boom: task failed: Input/output error")
         rows = wait_until_sync(lambda: len(rows := failed(config)) == 5 and rows)
@@ -151,7 +146,7 @@ max_backoff = 0.02
         daemon.popen.send_signal(signal.SIGHUP)
         daemon.wait_for("plugin boom: reload failed: reload")
         daemon.wait_for("config reloaded")
-        report(client, "AFTER")
+        report(client, "AFTER", token="tok-AFTER", pushappid="app")
         assert client.get("/healthz").status_code == 200
         metrics = client.get("/metrics").text
     assert daemon.popen.poll() is None
@@ -195,12 +190,12 @@ fsync_interval = 0.05
 '''))
     with httpx.Client(base_url=daemon.url()) as client:
         for i in range(20):
-            report(client, f"S{i}")
+            report(client, f"S{i}", token=f"tok-S{i}", pushappid="app")
         wait_until_sync(lambda: b"".join(got).count(b"\n") == 20)
         daemon.popen.send_signal(signal.SIGHUP)  # reopens the file: fsync on close
         daemon.wait_for("config reloaded")
         for i in range(20, 25):
-            report(client, f"S{i}")
+            report(client, f"S{i}", token=f"tok-S{i}", pushappid="app")
         wait_until_sync(lambda: b"".join(got).count(b"\n") == 25)
         assert client.get("/readyz").status_code == 200
     assert daemon.popen.poll() is None
@@ -225,10 +220,10 @@ max_backoff = 0.02
 '''))
     with httpx.Client(base_url=daemon.url()) as client:
         for i in range(3):
-            report(client, f"S{i}")
+            report(client, f"S{i}", token=f"tok-S{i}", pushappid="app")
         rows = wait_until_sync(lambda: len(rows := failed(tmp_path / "pnbridge.toml")) == 3
                                and rows)
-        report(client, "S3")
+        report(client, "S3", token="tok-S3", pushappid="app")
     assert all("No space left on device" in row for row in rows), rows
     assert daemon.popen.poll() is None
     assert daemon.stop() == 0
@@ -264,7 +259,7 @@ def test_an_optional_plugin_failing_at_startup_is_left_out_and_counted(spawn, tm
     ''')
     daemon = spawn(toml(tmp_path, 'enabled = ["start_boom"]\noptional = ["start_boom"]'))
     with httpx.Client(base_url=daemon.url()) as client:
-        report(client, "S1")
+        report(client, "S1", token="tok-S1", pushappid="app")
         metrics = client.get("/metrics").text
     assert 'pnbridge_plugin_errors_total{plugin="start_boom",where="startup"} 1.0' in metrics
     assert daemon.stop() == 0

@@ -8,6 +8,7 @@ import logging
 from conftest import pnbridge
 from plugintools import RECORDER, records, wait_until, write_plugin
 from pnbridge import pluginhost
+from reports import report
 
 KEY = "plugin-faults-key-000000"
 
@@ -79,19 +80,12 @@ def plugins(tmp_path, enabled: list[str], **more) -> dict:
     }}
 
 
-async def report(daemon, selector: str) -> None:
-    answer = await daemon.client.get("/token/", params={
-        "username": "u1", "selector": selector, "pushToken": f"tok-{selector}",
-        "pushappid": "app.id"})
-    assert answer.status_code == 200
-
-
 async def test_optional_plugins_that_cannot_start_are_left_out(start_daemon, tmp_path,
                                                                caplog, monkeypatch):
     monkeypatch.setattr(pluginhost, "STARTUP_TIMEOUT", 0.3)
     optional = ["import_boom", "start_boom", "start_hang"]
     daemon = await start_daemon(plugins(tmp_path, optional, optional=optional))
-    await report(daemon, "S1")
+    await report(daemon, "S1", token="tok-S1", username="u1", pushappid="app.id")
     await wait_until(lambda: len(records(tmp_path / "recorded")) == 1)
     assert (await daemon.client.get("/readyz")).status_code == 200
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -126,7 +120,7 @@ async def test_misbehaving_hooks_hold_back_only_themselves(start_daemon, tmp_pat
     config["api"] = {"keys": [KEY]}
     daemon = await start_daemon(config)
     for i in range(5):
-        await report(daemon, f"S{i}")
+        await report(daemon, f"S{i}", token=f"tok-S{i}", username="u1", pushappid="app.id")
     await wait_until(lambda: len(records(tmp_path / "recorded")) == 5, timeout=5)
     answer = await daemon.client.post(
         "/api/v1/push", json={"username": "u1", "verb": "NotifyTextMessage"},

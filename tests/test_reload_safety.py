@@ -17,15 +17,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import Process, pnbridge
+from notify import NotifySocket
 from plugintools import wait_until_sync
-from test_service import NotifySocket
-from test_webhook import SECRET, TOKEN, Receiver
+from reports import report
+from webhook_receiver import SECRET, TOKEN, Receiver
 
 OLD_SECRET = "reload-old-secret-0123"
 NEW_SECRET = "reload-new-secret-4567"
@@ -68,35 +69,15 @@ def _restore(path: Path, text: str) -> None:
 
 
 def _status(url: str, secret: str, selector: str = "S1") -> int:
-    return httpx.get(f"{url}/token/", headers={"X-Pnbridge-Secret": secret}, params={
-        "username": "1001", "selector": selector, "pushToken": TOKEN, "pushappid": "app.id",
-    }, timeout=10).status_code
+    with httpx.Client(base_url=url, headers={"X-Pnbridge-Secret": secret}, timeout=10) as client:
+        return report(client, selector, username="1001", token=TOKEN, pushappid="app.id",
+                      status=None).status_code
 
 
 def _webhook(url: str, max_attempts: int = 10) -> str:
     return (f'[plugins]\nenabled = ["webhook"]\n[plugins.webhook]\nurls = ["{url}"]\n'
             f'secret = "{SECRET}"\n[plugins.webhook.delivery]\nbackoff = 0.01\n'
             f"max_backoff = 0.05\nmax_attempts = {max_attempts}\n")
-
-
-@pytest.fixture
-def receivers() -> Iterator[Callable[..., Receiver]]:
-    started: list[Receiver] = []
-
-    def start(secret: str = SECRET) -> Receiver:
-        started.append(Receiver(secret))
-        return started[-1]
-
-    yield start
-    for receiver in started:
-        receiver.close()
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifySocket]:
-    sock = NotifySocket(str(tmp_path / "notify.sock"))
-    yield sock
-    sock.close()
 
 
 def test_every_broken_config_on_sighup_keeps_the_running_one(spawn, notify, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from conftest import pnbridge
 from plugintools import wait_until_sync
-from test_webhook import SECRET, Receiver
+from webhook_receiver import SECRET, Receiver
 
 PASSWORD = "hook-Passw0rd-zq81"
 
