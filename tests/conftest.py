@@ -23,9 +23,9 @@ import httpx
 import pytest
 import trio
 from notify import NotifySocket
-from pnbridge.config import Config, parse_config
+from pnbridge.config.tables import Config, parse_config
 from pnbridge.server import run
-from pnbridge.store import Store
+from pnbridge.storage.sqlite import Store
 from pnmediator_stub import Stub
 from webhook_receiver import Receiver
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from conftest import Process
 from notify import NotifySocket
-from pnbridge.store import Store
+from pnbridge.storage.sqlite import Store
 
 CONFIG = """\
 [server]

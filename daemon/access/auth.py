@@ -23,12 +23,13 @@ from urllib.parse import urlsplit
 
 import trio
 
-from . import digest, paths, users
-from .config import AuthConfig, AuthMode, Config
-from .events import Report
-from .fields import fold
-from .pluginhost import PluginHost, uncontained
-from .settings import ConfigError
+from ..config import paths
+from ..config.tables import AuthConfig, AuthMode, Config
+from ..config.typed import ConfigError
+from ..delivery.pluginhost import PluginHost, uncontained
+from ..ingest.fields import fold
+from ..model import Report
+from . import digest, users
 
 HOOK = "authenticate_report"
 
