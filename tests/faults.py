@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from plugintools import RECORDER, lines, write_plugin
+from plugintools import install_plugins, lines
 from reports import report
 
 API_KEY = "k" * 24
@@ -27,7 +27,7 @@ def daemon_toml(tmp_path: Path, db: Path, *, busy_timeout: float = 0.3, extra: s
     """A config: loopback listen, ``db``, no rate limits (the tests flood on purpose), the push
     API with pnmediator at a closed port, and the recorder plugin (its file:
     tmp_path/recorded) with fast retries."""
-    write_plugin(tmp_path / "plugins", "recorder", RECORDER)
+    install_plugins(tmp_path / "plugins", "recorder")
     names = ", ".join(f'"{n}"' for n in (*enabled, "pnmediator"))
     return f"""\
 [server]

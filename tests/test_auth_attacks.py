@@ -20,7 +20,7 @@ import pytest
 import trio
 from conftest import PASSWORDS, pnbridge
 from faults import rss_kib
-from plugintools import wait_until_sync, write_plugin
+from plugintools import install_plugins, wait_until_sync
 from pnbridge.access import users
 from pnbridge.access.ratelimit import client_key
 from reports import report
@@ -196,22 +196,12 @@ async def guess_daemon(start_daemon, tmp_path, mode: str, **reporter):
     config = {"auth": {"reporter": mode, "users_file": write_users(tmp_path)},
               "reporter": {**GUESSES, **reporter}}
     if mode == "hook":
-        write_plugin(tmp_path / "plugins", "pbxauth", HOOK_PLUGIN)
-        config["plugins"] = {"paths": [str(tmp_path / "plugins")], "enabled": ["pbxauth"]}
+        install_plugins(tmp_path / "plugins", "auth/pbxauth")
+        config["plugins"] = {"paths": [str(tmp_path / "plugins")], "enabled": ["pbxauth"],
+                             "pbxauth": {"passwords": PASSWORDS}}
         config["reporter"]["routes"] = [
             {"path": "/p/{username}/{password}/{selector}/{token_msgs}", "kind": "token"}]
     return await start_daemon(config)
-
-
-HOOK_PLUGIN = f'''
-from pnbridge import hookimpl
-
-PBX_USERS = {PASSWORDS!r}
-
-@hookimpl
-def authenticate_report(username, credentials, report):
-    return username in PBX_USERS and credentials.get("password") == PBX_USERS[username]
-'''
 
 
 async def guess(daemon, mode: str, password: str, n: int) -> tuple[int, bytes, bytes]:
@@ -315,68 +305,10 @@ async def test_refused_answers_are_the_same_for_a_right_and_a_wrong_password(
 
 # -- item 9: a failing or blocking authenticate_report hook -----------------------------------
 
-FAILING_HOOKS = '''
-import os, time
-from pnbridge import hookimpl
-
-RELEASE = {release!r}
-
-@hookimpl
-def authenticate_report(username, credentials, report):
-    if username == "raises":
-        raise ConnectionError("PBX database down: " + credentials.get("password", ""))
-    if username == "blocks":
-        while not os.path.exists(RELEASE):  # until the test ends: "forever"
-            time.sleep(0.05)
-    return True
-'''
-
-ASYNC_HOOK = '''
-import trio
-from pnbridge import hookimpl
-
-@hookimpl(tryfirst=True)
-async def authenticate_report(username, credentials, report):
-    if username == "async-raises":
-        raise RuntimeError("boom")
-    if username == "async-blocks":
-        await trio.sleep_forever()
-    return None
-'''
-
-# Plain event hook: runs in a worker thread, as every thread task of the daemon does.
-THREAD_RECORDER = '''
-from dataclasses import dataclass
-from pnbridge import hookimpl
-
-@dataclass
-class Settings:
-    path: str
-
-settings = None
-
-@hookimpl
-def settings_class():
-    return Settings
-
-@hookimpl
-def startup(app):
-    global settings
-    settings = app.settings(Settings)
-
-@hookimpl
-def device_registered(event):
-    with open(settings.path, "a") as file:
-        file.write(event.selector + "\\n")
-'''
-
-
 def test_a_failing_or_blocking_auth_hook_is_a_503_and_starves_nothing(spawn, tmp_path):
     release = tmp_path / "release"
     plugins = tmp_path / "plugins"
-    write_plugin(plugins, "pbxdown", FAILING_HOOKS.format(release=str(release)))
-    write_plugin(plugins, "pbxasync", ASYNC_HOOK)
-    write_plugin(plugins, "threadrec", THREAD_RECORDER)
+    install_plugins(plugins, "auth/pbxdown", "auth/pbxasync", "auth/threadrec")
     recorded = tmp_path / "recorded"
     daemon = spawn(textwrap.dedent(f"""\
         [server]
@@ -399,6 +331,8 @@ def test_a_failing_or_blocking_auth_hook_is_a_503_and_starves_nothing(spawn, tmp
         enabled = ["pbxdown", "pbxasync", "threadrec"]
         [plugins.threadrec]
         path = "{recorded}"
+        [plugins.pbxdown]
+        release = "{release}"
     """))
     url = daemon.url()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import trio
 from conftest import pnbridge
-from plugintools import RECORDER, lines, records, wait_until, wait_until_sync, write_plugin
+from plugintools import install_plugins, lines, records, wait_until, wait_until_sync
 from pnbridge.storage.sqlite import MIGRATIONS, Store
 from reports import report
 
@@ -34,21 +34,9 @@ def cli(*args: str):
 async def test_failing_plugin_gets_every_event_once_it_recovers(start_daemon, tmp_path):
     """Fails its first 3 calls, then succeeds: every event arrives, in journal order."""
     out = tmp_path / "out"
-    write_plugin(tmp_path / "plugins", "flaky", f'''
-        from pnbridge import hookimpl
-        calls = 0
-
-        @hookimpl
-        async def device_registered(event):
-            global calls
-            calls += 1
-            if calls <= 3:
-                raise ConnectionError(f"CRM down (call {{calls}})")
-            with open({str(out)!r}, "a") as file:
-                file.write(f"{{event.kind}} {{event.seq}} {{event.selector}} {{event.id}}\\n")
-    ''')
+    directory = install_plugins(tmp_path / "plugins", "delivery/flaky")
     daemon = await start_daemon(plugin_tables(
-        tmp_path / "plugins", ["flaky"], flaky={"delivery": {**FAST, "max_attempts": 5}}
+        directory, ["flaky"], flaky={"path": str(out), "delivery": {**FAST, "max_attempts": 5}}
     ))
     await register(daemon, "S1", "S2", "S3")
     await register(daemon, "S1", token="t2")
@@ -60,24 +48,10 @@ async def test_failing_plugin_gets_every_event_once_it_recovers(start_daemon, tm
 
 async def test_retry_later_sets_the_delay(start_daemon, tmp_path):
     out = tmp_path / "out"
-    write_plugin(tmp_path / "plugins", "later", f'''
-        import time
-        from pnbridge import RetryLater, hookimpl
-        calls = 0
-
-        @hookimpl
-        def device_registered(event):
-            global calls
-            calls += 1
-            with open({str(out)!r}, "a") as file:
-                file.write(f"{{time.monotonic()}}\\n")
-            if calls == 1:
-                raise RetryLater(0.3, "429 Retry-After: 0.3")
-    ''')
+    directory = install_plugins(tmp_path / "plugins", "delivery/later")
     # A backoff far longer than the test: only RetryLater's delay can make it pass.
-    daemon = await start_daemon(plugin_tables(
-        tmp_path / "plugins", ["later"], later={"delivery": {"backoff": 60, "max_backoff": 60}}
-    ))
+    daemon = await start_daemon(plugin_tables(directory, ["later"], later={
+        "path": str(out), "delivery": {"backoff": 60, "max_backoff": 60}}))
     await register(daemon, "S1")
     times = [float(t) for t in await wait_until(lambda: len(lines(out)) == 2 and lines(out))]
     assert 0.3 <= times[1] - times[0] < 2
@@ -88,24 +62,7 @@ async def test_hanging_plugins_delay_neither_ingestion_nor_other_plugins(start_d
     themselves: reports are answered at once and the recorder gets everything."""
     directory = tmp_path / "plugins"
     out = tmp_path / "out"
-    write_plugin(directory, "recorder", RECORDER)
-    write_plugin(directory, "hang", '''
-        import trio
-        from pnbridge import hookimpl
-
-        @hookimpl
-        async def device_registered(event):
-            await trio.sleep_forever()
-    ''')
-    write_plugin(directory, "stuck", '''
-        import threading
-        from pnbridge import hookimpl
-        release = threading.Event()
-
-        @hookimpl
-        def device_registered(event):
-            release.wait()
-    ''')
+    install_plugins(directory, "recorder", "delivery/hang", "delivery/stuck")
     daemon = await start_daemon(plugin_tables(
         directory, ["hang", "stuck", "recorder"], recorder={"path": str(out)}
     ))
@@ -121,31 +78,13 @@ async def test_hanging_plugins_delay_neither_ingestion_nor_other_plugins(start_d
         sys.modules["pnbridge_plugin_stuck"].release.set()
 
 
-PICKY = '''
-    import os
-    import trio
-    from pnbridge import PermanentFailure, hookimpl
-
-    @hookimpl
-    async def device_registered(event):
-        if not os.path.exists({healed!r}):
-            if event.selector == "BAD":
-                raise PermanentFailure("no such customer")
-            if event.selector == "SLOW":
-                await trio.sleep_forever()
-            if event.selector == "ERR":
-                raise ValueError("bad field")
-        with open({out!r}, "a") as file:
-            file.write(f"{{event.kind}} {{event.seq}} {{event.selector}} {{event.id}}\\n")
-'''
-
-
 async def test_parked_events_are_listed_and_retried(start_daemon, tmp_path):
     """Permanent failure, timeouts and errors past max_attempts park the event and delivery
     goes on; ``pnbridge events --failed`` lists them, ``pnbridge events retry`` resends them."""
     out, healed = tmp_path / "out", tmp_path / "healed"
-    write_plugin(tmp_path / "plugins", "picky", PICKY.format(out=str(out), healed=str(healed)))
-    daemon = await start_daemon(plugin_tables(tmp_path / "plugins", ["picky"], picky={
+    directory = install_plugins(tmp_path / "plugins", "delivery/picky")
+    daemon = await start_daemon(plugin_tables(directory, ["picky"], picky={
+        "path": str(out), "healed": str(healed),
         "delivery": {**FAST, "max_attempts": 2, "timeout": 0.1},
     }))
     await register(daemon, "BAD", "OK1", "SLOW", "ERR", "OK2")
@@ -191,34 +130,12 @@ async def test_parked_events_are_listed_and_retried(start_daemon, tmp_path):
     assert result.returncode == 2 and "--limit" in result.stderr
 
 
-GATE = '''
-    import os
-    import trio
-    from pnbridge import hookimpl
-
-    async def record(event):
-        while not os.path.exists({gate!r}):
-            await trio.sleep(0.02)
-        with open({out!r}, "a") as file:
-            file.write(f"{{event.kind}} {{event.seq}} {{event.selector}} {{event.id}}\\n")
-
-    @hookimpl
-    async def device_registered(event):
-        await record(event)
-
-    @hookimpl
-    async def device_removed(event):
-        await record(event)
-'''
-
-
 def test_undelivered_events_survive_kill_and_stop(spawn, tmp_path):
     """Events left undelivered by ``kill -9``, and events journaled by the CLI while the
     daemon is down, are delivered after the restart, in order; nothing is lost."""
     directory = tmp_path / "plugins"
     gated, seen, gate = tmp_path / "gated", tmp_path / "seen", tmp_path / "gate"
-    write_plugin(directory, "gated", GATE.format(gate=str(gate), out=str(gated)))
-    write_plugin(directory, "recorder", RECORDER)
+    install_plugins(directory, "delivery/gated", "recorder")
     toml = f'''
 [server]
 listen = ["127.0.0.1:0"]
@@ -229,6 +146,9 @@ enabled = ["gated", "recorder"]
 paths = ["{directory}"]
 [plugins.recorder]
 path = "{seen}"
+[plugins.gated]
+path = "{gated}"
+gate = "{gate}"
 '''
     daemon = spawn(toml)
     url = daemon.url()
@@ -263,14 +183,13 @@ async def test_pruning_keeps_undelivered_events(start_daemon, tmp_path):
     plugin parked or has not reached yet."""
     directory = tmp_path / "plugins"
     out = tmp_path / "out"
-    write_plugin(directory, "recorder", RECORDER)
-    write_plugin(directory, "picky", PICKY.format(out=str(tmp_path / "picky"),
-                                                 healed=str(tmp_path / "healed")))
+    install_plugins(directory, "recorder", "delivery/picky")
     daemon = await start_daemon({
         "plugins": {
             "enabled": ["recorder", "picky"], "paths": [str(directory)],
             "retention": 0, "prune_interval": 0.05, "recorder": {"path": str(out)},
-            "picky": {"delivery": {"timeout": 60}},
+            "picky": {"path": str(tmp_path / "picky"), "healed": str(tmp_path / "healed"),
+                      "delivery": {"timeout": 60}},
         },
     })
     await register(daemon, "BAD", "OK1", "SLOW", "OK2")
@@ -307,26 +226,7 @@ async def test_delivery_metrics_and_readiness(start_daemon, tmp_path):
     """/metrics counts deliveries per plugin and outcome and shows each plugin's backlog;
     /readyz has a check per plugin's delivery task."""
     directory = tmp_path / "plugins"
-    write_plugin(directory, "recorder", RECORDER)
-    write_plugin(directory, "hang", '''
-        import trio
-        from pnbridge import hookimpl
-
-        @hookimpl
-        async def device_registered(event):
-            await trio.sleep_forever()
-    ''')
-    write_plugin(directory, "once", '''
-        from pnbridge import hookimpl
-        calls = 0
-
-        @hookimpl
-        def device_registered(event):
-            global calls
-            calls += 1
-            if calls == 1:
-                raise OSError("first call fails")
-    ''')
+    install_plugins(directory, "recorder", "delivery/hang", "delivery/once")
     daemon = await start_daemon(plugin_tables(
         directory, ["recorder", "hang", "once"],
         recorder={"path": str(tmp_path / "out")}, once={"delivery": FAST},

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import trio
 from conftest import pnbridge
-from plugintools import write_plugin
+from plugintools import install_plugins
 from pnbridge.storage.sqlite import Store
 from pnmediator_stub import Stub
 
@@ -274,34 +274,8 @@ async def test_a_disabled_unit_and_an_unknown_user_warn_or_fail(install):
 def test_hook_doctor_of_a_plugins_directory_plugin(tmp_path):
     """A plugin's own findings (a plain tuple will do), a doctor hook that raises or answers
     garbage, and a plugin without the hook: one line each, the plugin named."""
-    write_plugin(tmp_path / "plugins", "spool", '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def doctor(user):
-            return [("warn", f"spool is nearly full for {user.name}", "empty /var/spool/x")]
-    ''')
-    write_plugin(tmp_path / "plugins", "boom", '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        async def doctor(app):
-            raise RuntimeError("no CRM configured")
-    ''')
-    write_plugin(tmp_path / "plugins", "garbage", '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def doctor():
-            return ["ok"]
-    ''')
-    write_plugin(tmp_path / "plugins", "quiet", '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def device_registered(event):
-            pass
-    ''')
+    install_plugins(tmp_path / "plugins", "doctor/spool", "doctor/boom", "doctor/garbage",
+                    "doctor/quiet")
     config = tmp_path / "pnbridge.toml"
     config.write_text(f'''
 [server]

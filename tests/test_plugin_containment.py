@@ -15,81 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import pnbridge
-from plugintools import wait_until_sync, write_plugin
+from plugintools import install_plugins, wait_until_sync
 from reports import report
 
 KEY = "containment-key-00000000"
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: |  ")
-
-BOOM = '''
-import trio
-from pnbridge import hookimpl
-
-
-class Boom(BaseException):
-    """Not an Exception: what a careless plugin (or a library it calls) may raise."""
-
-
-class BadRepr(Exception):
-    def __repr__(self):
-        raise RuntimeError("no repr")
-
-
-def recurse(n):
-    return recurse(n + 1) + 1
-
-
-async def fail_later():
-    await trio.sleep(0.2)
-    raise Boom("background task\\nFORGED line")
-
-
-async def fail_after_start(task_status=trio.TASK_STATUS_IGNORED):
-    task_status.started()
-    await trio.sleep(0.2)
-    raise OSError(5, "Input/output error")
-
-
-@hookimpl
-async def startup(app):
-    app.nursery.start_soon(fail_later)
-    await app.nursery.start(fail_after_start)
-
-
-@hookimpl
-def device_registered(event):
-    if event.selector == "RECURSE":
-        recurse(0)
-    if event.selector == "MEMORY":
-        raise MemoryError()
-    if event.selector == "REPR":
-        raise BadRepr()
-    raise Boom("in a thread")
-
-
-@hookimpl
-async def device_removed(event):
-    async def child():
-        raise Boom("in a group")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(child)
-
-
-@hookimpl
-async def send_push(push):
-    raise Boom("push")
-
-
-@hookimpl
-async def reload(app):
-    raise Boom("reload")
-
-
-@hookimpl
-async def shutdown(app):
-    raise Boom("shutdown")
-'''
-
 
 def toml(tmp_path: Path, plugins: str) -> str:
     (tmp_path / "plugins").mkdir(exist_ok=True)
@@ -121,7 +51,7 @@ def assert_log_lines(log: str) -> None:
 
 
 def test_a_plugin_raising_in_every_hook_stops_nothing(spawn, tmp_path):
-    write_plugin(tmp_path / "plugins", "boom", BOOM)
+    install_plugins(tmp_path / "plugins", "containment/boom")
     daemon = spawn(toml(tmp_path, f'''enabled = ["boom"]
 [api]
 keys = ["{KEY}"]
@@ -229,15 +159,10 @@ max_backoff = 0.02
     assert daemon.stop() == 0
 
 
-@pytest.mark.parametrize("code", [
-    "raise GeneratorExit('at import')",
-    "class Boom(BaseException): pass\nraise Boom('at import')",
-    "import sys\nsys.setrecursionlimit(60)\ndef f(): return f()\nf()",
-    "from pnbridge import hookimpl\nclass Boom(BaseException): pass\n"
-    "@hookimpl\ndef settings_class():\n    raise Boom('settings')",
-])
+@pytest.mark.parametrize("code", ["generator_exit", "base_exception", "recursion",
+                                  "settings_class"])
 def test_a_plugin_failing_to_load_is_named(tmp_path, code):
-    write_plugin(tmp_path / "plugins", "broken", code)
+    install_plugins(tmp_path / "plugins", broken=f"containment/broken_{code}")
     config = tmp_path / "pnbridge.toml"
     config.write_text(toml(tmp_path, 'enabled = ["broken"]'))
     result = pnbridge("check-config", "--config", str(config))
@@ -247,16 +172,7 @@ def test_a_plugin_failing_to_load_is_named(tmp_path, code):
 
 
 def test_an_optional_plugin_failing_at_startup_is_left_out_and_counted(spawn, tmp_path):
-    write_plugin(tmp_path / "plugins", "start_boom", '''
-        from pnbridge import hookimpl
-
-        class Boom(BaseException):
-            pass
-
-        @hookimpl
-        async def startup(app):
-            raise Boom("no CRM")
-    ''')
+    install_plugins(tmp_path / "plugins", "containment/start_boom")
     daemon = spawn(toml(tmp_path, 'enabled = ["start_boom"]\noptional = ["start_boom"]'))
     with httpx.Client(base_url=daemon.url()) as client:
         report(client, "S1", token="tok-S1", pushappid="app")
@@ -267,33 +183,7 @@ def test_an_optional_plugin_failing_at_startup_is_left_out_and_counted(spawn, tm
 
 
 def test_an_auth_hook_raising_a_base_exception_is_a_503(spawn, tmp_path):
-    write_plugin(tmp_path / "plugins", "pbxsync", '''
-        from pnbridge import hookimpl
-
-        class Boom(BaseException):
-            pass
-
-        @hookimpl
-        def authenticate_report(username, credentials, report):
-            if username == "thread":
-                raise Boom("PBX database gone")
-            return True
-    ''')
-    write_plugin(tmp_path / "plugins", "pbxasync", '''
-        import trio
-        from pnbridge import hookimpl
-
-        class Boom(BaseException):
-            pass
-
-        @hookimpl
-        async def authenticate_report(username, credentials, report):
-            if username == "group":
-                async def fail():
-                    raise Boom("in a group")
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(fail)
-    ''')
+    install_plugins(tmp_path / "plugins", "containment/pbxsync", "containment/pbxasync")
     daemon = spawn(toml(tmp_path, 'enabled = ["pbxsync", "pbxasync"]')
                    + '[auth]\nreporter = "hook"\n')
     with httpx.Client(base_url=daemon.url()) as client:

@@ -6,72 +6,18 @@ from __future__ import annotations
 import logging
 
 from conftest import pnbridge
-from plugintools import RECORDER, records, wait_until, write_plugin
+from plugintools import install_plugins, records, wait_until
 from pnbridge.delivery import pluginhost
 from reports import report
 
 KEY = "plugin-faults-key-000000"
 
-BAD = {
-    "import_boom": '''
-        raise RuntimeError("missing dependency")
-    ''',
-    "start_boom": '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        async def startup(app):
-            raise ConnectionError("no CRM")
-    ''',
-    "start_hang": '''
-        import trio
-        from pnbridge import hookimpl
-
-        @hookimpl
-        async def startup(app):
-            await trio.sleep_forever()
-    ''',
-    "hook_raises": '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def device_registered(event):
-            raise ValueError("bad event " + event.id)
-    ''',
-    "hook_hangs": '''
-        import trio
-        from pnbridge import hookimpl
-
-        @hookimpl
-        async def device_registered(event):
-            await trio.sleep_forever()
-    ''',
-    "hook_blocks": '''
-        import time
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def device_registered(event):
-            time.sleep(1)
-    ''',
-    "garbage": '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def device_registered(event):
-            return object()
-
-        @hookimpl
-        async def send_push(push):
-            return 42
-    ''',
-}
+BAD = ["import_boom", "start_boom", "start_hang", "hook_raises", "hook_blocks", "garbage"]
 
 
 def plugins(tmp_path, enabled: list[str], **more) -> dict:
-    for name, code in BAD.items():
-        write_plugin(tmp_path / "plugins", name, code)
-    write_plugin(tmp_path / "plugins", "recorder", RECORDER)
+    install_plugins(tmp_path / "plugins", "recorder", *(f"faults/{name}" for name in BAD),
+                    hook_hangs="delivery/hang")
     fast = {"timeout": 0.3, "max_attempts": 2, "backoff": 0.05, "max_backoff": 0.1}
     return {"plugins": {
         "enabled": ["recorder", *enabled], "paths": [str(tmp_path / "plugins")],
@@ -98,7 +44,7 @@ async def test_optional_plugins_that_cannot_start_are_left_out(start_daemon, tmp
 
 
 def test_required_plugins_that_cannot_start_stop_startup_with_their_name(tmp_path):
-    write_plugin(tmp_path / "plugins", "import_boom", BAD["import_boom"])
+    install_plugins(tmp_path / "plugins", "faults/import_boom")
     config = tmp_path / "pnbridge.toml"
     body = (f'[storage]\npath = "{tmp_path / "db"}"\n[plugins]\n'
             f'paths = ["{tmp_path / "plugins"}"]\n')

@@ -13,8 +13,8 @@ import trio
 from conftest import pnbridge
 from plugintools import (
     DOCS,
-    RECORDER,
     docs_example,
+    install_plugins,
     json_lines,
     lines,
     wait_until,
@@ -92,51 +92,11 @@ async def test_hook_startup_shutdown_order_and_nursery(start_daemon, tmp_path):
     """startup runs before any delivery with the typed settings and a nursery; shutdown runs
     after delivery stopped, in reverse order; background tasks are cancelled after it."""
     log = tmp_path / "log"
-    code = f'''
-        from dataclasses import dataclass
-        import trio
-        from pnbridge import hookimpl
-
-        @dataclass
-        class Settings:
-            label: str
-            count: int = 1
-
-        def note(text):
-            with open({str(log)!r}, "a") as file:
-                file.write(text + "\\n")
-
-        async def background():
-            try:
-                note("background")
-                await trio.sleep_forever()
-            finally:
-                note("cancelled")
-
-        @hookimpl
-        def settings_class():
-            return Settings
-
-        @hookimpl
-        async def startup(app):
-            settings = app.settings(Settings)
-            note(f"startup {{__name__}} {{settings.label}} {{settings.count}}")
-            app.nursery.start_soon(background)
-
-        @hookimpl
-        def device_registered(event):
-            note("event")
-
-        @hookimpl
-        async def shutdown(app):
-            await trio.sleep(0)
-            note(f"shutdown {{__name__}}")
-    '''
-    write_plugin(tmp_path / "plugins", "first", code)
-    write_plugin(tmp_path / "plugins", "second", code)
+    install_plugins(tmp_path / "plugins", first="loading/labelled", second="loading/labelled")
     daemon = await start_daemon(plugins_config(
         tmp_path / "plugins", ["first", "second"],
-        first={"label": "one"}, second={"label": "two", "count": 2},
+        first={"log": str(log), "label": "one"},
+        second={"log": str(log), "label": "two", "count": 2},
     ))
     await wait_until(lambda: lines(log).count("background") == 2)
     r = await daemon.client.get("/token/", params={"username": "u", "selector": "S",
@@ -159,24 +119,7 @@ async def test_hook_startup_shutdown_order_and_nursery(start_daemon, tmp_path):
 
 def test_startup_failure_stops_serve_and_shuts_down_started_plugins(tmp_path):
     log = tmp_path / "log"
-    write_plugin(tmp_path / "plugins", "fine", f'''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def startup():
-            open({str(log)!r}, "a").write("startup\\n")
-
-        @hookimpl
-        def shutdown():
-            open({str(log)!r}, "a").write("shutdown\\n")
-    ''')
-    write_plugin(tmp_path / "plugins", "boom", '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        async def startup(app):
-            raise RuntimeError("no connection to the CRM")
-    ''')
+    install_plugins(tmp_path / "plugins", "loading/fine", "loading/boom")
     config = tmp_path / "pnbridge.toml"
     config.write_text(f'''
         [server]
@@ -186,6 +129,8 @@ def test_startup_failure_stops_serve_and_shuts_down_started_plugins(tmp_path):
         [plugins]
         enabled = ["fine", "boom"]
         paths = ["{tmp_path / 'plugins'}"]
+        [plugins.fine]
+        log = "{log}"
     '''.replace("\n        ", "\n"))
     result = pnbridge("serve", "--config", str(config))
     assert result.returncode == 1
@@ -197,7 +142,7 @@ def test_hook_settings_class_errors_name_the_key(tmp_path):
     """check-config and serve check every plugin table against its settings class, and the
     enabled names against the plugins found; each error names its key."""
     write_plugin(tmp_path / "plugins", "eventlog", docs_example())
-    write_plugin(tmp_path / "plugins", "plain", "from pnbridge import hookimpl\n")
+    install_plugins(tmp_path / "plugins", "loading/plain")
     config = tmp_path / "pnbridge.toml"
     config.write_text(f'''
 [storage]
@@ -256,17 +201,8 @@ def fake_distribution(site: Path) -> None:
 def test_plugins_command_lists_every_plugin(tmp_path):
     """Every plugin found (plugins directory, entry point), enabled or not, with its hooks;
     a plugin that cannot load is listed with its error, and is an error once enabled."""
-    directory = tmp_path / "plugins"
-    write_plugin(directory, "recorder", RECORDER)
-    write_plugin(directory, "broken", "raise ImportError('needs the requests module')\n")
-    write_plugin(directory, "typo", '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def device_registred(event):
-            pass
-    ''')
-    write_plugin(directory, "_helper", "raise SystemExit('not a plugin')\n")
+    directory = install_plugins(tmp_path / "plugins", "recorder", "loading/broken",
+                                "loading/typo", "loading/_helper")
     fake_distribution(tmp_path / "site")
     config = tmp_path / "pnbridge.toml"
     config.write_text(f'[plugins]\nenabled = ["eventlog"]\npaths = ["{directory}"]\n'

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import trio
 from conftest import Daemon, pnbridge
-from plugintools import lines, wait_until, write_plugin
+from plugintools import install_plugins, lines, wait_until
 from pnbridge.model import Report
 from pnbridge.storage.sqlite import Store
 from pnmediator_stub import (
@@ -150,35 +150,9 @@ async def test_rejected_pushkit_token_clears_that_pair_and_keeps_the_device(daem
     assert [r["DeviceToken"] for r in stub.requests] == ["apns-tok"]
 
 
-REMOVALS = '''
-from dataclasses import dataclass
-from pnbridge import hookimpl
-
-@dataclass
-class Settings:
-    path: str
-
-path = None
-
-@hookimpl
-def settings_class():
-    return Settings
-
-@hookimpl
-def startup(app):
-    global path
-    path = app.settings(Settings).path
-
-@hookimpl
-async def device_removed(event):
-    with open(path, "a") as file:
-        file.write(f"{event.selector} {event.reason} {event.before.token_msgs}\\n")
-'''
-
-
 async def test_rejected_token_reaches_the_plugins_as_device_removed(start_daemon, stub,
                                                                     tmp_path):
-    write_plugin(tmp_path / "plugins", "removals", REMOVALS)
+    install_plugins(tmp_path / "plugins", "push/removals")
     seen = tmp_path / "removals.txt"
     config = push_config(stub)
     config["plugins"] |= {"enabled": ["pnmediator", "removals"],
@@ -191,27 +165,11 @@ async def test_rejected_token_reaches_the_plugins_as_device_removed(start_daemon
     assert await wait_until(lambda: lines(seen)) == ["GONE invalid-token dead-tok"]
 
 
-TRANSPORT = '''
-from pnbridge import PushResult, hookimpl
-
-seen = []
-
-@hookimpl
-async def send_push(push):
-    if not push.token.startswith("own:"):
-        return None
-    seen.append(push)
-    if push.token == "own:gone":
-        return PushResult("invalid-token", "unknown subscriber")
-    return PushResult("sent")
-'''
-
-
 async def test_hook_send_push_first_answer_wins_none_falls_through(start_daemon, stub,
                                                                    tmp_path):
     """A transport plugin enabled after pnmediator is asked first; what it leaves (None)
     goes on to pnmediator; its invalid-token clears the token like pnmediator's 404."""
-    write_plugin(tmp_path / "plugins", "owntransport", TRANSPORT)
+    install_plugins(tmp_path / "plugins", "push/owntransport")
     config = push_config(stub)
     config["plugins"] |= {"enabled": ["pnmediator", "owntransport"],
                           "paths": [str(tmp_path / "plugins")]}
