@@ -4,12 +4,12 @@ basic, secret, hook and none; nobody changes another user's devices; failures ch
 from __future__ import annotations
 
 import signal
-import textwrap
 
 import httpx
 import pytest
 import trio
 from conftest import PASSWORDS, SECRET, pnbridge
+from plugintools import install_plugins
 from pnbridge.access import users
 from reports import report
 
@@ -35,28 +35,14 @@ def basic(user: str, password: str | None = None) -> httpx.BasicAuth:
     return httpx.BasicAuth(user, password or PASSWORDS[user])
 
 
-HOOK_PLUGIN = f'''
-from pnbridge import hookimpl
-
-PBX_USERS = {PASSWORDS!r}
-
-@hookimpl
-def authenticate_report(username, credentials, report):
-    if username not in PBX_USERS:
-        return None
-    return credentials.get("password") == PBX_USERS[username]
-'''
-
-
 async def auth_daemon(start_daemon, tmp_path, mode: str, **auth):
     config = {
         "auth": {"reporter": mode, "users_file": write_users(tmp_path), "secret": SECRET, **auth},
     }
     if mode == "hook":
-        plugins_dir = tmp_path / "plugins"
-        plugins_dir.mkdir()
-        (plugins_dir / "pbxauth.py").write_text(textwrap.dedent(HOOK_PLUGIN))
-        config["plugins"] = {"paths": [str(plugins_dir)], "enabled": ["pbxauth"]}
+        plugins_dir = install_plugins(tmp_path / "plugins", "auth/pbxauth")
+        config["plugins"] = {"paths": [str(plugins_dir)], "enabled": ["pbxauth"],
+                             "pbxauth": {"passwords": PASSWORDS}}
     return await start_daemon(config)
 
 

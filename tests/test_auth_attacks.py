@@ -196,7 +196,7 @@ async def guess_daemon(start_daemon, tmp_path, mode: str, **reporter):
     config = {"auth": {"reporter": mode, "users_file": write_users(tmp_path)},
               "reporter": {**GUESSES, **reporter}}
     if mode == "hook":
-        install_plugins(tmp_path / "plugins", "auth/pbxauth")
+        install_plugins(tmp_path / "plugins", pbxauth="auth/pbxauth_strict")
         config["plugins"] = {"paths": [str(tmp_path / "plugins")], "enabled": ["pbxauth"],
                              "pbxauth": {"passwords": PASSWORDS}}
         config["reporter"]["routes"] = [

@@ -1,4 +1,5 @@
-"""pbxauth: a PBX's own password check, against the passwords table of its settings."""
+"""pbxauth: a PBX's own password check, against the passwords table of its settings; it has
+no opinion (None) on a username not in the table."""
 
 from dataclasses import dataclass
 
@@ -27,4 +28,6 @@ def startup(app):
 @hookimpl
 def authenticate_report(username, credentials, report):
     known = settings.passwords
-    return username in known and credentials.get("password") == known[username]
+    if username not in known:
+        return None
+    return credentials.get("password") == known[username]
