@@ -27,6 +27,7 @@ from pnbridge.config.tables import Config, parse_config
 from pnbridge.server import run
 from pnbridge.storage.sqlite import Store
 from pnmediator_stub import Stub
+from trio.testing import MockClock
 from webhook_receiver import Receiver
 
 # Every password and secret the tests send. test_secrets_at_rest runs last and looks for
@@ -127,6 +128,15 @@ async def start_daemon(tmp_path: Path, nursery: trio.Nursery) -> StartDaemon:
     yield start
     for client in clients:
         await client.aclose()
+
+
+@pytest.fixture
+def virtual_clock() -> MockClock:
+    """trio's virtual clock for a daemon in the test's loop: time stands still while anything
+    runs and jumps to the next deadline once the loop has been idle for 0.1 s of real time.
+    (pytest-trio's ``autojump_clock`` jumps at once, also while a worker thread writes to
+    SQLite: a request's timeout passes before the daemon could answer it.)"""
+    return MockClock(autojump_threshold=0.1)
 
 
 @pytest.fixture
