@@ -25,7 +25,7 @@ import trio
 from notify import NotifySocket
 from pnbridge.config.tables import Config, parse_config
 from pnbridge.server import run
-from pnbridge.storage.sqlite import Store
+from pnbridge.storage.sqlite.store import SQLiteStore
 from pnmediator_stub import Stub
 from trio.testing import MockClock
 from webhook_receiver import Receiver
@@ -94,9 +94,9 @@ class Daemon:
     def db_path(self) -> str:
         return self.config.storage.path
 
-    def store(self) -> Store:
+    def store(self) -> SQLiteStore:
         """A second connection to the daemon's database, for looking at what it stored."""
-        return Store(self.db_path)
+        return SQLiteStore(self.db_path)
 
 
 StartDaemon = Callable[..., Awaitable[Daemon]]
