@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import pty
 import queue
 import re
 import signal
@@ -22,7 +23,9 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from click.testing import CliRunner
 from notify import NotifySocket
+from pnbridge.cli import main
 from pnbridge.config.tables import Config, parse_config
 from pnbridge.server import run
 from pnbridge.storage.sqlite.store import SQLiteStore
@@ -232,6 +235,37 @@ def pnbridge(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     )
     _keep_output(result.stdout, result.stderr)
     return result
+
+
+def on_terminal(*args: str) -> tuple[subprocess.CompletedProcess[str], bytes]:
+    """Run ``pnbridge ARGS`` with stderr on a pseudo-terminal; what the terminal showed."""
+    controller, terminal = pty.openpty()
+    result = subprocess.run([sys.executable, "-m", "pnbridge", *args], stdout=subprocess.PIPE,
+                            stderr=terminal, text=True, timeout=60)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    return result, shown
+
+
+def cli(*args: str, input: str | None = None, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    """Run the ``pnbridge`` command in this process with click's CliRunner: its exit code,
+    stdout and stderr as ``pnbridge()`` gives them, without starting an interpreter. For
+    tests where a separate process is not the point (``env`` is added to this one's)."""
+    result = CliRunner().invoke(main, list(args), input=input, env=env, prog_name="pnbridge",
+                                catch_exceptions=False)
+    _keep_output(result.stdout, result.stderr)
+    return subprocess.CompletedProcess(["pnbridge", *args], result.exit_code, result.stdout,
+                                       result.stderr)
 
 
 @pytest.fixture
