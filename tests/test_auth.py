@@ -8,7 +8,7 @@ import signal
 import httpx
 import pytest
 import trio
-from conftest import PASSWORDS, SECRET, pnbridge
+from conftest import PASSWORDS, SECRET, cli
 from plugintools import install_plugins
 from pnbridge.access import users
 from reports import report
@@ -212,7 +212,7 @@ async def test_hook_authenticate_report_checks_the_pbx_password(start_daemon, tm
 async def test_hook_mode_needs_a_plugin(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[auth]\nreporter = "hook"\n')
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 1 and "implements authenticate_report" in result.stderr
 
 
@@ -269,14 +269,14 @@ def test_none_warns_in_check_config(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("[auth]\nreporter = \"none\"\n")
     path.chmod(0o600)
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 0
     assert 'WARNING: reporter routes with auth mode "none"' in result.stderr
     path.write_text(f'[auth]\nreporter = "secret"\nsecret = "{SECRET}"\n')
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 0 and "WARNING" not in result.stderr
     path.chmod(0o644)
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert "is readable by others (mode 0644): chmod o-rwx it" in result.stderr
 
 
@@ -284,11 +284,11 @@ def test_users_cli_round_trip(tmp_path):
     config = tmp_path / "c.toml"
     users_file = tmp_path / "users"
     config.write_text(f'[auth]\nreporter = "digest"\nrealm = "pbx"\nusers_file = "{users_file}"\n')
-    missing = pnbridge("users", "list", "--config", str(config))
+    missing = cli("users", "list", "--config", str(config))
     assert (missing.returncode, missing.stdout) == (1, "")
     assert missing.stderr == f"pnbridge: no users file at {users_file} yet: pnbridge users add " \
         "USERNAME creates it\n"
-    add = pnbridge("users", "add", ALICE, "--password-stdin", "--config", str(config),
+    add = cli("users", "add", ALICE, "--password-stdin", "--config", str(config),
                    input=PASSWORDS[ALICE] + "\n")
     assert add.returncode == 0, add.stderr
     assert "added alice" in add.stdout
@@ -299,18 +299,18 @@ def test_users_cli_round_trip(tmp_path):
     assert user.ha1["MD5"] == users.ha1("MD5", ALICE, "pbx", PASSWORDS[ALICE])
     assert users.scrypt_verify(user.scrypt, PASSWORDS[ALICE])
     assert not users.scrypt_verify(user.scrypt, "wrong")
-    again = pnbridge("users", "add", ALICE, "--password-stdin", "--config", str(config),
+    again = cli("users", "add", ALICE, "--password-stdin", "--config", str(config),
                      input=PASSWORDS[BOB] + "\n")
     assert "changed alice" in again.stdout
     assert users_file.read_text() != text
-    assert pnbridge("users", "add", "a:b", "--password-stdin", "--config", str(config),
+    assert cli("users", "add", "a:b", "--password-stdin", "--config", str(config),
                     input="x\n").returncode == 1
-    assert pnbridge("users", "add", BOB, "--config", str(config), input="x\n").returncode == 1
-    listed = pnbridge("users", "list", "--config", str(config))
+    assert cli("users", "add", BOB, "--config", str(config), input="x\n").returncode == 1
+    listed = cli("users", "list", "--config", str(config))
     assert listed.stdout.split() == ["USERNAME", "REALM", "alice", "pbx"]
-    assert pnbridge("users", "remove", ALICE, "--config", str(config)).returncode == 0
-    assert pnbridge("users", "remove", ALICE, "--config", str(config)).returncode == 1
-    assert pnbridge("users", "list", "--config", str(config)).stdout.split() == ["USERNAME", "REALM"]
+    assert cli("users", "remove", ALICE, "--config", str(config)).returncode == 0
+    assert cli("users", "remove", ALICE, "--config", str(config)).returncode == 1
+    assert cli("users", "list", "--config", str(config)).stdout.split() == ["USERNAME", "REALM"]
 
 
 def test_serve_warns_and_rereads_the_users_file_on_sighup(spawn, tmp_path):
@@ -325,7 +325,7 @@ def test_serve_warns_and_rereads_the_users_file_on_sighup(spawn, tmp_path):
     params = token_params(ALICE, "S1")
     assert httpx.get(f"{url}/token", params=params, auth=digest(ALICE)).status_code == 401
     config = tmp_path / "pnbridge.toml"
-    added = pnbridge("users", "add", ALICE, "--password-stdin", "--config", str(config),
+    added = cli("users", "add", ALICE, "--password-stdin", "--config", str(config),
                      input=PASSWORDS[ALICE] + "\n")
     assert added.returncode == 0, added.stderr
     process.popen.send_signal(signal.SIGHUP)

@@ -16,7 +16,7 @@ from functools import partial
 
 import httpx
 import trio
-from conftest import pnbridge
+from conftest import cli
 from faults import daemon_toml, locked, metric, report_status
 from fuzzing import STYLES, cut_body
 from hypercorn.config import Config as HypercornConfig
@@ -178,12 +178,12 @@ async def test_read_timeout_still_cuts_a_client_silent_mid_request(start_daemon,
 def test_check_config_rejects_busy_timeout_longer_than_grace_period(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("[server]\ngrace_period = 5\n[storage]\nbusy_timeout = 5.5\n")
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 1
     assert "storage.busy_timeout: 5.5 s is longer than server.grace_period (5 s)" \
         in result.stderr, result.stderr
     path.write_text("[server]\ngrace_period = 5\n[storage]\nbusy_timeout = 5\n")
-    assert pnbridge("check-config", "--config", str(path)).returncode == 0
+    assert cli("check-config", "--config", str(path)).returncode == 0
 
 
 # -- a request framed twice (RFC 9112 6.1) --------------------------------------------------
@@ -262,7 +262,7 @@ def test_a_half_closed_client_gets_its_answer(spawn, tmp_path):
     with httpx.Client(base_url=daemon.url()) as client:
         assert report_status(client, "after") == 200
     assert daemon.popen.poll() is None
-    result = pnbridge("devices", "list", "--json", "--config", str(tmp_path / "pnbridge.toml"))
+    result = cli("devices", "list", "--json", "--config", str(tmp_path / "pnbridge.toml"))
     selectors = {d["selector"] for d in json.loads(result.stdout)}
     assert {f"P{n}" for n in range(7)} <= selectors and not {f"G{n}" for n in range(7)} & selectors
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import trio
-from conftest import pnbridge
+from conftest import cli
 from plugintools import install_plugins, lines, records, wait_until, wait_until_sync
 from pnbridge.storage.sqlite.schema import MIGRATIONS
 from pnbridge.storage.sqlite.store import SQLiteStore
@@ -27,8 +27,9 @@ async def register(daemon, *selectors: str, token: str = "t") -> None:
         await report(daemon, selector, token=token)
 
 
-def cli(*args: str):
-    return trio.to_thread.run_sync(lambda: pnbridge(*args))
+def cli_beside(*args: str):
+    """The command in a worker thread, beside the daemon running in the test's loop."""
+    return trio.to_thread.run_sync(lambda: cli(*args))
 
 
 async def test_failing_plugin_gets_every_event_once_it_recovers(start_daemon, tmp_path):
@@ -91,10 +92,12 @@ async def test_parked_events_are_listed_and_retried(start_daemon, tmp_path):
     await register(daemon, "BAD", "OK1", "SLOW", "ERR", "OK2")
     await wait_until(lambda: len(lines(out)) == 2)
     assert [s for _, _, s in records(out)] == ["OK1", "OK2"]
+    # The delivery task saves its place after the hook returned: wait for it before asking.
+    await wait_until(lambda: daemon.store().cursors().get("picky") == 5)
     config = tmp_path / "cli.toml"
     config.write_text(f'[storage]\npath = "{daemon.db_path}"\n[plugins]\nenabled = ["picky"]\n')
 
-    result = await cli("events", "--failed", "--json", "--config", str(config))
+    result = await cli_beside("events", "--failed", "--json", "--config", str(config))
     assert result.returncode == 0, result.stderr
     failed = json.loads(result.stdout)
     assert [(f["event"]["selector"], f["plugin"], f["attempts"], f["status"]) for f in failed] \
@@ -103,31 +106,31 @@ async def test_parked_events_are_listed_and_retried(start_daemon, tmp_path):
     assert failed[0]["error"] == "permanent failure: no such customer"
     assert failed[1]["error"] == "timed out after 0.1s"
     assert failed[2]["error"] == "ValueError: bad field"
-    text = (await cli("events", "--failed", "--config", str(config))).stdout
+    text = (await cli_beside("events", "--failed", "--config", str(config))).stdout
     assert "SLOW" in text and "timed out after 0.1s" in text and "OK1" not in text
 
-    result = await cli("events", "--plugin", "picky", "--json", "--config", str(config))
+    result = await cli_beside("events", "--plugin", "picky", "--json", "--config", str(config))
     states = {e["selector"]: e["plugins"]["picky"] for e in json.loads(result.stdout)}
     assert states == {"BAD": "failed", "OK1": "delivered", "SLOW": "failed",
                       "ERR": "failed", "OK2": "delivered"}
 
-    result = await cli("events", "retry", "999", "--config", str(config))
+    result = await cli_beside("events", "retry", "999", "--config", str(config))
     assert result.returncode == 1 and "no parked event matches 999" in result.stderr
     healed.touch()
     bad_id = failed[0]["event"]["id"]
-    result = await cli("events", "retry", bad_id, "--config", str(config))
+    result = await cli_beside("events", "retry", bad_id, "--config", str(config))
     assert result.stdout.strip() == "1 parked event(s) will be sent again"
     await wait_until(lambda: len(lines(out)) == 3)
-    result = await cli("events", "retry", "--plugin", "picky", "--config", str(config))
+    result = await cli_beside("events", "retry", "--plugin", "picky", "--config", str(config))
     assert result.stdout.strip() == "2 parked event(s) will be sent again"
     await wait_until(lambda: len(lines(out)) == 5)
     assert [s for _, _, s in records(out)] == ["OK1", "OK2", "BAD", "SLOW", "ERR"]
     assert daemon.store().failures() == []
-    result = await cli("events", "--config", str(config))
+    result = await cli_beside("events", "--config", str(config))
     assert result.stdout.count("picky:delivered") == 5
-    result = await cli("events", "--limit", "2", "--json", "--config", str(config))
+    result = await cli_beside("events", "--limit", "2", "--json", "--config", str(config))
     assert [e["selector"] for e in json.loads(result.stdout)] == ["ERR", "OK2"]
-    result = await cli("events", "--limit", "-1", "--config", str(config))
+    result = await cli_beside("events", "--limit", "-1", "--config", str(config))
     assert result.returncode == 2 and "--limit" in result.stderr
 
 
@@ -161,7 +164,7 @@ gate = "{gate}"
     daemon.popen.kill()  # kill -9 while "gated" waits on its first event
     daemon.popen.wait()
     assert lines(gated) == []
-    result = pnbridge("devices", "remove", "S2", "--config", str(tmp_path / "pnbridge.toml"))
+    result = cli("devices", "remove", "S2", "--config", str(tmp_path / "pnbridge.toml"))
     assert result.returncode == 0, result.stderr
 
     gate.touch()

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from conftest import Daemon, pnbridge
+from conftest import Daemon, cli, pnbridge
 from faults import metric, poll
 from plugintools import lines
 from pnbridge.model import Report
@@ -287,7 +287,7 @@ async def test_a_raw_plus_in_a_username_is_kept(start_daemon, nursery, tmp_path)
         ("PHONE1", "sent")]
     config = tmp_path / "cli.toml"
     config.write_text(f'[storage]\npath = "{daemon.db_path}"\n')
-    result = pnbridge("devices", "list", "--username", "+4930123457", "--json",
+    result = cli("devices", "list", "--username", "+4930123457", "--json",
                       "--config", str(config))
     assert [d["selector"] for d in json.loads(result.stdout)] == ["PHONE2"], result.stderr
 
@@ -330,7 +330,7 @@ def test_the_cli_shows_lists_exports_and_removes_stored_deep_rows(tmp_path):
     config.write_text(f'[storage]\npath = "{db}"\n')
 
     def run(*args: str) -> str:
-        result = pnbridge(*args, "--config", str(config))
+        result = cli(*args, "--config", str(config))
         assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
         return result.stdout
 
@@ -368,7 +368,7 @@ def test_devices_import_reads_json_lines_strictly(tmp_path):
     ]
     path = tmp_path / "devices.jsonl"
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    result = pnbridge("devices", "import", str(path), "--config", str(config))
+    result = cli("devices", "import", str(path), "--config", str(config))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "line 2: not valid JSON (nested deeper than 16 levels" in result.stderr
     assert "line 3: a: nested too deep" in result.stderr

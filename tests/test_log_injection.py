@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
-from conftest import pnbridge
+from conftest import cli, pnbridge
 from plugintools import wait_until_sync
 from pnbridge.model import Report
 from pnbridge.storage.sqlite.store import SQLiteStore
@@ -135,7 +135,7 @@ def test_requests_cannot_forge_log_lines_or_reach_a_terminal(spawn, tmp_path):
     outputs = {
         "audit": pnbridge("audit", "--config", config),
         "audit --json": pnbridge("audit", "--json", "--config", config),
-        "devices show": pnbridge("devices", "show", "S3", "--config", config),
+        "devices show": cli("devices", "show", "S3", "--config", config),
     }
     for what, result in outputs.items():
         assert result.returncode == 0, (what, result.stderr)
@@ -181,11 +181,11 @@ def test_the_cli_escapes_what_the_database_holds(tmp_path, value):
         ["devices", "remove", f"sel{value}"], ["devices", "show", f"sel{value}"],
     ]
     for number, args in enumerate(commands, 1):
-        result = pnbridge(*args, "--config", config)
+        result = cli(*args, "--config", config)
         gone = number == len(commands)  # shown after its removal: "no device ..."
         assert result.returncode == (1 if gone else 0), (args, result.stderr)
         assert_clean(result.stdout + result.stderr, " ".join(args))
         if "--json" in args:
             json.loads(result.stdout)
-    listed = pnbridge("devices", "list", "--config", config).stdout.splitlines()
+    listed = cli("devices", "list", "--config", config).stdout.splitlines()
     assert len(listed) == 2  # the header and the plain device

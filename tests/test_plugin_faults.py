@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from conftest import pnbridge
+from conftest import cli, pnbridge
 from plugintools import install_plugins, records, wait_until
 from pnbridge.delivery import pluginhost
 from reports import report
@@ -54,7 +54,7 @@ def test_required_plugins_that_cannot_start_stop_startup_with_their_name(tmp_pat
     assert "plugins.enabled: plugin import_boom cannot be loaded: RuntimeError: missing " \
            "dependency" in result.stderr
     config.write_text(body + 'enabled = []\noptional = ["import_boom"]\n')
-    result = pnbridge("check-config", "--config", str(config))
+    result = cli("check-config", "--config", str(config))
     assert result.returncode == 1
     assert "plugins.optional: import_boom is not in plugins.enabled" in result.stdout + \
         result.stderr

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import Daemon, pnbridge
+from conftest import Daemon, cli, pnbridge
 from plugintools import install_plugins, lines, wait_until
 from pnbridge.model import Report
 from pnbridge.storage.sqlite.store import SQLiteStore
@@ -114,7 +114,7 @@ async def test_rejected_token_removes_the_device_with_an_event(daemon, stub, rej
     assert gone["reason"].endswith("device removed")
     assert by_selector(answer)["KEPT"]["outcome"] == "sent"
 
-    listed = pnbridge("devices", "list", "--json", env=_env(daemon))
+    listed = cli("devices", "list", "--json", env=_env(daemon))
     assert listed.returncode == 0, listed.stderr
     assert [d["selector"] for d in json.loads(listed.stdout)] == ["KEPT"]
     store = daemon.store()
@@ -510,7 +510,7 @@ def test_push_settings_errors_name_the_key(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[plugins]\nenabled = ["pnmediator"]\n[plugins.pnmediator]\n'
                     'url = "ftp://x"\ntimeout = 0\nmax_in_flight = 0\nproxy = "socks5://p:1080"\n')
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 1
     for line in ("plugins.pnmediator.url: must be an http(s):// URL",
                  "plugins.pnmediator.timeout: must be greater than 0",
@@ -519,7 +519,7 @@ def test_push_settings_errors_name_the_key(tmp_path):
         assert line in result.stderr
     path.write_text('[api]\nkeys = ["short"]\n[api.deadlines]\nNotifyIncomingCall = 0\n'
                     'NotifyEverything = 1\n')
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 1
     for line in ("api.keys: key(s) at index 0 shorter than 16 characters",
                  "api.deadlines.NotifyIncomingCall: must be greater than 0",

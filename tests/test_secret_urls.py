@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 
 import httpx
-from conftest import pnbridge
+from conftest import cli
 from plugintools import wait_until_sync
 from webhook_receiver import SECRET, Receiver
 
@@ -60,14 +60,14 @@ def test_webhook_credentials_are_nowhere(spawn, tmp_path):
                     "username": "u", "selector": selector, "pushToken": "tok", "pushappid": "a"})
                 assert answer.status_code == 200
         config = str(tmp_path / "pnbridge.toml")
-        failed = wait_until_sync(lambda: (r := pnbridge("events", "--failed", "--config", config))
+        failed = wait_until_sync(lambda: (r := cli("events", "--failed", "--config", config))
                                  and len(r.stdout.splitlines()) == 3 and r)
         assert failing.requests and refusing.requests  # it did reach them, with the URL
         assert daemon.stop() == 0
     finally:
         refusing.close()
         failing.close()
-    as_json = pnbridge("events", "--failed", "--json", "--config", config)
+    as_json = cli("events", "--failed", "--json", "--config", config)
     shown = {
         "daemon log": daemon.log,
         "events --failed": failed.stdout + failed.stderr,
@@ -85,7 +85,7 @@ def test_check_config_does_not_print_them(tmp_path):
     for urls in ([f"ftp://hookuser:{PASSWORD}@crm/hook"], [f"http://hookuser:{PASSWORD}@"],
                  [f"http://hookuser:{PASSWORD}@crm:x/hook"]):
         config.write_text(toml(tmp_path, urls))
-        result = pnbridge("check-config", "--config", str(config))
+        result = cli("check-config", "--config", str(config))
         assert result.returncode == 1
         assert "plugins.webhook.urls" in result.stderr
         assert PASSWORD not in result.stdout + result.stderr, result.stderr

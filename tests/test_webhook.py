@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import reports
 import trio
-from conftest import pnbridge
+from conftest import cli
 from plugintools import wait_until
 from webhook_receiver import SECRET, TOKEN, verify
 
@@ -36,7 +36,7 @@ report = partial(reports.report, username="1001", token=TOKEN, pushappid="app.id
 def failed_events(daemon, tmp_path: Path) -> list[dict]:
     config = tmp_path / "cli.toml"
     config.write_text(f'[storage]\npath = "{daemon.db_path}"\n')
-    result = pnbridge("events", "--failed", "--json", "--config", str(config))
+    result = cli("events", "--failed", "--json", "--config", str(config))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -229,7 +229,7 @@ def test_bad_settings_name_the_key(tmp_path, table, error):
         lines.append(f"{key} = {_toml(value)}")
     config = tmp_path / "pnbridge.toml"
     config.write_text("\n".join(lines) + "\n")
-    result = pnbridge("check-config", "--config", str(config))
+    result = cli("check-config", "--config", str(config))
     assert result.returncode == 1
     assert f"error: {error}" in result.stderr
 
