@@ -16,7 +16,7 @@ import httpx
 import pytest
 import reports
 import trio
-from conftest import pnbridge
+from conftest import cli, pnbridge
 from plugintools import json_lines, lines, wait_until, wait_until_sync
 
 TOKEN = "QVBBOT" + "k" * 58 + "2J"
@@ -73,7 +73,7 @@ async def test_operator_removals_name_the_command(start_daemon, tmp_path):
     config = tmp_path / "cli.toml"
     config.write_text(f'[storage]\npath = "{daemon.db_path}"\n')
     result = await trio.to_thread.run_sync(
-        lambda: pnbridge("devices", "remove", "S1", "--config", str(config)))
+        lambda: cli("devices", "remove", "S1", "--config", str(config)))
     assert result.returncode == 0, result.stderr
     await wait_until(lambda: len(lines(log)) == 2, timeout=5)
     assert json_lines(log)[1]["source"] == {"command": "devices remove"}
@@ -243,7 +243,7 @@ def test_bad_settings_name_the_key(tmp_path):
     config = tmp_path / "pnbridge.toml"
     config.write_text('[plugins]\nenabled = ["auditlog"]\n[plugins.auditlog]\n'
                       'fsync = "sometimes"\nfsync_interval = 0\n')
-    result = pnbridge("check-config", "--config", str(config))
+    result = cli("check-config", "--config", str(config))
     assert result.returncode == 1
     assert "plugins.auditlog.path: required key is missing" in result.stderr
     assert "plugins.auditlog.fsync: expected one of 'always', 'interval', 'never'" \
@@ -265,5 +265,5 @@ def test_the_example_config_tables_are_valid(tmp_path):
     config.write_text(text + "\n#" + "\n".join(uncommented) + "\n")
     assert "[plugins.webhook]\nurls = " in config.read_text()
     assert "[plugins.pnmediator]\nurl = " in config.read_text()
-    result = pnbridge("check-config", "--config", str(config))
+    result = cli("check-config", "--config", str(config))
     assert result.returncode == 0, result.stderr

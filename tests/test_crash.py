@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import pnbridge
+from conftest import cli
 from faults import daemon_toml, poll, recorded_ids
 from webhook_receiver import SECRET, Receiver
 
@@ -103,9 +103,9 @@ def _check_database(db: Path, tmp_path: Path) -> tuple[dict[str, dict], list[str
     finally:
         conn.close()
     assert len(events) == len(set(events))
-    cli = tmp_path / "cli.toml"
-    cli.write_text(f'[storage]\npath = "{db}"\n')
-    listed = pnbridge("devices", "list", "--json", "--config", str(cli))
+    config = tmp_path / "cli.toml"
+    config.write_text(f'[storage]\npath = "{db}"\n')
+    listed = cli("devices", "list", "--json", "--config", str(config))
     assert listed.returncode == 0, listed.stderr
     devices = {d["selector"]: d for d in json.loads(listed.stdout)}
     return devices, events

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import pnbridge
+from conftest import cli
 from plugintools import install_plugins
 from pnbridge.storage.sqlite.store import SQLiteStore
 from pnmediator_stub import Stub
@@ -71,7 +71,7 @@ class Install:
     receiver: Stub
 
     def doctor(self, *args: str) -> tuple[int, list[str]]:
-        result = pnbridge("doctor", "--config", str(self.config), "--user", USER,
+        result = cli("doctor", "--config", str(self.config), "--user", USER,
                           "--root", str(self.units), *args)
         assert result.stderr == "", result.stderr
         return result.returncode, result.stdout.splitlines()
@@ -245,7 +245,7 @@ async def test_files_the_service_user_cannot_read_fail(install):
     assert f"{USER} cannot read/write {install.db}" in line(
         lines, f"fail  {USER} reads and writes: ")
     # root itself can: the default user is the one running the command.
-    result = await trio.to_thread.run_sync(lambda: pnbridge(
+    result = await trio.to_thread.run_sync(lambda: cli(
         "doctor", "--config", str(install.config), "--root", str(install.units)))
     assert result.returncode == 0, result.stdout
 
@@ -266,7 +266,8 @@ async def test_a_disabled_unit_and_an_unknown_user_warn_or_fail(install):
     assert status == 1
     assert line(lines, "warn  systemd: ") == (
         "warn  systemd: pnbridge.service is disabled  (systemctl enable --now pnbridge)")
-    result = pnbridge("doctor", "--config", str(install.config), "--user", "no-such-user-x")
+    result = await trio.to_thread.run_sync(lambda: cli(
+        "doctor", "--config", str(install.config), "--user", "no-such-user-x"))
     assert result.returncode == 2
     assert result.stdout.startswith("fail  --user no-such-user-x: no such user")
 
@@ -286,7 +287,7 @@ path = "{tmp_path / "pnbridge.db"}"
 enabled = ["spool", "boom", "garbage", "quiet"]
 paths = ["{tmp_path / "plugins"}"]
 ''')
-    result = pnbridge("doctor", "--config", str(config))
+    result = cli("doctor", "--config", str(config))
     assert result.returncode == 2, result.stdout
     lines = result.stdout.splitlines()
     user = pwd.getpwuid(os.getuid()).pw_name
