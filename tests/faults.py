@@ -8,10 +8,8 @@ import os
 import resource
 import sqlite3
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 from plugintools import install_plugins, lines
@@ -102,16 +100,6 @@ def metric(client: httpx.Client, name: str, **labels: str) -> float:
         if head == (f"{name}{{{want}}}" if labels else name):
             return float(value)
     return 0.0
-
-
-def poll(predicate: Callable[[], Any], timeout: float = 15.0, every: float = 0.05) -> Any:
-    """Call ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {predicate}")
-        time.sleep(every)
-    return value
 
 
 def rss_kib(pid: int) -> int:

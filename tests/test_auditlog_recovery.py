@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import pnbridge
-from faults import poll
+from plugintools import wait_until_sync
 from pnbridge.storage.sqlite.store import SQLiteStore
 from reports import report
 
@@ -46,7 +46,7 @@ def test_the_audit_log_recovers_after_an_unwritable_path(spawn, tmp_path, blocke
     daemon = spawn(TOML.format(db=tmp_path / "pnbridge.db", log=log))
     with httpx.Client(base_url=daemon.url()) as client:
         report(client, "S1", token="tok-S1", pushappid="app")
-        poll(lambda: log.exists() and ids(log) == ["S1"])
+        wait_until_sync(lambda: log.exists() and ids(log) == ["S1"])
         log.rename(tmp_path / "audit.jsonl.1")  # logrotate
         if blocker == "directory":
             log.mkdir()
@@ -70,8 +70,8 @@ def test_the_audit_log_recovers_after_an_unwritable_path(spawn, tmp_path, blocke
             else:
                 subprocess.run(["chattr", "-i", str(log)], check=True)
                 log.unlink()
-        poll(lambda: log.is_file() and ids(log) == ["S2", "S3"])
-        poll(lambda: client.get("/readyz").status_code == 200)
+        wait_until_sync(lambda: log.is_file() and ids(log) == ["S2", "S3"])
+        wait_until_sync(lambda: client.get("/readyz").status_code == 200)
         assert "plugin auditlog: ok" in client.get("/readyz").text
     assert ids(tmp_path / "audit.jsonl.1") == ["S1"]
     assert daemon.stop() == 0

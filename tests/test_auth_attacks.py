@@ -196,9 +196,9 @@ async def guess_daemon(start_daemon, tmp_path, mode: str, **reporter):
     config = {"auth": {"reporter": mode, "users_file": write_users(tmp_path)},
               "reporter": {**GUESSES, **reporter}}
     if mode == "hook":
-        install_plugins(tmp_path / "plugins", pbxauth="auth/pbxauth_strict")
+        install_plugins(tmp_path / "plugins", "auth/pbxauth")
         config["plugins"] = {"paths": [str(tmp_path / "plugins")], "enabled": ["pbxauth"],
-                             "pbxauth": {"passwords": PASSWORDS}}
+                             "pbxauth": {"passwords": PASSWORDS, "refuse_unknown": True}}
         config["reporter"]["routes"] = [
             {"path": "/p/{username}/{password}/{selector}/{token_msgs}", "kind": "token"}]
     return await start_daemon(config)

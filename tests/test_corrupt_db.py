@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import httpx
-from faults import daemon_toml, poll, recorded_ids, report_status
+from faults import daemon_toml, recorded_ids, report_status
+from plugintools import wait_until_sync
 
 
 def corrupt(db: Path) -> None:
@@ -49,7 +50,7 @@ def test_reports_and_readyz_both_say_503_on_a_corrupt_database(spawn, tmp_path):
         assert "database" in ready.text and "corrupt" in ready.text, ready.text
         assert client.get("/healthz").status_code == 200
         # It stays so: nothing the daemon does makes it look ready again.
-        poll(lambda: report_status(client, "x", username="someone") == 503, timeout=5)
+        wait_until_sync(lambda: report_status(client, "x", username="someone") == 503, timeout=5)
         assert client.get("/readyz").status_code == 503
     assert daemon.popen.poll() is None and "Traceback" not in daemon.log, daemon.log
 
@@ -76,8 +77,8 @@ def test_readyz_follows_reports_where_the_probe_cannot_see(spawn, tmp_path):
         for n in range(300):
             assert report_status(client, f"sel-{n}", username=f"u{n:04d}" + "x" * 60) == 200
         # The plugin has every event (its cursor saved: a write that works would end a run).
-        poll(lambda: len(recorded_ids(tmp_path)) == 300)
-        poll(lambda: client.get("/metrics").text.count(
+        wait_until_sync(lambda: len(recorded_ids(tmp_path)) == 300)
+        wait_until_sync(lambda: client.get("/metrics").text.count(
             'pnbridge_journal_pending_events{plugin="recorder"} 0.0') == 1)
         time.sleep(1.0)  # twice the dispatcher's SAVE_INTERVAL: the last cursor save is done
         leaf = last_leaf(db, "idx_devices_username")

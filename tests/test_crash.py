@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx
 from conftest import cli
-from faults import daemon_toml, poll, recorded_ids
+from faults import daemon_toml, recorded_ids
+from plugintools import wait_until_sync
 from webhook_receiver import SECRET, Receiver
 
 ROUNDS = 4
@@ -80,8 +81,8 @@ max_backoff = 0.5
         for selector, n in acked.items():
             # The answered token, or one sent later whose answer the kill cut off.
             assert int(devices[selector]["token_msgs"].removeprefix("tok-")) >= n
-        poll(lambda: set(recorded_ids(tmp_path)) >= set(events), timeout=20)
-        poll(lambda: set(receiver.accepted) >= set(events), timeout=20)
+        wait_until_sync(lambda: set(recorded_ids(tmp_path)) >= set(events), timeout=20)
+        wait_until_sync(lambda: set(receiver.accepted) >= set(events), timeout=20)
         assert len(recorded_ids(tmp_path)) >= len(events)
         assert receiver.forged == 0
         assert daemon.stop() == 0

@@ -16,8 +16,8 @@ import httpx
 import pytest
 import trio
 from conftest import Daemon, cli, pnbridge
-from faults import metric, poll
-from plugintools import lines
+from faults import metric
+from plugintools import lines, wait_until_sync
 from pnbridge.model import Report
 from pnbridge.storage.sqlite.store import SQLiteStore
 from pnmediator_stub import Stub
@@ -411,7 +411,7 @@ def test_the_daemon_outlasts_stored_deep_rows_in_expiry_delivery_and_metrics(tmp
         daemon = spawn(toml)
         with httpx.Client(base_url=daemon.url()) as client:
             daemon.wait_for(r"cannot expire selector=STU…")
-            poll(lambda: [d.selector for d in SQLiteStore(db).devices()] in (["STUCK"],
+            wait_until_sync(lambda: [d.selector for d in SQLiteStore(db).devices()] in (["STUCK"],
                                                                       ["NEW", "STUCK"]))
             assert client.get("/token", params={"username": "1001", "selector": "NEW",
                                                 "pushToken": TOKEN}).status_code == 200
@@ -419,7 +419,7 @@ def test_the_daemon_outlasts_stored_deep_rows_in_expiry_delivery_and_metrics(tmp
             if start == 0:
                 daemon.wait_for(r"cannot deliver event e-bogus")
                 assert metric(client, "pnbridge_task_errors_total", task="delivery") == 1
-                poll(lambda: '"selector":"NEW"' in audit.read_text())
+                wait_until_sync(lambda: '"selector":"NEW"' in audit.read_text())
                 seen = [(r["kind"], r["reason"], r["selector"])
                         for r in map(json.loads, lines(audit))]
                 assert seen[0] == ("registered", "new", "DEEP800")

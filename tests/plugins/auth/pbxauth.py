@@ -1,5 +1,5 @@
-"""pbxauth: a PBX's own password check, against the passwords table of its settings; it has
-no opinion (None) on a username not in the table."""
+"""pbxauth: a PBX's own password check, against the passwords table of its settings; on a
+username not in the table it has no opinion (None), or refuses it with ``refuse_unknown``."""
 
 from dataclasses import dataclass
 
@@ -9,6 +9,7 @@ from pnbridge import hookimpl
 @dataclass
 class Settings:
     passwords: dict[str, str]  # username -> password
+    refuse_unknown: bool = False
 
 
 settings: Settings | None = None
@@ -29,5 +30,5 @@ def startup(app):
 def authenticate_report(username, credentials, report):
     known = settings.passwords
     if username not in known:
-        return None
+        return False if settings.refuse_unknown else None
     return credentials.get("password") == known[username]
