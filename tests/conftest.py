@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import pty
@@ -24,6 +23,7 @@ import httpx
 import pytest
 import trio
 from click.testing import CliRunner
+from configs import base_config, config_toml, merge
 from notify import NotifySocket
 from pnbridge.cli import main
 from pnbridge.config.tables import Config, parse_config
@@ -73,17 +73,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "run_last: run after every other test")
 
 
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``extra`` merged in, table by table."""
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 @dataclass
 class Daemon:
     """A daemon running in the test's trio loop."""
@@ -115,13 +104,7 @@ async def start_daemon(tmp_path: Path, nursery: trio.Nursery) -> StartDaemon:
     clients: list[httpx.AsyncClient] = []
 
     async def start(overrides: dict[str, Any] | None = None) -> Daemon:
-        base = {
-            "server": {"listen": ["127.0.0.1:0"]},
-            "storage": {"path": str(tmp_path / "pnbridge.db")},
-            # Rate limits are on by default; tests of anything else send faster than apps.
-            "reporter": {"client_rate": 0, "username_rate": 0},
-        }
-        config = parse_config(merge(base, overrides or {}))
+        config = parse_config(merge(base_config(tmp_path), overrides or {}))
         shutdown = trio.Event()
         binds = await nursery.start(partial(run, config, shutdown=shutdown))
         client = httpx.AsyncClient(base_url=binds[0])
@@ -270,13 +253,14 @@ def cli(*args: str, input: str | None = None, env: dict[str, str] | None = None
 
 @pytest.fixture
 def spawn(tmp_path: Path):
-    """Start ``pnbridge serve --config FILE`` from TOML text; stop it after the test."""
+    """Start ``pnbridge serve --config FILE`` from TOML text, or from tables merged over the
+    base config of tests/configs.py; stop it after the test."""
     started: list[Process] = []
 
-    def start(toml: str, *, pass_fds: tuple[int, ...] = (), env: dict[str, str] | None = None
-              ) -> Process:
+    def start(config: str | dict[str, Any], *, pass_fds: tuple[int, ...] = (),
+              env: dict[str, str] | None = None) -> Process:
         path = tmp_path / "pnbridge.toml"
-        path.write_text(toml)
+        path.write_text(config if isinstance(config, str) else config_toml(tmp_path, config))
         popen = subprocess.Popen(
             [sys.executable, "-m", "pnbridge", "serve", "--config", str(path)],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,

@@ -97,23 +97,10 @@ def test_hook_reload_reopens_the_log_after_logrotate(spawn, tmp_path):
     """Rename, then SIGHUP (what logrotate does) to a running ``pnbridge serve`` while reports
     keep coming: the daemon goes on in a new file and no line is lost or torn."""
     log = tmp_path / "audit.jsonl"
-    db = tmp_path / "pnbridge.db"
-    daemon = spawn(f'''
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-path = "{db}"
-max_devices_per_user = 0
-[reporter]
-# One user reporting as fast as it can: no rate limits here.
-client_rate = 0
-username_rate = 0
-[plugins]
-enabled = ["auditlog"]
-[plugins.auditlog]
-path = "{log}"
-fsync = "never"
-''')
+    daemon = spawn({  # one user reporting as fast as it can: no device cap (nor rate limits)
+        "storage": {"max_devices_per_user": 0},
+        "plugins": {"enabled": ["auditlog"], "auditlog": {"path": str(log), "fsync": "never"}},
+    })
     url = daemon.url()
     stop = threading.Event()
     sent: list[str] = []

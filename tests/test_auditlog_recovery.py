@@ -11,29 +11,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from configs import config_toml
 from conftest import pnbridge
 from plugintools import wait_until_sync
 from pnbridge.storage.sqlite.store import SQLiteStore
 from reports import report
 
-TOML = '''
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-path = "{db}"
-[reporter]
-client_rate = 0
-username_rate = 0
-[plugins]
-enabled = ["auditlog"]
-[plugins.auditlog]
-path = "{log}"
-fsync = "always"
-[plugins.auditlog.delivery]
-backoff = 0.05
-max_backoff = 0.2
-max_attempts = 1000
-'''
+
+def auditlog(log: Path, *enabled: str) -> dict:
+    """The auditlog plugin (and ``enabled``) writing to ``log``, retried quickly."""
+    return {"plugins": {"enabled": ["auditlog", *enabled], "auditlog": {
+        "path": str(log), "fsync": "always",
+        "delivery": {"backoff": 0.05, "max_backoff": 0.2, "max_attempts": 1000}}}}
 
 
 def ids(path: Path) -> list[str]:
@@ -43,7 +32,7 @@ def ids(path: Path) -> list[str]:
 @pytest.mark.parametrize("blocker", ["immutable file", "directory"])
 def test_the_audit_log_recovers_after_an_unwritable_path(spawn, tmp_path, blocker):
     log = tmp_path / "audit.jsonl"
-    daemon = spawn(TOML.format(db=tmp_path / "pnbridge.db", log=log))
+    daemon = spawn(auditlog(log))
     with httpx.Client(base_url=daemon.url()) as client:
         report(client, "S1", token="tok-S1", pushappid="app")
         wait_until_sync(lambda: log.exists() and ids(log) == ["S1"])
@@ -83,8 +72,7 @@ def test_a_command_run_as_root_never_creates_the_log(tmp_path):
     create the log as root 0640 (after a rotation, say), locking the service user out."""
     log = tmp_path / "audit.jsonl"
     config = tmp_path / "pnbridge.toml"
-    config.write_text(TOML.format(db=tmp_path / "pnbridge.db", log=log).replace(
-        'enabled = ["auditlog"]', 'enabled = ["auditlog", "pnmediator"]'))
+    config.write_text(config_toml(tmp_path, auditlog(log, "pnmediator")))
     SQLiteStore(str(tmp_path / "pnbridge.db")).conn.close()
     result = pnbridge("push", "NotifyTextMessage", "--username", "nobody", "--message", "hi",
                       "--config", str(config))

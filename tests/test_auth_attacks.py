@@ -10,7 +10,6 @@ import os
 import re
 import socket
 import sqlite3
-import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -159,18 +158,7 @@ def test_an_unexpected_exception_is_a_500_whose_log_holds_no_path(spawn, tmp_pat
     the report for it fail unexpectedly. The answer is a bare 500, and the log
     names the route template and the exception type, never the path or the query."""
     db = tmp_path / "pnbridge.db"
-    daemon = spawn(textwrap.dedent(f"""\
-        [server]
-        listen = ["127.0.0.1:0"]
-        [storage]
-        path = "{db}"
-        [reporter]
-        client_rate = 0
-        username_rate = 0
-        [[reporter.routes]]
-        path = "{ROUTE}"
-        kind = "token"
-    """))
+    daemon = spawn({"reporter": {"routes": [{"path": ROUTE, "kind": "token"}]}})
     url = daemon.url()
     assert httpx.get(f"{url}/t/alice/S1/first-token").status_code == 200
     with sqlite3.connect(db) as conn:
@@ -310,30 +298,12 @@ def test_a_failing_or_blocking_auth_hook_is_a_503_and_starves_nothing(spawn, tmp
     plugins = tmp_path / "plugins"
     install_plugins(plugins, "auth/pbxdown", "auth/pbxasync", "auth/threadrec")
     recorded = tmp_path / "recorded"
-    daemon = spawn(textwrap.dedent(f"""\
-        [server]
-        listen = ["127.0.0.1:0"]
-        [storage]
-        path = "{tmp_path / 'pnbridge.db'}"
-        [reporter]
-        client_rate = 0
-        username_rate = 0
-        [auth]
-        reporter = "hook"
-        hook_timeout = 1.0
-        hook_threads = 4
-        [[reporter.routes]]
-        path = "/open/token"
-        kind = "token"
-        auth = "none"
-        [plugins]
-        paths = ["{plugins}"]
-        enabled = ["pbxdown", "pbxasync", "threadrec"]
-        [plugins.threadrec]
-        path = "{recorded}"
-        [plugins.pbxdown]
-        release = "{release}"
-    """))
+    daemon = spawn({
+        "auth": {"reporter": "hook", "hook_timeout": 1.0, "hook_threads": 4},
+        "reporter": {"routes": [{"path": "/open/token", "kind": "token", "auth": "none"}]},
+        "plugins": {"paths": [str(plugins)], "enabled": ["pbxdown", "pbxasync", "threadrec"],
+                    "threadrec": {"path": str(recorded)}, "pbxdown": {"release": str(release)}},
+    })
     url = daemon.url()
 
     def report_as(user: str, selector: str, path: str = "/token") -> httpx.Response:

@@ -34,22 +34,10 @@ RAW_HEADER = [b"\x1b[31m", b"\x1b]0;owned\x07", b"\x08\x08", b"\x7f", b"\x9b31m"
               b"\xc2\x85", b"\xc2\x9b2J", b"\xe2\x80\xa8", b"\xe2\x80\xa9"]
 
 
-def toml(tmp_path: Path) -> str:
-    return f'''
-[server]
-listen = ["127.0.0.1:0"]
-log_level = "debug"
-[storage]
-path = "{tmp_path / "pnbridge.db"}"
-[reporter]
-client_rate = 0
-username_rate = 0
-[plugins]
-enabled = ["auditlog"]
-[plugins.auditlog]
-path = "{tmp_path / "audit.jsonl"}"
-fsync = "never"
-'''
+def tables(tmp_path: Path) -> dict:
+    return {"server": {"log_level": "debug"}, "plugins": {
+        "enabled": ["auditlog"],
+        "auditlog": {"path": str(tmp_path / "audit.jsonl"), "fsync": "never"}}}
 
 
 def send(url: str, raw: bytes) -> bytes:
@@ -83,7 +71,7 @@ def assert_log_lines(log: str) -> None:
 
 
 def test_requests_cannot_forge_log_lines_or_reach_a_terminal(spawn, tmp_path):
-    daemon = spawn(toml(tmp_path))
+    daemon = spawn(tables(tmp_path))
     url = daemon.url()
     forged = quote(FORGED).encode()
     for brk in BREAKS:

@@ -5,9 +5,9 @@ log line, no row of the database and no output of the CLI; the URL is shown as
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import httpx
+from configs import config_toml
 from conftest import cli
 from plugintools import wait_until_sync
 from webhook_receiver import SECRET, Receiver
@@ -21,27 +21,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def toml(tmp_path: Path, urls: list[str]) -> str:
-    listed = ", ".join(f'"{url}"' for url in urls)
-    return f'''
-[server]
-listen = ["127.0.0.1:0"]
-log_level = "debug"
-[storage]
-path = "{tmp_path / "pnbridge.db"}"
-[reporter]
-client_rate = 0
-username_rate = 0
-[plugins]
-enabled = ["webhook"]
-[plugins.webhook]
-urls = [{listed}]
-secret = "{SECRET}"
-[plugins.webhook.delivery]
-max_attempts = 2
-backoff = 0.01
-max_backoff = 0.05
-'''
+def tables(urls: list[str]) -> dict:
+    return {"server": {"log_level": "debug"}, "plugins": {
+        "enabled": ["webhook"],
+        "webhook": {"urls": urls, "secret": SECRET,
+                    "delivery": {"max_attempts": 2, "backoff": 0.01, "max_backoff": 0.05}}}}
 
 
 def test_webhook_credentials_are_nowhere(spawn, tmp_path):
@@ -53,7 +37,7 @@ def test_webhook_credentials_are_nowhere(spawn, tmp_path):
     urls = [url.replace("http://", f"http://hookuser:{PASSWORD}@")
             for url in (refusing.url, failing.url, closed)]
     try:
-        daemon = spawn(toml(tmp_path, urls))
+        daemon = spawn(tables(urls))
         with httpx.Client(base_url=daemon.url()) as client:
             for selector in ("S1", "S2"):
                 answer = client.get("/token/", params={
@@ -84,7 +68,7 @@ def test_check_config_does_not_print_them(tmp_path):
     config = tmp_path / "pnbridge.toml"
     for urls in ([f"ftp://hookuser:{PASSWORD}@crm/hook"], [f"http://hookuser:{PASSWORD}@"],
                  [f"http://hookuser:{PASSWORD}@crm:x/hook"]):
-        config.write_text(toml(tmp_path, urls))
+        config.write_text(config_toml(tmp_path, tables(urls)))
         result = cli("check-config", "--config", str(config))
         assert result.returncode == 1
         assert "plugins.webhook.urls" in result.stderr

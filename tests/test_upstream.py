@@ -241,30 +241,13 @@ async def test_300_mb_answers_are_not_read_and_count_by_their_status(spawn, tmp_
         stub.answer(token, answer)
     hooks = [big(503), big(200), big(200), big(200)]
     stub.answer("", *hooks)  # the webhook's requests carry no DeviceToken
-    daemon = spawn(f"""\
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-path = "{tmp_path / 'pnbridge.db'}"
-[reporter]
-client_rate = 0
-username_rate = 0
-[api]
-keys = ["{KEY}"]
-[api.deadlines]
-{MSG} = 5.0
-[plugins]
-enabled = ["pnmediator", "webhook"]
-[plugins.pnmediator]
-url = "{stub.url}"
-timeout = 2.0
-[plugins.webhook]
-urls = ["{stub.url}"]
-secret = "s3cret"
-[plugins.webhook.delivery]
-backoff = 0.05
-max_backoff = 0.2
-""")
+    daemon = spawn({
+        "api": {"keys": [KEY], "deadlines": {MSG: 5.0}},
+        "plugins": {"enabled": ["pnmediator", "webhook"],
+                    "pnmediator": {"url": stub.url, "timeout": 2.0},
+                    "webhook": {"urls": [stub.url], "secret": "s3cret",
+                                "delivery": {"backoff": 0.05, "max_backoff": 0.2}}},
+    })
     url = daemon.url()
     pid = daemon.popen.pid
     base = most = rss_kib(pid)
