@@ -16,6 +16,7 @@ import httpx
 import pytest
 import reports
 import trio
+from configs import config_toml
 from conftest import cli, pnbridge
 from plugintools import json_lines, lines, wait_until, wait_until_sync
 
@@ -136,16 +137,8 @@ def test_hook_reload_reopens_the_log_after_logrotate(spawn, tmp_path):
 
 def test_hook_reload_runs_on_sighup_even_when_the_config_is_bad(spawn, tmp_path):
     log = tmp_path / "audit.jsonl"
-    toml = f'''
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-path = "{tmp_path / 'pnbridge.db'}"
-[plugins]
-enabled = ["auditlog"]
-[plugins.auditlog]
-path = "{log}"
-'''
+    toml = config_toml(tmp_path, {"plugins": {"enabled": ["auditlog"],
+                                              "auditlog": {"path": str(log)}}})
     daemon = spawn(toml)
     daemon.url()
     log.rename(tmp_path / "audit.jsonl.1")

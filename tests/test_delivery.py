@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import trio
+from configs import config_toml
 from conftest import cli
 from plugintools import install_plugins, lines, records, wait_until, wait_until_sync
 from pnbridge.storage.sqlite.schema import MIGRATIONS
@@ -140,20 +141,9 @@ def test_undelivered_events_survive_kill_and_stop(spawn, tmp_path):
     directory = tmp_path / "plugins"
     gated, seen, gate = tmp_path / "gated", tmp_path / "seen", tmp_path / "gate"
     install_plugins(directory, "delivery/gated", "recorder")
-    toml = f'''
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-path = "{tmp_path / 'pnbridge.db'}"
-[plugins]
-enabled = ["gated", "recorder"]
-paths = ["{directory}"]
-[plugins.recorder]
-path = "{seen}"
-[plugins.gated]
-path = "{gated}"
-gate = "{gate}"
-'''
+    toml = config_toml(tmp_path, {"plugins": {
+        "enabled": ["gated", "recorder"], "paths": [str(directory)],
+        "recorder": {"path": str(seen)}, "gated": {"path": str(gated), "gate": str(gate)}}})
     daemon = spawn(toml)
     url = daemon.url()
     for selector, token in (("S1", "a"), ("S2", "b"), ("S1", "c")):

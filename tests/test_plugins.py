@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import trio
+from configs import config_toml
 from conftest import pnbridge
 from plugintools import (
     DOCS,
@@ -121,17 +122,9 @@ def test_startup_failure_stops_serve_and_shuts_down_started_plugins(tmp_path):
     log = tmp_path / "log"
     install_plugins(tmp_path / "plugins", "loading/fine", "loading/boom")
     config = tmp_path / "pnbridge.toml"
-    config.write_text(f'''
-        [server]
-        listen = ["127.0.0.1:0"]
-        [storage]
-        path = "{tmp_path / 'db'}"
-        [plugins]
-        enabled = ["fine", "boom"]
-        paths = ["{tmp_path / 'plugins'}"]
-        [plugins.fine]
-        log = "{log}"
-    '''.replace("\n        ", "\n"))
+    config.write_text(config_toml(tmp_path, {"plugins": {
+        "enabled": ["fine", "boom"], "paths": [str(tmp_path / "plugins")],
+        "fine": {"log": str(log)}}}))
     result = pnbridge("serve", "--config", str(config))
     assert result.returncode == 1
     assert "plugin boom: startup failed: RuntimeError: no connection to the CRM" in result.stderr
