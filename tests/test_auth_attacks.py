@@ -315,7 +315,7 @@ def test_a_failing_or_blocking_auth_hook_is_a_503_and_starves_nothing(spawn, tmp
         for user in ("raises", "async-raises"):
             started = time.monotonic()
             r = report_as(user, "R1")
-            # Wall clock: the daemon is a child process, no virtual clock reaches it; a generous bound.
+            # Wall clock: the daemon is a child process, no virtual clock reaches it.
             assert r.status_code == 503 and time.monotonic() - started < 1.0, user
             assert r.text == "authentication unavailable, try again later\n"
         results: list[tuple[int, float]] = []
@@ -350,7 +350,7 @@ def test_a_failing_or_blocking_auth_hook_is_a_503_and_starves_nothing(spawn, tmp
         # within it too), none hangs.
         assert len(results) == 60
         assert {status for status, _ in results} == {503}
-        # Wall clock: the daemon is a child process, no virtual clock reaches it; a generous bound.
+        # Wall clock: the daemon is a child process (no virtual clock): a generous bound.
         assert max(took for _, took in results) < 3.0
         # The hook's 4 threads are all held, so a hook report waits for one and is a 503;
         # every other thread task still runs: a report of another route is stored and

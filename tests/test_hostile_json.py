@@ -115,7 +115,8 @@ async def test_deep_extras_on_the_unchanged_repeat_path_are_refused(start_daemon
     assert device.extras == {"ver": "1.0"}
     assert device.to_dict()["extras"] == {"ver": "1.0"}
     shallow = '{"app": "x", "n": 2, "ok": true, "none": null}'
-    assert (await post(daemon, "/token", report_json(meta=shallow, tags='["a", 1]').encode()))[0] == 200
+    body = report_json(meta=shallow, tags='["a", 1]').encode()
+    assert (await post(daemon, "/token", body))[0] == 200
     assert store.devices()[0].extras == {"meta": json.loads(shallow), "tags": ["a", 1]}
     removal = b'{"selector": "S1"}'
     assert (await post(daemon, "/removeToken", removal))[0] == 200

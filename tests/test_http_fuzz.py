@@ -156,7 +156,7 @@ def test_fuzz_every_route(spawn, tmp_path):
     assert daemon.popen.poll() is None, daemon.log
     assert rss_kib(daemon.popen.pid) - rss_before < 64 * 1024, statuses
     assert good.results and {s for s, _ in good.results} == {200}, good.results
-    # Wall clock: the daemon is a child process, no virtual clock reaches it; a generous bound.
+    # Wall clock: the daemon is a child process (no virtual clock): a generous bound.
     assert max(t for _, t in good.results) < 2.0
     assert sum(n for s, n in statuses.items() if s and s < 300) > 10, statuses  # not all refused
     assert "Traceback" not in daemon.log, daemon.log

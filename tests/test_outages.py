@@ -31,7 +31,8 @@ async def timed_reports(daemon, phase: str, rounds: int = 5) -> list[float]:
     for i in range(rounds):
         for selector in SELECTORS:
             started = time.perf_counter()
-            await report(daemon, selector, username="alice", token=None, msgs=f"{phase}-{i}-{selector}")
+            await report(daemon, selector,
+                         username="alice", token=None, msgs=f"{phase}-{i}-{selector}")
             took.append(time.perf_counter() - started)
     return took
 

@@ -48,9 +48,11 @@ def by_selector(answer: Any) -> dict[str, dict[str, Any]]:
 
 
 async def test_call_push_reaches_every_device_with_the_right_pair_and_fields(daemon, stub):
-    await report(daemon, username="alice", token=None, selector="IPHONE", calls="voip-tok", msgs="apns-tok")
+    await report(daemon, username="alice",
+                 token=None, selector="IPHONE", calls="voip-tok", msgs="apns-tok")
     await report(daemon, username="alice", token=None, selector="ANDROID", msgs="fcm-tok")
-    await report(daemon, username="bob", token=None, selector="BOBS", calls="bob-voip", msgs="bob-apns")
+    await report(daemon, username="bob",
+                 token=None, selector="BOBS", calls="bob-voip", msgs="bob-apns")
     answer = await push(daemon, {
         "username": "alice", "verb": CALL, "id": "call-1@pbx", "display_name": "Carol",
         "badge": 3, "sound": "ring.caf", "thread_id": "t1", "message": "Call from Carol",
@@ -78,8 +80,11 @@ async def test_call_push_reaches_every_device_with_the_right_pair_and_fields(dae
 
 
 async def test_message_push_never_uses_a_pushkit_token(daemon, stub):
-    await report(daemon, username="alice", token=None, selector="IPHONE", calls="voip-tok", msgs="apns-tok")
-    await report(daemon, username="alice", token=None, selector="NEW-IPHONE", calls="voip-only")  # "other" token not yet known
+    await report(daemon, username="alice",
+                 token=None, selector="IPHONE", calls="voip-tok", msgs="apns-tok")
+    await report(daemon, username="alice",
+                 token=None, selector="NEW-IPHONE",
+                 calls="voip-only")  # "other" token not yet know)
     for verb in ("NotifyTextMessage", "NotifyGenericTextMessage"):
         stub.requests.clear()
         answer = await push(daemon, {"username": "alice", "verb": verb, "message": "hi"})
@@ -130,7 +135,8 @@ async def test_rejected_token_removes_the_device_with_an_event(daemon, stub, rej
 
 
 async def test_rejected_pushkit_token_clears_that_pair_and_keeps_the_device(daemon, stub):
-    await report(daemon, username="alice", token=None, selector="IPHONE", calls="old-voip", msgs="apns-tok")
+    await report(daemon, username="alice",
+                 token=None, selector="IPHONE", calls="old-voip", msgs="apns-tok")
     stub.answer("old-voip", HTTP_404)
     answer = await push(daemon, {"username": "alice", "verb": CALL, "id": "c2"})
     device = by_selector(answer)["IPHONE"]
@@ -174,7 +180,8 @@ async def test_hook_send_push_first_answer_wins_none_falls_through(start_daemon,
     config["plugins"] |= {"enabled": ["pnmediator", "owntransport"],
                           "paths": [str(tmp_path / "plugins")]}
     daemon = await start_daemon(config)
-    await report(daemon, username="alice", token=None, selector="MINE", calls="own:voip", msgs="own:msgs")
+    await report(daemon, username="alice",
+                 token=None, selector="MINE", calls="own:voip", msgs="own:msgs")
     await report(daemon, username="alice", token=None, selector="GONE", msgs="own:gone")
     await report(daemon, username="alice", token=None, selector="OTHER", msgs="pnm-tok")
     answer = await push(daemon, {"username": "alice", "verb": CALL, "id": "c9", "badge": 1})

@@ -116,7 +116,7 @@ def test_connection_close_is_honoured(daemon):
         answer = b""
         while chunk := sock.recv(65536):  # until the server closes
             answer += chunk
-        # Wall clock: the daemon is a child process, no virtual clock reaches it; a generous bound.
+        # Wall clock: the daemon is a child process (no virtual clock): a generous bound.
         assert time.monotonic() - began < 2
     assert answer.startswith(b"HTTP/1.1 200")
 

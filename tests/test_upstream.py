@@ -184,7 +184,7 @@ async def test_a_push_is_sent_within_its_deadline_while_another_process_writes(
         took, answer = await call_push(daemon)
     assert answer.status_code == 200, answer.text
     assert answer.json()["devices"][0]["outcome"] == "sent"
-    # Wall clock: SQLite waits for the lock in a worker thread in real time (a virtual clock would jump past it).
+    # Wall clock: SQLite waits for the lock in a worker thread, in real time.
     assert took < 1.0 + 0.5, took  # on main: after the 8 s busy_timeout
 
 
