@@ -7,8 +7,16 @@ from __future__ import annotations
 import copy
 import json
 import re
+import socket
 from pathlib import Path
 from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on (yet)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def base_config(tmp_path: Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from configs import free_port
 from conftest import cli
 from plugintools import install_plugins
 from pnbridge.storage.sqlite.store import SQLiteStore
@@ -51,12 +52,6 @@ def home() -> Iterator[Path]:
     yield path
     subprocess.run(["chattr", "-R", "-i", str(path)], capture_output=True)
     shutil.rmtree(path)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

@@ -4,11 +4,11 @@ arrive in order, the retries show in /metrics, and reports are answered as fast 
 
 from __future__ import annotations
 
-import socket
 import statistics
 import time
 
 import trio
+from configs import free_port
 from plugintools import wait_until
 from pnmediator_stub import DROP, HTTP_500, KEY, Answer, Stub, push_config, slow
 from reports import report
@@ -16,13 +16,6 @@ from webhook_receiver import SECRET, Receiver
 
 SELECTORS = ("A", "B", "C")
 HTTP_503 = Answer(503, {"code": 503, "response": "Service unavailable"})
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (yet)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def timed_reports(daemon, phase: str, rounds: int = 5) -> list[float]:
