@@ -118,7 +118,8 @@ VALUES = {"${PNBRIDGE_USER}": "1001", "${ARG1}": "1001", "${PNBRIDGE_PUSH_ID}": 
 
 async def test_the_dialplans_agi_calls_work_against_the_daemon(start_daemon, stub):
     daemon = await start_daemon(agi_config(stub))
-    await report(daemon, "IPHONE", path="/token", username="1001", token=None, calls="voip-tok", msgs="apns-tok")
+    await report(daemon, "IPHONE",
+                 path="/token", username="1001", token=None, calls="voip-tok", msgs="apns-tok")
     for script, args in agi_calls(DIALPLAN.read_text()):
         values = [VALUES.get(arg, arg) for arg in args]
         assert not any("$" in value for value in values), values

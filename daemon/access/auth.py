@@ -26,7 +26,8 @@ import trio
 from ..config import paths
 from ..config.tables import AuthConfig, AuthMode, Config
 from ..config.typed import ConfigError
-from ..delivery.pluginhost import PluginHost, uncontained
+from ..delivery.containment import uncontained
+from ..delivery.pluginhost import PluginHost
 from ..ingest.fields import fold
 from ..model import Report
 from . import digest, users
