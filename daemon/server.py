@@ -33,7 +33,8 @@ from .ingest.normalize import Reporter
 from .ops.expiry import expire_devices
 from .ops.log import set_level
 from .ops.sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
-from .push.fanout import Fanouts, Pusher, transport
+from .push.fanout import Pusher, transport
+from .push.inflight import Fanouts
 from .storage.writer import open_writer
 
 log = logging.getLogger("pnbridge.server")

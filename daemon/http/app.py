@@ -38,12 +38,8 @@ from ..model import Report
 from ..ops.log import escape, shorten
 from ..ops.metrics import Metrics
 from ..ops.readiness import Readiness
-from ..push.fanout import (
-    Fanout,
-    Fanouts,
-    PushRequest,
-    parse_request,
-)
+from ..push.inflight import Fanout, Fanouts
+from ..push.request import PushRequest, parse_request
 from ..storage.writer import Writer
 from .health import add_health_routes
 
