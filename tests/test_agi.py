@@ -30,7 +30,7 @@ from conftest import Daemon, pnbridge
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pnbridge.agi.protocol import AgiChannel, Hangup, parse_reply, quote
-from pnbridge.agi.service import SCRIPTS
+from pnbridge.agi.scripts import SCRIPTS
 from pnbridge.config.running import changed, restart_values
 from pnbridge.config.tables import Config, parse_config
 from pnbridge.errors import AgiError, ConfigError
