@@ -15,19 +15,20 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 import trio
+from werkzeug.datastructures import Headers
 
 from . import digest, paths, users
-from .config import AuthConfig, AuthMode, Config
+from .config import AuthConfig, Config
 from .events import Report
 from .fields import fold
 from .pluginhost import PluginHost, uncontained
+from .routes import AuthMode
 from .settings import ConfigError
 
 HOOK = "authenticate_report"
@@ -95,7 +96,7 @@ class Guard:
         self,
         config: AuthConfig,
         known: dict[str, users.User],
-        plugins: PluginHost | None,
+        plugins: PluginHost,
         nonces: digest.Nonces,
         slots: Slots | None = None,
     ):
@@ -108,7 +109,7 @@ class Guard:
             slots.resize(config)
         self.slots = slots
 
-    def claimed(self, mode: AuthMode, headers: Mapping[str, str], report: Report) -> str | None:
+    def claimed(self, mode: AuthMode, headers: Headers, report: Report) -> str | None:
         """Who the request says it is, for the per-username limit: the user its
         Authorization header names (``digest``, ``basic``), else the report's username; a
         name longer than 64 characters as its SHA-256, so a limiter key stays small."""
@@ -124,7 +125,7 @@ class Guard:
         return name
 
     async def check(
-        self, mode: AuthMode, method: str, target: str, headers: Mapping[str, str],
+        self, mode: AuthMode, method: str, target: str, headers: Headers,
         report: Report,
     ) -> Verdict:
         """Check ``report``, which came as ``method target`` with ``headers``. Where the
@@ -140,7 +141,7 @@ class Guard:
             return await self._basic(headers.get("Authorization", ""), report.username)
         return self._digest(method, target, headers.get("Authorization", ""), report.username)
 
-    def _secret_matches(self, headers: Mapping[str, str], report: Report) -> bool:
+    def _secret_matches(self, headers: Headers, report: Report) -> bool:
         config = self.config
         given = headers.get(config.secret_header) if config.secret_header else None
         if given is None and config.secret_param:
@@ -153,8 +154,6 @@ class Guard:
         a worker thread of the hook's own limiter and is abandoned at the deadline (it
         keeps its thread until it returns, so blocked ones cannot take more than
         ``hook_threads``). A failure or the deadline is Unavailable."""
-        if self.plugins is None:
-            return Verdict(False)
         plugins = self.plugins
         kwargs = {"username": report.username, "credentials": dict(report.credentials),
                   "report": report}

@@ -12,7 +12,7 @@ import stat
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
@@ -298,7 +298,7 @@ def _output(path: str) -> Iterator[Any]:
     """stdout for ``-``; else the file ``path``, mode 0600 whatever the umask (a device such
     as /dev/null keeps its own)."""
     if path == "-":
-        yield click.get_text_stream("stdout")
+        yield click.open_file("-", "w")
         return
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -352,9 +352,9 @@ def devices_import(config_path: str | None, file: Any) -> None:
                 for device in plan.evict:
                     store.remove(selector=device.selector, reason="evicted",
                                  source=source, now=now)
-                for row in plan.rows:
-                    outcomes[transfer.import_row(store, row, {**source, "line": row.line},
-                                                 now)] += 1
+                for planned in plan.rows:
+                    outcomes[transfer.import_row(store, planned,
+                                                 {**source, "line": planned.line}, now)] += 1
                     advance(1)
     except sqlite3.Error as error:
         fail(f"cannot write database {config.storage.path}: {error}: nothing imported")
@@ -384,7 +384,7 @@ def _bar(length: int, label: str, out: Any = None) -> Iterator[Callable[[int], N
         yield bar.update
 
 
-def _table(rows: list[tuple[str, ...]]) -> None:
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
     """Print ``rows`` (the first is the header) as aligned columns, each cell escaped (it
     may hold what a client sent)."""
     rows = [tuple(escape(cell) for cell in row) for row in rows]

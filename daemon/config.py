@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .fields import FieldMap, alias_conflicts
-from .routes import ALLOWED_METHODS, TemplateError, compile_template
+from .routes import ALLOWED_METHODS, AuthMode, TemplateError, compile_template
 from .settings import ConfigError, check, convert, duration_problem, parse_duration
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -137,9 +137,6 @@ def _check_methods(methods: list[str] | None) -> str | None:
     return None
 
 
-AuthMode = Literal["digest", "basic", "secret", "hook", "none"]
-
-
 @dataclass(frozen=True)
 class RouteConfig:
     path: str = field(metadata=check(_check_template))
@@ -213,7 +210,7 @@ class AuthConfig:
     basic_checks: int = field(default=2, metadata=check(_at_least_one))
     basic_queue: int = field(default=32, metadata=check(_at_least_zero))
 
-    def modes(self, reporter: ReporterConfig) -> set[str]:
+    def modes(self, reporter: ReporterConfig) -> set[AuthMode]:
         """The modes the reporter routes use."""
         used = {r.auth or self.reporter for r in reporter.routes}
         return used | {self.reporter} if reporter.default_routes else used

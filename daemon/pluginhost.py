@@ -32,6 +32,8 @@ from .log import describe
 from .settings import ConfigError, convert
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from .metrics import Metrics
 
 log = logging.getLogger("pnbridge.plugins")
@@ -448,7 +450,9 @@ class PluginHost:
         """Run the ``reload`` hooks of the running plugins (SIGHUP), a plain one in a worker
         thread, each for at most RELOAD_TIMEOUT seconds; log failures, stop none."""
         app = self.started
-        for name in self.enabled if app is not None else ():
+        if app is None:
+            return
+        for name in self.enabled:
             if self.impl(name, "reload") is None:
                 continue
             with trio.move_on_after(RELOAD_TIMEOUT) as scope:
@@ -497,8 +501,10 @@ def load_plugins(config: PluginsConfig) -> PluginHost:
             continue
         table = dict(config.tables.get(name, {}))
         key = f"plugins.{name}"
-        delivery[name] = convert(DeliveryConfig, table.pop("delivery", {}), f"{key}.delivery",
-                                 errors)  # type: ignore[assignment]
+        delivery_config = convert(DeliveryConfig, table.pop("delivery", {}), f"{key}.delivery",
+                                  errors)
+        if delivery_config is not None:  # else errors says why
+            delivery[name] = delivery_config
         cls = _settings_class(entry, errors)
         if cls is not None:
             settings[name] = convert(cls, table, key, errors)
@@ -514,7 +520,7 @@ def load_plugins(config: PluginsConfig) -> PluginHost:
     )
 
 
-def _settings_class(entry: Found, errors: list[str]) -> type | None:
+def _settings_class(entry: Found, errors: list[str]) -> type[DataclassInstance] | None:
     pm = new_manager()
     pm.register(entry.plugin, name=entry.name)
     try:

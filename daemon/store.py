@@ -23,7 +23,7 @@ from urllib.parse import quote
 import sqlite_utils
 
 from . import jsontext
-from .events import Device, Event, Pair, Report, isotime
+from .events import Device, Event, EventKind, Pair, Report, isotime
 from .log import shorten
 
 log = logging.getLogger("pnbridge.store")
@@ -49,7 +49,7 @@ class Change:
 
 
 def _create_devices_and_journal(db: sqlite_utils.Database) -> None:
-    db["devices"].create(
+    db.table("devices").create(
         {
             "selector": str, "username": str,
             "token_calls": str, "appid_calls": str, "token_msgs": str, "appid_msgs": str,
@@ -58,7 +58,7 @@ def _create_devices_and_journal(db: sqlite_utils.Database) -> None:
         pk="selector",
         not_null={"username", "extras", "created_at", "updated_at", "last_seen"},
     )
-    db["devices"].create_index(["username"])
+    db.table("devices").create_index(["username"])
     # AUTOINCREMENT: a sequence number is never reused, even after the journal is pruned.
     db.execute(
         """CREATE TABLE events (
@@ -74,7 +74,7 @@ def _create_devices_and_journal(db: sqlite_utils.Database) -> None:
             source TEXT NOT NULL
         )"""
     )
-    db["events"].create_index(["selector", "seq"])
+    db.table("events").create_index(["selector", "seq"])
 
 
 def _create_delivery_state(db: sqlite_utils.Database) -> None:
@@ -344,7 +344,9 @@ class Store:
         """The device, when ``report`` changes nothing of it but ``last_seen`` (and extras):
         one statement for what most reports are, an app start. None otherwise, when
         ``register`` creates or changes it. A value not known yet (None) matches any."""
-        sets, params = ["last_seen = ?"], [now]
+        assert report.selector  # register asserted it
+        sets = ["last_seen = ?"]
+        params: list[object] = [now]
         if report.extras:
             sets.append("extras = ?")
             params.append(json.dumps(report.extras))
@@ -466,7 +468,7 @@ class Store:
 
     def _journal(
         self,
-        kind: str,
+        kind: EventKind,
         reason: str,
         before: Device | None,
         after: Device | None,
@@ -487,7 +489,7 @@ class Store:
         )
         assert cursor.lastrowid is not None
         return Event(
-            id=event_id, seq=cursor.lastrowid, kind=kind, reason=reason,  # type: ignore[arg-type]
+            id=event_id, seq=cursor.lastrowid, kind=kind, reason=reason,
             selector=device.selector, username=device.username,
             before=before, after=after, time=now, source=source,
         )
