@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, NoReturn
+from typing import IO, Any, BinaryIO, NoReturn
 
 import click
 import trio
@@ -294,7 +294,7 @@ def devices_export(config_path: str | None, fmt: transfer.Format, output: str) -
 
 
 @contextlib.contextmanager
-def _output(path: str) -> Iterator[Any]:
+def _output(path: str) -> Iterator[IO[str]]:
     """stdout for ``-``; else the file ``path``, mode 0600 whatever the umask (a device such
     as /dev/null keeps its own)."""
     if path == "-":
@@ -313,7 +313,7 @@ def _output(path: str) -> Iterator[Any]:
 @devices.command("import")
 @config_option
 @click.argument("file", type=click.File("rb"))
-def devices_import(config_path: str | None, file: Any) -> None:
+def devices_import(config_path: str | None, file: BinaryIO) -> None:
     """Import devices from FILE (JSON lines or CSV, as export writes them; - for stdin).
 
     The whole file is read first: one that is not UTF-8 is refused, nothing imported. Bad
@@ -374,7 +374,7 @@ def devices_import(config_path: str | None, file: Any) -> None:
 
 
 @contextlib.contextmanager
-def _bar(length: int, label: str, out: Any = None) -> Iterator[Callable[[int], None]]:
+def _bar(length: int, label: str, out: IO[str] | None = None) -> Iterator[Callable[[int], None]]:
     """A progress bar over ``length`` items on a terminal (not when ``out``, where the
     items go, is that terminal); elsewhere nothing."""
     if not length or not sys.stderr.isatty() or (out is not None and out.isatty()):
@@ -431,7 +431,9 @@ class Since(click.ParamType):
 
     name = "TIME"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         text = str(value).strip()
         if text[:-1].replace(".", "", 1).isdigit() and text[-1:] in AGE_UNITS:
             return time.time() - float(text[:-1]) * AGE_UNITS[text[-1]]

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import IO, Any, Literal
 
 from .events import Device, Report
 from .jsontext import BadJSON, loads
@@ -41,7 +41,7 @@ class Unreadable(Exception):
     """The file as a whole cannot be read (it is not UTF-8): nothing of it is imported."""
 
 
-def export(devices: Iterable[Device], fmt: Format, out: TextIO,
+def export(devices: Iterable[Device], fmt: Format, out: IO[str],
            advance: Callable[[int], None] = lambda _: None) -> int:
     """Write ``devices`` to ``out`` (calling ``advance`` with 1 for each); return how
     many."""
