@@ -8,9 +8,9 @@ import sys
 from functools import partial
 
 import trio
-from pnbridge.config import Config
-from pnbridge.httpserver import serve
-from pnbridge.metrics import Metrics
+from pnbridge.config.tables import Config
+from pnbridge.http.worker import serve
+from pnbridge.ops.metrics import Metrics
 from pnbridge.server import hypercorn_config
 from quart import Response
 from quart_trio import QuartTrio

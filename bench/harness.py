@@ -210,7 +210,7 @@ def _errors(out: str) -> int:
 
 def seed(db: Path, devices: int) -> None:
     """A database holding ``devices`` devices, as the load scripts know them."""
-    from pnbridge.store import Store
+    from pnbridge.storage.sqlite import Store
 
     Store(db).close()  # the schema
     conn = sqlite3.connect(db)
@@ -242,8 +242,8 @@ async def device_removed(event):
 
 def journal(db: Path, events: int) -> None:
     """Journal ``events`` registrations from another process, in one transaction."""
-    from pnbridge.events import Report
-    from pnbridge.store import Store
+    from pnbridge.model import Report
+    from pnbridge.storage.sqlite import Store
 
     store = Store(db)
     now = time.time()
@@ -325,7 +325,7 @@ def push_fanout(work: Path, seconds: float, rounds: int, probe: float, users: in
     against the same stand-in. Each side's best concurrency is probed first; then the rounds
     alternate between the two, and each side's median round counts."""
     db = work / "push.db"
-    from pnbridge.store import Store
+    from pnbridge.storage.sqlite import Store
 
     Store(db).close()  # the schema
     conn = sqlite3.connect(db)
@@ -512,7 +512,7 @@ def write_markdown(r: dict, out: Path) -> None:
         "## Report ingestion against the ceiling",
         "",
         "The ceiling is an empty quart-trio handler (200, no body) served by pnbridge's HTTP",
-        "server (`daemon/httpserver.py`) with the same settings, in its own process: the most",
+        "server (`daemon/http/worker.py`) with the same settings, in its own process: the most",
         "this stack does on this machine. All",
         "servers run at once and the load alternates between them, "
         f"{r['rounds']} round(s) of {r['seconds']} s each;",

@@ -5,9 +5,9 @@ What plugins import: ``from pnbridge import hookimpl, RetryLater, PermanentFailu
 transport ``Push`` and ``PushResult``. Nothing else is meant for plugins.
 """
 
-from .events import Device, Event, Push, PushResult
-from .hookspecs import PermanentFailure, RetryLater, hookimpl
-from .log import shorten
+from .delivery.hookspecs import PermanentFailure, RetryLater, hookimpl
+from .model import Device, Event, Push, PushResult
+from .ops.log import shorten
 
 __version__ = "0.1.0"
 

@@ -13,26 +13,26 @@ import hypercorn.config
 import trio
 from quart_trio import QuartTrio
 
-from .apikeys import ApiKeys
-from .asgi import close_if_framed_twice, refuse_websockets, shield_sends
-from .auth import Guard, load_users, plugin_problems
-from .config import Config
-from .digest import Nonces
-from .dispatch import Dispatcher, open_plugins
-from .expiry import expire_devices
-from .health import database_writable, device_gauge
-from .httpserver import serve
-from .log import set_level
-from .pluginhost import PluginHost, load_plugins
-from .push import Pusher, transport
-from .ratelimit import Buckets, Limits
-from .reload import Reloader
-from .reporter import Reporter
-from .running import plain, remove_record, restart_values, write_record
-from .sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
-from .settings import ConfigError, convert
-from .web import Services, create_admin_app, create_app
-from .writer import open_writer
+from .access.apikeys import ApiKeys
+from .access.auth import Guard, load_users, plugin_problems
+from .access.digest import Nonces
+from .access.ratelimit import Buckets, Limits
+from .config.reload import Reloader
+from .config.running import plain, remove_record, restart_values, write_record
+from .config.tables import Config
+from .config.typed import ConfigError, convert
+from .delivery.dispatch import Dispatcher, open_plugins
+from .delivery.pluginhost import PluginHost, load_plugins
+from .http.app import Services, create_admin_app, create_app
+from .http.asgi import close_if_framed_twice, refuse_websockets, shield_sends
+from .http.health import database_writable, device_gauge
+from .http.worker import serve
+from .ingest.normalize import Reporter
+from .ops.expiry import expire_devices
+from .ops.log import set_level
+from .ops.sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
+from .push.fanout import Pusher, transport
+from .storage.writer import open_writer
 
 log = logging.getLogger("pnbridge.server")
 

@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 import trio
 from pnbridge import Event, hookimpl, shorten
-from pnbridge.doctor import Finding, ServiceUser
-from pnbridge.log import escape_json
-from pnbridge.settings import check
+from pnbridge.config.typed import check
+from pnbridge.ops.doctor import Finding, ServiceUser
+from pnbridge.ops.log import escape_json
 
 log = logging.getLogger("pnbridge.plugins.auditlog")
 

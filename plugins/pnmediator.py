@@ -20,11 +20,11 @@ import httpcore
 import httpx
 import trio
 from pnbridge import Push, PushResult, hookimpl
-from pnbridge.doctor import Finding, http_reachable
-from pnbridge.settings import check
+from pnbridge.config.typed import check
+from pnbridge.ops.doctor import Finding, http_reachable
 
 if TYPE_CHECKING:
-    from pnbridge.pluginhost import App
+    from pnbridge.delivery.pluginhost import App
 
 URL = "https://pnm.cloudsoftphone.com/pnm2/send"
 

@@ -23,9 +23,9 @@ from typing import Any, Literal
 import httpx
 import trio
 from pnbridge import Event, PermanentFailure, RetryLater, __version__, hookimpl
-from pnbridge.doctor import Finding, http_reachable
-from pnbridge.log import redact
-from pnbridge.settings import check
+from pnbridge.config.typed import check
+from pnbridge.ops.doctor import Finding, http_reachable
+from pnbridge.ops.log import redact
 
 EventKind = Literal["registered", "removed"]
 TOKEN_FIELDS = ("token_calls", "token_msgs")

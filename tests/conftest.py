@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from pnbridge.config import Config, parse_config
+from pnbridge.config.tables import Config, parse_config
 from pnbridge.server import run
-from pnbridge.store import Store
+from pnbridge.storage.sqlite import Store
 
 # Every password and secret the tests send. test_secrets_at_rest runs last and looks for
 # them in everything the test run left behind: databases, journals, plugin output, logs.

@@ -9,8 +9,8 @@ import re
 import httpx
 import trio
 from conftest import pnbridge
-from pnbridge.apikeys import ApiKeys, hash_key
-from pnbridge.config import ApiConfig
+from pnbridge.access.apikeys import ApiKeys, hash_key
+from pnbridge.config.tables import ApiConfig
 
 PUSH = "/api/v1/push"
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from conftest import pnbridge
 from faults import poll
-from pnbridge.store import Store
+from pnbridge.storage.sqlite import Store
 
 TOML = '''
 [server]

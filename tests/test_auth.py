@@ -10,7 +10,7 @@ import httpx
 import pytest
 import trio
 from conftest import PASSWORDS, SECRET, pnbridge
-from pnbridge import users
+from pnbridge.access import users
 
 ALICE, BOB = "alice", "bob"
 

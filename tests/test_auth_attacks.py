@@ -21,8 +21,8 @@ import trio
 from conftest import PASSWORDS, pnbridge
 from faults import rss_kib
 from plugintools import wait_until_sync, write_plugin
-from pnbridge import users
-from pnbridge.ratelimit import client_key
+from pnbridge.access import users
+from pnbridge.access.ratelimit import client_key
 
 ALICE, BOB = "alice", "bob"
 REALM = "pnbridge"

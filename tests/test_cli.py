@@ -7,8 +7,8 @@ import time
 
 import pytest
 from conftest import pnbridge
-from pnbridge.events import Report
-from pnbridge.store import Store
+from pnbridge.model import Report
+from pnbridge.storage.sqlite import Store
 
 
 @pytest.fixture

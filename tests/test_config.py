@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from conftest import pnbridge
-from pnbridge.config import Config, listen_problem, load_config, parse_config
-from pnbridge.settings import ConfigError
+from pnbridge.config.tables import Config, listen_problem, load_config, parse_config
+from pnbridge.config.typed import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "pnbridge.toml"
 

@@ -24,7 +24,7 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
-from pnbridge.httpserver import Connection
+from pnbridge.http.worker import Connection
 from pnmediator_stub import Answer, Stub
 from prometheus_client import CollectorRegistry, Counter
 from quart import request

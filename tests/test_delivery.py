@@ -11,7 +11,7 @@ import httpx
 import trio
 from conftest import pnbridge
 from plugintools import RECORDER, lines, records, wait_until, wait_until_sync, write_plugin
-from pnbridge.store import MIGRATIONS, Store
+from pnbridge.storage.sqlite import MIGRATIONS, Store
 
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
 

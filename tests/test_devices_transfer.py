@@ -12,8 +12,8 @@ import sys
 import time
 
 from conftest import pnbridge
-from pnbridge.events import Report
-from pnbridge.store import Store
+from pnbridge.model import Report
+from pnbridge.storage.sqlite import Store
 
 T1 = "QVBBOTEyMzQ1Njc4OTAxMjM0NTY3ODkw"
 T2 = "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MDEy"

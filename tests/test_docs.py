@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from pnbridge import hookspecs
-from pnbridge.pluginhost import HOOKS
+from pnbridge.delivery import hookspecs
+from pnbridge.delivery.pluginhost import HOOKS
 
 ROOT = Path(__file__).parent.parent
 HEADINGS = re.findall(r"^## `([^`]+)`$", (ROOT / "docs" / "plugin-hooks.md").read_text(), re.M)

@@ -21,7 +21,7 @@ import pytest
 import trio
 from conftest import pnbridge
 from plugintools import write_plugin
-from pnbridge.store import Store
+from pnbridge.storage.sqlite import Store
 from pnmediator_stub import Stub
 
 ROOT = Path(__file__).resolve().parent.parent

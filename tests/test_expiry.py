@@ -7,11 +7,11 @@ import time
 
 import pytest
 import trio
-from pnbridge.config import parse_config
-from pnbridge.events import Report
-from pnbridge.expiry import sweep_interval
-from pnbridge.settings import ConfigError, parse_duration
-from pnbridge.store import Store
+from pnbridge.config.tables import parse_config
+from pnbridge.config.typed import ConfigError, parse_duration
+from pnbridge.model import Report
+from pnbridge.ops.expiry import sweep_interval
+from pnbridge.storage.sqlite import Store
 
 
 @pytest.mark.parametrize(

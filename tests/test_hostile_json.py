@@ -18,8 +18,8 @@ import trio
 from conftest import Daemon, pnbridge
 from faults import metric, poll
 from plugintools import lines
-from pnbridge.events import Report
-from pnbridge.store import Store
+from pnbridge.model import Report
+from pnbridge.storage.sqlite import Store
 from pnmediator_stub import Stub
 
 KEY = "hostile-json-key-0123456789"

@@ -18,7 +18,7 @@ import httpx
 from conftest import PASSWORDS
 from faults import API_KEY, daemon_toml, report, rss_kib
 from fuzzing import CLASSES, FORGED, STYLES, cut_body
-from pnbridge import users
+from pnbridge.access import users
 
 ROUTES = ["/token", "/token/", "/token/1001", "/removeToken/", "/api/v1/push", "/healthz",
           "/readyz", "/metrics", "/nope/x", "/", "//token", "/token/%ff%fe", "/token/\xff"]

@@ -9,8 +9,8 @@ import time
 
 import pytest
 import trio
-from pnbridge.config import Config
-from pnbridge.ratelimit import Buckets, client_address, networks
+from pnbridge.access.ratelimit import Buckets, client_address, networks
+from pnbridge.config.tables import Config
 
 
 def params(username: str, selector: str) -> dict[str, str]:

@@ -14,8 +14,8 @@ from urllib.parse import quote, urlsplit
 import pytest
 from conftest import pnbridge
 from plugintools import wait_until_sync
-from pnbridge.events import Report
-from pnbridge.store import Store
+from pnbridge.model import Report
+from pnbridge.storage.sqlite import Store
 
 # How every line of a spawned daemon's log starts.
 LOG_LINE = re.compile(

@@ -9,9 +9,9 @@ from urllib.parse import quote
 
 from hypothesis import given
 from hypothesis import strategies as st
-from pnbridge.config import ReporterConfig
-from pnbridge.fields import fold, is_nullish
-from pnbridge.reporter import BadReport, Reporter
+from pnbridge.config.tables import ReporterConfig
+from pnbridge.ingest.fields import fold, is_nullish
+from pnbridge.ingest.normalize import BadReport, Reporter
 
 REPORTER = Reporter(ReporterConfig())
 tokens = st.text(string.ascii_letters + string.digits + "+/=", min_size=1, max_size=300).filter(

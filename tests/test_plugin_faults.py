@@ -7,7 +7,7 @@ import logging
 
 from conftest import pnbridge
 from plugintools import RECORDER, records, wait_until, write_plugin
-from pnbridge import pluginhost
+from pnbridge.delivery import pluginhost
 
 KEY = "plugin-faults-key-000000"
 

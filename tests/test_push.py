@@ -14,8 +14,8 @@ import pytest
 import trio
 from conftest import Daemon, pnbridge
 from plugintools import lines, wait_until, write_plugin
-from pnbridge.events import Report
-from pnbridge.store import Store
+from pnbridge.model import Report
+from pnbridge.storage.sqlite import Store
 from pnmediator_stub import BODY_404, DROP, HTTP_400, HTTP_404, HTTP_500, Answer, Stub, slow
 
 KEY = "test-key-0123456789abcdef"

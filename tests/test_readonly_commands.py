@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import pnbridge
-from pnbridge.events import Report
-from pnbridge.store import MIGRATIONS, Store, inspect
+from pnbridge.model import Report
+from pnbridge.storage.sqlite import MIGRATIONS, Store, inspect
 
 SERVICE_USER = "pnbridge-ro-test"
 TOKEN = "QVBBOTEyMzQ1Njc4OTAxMjM0NTY3ODkw"

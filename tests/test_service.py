@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import Process
-from pnbridge.store import Store
+from pnbridge.storage.sqlite import Store
 
 CONFIG = """\
 [server]

@@ -6,8 +6,8 @@ import sqlite3
 from dataclasses import replace
 
 import pytest
-from pnbridge.events import Report
-from pnbridge.store import MIGRATIONS, PendingOp, Store, StoreError
+from pnbridge.model import Report
+from pnbridge.storage.sqlite import MIGRATIONS, PendingOp, Store, StoreError
 
 
 def test_new_database_is_at_the_latest_schema_and_reopens_with_its_data(tmp_path):

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from conftest import pnbridge
-from pnbridge.events import Report, isotime
-from pnbridge.store import Store
+from pnbridge.model import Report, isotime
+from pnbridge.storage.sqlite import Store
 
 T1 = "QVBBOTEyMzQ1Njc4OTAxMjM0NTY3ODkw"
 DAY = 86400.0

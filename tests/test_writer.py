@@ -7,9 +7,9 @@ import sqlite3
 
 import pytest
 import trio
-from pnbridge.events import Report
-from pnbridge.store import Store
-from pnbridge.writer import open_writer
+from pnbridge.model import Report
+from pnbridge.storage.sqlite import Store
+from pnbridge.storage.writer import open_writer
 
 
 def register(store: Store, selector: str) -> str:

@@ -14,19 +14,19 @@ from quart import Response, g, has_request_context, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from .apikeys import ApiKeys
-from .auth import Guard, Unavailable, Verdict
-from .config import ApiConfig
-from .events import Report
+from ..access.apikeys import ApiKeys
+from ..access.auth import Guard, Unavailable, Verdict
+from ..access.ratelimit import Buckets, Limits, client_address, retry_after
+from ..config.tables import ApiConfig
+from ..ingest.normalize import BadReport, Reporter
+from ..jsontext import BadJSON, loads
+from ..model import Report
+from ..ops.log import escape, shorten
+from ..ops.metrics import Metrics
+from ..push.fanout import BadPush, Pusher, UnknownUser, parse_request
+from ..storage.sqlite import Change, NotOwner, Store, StoreError
+from ..storage.writer import Writer
 from .health import Readiness, add_health_routes
-from .jsontext import BadJSON, loads
-from .log import escape, shorten
-from .metrics import Metrics
-from .push import BadPush, Pusher, UnknownUser, parse_request
-from .ratelimit import Buckets, Limits, client_address, retry_after
-from .reporter import BadReport, Reporter
-from .store import Change, NotOwner, Store, StoreError
-from .writer import Writer
 
 log = logging.getLogger("pnbridge.reporter")
 access_log = logging.getLogger("pnbridge.access")

@@ -24,17 +24,17 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .config import PluginsConfig
-from .events import Event
+from ..config.tables import PluginsConfig
+from ..model import Event
+from ..ops.log import describe, redact
+from ..storage.sqlite import Store, StoreError
+from ..storage.writer import Writer
 from .hookspecs import PermanentFailure, RetryLater
-from .log import describe, redact
 from .pluginhost import PluginHost, uncontained
-from .store import Store, StoreError
-from .writer import Writer
 
 if TYPE_CHECKING:
-    from .health import Readiness
-    from .metrics import Metrics
+    from ..http.health import Readiness
+    from ..ops.metrics import Metrics
 
 log = logging.getLogger("pnbridge.dispatch")
 

@@ -7,10 +7,10 @@ import time
 
 import trio
 
+from ..storage.sqlite import Store
+from ..storage.writer import Writer
 from .log import describe, shorten
 from .metrics import Metrics
-from .store import Store
-from .writer import Writer
 
 log = logging.getLogger("pnbridge.expiry")
 

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .config import Config
+from ..config.tables import Config
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -23,13 +23,14 @@ from urllib.parse import urlsplit
 import trio
 from werkzeug.datastructures import Headers
 
-from . import digest, paths, users
-from .config import AuthConfig, Config
-from .events import Report
-from .fields import fold
-from .pluginhost import PluginHost, uncontained
-from .routes import AuthMode
-from .settings import ConfigError
+from ..config import paths
+from ..config.tables import AuthConfig, Config
+from ..config.typed import ConfigError
+from ..delivery.pluginhost import PluginHost, uncontained
+from ..ingest.fields import fold
+from ..ingest.routes import AuthMode
+from ..model import Report
+from . import digest, users
 
 HOOK = "authenticate_report"
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from .store import PendingOp, Store
+from .sqlite import PendingOp, Store
 
 log = logging.getLogger("pnbridge.store")
 

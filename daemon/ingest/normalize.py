@@ -19,8 +19,9 @@ from encodings.aliases import aliases as CODEC_ALIASES
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
-from .config import ReporterConfig
-from .events import Report, ReportKind
+from ..config.tables import ReporterConfig
+from ..jsontext import BadJSON, label, loads
+from ..model import Report, ReportKind
 from .fields import (
     FIELDS,
     SELECTOR,
@@ -30,7 +31,6 @@ from .fields import (
     clean_token,
     is_nullish,
 )
-from .jsontext import BadJSON, label, loads
 from .routes import RouteTable
 
 MAX_VALUE_LENGTH = 4096

@@ -18,11 +18,11 @@ from collections.abc import Callable
 
 import trio
 
-from .config import Config
-from .log import describe
-from .pluginhost import PluginHost, load_plugins
+from ..delivery.pluginhost import PluginHost, load_plugins
+from ..ops.log import describe
 from .running import changed, restart_values
-from .settings import ConfigError
+from .tables import Config
+from .typed import ConfigError
 
 # Given the new config and its plugins: check and prepare, return what applies it; raise to
 # refuse it.

@@ -22,9 +22,9 @@ from urllib.parse import quote
 
 import sqlite_utils
 
-from . import jsontext
-from .events import Device, Event, EventKind, Pair, Report, isotime
-from .log import shorten
+from .. import jsontext
+from ..model import Device, Event, EventKind, Pair, Report, isotime
+from ..ops.log import shorten
 
 log = logging.getLogger("pnbridge.store")
 

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
-from .events import Device, Report
-from .jsontext import BadJSON, loads
-from .reporter import BadReport, Reporter
-from .store import Outcome, Store
+from ..jsontext import BadJSON, loads
+from ..model import Device, Report
+from ..storage.sqlite import Outcome, Store
+from .normalize import BadReport, Reporter
 
 Format = Literal["jsonl", "csv"]
 COLUMNS = (

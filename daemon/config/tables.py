@@ -12,9 +12,9 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .fields import FieldMap, alias_conflicts
-from .routes import ALLOWED_METHODS, AuthMode, TemplateError, compile_template
-from .settings import ConfigError, check, convert, duration_problem, parse_duration
+from ..ingest.fields import FieldMap, alias_conflicts
+from ..ingest.routes import ALLOWED_METHODS, AuthMode, TemplateError, compile_template
+from .typed import ConfigError, check, convert, duration_problem, parse_duration
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_DATABASE = "pnbridge.db"

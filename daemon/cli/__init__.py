@@ -21,17 +21,20 @@ from typing import IO, Any, BinaryIO, NoReturn
 import click
 import trio
 
-from . import __version__, apikeys, paths, running, transfer, users
-from .auth import load_users, plugin_problems, security_warnings
-from .config import Config, load_config
-from .events import Device, isotime
-from .httpserver import ListenError, leaves
-from .log import describe, escape, escape_json, redact, setup_logging, shorten
-from .pluginhost import PluginError, PluginHost, discover, load_plugins
-from .push import VERBS, BadPush, UnknownUser, parse_request, push_once
-from .reporter import BadReport, Reporter
-from .settings import ConfigError
-from .store import Failure, Store, StoreError
+from .. import __version__
+from ..access import apikeys, users
+from ..access.auth import load_users, plugin_problems, security_warnings
+from ..config import paths, running
+from ..config.tables import Config, load_config
+from ..config.typed import ConfigError
+from ..delivery.pluginhost import PluginError, PluginHost, discover, load_plugins
+from ..http.worker import ListenError, leaves
+from ..ingest import transfer
+from ..ingest.normalize import BadReport, Reporter
+from ..model import Device, isotime
+from ..ops.log import describe, escape, escape_json, redact, setup_logging, shorten
+from ..push.fanout import VERBS, BadPush, UnknownUser, parse_request, push_once
+from ..storage.sqlite import Failure, Store, StoreError
 
 log = logging.getLogger("pnbridge")
 
@@ -102,7 +105,7 @@ def main() -> None:
 @config_option
 def serve(config_path: str | None) -> None:
     """Run the daemon until SIGINT or SIGTERM."""
-    from .server import run
+    from ..server import run
 
     config = read_config(config_path)
     setup_logging(config.server.log_level)
@@ -163,7 +166,7 @@ def check_config(config_path: str | None, service_user: str | None) -> None:
 def doctor(config_path: str | None, user: str | None, root: str | None) -> None:
     """Check the install: config, file access, database, ports, plugins, systemd unit.
     Exit status 0: all ok, 1: a warning, 2: a failure."""
-    from . import doctor as checks
+    from ..ops import doctor as checks
 
     findings = trio.run(checks.run, config_path, user, root)
     for finding in findings:
@@ -179,7 +182,7 @@ def config_group() -> None:
 @config_group.command("sample")
 def config_sample() -> None:
     """Print the fully commented example config (every key with its default)."""
-    from .shipped import sample_config
+    from ..ops.shipped import sample_config
 
     click.echo(sample_config(), nl=False)
 
@@ -190,7 +193,7 @@ def config_sample() -> None:
 def install_units(prefix: str) -> None:
     """Write the systemd units (ExecStart= this pnbridge) to PREFIX/etc/systemd/system and
     the docs to PREFIX/usr/share/doc/pnbridge."""
-    from .shipped import install_units as write
+    from ..ops.shipped import install_units as write
 
     try:
         written = write(prefix)
@@ -459,7 +462,7 @@ def audit(
 
     With --json, prints the matching lines as they are in the log (JSON Lines).
     """
-    from .plugins import auditlog
+    from ..plugins import auditlog
 
     host = read_plugins(read_config(config_path))
     settings = host.settings.get("auditlog")

@@ -15,9 +15,9 @@ import trio
 from quart import Response, g
 from quart_trio import QuartTrio
 
-from .metrics import CONTENT_TYPE, Metrics
-from .store import Store
-from .writer import Writer
+from ..ops.metrics import CONTENT_TYPE, Metrics
+from ..storage.sqlite import Store
+from ..storage.writer import Writer
 
 log = logging.getLogger("pnbridge.health")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 UNIT_DIR = "etc/systemd/system"
 DOC_DIR = "usr/share/doc/pnbridge"  # the units' Documentation= points here
 INSTALLED = "/opt/pnbridge/venv/bin/pnbridge"  # the units' ExecStart= (docs/install.md)
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # the pnbridge package (daemon/ in a checkout)
 
 
 def shipped(name: str) -> Path:

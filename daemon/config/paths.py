@@ -17,7 +17,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
+from .tables import Config
 
 DEFAULT_CONFIG = "/etc/pnbridge/pnbridge.toml"
 SERVICE_USER = "pnbridge"  # the unit's User= and Group=

@@ -18,8 +18,8 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from .doctor import Finding, ServiceUser
-    from .events import Event, Push, PushResult, Report
+    from ..model import Event, Push, PushResult, Report
+    from ..ops.doctor import Finding, ServiceUser
     from .pluginhost import App
 
 PROJECT = "pnbridge"

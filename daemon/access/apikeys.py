@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import secrets
 
-from .config import ApiConfig
+from ..config.tables import ApiConfig
 
 
 def hash_key(key: str) -> str:

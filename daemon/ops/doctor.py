@@ -23,13 +23,14 @@ from typing import Literal, NamedTuple
 import httpx
 import trio
 
-from . import paths, store
-from .auth import load_users, plugin_problems, security_warnings
-from .config import _HOST_PORT, Config, load_config
+from ..access.auth import load_users, plugin_problems, security_warnings
+from ..config import paths
+from ..config.tables import _HOST_PORT, Config, load_config
+from ..config.typed import ConfigError
+from ..delivery.pluginhost import PluginHost, load_plugins, uncontained
+from ..storage import sqlite as store
+from ..storage.sqlite import MIGRATIONS
 from .log import describe
-from .pluginhost import PluginHost, load_plugins, uncontained
-from .settings import ConfigError
-from .store import MIGRATIONS
 
 Status = Literal["ok", "warn", "fail"]
 TIMEOUT = 5.0  # seconds for each network check

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Config
+from .tables import Config
 
 log = logging.getLogger("pnbridge.running")
 
@@ -136,8 +136,8 @@ def read_record(database: str) -> Record | None:
 def compare(config: Config) -> tuple[Record | None, list[str]]:
     """The record of the daemon running on ``config``'s database (None when none runs), and
     the keys of ``config`` that it does not run with (blocking)."""
-    from .pluginhost import load_plugins
-    from .settings import ConfigError
+    from ..delivery.pluginhost import load_plugins
+    from .typed import ConfigError
 
     record = read_record(config.storage.path)
     if record is None:

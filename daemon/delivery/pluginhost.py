@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pluggy
 import trio
 
+from ..config.tables import DeliveryConfig, PluginsConfig
+from ..config.typed import ConfigError, convert
+from ..ops.log import describe
 from . import hookspecs
-from .config import DeliveryConfig, PluginsConfig
-from .log import describe
-from .settings import ConfigError, convert
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-    from .metrics import Metrics
+    from ..ops.metrics import Metrics
 
 log = logging.getLogger("pnbridge.plugins")
 
@@ -191,7 +191,7 @@ def discover(paths: Sequence[str], errors: list[str] | None = None) -> dict[str,
             entry.error = f"cannot be loaded: {describe(error)}"
             log.debug("plugin %s from %s cannot be loaded", name, source, exc_info=True)
 
-    from . import plugins as builtins
+    from .. import plugins as builtins
 
     for module in pkgutil.iter_modules(builtins.__path__):
         if not module.name.startswith("_"):

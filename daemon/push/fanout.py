@@ -16,13 +16,13 @@ from typing import Any, Literal
 
 import trio
 
-from .config import Config
-from .events import Device, Pair, Push, PushResult
-from .log import describe, shorten
-from .metrics import Metrics
-from .pluginhost import PluginHost, uncontained
-from .store import Change, Store, StoreError
-from .writer import Writer, open_writer
+from ..config.tables import Config
+from ..delivery.pluginhost import PluginHost, uncontained
+from ..model import Device, Pair, Push, PushResult
+from ..ops.log import describe, shorten
+from ..ops.metrics import Metrics
+from ..storage.sqlite import Change, Store, StoreError
+from ..storage.writer import Writer, open_writer
 
 log = logging.getLogger("pnbridge.push")
 

@@ -1,0 +1,2 @@
+"""HTTP: the adapters between HTTP and the stages: the Quart app (reporter routes, push API, health
+and metrics), ASGI glue and the hypercorn worker."""

@@ -1,0 +1,2 @@
+"""Operations: logging, metrics, systemd notification, device expiry, the doctor checks and the
+files that ship with pnbridge."""
