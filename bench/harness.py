@@ -210,9 +210,9 @@ def _errors(out: str) -> int:
 
 def seed(db: Path, devices: int) -> None:
     """A database holding ``devices`` devices, as the load scripts know them."""
-    from pnbridge.storage.sqlite import Store
+    from pnbridge.storage.sqlite.store import SQLiteStore
 
-    Store(db).close()  # the schema
+    SQLiteStore(db).close()  # the schema
     conn = sqlite3.connect(db)
     now = time.time()
     rows = (
@@ -243,9 +243,9 @@ async def device_removed(event):
 def journal(db: Path, events: int) -> None:
     """Journal ``events`` registrations from another process, in one transaction."""
     from pnbridge.model import Report
-    from pnbridge.storage.sqlite import Store
+    from pnbridge.storage.sqlite.store import SQLiteStore
 
-    store = Store(db)
+    store = SQLiteStore(db)
     now = time.time()
     with store.transaction():
         for i in range(events):
@@ -325,9 +325,9 @@ def push_fanout(work: Path, seconds: float, rounds: int, probe: float, users: in
     against the same stand-in. Each side's best concurrency is probed first; then the rounds
     alternate between the two, and each side's median round counts."""
     db = work / "push.db"
-    from pnbridge.storage.sqlite import Store
+    from pnbridge.storage.sqlite.store import SQLiteStore
 
-    Store(db).close()  # the schema
+    SQLiteStore(db).close()  # the schema
     conn = sqlite3.connect(db)
     now = time.time()
     with conn:

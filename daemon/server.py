@@ -17,6 +17,7 @@ from .access.apikeys import ApiKeys
 from .access.auth import Guard, load_users, plugin_problems
 from .access.digest import Nonces
 from .access.ratelimit import Buckets, Limits
+from .agi.service import AgiService
 from .config.reload import Reloader
 from .config.running import plain, remove_record, restart_values, write_record
 from .config.tables import Config
@@ -168,6 +169,10 @@ async def _serve(
                     serve, refuse_websockets(close_if_framed_twice(shield_sends(served))), hc,
                     services.metrics.connection_errors,
                     shutdown_trigger=shutdown.wait)))
+            if config.agi.listen:
+                agi = AgiService(config.agi, services.pusher, services.metrics,
+                                 lambda: services.api.deadlines)
+                await nursery.start(agi.serve, shutdown, config.server.grace_period)
             log.info("listening on %s, database %s",
                      ", ".join(binds[0]), config.storage.path)
             if admin:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import trio
 from pnbridge import Event, hookimpl, shorten
 from pnbridge.config.typed import check
-from pnbridge.ops.doctor import Finding, ServiceUser
+from pnbridge.ops.findings import Finding, ServiceUser
 from pnbridge.ops.log import escape_json
 
 log = logging.getLogger("pnbridge.plugins.auditlog")

@@ -21,7 +21,7 @@ import httpx
 import trio
 from pnbridge import Push, PushResult, hookimpl
 from pnbridge.config.typed import check
-from pnbridge.ops.doctor import Finding, http_reachable
+from pnbridge.ops.findings import Finding, http_reachable
 
 if TYPE_CHECKING:
     from pnbridge.delivery.pluginhost import App

@@ -24,7 +24,7 @@ import httpx
 import trio
 from pnbridge import Event, PermanentFailure, RetryLater, __version__, hookimpl
 from pnbridge.config.typed import check
-from pnbridge.ops.doctor import Finding, http_reachable
+from pnbridge.ops.findings import Finding, http_reachable
 from pnbridge.ops.log import redact
 
 EventKind = Literal["registered", "removed"]

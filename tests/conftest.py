@@ -24,7 +24,7 @@ import pytest
 import trio
 from pnbridge.config.tables import Config, parse_config
 from pnbridge.server import run
-from pnbridge.storage.sqlite import Store
+from pnbridge.storage.sqlite.store import SQLiteStore
 
 # Every password and secret the tests send. test_secrets_at_rest runs last and looks for
 # them in everything the test run left behind: databases, journals, plugin output, logs.
@@ -90,9 +90,9 @@ class Daemon:
     def db_path(self) -> str:
         return self.config.storage.path
 
-    def store(self) -> Store:
+    def store(self) -> SQLiteStore:
         """A second connection to the daemon's database, for looking at what it stored."""
-        return Store(self.db_path)
+        return SQLiteStore(self.db_path)
 
 
 StartDaemon = Callable[..., Awaitable[Daemon]]

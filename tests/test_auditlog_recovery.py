@@ -13,7 +13,7 @@ import httpx
 import pytest
 from conftest import pnbridge
 from faults import poll
-from pnbridge.storage.sqlite import Store
+from pnbridge.storage.sqlite.store import SQLiteStore
 
 TOML = '''
 [server]
@@ -90,7 +90,7 @@ def test_a_command_run_as_root_never_creates_the_log(tmp_path):
     config = tmp_path / "pnbridge.toml"
     config.write_text(TOML.format(db=tmp_path / "pnbridge.db", log=log).replace(
         'enabled = ["auditlog"]', 'enabled = ["auditlog", "pnmediator"]'))
-    Store(str(tmp_path / "pnbridge.db")).conn.close()
+    SQLiteStore(str(tmp_path / "pnbridge.db")).conn.close()
     result = pnbridge("push", "NotifyTextMessage", "--username", "nobody", "--message", "hi",
                       "--config", str(config))
     assert result.returncode == 1 and "no device of user nobody" in result.stderr

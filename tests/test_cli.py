@@ -8,13 +8,13 @@ import time
 import pytest
 from conftest import pnbridge
 from pnbridge.model import Report
-from pnbridge.storage.sqlite import Store
+from pnbridge.storage.sqlite.store import SQLiteStore
 
 
 @pytest.fixture
 def config(tmp_path):
     db = tmp_path / "cli.db"
-    store = Store(db)
+    store = SQLiteStore(db)
     with store.transaction():
         for selector, user, calls, msgs in [
             ("S:1", "alice", "callsTokenAAAA+/=", "msgsTokenAAAA"),
@@ -66,7 +66,7 @@ def test_show(config):
 def test_remove_is_a_removal_event(config, tmp_path):
     result = pnbridge("devices", "remove", "S:2", "--config", config)
     assert result.returncode == 0 and "removed S:2 (username alice)" in result.stdout
-    store = Store(tmp_path / "cli.db")
+    store = SQLiteStore(tmp_path / "cli.db")
     assert [d.selector for d in store.devices()] == ["S:1", "S:3"]
     last = store.events()[-1]
     assert (last.kind, last.reason, last.selector) == ("removed", "operator", "S:2")

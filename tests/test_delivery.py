@@ -11,7 +11,8 @@ import httpx
 import trio
 from conftest import pnbridge
 from plugintools import RECORDER, lines, records, wait_until, wait_until_sync, write_plugin
-from pnbridge.storage.sqlite import MIGRATIONS, Store
+from pnbridge.storage.sqlite.schema import MIGRATIONS
+from pnbridge.storage.sqlite.store import SQLiteStore
 
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
 
@@ -247,7 +248,7 @@ path = "{seen}"
     gate.touch()
     daemon = spawn(toml)
     daemon.url()
-    journal = [(e.kind, e.seq, e.selector) for e in Store(tmp_path / "pnbridge.db").events()]
+    journal = [(e.kind, e.seq, e.selector) for e in SQLiteStore(tmp_path / "pnbridge.db").events()]
     assert [k for k, _, _ in journal] == ["registered"] * 3 + ["removed"]
     wait_until_sync(lambda: len(lines(gated)) == 4)
     assert records(gated) == journal
@@ -298,7 +299,7 @@ def test_v1_database_is_migrated(tmp_path):
                " VALUES ('e1', 'removed', 'operator', 'S', 'u', 1.0, '{}')")
     db.conn.commit()
     db.conn.close()
-    store = Store(path)
+    store = SQLiteStore(path)
     assert store.schema_version == len(MIGRATIONS) == 2
     assert [e.id for e in store.events()] == ["e1"]
     assert store.cursors() == {} and store.failures() == []

@@ -13,7 +13,7 @@ import time
 
 from conftest import pnbridge
 from pnbridge.model import Report
-from pnbridge.storage.sqlite import Store
+from pnbridge.storage.sqlite.store import SQLiteStore
 
 T1 = "QVBBOTEyMzQ1Njc4OTAxMjM0NTY3ODkw"
 T2 = "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MDEy"
@@ -27,7 +27,7 @@ def config_file(tmp_path, name: str) -> str:
 
 def seed(tmp_path) -> str:
     config = config_file(tmp_path, "old")
-    store = Store(tmp_path / "old.db")
+    store = SQLiteStore(tmp_path / "old.db")
     with store.transaction():
         for selector, user, token in (("S1", "alice", T1), ("S2", "bob", T2)):
             report = Report("token", user, selector, token_msgs=token, appid_msgs="com.app",
@@ -38,14 +38,14 @@ def seed(tmp_path) -> str:
 
 
 def events(db) -> list:
-    store = Store(db)
+    store = SQLiteStore(db)
     found = store.conn.execute("SELECT kind, reason, selector FROM events ORDER BY seq").fetchall()
     store.close()
     return found
 
 
 def devices(db) -> list:
-    store = Store(db)
+    store = SQLiteStore(db)
     found = [d.to_dict() for d in store.devices()]
     store.close()
     return found

@@ -21,7 +21,7 @@ import pytest
 import trio
 from conftest import pnbridge
 from plugintools import write_plugin
-from pnbridge.storage.sqlite import Store
+from pnbridge.storage.sqlite.store import SQLiteStore
 from pnmediator_stub import Stub
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ async def install(home, service_user, nursery) -> Install:
         directory.mkdir(mode=0o750)
         os.chown(directory, uid, gid)
     db = state / "pnbridge.db"
-    Store(str(db)).conn.close()
+    SQLiteStore(str(db)).conn.close()
     for path in state.iterdir():
         os.chown(path, uid, gid)
     units = home / "image"

@@ -11,7 +11,7 @@ from pnbridge.config.tables import parse_config
 from pnbridge.config.typed import ConfigError, parse_duration
 from pnbridge.model import Report
 from pnbridge.ops.expiry import sweep_interval
-from pnbridge.storage.sqlite import Store
+from pnbridge.storage.sqlite.store import SQLiteStore
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,7 @@ def test_sweep_interval_is_bounded():
 
 
 def test_store_expire_removes_only_stale_devices_with_an_event(tmp_path):
-    store = Store(tmp_path / "db")
+    store = SQLiteStore(tmp_path / "db")
     with store.transaction():
         store.register(Report("token", username="u", selector="old", token_msgs="a"), {}, 100.0)
         store.register(Report("token", username="u", selector="new", token_msgs="b"), {}, 900.0)
@@ -58,7 +58,7 @@ def test_store_expire_removes_only_stale_devices_with_an_event(tmp_path):
 
 
 def test_store_expire_works_in_batches(tmp_path):
-    store = Store(tmp_path / "db")
+    store = SQLiteStore(tmp_path / "db")
     with store.transaction():
         for i in range(5):
             store.register(Report("token", username="u", selector=f"s{i}", token_msgs="t"), {}, 1.0)
@@ -67,7 +67,7 @@ def test_store_expire_works_in_batches(tmp_path):
 
 
 async def test_daemon_expires_devices_not_seen_for_expire_after(start_daemon, tmp_path):
-    store = Store(tmp_path / "pnbridge.db")
+    store = SQLiteStore(tmp_path / "pnbridge.db")
     now = time.time()
     with store.transaction():
         store.register(Report("token", username="u", selector="stale", token_msgs="a"), {},
@@ -86,7 +86,7 @@ async def test_daemon_expires_devices_not_seen_for_expire_after(start_daemon, tm
 
 
 async def test_daemon_without_expire_after_keeps_old_devices(start_daemon, tmp_path):
-    store = Store(tmp_path / "pnbridge.db")
+    store = SQLiteStore(tmp_path / "pnbridge.db")
     with store.transaction():
         store.register(Report("token", username="u", selector="old", token_msgs="a"), {}, 1.0)
     await start_daemon()

@@ -19,7 +19,7 @@ from conftest import Daemon, pnbridge
 from faults import metric, poll
 from plugintools import lines
 from pnbridge.model import Report
-from pnbridge.storage.sqlite import Store
+from pnbridge.storage.sqlite.store import SQLiteStore
 from pnmediator_stub import Stub
 
 KEY = "hostile-json-key-0123456789"
@@ -299,7 +299,7 @@ def seed(db: Path, now: float) -> None:
     """A database as an older pnbridge left it: devices whose extras nest 800 and 5,000 levels
     (taken then through the unchanged-repeat path), a journal event holding such a device, an
     event of a kind this version does not know, and a device no statement can delete."""
-    Store(db).close()
+    SQLiteStore(db).close()
     conn = sqlite3.connect(db, isolation_level=None)
     columns = "selector, username, token_msgs, appid_msgs, extras, created_at, updated_at, " \
               "last_seen"
@@ -346,8 +346,8 @@ def test_the_cli_shows_lists_exports_and_removes_stored_deep_rows(tmp_path):
     assert events[0]["after"]["selector"] == "DEEP800" and events[0]["after"]["extras"] == {}
     for selector in ("DEEP800", "DEEP5000", "DEEPLIST"):
         assert run("devices", "remove", selector).startswith(f"removed {selector}")
-    assert [d.selector for d in Store(db).devices()] == ["PLAIN", "STUCK"]
-    removed = Store(db).events()[-1]
+    assert [d.selector for d in SQLiteStore(db).devices()] == ["PLAIN", "STUCK"]
+    removed = SQLiteStore(db).events()[-1]
     assert (removed.kind, removed.selector, removed.before.token_msgs) == (
         "removed", "DEEPLIST", TOKEN)
 
@@ -375,7 +375,7 @@ def test_devices_import_reads_json_lines_strictly(tmp_path):
     assert "line 4: a: longer than 512 bytes" in result.stderr
     assert "line 5: extras: NaN is not a JSON number" in result.stderr
     assert "line 6: extras: more than 32 fields" in result.stderr
-    assert [(d.selector, d.extras) for d in Store(tmp_path / "new.db").devices()] == [
+    assert [(d.selector, d.extras) for d in SQLiteStore(tmp_path / "new.db").devices()] == [
         ("OK", {"v": 1})]
 
 
@@ -411,7 +411,7 @@ def test_the_daemon_outlasts_stored_deep_rows_in_expiry_delivery_and_metrics(tmp
         daemon = spawn(toml)
         with httpx.Client(base_url=daemon.url()) as client:
             daemon.wait_for(r"cannot expire selector=STU…")
-            poll(lambda: [d.selector for d in Store(db).devices()] in (["STUCK"],
+            poll(lambda: [d.selector for d in SQLiteStore(db).devices()] in (["STUCK"],
                                                                       ["NEW", "STUCK"]))
             assert client.get("/token", params={"username": "1001", "selector": "NEW",
                                                 "pushToken": TOKEN}).status_code == 200
@@ -430,7 +430,7 @@ def test_the_daemon_outlasts_stored_deep_rows_in_expiry_delivery_and_metrics(tmp
             assert daemon.popen.poll() is None, daemon.log
         assert daemon.stop() == 0, daemon.log
         assert "Traceback" not in daemon.log and "RecursionError" not in daemon.log
-    assert [f.event.id for f in Store(db).failures()] == ["e-bogus"]
+    assert [f.event.id for f in SQLiteStore(db).failures()] == ["e-bogus"]
 
 
 async def test_reports_for_stored_deep_devices_are_taken(start_daemon, tmp_path):
@@ -452,7 +452,7 @@ async def test_reports_for_stored_deep_devices_are_taken(start_daemon, tmp_path)
 def test_store_reads_what_cannot_be_read_as_little_as_possible(tmp_path):
     """Times that are no number and extras that are no object, read without raising."""
     db = tmp_path / "db"
-    store = Store(db)
+    store = SQLiteStore(db)
     with store.transaction():
         store.register(Report("token", username="u", selector="S", token_msgs="t"), {}, 1.0)
     store.conn.execute("UPDATE devices SET extras = '[1]', last_seen = 'soon'")
@@ -472,7 +472,7 @@ def test_store_reads_what_cannot_be_read_as_little_as_possible(tmp_path):
     ("push", "NotifyTextMessage", "--username", "1001", "--message", "caf\udce9"),
 ])
 def test_cli_arguments_that_are_no_utf8_are_refused(tmp_path, args):
-    Store(tmp_path / "p.db").close()
+    SQLiteStore(tmp_path / "p.db").close()
     config = tmp_path / "cli.toml"
     config.write_text(f'[storage]\npath = "{tmp_path / "p.db"}"\n')
     result = pnbridge(*args, "--config", str(config))

@@ -15,7 +15,7 @@ import pytest
 from conftest import pnbridge
 from plugintools import wait_until_sync
 from pnbridge.model import Report
-from pnbridge.storage.sqlite import Store
+from pnbridge.storage.sqlite.store import SQLiteStore
 
 # How every line of a spawned daemon's log starts.
 LOG_LINE = re.compile(
@@ -153,7 +153,7 @@ def stored_by_hand(tmp_path: Path, value: str) -> str:
     config = tmp_path / "pnbridge.toml"
     config.write_text(f'[storage]\npath = "{db}"\n[plugins]\nenabled = ["auditlog"]\n'
                       f'[plugins.auditlog]\npath = "{tmp_path / "audit.jsonl"}"\n')
-    store = Store(db)
+    store = SQLiteStore(db)
     with store.transaction():
         change = store.register(
             Report("token", username=f"user{value}", selector=f"sel{value}",

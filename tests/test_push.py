@@ -15,7 +15,7 @@ import trio
 from conftest import Daemon, pnbridge
 from plugintools import lines, wait_until, write_plugin
 from pnbridge.model import Report
-from pnbridge.storage.sqlite import Store
+from pnbridge.storage.sqlite.store import SQLiteStore
 from pnmediator_stub import BODY_404, DROP, HTTP_400, HTTP_404, HTTP_500, Answer, Stub, slow
 
 KEY = "test-key-0123456789abcdef"
@@ -248,7 +248,7 @@ async def test_hook_send_push_first_answer_wins_none_falls_through(start_daemon,
 
 
 def test_a_rejected_token_that_was_replaced_meanwhile_is_kept(tmp_path):
-    store = Store(tmp_path / "db")
+    store = SQLiteStore(tmp_path / "db")
     with store.transaction():
         store.register(Report("token", "u", "S", token_msgs="new"), {}, 1.0)
         assert store.reject_token("S", "msgs", "old", {}, 2.0) is None
@@ -452,7 +452,7 @@ def _env(daemon: Daemon) -> dict[str, str]:
 
 async def test_cli_push_goes_through_the_same_code_path(stub, tmp_path):
     db = tmp_path / "cli.db"
-    store = Store(db)
+    store = SQLiteStore(db)
     with store.transaction():
         store.register(Report("token", "alice", "A", token_msgs="tok-a", appid_msgs="com.app"),
                        {}, time.time())
@@ -478,7 +478,7 @@ async def test_cli_push_goes_through_the_same_code_path(stub, tmp_path):
     assert sorted((r["DeviceToken"], r["Id"], r["UserDisplayName"], r["Badge"])
                   for r in stub.requests) == [("dead-voip", "c1", "Carol", 2),
                                               ("tok-a", "c1", "Carol", 2)]
-    store = Store(db)
+    store = SQLiteStore(db)
     assert store.device("B").token_calls is None
     assert store.events()[-1].source == {"command": "push"}
     store.close()
@@ -495,7 +495,7 @@ async def test_cli_push_goes_through_the_same_code_path(stub, tmp_path):
 
 async def test_cli_push_errors(stub, tmp_path):
     db = tmp_path / "cli.db"
-    store = Store(db)
+    store = SQLiteStore(db)
     with store.transaction():
         store.register(Report("token", "alice", "A", token_msgs="tok-a", appid_msgs="com.app"),
                        {}, time.time())

@@ -21,7 +21,8 @@ import httpx
 import pytest
 from conftest import pnbridge
 from pnbridge.model import Report
-from pnbridge.storage.sqlite import MIGRATIONS, Store, inspect
+from pnbridge.storage.sqlite.schema import MIGRATIONS, inspect
+from pnbridge.storage.sqlite.store import SQLiteStore
 
 SERVICE_USER = "pnbridge-ro-test"
 TOKEN = "QVBBOTEyMzQ1Njc4OTAxMjM0NTY3ODkw"
@@ -71,7 +72,7 @@ def config(directory: Path, db: Path) -> str:
 
 
 def seed(db: Path) -> None:
-    store = Store(db)
+    store = SQLiteStore(db)
     with store.transaction():
         store.register(Report("token", "alice", "S1", token_msgs=TOKEN, appid_msgs="com.app"),
                        {"test": True}, time.time())
@@ -203,7 +204,7 @@ def test_another_schema_version_is_one_line_for_reading_and_migrated_by_writing(
 
 def test_a_wal_the_user_cannot_read_through_is_one_line_with_the_fix(service_user, shared):
     live = shared / "live.db"
-    store = Store(live)
+    store = SQLiteStore(live)
     with store.transaction():
         store.register(Report("token", "alice", "S1", token_msgs=TOKEN), {}, time.time())
     db = shared / "pnbridge.db"  # what a crashed daemon leaves: the file and its -wal

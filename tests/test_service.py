@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import Process
-from pnbridge.storage.sqlite import Store
+from pnbridge.storage.sqlite.store import SQLiteStore
 
 CONFIG = """\
 [server]
@@ -127,7 +127,7 @@ def test_ready_stopping_and_a_request_in_flight_during_sigterm(spawn, notify, tm
     conn.close()
     assert daemon.popen.wait(15) == 0
     assert "SIGTERM received" in daemon.log
-    store = Store(db)
+    store = SQLiteStore(db)
     assert [d.selector for d in store.devices()] == ["S1"]
     store.close()
 

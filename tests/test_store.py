@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import replace
+from functools import partial
 
 import pytest
 from pnbridge.model import Report
-from pnbridge.storage.sqlite import MIGRATIONS, PendingOp, Store, StoreError
+from pnbridge.storage.interface import StoreError
+from pnbridge.storage.sqlite.schema import MIGRATIONS
+from pnbridge.storage.sqlite.store import SQLiteStore
 
 
 def test_new_database_is_at_the_latest_schema_and_reopens_with_its_data(tmp_path):
-    store = Store(tmp_path / "db")
+    store = SQLiteStore(tmp_path / "db")
     assert store.schema_version == len(MIGRATIONS)
     with store.transaction():
         store.register(Report("token", username="u", selector="S", token_msgs="t"), {}, 1.0)
     store.close()
-    again = Store(tmp_path / "db")
+    again = SQLiteStore(tmp_path / "db")
     assert [d.selector for d in again.devices()] == ["S"]
     assert again.schema_version == len(MIGRATIONS)
     assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -24,22 +27,22 @@ def test_new_database_is_at_the_latest_schema_and_reopens_with_its_data(tmp_path
 
 def test_newer_schema_is_refused_untouched(tmp_path):
     path = tmp_path / "db"
-    Store(path).close()
+    SQLiteStore(path).close()
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
     conn.commit()
     conn.close()
     with pytest.raises(StoreError, match="upgrade pnbridge"):
-        Store(path)
+        SQLiteStore(path)
 
 
 def test_unopenable_database_is_a_store_error(tmp_path):
     with pytest.raises(StoreError, match="cannot open database"):
-        Store(tmp_path / "missing-dir" / "db")
+        SQLiteStore(tmp_path / "missing-dir" / "db")
 
 
 def test_batch_op_failure_fails_only_itself(tmp_path):
-    store = Store(tmp_path / "db")
+    store = SQLiteStore(tmp_path / "db")
 
     def good(s, selector):
         return s.register(Report("token", username="u", selector=selector, token_msgs="t"), {}, 1.0)
@@ -48,15 +51,14 @@ def test_batch_op_failure_fails_only_itself(tmp_path):
         s.register(Report("token", username="u", selector="BAD", token_msgs="t"), {}, 1.0)
         raise RuntimeError("boom")
 
-    ops = [PendingOp(good, ("A",)), PendingOp(bad, ()), PendingOp(good, ("B",))]
-    store.run_batch(ops)
-    assert [op.error is None for op in ops] == [True, False, True]
+    done = store.run_batch([partial(good, selector="A"), bad, partial(good, selector="B")])
+    assert [error is None for _, error in done] == [True, False, True]
     assert [d.selector for d in store.devices()] == ["A", "B"]  # BAD rolled back with its op
     assert [e.selector for e in store.events()] == ["A", "B"]
 
 
 def test_a_removed_device_and_its_event_share_the_transaction(tmp_path):
-    store = Store(tmp_path / "db")
+    store = SQLiteStore(tmp_path / "db")
     with store.transaction():
         store.register(Report("token", username="u", selector="S", token_msgs="t"), {}, 1.0)
     with pytest.raises(RuntimeError), store.transaction():
@@ -67,7 +69,7 @@ def test_a_removed_device_and_its_event_share_the_transaction(tmp_path):
 
 
 def test_a_repeat_report_changes_only_last_seen_and_extras(tmp_path):
-    store = Store(tmp_path / "db")
+    store = SQLiteStore(tmp_path / "db")
     full = Report("token", username="u", selector="S", token_calls="c", appid_calls="ac",
                   token_msgs="m", appid_msgs="am")
     with store.transaction():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from conftest import pnbridge
 from pnbridge.model import Report, isotime
-from pnbridge.storage.sqlite import Store
+from pnbridge.storage.sqlite.store import SQLiteStore
 
 T1 = "QVBBOTEyMzQ1Njc4OTAxMjM0NTY3ODkw"
 DAY = 86400.0
@@ -30,7 +30,7 @@ def config_file(tmp_path: Path, name: str, extra: str = "") -> str:
 
 
 def stored(db: Path) -> tuple[list[dict], list[tuple[str, str, str]]]:
-    store = Store(db, reading=True)
+    store = SQLiteStore(db, reading=True)
     devices = [d.to_dict() for d in store.devices()]
     events = [(e.kind, e.reason, e.selector) for e in store.events(0, -1)]
     store.close()
@@ -169,7 +169,7 @@ def test_the_cap_per_user_holds_with_a_report_per_user(tmp_path):
 
 def test_export_then_import_keeps_the_times(tmp_path):
     old = config_file(tmp_path, "old")
-    store = Store(tmp_path / "old.db")
+    store = SQLiteStore(tmp_path / "old.db")
     created, changed, seen = time.time() - 300 * DAY, time.time() - 100 * DAY, \
         time.time() - 40 * DAY
     with store.transaction():
@@ -193,7 +193,7 @@ def test_export_then_import_keeps_the_times(tmp_path):
         moved, _ = stored(tmp_path / f"new-{fmt}.db")
         assert moved == original, fmt
         # expire_after counts from when the phones were last seen, not from the import
-        store = Store(tmp_path / f"new-{fmt}.db")
+        store = SQLiteStore(tmp_path / f"new-{fmt}.db")
         with store.transaction():
             expired, _ = store.expire(time.time() - 30 * DAY, {}, time.time())
         store.close()

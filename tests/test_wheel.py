@@ -58,6 +58,19 @@ def test_config_sample_is_the_example_config(venv, tmp_path):
     assert checked.returncode == 0, checked.stderr
 
 
+def test_the_pbx_files_are_in_the_wheel(venv, tmp_path):
+    found = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import pnbridge, pathlib; print(pathlib.Path(pnbridge.__file__)"
+                            ".parent / '_config' / 'pbx')"],
+                           capture_output=True, text=True, cwd=tmp_path, check=True)
+    installed = Path(found.stdout.strip())
+    shipped = sorted(p.relative_to(ROOT / "config" / "pbx")
+                     for p in (ROOT / "config" / "pbx").rglob("*") if p.is_file())
+    assert shipped
+    for path in shipped:
+        assert (installed / path).read_text() == (ROOT / "config" / "pbx" / path).read_text()
+
+
 def test_install_units_writes_units_systemd_accepts_and_their_docs(venv, tmp_path):
     prefix = tmp_path / "image"
     old = os.umask(0o077)

@@ -8,16 +8,16 @@ import sqlite3
 import pytest
 import trio
 from pnbridge.model import Report
-from pnbridge.storage.sqlite import Store
+from pnbridge.storage.sqlite.store import SQLiteStore
 from pnbridge.storage.writer import open_writer
 
 
-def register(store: Store, selector: str) -> str:
+def register(store: SQLiteStore, selector: str) -> str:
     store.register(Report("token", username="u", selector=selector, token_msgs="t"), {}, 1.0)
     return selector
 
 
-def fail(store: Store) -> None:
+def fail(store: SQLiteStore) -> None:
     raise RuntimeError("boom")
 
 
@@ -62,13 +62,13 @@ async def test_a_failing_call_raises_to_its_caller_only(tmp_path):
             nursery.start_soon(bad)
             nursery.start_soon(good)
         assert results == {"good": "A", "bad": "raised"}
-        assert [d.selector for d in await writer.call(Store.devices)] == ["A"]
+        assert [d.selector for d in await writer.call(SQLiteStore.devices)] == ["A"]
 
 
 async def test_a_journaling_commit_sets_journal_written(tmp_path):
     async with open_writer(str(tmp_path / "db"), 5.0) as writer:
         written = writer.journal_written()
-        await writer.call(Store.devices)
+        await writer.call(SQLiteStore.devices)
         assert not written.is_set()
         await writer.call(register, "A")
         assert written.is_set()
@@ -79,4 +79,4 @@ async def test_calls_after_the_writer_stopped_are_refused(tmp_path):
     async with open_writer(str(tmp_path / "db"), 5.0) as writer:
         pass
     with pytest.raises(trio.ClosedResourceError):
-        await writer.call(Store.devices)
+        await writer.call(SQLiteStore.devices)

@@ -34,7 +34,8 @@ from ..ingest.normalize import BadReport, Reporter
 from ..model import Device, isotime
 from ..ops.log import describe, escape, escape_json, redact, setup_logging, shorten
 from ..push.fanout import VERBS, BadPush, UnknownUser, parse_request, push_once
-from ..storage.sqlite import Failure, Store, StoreError
+from ..storage.interface import Failure, Store, StoreError
+from ..storage.sqlite.store import SQLiteStore
 
 log = logging.getLogger("pnbridge")
 
@@ -85,7 +86,7 @@ def open_store(config: Config, *, create: bool = False, reading: bool = False) -
         fail(f"no database at {os.path.abspath(path)} (start pnbridge serve once, or pass "
              "--config)")
     try:
-        return Store(path, config.storage.busy_timeout, reading=reading)
+        return SQLiteStore(path, config.storage.busy_timeout, reading=reading)
     except StoreError as error:
         fail(str(error))
 

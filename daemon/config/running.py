@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .tables import Config
+from .tables import AgiConfig, Config
 
 log = logging.getLogger("pnbridge.running")
 
@@ -30,6 +30,7 @@ RESTART_ONLY = (
     ("server", "listen"), ("server", "admin_listen"), ("api", "admin_only"),
     ("storage", "path"), ("storage", "busy_timeout"), ("storage", "expire_after"),
     ("plugins", "enabled"), ("plugins", "optional"), ("plugins", "paths"),
+    *(("agi", item.name) for item in dataclasses.fields(AgiConfig)),
 )
 
 

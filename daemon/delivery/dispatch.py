@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from operator import methodcaller
 from typing import TYPE_CHECKING
 
 import trio
@@ -27,14 +28,14 @@ import trio
 from ..config.tables import PluginsConfig
 from ..model import Event
 from ..ops.log import describe, redact
-from ..storage.sqlite import Store, StoreError
+from ..storage.interface import Store, StoreError
 from ..storage.writer import Writer
 from .hookspecs import PermanentFailure, RetryLater
 from .pluginhost import PluginHost, uncontained
 
 if TYPE_CHECKING:
-    from ..http.health import Readiness
     from ..ops.metrics import Metrics
+    from ..ops.readiness import Readiness
 
 log = logging.getLogger("pnbridge.dispatch")
 
@@ -100,7 +101,7 @@ class Dispatcher:
         assert self.metrics is not None
         now = time.time()
         for state in self.states.values():
-            count, oldest = await self.writer.call(_backlog, state.cursor)
+            count, oldest = await self.writer.call(methodcaller("backlog", state.cursor))
             self.metrics.journal_pending.labels(state.name).set(count)
             self.metrics.journal_oldest_age.labels(state.name).set(
                 now - oldest if oldest is not None else 0
@@ -116,7 +117,7 @@ class Dispatcher:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver and prune until cancelled; ``started`` once every plugin's cursor is read."""
-        cursors = await self.writer.call(Store.cursors)
+        cursors = await self.writer.call(methodcaller("cursors"))
         for state in self.states.values():
             state.cursor = state.saved = cursors.get(state.name, 0)
             state.running = True
@@ -145,7 +146,7 @@ class Dispatcher:
             while True:
                 wake = self.writer.journal_written()
                 retries, events = await self.writer.call(
-                    Store.pending, state.name, state.cursor, BATCH
+                    methodcaller("pending", state.name, state.cursor, BATCH)
                 )
                 for failure in retries:
                     await self._deliver_or_park(state, failure.event, retried=True)
@@ -185,7 +186,8 @@ class Dispatcher:
                       state.name, event.id, event.seq, describe(error))
             self._failed("delivery")
             now = time.time()
-            await self.writer.call(Store.park, state.name, event, 1, describe(error), now, now)
+            await self.writer.call(
+                methodcaller("park", state.name, event, 1, describe(error), now, now))
             state.parked += 1
 
     async def _deliver(self, state: PluginState, event: Event, retried: bool = False) -> None:
@@ -217,7 +219,7 @@ class Dispatcher:
                 self._count(name, "delivered")
                 state.retrying, state.last_error, state.failing = False, None, 0
                 if retried:
-                    await self.writer.call(Store.unpark, name, event.seq)
+                    await self.writer.call(methodcaller("unpark", name, event.seq))
                 return
             state.failed_attempts += 1
             state.failing += 1
@@ -232,7 +234,7 @@ class Dispatcher:
                     name, event.id, event.seq, attempt, problem,
                 )
                 await self.writer.call(
-                    Store.park, name, event, attempt, problem, first_try, time.time()
+                    methodcaller("park", name, event, attempt, problem, first_try, time.time())
                 )
                 state.saved = max(state.saved, event.seq)
                 state.parked += 1
@@ -268,7 +270,7 @@ class Dispatcher:
     async def _prune(self) -> None:
         while True:
             before = time.time() - self.config.retention
-            pruned = await self.writer.call(Store.prune, self.host.enabled, before)
+            pruned = await self.writer.call(methodcaller("prune", self.host.enabled, before))
             if pruned:
                 log.info("pruned %d journal event(s) every plugin has passed", pruned)
             await trio.sleep(self.config.prune_interval)
@@ -303,13 +305,6 @@ async def _healthy(state: PluginState) -> str | None:
     if state.failing >= FAILING_IN_A_ROW:
         return f"the last {state.failing} delivery attempts failed: {state.last_error}"
     return None
-
-
-def _backlog(store: Store, cursor: int) -> tuple[int, float | None]:
-    """How many journal events lie beyond ``cursor``, and the time of the oldest."""
-    return store.conn.execute(
-        "SELECT count(*), min(time) FROM events WHERE seq > ?", (cursor,)
-    ).fetchone()
 
 
 def _save_cursors(store: Store, cursors: dict[str, int], now: float) -> None:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from ..model import Event, Push, PushResult, Report
-    from ..ops.doctor import Finding, ServiceUser
+    from ..ops.findings import Finding, ServiceUser
     from .pluginhost import App
 
 PROJECT = "pnbridge"

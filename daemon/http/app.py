@@ -7,7 +7,7 @@ import json
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from quart import Response, g, has_request_context, jsonify, request
@@ -19,14 +19,16 @@ from ..access.auth import Guard, Unavailable, Verdict
 from ..access.ratelimit import Buckets, Limits, client_address, retry_after
 from ..config.tables import ApiConfig
 from ..ingest.normalize import BadReport, Reporter
+from ..ingest.register import log_changes, owned_by, register
 from ..jsontext import BadJSON, loads
 from ..model import Report
 from ..ops.log import escape, shorten
 from ..ops.metrics import Metrics
+from ..ops.readiness import Readiness
 from ..push.fanout import BadPush, Pusher, UnknownUser, parse_request
-from ..storage.sqlite import Change, NotOwner, Store, StoreError
+from ..storage.interface import NotOwner, StoreError
 from ..storage.writer import Writer
-from .health import Readiness, add_health_routes
+from .health import add_health_routes
 
 log = logging.getLogger("pnbridge.reporter")
 access_log = logging.getLogger("pnbridge.access")
@@ -157,8 +159,7 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
         except Unavailable:
             reports.labels(route.kind, "failed").inc()
             return plain(503, "authentication unavailable, try again later", STORAGE_RETRY)
-        if verdict.user is not None:
-            report = g.report = replace(report, username=verdict.user)
+        report = g.report = owned_by(report, verdict.user)
         if not verdict.allowed:
             log.info("unauthorized route=%s client=%s username=%s mode=%s",
                      route.template, client, report.username or "-", mode)
@@ -166,7 +167,8 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
             return unauthorized(verdict)
         source = {"route": route.template, "client": client}
         try:
-            changes = await _store(services, report, source, verdict.user)
+            changes = await register(services.writer, report, source, owner=verdict.user,
+                                     max_devices=services.max_devices)
         except NotOwner:
             log.info("refused route=%s client=%s username=%s: the device is another user's",
                      route.template, client, report.username)
@@ -177,7 +179,7 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
                       services.writer.store.path, error)
             reports.labels(route.kind, "failed").inc()
             return plain(503, "storage unavailable, try again later", STORAGE_RETRY)
-        _log_changes(report, changes, route.template)
+        log_changes(report, changes, route.template)
         outcomes: list[str] = [c.outcome for c in changes]
         for outcome in outcomes or ["unknown"]:
             reports.labels(route.kind, outcome).inc()
@@ -302,40 +304,3 @@ def _first_segment(path: str) -> str:
     """An unmatched path, cut after its first segment: the rest may hold a token."""
     head, sep, _ = path[1:].partition("/")
     return f"/{head}{'/…' if sep else ''}"
-
-
-async def _store(
-    services: Services, report: Report, source: dict, owner: str | None
-) -> list[Change]:
-    """Store ``report``; with ``owner``, it may change only that user's devices."""
-    now = time.time()
-    if report.kind == "token":
-        return await services.writer.call(_register, report, source, now, owner,
-                                          services.max_devices)
-    return await services.writer.call(_remove_reported, report, source, now)
-
-
-def _register(
-    store: Store, report: Report, source: dict, now: float, owner: str | None, cap: int
-) -> list[Change]:
-    return store.register_capped(report, source, now, max_devices=cap, owner=owner)
-
-
-def _remove_reported(store: Store, report: Report, source: dict, now: float) -> list[Change]:
-    return store.remove(
-        selector=report.selector, username=report.username, tokens=report.tokens,
-        reason="app", source=source, now=now,
-    )
-
-
-def _log_changes(report: Report, changes: list[Change], route: str) -> None:
-    if not changes:
-        log.debug("removal of unknown device selector=%s route=%s", shorten(report.selector), route)
-    for change in changes:
-        device = change.device
-        level = logging.DEBUG if change.outcome == "unchanged" else logging.INFO
-        log.log(
-            level, "%s selector=%s username=%s token_calls=%s token_msgs=%s route=%s",
-            change.outcome, shorten(device.selector), device.username,
-            shorten(device.token_calls), shorten(device.token_msgs), route,
-        )

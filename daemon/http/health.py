@@ -1,54 +1,23 @@
-"""``/healthz``, ``/readyz`` and ``/metrics``: the endpoints that can face only the operator.
-
-Readiness is a list of named checks; the server adds the database's, and any part of the
-daemon that runs a task the daemon needs (a plugin's delivery task, say) adds its own.
-"""
+"""``/healthz``, ``/readyz`` and ``/metrics``: the endpoints that can face only the operator,
+and the database's readiness check (ops/readiness.py holds the list of checks)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
+from operator import methodcaller
 
 import trio
 from quart import Response, g
 from quart_trio import QuartTrio
 
 from ..ops.metrics import CONTENT_TYPE, Metrics
-from ..storage.sqlite import Store
+from ..ops.readiness import Check, Readiness
+from ..storage.sqlite.store import storage_problem
 from ..storage.writer import Writer
 
 log = logging.getLogger("pnbridge.health")
-
-# A readiness check: None when ready, else a one-line reason.
-Check = Callable[[], Awaitable[str | None]]
-
-
-class Readiness:
-    """Named readiness checks, each given ``timeout`` seconds."""
-
-    def __init__(self, timeout: float = 5.0):
-        self.timeout = timeout
-        self.checks: dict[str, Check] = {}
-
-    def add(self, name: str, check: Check) -> None:
-        self.checks[name] = check
-
-    async def problems(self) -> dict[str, str]:
-        """The reason each failing check gives; empty when everything is ready."""
-        found: dict[str, str] = {}
-        for name, check in list(self.checks.items()):
-            problem: str | None = f"no answer within {self.timeout:g} s"
-            with trio.move_on_after(self.timeout):
-                try:
-                    problem = await check()
-                except Exception as error:
-                    problem = f"{type(error).__name__}: {error}"
-            if problem:
-                found[name] = problem
-        return found
-
 
 # /readyz fails once this many storage operations in a row failed, the last one within
 # FAILING_FOR seconds (what reports see, whatever the probe below does).
@@ -63,7 +32,7 @@ def database_writable(writer: Writer) -> Check:
 
     async def check() -> str | None:
         try:
-            await writer.untracked(_probe_write)
+            await writer.untracked(methodcaller("probe_write"))
         except sqlite3.Error as error:
             return f"cannot write: {storage_problem(error)}"
         failing = writer.failing
@@ -76,68 +45,13 @@ def database_writable(writer: Writer) -> Check:
     return check
 
 
-# What an SQLite error code means for an operator, by the start of its name.
-_PROBLEMS = (
-    ("SQLITE_BUSY", "the database is locked by another process"),
-    ("SQLITE_LOCKED", "the database is locked by another process"),
-    ("SQLITE_FULL", "the disk is full"),
-    ("SQLITE_READONLY", "the database is read-only"),
-    ("SQLITE_IOERR", "the database file cannot be written (read-only or failing disk)"),
-    ("SQLITE_CANTOPEN", "the database file cannot be opened"),
-    ("SQLITE_CORRUPT", "the database file is corrupt"),
-)
-
-
-def storage_problem(error: sqlite3.Error) -> str:
-    """A one-line reason for a storage error, e.g. "the disk is full (SQLITE_FULL: ...)"."""
-    code = getattr(error, "sqlite_errorname", "") or ""
-    said = f"{code}: {error}" if code else str(error)
-    for prefix, meaning in _PROBLEMS:
-        if code.startswith(prefix):
-            return f"{meaning} ({said})"
-    return said
-
-
-def _probe_write(store: Store) -> None:
-    """Write where a report writes (a device row, a journal event, their indexes: every page
-    from each b-tree's root to where the row goes), roll that back, and commit a harmless
-    write (the schema version, rewritten with its own value)."""
-    conn = store.conn
-    conn.execute("SAVEPOINT probe")
-    try:
-        conn.execute(
-            "INSERT INTO devices (selector, username, extras, created_at, updated_at, "
-            "last_seen) VALUES (?, ?, '{}', 0, 0, 0)", (PROBE, PROBE),
-        )
-        conn.execute(
-            "INSERT INTO events (id, kind, reason, selector, username, time, source) "
-            "VALUES (?, 'probe', 'probe', ?, ?, 0, '{}')", (PROBE, PROBE, PROBE),
-        )
-    except sqlite3.Error:
-        with contextlib.suppress(sqlite3.Error):  # SQLite may have ended it itself
-            conn.execute("ROLLBACK TO probe")
-        raise
-    conn.execute("ROLLBACK TO probe")
-    conn.execute("RELEASE probe")
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    conn.execute(f"PRAGMA user_version={int(version)}")
-
-
-# The probe's selector, username and event id: nothing a report can send (a NUL in it).
-PROBE = "\x00readyz-probe"
-
-
 def device_gauge(metrics: Metrics, writer: Writer) -> Callable[[], Awaitable[None]]:
     """A refresher that sets the devices-stored gauge from the database."""
 
     async def refresh() -> None:
-        metrics.devices.set(await writer.untracked(_count_devices))
+        metrics.devices.set(await writer.untracked(methodcaller("count_devices")))
 
     return refresh
-
-
-def _count_devices(store: Store) -> int:
-    return store.conn.execute("SELECT count(*) FROM devices").fetchone()[0]
 
 
 def add_health_routes(app: QuartTrio, readiness: Readiness, metrics: Metrics) -> None:

@@ -26,7 +26,7 @@ from typing import IO, Any, Literal
 
 from ..jsontext import BadJSON, loads
 from ..model import Device, Report
-from ..storage.sqlite import Outcome, Store
+from ..storage.interface import Outcome, Store
 from .normalize import BadReport, Reporter
 
 Format = Literal["jsonl", "csv"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from operator import methodcaller
 
 import trio
 
-from ..storage.sqlite import Store
 from ..storage.writer import Writer
 from .log import describe, shorten
 from .metrics import Metrics
@@ -37,7 +37,7 @@ async def expire_devices(writer: Writer, after: float, metrics: Metrics | None =
         now = time.time()
         try:
             changes, failed = await writer.call(
-                Store.expire, now - after, SOURCE, now, BATCH, sorted(skipped)
+                methodcaller("expire", now - after, SOURCE, now, BATCH, sorted(skipped))
             )
         except Exception as error:  # a locked or failing database; or a bug: never die
             log.error("cannot expire devices: %s", describe(error))

@@ -76,6 +76,16 @@ class Metrics:
             "server (contained: logged at debug, the daemon serves on), by exception.",
             ["error"], registry=r,
         )
+        self.agi_sessions = Counter(
+            "pnbridge_agi_sessions", "FastAGI sessions by script (wake, missed, "
+            "answered-elsewhere, - when unknown) and outcome (the PNBRIDGE_STATUS set: sent, "
+            "none, failed, unknown-user, queued, error; or hangup, timeout, garbage).",
+            ["script", "outcome"], registry=r,
+        )
+        self.agi_refused = Counter(
+            "pnbridge_agi_refused", "FastAGI connections closed at once: [agi] max_sessions "
+            "were under way.", registry=r,
+        )
         # Async callables that update gauges from their source just before a scrape.
         self.refreshers: list[Callable[[], Awaitable[None]]] = []
 

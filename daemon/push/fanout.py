@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields, replace
+from operator import methodcaller
 from typing import Any, Literal
 
 import trio
@@ -21,7 +22,7 @@ from ..delivery.pluginhost import PluginHost, uncontained
 from ..model import Device, Pair, Push, PushResult
 from ..ops.log import describe, shorten
 from ..ops.metrics import Metrics
-from ..storage.sqlite import Change, Store, StoreError
+from ..storage.interface import Change, Store, StoreError
 from ..storage.writer import Writer, open_writer
 
 log = logging.getLogger("pnbridge.push")
@@ -278,9 +279,8 @@ class Pusher:
         if result.outcome != "invalid-token":
             return DeviceResult(device.selector, push.pair, "failed", result.reason, attempts)
         try:
-            change = await self.writer.call(
-                Store.reject_token, device.selector, push.pair, push.token, source, time.time()
-            )
+            change = await self.writer.call(methodcaller(
+                "reject_token", device.selector, push.pair, push.token, source, time.time()))
         except Exception as error:
             log.error("cannot clear rejected token selector=%s: %s",
                       shorten(device.selector), error)

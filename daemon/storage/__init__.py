@@ -1,2 +1,3 @@
-"""Storage: the SQLite database (schema, migrations, devices, the event journal, delivery state)
-and the writer that batches every write on one thread."""
+"""Storage: the Store interface (interface.py) every engine implements, the SQLite engine
+(sqlite/), the writer that batches every write on one thread and the reader's read-only
+connections. All SQL of pnbridge is here."""

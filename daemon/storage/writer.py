@@ -3,8 +3,8 @@
 Operations that arrive while a transaction is being written wait and then go together
 into the next one (group commit), so many reports cost one fsync and none is answered
 before its transaction committed. Queries that must not wait behind writes (the push API's
-device lookup) go to ``Reader``'s read-only connections instead. The trio loop never
-touches SQLite.
+device lookup) go to the ``Reader``'s read-only connections instead (reader.py). The trio
+loop never touches the database.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, TypeVar
 
 import trio
 
-from .sqlite import PendingOp, Store
+from .interface import Store
+from .reader import Reader
+from .sqlite.store import SQLiteStore
 
 log = logging.getLogger("pnbridge.store")
 
@@ -28,10 +29,23 @@ T = TypeVar("T")
 
 
 @dataclass
-class _Op(PendingOp):
-    done: trio.Event = field(default_factory=trio.Event)
+class PendingOp:
+    """A store operation waiting for the writer: ``fn(store, *args)``."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
     tracked: bool = True  # its outcome counts in Writer.failing
-    wrote: bool = False  # it changed rows (set on the thread by _counting)
+    result: Any = None
+    error: BaseException | None = None
+    wrote: bool = False  # it changed rows (set on the thread by run)
+    done: trio.Event = field(default_factory=trio.Event)
+
+    def run(self, store: Store) -> Any:
+        """On the thread: ``fn(store, *args)``, noting whether it changed rows."""
+        before = store.changes()
+        result = self.fn(store, *self.args)
+        self.wrote = store.changes() != before
+        return result
 
 
 @dataclass
@@ -50,7 +64,7 @@ class Writer:
     def __init__(self, store: Store, reader: Reader):
         self.store = store
         self.reader = reader
-        self._pending: deque[_Op] = deque()  # appended on the loop, taken on the thread
+        self._pending: deque[PendingOp] = deque()  # appended on the loop, taken on the thread
         self._work = trio.Event()
         self._thread = trio.CapacityLimiter(1)
         self._token = trio.lowlevel.current_trio_token()
@@ -68,16 +82,14 @@ class Writer:
 
         Raises trio.ClosedResourceError once the writer has stopped.
         """
-        op = _Op(fn, args)
-        op.fn = partial(_counting, op, fn)
-        return await self._call(op)
+        return await self._call(PendingOp(fn, args))
 
     async def untracked(self, fn: Callable[..., T], *args: Any) -> T:
         """``call``, for a probe or a gauge whose outcome must not count in ``failing``
         (it does not do what a report does)."""
-        return await self._call(_Op(fn, args, tracked=False))
+        return await self._call(PendingOp(fn, args, tracked=False))
 
-    async def _call(self, op: _Op) -> Any:
+    async def _call(self, op: PendingOp) -> Any:
         if self._closed:
             raise trio.ClosedResourceError("the store is closed")
         self._pending.append(op)
@@ -108,14 +120,15 @@ class Writer:
         while self._pending:
             batch = [self._pending.popleft() for _ in range(len(self._pending))]
             try:
-                self.store.run_batch(batch)
-            except Exception as error:  # run_batch fails ops itself; this is a bug's net
+                done = self.store.run_batch([op.run for op in batch])
+            except Exception as failure:  # run_batch fails calls itself; this is a bug's net
                 log.exception("store batch failed")
-                for op in batch:
-                    op.result, op.error = None, error
+                done = [(None, failure)] * len(batch)
+            for op, (result, error) in zip(batch, done, strict=True):
+                op.result, op.error = result, error
             self._token.run_sync_soon(self._answer, batch, self.store.journaled)
 
-    def _answer(self, batch: list[_Op], journaled: int) -> None:
+    def _answer(self, batch: list[PendingOp], journaled: int) -> None:
         """On the loop: wake the callers of a committed batch (and the dispatcher)."""
         for op in batch:
             if op.tracked and isinstance(op.error, sqlite3.Error):
@@ -129,61 +142,11 @@ class Writer:
             self._journal_event = trio.Event()
 
 
-def _counting(op: _Op, fn: Callable[..., T], store: Store, *args: Any) -> T:
-    """Run ``fn(store, *args)``, noting in ``op`` whether it changed rows."""
-    before = store.conn.total_changes
-    result = fn(store, *args)
-    op.wrote = store.conn.total_changes != before
-    return result
-
-
-class Reader:
-    """Read-only connections, each used by one worker thread at a time, at most ``threads``.
-
-    A query here waits neither for the writer's queue nor for its lock (a WAL reader sees the
-    last commit while a write is under way), and its caller may give up on it: the thread
-    finishes on its own and puts its connection back then.
-    """
-
-    def __init__(self, path: str, busy_timeout: float, threads: int = 4):
-        self._path, self._busy_timeout = path, busy_timeout
-        self._idle: list[Store] = []
-        self._threads = trio.CapacityLimiter(threads)
-        self._closed = False
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(store, *args)`` on a read-only connection; cancellable at any time."""
-        if self._closed:
-            raise trio.ClosedResourceError("the store is closed")
-        return await trio.to_thread.run_sync(
-            self._run, fn, args, limiter=self._threads, abandon_on_cancel=True
-        )
-
-    def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        try:
-            store = self._idle.pop()
-        except IndexError:
-            store = Store(self._path, self._busy_timeout, read_only=True)
-        try:
-            return fn(store, *args)
-        finally:
-            if self._closed:
-                store.close()
-            else:
-                self._idle.append(store)
-
-    def close(self) -> None:
-        """Close the idle connections; one still in use is closed when its query ends."""
-        self._closed = True
-        while self._idle:
-            self._idle.pop().close()
-
-
 @asynccontextmanager
 async def open_writer(path: str, busy_timeout: float) -> AsyncIterator[Writer]:
     """Open the store at ``path`` (off the loop) and serve it until the block ends; the
     writer's ``reader`` serves queries on connections of their own meanwhile."""
-    store = await trio.to_thread.run_sync(Store, path, busy_timeout)
+    store = await trio.to_thread.run_sync(SQLiteStore, path, busy_timeout)
     reader = Reader(path, busy_timeout)
     try:
         writer = Writer(store, reader)

@@ -1,0 +1,165 @@
+"""Asterisk's side of a FastAGI session, as documented (res_agi): the environment block
+(``agi_name: value`` lines, then an empty line), a command per line, each answered by
+``200 result=N [(data)] [more]`` or an error (``510``, ``511`` on a dead channel, a
+multi-line ``520-`` usage), and the ``HANGUP`` line Asterisk sends when the channel hangs
+up. Every read has a timeout and a length limit: what Asterisk never sends is garbage."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import trio
+
+from ..ops.log import escape
+
+MAX_LINE = 8192  # bytes of one line from Asterisk
+MAX_ENV_LINES = 512  # agi_* lines, arguments included (Asterisk allows 128 arguments)
+MAX_USAGE_LINES = 64  # lines of a "520-" usage answer
+MAX_VALUE = 1900  # characters of one command argument (Asterisk reads 2048 per command)
+
+_ENV_LINE = re.compile(r"(agi_[A-Za-z0-9_]+):(?: (.*))?")
+_REPLY = re.compile(r"(\d{3})(?: result=(-?\d+)(?: \((.*)\))?(.*))?(?: .*)?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class AgiError(Exception):
+    """Asterisk's side sent what AGI does not (garbage, a line too long) or too slowly."""
+
+
+class Hangup(Exception):
+    """The channel hung up (a ``HANGUP`` line, a ``511`` answer) or the connection ended."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One answer to a command: ``code`` 200 and ``result`` (with ``data``, the text in
+    parentheses) when it ran, else the error code and its text in ``extra``."""
+
+    code: int
+    result: str = ""
+    data: str | None = None
+    extra: str = ""
+
+
+def quote(value: str) -> str:
+    """``value`` as one argument of an AGI command: in double quotes, ``"`` and ``\\``
+    escaped, control characters dropped (a line break would end the command), cut to
+    MAX_VALUE characters."""
+    text = _CONTROL.sub("", value)[:MAX_VALUE]
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def parse_reply(line: str) -> Reply:
+    """A command's answer line; AgiError when it is none."""
+    found = _REPLY.fullmatch(line)
+    if found is None:
+        raise AgiError(f"not an AGI answer: {_show(line)}")
+    code = int(found[1])
+    if found[2] is None:
+        return Reply(code, extra=line[4:])
+    return Reply(code, found[2], found[3], (found[4] or "").strip())
+
+
+class AgiChannel:
+    """A FastAGI connection from Asterisk: read lines with a timeout, send commands."""
+
+    def __init__(self, stream: trio.abc.Stream, read_timeout: float):
+        self.stream = stream
+        self.read_timeout = read_timeout
+        self.hungup = False  # Asterisk sent HANGUP
+        self._buffer = bytearray()
+
+    async def _receive(self) -> None:
+        try:
+            data = await self.stream.receive_some(MAX_LINE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            raise Hangup("the connection broke") from error
+        if not data:
+            raise Hangup("Asterisk closed the connection")
+        self._buffer += data
+
+    async def readline(self, timeout: float | None = None) -> str | None:
+        """The next line (without its end), or None when none came within ``timeout``
+        (``read_timeout`` by default: then AgiError). Partial lines stay buffered."""
+        wait = self.read_timeout if timeout is None else timeout
+        with trio.move_on_after(wait):
+            while (end := self._buffer.find(b"\n")) < 0:
+                if len(self._buffer) > MAX_LINE:
+                    raise AgiError(f"a line longer than {MAX_LINE} bytes")
+                await self._receive()
+            if end > MAX_LINE:
+                raise AgiError(f"a line longer than {MAX_LINE} bytes")
+            line = bytes(self._buffer[:end]).rstrip(b"\r")
+            del self._buffer[:end + 1]
+            return line.decode("utf-8", "replace")
+        if timeout is None:
+            raise AgiError(f"nothing from Asterisk within {wait:g} s ([agi] read_timeout)")
+        return None
+
+    async def read_environment(self) -> dict[str, str]:
+        """The ``agi_*`` variables up to the empty line that ends them."""
+        env: dict[str, str] = {}
+        while (line := await self.readline()) != "":
+            assert line is not None
+            if line == "HANGUP":
+                raise Hangup("the channel hung up before the session began")
+            found = _ENV_LINE.fullmatch(line)
+            if found is None:
+                raise AgiError(f"not an AGI environment line: {_show(line)}")
+            if len(env) >= MAX_ENV_LINES:
+                raise AgiError(f"more than {MAX_ENV_LINES} environment lines")
+            env[found[1]] = found[2] or ""
+        if "agi_network_script" not in env and "agi_request" not in env:
+            raise AgiError("no agi_network_script or agi_request in the environment")
+        return env
+
+    async def _line_skipping_hangup(self) -> str:
+        while True:
+            line = await self.readline()
+            assert line is not None
+            if line != "HANGUP":
+                return line
+            self.hungup = True
+
+    async def command(self, text: str) -> Reply:
+        """Send one command and read its answer (a HANGUP before it is noted). Raises Hangup
+        on ``511`` (a dead channel) or a closed connection, AgiError on garbage."""
+        try:
+            await self.stream.send_all(text.encode("utf-8", "replace") + b"\n")
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+            raise Hangup("the connection broke") from error
+        line = await self._line_skipping_hangup()
+        if re.match(r"\d{3}-", line):  # a usage text: "520-...", lines, "520 End of..."
+            code = line[:3]
+            for _ in range(MAX_USAGE_LINES):
+                if (line := await self._line_skipping_hangup()).startswith(f"{code} "):
+                    break
+            else:
+                raise AgiError(f"a {code} answer longer than {MAX_USAGE_LINES} lines")
+        reply = parse_reply(line)
+        if reply.code == 511:
+            self.hungup = True
+            raise Hangup(f"the channel is dead ({_show(line)})")
+        return reply
+
+    async def hangup_within(self, seconds: float) -> None:
+        """Wait ``seconds`` for Asterisk to say HANGUP (then raise Hangup); anything else
+        it sends meanwhile is garbage."""
+        line = await self.readline(seconds)
+        if line == "HANGUP":
+            self.hungup = True
+            raise Hangup("the channel hung up")
+        if line is not None:
+            raise AgiError(f"unexpected line while waiting: {_show(line)}")
+
+    async def set_variable(self, name: str, value: str) -> Reply:
+        return await self.command(f"SET VARIABLE {name} {quote(value)}")
+
+    async def verbose(self, message: str) -> Reply:
+        return await self.command(f"VERBOSE {quote(message)} 1")
+
+
+def _show(line: str) -> str:
+    """At most 80 characters of a line from outside, escaped for a log."""
+    return escape(line[:80] + ("…" if len(line) > 80 else ""))

@@ -1,0 +1,140 @@
+"""The Store: what the rest of pnbridge asks of a database, whatever the engine (SQLite today,
+storage/sqlite/). Every operation is synchronous and runs on one connection; those that change
+something run inside a transaction (``transaction``, or a ``run_batch`` of the writer), and
+each change to a device is journaled as an event in that same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from ..model import Device, Event, Pair, Report, isotime
+
+Outcome = Literal["created", "changed", "unchanged", "removed"]
+
+
+class StoreError(Exception):
+    """The database cannot be opened or is of a schema this version does not know."""
+
+
+class NotOwner(Exception):
+    """A report for a device (selector) that belongs to another username."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one store operation did to one device, and the event it journaled (if any)."""
+
+    outcome: Outcome
+    device: Device
+    event: Event | None
+
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An event one plugin could not take: parked, or waiting to be sent again (retry)."""
+
+    plugin: str
+    event: Event
+    attempts: int
+    error: str
+    first_try: float
+    parked_at: float
+    status: Literal["parked", "retry"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plugin": self.plugin, "status": self.status, "attempts": self.attempts,
+            "error": self.error, "first_try": isotime(self.first_try),
+            "parked_at": isotime(self.parked_at), "event": self.event.to_dict(),
+        }
+
+
+# What one call of a batch gave: its result, or the error it raised.
+Done = tuple[Any, BaseException | None]
+
+
+class Store(Protocol):
+    """One connection to the pnbridge database."""
+
+    path: Path
+    journaled: int  # events this connection wrote (the writer wakes the dispatcher with it)
+
+    def close(self) -> None: ...
+
+    def transaction(self) -> AbstractContextManager[Store]:
+        """Run operations in one transaction (for callers outside the writer)."""
+        ...
+
+    def run_batch(self, calls: Sequence[Callable[[Store], Any]]) -> list[Done]:
+        """Run ``calls`` in one transaction, each call's failure its own."""
+        ...
+
+    def changes(self) -> int:
+        """How many rows this connection has changed so far."""
+        ...
+
+    def probe_write(self) -> None:
+        """Write where a report writes, roll it back, and commit a harmless write."""
+        ...
+
+    # -- devices (the changing ones inside a transaction) ----------------------------------
+
+    def register(self, report: Report, source: dict[str, Any], now: float, *,
+                 owner: str | None = None) -> Change: ...
+
+    def restore(self, report: Report, source: dict[str, Any], now: float,
+                times: dict[str, float]) -> Change: ...
+
+    def register_capped(self, report: Report, source: dict[str, Any], now: float, *,
+                        max_devices: int, owner: str | None = None) -> list[Change]: ...
+
+    def remove(self, *, selector: str | None = None, username: str | None = None,
+               tokens: Sequence[str] = (), reason: str, source: dict[str, Any],
+               now: float) -> list[Change]: ...
+
+    def reject_token(self, selector: str, pair: Pair, token: str, source: dict[str, Any],
+                     now: float) -> Change | None: ...
+
+    def expire(self, seen_before: float, source: dict[str, Any], now: float,
+               limit: int = 500, skip: Sequence[str] = ()
+               ) -> tuple[list[Change], dict[str, str]]: ...
+
+    def device(self, selector: str) -> Device | None: ...
+
+    def devices(self, username: str | None = None, limit: int = -1) -> list[Device]: ...
+
+    def count_devices(self, username: str | None = None) -> int: ...
+
+    # -- the journal ------------------------------------------------------------------------
+
+    def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]: ...
+
+    def newest_events(self, limit: int) -> list[Event]: ...
+
+    def backlog(self, cursor: int) -> tuple[int, float | None]: ...
+
+    # -- delivery state, per plugin ---------------------------------------------------------
+
+    def cursors(self) -> dict[str, int]: ...
+
+    def save_cursor(self, plugin: str, seq: int, now: float) -> None: ...
+
+    def pending(self, plugin: str, after_seq: int, limit: int
+                ) -> tuple[list[Failure], list[Event]]: ...
+
+    def park(self, plugin: str, event: Event, attempts: int, error: str, first_try: float,
+             now: float) -> None: ...
+
+    def unpark(self, plugin: str, seq: int) -> None: ...
+
+    def failures(self, plugin: str | None = None, status: str | None = None
+                 ) -> list[Failure]: ...
+
+    def retry(self, plugin: str | None = None, events: Sequence[str] = ()) -> int: ...
+
+    def prune(self, plugins: Sequence[str], before: float) -> int: ...

@@ -1,0 +1,250 @@
+"""Devices: register, restore, remove, expire and read them; each change journaled in the
+same transaction (call the changing operations inside one)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from ...model import Device, Pair, Report
+from ..interface import Change, NotOwner
+from .journal import Journal
+from .rows import DEVICE_COLUMNS, device_values, read_device
+
+
+class Devices(Journal):
+    """The devices' part of the SQLite store."""
+
+    def register(
+        self, report: Report, source: dict[str, Any], now: float, *, owner: str | None = None
+    ) -> Change:
+        """Create or update the device ``report`` describes; journal it if it is new or changed.
+
+        With ``owner``, raise NotOwner when the device exists under another username.
+        """
+        assert report.selector and report.username
+        if (seen := self._seen_again(report, now)) is not None:
+            return Change("unchanged", seen, None)
+        old = self.device(report.selector)
+        if owner is not None and old is not None and old.username != owner:
+            raise NotOwner(f"selector {report.selector} belongs to another user")
+        if old is None:
+            return self._create(report, source, now, created_at=now, updated_at=now,
+                                last_seen=now)
+        return self._update(old, report, source, now, last_seen=now)
+
+    def restore(
+        self, report: Report, source: dict[str, Any], now: float, times: dict[str, float]
+    ) -> Change:
+        """``register`` for a device moved from another host (``devices import``): a new
+        device keeps the ``created_at``, ``updated_at`` and ``last_seen`` in ``times`` (one
+        not given is the next of them, or now), so ``expire_after`` counts from when the
+        phone was last seen, not from the import; a stored one changed by it keeps its
+        ``created_at`` and the later ``last_seen``."""
+        assert report.selector and report.username
+        old = self.device(report.selector)
+        if old is None:
+            last_seen = times.get("last_seen", now)
+            updated_at = times.get("updated_at", last_seen)
+            return self._create(
+                report, source, now, created_at=times.get("created_at", updated_at),
+                updated_at=updated_at, last_seen=last_seen,
+            )
+        return self._update(old, report, source, now,
+                            last_seen=max(old.last_seen, times.get("last_seen", now)))
+
+    def _create(
+        self, report: Report, source: dict[str, Any], now: float, *, created_at: float,
+        updated_at: float, last_seen: float,
+    ) -> Change:
+        assert report.selector and report.username
+        device = Device(
+            selector=report.selector, username=report.username,
+            token_calls=report.token_calls, appid_calls=report.appid_calls,
+            token_msgs=report.token_msgs, appid_msgs=report.appid_msgs,
+            extras=report.extras, created_at=created_at, updated_at=updated_at,
+            last_seen=last_seen,
+        )
+        self.conn.execute(
+            f"INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            device_values(device),
+        )
+        return Change("created", device, self._journal("registered", "new", None, device,
+                                                       source, now))
+
+    def _update(
+        self, old: Device, report: Report, source: dict[str, Any], now: float, *,
+        last_seen: float,
+    ) -> Change:
+        assert report.username
+        merged = Device(
+            selector=old.selector,
+            username=report.username,
+            # A value not known yet (None) never erases a stored one.
+            token_calls=report.token_calls or old.token_calls,
+            appid_calls=report.appid_calls or old.appid_calls,
+            token_msgs=report.token_msgs or old.token_msgs,
+            appid_msgs=report.appid_msgs or old.appid_msgs,
+            extras=report.extras or old.extras,
+            created_at=old.created_at,
+            updated_at=now,
+            last_seen=last_seen,
+        )
+        return self._rewrite(old, merged, "changed", source, now)
+
+    def _seen_again(self, report: Report, now: float) -> Device | None:
+        """The device, when ``report`` changes nothing of it but ``last_seen`` (and extras):
+        one statement for what most reports are, an app start. None otherwise, when
+        ``register`` creates or changes it. A value not known yet (None) matches any."""
+        assert report.selector  # register asserted it
+        sets = ["last_seen = ?"]
+        params: list[object] = [now]
+        if report.extras:
+            sets.append("extras = ?")
+            params.append(json.dumps(report.extras))
+        where = ["selector = ?", "username = ?"]
+        params += [report.selector, report.username]
+        for name in ("token_calls", "appid_calls", "token_msgs", "appid_msgs"):
+            value = getattr(report, name)
+            if value:  # as register merges: a value not known yet keeps the stored one
+                where.append(f"{name} = ?")
+                params.append(value)
+        touched = self.conn.execute(
+            f"UPDATE devices SET {', '.join(sets)} WHERE {' AND '.join(where)}", params
+        ).rowcount
+        return self.device(report.selector) if touched else None
+
+    def register_capped(
+        self, report: Report, source: dict[str, Any], now: float, *,
+        max_devices: int, owner: str | None = None,
+    ) -> list[Change]:
+        """``register``, then, beyond ``max_devices`` devices of the username (0: no cap),
+        remove the least recently seen others (reason ``evicted``); one transaction."""
+        change = self.register(report, source, now, owner=owner)
+        if not max_devices or change.outcome == "unchanged":
+            return [change]
+        rows = self.conn.execute(
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE username = ? AND selector != ?"
+            " ORDER BY last_seen DESC, selector LIMIT -1 OFFSET ?",
+            (change.device.username, change.device.selector, max_devices - 1),
+        )
+        evicted = []
+        for device in [read_device(row) for row in rows]:
+            self.conn.execute("DELETE FROM devices WHERE selector = ?", (device.selector,))
+            event = self._journal("removed", "evicted", device, None, source, now)
+            evicted.append(Change("removed", device, event))
+        return [change, *evicted]
+
+    def remove(
+        self,
+        *,
+        selector: str | None = None,
+        username: str | None = None,
+        tokens: Sequence[str] = (),
+        reason: str,
+        source: dict[str, Any],
+        now: float,
+    ) -> list[Change]:
+        """Remove the device with ``selector`` (and ``username``, when given), or else the
+        devices of ``username`` that hold one of ``tokens``; journal each removal."""
+        if selector:
+            where, params = "selector = ?", [selector]
+            if username:
+                where += " AND username = ?"
+                params.append(username)
+        elif username and tokens:
+            marks = ",".join("?" * len(tokens))
+            where = f"username = ? AND (token_calls IN ({marks}) OR token_msgs IN ({marks}))"
+            params = [username, *tokens, *tokens]
+        else:
+            raise ValueError("remove needs a selector, or a username and tokens")
+        rows = self.conn.execute(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE {where}", params)
+        changes = []
+        for device in [read_device(row) for row in rows]:
+            self.conn.execute("DELETE FROM devices WHERE selector = ?", (device.selector,))
+            event = self._journal("removed", reason, device, None, source, now)
+            changes.append(Change("removed", device, event))
+        return changes
+
+    def reject_token(
+        self, selector: str, pair: Pair, token: str, source: dict[str, Any], now: float
+    ) -> Change | None:
+        """Clear the ``pair`` of ``selector`` that pnmediator rejected, if it still holds
+        ``token``: remove the device when no token is left (reason ``invalid-token``), else
+        journal a ``registered`` event with that reason whose before/after show the cleared
+        pair. None when the device is gone or has a new token there already."""
+        old = self.device(selector)
+        if old is None or getattr(old, f"token_{pair}") != token:
+            return None
+        cleared = Device(**{**asdict(old), f"token_{pair}": None, f"appid_{pair}": None,
+                            "updated_at": now})
+        if not (cleared.token_calls or cleared.token_msgs):
+            return self.remove(selector=selector, reason="invalid-token", source=source,
+                               now=now)[0]
+        return self._rewrite(old, cleared, "invalid-token", source, now)
+
+    def _rewrite(
+        self, old: Device, new: Device, reason: str, source: dict[str, Any], now: float
+    ) -> Change:
+        """Store ``new`` in place of ``old`` and journal the registration."""
+        self.conn.execute(
+            f"REPLACE INTO devices ({DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            device_values(new),
+        )
+        return Change("changed", new, self._journal("registered", reason, old, new, source, now))
+
+    def expire(
+        self, seen_before: float, source: dict[str, Any], now: float, limit: int = 500,
+        skip: Sequence[str] = (),
+    ) -> tuple[list[Change], dict[str, str]]:
+        """Remove up to ``limit`` devices last seen before ``seen_before`` (reason
+        ``expired``), but not those in ``skip``. A device that cannot be removed is left as it
+        is (its own savepoint) and returned with the error, by selector."""
+        rows = self.conn.execute(
+            "SELECT selector FROM devices WHERE last_seen < ?"
+            " AND selector NOT IN (SELECT value FROM json_each(?)) LIMIT ?",
+            (seen_before, json.dumps(list(skip)), limit),
+        ).fetchall()
+        changes: list[Change] = []
+        failed: dict[str, str] = {}
+        for (selector,) in rows:
+            self.conn.execute("SAVEPOINT expire_one")
+            try:
+                changes += self.remove(selector=selector, reason="expired", source=source,
+                                       now=now)
+            except Exception as error:
+                self.conn.execute("ROLLBACK TO expire_one")
+                failed[selector] = repr(error)
+            self.conn.execute("RELEASE expire_one")
+        return changes, failed
+
+    def device(self, selector: str) -> Device | None:
+        row = self.conn.execute(
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE selector = ?", (selector,)
+        ).fetchone()
+        return read_device(row) if row else None
+
+    def devices(self, username: str | None = None, limit: int = -1) -> list[Device]:
+        """The devices (of ``username``), by username and selector; the first ``limit``
+        (all when negative)."""
+        if username is None:
+            rows = self.conn.execute(
+                f"SELECT {DEVICE_COLUMNS} FROM devices ORDER BY username, selector LIMIT ?",
+                (limit,),
+            )
+        else:
+            rows = self.conn.execute(
+                f"SELECT {DEVICE_COLUMNS} FROM devices WHERE username = ? ORDER BY selector"
+                " LIMIT ?",
+                (username, limit),
+            )
+        return [read_device(row) for row in rows]
+
+    def count_devices(self, username: str | None = None) -> int:
+        """How many devices are stored (of ``username``)."""
+        if username is None:
+            return self.conn.execute("SELECT count(*) FROM devices").fetchone()[0]
+        return self.conn.execute("SELECT count(*) FROM devices WHERE username = ?",
+                                 (username,)).fetchone()[0]

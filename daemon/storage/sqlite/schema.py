@@ -1,0 +1,178 @@
+"""The SQLite schema: the migrations that build it, the check that a file is a pnbridge
+database of a version this one can use, and ``inspect`` (doctor and the read-only commands).
+How a connection is opened (created private, or read-only) is here too."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from contextlib import suppress
+from functools import cache
+from pathlib import Path
+from urllib.parse import quote
+
+import sqlite_utils
+
+
+def _create_devices_and_journal(db: sqlite_utils.Database) -> None:
+    db.table("devices").create(
+        {
+            "selector": str, "username": str,
+            "token_calls": str, "appid_calls": str, "token_msgs": str, "appid_msgs": str,
+            "extras": str, "created_at": float, "updated_at": float, "last_seen": float,
+        },
+        pk="selector",
+        not_null={"username", "extras", "created_at", "updated_at", "last_seen"},
+    )
+    db.table("devices").create_index(["username"])
+    # AUTOINCREMENT: a sequence number is never reused, even after the journal is pruned.
+    db.execute(
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            selector TEXT NOT NULL,
+            username TEXT NOT NULL,
+            before TEXT,
+            after TEXT,
+            time REAL NOT NULL,
+            source TEXT NOT NULL
+        )"""
+    )
+    db.table("events").create_index(["selector", "seq"])
+
+
+def _create_delivery_state(db: sqlite_utils.Database) -> None:
+    # Each plugin's cursor: the highest journal seq it has passed (delivered or parked).
+    db.execute(
+        """CREATE TABLE cursors (
+            plugin TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        )"""
+    )
+    # Events a plugin gave up on (parked), or that an operator asked to send again (retry).
+    db.execute(
+        """CREATE TABLE failures (
+            plugin TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            attempts INTEGER NOT NULL,
+            error TEXT NOT NULL,
+            first_try REAL NOT NULL,
+            parked_at REAL NOT NULL,
+            status TEXT NOT NULL,
+            PRIMARY KEY (plugin, seq)
+        )"""
+    )
+    db.execute("CREATE INDEX failures_seq ON failures (seq)")
+
+
+# Schema version N is reached by running MIGRATIONS[N - 1]. Append, never edit.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _create_devices_and_journal,
+    _create_delivery_state,
+]
+
+
+def connect_read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A connection that cannot write ``path``, nor create it or anything beside it.
+
+    While a process has the database open, its ``-wal`` file exists and the connection
+    reads through it (``mode=ro``, with the locks every reader takes). Otherwise nothing
+    beside the file is needed: it is opened ``immutable``, which creates no ``-wal`` or
+    ``-shm`` file (a user who may not write the directory could not create them)."""
+    query = "mode=ro" if wal(path) else "mode=ro&immutable=1"
+    uri = f"file:{quote(str(path.absolute()))}?{query}"
+    return sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None,
+                           check_same_thread=False)
+
+
+def create_private(path: Path) -> None:
+    """Create the database file ``path``, when there is none, with mode 0640 (0600 under a
+    umask of 077), not a umask's 0644: it holds push tokens (SQLite gives its -wal and -shm
+    files the same mode)."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+
+
+def wal(path: Path) -> bool:
+    return path.with_name(path.name + "-wal").exists()
+
+
+@cache
+def _schema(version: int) -> dict[str, frozenset[str]]:
+    """The tables (and their columns) of schema ``version``: MIGRATIONS run in memory."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    db = sqlite_utils.Database(conn, execute_plugins=False)
+    for step in MIGRATIONS[:version]:
+        step(db)
+    found = _tables(conn)
+    conn.close()
+    return found
+
+
+def _tables(conn: sqlite3.Connection) -> dict[str, frozenset[str]]:
+    names = [row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    return {
+        name: frozenset(row[1] for row in conn.execute("SELECT * FROM pragma_table_info(?)",
+                                                       (name,)))
+        for name in names
+    }
+
+
+def schema_problem(conn: sqlite3.Connection, path: Path, *, writing: bool) -> str | None:
+    """What keeps pnbridge from using the database at ``path`` (open on ``conn``), in one
+    line; None when it can. An empty database is fine for ``writing`` (it gets the schema),
+    as is an older version of pnbridge's (it is migrated); reading needs this version's.
+    Checked before anything is written: a file of another application is never touched."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = _tables(conn)
+    latest = len(MIGRATIONS)
+    if not tables and not version:
+        return None if writing else (f"database {path} is empty (start pnbridge serve once, "
+                                     "or pass --config)")
+    # A newer pnbridge may have changed any table but the first ones.
+    expected = _schema(version if version <= latest else 1) if version else {}
+    ours = version > 0 and all(
+        columns <= tables.get(name, frozenset()) for name, columns in expected.items())
+    if not ours:
+        listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        return (f"database {path} is not a pnbridge database (schema version {version}, "
+                f"tables: {listed or 'none'}): check [storage] path or --config")
+    if version > latest:
+        return (f"database {path} has schema version {version}; this pnbridge knows "
+                f"versions up to {latest} (upgrade pnbridge)")
+    if version < latest and not writing:
+        return (f"database {path} has schema version {version}, this pnbridge reads "
+                f"{latest}: start pnbridge serve once to upgrade it")
+    return None
+
+
+def inspect(path: str | Path, *, serving: bool = False) -> str | None:
+    """What is wrong with the pnbridge database at ``path`` for this version, in one line
+    (missing, unreadable, not pnbridge's, another schema version, failing SQLite's
+    ``quick_check``); None when it is sound. With ``serving``, as ``pnbridge serve`` takes
+    it: an older schema version is fine (serve migrates it). Reads only: creates, migrates,
+    writes nothing."""
+    path = Path(path)
+    if not path.exists():
+        return f"no database at {path.absolute()} (start pnbridge serve once, or pass --config)"
+    try:
+        conn = connect_read_only(path, busy_timeout=5.0)
+    except sqlite3.Error as error:
+        return f"database {path}: cannot open: {error}"
+    try:
+        if problem := schema_problem(conn, path, writing=serving):
+            return problem
+        checked = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.Error as error:
+        return f"database {path}: cannot read: {error}"
+    finally:
+        conn.close()
+    if checked != ["ok"]:
+        found = "; ".join(" ".join(line.split()) for line in checked)
+        return f"database {path} is damaged: {found[:300]}"
+    return None
