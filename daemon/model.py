@@ -11,6 +11,8 @@ ReportKind = Literal["token", "removal"]
 EventKind = Literal["registered", "removed"]
 Pair = Literal["calls", "msgs"]
 PushOutcome = Literal["sent", "invalid-token", "failed", "retry"]
+# How a reporter route checks its reports ([auth] reporter, a route's auth).
+AuthMode = Literal["digest", "basic", "secret", "hook", "none"]
 
 # Why an event happened. Registrations: a new device, a change of username, token or app id,
 # or pnmediator rejected one token pair while the other remains (that pair is cleared).

@@ -28,8 +28,7 @@ from ..config.tables import AuthConfig, Config
 from ..config.typed import ConfigError
 from ..delivery.pluginhost import PluginHost, uncontained
 from ..ingest.fields import fold
-from ..ingest.routes import AuthMode
-from ..model import Report
+from ..model import AuthMode, Report
 from . import digest, users
 
 HOOK = "authenticate_report"

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..ingest.fields import FieldMap, alias_conflicts
-from ..ingest.routes import ALLOWED_METHODS, AuthMode, TemplateError, compile_template
+from ..ingest.routes import ALLOWED_METHODS, TemplateError, compile_template
+from ..model import AuthMode
 from .typed import ConfigError, check, convert, duration_problem, parse_duration
 
 DEFAULT_LISTEN = "127.0.0.1:8080"

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
 
+from ..model import AuthMode
 from .fields import TOKEN_FIELDS, FieldMap
 
 Kind = Literal["token", "removal"]
-# How a route checks its reports ([auth] in the config).
-AuthMode = Literal["digest", "basic", "secret", "hook", "none"]
 
 # The app's <Prefix>Method may name GET, POST, PUT, HEAD or DELETE.
 DEFAULT_METHODS: dict[Kind, tuple[str, ...]] = {
