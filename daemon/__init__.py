@@ -1,17 +1,23 @@
 """pnbridge: the server side of the Acrobits softphone's token and removal reporters.
 
-What plugins import: ``from pnbridge import hookimpl, RetryLater, PermanentFailure``
-(and ``Event``, ``Device`` for type hints, ``shorten`` to log a token), and for a push
-transport ``Push`` and ``PushResult``. Nothing else is meant for plugins.
+This module is the public plugin API, all of it (``__all__``); plugins import nothing else
+of pnbridge (tests/test_public_api.py checks the built-ins). docs/writing-plugins.md shows
+how each is used, docs/plugin-hooks.md the hooks.
 """
 
+from .config.typed import check
+from .delivery.commands import config_option, fail, json_option, plugin_instances, table
+from .delivery.context import PluginContext, PluginMetric, PluginMetrics
 from .delivery.hookspecs import PermanentFailure, RetryLater, hookimpl
-from .model import Device, Event, Push, PushResult
-from .ops.log import shorten
+from .model import Device, Event, Push, PushResult, Report
+from .ops.findings import Finding, ServiceUser, http_reachable
+from .ops.log import escape, escape_json, redact, shorten
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Device", "Event", "PermanentFailure", "Push", "PushResult", "RetryLater", "__version__",
-    "hookimpl", "shorten",
+    "Device", "Event", "Finding", "PermanentFailure", "PluginContext", "PluginMetric",
+    "PluginMetrics", "Push", "PushResult", "Report", "RetryLater", "ServiceUser",
+    "__version__", "check", "config_option", "escape", "escape_json", "fail", "hookimpl",
+    "http_reachable", "json_option", "plugin_instances", "redact", "shorten", "table",
 ]

@@ -48,6 +48,8 @@ def too_deep(text: str, max_depth: int) -> bool:
     than ``max_depth`` opening brackets ends it early. All of it runs in C (regular
     expressions and ``str.replace``), never recursing.
     """
+    if text.count("[") + text.count("{") <= max_depth:  # strings' brackets included
+        return False  # the common case, without the two passes below
     skeleton = _NOT_BRACKET.sub("", _STRING.sub("", text))
     if skeleton.count("[") + skeleton.count("{") <= max_depth:
         return False

@@ -23,7 +23,7 @@ from .config.running import plain, remove_record, restart_values, write_record
 from .config.tables import Config
 from .config.typed import ConfigError, convert
 from .delivery.dispatch import Dispatcher, open_plugins
-from .delivery.pluginhost import PluginHost, load_plugins
+from .delivery.pluginhost import RESERVED, PluginHost, load_plugins
 from .http.app import Services, create_admin_app, create_app
 from .http.asgi import close_if_framed_twice, refuse_websockets, shield_sends
 from .http.health import database_writable, device_gauge
@@ -32,7 +32,7 @@ from .ingest.normalize import Reporter
 from .ops.expiry import expire_devices
 from .ops.log import set_level
 from .ops.sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
-from .push.fanout import Pusher, transport
+from .push.fanout import Fanouts, Pusher, transport
 from .storage.writer import open_writer
 
 log = logging.getLogger("pnbridge.server")
@@ -97,6 +97,7 @@ async def run(
             async with (
                 open_writer(config.storage.path, config.storage.busy_timeout) as writer,
                 open_plugins(plugins, writer, config.plugins) as dispatcher,
+                trio.open_nursery() as pushes,
             ):
                 services = Services(
                     reporter=Reporter(config.reporter), writer=writer,
@@ -105,14 +106,17 @@ async def run(
                     max_headers=config.server.max_headers, access_log=config.server.access_log,
                     api=config.api, api_keys=ApiKeys(config.api), api_limit=_api_limit(config),
                 )
-                services.pusher = _pusher(config, plugins, services)
+                pusher = _pusher(config, plugins, services)
                 services.readiness.add("database", database_writable(writer))
-                if services.pusher is not None:
-                    services.readiness.add("push transport", services.pusher.ready)
+                if pusher is not None:
+                    # The fan-outs run in the daemon's nursery, not in the requests'.
+                    services.fanouts = Fanouts(pusher, pushes, config.api.max_in_flight)
+                    services.readiness.add("push transport", pusher.ready)
                 services.metrics.refreshers.append(device_gauge(services.metrics, writer))
                 dispatcher.observe(services.metrics, services.readiness)
                 await _serve(config, services, shutdown, signals, load_config, notifier,
                              dispatcher, task_status)
+                pushes.cancel_scope.cancel()  # what _serve's drain left: logged as cancelled
             log.info("stopped")
     finally:
         notifier.close()
@@ -170,7 +174,8 @@ async def _serve(
                     services.metrics.connection_errors,
                     shutdown_trigger=shutdown.wait)))
             if config.agi.listen:
-                agi = AgiService(config.agi, services.pusher, services.metrics,
+                pusher = services.fanouts.pusher if services.fanouts is not None else None
+                agi = AgiService(config.agi, pusher, services.metrics,
                                  lambda: services.api.deadlines)
                 await nursery.start(agi.serve, shutdown, config.server.grace_period)
             log.info("listening on %s, database %s",
@@ -182,8 +187,13 @@ async def _serve(
             task_status.started(binds[0])
             await shutdown.wait()
             grace = servers[0][1].graceful_timeout
+            ends = trio.current_time() + grace
             log.info("stopping: finishing requests (at most %g s)", grace)
             notifier.stopping(f"stopping: finishing requests (at most {grace:g} s)")
+        if services.fanouts is not None:
+            # Pushes whose clients left run on to their deadlines, within the same grace.
+            with trio.move_on_at(ends):
+                await services.fanouts.drained()
         helpers.cancel_scope.cancel()
     with trio.CancelScope(shield=True):
         await trio.to_thread.run_sync(remove_record, database)
@@ -258,7 +268,8 @@ def _plugin_step(
         if name not in plugins.settings or not host.restartable(name):
             continue
         errors: list[str] = []
-        table = {k: v for k, v in new.plugins.tables.get(name, {}).items() if k != "delivery"}
+        table = {k: v for k, v in new.plugins.tables.get(name, {}).items()
+                 if k not in RESERVED}
         # In the class the running plugin asks for (a plugins-directory file was loaded anew).
         settings = convert(type(host.settings[name]), table, f"plugins.{name}", errors)
         if errors:
@@ -298,6 +309,8 @@ def _web_step(
         services.max_headers = new.server.max_headers
         services.access_log = new.server.access_log
         services.api, services.api_keys, services.api_limit = new.api, api_keys, api_limit
+        if services.fanouts is not None:
+            services.fanouts.limit = new.api.max_in_flight
         for app, hc in servers:
             _body_limits(app, new)
             _limit(hc, new)

@@ -2,8 +2,10 @@
 
 Tokens are only ever written shortened, credentials never (events do not carry them). The
 file is reopened when it was moved away and on SIGHUP, so logrotate can rotate it; how hard
-each line is pushed to disk is the ``fsync`` setting. ``pnbridge audit`` reads it back
-(``records``). docs/plugins/auditlog.md is the operator's guide.
+each line is pushed to disk is the ``fsync`` setting. ``pnbridge audit``, the command this
+plugin adds, reads it back (``records``). Each instance keeps its open file in
+``app.state``: nothing is shared between two. docs/plugins/auditlog.md is the operator's
+guide.
 """
 
 from __future__ import annotations
@@ -16,17 +18,29 @@ import logging
 import os
 import stat
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import click
 import trio
-from pnbridge import Event, hookimpl, shorten
-from pnbridge.config.typed import check
-from pnbridge.ops.findings import Finding, ServiceUser
-from pnbridge.ops.log import escape_json
-
-log = logging.getLogger("pnbridge.plugins.auditlog")
+from pnbridge import (
+    Event,
+    Finding,
+    PluginContext,
+    ServiceUser,
+    check,
+    config_option,
+    escape_json,
+    fail,
+    hookimpl,
+    json_option,
+    plugin_instances,
+    shorten,
+    table,
+)
 
 DEVICE_FIELDS = ("token_calls", "token_msgs", "appid_calls", "appid_msgs")
 
@@ -79,9 +93,10 @@ class AuditLogError(Exception):
 class AuditFile:
     """The open log file, shared by the hook's worker thread, the fsync task and reloads."""
 
-    def __init__(self, path: str, fsync: str):
+    def __init__(self, path: str, fsync: str, log: logging.Logger):
         self.path = path
         self.fsync = fsync
+        self.log = log
         self.lock = threading.Lock()
         self.dirty = False
         self.fd: int | None = None
@@ -105,7 +120,7 @@ class AuditFile:
                 if error.errno != errno.EINVAL:
                     raise  # EIO, ENOSPC...: the lines may be lost; written again if retried
                 self.syncable = False
-                log.warning("audit log %s cannot be synced (%s): fsync skipped",
+                self.log.warning("audit log %s cannot be synced (%s): fsync skipped",
                             self.path, error)
         self.dirty = False
 
@@ -138,7 +153,7 @@ class AuditFile:
                 if self.fd is None:  # an earlier attempt failed: try the path again
                     self._open()
                 elif self._moved():
-                    log.info("audit log %s was moved away: writing a new one", self.path)
+                    self.log.info("audit log %s was moved away: writing a new one", self.path)
                     self._close()
                     self._open()
                 assert self.fd is not None
@@ -179,19 +194,17 @@ class AuditFile:
             self._close()
 
 
-audit: AuditFile | None = None
-
-
 @hookimpl
 def settings_class() -> type[Settings]:
     return Settings
 
 
 @hookimpl
-async def startup(app: Any) -> None:
-    global audit
+async def startup(app: PluginContext) -> None:
     settings = app.settings(Settings)
-    audit = await trio.to_thread.run_sync(AuditFile, settings.path, settings.fsync)
+    app.state = audit = await trio.to_thread.run_sync(
+        AuditFile, settings.path, settings.fsync, app.log
+    )
     if settings.fsync == "interval":
         app.nursery.start_soon(_sync_every, audit, settings.fsync_interval)
 
@@ -203,38 +216,35 @@ async def _sync_every(file: AuditFile, interval: float) -> None:
         try:
             await trio.to_thread.run_sync(file.sync)
         except OSError as error:
-            log.error("audit log %s: fsync failed (tried again in %gs): %s",
-                      file.path, interval, error)
+            file.log.error("audit log %s: fsync failed (tried again in %gs): %s",
+                           file.path, interval, error)
 
 
 @hookimpl
-async def reload() -> None:
-    if audit is not None:
-        await trio.to_thread.run_sync(audit.reopen)
+async def reload(app: PluginContext) -> None:
+    if app.state is not None:
+        await trio.to_thread.run_sync(app.state.reopen)
 
 
 @hookimpl
-async def shutdown() -> None:
-    global audit
-    if audit is not None:
-        await trio.to_thread.run_sync(audit.close)
-        audit = None
+async def shutdown(app: PluginContext) -> None:
+    if app.state is not None:
+        await trio.to_thread.run_sync(app.state.close)
+        app.state = None
 
 
 @hookimpl
-def device_registered(event: Event) -> None:
-    assert audit is not None
-    audit.write(line(event))
+def device_registered(event: Event, app: PluginContext) -> None:
+    app.state.write(line(event))
 
 
 @hookimpl
-def device_removed(event: Event) -> None:
-    assert audit is not None
-    audit.write(line(event))
+def device_removed(event: Event, app: PluginContext) -> None:
+    app.state.write(line(event))
 
 
 @hookimpl
-def doctor(app: Any, user: ServiceUser) -> list[Finding]:
+def doctor(app: PluginContext, user: ServiceUser) -> list[Finding]:
     """The log's directory, and the log when it exists, writable as the service user."""
     path = Path(app.settings(Settings).path)
     fix = f"chown {user.name}: {path}" if path.exists() else (
@@ -274,3 +284,92 @@ def records(path: str) -> tuple[list[dict[str, Any]], int]:
                     seen.add(event_id)
                     found.append(record)
     return found, bad
+
+
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class Since(click.ParamType):
+    """A point in time: ISO 8601 (UTC unless it says otherwise) or an age like 90s, 2h, 7d."""
+
+    name = "TIME"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        text = str(value).strip()
+        if text[:-1].replace(".", "", 1).isdigit() and text[-1:] in AGE_UNITS:
+            return time.time() - float(text[:-1]) * AGE_UNITS[text[-1]]
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{value!r} is neither ISO 8601 (2026-01-02T03:04:05Z) nor an age "
+                      "(90s, 30m, 2h, 7d, 1w)", param, ctx)
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(audit)
+
+
+def _instance(config_path: str | None, name: str | None) -> PluginContext:
+    """The enabled auditlog instance ``name``; without a name, the only one (or the one
+    named auditlog)."""
+    apps = plugin_instances(config_path, "auditlog")
+    if name is not None and name not in apps:
+        fail(f"no enabled instance {name} of the auditlog plugin in this config (enabled: "
+             f"{', '.join(apps) or 'none'})")
+    if name is None and not apps:
+        fail("the auditlog plugin is not enabled in this config ([plugins] enabled)")
+    if name is None and len(apps) > 1 and "auditlog" not in apps:
+        fail(f"instances of the auditlog plugin: {', '.join(apps)}; name one with --instance")
+    return apps[name or ("auditlog" if "auditlog" in apps else next(iter(apps)))]
+
+
+@click.command("audit")
+@config_option
+@click.option("--instance", metavar="NAME",
+              help="The auditlog instance whose log to read (default: the only one, or the "
+                   "one named auditlog).")
+@click.option("--username", help="Only this user's events.")
+@click.option("--selector", help="Only this device's events.")
+@click.option("--since", type=Since(), help="Only events since TIME (ISO 8601, or 2h, 7d...).")
+@json_option
+def audit(
+    config_path: str | None, instance: str | None, username: str | None,
+    selector: str | None, since: float | None, as_json: bool,
+) -> None:
+    """Read the audit log (and its rotated files) of the auditlog plugin, filtered.
+
+    With --json, prints the matching lines as they are in the log (JSON Lines).
+    """
+    app = _instance(config_path, instance)
+    path = app.settings(Settings).path
+    if not log_files(path):
+        fail(f"no audit log at {path} (nothing delivered to {app.name} yet, or "
+             f"[plugins.{app.name}] path names another file)")
+    try:
+        found, bad = records(path)
+    except OSError as error:
+        fail(f"cannot read the audit log: {error}")
+    if bad:
+        click.echo(f"pnbridge: warning: {bad} unreadable line(s) skipped", err=True)
+    matching = [
+        r for r in found
+        if (username is None or r.get("username") == username)
+        and (selector is None or r.get("selector") == selector)
+        and (since is None or datetime.fromisoformat(r["time"]).timestamp() >= since)
+    ]
+    if as_json:
+        for record in matching:
+            click.echo(escape_json(json.dumps(record, ensure_ascii=False, separators=(",", ":"))))
+        return
+    rows = [("TIME", "KIND", "REASON", "SELECTOR", "USERNAME", "TOKENS", "SOURCE")]
+    rows += [
+        (r["time"], r["kind"], r["reason"], r["selector"], r["username"],
+         " ".join(t for t in (r.get("token_calls"), r.get("token_msgs")) if t) or "-",
+         " ".join(f"{k}={v}" for k, v in r.get("source", {}).items()) or "-")
+        for r in matching
+    ]
+    table(rows)

@@ -3,7 +3,7 @@
 Each push is one ``POST`` of a JSON object to ``[plugins.pnmediator] url`` over pooled HTTP
 connections (``Connections``), opened at startup and closed at shutdown, with at most
 ``max_in_flight`` pushes under way at once. What pnmediator answers maps to an outcome by
-``ANSWERS`` below.
+``ANSWERS`` below. Each instance keeps its settings and connections in ``app.state``.
 """
 
 from __future__ import annotations
@@ -14,17 +14,12 @@ import ssl
 import time
 import urllib.parse
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import httpcore
 import httpx
 import trio
-from pnbridge import Push, PushResult, hookimpl
-from pnbridge.config.typed import check
-from pnbridge.ops.findings import Finding, http_reachable
-
-if TYPE_CHECKING:
-    from pnbridge.delivery.pluginhost import App
+from pnbridge import Finding, PluginContext, Push, PushResult, check, hookimpl, http_reachable
 
 URL = "https://pnm.cloudsoftphone.com/pnm2/send"
 
@@ -175,11 +170,10 @@ UNREACHABLE = (
 
 @dataclass
 class _Open:
+    """A started instance: its settings and its connections."""
+
     settings: Settings
     connections: Connections
-
-
-_open: _Open | None = None
 
 
 @hookimpl
@@ -188,44 +182,43 @@ def settings_class() -> type[Settings]:
 
 
 @hookimpl
-async def startup(app: App) -> None:
-    global _open
+async def startup(app: PluginContext) -> None:
     settings = app.settings(Settings)
     headers = {"User-Agent": "pnbridge", "Content-Type": "application/json"}
-    _open = _Open(settings, Connections(
+    app.state = _Open(settings, Connections(
         settings.url, settings.max_in_flight, settings.timeout, headers, settings.proxy
     ))
 
 
 @hookimpl
-async def shutdown(app: App) -> None:
-    global _open
-    if _open is not None:
-        await _open.connections.aclose()
-        _open = None
+async def shutdown(app: PluginContext) -> None:
+    if app.state is not None:
+        await app.state.connections.aclose()
+        app.state = None
 
 
 @hookimpl
-async def doctor(app: App) -> list[Finding]:
+async def doctor(app: PluginContext) -> list[Finding]:
     """pnmediator gives an HTTP answer at the url (a HEAD after the TLS handshake: no push)."""
     settings = app.settings(Settings)
     return [await http_reachable(
-        settings.url, "pnmediator at", "check [plugins.pnmediator] url and proxy, DNS and "
+        settings.url, "pnmediator at", f"check [plugins.{app.name}] url and proxy, DNS and "
         "the firewall (outgoing HTTPS)", settings.timeout, settings.proxy,
     )]
 
 
 @hookimpl
-async def send_push(push: Push) -> PushResult:
-    if _open is None:
-        return PushResult("failed", "the pnmediator plugin is not started")
+async def send_push(push: Push, app: PluginContext) -> PushResult:
+    running: _Open | None = app.state
+    if running is None:
+        return PushResult("failed", f"the {app.name} plugin is not started")
     if not push.appid:
         return PushResult("failed", f"no app id stored with the {push.pair} token")
     body = json.dumps(request_body(push), separators=(",", ":")).encode()
     try:
-        response = await _open.connections.post(body)
+        response = await running.connections.post(body)
     except httpcore.TimeoutException:
-        return PushResult("retry", f"no answer within {_open.settings.timeout:g} s")
+        return PushResult("retry", f"no answer within {running.settings.timeout:g} s")
     except UNREACHABLE as error:
         return PushResult("retry", f"cannot reach pnmediator: {type(error).__name__}: {error}")
     retry_after = next(
@@ -233,8 +226,8 @@ async def send_push(push: Push) -> PushResult:
     )
     result = outcome(response.status, _json(response.content), retry_after)
     if result.config_error:
-        result = replace(result, reason=f"{result.reason}; check [plugins.pnmediator] url "
-                                        f"= {_shown(_open.settings.url)}")
+        result = replace(result, reason=f"{result.reason}; check [plugins.{app.name}] url "
+                                        f"= {_shown(running.settings.url)}")
     return result
 
 

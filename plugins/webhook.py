@@ -5,7 +5,9 @@ The body is a JSON document (see ``payload``); the headers ``X-Pnbridge-Event-Id
 and check ``HEX == HMAC-SHA256(secret, f"{timestamp}.{body}")``. Answers map to delivery
 outcomes: 2xx delivered; 408, 429, 5xx, timeouts and connection errors retried (after
 ``Retry-After`` when the receiver sent one); any other answer parks the event as failed.
-docs/plugins/webhook.md is the operator's and the receiver's guide.
+Each instance keeps its client and receivers in ``app.state`` (a ``Webhook``), so two
+instances (``[plugins.crm] plugin = "webhook"``) post apart. docs/plugins/webhook.md is the
+operator's and the receiver's guide.
 """
 
 from __future__ import annotations
@@ -22,10 +24,17 @@ from typing import Any, Literal
 
 import httpx
 import trio
-from pnbridge import Event, PermanentFailure, RetryLater, __version__, hookimpl
-from pnbridge.config.typed import check
-from pnbridge.ops.findings import Finding, http_reachable
-from pnbridge.ops.log import redact
+from pnbridge import (
+    Event,
+    Finding,
+    PermanentFailure,
+    PluginContext,
+    RetryLater,
+    check,
+    hookimpl,
+    http_reachable,
+    redact,
+)
 
 EventKind = Literal["registered", "removed"]
 TOKEN_FIELDS = ("token_calls", "token_msgs")
@@ -181,10 +190,11 @@ class Outcome:
 class Webhook:
     """The running plugin: settings, the pooled client, which receivers took which event."""
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient):
+    def __init__(self, settings: Settings, client: httpx.AsyncClient, version: str):
         self.settings = settings
         self.targets = targets(settings)
         self.client = client
+        self.user_agent = f"pnbridge-webhook/{version}"
         # Per event being retried: each receiver's refusal (None once it accepted).
         self.answered: OrderedDict[str, dict[str, str | None]] = OrderedDict()
 
@@ -228,7 +238,7 @@ class Webhook:
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
-            "User-Agent": f"pnbridge-webhook/{__version__}",
+            "User-Agent": self.user_agent,
             "X-Pnbridge-Event-Id": event.id,
             "X-Pnbridge-Timestamp": timestamp,
             "X-Pnbridge-Signature": sign(target.secret, timestamp, body),
@@ -265,47 +275,41 @@ class Webhook:
         return response
 
 
-webhook: Webhook | None = None
-
-
 @hookimpl
 def settings_class() -> type[Settings]:
     return Settings
 
 
 @hookimpl
-async def startup(app: Any) -> None:
-    global webhook
+async def startup(app: PluginContext) -> None:
     settings = app.settings(Settings)
     limits = httpx.Limits(max_connections=20, max_keepalive_connections=len(settings.urls))
-    webhook = Webhook(settings, httpx.AsyncClient(limits=limits, follow_redirects=False))
+    client = httpx.AsyncClient(limits=limits, follow_redirects=False)
+    app.state = Webhook(settings, client, app.version)
 
 
 @hookimpl
-async def shutdown() -> None:
-    global webhook
-    if webhook is not None:
-        await webhook.client.aclose()
-        webhook = None
+async def shutdown(app: PluginContext) -> None:
+    if app.state is not None:
+        await app.state.client.aclose()
+        app.state = None
 
 
 @hookimpl
-async def device_registered(event: Event) -> None:
-    assert webhook is not None
-    await webhook.deliver(event)
+async def device_registered(event: Event, app: PluginContext) -> None:
+    await app.state.deliver(event)
 
 
 @hookimpl
-async def device_removed(event: Event) -> None:
-    assert webhook is not None
-    await webhook.deliver(event)
+async def device_removed(event: Event, app: PluginContext) -> None:
+    await app.state.deliver(event)
 
 
 @hookimpl
-async def doctor(app: Any) -> list[Finding]:
+async def doctor(app: PluginContext) -> list[Finding]:
     """Each receiver gives an HTTP answer (to a HEAD: no event is sent)."""
     return [
-        await http_reachable(target.url, "receiver", "check the URL in [plugins.webhook] "
+        await http_reachable(target.url, "receiver", f"check the URL in [plugins.{app.name}] "
                              "urls, the receiver, DNS and the firewall", target.timeout)
         for target in targets(app.settings(Settings))
     ]

@@ -4,6 +4,7 @@ command, HANGUP, a closed connection, a dead channel), and garbage."""
 
 from __future__ import annotations
 
+import random
 import re
 import socket
 from typing import Any
@@ -12,9 +13,12 @@ import pytest
 import trio
 import trio.testing
 from conftest import Daemon, pnbridge
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pnbridge.agi.protocol import AgiChannel, AgiError, Hangup, parse_reply, quote
 from pnbridge.agi.service import SCRIPTS
-from pnbridge.config.tables import parse_config
+from pnbridge.config.running import changed, restart_values
+from pnbridge.config.tables import Config, parse_config
 from pnbridge.config.typed import ConfigError
 from pnmediator_stub import HTTP_400, HTTP_500, Stub
 
@@ -379,6 +383,61 @@ async def test_garbage_closes_that_connection_only(daemon, stub, data, caplog):
     assert good.variables["PNBRIDGE_STATUS"] == "sent"
 
 
+# Pieces of what Asterisk says, and of what it never says, for random sessions.
+PIECES = [b"agi_network: yes\n", b"agi_network_script: wake\n", b"agi_network_script: missed\n",
+          b"agi_request: agi://127.0.0.1/answered-elsewhere\n", b"agi_extension: 1001\n",
+          b"agi_arg_1: 1001\n", b"agi_arg_2: 0.2\n", b"agi_uniqueid: 1.1\n", b"\n", b"HANGUP\n",
+          b"200 result=1\n", b"200 result=1 ()\n", f"200 result=1 ({CONTACT})\n".encode(),
+          b"511 Command Not Permitted on a dead channel\n", b"520-usage\n", b"520 End\n",
+          b"\x00\xff\xfe", b"\r\n", b"agi_", b"x" * 9000, b"\x1b[31m", b"result=(", b"  \n"]
+
+
+async def test_random_sessions_end_cleanly_and_never_reach_the_bug_handler(daemon, stub, caplog):
+    await report(daemon, "1001", "A", msgs="tok")
+    rng = random.Random(15)
+
+    async def one() -> None:
+        asterisk = await Asterisk.connect(port_of(daemon))
+        data = b"".join(rng.choice(PIECES) for _ in range(rng.randint(0, 16)))
+        try:
+            await asterisk.send(data)
+            await asterisk.stream.send_eof()  # then nothing more: the session must end
+        except trio.BrokenResourceError:
+            pass  # pnbridge closed first (garbage, or max_sessions under way)
+        with trio.fail_after(3):
+            while await asterisk.command() is not None:
+                pass
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(200):
+            nursery.start_soon(one)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    text = (await daemon.client.get("/metrics")).text
+    counted = sum(float(v) for v in re.findall(r"^pnbridge_agi_sessions_total\{.*\} (\S+)$",
+                                                  text, re.M))
+    assert counted + await metric(daemon, "pnbridge_agi_refused_total") == 200
+    good = await session(daemon, "wake", contacts=[f"200 result=1 ({CONTACT})"])
+    assert good.variables["PNBRIDGE_STATUS"] == "sent"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PIECES) | st.binary(max_size=40), max_size=20))
+def test_the_protocol_reader_raises_only_its_own_errors(pieces):
+    async def read() -> None:
+        ours, theirs = trio.testing.memory_stream_pair()
+        channel = AgiChannel(ours, read_timeout=1.0)
+        await theirs.send_all(b"".join(pieces))
+        await theirs.send_eof()
+        try:  # the stream ends, so only an exception ends this; any other fails the test
+            await channel.read_environment()
+            while True:
+                await channel.command("NOOP")
+        except (AgiError, Hangup):
+            pass
+
+    trio.run(read, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
 async def test_an_unexpected_line_while_waiting_is_garbage(daemon, stub):
     await report(daemon, "1001", "A", msgs="tok")
     asterisk = await Asterisk.connect(port_of(daemon))
@@ -483,6 +542,12 @@ def test_config_errors_name_the_key(agi, problem):
                                     ["127.0.0.2:0"]])
 def test_loopback_addresses_need_no_opt_in(listen):
     assert parse_config({"agi": {"listen": listen}}).agi.listen == listen
+
+
+def test_agi_keys_are_named_by_a_reload_as_waiting_for_a_restart():
+    new = parse_config({"agi": {"listen": ["127.0.0.1:4573"], "read_timeout": 2.0}})
+    assert changed(restart_values(Config(), {}), restart_values(new, {})) == [
+        "agi.listen", "agi.read_timeout"]
 
 
 def test_a_remote_address_with_the_opt_in_is_accepted():

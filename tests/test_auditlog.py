@@ -267,3 +267,53 @@ def test_the_example_config_tables_are_valid(tmp_path):
     assert "[plugins.pnmediator]\nurl = " in config.read_text()
     result = pnbridge("check-config", "--config", str(config))
     assert result.returncode == 0, result.stderr
+
+
+async def test_two_instances_write_apart(start_daemon, tmp_path):
+    """Two instances of the auditlog plugin (``[plugins.archive] plugin = "auditlog"``) each
+    keep their own file: both get every event; one's file moved away (its logrotate) makes
+    it start a new file while the other goes on writing its own."""
+    main, archive = tmp_path / "audit.jsonl", tmp_path / "archive" / "audit.jsonl"
+    archive.parent.mkdir()
+    daemon = await start_daemon({"plugins": {
+        "enabled": ["auditlog", "archive"],
+        "auditlog": {"path": str(main), "fsync": "never"},
+        "archive": {"plugin": "auditlog", "path": str(archive), "fsync": "always"},
+    }})
+    await report(daemon, "S1")
+    await wait_until(lambda: len(lines(main)) == len(lines(archive)) == 1)
+    main.rename(tmp_path / "audit.jsonl.1")
+    await report(daemon, "S2")
+    await wait_until(lambda: len(lines(main)) == 1 and len(lines(archive)) == 2)
+    journal = [e.id for e in daemon.store().events()]
+    assert [r["id"] for r in json_lines(archive)] == journal
+    assert [r["id"] for r in json_lines(tmp_path / "audit.jsonl.1")] == journal[:1]
+    assert [r["id"] for r in json_lines(main)] == journal[1:]
+
+
+def test_audit_command_picks_an_instance(tmp_path):
+    """``pnbridge audit`` (the auditlog plugin's command) reads the instance named auditlog,
+    or the only one, or the one ``--instance`` names; it says which there are when it
+    cannot tell."""
+    for name in ("main", "archive"):
+        write_log(tmp_path / f"{name}.jsonl", [record(1, name, "S1", "2026-01-02T03:04:05.000Z")])
+    config = tmp_path / "pnbridge.toml"
+
+    def audit(enabled: dict[str, str], *args: str) -> tuple[int, list[str], str]:
+        config.write_text(f"[plugins]\nenabled = {list(enabled)!r}\n".replace("'", '"') + "".join(
+            f'[plugins.{name}]\nplugin = "auditlog"\npath = "{tmp_path / log}.jsonl"\n'
+            for name, log in enabled.items()))
+        result = pnbridge("audit", "--config", str(config), "--json", *args)
+        users = [json.loads(line)["username"] for line in result.stdout.splitlines()]
+        return result.returncode, users, result.stderr
+
+    assert audit({"archive": "archive"}) == (0, ["archive"], "")
+    assert audit({"auditlog": "main", "archive": "archive"}) == (0, ["main"], "")
+    assert audit({"auditlog": "main", "archive": "archive"}, "--instance", "archive") == \
+        (0, ["archive"], "")
+    assert audit({"one": "main", "two": "archive"}) == (
+        1, [], "pnbridge: instances of the auditlog plugin: one, two; name one with "
+               "--instance\n")
+    assert audit({"one": "main"}, "--instance", "two") == (
+        1, [], "pnbridge: no enabled instance two of the auditlog plugin in this config "
+               "(enabled: one)\n")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from conftest import pnbridge
-from pnbridge.config.tables import Config, listen_problem, load_config, parse_config
+from pnbridge.config.addresses import listen_problem
+from pnbridge.config.tables import Config, load_config, parse_config
 from pnbridge.config.typed import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "pnbridge.toml"

@@ -1,4 +1,5 @@
-"""Every hook is documented with its exact signature and has a test (Datasette's rule)."""
+"""Every hook is documented with its exact signature, its ``app`` argument (the plugin's
+context) included, and has a test (Datasette's rule)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from pnbridge.delivery import hookspecs
 from pnbridge.delivery.pluginhost import HOOKS
 
 ROOT = Path(__file__).parent.parent
-HEADINGS = re.findall(r"^## `([^`]+)`$", (ROOT / "docs" / "plugin-hooks.md").read_text(), re.M)
+HOOKS_DOC = (ROOT / "docs" / "plugin-hooks.md").read_text()
+HEADINGS = re.findall(r"^## `([^`]+)`$", HOOKS_DOC, re.M)
+SECTIONS = dict(re.findall(r"^## `([^`]+)`\n(.*?)(?=^## |\Z)", HOOKS_DOC, re.M | re.S))
+WITHOUT_APP = {"settings_class", "register_commands"}  # asked before there is a context
 TEST_NAMES = {
     name
     for path in Path(__file__).parent.glob("test_*.py")
@@ -37,6 +41,15 @@ def test_hook_is_documented_with_its_signature(hook):
 @pytest.mark.parametrize("hook", HOOKS)
 def test_hook_has_a_test(hook):
     assert any(hook in name for name in TEST_NAMES), f"no test_hook_... test names {hook}"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_hook_takes_app_and_its_section_documents_it(hook):
+    takes = "app" in inspect.signature(getattr(hookspecs, hook)).parameters
+    assert takes == (hook not in WITHOUT_APP)
+    if takes:
+        assert "`app`" in SECTIONS[signature(hook)], f"## `{signature(hook)}` does not say " \
+            "what `app` is"
 
 
 def test_no_heading_without_hook():

@@ -2,12 +2,15 @@
 #!define settings, run by the real Kamailio on loopback ports, with pnbridge (``pnbridge
 serve``, the pnmediator plugin pointed at the recording stand-in of tests/pnmediator_stub.py,
 devices reported through the real reporter) and sipp as the caller and as the phones
-(tests/sipp/*.xml). Skipped where Kamailio or sipp is not installed, unless ``CI`` is set."""
+(tests/sipp/*.xml). Skipped where Kamailio or sipp is not installed, unless ``CI`` is set.
+``KAMAILIO_TEST_ARGS`` adds arguments to Kamailio's command line, e.g. ``-A HTTP_TIMEOUT=2``
+(the slow push then fails, as with the old snippet's timeout)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -23,7 +26,7 @@ import httpx
 import pytest
 import trio
 from conftest import Process
-from pnmediator_stub import Stub, slow
+from pnmediator_stub import Answer, Stub, slow
 
 ROOT = Path(__file__).parent.parent
 CFG = ROOT / "config" / "pbx" / "kamailio" / "kamailio.cfg"
@@ -61,8 +64,9 @@ def _require() -> None:
         pytest.skip(problem)
 
 
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
+def free_port() -> int:
+    """A UDP port on loopback that nothing uses now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
@@ -278,6 +282,15 @@ timeout = 1.0
         stand_in.stop()
 
 
+def test_the_docs_quote_the_shipped_file() -> None:
+    """Each ```kamailio block of docs/pbx-integration.md is a piece of the shipped file."""
+    docs = (ROOT / "docs" / "pbx-integration.md").read_text()
+    blocks = re.findall(r"^```kamailio\n(.*?)^```$", docs, re.M | re.S)
+    assert len(blocks) >= 10
+    shipped = CFG.read_text()
+    assert [block for block in blocks if block not in shipped] == []
+
+
 def test_an_unknown_user_gets_480_at_once_and_no_push(pbx: Pbx) -> None:
     call_id = f"unknown-{time.monotonic_ns()}@test"
     started = time.monotonic()
@@ -297,6 +310,11 @@ def test_a_call_cancelled_while_the_phone_sleeps_is_missed_once(pbx: Pbx) -> Non
     assert [(r["verb"], r["DeviceToken"]) for r in pbx.pushes(call_id)] == [
         (CALL, "sleeper-voip"), (MISSED, "sleeper-voip")]
     assert pbx.pushes(call_id, CALL)[0]["UserDisplayName"] == "Carol"  # the caller's From
+    # The cancelled call is no longer parked: the phone that wakes up now is not rung.
+    phone = pbx.phone("phone_ignore", "sleeper", "SLEEPER")
+    phone.stop()
+    assert phone.received("INVITE ") == 0
+    assert "sleeper registered: resuming" not in pbx.kamailio_log.read_text()
 
 
 def pairs(pushes: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
@@ -485,3 +503,24 @@ def test_when_the_answering_device_is_not_known_every_device_is_told(pbx: Pbx) -
         (ELSEWHERE, "ANDROID-ANON", "com.app", "anon-fcm"),
         (ELSEWHERE, "IPHONE-ANON", "com.app.voip", "anon-voip"),
     ]
+
+
+def test_a_slow_push_is_waited_for_up_to_its_deadline(pbx: Pbx) -> None:
+    """pnmediator answers 503 three times (0.9 s each) before taking the push: pnbridge
+    answers after about 3 s, within NotifyIncomingCall's 4 s deadline. Kamailio's whole-request
+    timeout (HTTP_TIMEOUT, 12 s) waits for it, so the call is parked and its CANCEL pushes
+    Missed; with the 2 s the old snippet set, curl gave up and the caller got 480."""
+    pbx.report("slow", "ANDROID-SLOW", msgs="slow-fcm")
+    busy = Answer(503, {"code": 503, "response": "busy"}, delay=0.9)
+    pbx.stub.answer("slow-fcm", busy, busy, busy)
+    call_id = f"slow-{time.monotonic_ns()}@test"
+    started = time.monotonic()
+    caller = pbx.sipp("call_cancel", "-cid_str", call_id, "-d", "4000", port=free_port(),
+                      to="slow")
+    caller.wait(15)
+    wait_until(lambda: pbx.pushes(call_id, MISSED), 5, "NotifyIncomingCallMissed")
+    assert [r["verb"] for r in settle(pbx, call_id)] == [CALL] * 4 + [MISSED]
+    times = [t for r, t in zip(pbx.stub.requests, pbx.stub.times, strict=True)
+             if r.get("Id") == call_id and r["verb"] == CALL]
+    assert times[-1] - times[0] > 2.5  # the last try, the one sent, came after 2.5 s
+    assert time.monotonic() - started >= 4

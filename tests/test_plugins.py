@@ -7,8 +7,10 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import trio
 from conftest import pnbridge
 from plugintools import (
@@ -20,6 +22,9 @@ from plugintools import (
     wait_until,
     write_plugin,
 )
+from pnbridge import PluginContext
+from pnbridge import __version__ as pnbridge_version
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def plugins_config(directory: Path, enabled: list[str], **tables: dict) -> dict:
@@ -323,3 +328,206 @@ def test_docs_testing_example_runs(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+TEST_PLUGINS = Path(__file__).parent / "plugins"
+
+
+def copy_plugin(directory: Path, name: str) -> None:
+    """The test plugin ``tests/plugins/NAME.py``, into the plugins directory ``directory``."""
+    write_plugin(directory, name, (TEST_PLUGINS / f"{name}.py").read_text())
+
+
+async def test_hook_app_context_per_instance(start_daemon, tmp_path, caplog):
+    """Each instance of a plugin gets its own ``app``: its name, settings, logger, state,
+    nursery and metrics (in the daemon's /metrics, labelled with the instance's name);
+    ``[plugins.NAME] plugin`` runs a second instance of the same plugin file."""
+    copy_plugin(tmp_path / "plugins", "context_probe")
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    caplog.set_level("INFO", "pnbridge.plugins")
+    daemon = await start_daemon(plugins_config(
+        tmp_path / "plugins", ["context_probe", "second"],
+        context_probe={"path": str(one)},
+        second={"plugin": "context_probe", "path": str(two)},
+    ))
+    for selector in ("S1", "S2"):
+        r = await daemon.client.get("/token/", params={
+            "username": "u", "selector": selector, "pushToken": "t" + selector})
+        assert r.status_code == 200
+    assert (await daemon.client.get("/removeToken/", params={"selector": "S1"})).status_code \
+        == 200
+    await wait_until(lambda: len(lines(one)) == len(lines(two)) == 3)
+    for path, name in ((one, "context_probe"), (two, "second")):
+        assert [(e["name"], e["plugin"], e["seen"], e["ticks"], e["selector"])
+                for e in json_lines(path)] == [
+            (name, "context_probe", n, 1, s) for n, s in ((1, "S1"), (2, "S2"), (3, "S1"))
+        ]
+    started = {(r.name, r.getMessage()) for r in caplog.records if "started" in r.getMessage()}
+    assert started == {
+        ("pnbridge.plugins.context_probe", "started context_probe (plugin context_probe, "
+         f"pnbridge {pnbridge_version})"),
+        ("pnbridge.plugins.second", f"started second (plugin context_probe, pnbridge "
+         f"{pnbridge_version})"),
+    }
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families((await daemon.client.get("/metrics")).text)
+        for sample in family.samples if sample.name.startswith("pnbridge_plugin_context_probe")
+    }
+    for name in ("context_probe", "second"):
+        for kind, count in (("registered", 2), ("removed", 1)):
+            key = ("pnbridge_plugin_context_probe_events_total",
+                   (("kind", kind), ("plugin", name)))
+            assert samples[key] == count
+        assert samples["pnbridge_plugin_context_probe_seen", (("plugin", name),)] == 3
+
+
+async def test_old_style_plugin_without_app_still_works(start_daemon, tmp_path):
+    """A plugin written before hooks had ``app`` (settings in a module global, hooks that
+    take only ``event``) gets its events as before."""
+    copy_plugin(tmp_path / "plugins", "old_style")
+    out = tmp_path / "old.txt"
+    daemon = await start_daemon(
+        plugins_config(tmp_path / "plugins", ["old_style"], old_style={"path": str(out)})
+    )
+    r = await daemon.client.get("/token/", params={"username": "u", "selector": "S1",
+                                                   "pushToken": "t"})
+    assert r.status_code == 200
+    assert (await daemon.client.get("/removeToken/", params={"selector": "S1"})).status_code \
+        == 200
+    await wait_until(lambda: len(lines(out)) == 2)
+    assert lines(out) == ["registered S1", "removed S1"]
+
+
+def test_instances_in_check_config_and_plugins_command(tmp_path):
+    """``[plugins.NAME] plugin`` must name a plugin found, and an instance's name must not be
+    another plugin's; the instance's settings are checked as the plugin's; ``pnbridge
+    plugins`` lists the instance with the plugin's hooks."""
+    config = tmp_path / "pnbridge.toml"
+    config.write_text('''
+[plugins]
+enabled = ["crm", "auditlog"]
+[plugins.crm]
+plugin = "nosuch"
+[plugins.auditlog]
+plugin = "webhook"
+''')
+    result = pnbridge("check-config", "--config", str(config))
+    assert result.returncode == 1
+    assert "plugins.crm.plugin: no plugin named 'nosuch' (found: " in result.stderr
+    assert ("plugins.auditlog.plugin: auditlog is a plugin's own name; give the instance of "
+            "webhook another") in result.stderr
+    config.write_text('''
+[plugins]
+enabled = ["crm"]
+[plugins.crm]
+plugin = "webhook"
+urls = ["http://127.0.0.1:9/x"]
+''')
+    result = pnbridge("check-config", "--config", str(config))
+    assert result.returncode == 1
+    assert "plugins.crm.secret: required key is missing" in result.stderr
+    config.write_text(config.read_text() + 'secret = "s"\n')
+    assert pnbridge("check-config", "--config", str(config)).returncode == 0
+    result = pnbridge("plugins", "--json", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    found = {p["name"]: p for p in json.loads(result.stdout)}
+    assert (found["crm"]["enabled"], found["crm"]["source"], found["crm"]["hooks"]) == \
+        (True, "instance of webhook", found["webhook"]["hooks"])
+    assert found["webhook"]["enabled"] is False
+
+
+def test_context_settings_and_nursery_are_the_instances_own():
+    """``app.settings(cls)`` gives only the instance's own settings; ``app.nursery`` exists
+    only while the plugin runs."""
+    @dataclass
+    class Mine:
+        path: str
+
+    @dataclass
+    class Other:
+        path: str
+
+    app = PluginContext("eventlog", Mine("x"))
+    assert app.settings(Mine) == Mine("x") and app.plugin == "eventlog"
+    with pytest.raises(LookupError, match="Other is not the settings_class of plugin eventlog"):
+        app.settings(Other)
+    with pytest.raises(RuntimeError, match=r"app\.nursery exists from startup to shutdown"):
+        app.nursery  # noqa: B018
+
+
+def entry_point_plugin(site: Path, name: str) -> dict[str, str]:
+    """The test plugin ``tests/plugins/NAME.py`` installed in ``site`` as the distribution
+    pnbridge-NAME with a ``pnbridge`` entry point; the environment to run pnbridge with."""
+    copy_plugin(site, name)
+    info = site / f"pnbridge_{name}-1.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: pnbridge-{name}\nVersion: 1.0.0\n"
+    )
+    (info / "entry_points.txt").write_text(f"[pnbridge]\n{name} = {name}\n")
+    return {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+
+
+def test_hook_register_commands_adds_a_plugins_command(tmp_path):
+    """An installed plugin's ``register_commands`` adds ``pnbridge greet``, which reads its
+    instances' settings from ``--config``; it cannot replace a command of pnbridge's own;
+    the command loads (``--help``) when no config can be read, and then fails naming it."""
+    env = entry_point_plugin(tmp_path / "site", "greeter")
+    config = tmp_path / "pnbridge.toml"
+    config.write_text('[plugins]\nenabled = ["greeter", "polite"]\n'
+                      '[plugins.polite]\nplugin = "greeter"\ngreeting = "good day"\n')
+    result = pnbridge("greet", "--config", str(config), "Alice", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "INSTANCE  SAYS", "greeter   hello, Alice", "polite    good day, Alice",
+    ]
+    assert ("pnbridge: warning: plugin greeter: a command serve exists already; the "
+            "plugin's is left out") in result.stderr
+    listed = pnbridge("--help", env=env)
+    assert re.search(r"^  greet +Greet WHO", listed.stdout, re.M)
+    assert re.search(r"^  audit +Read the audit log", listed.stdout, re.M)  # auditlog's
+    assert "Run the daemon" in pnbridge("serve", "--help", env=env).stdout
+    missing = {**env, "PNBRIDGE_CONFIG": str(tmp_path / "nowhere.toml")}
+    help_text = pnbridge("greet", "--help", env=missing)
+    assert help_text.returncode == 0 and "--config" in help_text.stdout
+    result = pnbridge("greet", "Bob", env=missing)
+    assert result.returncode == 1
+    assert f"pnbridge: error: {tmp_path / 'nowhere.toml'}: cannot read: No such file" \
+        in result.stderr
+    config.write_text('[plugins]\nenabled = []\n')
+    result = pnbridge("greet", "--config", str(config), "Bob", env=env)
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (
+        1, "pnbridge: the greeter plugin is not enabled in this config ([plugins] enabled)")
+
+
+def test_plugins_directory_file_adds_no_command(tmp_path):
+    """A plugin in a ``[plugins] paths`` directory cannot add commands (the directories are
+    in the config, read once a command runs): its command is unknown."""
+    copy_plugin(tmp_path / "plugins", "greeter")
+    config = tmp_path / "pnbridge.toml"
+    config.write_text(f'[plugins]\nenabled = ["greeter"]\npaths = ["{tmp_path / "plugins"}"]\n')
+    result = pnbridge("greet", "--config", str(config), "Alice")
+    assert result.returncode == 2
+    assert "No such command 'greet'" in result.stderr
+
+
+def test_context_metrics_made_once_per_name():
+    """Two instances of a plugin asking for one metric share it, each with its own
+    ``plugin`` label; asking for it again as another kind or with other labels is an error
+    naming what it is."""
+    from pnbridge.delivery.context import PluginRegistry
+
+    registry = PluginRegistry()
+    one = PluginContext("one", plugin="probe", registry=registry)
+    two = PluginContext("two", plugin="probe", registry=registry)
+    one.metrics.counter("sent", "Sent.", ["to"]).labels("a").inc()
+    two.metrics.counter("sent", "Sent.", ["to"]).labels("a").inc(2)
+    one.metrics.counter("sent", "Sent.", ["to"]).labels("a").inc()  # a restart asks again
+    assert registry.get_sample_value(
+        "pnbridge_plugin_probe_sent_total", {"plugin": "one", "to": "a"}) == 2
+    assert registry.get_sample_value(
+        "pnbridge_plugin_probe_sent_total", {"plugin": "two", "to": "a"}) == 2
+    with pytest.raises(ValueError, match="pnbridge_plugin_probe_sent is a counter labelled "
+                                         "plugin, to"):
+        two.metrics.gauge("sent", "Sent.")

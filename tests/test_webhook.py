@@ -326,3 +326,27 @@ def _toml(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     return json.dumps(value)
+
+
+async def test_two_instances_post_apart(start_daemon, receivers):
+    """Two instances of the built-in webhook (``[plugins.crm] plugin = "webhook"``), each
+    with its own receiver, secret and retries: one receiver refusing (503) keeps the other
+    from nothing, each signs with its own secret, and each parks apart."""
+    good = receivers()
+    down = receivers(secret="crm-secret", answer=lambda payload: 503)
+    daemon = await start_daemon({"plugins": {
+        "enabled": ["webhook", "crm"],
+        "webhook": {"urls": [good.url], "secret": SECRET, "delivery": FAST},
+        "crm": {"plugin": "webhook", "urls": [down.url], "secret": "crm-secret",
+                "delivery": {**FAST, "max_attempts": 2}},
+    }})
+    await report(daemon, "S1")
+    await report(daemon, "S2")
+    await wait_until(lambda: len(good.accepted) == 2)
+    await wait_until(lambda: len(daemon.store().failures()) == 2)
+    journal = [e.id for e in daemon.store().events()]
+    assert list(good.accepted) == journal
+    assert (good.forged, down.forged) == (0, 0)  # each signed with its own secret
+    assert [p["id"] for _, p in down.requests] == [journal[0]] * 2 + [journal[1]] * 2
+    assert {(f.plugin, f.event.id) for f in daemon.store().failures()} == \
+        {("crm", event_id) for event_id in journal}

@@ -12,11 +12,10 @@ import stat
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from functools import partial
-from typing import IO, Any, BinaryIO, NoReturn
+from typing import IO, Any, BinaryIO
 
 import click
 import trio
@@ -27,43 +26,25 @@ from ..access.auth import load_users, plugin_problems, security_warnings
 from ..config import paths, running
 from ..config.tables import Config, load_config
 from ..config.typed import ConfigError
-from ..delivery.pluginhost import PluginError, PluginHost, discover, load_plugins
+from ..delivery.commands import config_option, fail, json_option, read_config, table
+from ..delivery.pluginhost import (
+    PluginError,
+    PluginHost,
+    add_commands,
+    discover,
+    load_plugins,
+    with_instances,
+)
 from ..http.worker import ListenError, leaves
 from ..ingest import transfer
 from ..ingest.normalize import BadReport, Reporter
 from ..model import Device, isotime
-from ..ops.log import describe, escape, escape_json, redact, setup_logging, shorten
+from ..ops.log import describe, escape, redact, setup_logging, shorten
 from ..push.fanout import VERBS, BadPush, UnknownUser, parse_request, push_once
 from ..storage.interface import Failure, Store, StoreError
 from ..storage.sqlite.store import SQLiteStore
 
 log = logging.getLogger("pnbridge")
-
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(readable=False),  # load_config names an unreadable file or a directory
-    envvar="PNBRIDGE_CONFIG",
-    callback=lambda ctx, param, value: value if value is not None else paths.default_config(),
-    help=f"TOML config file (default: $PNBRIDGE_CONFIG, else {paths.DEFAULT_CONFIG} when it "
-    "exists, else the embedded defaults). The database is its [storage] path; the embedded "
-    "default is pnbridge.db in the current directory.",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-
-
-def fail(*lines: str) -> NoReturn:
-    for line in lines:
-        click.echo(f"pnbridge: {redact(escape(line))}", err=True)
-    raise SystemExit(1)
-
-
-def read_config(path: str | None) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as error:
-        fail(*(f"error: {line}" for line in error.errors))
-
 
 def read_plugins(config: Config) -> PluginHost:
     """The plugins of ``config``, with what the auth settings need of them and of the users
@@ -91,7 +72,28 @@ def open_store(config: Config, *, create: bool = False, reading: bool = False) -
         fail(str(error))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Main(click.Group):
+    """The ``pnbridge`` group: its own commands, and those the plugins add
+    (``register_commands``), which are looked for when the command line is read."""
+
+    plugins_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if not self.plugins_added:
+            self.plugins_added = True
+            for problem in add_commands(self):
+                click.echo(f"pnbridge: warning: {escape(problem)}", err=True)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._add_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pnbridge")
 def main() -> None:
     """Push token and account removal reporter for Acrobits softphones."""
@@ -231,7 +233,7 @@ def devices_list(config_path: str | None, username: str | None, limit: int,
              isotime(d.last_seen))
             for d in found
         ]
-        _table(rows)
+        table(rows)
     shown = f"{len(found):,} of " if len(found) < total else ""
     click.echo(f"{shown}{total:,} device{'' if total == 1 else 's'}", err=True)
 
@@ -388,15 +390,6 @@ def _bar(length: int, label: str, out: IO[str] | None = None) -> Iterator[Callab
         yield bar.update
 
 
-def _table(rows: Sequence[tuple[str, ...]]) -> None:
-    """Print ``rows`` (the first is the header) as aligned columns, each cell escaped (it
-    may hold what a client sent)."""
-    rows = [tuple(escape(cell) for cell in row) for row in rows]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
-
 @main.command("plugins")
 @config_option
 @json_option
@@ -404,7 +397,7 @@ def plugins_list(config_path: str | None, as_json: bool) -> None:
     """List every plugin found, whether it is enabled, and the hooks it implements."""
     config = read_config(config_path)
     errors: list[str] = []
-    found = discover(config.plugins.paths, errors)
+    found = with_instances(discover(config.plugins.paths, errors), config.plugins)
     for line in errors:
         click.echo(f"pnbridge: warning: {escape(line)}", err=True)
     enabled = config.plugins.enabled
@@ -424,78 +417,7 @@ def plugins_list(config_path: str | None, as_json: bool) -> None:
          f"error: {p.error}" if p.error else ", ".join(p.hooks) or "-", p.source)
         for p in found.values()
     ]
-    _table(rows)
-
-
-AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-class Since(click.ParamType):
-    """A point in time: ISO 8601 (UTC unless it says otherwise) or an age like 90s, 2h, 7d."""
-
-    name = "TIME"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        text = str(value).strip()
-        if text[:-1].replace(".", "", 1).isdigit() and text[-1:] in AGE_UNITS:
-            return time.time() - float(text[:-1]) * AGE_UNITS[text[-1]]
-        try:
-            when = datetime.fromisoformat(text)
-        except ValueError:
-            self.fail(f"{value!r} is neither ISO 8601 (2026-01-02T03:04:05Z) nor an age "
-                      "(90s, 30m, 2h, 7d, 1w)", param, ctx)
-        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-
-
-@main.command("audit")
-@config_option
-@click.option("--username", help="Only this user's events.")
-@click.option("--selector", help="Only this device's events.")
-@click.option("--since", type=Since(), help="Only events since TIME (ISO 8601, or 2h, 7d...).")
-@json_option
-def audit(
-    config_path: str | None, username: str | None, selector: str | None,
-    since: float | None, as_json: bool,
-) -> None:
-    """Read the audit log (and its rotated files) of the auditlog plugin, filtered.
-
-    With --json, prints the matching lines as they are in the log (JSON Lines).
-    """
-    from ..plugins import auditlog
-
-    host = read_plugins(read_config(config_path))
-    settings = host.settings.get("auditlog")
-    if settings is None:
-        fail("the auditlog plugin is not enabled in this config ([plugins] enabled)")
-    if not auditlog.log_files(settings.path):
-        fail(f"no audit log at {settings.path} (nothing delivered to auditlog yet, or "
-             "[plugins.auditlog] path names another file)")
-    try:
-        found, bad = auditlog.records(settings.path)
-    except OSError as error:
-        fail(f"cannot read the audit log: {error}")
-    if bad:
-        click.echo(f"pnbridge: warning: {bad} unreadable line(s) skipped", err=True)
-    matching = [
-        r for r in found
-        if (username is None or r.get("username") == username)
-        and (selector is None or r.get("selector") == selector)
-        and (since is None or datetime.fromisoformat(r["time"]).timestamp() >= since)
-    ]
-    if as_json:
-        for record in matching:
-            click.echo(escape_json(json.dumps(record, ensure_ascii=False, separators=(",", ":"))))
-        return
-    rows = [("TIME", "KIND", "REASON", "SELECTOR", "USERNAME", "TOKENS", "SOURCE")]
-    rows += [
-        (r["time"], r["kind"], r["reason"], r["selector"], r["username"],
-         " ".join(t for t in (r.get("token_calls"), r.get("token_msgs")) if t) or "-",
-         " ".join(f"{k}={v}" for k, v in r.get("source", {}).items()) or "-")
-        for r in matching
-    ]
-    _table(rows)
+    table(rows)
 
 
 @main.group("events", invoke_without_command=True)
@@ -548,7 +470,7 @@ def events(
          " ".join(f"{name}:{state}" for name, state in status.items()) or "-")
         for e, status in listed
     ]
-    _table(rows)
+    table(rows)
 
 
 def _show_failures(parked: list[Failure], as_json: bool) -> None:
@@ -562,7 +484,7 @@ def _show_failures(parked: list[Failure], as_json: bool) -> None:
          "failed" if f.status == "parked" else "retry", str(f.attempts), f.error)
         for f in parked
     ]
-    _table(rows)
+    table(rows)
 
 
 @events.command("retry")
@@ -657,7 +579,7 @@ def users_list(config_path: str | None) -> None:
         (u.name, u.realm + ("" if u.realm == config.auth.realm else " (not [auth] realm)"))
         for u in sorted(known.values(), key=lambda u: u.name)
     ]
-    _table(rows)
+    table(rows)
 
 
 @main.command("push")
@@ -707,7 +629,7 @@ def push(config_path: str | None, verb: str, username: str, as_json: bool,
         rows = [("SELECTOR", "PAIR", "OUTCOME", "ATTEMPTS", "REASON")]
         rows += [(r.selector, r.pair or "-", r.outcome, str(r.attempts), r.reason or "-")
                  for r in results]
-        _table(rows)
+        table(rows)
     if not any(r.outcome == "sent" for r in results):
         raise SystemExit(1)
 

@@ -6,7 +6,6 @@ types are errors that name the key; ``load_config`` collects all of them at once
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -15,41 +14,17 @@ from typing import Any, Literal
 from ..ingest.fields import FieldMap, alias_conflicts
 from ..ingest.routes import ALLOWED_METHODS, TemplateError, compile_template
 from ..model import AuthMode
+from .addresses import (
+    check_admin_listen,
+    check_agi_listen,
+    check_listen,
+    check_networks,
+    is_loopback,
+)
 from .typed import ConfigError, check, convert, duration_problem, parse_duration
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_DATABASE = "pnbridge.db"
-
-_HOST_PORT = re.compile(
-    r"(?:\[(?P<v6>[0-9A-Fa-f:.%\w]+)\]|(?P<host>[^:\[\]\s]+)):(?P<port>\d{1,5})"
-)
-
-
-def listen_problem(address: str) -> str | None:
-    """Why ``address`` is not ``host:port``, ``[v6]:port``, ``unix:PATH`` or ``fd://N``."""
-    if address.startswith("unix:"):
-        return None if address[5:] else "unix: needs a socket path, e.g. unix:/run/pnbridge.sock"
-    if address.startswith("fd://"):
-        return None if address[5:].isdigit() else "fd:// needs a file descriptor number, e.g. fd://3"
-    found = _HOST_PORT.fullmatch(address)
-    if found is None:
-        if re.fullmatch(r"[0-9A-Fa-f:.]+", address) and address.count(":") > 1:
-            return f"{address!r}: write an IPv6 address in brackets, e.g. [::1]:8080"
-        return f"{address!r} is not host:port, [ipv6]:port, unix:PATH or fd://N"
-    if int(found["port"]) > 65535:
-        return f"{address!r}: port must be 0-65535"
-    return None
-
-
-def _check_listen(addresses: list[str]) -> str | None:
-    if not addresses:
-        return "needs at least one address"
-    problems = [p for p in map(listen_problem, addresses) if p]
-    return "; ".join(problems) or None
-
-
-def _check_admin_listen(addresses: list[str]) -> str | None:
-    return "; ".join(p for p in map(listen_problem, addresses) if p) or None
 
 
 def _positive(value: float) -> str | None:
@@ -64,29 +39,19 @@ def _at_least_one(value: int) -> str | None:
     return None if value >= 1 else "must be 1 or more"
 
 
-def _check_networks(networks: list[str]) -> str | None:
-    bad = []
-    for network in networks:
-        try:
-            ipaddress.ip_network(network, strict=False)
-        except ValueError:
-            bad.append(repr(network))
-    return f"not an address or CIDR: {', '.join(bad)}" if bad else None
-
-
 @dataclass(frozen=True)
 class ServerConfig:
     listen: list[str] = field(
-        default_factory=lambda: [DEFAULT_LISTEN], metadata=check(_check_listen)
+        default_factory=lambda: [DEFAULT_LISTEN], metadata=check(check_listen)
     )
     grace_period: float = field(default=10.0, metadata=check(_positive))
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
     # Where /healthz, /readyz and /metrics are served instead of on `listen` (empty: on `listen`).
-    admin_listen: list[str] = field(default_factory=list, metadata=check(_check_admin_listen))
+    admin_listen: list[str] = field(default_factory=list, metadata=check(check_admin_listen))
     # Peers whose X-Forwarded-For is believed (the client is its rightmost untrusted address).
     trusted_proxies: list[str] = field(
-        default_factory=lambda: ["127.0.0.0/8", "::1/128"], metadata=check(_check_networks)
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"], metadata=check(check_networks)
     )
     max_header_bytes: int = field(
         default=16384, metadata=check(lambda n: _between(n, 1024, 1 << 20))
@@ -233,8 +198,8 @@ class DeadlinesConfig:
     """Seconds a push of each verb may take, retries included (a late call push is worthless)."""
 
     NotifyIncomingCall: float = field(default=4.0, metadata=check(_positive))
-    NotifyIncomingCallMissed: float = field(default=10.0, metadata=check(_positive))
-    NotifyIncomingCallAnsweredElsewhere: float = field(default=10.0, metadata=check(_positive))
+    NotifyIncomingCallMissed: float = field(default=4.0, metadata=check(_positive))
+    NotifyIncomingCallAnsweredElsewhere: float = field(default=4.0, metadata=check(_positive))
     NotifyTextMessage: float = field(default=30.0, metadata=check(_positive))
     NotifyGenericTextMessage: float = field(default=30.0, metadata=check(_positive))
 
@@ -251,31 +216,9 @@ class ApiConfig:
     # Token bucket per key: requests a second, and the burst (rate 0: no limit).
     key_rate: float = field(default=20.0, metadata=check(_at_least_zero))
     key_burst: int = field(default=200, metadata=check(_at_least_one))
+    # Push requests whose fan-out may be under way at once; beyond them 503.
+    max_in_flight: int = field(default=1000, metadata=check(_at_least_one))
     deadlines: DeadlinesConfig = field(default_factory=DeadlinesConfig)
-
-
-def _check_agi_listen(addresses: list[str]) -> str | None:
-    problems = []
-    for address in addresses:
-        if address.startswith(("unix:", "fd://")):
-            problems.append(f"{address!r}: Asterisk connects to FastAGI over TCP: use host:port")
-        elif problem := listen_problem(address):
-            problems.append(problem)
-    return "; ".join(problems) or None
-
-
-def is_loopback(address: str) -> bool:
-    """Whether the host of ``host:port`` is a loopback address (or ``localhost``)."""
-    found = _HOST_PORT.fullmatch(address)
-    if found is None:
-        return False
-    host = found["v6"] or found["host"]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -283,7 +226,7 @@ class AgiConfig:
     """The FastAGI service for Asterisk (docs/pbx-integration.md): off while ``listen`` is
     empty."""
 
-    listen: list[str] = field(default_factory=list, metadata=check(_check_agi_listen))
+    listen: list[str] = field(default_factory=list, metadata=check(check_agi_listen))
     # FastAGI has no authentication: an address that is not loopback needs this.
     allow_remote: bool = False
     # Sessions at once; more connections are closed at once (PNBRIDGE_STATUS stays empty).

@@ -3,7 +3,10 @@
 Plugins come from three places, all alike once found: the built-ins (modules of
 ``pnbridge.plugins``), the ``pnbridge`` entry-point group, and ``*.py`` files in the
 ``[plugins] paths`` directories. A plugin's name is its module name, entry-point name or
-file stem. Only the names in ``[plugins] enabled`` are registered and run.
+file stem. Only the names in ``[plugins] enabled`` run, each as an instance of its own: a
+fresh object holding the plugin's hook implementations is registered with pluggy, and its
+hooks get that instance's ``PluginContext`` as ``app``; ``[plugins.NAME] plugin = "OTHER"``
+makes NAME one more instance of the plugin OTHER.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ import pkgutil
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
+import click
 import pluggy
 import trio
 
@@ -30,6 +34,7 @@ from ..config.tables import DeliveryConfig, PluginsConfig
 from ..config.typed import ConfigError, convert
 from ..ops.log import describe
 from . import hookspecs
+from .context import PluginContext, PluginRegistry
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -38,12 +43,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pnbridge.plugins")
 
-T = TypeVar("T")
-
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 RELOAD_TIMEOUT = 10.0
 REQUEST_HOOKS = ("send_push", "authenticate_report")  # a request waits for their answer
 STARTUP_TIMEOUT = 30.0  # seconds one plugin's startup hook may take
+RESERVED = ("delivery", "plugin")  # keys of [plugins.NAME] that are not the plugin's settings
 HOOKS = tuple(
     name for name, fn in vars(hookspecs).items()
     if inspect.isfunction(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
@@ -71,7 +75,7 @@ class PluginNursery:
     """The nursery one plugin starts its background tasks in (``app.nursery``). A task that
     fails after it started is logged and counted, and ends alone: never the daemon."""
 
-    def __init__(self, nursery: trio.Nursery, host: PluginHost, plugin: str = "?"):
+    def __init__(self, nursery: trio.Nursery, host: PluginHost, plugin: str):
         self._nursery = nursery
         self._host = host
         self.plugin = plugin
@@ -79,10 +83,6 @@ class PluginNursery:
     @property
     def cancel_scope(self) -> trio.CancelScope:
         return self._nursery.cancel_scope
-
-    def of(self, plugin: str) -> PluginNursery:
-        """The same nursery, for ``plugin``'s tasks."""
-        return PluginNursery(self._nursery, self._host, plugin)
 
     def start_soon(
         self, fn: Callable[..., Awaitable[Any]], *args: Any, name: object = None
@@ -143,23 +143,6 @@ class Found:
             "name": self.name, "enabled": enabled, "source": self.source,
             "hooks": self.hooks, "error": self.error,
         }
-
-
-@dataclass
-class App:
-    """What ``startup`` and ``shutdown`` receive."""
-
-    nursery: PluginNursery
-    """Start background tasks here; they are cancelled after the shutdown hooks ran. A task
-    that fails is logged and counted (``pnbridge_plugin_errors_total``) and ends alone."""
-    _settings: dict[type, Any] = field(default_factory=dict, repr=False)
-
-    def settings(self, cls: type[T]) -> T:
-        """The ``[plugins.NAME]`` table of the plugin whose ``settings_class`` is ``cls``."""
-        try:
-            return self._settings[cls]
-        except KeyError:
-            raise LookupError(f"{cls.__name__} is no enabled plugin's settings_class") from None
 
 
 @dataclass(frozen=True)
@@ -244,33 +227,53 @@ def _inspect(entry: Found) -> None:
         entry.plugin = None
 
 
+class _Instance:
+    """One enabled plugin instance as pluggy sees it: the plugin's hook implementations on
+    an object of its own (pluggy registers an object once; a plugin may run twice)."""
+
+    def __init__(self, plugin: Any):
+        pm = new_manager()
+        for attr in dir(plugin):
+            if pm.parse_hookimpl_opts(plugin, attr) is not None:
+                setattr(self, attr, getattr(plugin, attr))
+
+
 class PluginHost:
-    """The enabled plugins, registered with pluggy, with their settings."""
+    """The enabled plugin instances, registered with pluggy, each with its context."""
 
     def __init__(
         self,
         pm: pluggy.PluginManager,
-        enabled: list[str],
-        settings: dict[str, Any],
+        contexts: dict[str, PluginContext],
         delivery: dict[str, DeliveryConfig],
         optional: Sequence[str] = (),
+        registry: PluginRegistry | None = None,
     ):
         self.pm = pm
-        self.enabled = enabled
+        self.contexts = contexts
+        """Each enabled instance's ``app``, by name, in ``[plugins] enabled`` order."""
+        self.enabled = list(contexts)
         self.optional = set(optional)
-        self.settings = settings
         self.delivery = delivery
-        self.started: App | None = None
-        """The App the plugins were started with, while they run."""
+        self.registry = registry or PluginRegistry()
+        """The plugins' own metrics (``app.metrics``), exported once ``observe`` is called."""
+        self.running = False
+        """Whether the plugins were started (and not yet shut down)."""
         self.metrics: Metrics | None = None
         self._uncounted: Counter[tuple[str, str]] = Counter()  # before there were metrics
         self.tasks: dict[str, set[trio.CancelScope]] = {}
         """Each plugin's background tasks (``app.nursery``), while they run."""
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Each enabled instance's settings dataclass, by name."""
+        return {name: context._settings for name, context in self.contexts.items()}
+
     def observe(self, metrics: Metrics) -> None:
-        """Count failures outside event delivery in ``metrics``: from now on, and those of
-        the startup before."""
+        """Export the plugins' metrics in ``metrics``' registry, and count failures outside
+        event delivery there: from now on, and those of the startup before."""
         self.metrics = metrics
+        metrics.registry.register(self.registry)
         for (plugin, where), count in self._uncounted.items():
             metrics.plugin_errors.labels(plugin, where).inc(count)
         self._uncounted.clear()
@@ -287,14 +290,11 @@ class PluginHost:
         log.error("plugin %s: %s failed: %s", plugin, where, describe(error),
                   exc_info=(type(error), error, error.__traceback__))
 
-    def _app_of(self, app: App, plugin: str) -> App:
-        return replace(app, nursery=app.nursery.of(plugin))
-
     def impl(self, plugin: str, hook: str) -> pluggy.HookImpl | None:
         """``plugin``'s implementation of ``hook``, if it has one."""
-        module = self.pm.get_plugin(plugin)
+        instance = self.pm.get_plugin(plugin)
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            if impl.plugin is module:
+            if impl.plugin is instance:
                 return impl
         return None
 
@@ -303,10 +303,12 @@ class PluginHost:
         return impl is not None and inspect.iscoroutinefunction(impl.function)
 
     def call_sync(self, plugin: str, hook: str, **kwargs: Any) -> Any:
-        """Call ``plugin``'s ``hook`` with the arguments it takes (a coroutine, if async)."""
+        """Call ``plugin``'s ``hook`` with the arguments it takes, ``app`` its context (a
+        coroutine, if async)."""
         impl = self.impl(plugin, hook)
         if impl is None:
             return None
+        kwargs["app"] = self.contexts[plugin]
         return impl.function(*(kwargs[name] for name in impl.argnames))
 
     async def call(self, plugin: str, hook: str, **kwargs: Any) -> Any:
@@ -337,37 +339,27 @@ class PluginHost:
                 return result
         return None
 
-    def app(self, nursery: trio.Nursery) -> App:
-        by_class = {
-            type(value): value for value in self.settings.values()
-            if not isinstance(value, _NoSettings)
-        }
-        return App(PluginNursery(nursery, self), by_class)
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Give each plugin's ``app.nursery`` a view of ``nursery`` for its tasks."""
+        for name, context in self.contexts.items():
+            context._nursery = PluginNursery(nursery, self, name)
 
-    async def startup(self, app: App) -> None:
+    async def startup(self) -> None:
         """Run the ``startup`` hooks in ``enabled`` order, each for at most STARTUP_TIMEOUT
-        seconds. An optional plugin that fails is logged and left out; on any other
-        failure, shut down the started ones and raise PluginError."""
+        seconds (``attach`` first). An optional plugin that fails is logged and left out; on
+        any other failure, shut down the started ones and raise PluginError."""
         started: list[str] = []
         for name in list(self.enabled):
-            try:
-                with trio.fail_after(STARTUP_TIMEOUT):
-                    await self.call(name, "startup", app=self._app_of(app, name))
-            except BaseException as error:
-                if (up := uncontained(error)) is not None:
-                    raise up from None
-                problem = (f"took more than {STARTUP_TIMEOUT:g}s"
-                           if isinstance(error, trio.TooSlowError) else describe(error))
-                self._count(name, "startup")
-                if name in self.optional:
-                    log.error("plugin %s: startup failed: %s; running without it "
-                              "(plugins.optional)", name, problem)
-                    self._leave_out(name)
-                    continue
-                await self.shutdown(app, started)
-                raise PluginError(f"plugin {name}: startup failed: {problem}") from error
-            started.append(name)
-        self.started = app
+            if (problem := await self._start(name)) is None:
+                started.append(name)
+            elif name in self.optional:
+                log.error("plugin %s: startup failed: %s; running without it "
+                          "(plugins.optional)", name, problem)
+                self._leave_out(name)
+            else:
+                await self.shutdown(started)
+                raise PluginError(f"plugin {name}: startup failed: {problem}")
+        self.running = True
 
     def keep_only(self, names: Sequence[str]) -> None:
         """Leave out the enabled plugins not in ``names``: a command that needs only some
@@ -380,14 +372,14 @@ class PluginHost:
         """Unregister an optional plugin that cannot run: no hook of it is called again."""
         self.pm.unregister(name=name)
         self.enabled.remove(name)
-        self.settings.pop(name, None)
+        self.contexts.pop(name, None)
         self.delivery.pop(name, None)
 
-    async def shutdown(self, app: App, names: list[str] | None = None) -> None:
+    async def shutdown(self, names: list[str] | None = None) -> None:
         """Run the ``shutdown`` hooks in reverse order; log failures, stop none."""
-        self.started = None
+        self.running = False
         for name in reversed(self.enabled if names is None else names):
-            await self._shutdown_hook(name, app)
+            await self._shutdown_hook(name)
 
     def restartable(self, name: str) -> bool:
         """Whether ``name`` may restart alone with new settings on reload: it only takes
@@ -398,46 +390,38 @@ class PluginHost:
         """Restart the running plugin ``name`` with ``settings``: its ``shutdown`` hook, its
         tasks cancelled, its ``startup`` hook with the new settings. When that startup fails,
         start it again with its old settings and return why."""
-        app = self.started
-        assert app is not None
-        old = self.settings[name]
-        await self._stop(name, app)
-        self._use(name, settings)
-        if (problem := await self._start(name, app)) is None:
+        assert self.running
+        context = self.contexts[name]
+        old = context._settings
+        await self._stop(name)
+        context._settings = settings
+        if (problem := await self._start(name)) is None:
             return None
-        await self._stop(name, app)
-        self._use(name, old)
-        if (again := await self._start(name, app)) is not None:
+        await self._stop(name)
+        context._settings = old
+        if (again := await self._start(name)) is not None:
             log.error("plugin %s: startup with its old settings failed too: %s", name, again)
         return problem
 
-    async def _stop(self, name: str, app: App) -> None:
-        await self._shutdown_hook(name, app)
+    async def _stop(self, name: str) -> None:
+        await self._shutdown_hook(name)
         for scope in self.tasks.pop(name, set()):
             scope.cancel()
 
-    async def _shutdown_hook(self, name: str, app: App) -> None:
+    async def _shutdown_hook(self, name: str) -> None:
         """``name``'s ``shutdown`` hook; its failure is logged and counted, never raised."""
         try:
-            await self.call(name, "shutdown", app=self._app_of(app, name))
+            await self.call(name, "shutdown")
         except BaseException as error:
             if (up := uncontained(error)) is not None:
                 raise up from None
             self.failed(name, "shutdown", error)
 
-    def _use(self, name: str, settings: Any) -> None:
-        assert self.started is not None
-        by_class = self.started._settings
-        by_class.pop(type(self.settings[name]), None)
-        if not isinstance(settings, _NoSettings):
-            by_class[type(settings)] = settings
-        self.settings[name] = settings
-
-    async def _start(self, name: str, app: App) -> str | None:
-        """Run ``name``'s startup hook; None when it succeeded, else what failed."""
+    async def _start(self, name: str) -> str | None:
+        """Run ``name``'s startup hook; None when it succeeded, else what failed (counted)."""
         try:
             with trio.fail_after(STARTUP_TIMEOUT):
-                await self.call(name, "startup", app=self._app_of(app, name))
+                await self.call(name, "startup")
         except BaseException as error:
             if (up := uncontained(error)) is not None:
                 raise up from None
@@ -449,18 +433,15 @@ class PluginHost:
     async def reload(self) -> None:
         """Run the ``reload`` hooks of the running plugins (SIGHUP), a plain one in a worker
         thread, each for at most RELOAD_TIMEOUT seconds; log failures, stop none."""
-        app = self.started
-        if app is None:
-            return
-        for name in self.enabled:
+        for name in self.enabled if self.running else ():
             if self.impl(name, "reload") is None:
                 continue
             with trio.move_on_after(RELOAD_TIMEOUT) as scope:
                 try:
                     if self.is_async(name, "reload"):
-                        await self.call(name, "reload", app=self._app_of(app, name))
+                        await self.call(name, "reload")
                     else:
-                        call = partial(self.call_sync, name, "reload", app=self._app_of(app, name))
+                        call = partial(self.call_sync, name, "reload")
                         await trio.to_thread.run_sync(call, abandon_on_cancel=True)
                 except BaseException as error:
                     if (up := uncontained(error)) is not None:
@@ -471,7 +452,7 @@ class PluginHost:
 
 
 def load_plugins(config: PluginsConfig) -> PluginHost:
-    """Find the plugins, check ``config`` against them, register the enabled ones.
+    """Find the plugins, check ``config`` against them, register the enabled instances.
 
     Raises ConfigError naming every problem (``plugins.enabled``, ``plugins.NAME.key``...).
     """
@@ -481,25 +462,31 @@ def load_plugins(config: PluginsConfig) -> PluginHost:
     for name in config.optional:
         if name not in config.enabled:
             errors.append(f"plugins.optional: {name} is not in plugins.enabled")
+    code = {name: plugin_of(name, config.tables.get(name, {}), found, errors)
+            for name in dict.fromkeys([*config.enabled, *config.tables])}
     for name in config.enabled:
-        if name not in found:
+        entry = found.get(code[name] or "")
+        if code[name] is None:
+            continue
+        if entry is None:
             known = ", ".join(sorted(found)) or "none"
             errors.append(f"plugins.enabled: no plugin named {name} (found: {known})")
-        elif found[name].error and name in config.optional:
-            log.error("plugin %s %s; running without it (plugins.optional)",
-                      name, found[name].error)
+        elif entry.error and name in config.optional:
+            log.error("plugin %s %s; running without it (plugins.optional)", name, entry.error)
             enabled.remove(name)
-        elif found[name].error:
-            errors.append(f"plugins.enabled: plugin {name} {found[name].error}")
+        elif entry.error:
+            errors.append(f"plugins.enabled: plugin {name} {entry.error}")
     for name in config.tables:
-        if name not in found:
+        if code[name] is not None and code[name] not in found:
             errors.append(f"plugins.{name}: no plugin named {name}")
     settings: dict[str, Any] = {}
     delivery: dict[str, DeliveryConfig] = {}
-    for name, entry in found.items():
-        if entry.plugin is None or (name not in config.enabled and name not in config.tables):
+    for name, plugin in code.items():
+        entry = found.get(plugin or "")
+        if entry is None or entry.plugin is None:
             continue
         table = dict(config.tables.get(name, {}))
+        table.pop("plugin", None)
         key = f"plugins.{name}"
         delivery_config = convert(DeliveryConfig, table.pop("delivery", {}), f"{key}.delivery",
                                   errors)
@@ -511,13 +498,72 @@ def load_plugins(config: PluginsConfig) -> PluginHost:
     if errors:
         raise ConfigError(errors)
     pm = new_manager()
+    registry = PluginRegistry()
+    contexts: dict[str, PluginContext] = {}
     for name in enabled:
-        pm.register(found[name].plugin, name=name)
+        plugin = code[name]
+        assert plugin is not None  # else plugin_of added an error, raised above
+        pm.register(_Instance(found[plugin].plugin), name=name)
+        contexts[name] = PluginContext(name, settings[name], plugin=plugin, registry=registry)
     pm.check_pending()
-    return PluginHost(
-        pm, enabled, {n: settings[n] for n in enabled}, {n: delivery[n] for n in enabled},
-        config.optional,
-    )
+    return PluginHost(pm, contexts, {n: delivery[n] for n in enabled}, config.optional,
+                      registry)
+
+
+def with_instances(found: dict[str, Found], config: PluginsConfig) -> dict[str, Found]:
+    """``found`` and, after it, each instance ``config`` names (``[plugins.NAME] plugin``) as
+    a plugin of its own, whose source says which it runs (for ``pnbridge plugins``)."""
+    instances = {
+        name: dataclasses.replace(found[table["plugin"]], name=name,
+                                  source=f"instance of {table['plugin']}")
+        for name, table in config.tables.items()
+        if name not in found and table.get("plugin") in found
+    }
+    return {**found, **instances}
+
+
+def plugin_of(name: str, table: dict[str, Any], found: dict[str, Found],
+              errors: list[str]) -> str | None:
+    """The plugin the instance ``name`` runs: its own, or its table's ``plugin`` key (None
+    when that key is wrong, with the error in ``errors``)."""
+    if "plugin" not in table:
+        return name
+    plugin = table["plugin"]
+    if not isinstance(plugin, str) or plugin not in found:
+        known = ", ".join(sorted(found)) or "none"
+        errors.append(f"plugins.{name}.plugin: no plugin named {plugin!r} (found: {known})")
+        return None
+    if name in found and name != plugin:
+        errors.append(f"plugins.{name}.plugin: {name} is a plugin's own name; give the "
+                      f"instance of {plugin} another")
+        return None
+    return plugin
+
+
+def add_commands(cli: click.Group) -> list[str]:
+    """Let the built-in and entry-point plugins add their commands to ``cli``
+    (``register_commands``), none under a name ``cli`` has; what went wrong, a line each. A
+    file in a ``[plugins] paths`` directory adds none: which directories those are is in the
+    config, which is read once a command runs."""
+    problems: list[str] = []
+    for entry in discover([]).values():
+        if entry.plugin is None or "register_commands" not in entry.hooks:
+            continue
+        group = click.Group()
+        pm = new_manager()
+        pm.register(entry.plugin, name=entry.name)
+        try:
+            pm.hook.register_commands(cli=group)
+        except Exception as error:
+            problems.append(f"plugin {entry.name}: register_commands failed: {describe(error)}")
+            continue
+        for name, command in group.commands.items():
+            if name in cli.commands:
+                problems.append(f"plugin {entry.name}: a command {name} exists already; "
+                                "the plugin's is left out")
+            else:
+                cli.add_command(command, name)
+    return problems
 
 
 def _settings_class(entry: Found, errors: list[str]) -> type[DataclassInstance] | None:

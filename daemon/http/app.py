@@ -8,9 +8,11 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 
-from quart import Response, g, has_request_context, jsonify, request
+import trio
+from quart import Response, g, has_request_context, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -25,7 +27,16 @@ from ..model import Report
 from ..ops.log import escape, shorten
 from ..ops.metrics import Metrics
 from ..ops.readiness import Readiness
-from ..push.fanout import BadPush, Pusher, UnknownUser, parse_request
+from ..push.fanout import (
+    BadPush,
+    Busy,
+    Fanout,
+    Fanouts,
+    PushRequest,
+    Stopping,
+    UnknownUser,
+    parse_request,
+)
 from ..storage.interface import NotOwner, StoreError
 from ..storage.writer import Writer
 from .health import add_health_routes
@@ -34,6 +45,9 @@ log = logging.getLogger("pnbridge.reporter")
 access_log = logging.getLogger("pnbridge.access")
 
 REPORT_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+API_PATH = "/api/v1/push"
+# The access log's status of a push whose client left before the answer (as nginx's).
+CLIENT_LEFT = 499
 
 
 @dataclass
@@ -52,7 +66,7 @@ class Services:
     api: ApiConfig = field(default_factory=ApiConfig)
     api_keys: ApiKeys = field(default_factory=ApiKeys)
     api_limit: Buckets = field(default_factory=lambda: Buckets(0, 1))
-    pusher: Pusher | None = None
+    fanouts: Fanouts | None = None  # None: no transport plugin (the API answers 503)
 
 
 # A storage fault (a lock, a full or read-only disk) is usually over in moments.
@@ -60,9 +74,21 @@ STORAGE_RETRY = {"Retry-After": "1"}
 
 
 def plain(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
-    """An error answer: the status and a one-line reason (escaped: it may quote the request)."""
+    """An error answer: the status and a one-line reason (escaped: it may quote the request);
+    on the push API, its JSON error."""
+    if _on_api():
+        return api_error(status, reason, headers)
     return Response(escape(reason) + "\n", status=status, headers=headers,
                     content_type="text/plain")
+
+
+def _on_api() -> bool:
+    """Whether the request in hand is the push API's (where every answer is JSON)."""
+    if not has_request_context():
+        return False
+    if request.url_rule is not None:
+        return request.url_rule.rule == API_PATH
+    return request.path.rstrip("/") == API_PATH  # no route took it (an unknown method)
 
 
 def unauthorized(verdict: Verdict) -> Response:
@@ -188,48 +214,85 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
     return app
 
 
+def api_answer(status: int, data: dict, headers: dict[str, str] | None = None) -> Response:
+    """An answer of the push API: one line of compact JSON (ASCII only) ending in ``\\n``,
+    which a PBX's client that reads the first line (Kamailio's http_client) reads whole."""
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=True) + "\n"
+    return Response(body, status=status, headers=headers, content_type="application/json")
+
+
 def api_error(
     status: int, reason: str, headers: dict[str, str] | None = None, **more: str
 ) -> Response:
     """An error answer of the push API: ``{"error": reason, ...}``."""
-    response = jsonify({"error": reason, **more})
-    response.status_code = status
-    response.headers.update(headers or {})
-    return response
+    return api_answer(status, {"error": reason, **more}, headers)
+
+
+def not_post() -> Response:
+    """405 for any method but POST on the push API."""
+    return api_error(405, "method not allowed: the push API takes POST", {"Allow": "POST"})
+
+
+def _not_json(content_type: str | None) -> bool:
+    """A Content-Type given that is not JSON's (none at all is taken as JSON)."""
+    if content_type is None:
+        return False
+    media = content_type.partition(";")[0].strip().lower()
+    return media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json"))
 
 
 def add_push_route(app: QuartTrio, services: Services) -> None:
-    """``POST /api/v1/push``: the PBX asks to push a verb to every device of a user."""
+    """``POST /api/v1/push``: the PBX asks to push a verb to every device of a user. The
+    fan-out runs in a task of the daemon's (``Fanouts``): a client that leaves before the
+    answer does not cut it short; its access log line is written when the fan-out ends."""
 
-    @app.post("/api/v1/push")
-    async def push() -> Response:
-        g.kind, g.route = "push", "/api/v1/push"
+    @app.route(API_PATH, methods=[m for m in REPORT_METHODS if m != "POST"],
+               provide_automatic_options=False)
+    async def push_other() -> Response:
+        g.kind, g.route = "push", API_PATH
         if not services.api_keys:
-            return plain(404, "the push API is off (no [api] keys or key_hashes)")
+            return api_error(404, "the push API is off (no [api] keys or key_hashes)")
+        return not_post()
+
+    @app.route(API_PATH, methods=["POST"], provide_automatic_options=False)
+    async def push() -> Response:
+        g.kind, g.route = "push", API_PATH
+        if not services.api_keys:
+            return api_error(404, "the push API is off (no [api] keys or key_hashes)")
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         key = services.api_keys.match(given.strip()) if scheme.lower() == "bearer" else None
         if key is None:
-            return Response(
-                json.dumps({"error": "missing or wrong API key"}), status=401,
-                content_type="application/json", headers={"WWW-Authenticate": "Bearer"},
-            )
+            return api_error(401, "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
         if wait := services.api_limit.take(key):
             return api_error(429, "too many requests with this key",
                              {"Retry-After": retry_after(wait)})
+        if _not_json(request.headers.get("Content-Type")):
+            return api_error(415, "the body must be JSON (Content-Type: application/json)")
         try:
             data = loads(await request.get_data(cache=False))
         except BadJSON as error:
             return api_error(400, str(error), field=error.field)
         try:
-            wanted = parse_request(data)
+            wanted = g.push = parse_request(data)
         except BadPush as error:
             return api_error(400, str(error), field=error.field)
-        if services.pusher is None:
+        fanouts = services.fanouts
+        if fanouts is None:
             return api_error(503, "no push transport: enable a send_push plugin (pnmediator)")
         deadline = getattr(services.api.deadlines, wanted.verb)
-        source = {"route": "/api/v1/push", "client": request.remote_addr}
+        source = {"route": API_PATH, "client": request.remote_addr}
         try:
-            results = await services.pusher.push(wanted, deadline, source)
+            fanout = g.fanout = fanouts.start(wanted, deadline, source)
+        except Busy as error:
+            return api_error(503, f"too many pushes under way, try again later: {error}",
+                             STORAGE_RETRY)
+        try:
+            results = await fanout.wait()
+        except trio.Cancelled:  # the client left: the fan-out runs on, logged when it ends
+            fanout.then(partial(_client_left, services, request.method,
+                                request.remote_addr or "-", g.started))
+            raise
         except UnknownUser:
             return api_error(404, "no device of this user" + (
                 " with this selector" if wanted.selector else ""), username=wanted.username)
@@ -237,10 +300,40 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
             log.error("storage failed on push database=%s: %s", services.writer.store.path,
                       error)
             return api_error(503, "storage unavailable, try again later", STORAGE_RETRY)
-        return jsonify({
+        except Stopping as error:
+            return api_error(503, f"{error}, try again later", STORAGE_RETRY)
+        except Exception:  # logged by the fan-out's task
+            return api_error(500, "the push failed unexpectedly (the log says why)")
+        return api_answer(200, {
             "username": wanted.username, "verb": wanted.verb,
             "devices": [r.to_dict() for r in results],
         })
+
+
+def _push_line(
+    method: str, status: int, push: PushRequest | None, fanout: Fanout | None, duration: float,
+    client: str,
+) -> None:
+    """The access log line of a push request: verb, username and outcome counts too."""
+    counts = ""
+    if fanout is not None and fanout.results is not None:
+        found = fanout.counts()
+        counts = "".join(f" {o}={found[o]}" for o in ("sent", "failed", "removed", "skipped"))
+    access_log.info(
+        "%s route=%s status=%d verb=%s username=%s%s duration=%.1fms client=%s", method,
+        API_PATH, status, push.verb if push else "-", escape(push.username) if push else "-",
+        counts, duration * 1000, client,
+    )
+
+
+def _client_left(
+    services: Services, method: str, client: str, started: float, fanout: Fanout
+) -> None:
+    """What a push whose client left before the answer leaves behind, once it is over."""
+    services.metrics.push_requests.labels(fanout.request.verb, "client-left").inc()
+    if services.access_log:
+        _push_line(method, CLIENT_LEFT, fanout.request, fanout,
+                   (fanout.finished or started) - started, client)
 
 
 def create_admin_app(services: Services, *, api: bool = False) -> QuartTrio:
@@ -260,6 +353,8 @@ def _instrument(app: QuartTrio, services: Services) -> None:
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
+        if error.code == 405 and _on_api():
+            return not_post()
         return plain(error.code or 500, (error.description or error.name).split("\n")[0])
 
     @app.before_request
@@ -274,7 +369,14 @@ def _instrument(app: QuartTrio, services: Services) -> None:
         duration = time.perf_counter() - g.get("started", time.perf_counter())
         kind = g.get("kind", "none")
         services.metrics.request_latency.labels(kind).observe(duration)
-        if services.access_log:
+        if kind == "push":
+            push: PushRequest | None = g.get("push")
+            services.metrics.push_requests.labels(
+                push.verb if push else "-", str(response.status_code)).inc()
+            if services.access_log:
+                _push_line(request.method, response.status_code, push, g.get("fanout"),
+                           duration, request.remote_addr or "-")
+        elif services.access_log:
             report: Report | None = g.get("report")
             access_log.info(
                 "%s route=%s status=%d selector=%s username=%s duration=%.1fms client=%s",

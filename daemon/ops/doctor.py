@@ -21,7 +21,8 @@ import trio
 
 from ..access.auth import load_users, plugin_problems, security_warnings
 from ..config import paths
-from ..config.tables import _HOST_PORT, Config, load_config
+from ..config.addresses import HOST_PORT
+from ..config.tables import Config, load_config
 from ..config.typed import ConfigError
 from ..delivery.pluginhost import PluginHost, load_plugins, uncontained
 from ..storage.sqlite.schema import MIGRATIONS, inspect
@@ -102,7 +103,7 @@ def check_database(path: str) -> Finding:
 async def check_port(address: str, user: ServiceUser) -> Finding | None:
     """Whether ``address`` (host:port) can be listened on: free, or held by a running
     pnbridge (its /healthz answers). None for unix: and fd:// addresses."""
-    found = _HOST_PORT.fullmatch(address)
+    found = HOST_PORT.fullmatch(address)
     if found is None:
         return None
     host, port = found["v6"] or found["host"], int(found["port"])
@@ -215,7 +216,7 @@ async def check_plugins(plugins: PluginHost, user: ServiceUser) -> list[Finding]
     ``plugin NAME: ...``."""
     findings: list[Finding] = []
     async with trio.open_nursery() as nursery:
-        app = plugins.app(nursery)
+        plugins.attach(nursery)
         for name in plugins.enabled:
             if plugins.impl(name, "doctor") is None:
                 findings.append(Finding("ok", f"plugin {name}: enabled (it has no checks)"))
@@ -223,7 +224,7 @@ async def check_plugins(plugins: PluginHost, user: ServiceUser) -> list[Finding]
             try:
                 with trio.fail_after(TIMEOUT * 3):
                     found = [Finding(*f) for f in
-                             await plugins.call(name, "doctor", app=app, user=user) or ()]
+                             await plugins.call(name, "doctor", user=user) or ()]
                 if any(f.status not in EXIT for f in found):
                     raise ValueError(f"not ok, warn or fail: {found!r:.200}")
             except BaseException as error:

@@ -57,6 +57,15 @@ class Metrics:
             "pnbridge_pushes", "Pushes sent to devices by verb and outcome.",
             ["verb", "outcome"], registry=r,
         )
+        self.push_requests = Counter(
+            "pnbridge_push_requests", "Push API requests by verb and answer: the HTTP status, "
+            "or client-left (the client went before the answer; the push ran to its end).",
+            ["verb", "answer"], registry=r,
+        )
+        self.push_requests_in_flight = Gauge(
+            "pnbridge_push_requests_in_flight",
+            "Push requests whose fan-out is under way ([api] max_in_flight at most).", registry=r,
+        )
         self.push_latency = Histogram(
             "pnbridge_push_duration_seconds", "Push transport latency by verb.",
             ["verb"], buckets=PUSH_BUCKETS, registry=r,

@@ -32,6 +32,7 @@ def device_values(device: Device) -> tuple[Any, ...]:
 
 
 _DEVICE_FIELDS = tuple(f.name for f in fields(Device))
+_DEVICE_KEYS = frozenset(_DEVICE_FIELDS)
 _TIMES = ("created_at", "updated_at", "last_seen")
 
 
@@ -81,7 +82,7 @@ def _load(text: str | None, selector: str, username: str) -> Device | None:
             data = None
         if isinstance(data, dict):
             data["extras"] = _unreadable(selector, "extras", error)
-    if not isinstance(data, dict) or set(data) != set(_DEVICE_FIELDS):
+    if not isinstance(data, dict) or data.keys() != _DEVICE_KEYS:
         _unreadable(selector, "journaled device", "not a device")
         data = {**dict.fromkeys(_DEVICE_FIELDS), **dict.fromkeys(_TIMES, 0.0),
                 "selector": selector, "username": username, "extras": {}}

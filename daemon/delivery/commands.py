@@ -1,0 +1,63 @@
+"""What every ``pnbridge`` command shares, a plugin's own commands (``register_commands``)
+too, so they live beside the plugin host rather than in ``cli``: the ``--config`` option,
+reading the config and a plugin's instances, errors, tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NoReturn
+
+import click
+
+from ..config import paths
+from ..config.tables import Config, load_config
+from ..config.typed import ConfigError
+from ..ops.log import escape, redact
+from .context import PluginContext
+from .pluginhost import load_plugins
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(readable=False),  # load_config names an unreadable file or a directory
+    envvar="PNBRIDGE_CONFIG",
+    callback=lambda ctx, param, value: value if value is not None else paths.default_config(),
+    help=f"TOML config file (default: $PNBRIDGE_CONFIG, else {paths.DEFAULT_CONFIG} when it "
+    "exists, else the embedded defaults). The database is its [storage] path; the embedded "
+    "default is pnbridge.db in the current directory.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def fail(*lines: str) -> NoReturn:
+    """Print each line as ``pnbridge: LINE`` on stderr (escaped, credentials cut); exit 1."""
+    for line in lines:
+        click.echo(f"pnbridge: {redact(escape(line))}", err=True)
+    raise SystemExit(1)
+
+
+def read_config(path: str | None) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        fail(*(f"error: {line}" for line in error.errors))
+
+
+def plugin_instances(config_path: str | None, plugin: str) -> dict[str, PluginContext]:
+    """The enabled instances of ``plugin`` in the config at ``config_path`` (as ``--config``
+    gives it), each its ``app`` by name, not started: for a plugin's command. A config with
+    errors (its plugins' settings included) fails the command, naming them."""
+    try:
+        host = load_plugins(read_config(config_path).plugins)
+    except ConfigError as error:
+        fail(*(f"error: {line}" for line in error.errors))
+    return {name: app for name, app in host.contexts.items() if app.plugin == plugin}
+
+
+def table(rows: Sequence[tuple[str, ...]]) -> None:
+    """Print ``rows`` (the first is the header) as aligned columns, each cell escaped (it
+    may hold what a client sent)."""
+    cells = [tuple(escape(cell) for cell in row) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
