@@ -174,10 +174,9 @@ async def _serve(
                     services.metrics.connection_errors,
                     shutdown_trigger=shutdown.wait)))
             if config.agi.listen:
-                pusher = services.fanouts.pusher if services.fanouts is not None else None
-                agi = AgiService(config.agi, pusher, services.metrics,
+                agi = AgiService(config.agi, services.fanouts, services.metrics,
                                  lambda: services.api.deadlines)
-                await nursery.start(agi.serve, shutdown, config.server.grace_period)
+                await nursery.start(agi.serve, shutdown)
             log.info("listening on %s, database %s",
                      ", ".join(binds[0]), config.storage.path)
             if admin:

@@ -20,7 +20,7 @@ from pnbridge.agi.service import SCRIPTS
 from pnbridge.config.running import changed, restart_values
 from pnbridge.config.tables import Config, parse_config
 from pnbridge.config.typed import ConfigError
-from pnmediator_stub import HTTP_400, HTTP_500, Stub
+from pnmediator_stub import HTTP_400, HTTP_500, Stub, slow
 
 CALL = "NotifyIncomingCall"
 MISSED = "NotifyIncomingCallMissed"
@@ -509,6 +509,20 @@ async def test_the_pushes_under_way_finish_when_the_daemon_stops(daemon, stub):
     with pytest.raises(OSError):  # no new session while the push finishes
         await trio.open_tcp_stream("127.0.0.1", port_of(daemon))
     await until(lambda: len(stub.to("tok")) == 4)
+
+
+async def test_agi_pushes_share_the_push_apis_max_in_flight(start_daemon, stub):
+    daemon = await start_daemon(agi_config(stub) | {"api": {"max_in_flight": 1}})
+    await report(daemon, "1001", "A", msgs="tok")
+    await report(daemon, "2002", "B", msgs="tok-b")
+    stub.answer("tok", slow(1.0))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session, daemon, "missed?wait=yes", "call-1", "1001")
+        await until(lambda: len(stub.requests) == 1)
+        second = await session(daemon, "missed?wait=yes", "call-2", "2002")
+    assert second.variables["PNBRIDGE_STATUS"] == "failed"
+    assert "[api] max_in_flight" in second.variables["PNBRIDGE_REASON"]
+    assert stub.to("tok-b") == []
 
 
 async def test_no_push_transport_is_failed_with_the_reason(start_daemon, stub):

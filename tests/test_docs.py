@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from pnbridge.delivery import hookspecs
-from pnbridge.delivery.pluginhost import HOOKS
+from pnbridge.delivery.discovery import HOOKS
 
 ROOT = Path(__file__).parent.parent
 HOOKS_DOC = (ROOT / "docs" / "plugin-hooks.md").read_text()

@@ -508,7 +508,7 @@ def test_when_the_answering_device_is_not_known_every_device_is_told(pbx: Pbx) -
 def test_a_slow_push_is_waited_for_up_to_its_deadline(pbx: Pbx) -> None:
     """pnmediator answers 503 three times (0.9 s each) before taking the push: pnbridge
     answers after about 3 s, within NotifyIncomingCall's 4 s deadline. Kamailio's whole-request
-    timeout (HTTP_TIMEOUT, 12 s) waits for it, so the call is parked and its CANCEL pushes
+    timeout (HTTP_TIMEOUT, 5 s) waits for it, so the call is parked and its CANCEL pushes
     Missed; with the 2 s the old snippet set, curl gave up and the caller got 480."""
     pbx.report("slow", "ANDROID-SLOW", msgs="slow-fcm")
     busy = Answer(503, {"code": 503, "response": "busy"}, delay=0.9)

@@ -26,7 +26,8 @@ from werkzeug.datastructures import Headers
 from ..config import paths
 from ..config.tables import AuthConfig, Config
 from ..config.typed import ConfigError
-from ..delivery.pluginhost import PluginHost, uncontained
+from ..delivery.containment import uncontained
+from ..delivery.pluginhost import PluginHost
 from ..ingest.fields import fold
 from ..model import AuthMode, Report
 from . import digest, users

@@ -4,8 +4,9 @@ its three scripts.
 ``wake`` pushes NotifyIncomingCall to every device of the callee, asks Asterisk for the
 endpoint's contacts until one is there (or the wait is over), and sets the channel variables
 the dialplan dials with. ``missed`` and ``answered-elsewhere`` push the follow-up verbs with
-the call's id. Every push goes through the daemon's Pusher (the push API's fan-out) and runs
-to its deadline in the service's own tasks, whether or not Asterisk is still connected.
+the call's id. Every push is one of the daemon's fan-outs (``Fanouts``, as for the push API:
+the same Pusher, the same ``[api] max_in_flight``) and runs to its deadline whether or not
+Asterisk is still connected.
 Sessions are bounded in number and time; whatever one client sends stays in its session.
 """
 
@@ -27,7 +28,7 @@ from ..config.tables import AgiConfig, DeadlinesConfig
 from ..http.worker import ListenError
 from ..ops.log import describe, escape
 from ..ops.metrics import Metrics
-from ..push.fanout import Pusher, PushRequest, UnknownUser
+from ..push.fanout import Busy, Fanout, Fanouts, PushRequest, UnknownUser
 from ..storage.interface import StoreError
 from .protocol import MAX_VALUE, AgiChannel, AgiError, Hangup
 
@@ -59,7 +60,7 @@ class BadScript(Exception):
 
 @dataclass
 class Pending:
-    """A push under way in the service's tasks: ``done`` is set with its status."""
+    """A session's push: ``done`` is set with its status once the fan-out is over."""
 
     done: trio.Event = field(default_factory=trio.Event)
     status: str = ""  # sent, none, failed, unknown-user
@@ -84,24 +85,24 @@ class AgiService:
     """Listens on ``[agi] listen``; one task per session, pushes in tasks of their own."""
 
     def __init__(
-        self, config: AgiConfig, pusher: Pusher | None, metrics: Metrics,
+        self, config: AgiConfig, fanouts: Fanouts | None, metrics: Metrics,
         deadlines: Callable[[], DeadlinesConfig],
     ):
         self.config = config
-        self.pusher = pusher
+        self.fanouts = fanouts
         self.metrics = metrics
         self.deadlines = deadlines
         self.active = 0
         self._refused = 0  # since the last log line about them
         self._refused_logged: float | None = None
-        self._pushes: trio.Nursery | None = None
 
     async def serve(
-        self, shutdown: trio.Event, grace: float,
+        self, shutdown: trio.Event,
         task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve until ``shutdown``; then close the sessions and give the pushes under way
-        ``grace`` seconds to finish. Reports ``started`` with the addresses bound."""
+        """Serve until ``shutdown``, then close the sessions; their pushes go on in
+        ``fanouts`` (the daemon drains them within its grace period). Reports ``started``
+        with the addresses bound."""
         listeners: list[trio.SocketListener] = []
         try:
             for address in self.config.listen:
@@ -112,17 +113,13 @@ class AgiService:
                     raise ListenError(f"[agi] listen {address}",
                                       error.strerror or describe(error)) from None
             addresses = [_name(listener) for listener in listeners]
-            async with trio.open_nursery() as pushes:
-                self._pushes = pushes
-                async with trio.open_nursery() as sessions:
-                    for listener in listeners:
-                        sessions.start_soon(self._accept, listener, sessions)
-                    log.info("FastAGI on %s", ", ".join(addresses))
-                    task_status.started(addresses)
-                    await shutdown.wait()
-                    sessions.cancel_scope.cancel()
-                _close(listeners)  # no new session while the pushes finish
-                pushes.cancel_scope.deadline = trio.current_time() + grace
+            async with trio.open_nursery() as sessions:
+                for listener in listeners:
+                    sessions.start_soon(self._accept, listener, sessions)
+                log.info("FastAGI on %s", ", ".join(addresses))
+                task_status.started(addresses)
+                await shutdown.wait()
+                sessions.cancel_scope.cancel()
         finally:
             _close(listeners)
 
@@ -249,44 +246,29 @@ class AgiService:
         return min(seconds, self.config.max_wait)
 
     def _start(self, request: PushRequest, source: dict[str, str]) -> Pending:
-        """Start the push in the service's tasks (it outlives the session); its Pending."""
+        """Start the push among the daemon's fan-outs (it outlives the session); its
+        Pending, settled when the fan-out is over."""
         pending = Pending()
-        assert self._pushes is not None
-        self._pushes.start_soon(self._push, request, source, pending)
+        if self.fanouts is None:
+            self._settle(pending, request, "failed", 0,
+                         "no push transport: enable a send_push plugin (pnmediator)")
+            return pending
+        try:
+            fanout = self.fanouts.start(request, getattr(self.deadlines(), request.verb),
+                                        source)
+        except Busy as error:
+            self._settle(pending, request, "failed", 0, str(error))
+            return pending
+        fanout.then(lambda done: self._settle(pending, request, *_outcome(done)))
         return pending
 
-    async def _push(self, request: PushRequest, source: dict[str, str], pending: Pending
-                    ) -> None:
-        try:
-            if self.pusher is None:
-                pending.status, pending.reason = "failed", (
-                    "no push transport: enable a send_push plugin (pnmediator)")
-                return
-            deadline = getattr(self.deadlines(), request.verb)
-            results = await self.pusher.push(request, deadline, source)
-        except UnknownUser:
-            pending.status, pending.reason = "unknown-user", "no device of this user"
-        except (sqlite3.Error, StoreError) as error:
-            log.error("FastAGI: storage failed on push: %s", describe(error))
-            pending.status, pending.reason = "failed", "storage unavailable"
-        except Exception as error:  # contained: the service and the other pushes go on
-            log.exception("FastAGI: push failed: %s", describe(error))
-            pending.status, pending.reason = "failed", f"internal error: {describe(error)}"
-        else:
-            outcomes = [r.outcome for r in results]
-            pending.sent = outcomes.count("sent")
-            if pending.sent:
-                pending.status = "sent"
-            elif "failed" in outcomes:
-                pending.status, pending.reason = "failed", "; ".join(
-                    r.reason for r in results if r.outcome == "failed")
-            else:
-                pending.status, pending.reason = "none", "no device has a token for calls"
-        finally:
-            pending.done.set()
-            log.info("FastAGI push %s username=%s id=%s: %s%s", request.verb,
-                     escape(request.username), escape(request.id), pending.status or "cancelled",
-                     f" ({escape(pending.reason)})" if pending.reason else "")
+    def _settle(self, pending: Pending, request: PushRequest, status: str, sent: int,
+                reason: str) -> None:
+        pending.status, pending.sent, pending.reason = status, sent, reason
+        pending.done.set()
+        log.info("FastAGI push %s username=%s id=%s: %s%s", request.verb,
+                 escape(request.username), escape(request.id), status,
+                 f" ({escape(reason)})" if reason else "")
 
     async def _wake(self, channel: AgiChannel, call: Call, source: dict[str, str]) -> str:
         request = PushRequest(call.user, "NotifyIncomingCall", id=call.id,
@@ -340,6 +322,25 @@ class AgiService:
             await channel.set_variable("PNBRIDGE_REASON", pending.reason)
         await channel.set_variable("PNBRIDGE_STATUS", pending.status)
         return pending.status
+
+
+def _outcome(fanout: Fanout) -> tuple[str, int, str]:
+    """The PNBRIDGE_STATUS of a finished fan-out, the devices sent, and why when not sent."""
+    error = fanout.error
+    if isinstance(error, UnknownUser):
+        return "unknown-user", 0, "no device of this user"
+    if isinstance(error, sqlite3.Error | StoreError):
+        log.error("FastAGI: storage failed on push: %s", describe(error))
+        return "failed", 0, "storage unavailable"
+    if error is not None:
+        return "failed", 0, describe(error)
+    counts = fanout.counts()
+    if counts["sent"]:
+        return "sent", counts["sent"], ""
+    if counts["failed"]:
+        return "failed", 0, "; ".join(r.reason for r in fanout.results or ()
+                                      if r.outcome == "failed")
+    return "none", 0, "no device has a token for calls"
 
 
 def _fit(contacts: str) -> str:

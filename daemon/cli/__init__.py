@@ -27,14 +27,8 @@ from ..config import paths, running
 from ..config.tables import Config, load_config
 from ..config.typed import ConfigError
 from ..delivery.commands import config_option, fail, json_option, read_config, table
-from ..delivery.pluginhost import (
-    PluginError,
-    PluginHost,
-    add_commands,
-    discover,
-    load_plugins,
-    with_instances,
-)
+from ..delivery.discovery import add_commands, discover, with_instances
+from ..delivery.pluginhost import PluginError, PluginHost, load_plugins
 from ..http.worker import ListenError, leaves
 from ..ingest import transfer
 from ..ingest.normalize import BadReport, Reporter

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from .pluginhost import PluginNursery
+    from .containment import PluginNursery
 
 T = TypeVar("T")
 

@@ -30,8 +30,9 @@ from ..model import Event
 from ..ops.log import describe, redact
 from ..storage.interface import Store, StoreError
 from ..storage.writer import Writer
+from .containment import uncontained
 from .hookspecs import PermanentFailure, RetryLater
-from .pluginhost import PluginHost, uncontained
+from .pluginhost import PluginHost
 
 if TYPE_CHECKING:
     from ..ops.metrics import Metrics

@@ -1,9 +1,8 @@
-"""The pluggy manager: finds plugins, loads the enabled ones with their settings, calls hooks.
+"""The plugin host: the enabled plugins (found by discovery.py) loaded with their settings,
+registered with pluggy, started, stopped and called, each failure contained
+(containment.py).
 
-Plugins come from three places, all alike once found: the built-ins (modules of
-``pnbridge.plugins``), the ``pnbridge`` entry-point group, and ``*.py`` files in the
-``[plugins] paths`` directories. A plugin's name is its module name, entry-point name or
-file stem. Only the names in ``[plugins] enabled`` run, each as an instance of its own: a
+Only the names in ``[plugins] enabled`` run, each as an instance of its own: a
 fresh object holding the plugin's hook implementations is registered with pluggy, and its
 hooks get that instance's ``PluginContext`` as ``app``; ``[plugins.NAME] plugin = "OTHER"``
 makes NAME one more instance of the plugin OTHER.
@@ -12,29 +11,23 @@ makes NAME one more instance of the plugin OTHER.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.metadata
-import importlib.util
 import inspect
 import logging
-import pkgutil
-import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
 import pluggy
 import trio
 
 from ..config.tables import DeliveryConfig, PluginsConfig
 from ..config.typed import ConfigError, convert
 from ..ops.log import describe
-from . import hookspecs
+from .containment import PluginNursery, uncontained
 from .context import PluginContext, PluginRegistry
+from .discovery import Found, discover, new_manager, plugin_of
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -43,188 +36,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pnbridge.plugins")
 
-ENTRY_POINT_GROUP = hookspecs.PROJECT
 RELOAD_TIMEOUT = 10.0
 REQUEST_HOOKS = ("send_push", "authenticate_report")  # a request waits for their answer
 STARTUP_TIMEOUT = 30.0  # seconds one plugin's startup hook may take
 RESERVED = ("delivery", "plugin")  # keys of [plugins.NAME] that are not the plugin's settings
-HOOKS = tuple(
-    name for name, fn in vars(hookspecs).items()
-    if inspect.isfunction(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
-)
 
 
 class PluginError(Exception):
     """A plugin failed where the daemon cannot go on without it (startup)."""
 
 
-# What a plugin raises that is not the plugin's failure but the daemon's own business: a
-# cancellation (a timeout, the shutdown), Ctrl-C, an exit.
-NOT_CONTAINED = (trio.Cancelled, KeyboardInterrupt, SystemExit)
-
-
-def uncontained(error: BaseException) -> BaseException | None:
-    """The part of ``error`` (a plugin's) that must go on up (NOT_CONTAINED, also inside an
-    exception group), or None when all of it is the plugin's own failure."""
-    if isinstance(error, BaseExceptionGroup):
-        return error.split(NOT_CONTAINED)[0]
-    return error if isinstance(error, NOT_CONTAINED) else None
-
-
-class PluginNursery:
-    """The nursery one plugin starts its background tasks in (``app.nursery``). A task that
-    fails after it started is logged and counted, and ends alone: never the daemon."""
-
-    def __init__(self, nursery: trio.Nursery, host: PluginHost, plugin: str):
-        self._nursery = nursery
-        self._host = host
-        self.plugin = plugin
-
-    @property
-    def cancel_scope(self) -> trio.CancelScope:
-        return self._nursery.cancel_scope
-
-    def start_soon(
-        self, fn: Callable[..., Awaitable[Any]], *args: Any, name: object = None
-    ) -> None:
-        self._nursery.start_soon(self._run, partial(fn, *args), False, name=name or fn)
-
-    async def start(
-        self, fn: Callable[..., Awaitable[Any]], *args: Any, name: object = None
-    ) -> Any:
-        """Like ``trio.Nursery.start``: a failure before ``task_status.started()`` is
-        raised here, to the plugin; one after it is contained."""
-        return await self._nursery.start(self._run, partial(fn, *args), True, name=name or fn)
-
-    async def _run(
-        self, task: Callable[..., Awaitable[Any]], with_status: bool,
-        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        status = _Status(task_status)
-        tasks = self._host.tasks.setdefault(self.plugin, set())
-        with trio.CancelScope() as scope:  # cancelled when the plugin restarts alone
-            tasks.add(scope)
-            try:
-                await (task(task_status=status) if with_status else task())
-            except BaseException as error:
-                if (up := uncontained(error)) is not None:
-                    raise up from None
-                if with_status and not status.done:
-                    raise
-                self._host.failed(self.plugin, "task", error)
-            finally:
-                tasks.discard(scope)
-
-
-class _Status:
-    """A task status that remembers whether the task said it started."""
-
-    def __init__(self, inner: trio.TaskStatus[Any]):
-        self.inner = inner
-        self.done = False
-
-    def started(self, value: Any = None) -> None:
-        self.done = True
-        self.inner.started(value)
-
-
-@dataclass
-class Found:
-    """A plugin found on disk or in the environment, loadable or not."""
-
-    name: str
-    source: str
-    plugin: Any = None
-    hooks: list[str] = field(default_factory=list)
-    error: str | None = None
-
-    def to_dict(self, enabled: bool) -> dict[str, Any]:
-        return {
-            "name": self.name, "enabled": enabled, "source": self.source,
-            "hooks": self.hooks, "error": self.error,
-        }
-
-
 @dataclass(frozen=True)
 class _NoSettings:
     """The settings of a plugin that declares none: the table must be empty."""
-
-
-def new_manager() -> pluggy.PluginManager:
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    return pm
-
-
-def discover(paths: Sequence[str], errors: list[str] | None = None) -> dict[str, Found]:
-    """Every plugin there is, by name. Problems with ``paths`` go to ``errors``."""
-    found: dict[str, Found] = {}
-
-    def add(name: str, source: str, load: Any) -> None:
-        if name in found:
-            found[name].error = f"two plugins named {name}: {found[name].source} and {source}"
-            found[name].plugin = None
-            return
-        entry = found[name] = Found(name, source)
-        try:
-            entry.plugin = load()
-        except BaseException as error:
-            if (up := uncontained(error)) is not None:
-                raise up from None
-            entry.error = f"cannot be loaded: {describe(error)}"
-            log.debug("plugin %s from %s cannot be loaded", name, source, exc_info=True)
-
-    from .. import plugins as builtins
-
-    for module in pkgutil.iter_modules(builtins.__path__):
-        if not module.name.startswith("_"):
-            add(module.name, "built-in", lambda m=module.name: importlib.import_module(
-                f"{builtins.__name__}.{m}"))
-    for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = f" ({point.dist.name} {point.dist.version})" if point.dist else ""
-        add(point.name, f"entry point {point.value}{dist}", point.load)
-    for index, directory in enumerate(paths):
-        if not Path(directory).is_dir():
-            if errors is not None:
-                errors.append(f"plugins.paths[{index}]: {directory} is not a directory")
-            continue
-        for file in sorted(Path(directory).glob("*.py")):
-            if not file.name.startswith("_"):
-                add(file.stem, str(file.resolve()), lambda f=file: _load_file(f))
-    for entry in found.values():
-        if entry.plugin is not None:
-            _inspect(entry)
-    return found
-
-
-def _load_file(path: Path) -> Any:
-    name = f"pnbridge_plugin_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and type hints look their module up here
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
-
-
-def _inspect(entry: Found) -> None:
-    """Fill in the hooks ``entry`` implements, or the error that keeps it from loading."""
-    pm = new_manager()
-    try:
-        pm.register(entry.plugin, name=entry.name)
-    except (pluggy.PluginValidationError, ValueError) as error:
-        entry.error, entry.plugin = str(error), None
-        return
-    callers = pm.get_hookcallers(entry.plugin) or []
-    entry.hooks = sorted(caller.name for caller in callers)
-    unknown = [name for name in entry.hooks if name not in HOOKS]
-    if unknown:
-        entry.error = f"implements unknown hook(s): {', '.join(unknown)}"
-        entry.plugin = None
 
 
 class _Instance:
@@ -508,62 +332,6 @@ def load_plugins(config: PluginsConfig) -> PluginHost:
     pm.check_pending()
     return PluginHost(pm, contexts, {n: delivery[n] for n in enabled}, config.optional,
                       registry)
-
-
-def with_instances(found: dict[str, Found], config: PluginsConfig) -> dict[str, Found]:
-    """``found`` and, after it, each instance ``config`` names (``[plugins.NAME] plugin``) as
-    a plugin of its own, whose source says which it runs (for ``pnbridge plugins``)."""
-    instances = {
-        name: dataclasses.replace(found[table["plugin"]], name=name,
-                                  source=f"instance of {table['plugin']}")
-        for name, table in config.tables.items()
-        if name not in found and table.get("plugin") in found
-    }
-    return {**found, **instances}
-
-
-def plugin_of(name: str, table: dict[str, Any], found: dict[str, Found],
-              errors: list[str]) -> str | None:
-    """The plugin the instance ``name`` runs: its own, or its table's ``plugin`` key (None
-    when that key is wrong, with the error in ``errors``)."""
-    if "plugin" not in table:
-        return name
-    plugin = table["plugin"]
-    if not isinstance(plugin, str) or plugin not in found:
-        known = ", ".join(sorted(found)) or "none"
-        errors.append(f"plugins.{name}.plugin: no plugin named {plugin!r} (found: {known})")
-        return None
-    if name in found and name != plugin:
-        errors.append(f"plugins.{name}.plugin: {name} is a plugin's own name; give the "
-                      f"instance of {plugin} another")
-        return None
-    return plugin
-
-
-def add_commands(cli: click.Group) -> list[str]:
-    """Let the built-in and entry-point plugins add their commands to ``cli``
-    (``register_commands``), none under a name ``cli`` has; what went wrong, a line each. A
-    file in a ``[plugins] paths`` directory adds none: which directories those are is in the
-    config, which is read once a command runs."""
-    problems: list[str] = []
-    for entry in discover([]).values():
-        if entry.plugin is None or "register_commands" not in entry.hooks:
-            continue
-        group = click.Group()
-        pm = new_manager()
-        pm.register(entry.plugin, name=entry.name)
-        try:
-            pm.hook.register_commands(cli=group)
-        except Exception as error:
-            problems.append(f"plugin {entry.name}: register_commands failed: {describe(error)}")
-            continue
-        for name, command in group.commands.items():
-            if name in cli.commands:
-                problems.append(f"plugin {entry.name}: a command {name} exists already; "
-                                "the plugin's is left out")
-            else:
-                cli.add_command(command, name)
-    return problems
 
 
 def _settings_class(entry: Found, errors: list[str]) -> type[DataclassInstance] | None:

@@ -24,7 +24,8 @@ from ..config import paths
 from ..config.addresses import HOST_PORT
 from ..config.tables import Config, load_config
 from ..config.typed import ConfigError
-from ..delivery.pluginhost import PluginHost, load_plugins, uncontained
+from ..delivery.containment import uncontained
+from ..delivery.pluginhost import PluginHost, load_plugins
 from ..storage.sqlite.schema import MIGRATIONS, inspect
 from .findings import TIMEOUT, Finding, ServiceUser
 from .log import describe

@@ -19,7 +19,8 @@ from typing import Any, Literal
 import trio
 
 from ..config.tables import Config
-from ..delivery.pluginhost import PluginHost, uncontained
+from ..delivery.containment import uncontained
+from ..delivery.pluginhost import PluginHost
 from ..model import Device, Pair, Push, PushResult
 from ..ops.log import describe, shorten
 from ..ops.metrics import Metrics
