@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
+import pty
 import queue
 import re
 import signal
@@ -22,9 +22,16 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from click.testing import CliRunner
+from configs import base_config, config_toml, merge
+from notify import NotifySocket
+from pnbridge.cli import main
 from pnbridge.config.tables import Config, parse_config
 from pnbridge.server import run
 from pnbridge.storage.sqlite.store import SQLiteStore
+from pnmediator_stub import Stub
+from trio.testing import MockClock
+from webhook_receiver import Receiver
 
 # Every password and secret the tests send. test_secrets_at_rest runs last and looks for
 # them in everything the test run left behind: databases, journals, plugin output, logs.
@@ -66,17 +73,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "run_last: run after every other test")
 
 
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``extra`` merged in, table by table."""
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 @dataclass
 class Daemon:
     """A daemon running in the test's trio loop."""
@@ -108,13 +104,7 @@ async def start_daemon(tmp_path: Path, nursery: trio.Nursery) -> StartDaemon:
     clients: list[httpx.AsyncClient] = []
 
     async def start(overrides: dict[str, Any] | None = None) -> Daemon:
-        base = {
-            "server": {"listen": ["127.0.0.1:0"]},
-            "storage": {"path": str(tmp_path / "pnbridge.db")},
-            # Rate limits are on by default; tests of anything else send faster than apps.
-            "reporter": {"client_rate": 0, "username_rate": 0},
-        }
-        config = parse_config(merge(base, overrides or {}))
+        config = parse_config(merge(base_config(tmp_path), overrides or {}))
         shutdown = trio.Event()
         binds = await nursery.start(partial(run, config, shutdown=shutdown))
         client = httpx.AsyncClient(base_url=binds[0])
@@ -124,6 +114,43 @@ async def start_daemon(tmp_path: Path, nursery: trio.Nursery) -> StartDaemon:
     yield start
     for client in clients:
         await client.aclose()
+
+
+@pytest.fixture
+def virtual_clock() -> MockClock:
+    """trio's virtual clock for a daemon in the test's loop: time stands still while anything
+    runs and jumps to the next deadline once the loop has been idle for 0.1 s of real time.
+    (pytest-trio's ``autojump_clock`` jumps at once, also while a worker thread writes to
+    SQLite: a request's timeout passes before the daemon could answer it.)"""
+    return MockClock(autojump_threshold=0.1)
+
+
+@pytest.fixture
+async def stub(nursery: trio.Nursery) -> Stub:
+    """A pnmediator stand-in (tests/pnmediator_stub.py) on a free loopback port."""
+    return await nursery.start(Stub().serve)
+
+
+@pytest.fixture
+def receivers():
+    """Start webhook receivers (tests/webhook_receiver.py): ``receivers(**kwargs)``."""
+    started: list[Receiver] = []
+
+    def start(**kwargs: Any) -> Receiver:
+        started.append(Receiver(**kwargs))
+        return started[-1]
+
+    yield start
+    for receiver in started:
+        receiver.close()
+
+
+@pytest.fixture
+def notify(tmp_path: Path):
+    """The systemd side of sd_notify (tests/notify.py), at tmp_path/notify.sock."""
+    sock = NotifySocket(str(tmp_path / "notify.sock"))
+    yield sock
+    sock.close()
 
 
 @dataclass
@@ -193,15 +220,47 @@ def pnbridge(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def on_terminal(*args: str) -> tuple[subprocess.CompletedProcess[str], bytes]:
+    """Run ``pnbridge ARGS`` with stderr on a pseudo-terminal; what the terminal showed."""
+    controller, terminal = pty.openpty()
+    result = subprocess.run([sys.executable, "-m", "pnbridge", *args], stdout=subprocess.PIPE,
+                            stderr=terminal, text=True, timeout=60)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    return result, shown
+
+
+def cli(*args: str, input: str | None = None, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    """Run the ``pnbridge`` command in this process with click's CliRunner: its exit code,
+    stdout and stderr as ``pnbridge()`` gives them, without starting an interpreter. For
+    tests where a separate process is not the point (``env`` is added to this one's)."""
+    result = CliRunner().invoke(main, list(args), input=input, env=env, prog_name="pnbridge",
+                                catch_exceptions=False)
+    _keep_output(result.stdout, result.stderr)
+    return subprocess.CompletedProcess(["pnbridge", *args], result.exit_code, result.stdout,
+                                       result.stderr)
+
+
 @pytest.fixture
 def spawn(tmp_path: Path):
-    """Start ``pnbridge serve --config FILE`` from TOML text; stop it after the test."""
+    """Start ``pnbridge serve --config FILE`` from TOML text, or from tables merged over the
+    base config of tests/configs.py; stop it after the test."""
     started: list[Process] = []
 
-    def start(toml: str, *, pass_fds: tuple[int, ...] = (), env: dict[str, str] | None = None
-              ) -> Process:
+    def start(config: str | dict[str, Any], *, pass_fds: tuple[int, ...] = (),
+              env: dict[str, str] | None = None) -> Process:
         path = tmp_path / "pnbridge.toml"
-        path.write_text(toml)
+        path.write_text(config if isinstance(config, str) else config_toml(tmp_path, config))
         popen = subprocess.Popen(
             [sys.executable, "-m", "pnbridge", "serve", "--config", str(path)],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,

@@ -8,13 +8,12 @@ import os
 import resource
 import sqlite3
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-from plugintools import RECORDER, lines, write_plugin
+from plugintools import install_plugins, lines
+from reports import report
 
 API_KEY = "k" * 24
 TOKEN = "QVBBOT-" + "t" * 40
@@ -26,7 +25,7 @@ def daemon_toml(tmp_path: Path, db: Path, *, busy_timeout: float = 0.3, extra: s
     """A config: loopback listen, ``db``, no rate limits (the tests flood on purpose), the push
     API with pnmediator at a closed port, and the recorder plugin (its file:
     tmp_path/recorded) with fast retries."""
-    write_plugin(tmp_path / "plugins", "recorder", RECORDER)
+    install_plugins(tmp_path / "plugins", "recorder")
     names = ", ".join(f'"{n}"' for n in (*enabled, "pnmediator"))
     return f"""\
 [server]
@@ -59,14 +58,12 @@ timeout = 0.2
 {extra}"""
 
 
-def report(client: httpx.Client, selector: str, token: str = TOKEN,
-           username: str = "1001") -> int:
+def report_status(client: httpx.Client, selector: str, token: str = TOKEN,
+                  username: str = "1001") -> int:
     """Report a token; the status (0 when the daemon did not answer)."""
     try:
-        return client.get("/token/", params={
-            "username": username, "selector": selector, "pushToken": token,
-            "pushappid": "app.id",
-        }).status_code
+        return report(client, selector, token=token, username=username, pushappid="app.id",
+                      status=None).status_code
     except httpx.HTTPError:
         return 0
 
@@ -103,16 +100,6 @@ def metric(client: httpx.Client, name: str, **labels: str) -> float:
         if head == (f"{name}{{{want}}}" if labels else name):
             return float(value)
     return 0.0
-
-
-def poll(predicate: Callable[[], Any], timeout: float = 15.0, every: float = 0.05) -> Any:
-    """Call ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {predicate}")
-        time.sleep(every)
-    return value
 
 
 def rss_kib(pid: int) -> int:

@@ -1,9 +1,11 @@
-"""Helpers for the plugin tests: plugin files, waiting for deliveries, reading what plugins saw."""
+"""Helpers for the plugin tests: the test plugins of tests/plugins/, the docs' example plugin,
+waiting for deliveries, reading what plugins saw."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import textwrap
 import time
 from collections.abc import Callable
@@ -14,38 +16,16 @@ import trio
 
 DOCS = Path(__file__).parent.parent / "docs"
 
-# A plugin for the tests: records "kind seq selector id" lines to the file in its settings.
-RECORDER = '''
-from dataclasses import dataclass
-from pnbridge import hookimpl
+PLUGINS = Path(__file__).parent / "plugins"  # the test plugins, one file each
 
-@dataclass
-class Settings:
-    path: str
 
-settings = None
-
-@hookimpl
-def settings_class():
-    return Settings
-
-@hookimpl
-def startup(app):
-    global settings
-    settings = app.settings(Settings)
-
-def record(event):
-    with open(settings.path, "a") as file:
-        file.write(f"{event.kind} {event.seq} {event.selector} {event.id}\\n")
-
-@hookimpl
-async def device_registered(event):
-    record(event)
-
-@hookimpl
-async def device_removed(event):
-    record(event)
-'''
+def install_plugins(directory: Path, *sources: str, **renamed: str) -> Path:
+    """Copy test plugins (``tests/plugins/SOURCE.py``) into the plugins directory ``directory``,
+    each named as its file, or as its keyword (``broken="containment/broken_recursion"``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, source in [*((Path(s).name, s) for s in sources), *renamed.items()]:
+        shutil.copyfile(PLUGINS / f"{source}.py", directory / f"{name}.py")
+    return directory
 
 
 def write_plugin(directory: Path, name: str, code: str) -> Path:

@@ -13,6 +13,8 @@ from typing import Any
 import h11
 import trio
 
+KEY = "test-key-0123456789abcdef"  # the push API key of push_config
+
 
 @dataclass
 class Answer:
@@ -169,3 +171,12 @@ async def _read_request(
             return request, body
         else:  # ConnectionClosed
             return None, b""
+
+
+def push_config(stub: Stub, **deadlines: float) -> dict[str, Any]:
+    """The push API (``KEY`` and the given deadlines) and pnmediator at ``stub``."""
+    return {
+        "api": {"keys": ["another-key-000000000000", KEY], "deadlines": deadlines},
+        "plugins": {"enabled": ["pnmediator"],
+                    "pnmediator": {"url": stub.url, "timeout": 0.5}},
+    }

@@ -7,160 +7,35 @@ from __future__ import annotations
 import random
 import re
 import socket
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from agitools import (
+    CALL,
+    CALLER,
+    CONTACT,
+    ELSEWHERE,
+    MISSED,
+    NO_CONTACT,
+    UNIQUEID,
+    Asterisk,
+    agi_config,
+    asterisk_args,
+    environment,
+    port_of,
+    session,
+)
 from conftest import Daemon, pnbridge
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pnbridge.agi.protocol import AgiChannel, AgiError, Hangup, parse_reply, quote
+from pnbridge.agi.protocol import AgiChannel, Hangup, parse_reply, quote
 from pnbridge.agi.service import SCRIPTS
 from pnbridge.config.running import changed, restart_values
 from pnbridge.config.tables import Config, parse_config
-from pnbridge.config.typed import ConfigError
+from pnbridge.errors import AgiError, ConfigError
 from pnmediator_stub import HTTP_400, HTTP_500, Stub, slow
-
-CALL = "NotifyIncomingCall"
-MISSED = "NotifyIncomingCallMissed"
-ELSEWHERE = "NotifyIncomingCallAnsweredElsewhere"
-UNIQUEID = "1733467000.42"
-CALLER = 'Carol "C" O\'Neil, Jr. \\ 100%'
-CONTACT = "PJSIP/1001/sip:1001@192.0.2.7:50600;transport=udp;ob"
-NO_CONTACT = "200 result=1 ()"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def asterisk_args(line: str) -> list[str]:
-    """A command line split into arguments as Asterisk's res_agi parse_args does."""
-    args: list[str] = []
-    current: list[str] | None = None
-    quoted = escaped = False
-    for char in line:
-        if char == '"' and not escaped:
-            quoted = not quoted
-            if quoted and current is None:
-                current = []
-                args.append("")
-            continue
-        if char in " \t" and not quoted and not escaped:
-            if current is not None:
-                args[-1] = "".join(current)
-            current = None
-            continue
-        if char == "\\" and not escaped:
-            escaped = True
-            continue
-        escaped = False
-        if current is None:
-            current = []
-            args.append("")
-        current.append(char)
-    if current is not None:
-        args[-1] = "".join(current)
-    return args
-
-
-def environment(port: int, script: str, *args: str, **more: str) -> bytes:
-    """The block Asterisk 20 sends first, as res_agi's launch_netscript and setup_env write
-    it (agi_arg_N last)."""
-    values = {
-        "agi_network": "yes", "agi_network_script": script,
-        "agi_request": f"agi://127.0.0.1:{port}/{script}",
-        "agi_channel": "PJSIP/trunk-00000001", "agi_language": "en", "agi_type": "PJSIP",
-        "agi_uniqueid": UNIQUEID, "agi_version": "20.5.0", "agi_callerid": "0612345678",
-        "agi_calleridname": CALLER, "agi_callingpres": "0", "agi_callingani2": "0",
-        "agi_callington": "0", "agi_callingtns": "0", "agi_dnid": "1001",
-        "agi_rdnis": "unknown", "agi_context": "from-pbx", "agi_extension": "1001",
-        "agi_priority": "2", "agi_enhanced": "0.0", "agi_accountcode": "",
-        "agi_threadid": "140245115950656", **more,
-    }
-    if not script:  # res_agi sends agi_network_script only for a URL with a path
-        del values["agi_network_script"]
-    lines = [f"{k}: {v}" for k, v in values.items()]
-    lines += [f"agi_arg_{n}: {arg}" for n, arg in enumerate(args, 1)]
-    return ("\n".join(lines) + "\n\n").encode()
-
-
-class Asterisk:
-    """Asterisk's side of one FastAGI connection: what pnbridge sent, the variables set."""
-
-    def __init__(self, stream: trio.SocketStream):
-        self.stream = stream
-        self.buffer = b""
-        self.commands: list[str] = []
-        self.variables: dict[str, str] = {}
-        self.verbose: list[str] = []
-
-    @classmethod
-    async def connect(cls, port: int) -> Asterisk:
-        return cls(await trio.open_tcp_stream("127.0.0.1", port))
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def command(self) -> str | None:
-        """pnbridge's next command, or None when it closed the connection."""
-        while b"\n" not in self.buffer:
-            try:
-                data = await self.stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                return None
-            if not data:
-                return None
-            self.buffer += data
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        text = line.decode()
-        self.commands.append(text)
-        args = asterisk_args(text)
-        if args[:2] == ["SET", "VARIABLE"]:
-            self.variables[args[2]] = args[3]
-        elif args[0] == "VERBOSE":
-            self.verbose.append(args[1])
-        return text
-
-    async def play(self, contacts: list[str] | None = None) -> dict[str, str]:
-        """Answer every command as Asterisk does until pnbridge closes: GET FULL VARIABLE
-        with the next of ``contacts`` (the last one again when they run out), anything else
-        ``200 result=1``. The variables set."""
-        contacts = contacts or [NO_CONTACT]
-        asked = 0
-        while (command := await self.command()) is not None:
-            if command.startswith("GET FULL VARIABLE"):
-                await self.send(contacts[min(asked, len(contacts) - 1)].encode() + b"\n")
-                asked += 1
-            else:
-                await self.send(b"200 result=1\n")
-        await self.stream.aclose()
-        return self.variables
-
-    async def closed(self) -> bool:
-        """Whether pnbridge closed the connection (after anything it still sent)."""
-        return await self.command() is None and await self.command() is None
-
-
-@pytest.fixture
-async def stub(nursery: trio.Nursery) -> Stub:
-    return await nursery.start(Stub().serve)
-
-
-def agi_config(stub: Stub, **agi: Any) -> dict[str, Any]:
-    return {
-        "agi": {"listen": [f"127.0.0.1:{free_port()}"], "read_timeout": 1.0,
-                "poll_interval": 0.05, **agi},
-        "api": {"deadlines": {CALL: 2.0, MISSED: 2.0, ELSEWHERE: 2.0}},
-        "plugins": {"enabled": ["pnmediator"], "pnmediator": {"url": stub.url, "timeout": 0.5}},
-    }
-
-
-def port_of(daemon: Daemon) -> int:
-    return int(daemon.config.agi.listen[0].rpartition(":")[2])
+from reports import report
 
 
 @pytest.fixture
@@ -168,27 +43,10 @@ async def daemon(start_daemon, stub) -> Daemon:
     return await start_daemon(agi_config(stub))
 
 
-async def report(daemon: Daemon, username: str, selector: str, *, calls: str | None = None,
-                 msgs: str | None = None) -> None:
-    params = {"username": username, "selector": selector}
-    if calls:
-        params |= {"pushTokenIncomingCall": calls, "pushappid_incoming_call": "com.app.voip"}
-    if msgs:
-        params |= {"pushTokenOther": msgs, "pushappid_other": "com.app"}
-    assert (await daemon.client.get("/token", params=params)).status_code == 200
-
-
 async def two_devices(daemon: Daemon) -> None:
-    await report(daemon, "1001", "IPHONE", calls="voip-tok", msgs="apns-tok")
-    await report(daemon, "1001", "ANDROID", msgs="fcm-tok")
-
-
-async def session(daemon: Daemon, script: str, *args: str, contacts: list[str] | None = None,
-                  **env: str) -> Asterisk:
-    asterisk = await Asterisk.connect(port_of(daemon))
-    await asterisk.send(environment(port_of(daemon), script, *args, **env))
-    await asterisk.play(contacts)
-    return asterisk
+    await report(daemon, "IPHONE",
+                 path="/token", username="1001", token=None, calls="voip-tok", msgs="apns-tok")
+    await report(daemon, "ANDROID", path="/token", username="1001", token=None, msgs="fcm-tok")
 
 
 def sent(stub: Stub) -> list[tuple[str, str, str]]:
@@ -226,7 +84,7 @@ async def test_wake_pushes_every_device_waits_for_a_contact_and_sets_the_variabl
 
 async def test_wake_takes_the_user_and_timeout_as_arguments_and_the_endpoint_in_the_url(
         daemon, stub):
-    await report(daemon, "alice", "A", msgs="alice-tok")
+    await report(daemon, "A", path="/token", username="alice", token=None, msgs="alice-tok")
     started = trio.current_time()
     asterisk = await session(daemon, "wake?endpoint=alice-ep", "alice", "0.3")
     assert 0.3 <= trio.current_time() - started < 1.5
@@ -238,7 +96,7 @@ async def test_wake_takes_the_user_and_timeout_as_arguments_and_the_endpoint_in_
 
 
 async def test_asterisks_unknown_caller_name_is_no_display_name(daemon, stub):
-    await report(daemon, "1001", "A", msgs="tok")
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
     asterisk = await session(daemon, "wake", contacts=[f"200 result=1 ({CONTACT})"],
                              agi_calleridname="unknown")
     assert asterisk.variables["PNBRIDGE_STATUS"] == "sent"
@@ -255,7 +113,7 @@ async def test_wake_for_an_unknown_user_says_so_without_waiting(daemon, stub):
 
 
 async def test_wake_that_no_device_took_is_failed_with_the_reason(daemon, stub):
-    await report(daemon, "1001", "A", msgs="bad-tok")
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="bad-tok")
     stub.answer("bad-tok", HTTP_400)
     asterisk = await session(daemon, "wake")
     assert asterisk.variables["PNBRIDGE_STATUS"] == "failed"
@@ -264,7 +122,7 @@ async def test_wake_that_no_device_took_is_failed_with_the_reason(daemon, stub):
 
 
 async def test_contacts_too_long_for_one_command_are_cut_to_whole_contacts(daemon, stub):
-    await report(daemon, "1001", "A", msgs="tok")
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
     many = "&".join(f"{CONTACT};n={n:03d}" for n in range(60))  # 3,700 characters
     asterisk = await session(daemon, "wake", contacts=[f"200 result=1 ({many})"])
     kept = asterisk.variables["PNBRIDGE_CONTACTS"].split("&")
@@ -280,7 +138,7 @@ async def test_a_contact_already_there_is_dialled_at_once(daemon, stub):
 
 @pytest.mark.parametrize("how", ["HANGUP line", "connection closed", "511 dead channel"])
 async def test_the_push_runs_to_its_deadline_when_asterisk_hangs_up(daemon, stub, how):
-    await report(daemon, "1001", "A", msgs="tok")
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
     stub.answer("tok", HTTP_500, HTTP_500)  # two retries, after Asterisk is gone
     asterisk = await Asterisk.connect(port_of(daemon))
     await asterisk.send(environment(port_of(daemon), "wake"))
@@ -319,7 +177,7 @@ async def test_follow_ups_reach_every_device_with_the_calls_pair_and_the_same_id
 
 
 async def test_a_follow_up_without_wait_returns_at_once_and_the_push_still_goes(daemon, stub):
-    await report(daemon, "1001", "A", msgs="tok")
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
     stub.answer("tok", HTTP_500)
     asterisk = await session(daemon, "answered-elsewhere", "call-7", "1001")
     assert asterisk.variables == {"PNBRIDGE_PUSH_ID": "call-7", "PNBRIDGE_STATUS": "queued"}
@@ -346,7 +204,7 @@ async def test_a_follow_up_without_wait_returns_at_once_and_the_push_still_goes(
 )
 async def test_a_bad_script_or_argument_is_an_error_the_dialplan_sees(
         daemon, stub, script, args, problem, caplog):
-    await report(daemon, "1001", "A", msgs="tok")
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
     asterisk = await session(daemon, script, *args)
     assert asterisk.variables["PNBRIDGE_STATUS"] == "error"
     assert problem in asterisk.variables["PNBRIDGE_REASON"]
@@ -369,7 +227,7 @@ GARBAGE = {
 
 @pytest.mark.parametrize("data", GARBAGE.values(), ids=GARBAGE.keys())
 async def test_garbage_closes_that_connection_only(daemon, stub, data, caplog):
-    await report(daemon, "1001", "A", msgs="tok")
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
     asterisk = await Asterisk.connect(port_of(daemon))
     await asterisk.send(data)
     with trio.fail_after(3):
@@ -393,7 +251,7 @@ PIECES = [b"agi_network: yes\n", b"agi_network_script: wake\n", b"agi_network_sc
 
 
 async def test_random_sessions_end_cleanly_and_never_reach_the_bug_handler(daemon, stub, caplog):
-    await report(daemon, "1001", "A", msgs="tok")
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
     rng = random.Random(15)
 
     async def one() -> None:
@@ -439,7 +297,7 @@ def test_the_protocol_reader_raises_only_its_own_errors(pieces):
 
 
 async def test_an_unexpected_line_while_waiting_is_garbage(daemon, stub):
-    await report(daemon, "1001", "A", msgs="tok")
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
     asterisk = await Asterisk.connect(port_of(daemon))
     await asterisk.send(environment(port_of(daemon), "wake"))
     while not (await asterisk.command()).startswith("GET"):
@@ -467,7 +325,7 @@ async def test_a_slow_or_silent_client_is_closed_after_the_read_timeout(daemon, 
 async def test_a_session_is_cut_at_the_session_timeout(start_daemon, stub):
     daemon = await start_daemon(agi_config(stub, session_timeout=1.5, max_wait=1.0,
                                            default_wait=1.0))
-    await report(daemon, "1001", "A", msgs="tok")
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
     asterisk = await Asterisk.connect(port_of(daemon))
     await asterisk.send(environment(port_of(daemon), "wake"))
     started = trio.current_time()
@@ -482,7 +340,7 @@ async def test_a_session_is_cut_at_the_session_timeout(start_daemon, stub):
 
 async def test_sessions_beyond_max_sessions_are_closed_at_once(start_daemon, stub):
     daemon = await start_daemon(agi_config(stub, max_sessions=2, read_timeout=10.0))
-    await report(daemon, "1001", "A", msgs="tok")
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
     holding = [await Asterisk.connect(port_of(daemon)) for _ in range(2)]
     for asterisk in holding:
         await asterisk.send(b"agi_network: yes\n")
@@ -499,7 +357,7 @@ async def test_sessions_beyond_max_sessions_are_closed_at_once(start_daemon, stu
 
 
 async def test_the_pushes_under_way_finish_when_the_daemon_stops(daemon, stub):
-    await report(daemon, "1001", "A", msgs="tok")
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
     stub.answer("tok", HTTP_500, HTTP_500, HTTP_500)  # retried for about 0.35 s
     asterisk = await Asterisk.connect(port_of(daemon))
     await asterisk.send(environment(port_of(daemon), "missed", "call-9"))
@@ -513,8 +371,8 @@ async def test_the_pushes_under_way_finish_when_the_daemon_stops(daemon, stub):
 
 async def test_agi_pushes_share_the_push_apis_max_in_flight(start_daemon, stub):
     daemon = await start_daemon(agi_config(stub) | {"api": {"max_in_flight": 1}})
-    await report(daemon, "1001", "A", msgs="tok")
-    await report(daemon, "2002", "B", msgs="tok-b")
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
+    await report(daemon, "B", path="/token", username="2002", token=None, msgs="tok-b")
     stub.answer("tok", slow(1.0))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session, daemon, "missed?wait=yes", "call-1", "1001")
@@ -529,7 +387,7 @@ async def test_no_push_transport_is_failed_with_the_reason(start_daemon, stub):
     config = agi_config(stub)
     config["plugins"] = {"enabled": []}
     daemon = await start_daemon(config)
-    await report(daemon, "1001", "A", msgs="tok")
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
     asterisk = await session(daemon, "wake")
     assert asterisk.variables["PNBRIDGE_STATUS"] == "failed"
     assert "no push transport" in asterisk.variables["PNBRIDGE_REASON"]

@@ -8,7 +8,7 @@ import re
 
 import httpx
 import trio
-from conftest import pnbridge
+from conftest import cli
 from pnbridge.access.apikeys import ApiKeys, hash_key
 from pnbridge.config.tables import ApiConfig
 
@@ -20,7 +20,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def new_key() -> tuple[str, str]:
-    result = pnbridge("api-key", "new")
+    result = cli("api-key", "new")
     assert result.returncode == 0, result.stderr
     key = re.search(r"^key:\s+(\S+)$", result.stdout, re.M).group(1)
     line = re.search(r'^hash:\s+"(sha256:[0-9a-f]{64})"', result.stdout, re.M).group(1)
@@ -86,13 +86,13 @@ async def test_api_only_on_the_admin_listener(start_daemon, tmp_path):
 def test_admin_only_needs_an_admin_listener_and_plain_keys_warn(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[api]\nadmin_only = true\n')
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 1 and "api.admin_only: needs [server] admin_listen" in result.stderr
     path.write_text('[api]\nkeys = ["plain-key-0123456789"]\n')
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 0 and "WARNING: [api] keys holds plain keys" in result.stderr
     path.write_text(f'[api]\nkey_hashes = ["{hash_key("k")}"]\n')
-    assert "plain keys" not in pnbridge("check-config", "--config", str(path)).stderr
+    assert "plain keys" not in cli("check-config", "--config", str(path)).stderr
     path.write_text('[api]\nkey_hashes = ["md5:abc"]\n')
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 1 and "api.key_hashes: not sha256:" in result.stderr

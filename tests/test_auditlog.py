@@ -14,8 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import reports
 import trio
-from conftest import pnbridge
+from configs import config_toml
+from conftest import cli, pnbridge
 from plugintools import json_lines, lines, wait_until, wait_until_sync
 
 TOKEN = "QVBBOT" + "k" * 58 + "2J"
@@ -26,12 +28,11 @@ def auditlog(path: Path, **settings) -> dict:
     return {"plugins": {"enabled": ["auditlog"], "auditlog": {"path": str(path), **settings}}}
 
 
-async def report(daemon, selector: str, token: str = TOKEN, path: str = "/token/") -> None:
-    r = await daemon.client.post(path, data={
-        "username": "1001", "selector": selector, "pushToken": token,
-        "pushTokenIncomingCall": token + "-calls", "pushappid": "app.msgs", "password": PASSWORD,
-    })
-    assert r.status_code == 200
+def report_form(daemon, selector: str, token: str = TOKEN, path: str = "/token/"):
+    """A POST form report with both tokens and a password."""
+    return reports.report(daemon, selector, path=path, form=True, username="1001", token=token,
+                          pushTokenIncomingCall=token + "-calls", pushappid="app.msgs",
+                          password=PASSWORD)
 
 
 def assert_no_secrets(path: Path) -> None:
@@ -44,9 +45,9 @@ def assert_no_secrets(path: Path) -> None:
 async def test_every_event_is_one_json_line_without_secrets(start_daemon, tmp_path, fsync):
     log = tmp_path / "audit.jsonl"
     daemon = await start_daemon(auditlog(log, fsync=fsync, fsync_interval=0.05))
-    await report(daemon, "S1")
-    await report(daemon, "S1", token=TOKEN + "x")
-    await report(daemon, "S1", path="/removeToken/")
+    await report_form(daemon, "S1")
+    await report_form(daemon, "S1", token=TOKEN + "x")
+    await report_form(daemon, "S1", path="/removeToken/")
     await wait_until(lambda: len(lines(log)) == 3)
     journal = daemon.store().events()
     records = json_lines(log)
@@ -69,11 +70,11 @@ async def test_every_event_is_one_json_line_without_secrets(start_daemon, tmp_pa
 async def test_operator_removals_name_the_command(start_daemon, tmp_path):
     log = tmp_path / "audit.jsonl"
     daemon = await start_daemon(auditlog(log))
-    await report(daemon, "S1")
+    await report_form(daemon, "S1")
     config = tmp_path / "cli.toml"
     config.write_text(f'[storage]\npath = "{daemon.db_path}"\n')
     result = await trio.to_thread.run_sync(
-        lambda: pnbridge("devices", "remove", "S1", "--config", str(config)))
+        lambda: cli("devices", "remove", "S1", "--config", str(config)))
     assert result.returncode == 0, result.stderr
     await wait_until(lambda: len(lines(log)) == 2, timeout=5)
     assert json_lines(log)[1]["source"] == {"command": "devices remove"}
@@ -84,10 +85,10 @@ async def test_a_file_moved_away_is_written_anew(start_daemon, tmp_path):
     """Without SIGHUP (logrotate without postrotate): the next event notices the move."""
     log = tmp_path / "audit.jsonl"
     daemon = await start_daemon(auditlog(log))
-    await report(daemon, "S1")
+    await report_form(daemon, "S1")
     await wait_until(lambda: len(lines(log)) == 1)
     log.rename(tmp_path / "audit.jsonl.1")
-    await report(daemon, "S2")
+    await report_form(daemon, "S2")
     await wait_until(lambda: len(lines(log)) == 1)
     assert json_lines(log)[0]["selector"] == "S2"
     assert [r["selector"] for r in json_lines(tmp_path / "audit.jsonl.1")] == ["S1"]
@@ -97,23 +98,10 @@ def test_hook_reload_reopens_the_log_after_logrotate(spawn, tmp_path):
     """Rename, then SIGHUP (what logrotate does) to a running ``pnbridge serve`` while reports
     keep coming: the daemon goes on in a new file and no line is lost or torn."""
     log = tmp_path / "audit.jsonl"
-    db = tmp_path / "pnbridge.db"
-    daemon = spawn(f'''
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-path = "{db}"
-max_devices_per_user = 0
-[reporter]
-# One user reporting as fast as it can: no rate limits here.
-client_rate = 0
-username_rate = 0
-[plugins]
-enabled = ["auditlog"]
-[plugins.auditlog]
-path = "{log}"
-fsync = "never"
-''')
+    daemon = spawn({  # one user reporting as fast as it can: no device cap (nor rate limits)
+        "storage": {"max_devices_per_user": 0},
+        "plugins": {"enabled": ["auditlog"], "auditlog": {"path": str(log), "fsync": "never"}},
+    })
     url = daemon.url()
     stop = threading.Event()
     sent: list[str] = []
@@ -149,16 +137,8 @@ fsync = "never"
 
 def test_hook_reload_runs_on_sighup_even_when_the_config_is_bad(spawn, tmp_path):
     log = tmp_path / "audit.jsonl"
-    toml = f'''
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-path = "{tmp_path / 'pnbridge.db'}"
-[plugins]
-enabled = ["auditlog"]
-[plugins.auditlog]
-path = "{log}"
-'''
+    toml = config_toml(tmp_path, {"plugins": {"enabled": ["auditlog"],
+                                              "auditlog": {"path": str(log)}}})
     daemon = spawn(toml)
     daemon.url()
     log.rename(tmp_path / "audit.jsonl.1")
@@ -243,7 +223,7 @@ def test_bad_settings_name_the_key(tmp_path):
     config = tmp_path / "pnbridge.toml"
     config.write_text('[plugins]\nenabled = ["auditlog"]\n[plugins.auditlog]\n'
                       'fsync = "sometimes"\nfsync_interval = 0\n')
-    result = pnbridge("check-config", "--config", str(config))
+    result = cli("check-config", "--config", str(config))
     assert result.returncode == 1
     assert "plugins.auditlog.path: required key is missing" in result.stderr
     assert "plugins.auditlog.fsync: expected one of 'always', 'interval', 'never'" \
@@ -265,7 +245,7 @@ def test_the_example_config_tables_are_valid(tmp_path):
     config.write_text(text + "\n#" + "\n".join(uncommented) + "\n")
     assert "[plugins.webhook]\nurls = " in config.read_text()
     assert "[plugins.pnmediator]\nurl = " in config.read_text()
-    result = pnbridge("check-config", "--config", str(config))
+    result = cli("check-config", "--config", str(config))
     assert result.returncode == 0, result.stderr
 
 
@@ -280,10 +260,10 @@ async def test_two_instances_write_apart(start_daemon, tmp_path):
         "auditlog": {"path": str(main), "fsync": "never"},
         "archive": {"plugin": "auditlog", "path": str(archive), "fsync": "always"},
     }})
-    await report(daemon, "S1")
+    await report_form(daemon, "S1")
     await wait_until(lambda: len(lines(main)) == len(lines(archive)) == 1)
     main.rename(tmp_path / "audit.jsonl.1")
-    await report(daemon, "S2")
+    await report_form(daemon, "S2")
     await wait_until(lambda: len(lines(main)) == 1 and len(lines(archive)) == 2)
     journal = [e.id for e in daemon.store().events()]
     assert [r["id"] for r in json_lines(archive)] == journal

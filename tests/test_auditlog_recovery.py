@@ -11,34 +11,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from configs import config_toml
 from conftest import pnbridge
-from faults import poll
+from plugintools import wait_until_sync
 from pnbridge.storage.sqlite.store import SQLiteStore
-
-TOML = '''
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-path = "{db}"
-[reporter]
-client_rate = 0
-username_rate = 0
-[plugins]
-enabled = ["auditlog"]
-[plugins.auditlog]
-path = "{log}"
-fsync = "always"
-[plugins.auditlog.delivery]
-backoff = 0.05
-max_backoff = 0.2
-max_attempts = 1000
-'''
+from reports import report
 
 
-def report(client: httpx.Client, selector: str) -> None:
-    answer = client.get("/token/", params={"username": "u", "selector": selector,
-                                           "pushToken": f"tok-{selector}", "pushappid": "app"})
-    assert answer.status_code == 200, answer.text
+def auditlog(log: Path, *enabled: str) -> dict:
+    """The auditlog plugin (and ``enabled``) writing to ``log``, retried quickly."""
+    return {"plugins": {"enabled": ["auditlog", *enabled], "auditlog": {
+        "path": str(log), "fsync": "always",
+        "delivery": {"backoff": 0.05, "max_backoff": 0.2, "max_attempts": 1000}}}}
 
 
 def ids(path: Path) -> list[str]:
@@ -48,10 +32,10 @@ def ids(path: Path) -> list[str]:
 @pytest.mark.parametrize("blocker", ["immutable file", "directory"])
 def test_the_audit_log_recovers_after_an_unwritable_path(spawn, tmp_path, blocker):
     log = tmp_path / "audit.jsonl"
-    daemon = spawn(TOML.format(db=tmp_path / "pnbridge.db", log=log))
+    daemon = spawn(auditlog(log))
     with httpx.Client(base_url=daemon.url()) as client:
-        report(client, "S1")
-        poll(lambda: log.exists() and ids(log) == ["S1"])
+        report(client, "S1", token="tok-S1", pushappid="app")
+        wait_until_sync(lambda: log.exists() and ids(log) == ["S1"])
         log.rename(tmp_path / "audit.jsonl.1")  # logrotate
         if blocker == "directory":
             log.mkdir()
@@ -60,8 +44,8 @@ def test_the_audit_log_recovers_after_an_unwritable_path(spawn, tmp_path, blocke
             log.chmod(0o640)
             assert subprocess.run(["chattr", "+i", str(log)]).returncode == 0
         try:
-            report(client, "S2")
-            report(client, "S3")
+            report(client, "S2", token="tok-S2", pushappid="app")
+            report(client, "S3", token="tok-S3", pushappid="app")
             kind = "IsADirectoryError" if blocker == "directory" else "PermissionError"
             daemon.wait_for(rf"plugin auditlog: event \S+ \(seq 2\) attempt 3 failed: "
                             rf"{kind}: {log}: ")
@@ -75,8 +59,8 @@ def test_the_audit_log_recovers_after_an_unwritable_path(spawn, tmp_path, blocke
             else:
                 subprocess.run(["chattr", "-i", str(log)], check=True)
                 log.unlink()
-        poll(lambda: log.is_file() and ids(log) == ["S2", "S3"])
-        poll(lambda: client.get("/readyz").status_code == 200)
+        wait_until_sync(lambda: log.is_file() and ids(log) == ["S2", "S3"])
+        wait_until_sync(lambda: client.get("/readyz").status_code == 200)
         assert "plugin auditlog: ok" in client.get("/readyz").text
     assert ids(tmp_path / "audit.jsonl.1") == ["S1"]
     assert daemon.stop() == 0
@@ -88,8 +72,7 @@ def test_a_command_run_as_root_never_creates_the_log(tmp_path):
     create the log as root 0640 (after a rotation, say), locking the service user out."""
     log = tmp_path / "audit.jsonl"
     config = tmp_path / "pnbridge.toml"
-    config.write_text(TOML.format(db=tmp_path / "pnbridge.db", log=log).replace(
-        'enabled = ["auditlog"]', 'enabled = ["auditlog", "pnmediator"]'))
+    config.write_text(config_toml(tmp_path, auditlog(log, "pnmediator")))
     SQLiteStore(str(tmp_path / "pnbridge.db")).conn.close()
     result = pnbridge("push", "NotifyTextMessage", "--username", "nobody", "--message", "hi",
                       "--config", str(config))

@@ -4,13 +4,14 @@ basic, secret, hook and none; nobody changes another user's devices; failures ch
 from __future__ import annotations
 
 import signal
-import textwrap
 
 import httpx
 import pytest
 import trio
-from conftest import PASSWORDS, SECRET, pnbridge
+from conftest import PASSWORDS, SECRET, cli
+from plugintools import install_plugins
 from pnbridge.access import users
+from reports import report
 
 ALICE, BOB = "alice", "bob"
 
@@ -34,28 +35,14 @@ def basic(user: str, password: str | None = None) -> httpx.BasicAuth:
     return httpx.BasicAuth(user, password or PASSWORDS[user])
 
 
-HOOK_PLUGIN = f'''
-from pnbridge import hookimpl
-
-PBX_USERS = {PASSWORDS!r}
-
-@hookimpl
-def authenticate_report(username, credentials, report):
-    if username not in PBX_USERS:
-        return None
-    return credentials.get("password") == PBX_USERS[username]
-'''
-
-
 async def auth_daemon(start_daemon, tmp_path, mode: str, **auth):
     config = {
         "auth": {"reporter": mode, "users_file": write_users(tmp_path), "secret": SECRET, **auth},
     }
     if mode == "hook":
-        plugins_dir = tmp_path / "plugins"
-        plugins_dir.mkdir()
-        (plugins_dir / "pbxauth.py").write_text(textwrap.dedent(HOOK_PLUGIN))
-        config["plugins"] = {"paths": [str(plugins_dir)], "enabled": ["pbxauth"]}
+        plugins_dir = install_plugins(tmp_path / "plugins", "auth/pbxauth")
+        config["plugins"] = {"paths": [str(plugins_dir)], "enabled": ["pbxauth"],
+                             "pbxauth": {"passwords": PASSWORDS}}
     return await start_daemon(config)
 
 
@@ -166,33 +153,34 @@ def credentials(mode: str, user: str) -> dict:
     return {"extra": {"password": PASSWORDS[user]}}
 
 
-async def report(daemon, path: str, mode: str, as_user: str, params: dict) -> httpx.Response:
+async def report_as(daemon, path: str, mode: str, as_user: str, params: dict
+                    ) -> httpx.Response:
+    """Report ``params`` to ``path`` with ``as_user``'s credentials in ``mode``."""
     given = credentials(mode, as_user)
-    return await daemon.client.get(
-        path, params={**params, **given.get("extra", {})}, auth=given.get("auth"),
-    )
+    fields = {"username": None, "token": None, **params, **given.get("extra", {})}
+    return await report(daemon, path=path, auth=given.get("auth"), status=None, **fields)
 
 
 @pytest.mark.parametrize("mode", ["digest", "basic", "hook"])
 async def test_nobody_registers_or_removes_devices_of_another_user(start_daemon, tmp_path, mode):
     daemon = await auth_daemon(start_daemon, tmp_path, mode)
-    assert (await report(daemon, "/token", mode, BOB, token_params(BOB, "BOB-1", "bobs"))
+    assert (await report_as(daemon, "/token", mode, BOB, token_params(BOB, "BOB-1", "bobs"))
             ).status_code == 200
     # Alice's own credentials, Bob's username: refused, for registration and removal.
-    r = await report(daemon, "/token", mode, ALICE, token_params(BOB, "ALICE-1", "alices"))
+    r = await report_as(daemon, "/token", mode, ALICE, token_params(BOB, "ALICE-1", "alices"))
     assert r.status_code == 401
-    r = await report(daemon, "/removeToken", mode, ALICE, token_params(BOB, "BOB-1"))
+    r = await report_as(daemon, "/removeToken", mode, ALICE, token_params(BOB, "BOB-1"))
     assert r.status_code == 401
     # Alice's username with Bob's selector: his device stays his.
-    r = await report(daemon, "/token", mode, ALICE, token_params(ALICE, "BOB-1", "alices"))
+    r = await report_as(daemon, "/token", mode, ALICE, token_params(ALICE, "BOB-1", "alices"))
     assert r.status_code == 403
     # A removal by selector alone removes only Alice's own devices: none here.
-    r = await report(daemon, "/removeToken", mode, ALICE, {"selector": "BOB-1"})
+    r = await report_as(daemon, "/removeToken", mode, ALICE, {"selector": "BOB-1"})
     assert r.status_code in (200, 401)
     assert devices(daemon) == {"BOB-1": BOB}
     assert journal(daemon) == [("registered", "new", "BOB-1")]
     # Bob removes his own device.
-    r = await report(daemon, "/removeToken", mode, BOB, token_params(BOB, "BOB-1"))
+    r = await report_as(daemon, "/removeToken", mode, BOB, token_params(BOB, "BOB-1"))
     assert r.status_code == 200 and devices(daemon) == {}
 
 
@@ -224,7 +212,7 @@ async def test_hook_authenticate_report_checks_the_pbx_password(start_daemon, tm
 async def test_hook_mode_needs_a_plugin(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[auth]\nreporter = "hook"\n')
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 1 and "implements authenticate_report" in result.stderr
 
 
@@ -281,14 +269,14 @@ def test_none_warns_in_check_config(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("[auth]\nreporter = \"none\"\n")
     path.chmod(0o600)
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 0
     assert 'WARNING: reporter routes with auth mode "none"' in result.stderr
     path.write_text(f'[auth]\nreporter = "secret"\nsecret = "{SECRET}"\n')
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 0 and "WARNING" not in result.stderr
     path.chmod(0o644)
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert "is readable by others (mode 0644): chmod o-rwx it" in result.stderr
 
 
@@ -296,11 +284,11 @@ def test_users_cli_round_trip(tmp_path):
     config = tmp_path / "c.toml"
     users_file = tmp_path / "users"
     config.write_text(f'[auth]\nreporter = "digest"\nrealm = "pbx"\nusers_file = "{users_file}"\n')
-    missing = pnbridge("users", "list", "--config", str(config))
+    missing = cli("users", "list", "--config", str(config))
     assert (missing.returncode, missing.stdout) == (1, "")
     assert missing.stderr == f"pnbridge: no users file at {users_file} yet: pnbridge users add " \
         "USERNAME creates it\n"
-    add = pnbridge("users", "add", ALICE, "--password-stdin", "--config", str(config),
+    add = cli("users", "add", ALICE, "--password-stdin", "--config", str(config),
                    input=PASSWORDS[ALICE] + "\n")
     assert add.returncode == 0, add.stderr
     assert "added alice" in add.stdout
@@ -311,18 +299,18 @@ def test_users_cli_round_trip(tmp_path):
     assert user.ha1["MD5"] == users.ha1("MD5", ALICE, "pbx", PASSWORDS[ALICE])
     assert users.scrypt_verify(user.scrypt, PASSWORDS[ALICE])
     assert not users.scrypt_verify(user.scrypt, "wrong")
-    again = pnbridge("users", "add", ALICE, "--password-stdin", "--config", str(config),
+    again = cli("users", "add", ALICE, "--password-stdin", "--config", str(config),
                      input=PASSWORDS[BOB] + "\n")
     assert "changed alice" in again.stdout
     assert users_file.read_text() != text
-    assert pnbridge("users", "add", "a:b", "--password-stdin", "--config", str(config),
+    assert cli("users", "add", "a:b", "--password-stdin", "--config", str(config),
                     input="x\n").returncode == 1
-    assert pnbridge("users", "add", BOB, "--config", str(config), input="x\n").returncode == 1
-    listed = pnbridge("users", "list", "--config", str(config))
+    assert cli("users", "add", BOB, "--config", str(config), input="x\n").returncode == 1
+    listed = cli("users", "list", "--config", str(config))
     assert listed.stdout.split() == ["USERNAME", "REALM", "alice", "pbx"]
-    assert pnbridge("users", "remove", ALICE, "--config", str(config)).returncode == 0
-    assert pnbridge("users", "remove", ALICE, "--config", str(config)).returncode == 1
-    assert pnbridge("users", "list", "--config", str(config)).stdout.split() == ["USERNAME", "REALM"]
+    assert cli("users", "remove", ALICE, "--config", str(config)).returncode == 0
+    assert cli("users", "remove", ALICE, "--config", str(config)).returncode == 1
+    assert cli("users", "list", "--config", str(config)).stdout.split() == ["USERNAME", "REALM"]
 
 
 def test_serve_warns_and_rereads_the_users_file_on_sighup(spawn, tmp_path):
@@ -337,7 +325,7 @@ def test_serve_warns_and_rereads_the_users_file_on_sighup(spawn, tmp_path):
     params = token_params(ALICE, "S1")
     assert httpx.get(f"{url}/token", params=params, auth=digest(ALICE)).status_code == 401
     config = tmp_path / "pnbridge.toml"
-    added = pnbridge("users", "add", ALICE, "--password-stdin", "--config", str(config),
+    added = cli("users", "add", ALICE, "--password-stdin", "--config", str(config),
                      input=PASSWORDS[ALICE] + "\n")
     assert added.returncode == 0, added.stderr
     process.popen.send_signal(signal.SIGHUP)

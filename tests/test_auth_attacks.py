@@ -10,7 +10,6 @@ import os
 import re
 import socket
 import sqlite3
-import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -20,9 +19,10 @@ import pytest
 import trio
 from conftest import PASSWORDS, pnbridge
 from faults import rss_kib
-from plugintools import wait_until_sync, write_plugin
+from plugintools import install_plugins, wait_until_sync
 from pnbridge.access import users
 from pnbridge.access.ratelimit import client_key
+from reports import report
 
 ALICE, BOB = "alice", "bob"
 REALM = "pnbridge"
@@ -158,18 +158,7 @@ def test_an_unexpected_exception_is_a_500_whose_log_holds_no_path(spawn, tmp_pat
     the report for it fail unexpectedly. The answer is a bare 500, and the log
     names the route template and the exception type, never the path or the query."""
     db = tmp_path / "pnbridge.db"
-    daemon = spawn(textwrap.dedent(f"""\
-        [server]
-        listen = ["127.0.0.1:0"]
-        [storage]
-        path = "{db}"
-        [reporter]
-        client_rate = 0
-        username_rate = 0
-        [[reporter.routes]]
-        path = "{ROUTE}"
-        kind = "token"
-    """))
+    daemon = spawn({"reporter": {"routes": [{"path": ROUTE, "kind": "token"}]}})
     url = daemon.url()
     assert httpx.get(f"{url}/t/alice/S1/first-token").status_code == 200
     with sqlite3.connect(db) as conn:
@@ -195,22 +184,12 @@ async def guess_daemon(start_daemon, tmp_path, mode: str, **reporter):
     config = {"auth": {"reporter": mode, "users_file": write_users(tmp_path)},
               "reporter": {**GUESSES, **reporter}}
     if mode == "hook":
-        write_plugin(tmp_path / "plugins", "pbxauth", HOOK_PLUGIN)
-        config["plugins"] = {"paths": [str(tmp_path / "plugins")], "enabled": ["pbxauth"]}
+        install_plugins(tmp_path / "plugins", "auth/pbxauth")
+        config["plugins"] = {"paths": [str(tmp_path / "plugins")], "enabled": ["pbxauth"],
+                             "pbxauth": {"passwords": PASSWORDS, "refuse_unknown": True}}
         config["reporter"]["routes"] = [
             {"path": "/p/{username}/{password}/{selector}/{token_msgs}", "kind": "token"}]
     return await start_daemon(config)
-
-
-HOOK_PLUGIN = f'''
-from pnbridge import hookimpl
-
-PBX_USERS = {PASSWORDS!r}
-
-@hookimpl
-def authenticate_report(username, credentials, report):
-    return username in PBX_USERS and credentials.get("password") == PBX_USERS[username]
-'''
 
 
 async def guess(daemon, mode: str, password: str, n: int) -> tuple[int, bytes, bytes]:
@@ -314,102 +293,29 @@ async def test_refused_answers_are_the_same_for_a_right_and_a_wrong_password(
 
 # -- item 9: a failing or blocking authenticate_report hook -----------------------------------
 
-FAILING_HOOKS = '''
-import os, time
-from pnbridge import hookimpl
-
-RELEASE = {release!r}
-
-@hookimpl
-def authenticate_report(username, credentials, report):
-    if username == "raises":
-        raise ConnectionError("PBX database down: " + credentials.get("password", ""))
-    if username == "blocks":
-        while not os.path.exists(RELEASE):  # until the test ends: "forever"
-            time.sleep(0.05)
-    return True
-'''
-
-ASYNC_HOOK = '''
-import trio
-from pnbridge import hookimpl
-
-@hookimpl(tryfirst=True)
-async def authenticate_report(username, credentials, report):
-    if username == "async-raises":
-        raise RuntimeError("boom")
-    if username == "async-blocks":
-        await trio.sleep_forever()
-    return None
-'''
-
-# Plain event hook: runs in a worker thread, as every thread task of the daemon does.
-THREAD_RECORDER = '''
-from dataclasses import dataclass
-from pnbridge import hookimpl
-
-@dataclass
-class Settings:
-    path: str
-
-settings = None
-
-@hookimpl
-def settings_class():
-    return Settings
-
-@hookimpl
-def startup(app):
-    global settings
-    settings = app.settings(Settings)
-
-@hookimpl
-def device_registered(event):
-    with open(settings.path, "a") as file:
-        file.write(event.selector + "\\n")
-'''
-
-
 def test_a_failing_or_blocking_auth_hook_is_a_503_and_starves_nothing(spawn, tmp_path):
     release = tmp_path / "release"
     plugins = tmp_path / "plugins"
-    write_plugin(plugins, "pbxdown", FAILING_HOOKS.format(release=str(release)))
-    write_plugin(plugins, "pbxasync", ASYNC_HOOK)
-    write_plugin(plugins, "threadrec", THREAD_RECORDER)
+    install_plugins(plugins, "auth/pbxdown", "auth/pbxasync", "auth/threadrec")
     recorded = tmp_path / "recorded"
-    daemon = spawn(textwrap.dedent(f"""\
-        [server]
-        listen = ["127.0.0.1:0"]
-        [storage]
-        path = "{tmp_path / 'pnbridge.db'}"
-        [reporter]
-        client_rate = 0
-        username_rate = 0
-        [auth]
-        reporter = "hook"
-        hook_timeout = 1.0
-        hook_threads = 4
-        [[reporter.routes]]
-        path = "/open/token"
-        kind = "token"
-        auth = "none"
-        [plugins]
-        paths = ["{plugins}"]
-        enabled = ["pbxdown", "pbxasync", "threadrec"]
-        [plugins.threadrec]
-        path = "{recorded}"
-    """))
+    daemon = spawn({
+        "auth": {"reporter": "hook", "hook_timeout": 1.0, "hook_threads": 4},
+        "reporter": {"routes": [{"path": "/open/token", "kind": "token", "auth": "none"}]},
+        "plugins": {"paths": [str(plugins)], "enabled": ["pbxdown", "pbxasync", "threadrec"],
+                    "threadrec": {"path": str(recorded)}, "pbxdown": {"release": str(release)}},
+    })
     url = daemon.url()
 
-    def report(user: str, selector: str, path: str = "/token") -> httpx.Response:
-        return httpx.get(f"{url}{path}", params={
-            "username": user, "selector": selector, "token_msgs": "t", "password": "pw-71c"},
-            timeout=30)
+    def report_as(user: str, selector: str, path: str = "/token") -> httpx.Response:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            return report(client, selector, path=path, status=None, username=user, token=None,
+                          token_msgs="t", password="pw-71c")
 
     try:
         for user in ("raises", "async-raises"):
             started = time.monotonic()
-            r = report(user, "R1")
+            r = report_as(user, "R1")
+            # Wall clock: the daemon is a child process, no virtual clock reaches it.
             assert r.status_code == 503 and time.monotonic() - started < 1.0, user
             assert r.text == "authentication unavailable, try again later\n"
         results: list[tuple[int, float]] = []
@@ -444,19 +350,20 @@ def test_a_failing_or_blocking_auth_hook_is_a_503_and_starves_nothing(spawn, tmp
         # within it too), none hangs.
         assert len(results) == 60
         assert {status for status, _ in results} == {503}
+        # Wall clock: the daemon is a child process (no virtual clock): a generous bound.
         assert max(took for _, took in results) < 3.0
         # The hook's 4 threads are all held, so a hook report waits for one and is a 503;
         # every other thread task still runs: a report of another route is stored and
         # delivered to a plain event hook (a worker thread), and SIGHUP reloads.
-        assert report("dave", "D1").status_code == 503
-        assert report("dave", "D1", "/open/token").status_code == 200
+        assert report_as("dave", "D1").status_code == 503
+        assert report_as("dave", "D1", "/open/token").status_code == 200
         wait_until_sync(lambda: recorded.exists() and "D1" in recorded.read_text())
         daemon.popen.send_signal(1)
         daemon.wait_for("config reloaded")
     finally:
         release.touch()
     # Once the blocked hooks return, their threads serve reports again.
-    wait_until_sync(lambda: report("erin", "E1").status_code == 200)
+    wait_until_sync(lambda: report_as("erin", "E1").status_code == 200)
     daemon.stop()
     log = daemon.log
     assert "pw-71c" not in log  # the raised message quoted the password: not logged
@@ -556,6 +463,7 @@ async def test_a_flood_of_basic_reports_gets_answers_or_503_quickly(start_daemon
         assert r.status_code == 200
     statuses = [status for status, _ in results]
     assert set(statuses) == {200, 503}, statuses
+    # Wall clock: the password checks run in worker threads, on the real clock.
     assert max(took for _, took in results) < 5.0
     status, _, _ = await raw(daemon.url, get(
         "/token?username=alice&selector=F99&token_msgs=t", header))

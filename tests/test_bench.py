@@ -5,7 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
+
+pytestmark = pytest.mark.slow  # runs a subprocess for tens of seconds
 
 
 def test_bench_quick_runs_every_benchmark(tmp_path):

@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from conftest import pnbridge
+from conftest import cli
 from pnbridge.model import Report
 from pnbridge.storage.sqlite.store import SQLiteStore
 
@@ -32,7 +32,7 @@ def config(tmp_path):
 
 
 def test_list_json_has_canonical_fields(config):
-    result = pnbridge("devices", "list", "--json", "--config", config)
+    result = cli("devices", "list", "--json", "--config", config)
     assert result.returncode == 0, result.stderr
     devices = json.loads(result.stdout)
     assert [d["selector"] for d in devices] == ["S:1", "S:2", "S:3"]
@@ -46,7 +46,7 @@ def test_list_json_has_canonical_fields(config):
 
 
 def test_list_filters_by_username_and_shortens_tokens_in_the_table(config):
-    result = pnbridge("devices", "list", "--username", "alice", "--config", config)
+    result = cli("devices", "list", "--username", "alice", "--config", config)
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert lines[0].split()[:2] == ["SELECTOR", "USERNAME"]
@@ -55,29 +55,29 @@ def test_list_filters_by_username_and_shortens_tokens_in_the_table(config):
 
 
 def test_show(config):
-    result = pnbridge("devices", "show", "S:1", "--json", "--config", config)
+    result = cli("devices", "show", "S:1", "--json", "--config", config)
     assert json.loads(result.stdout)["token_calls"] == "callsTokenAAAA+/="
-    result = pnbridge("devices", "show", "S:2", "--config", config)
+    result = cli("devices", "show", "S:2", "--config", config)
     assert "token_calls:  -" in result.stdout and "token_msgs:   msgsTokenBBBB" in result.stdout
-    result = pnbridge("devices", "show", "nope", "--config", config)
+    result = cli("devices", "show", "nope", "--config", config)
     assert result.returncode == 1 and "no device with selector nope" in result.stderr
 
 
 def test_remove_is_a_removal_event(config, tmp_path):
-    result = pnbridge("devices", "remove", "S:2", "--config", config)
+    result = cli("devices", "remove", "S:2", "--config", config)
     assert result.returncode == 0 and "removed S:2 (username alice)" in result.stdout
     store = SQLiteStore(tmp_path / "cli.db")
     assert [d.selector for d in store.devices()] == ["S:1", "S:3"]
     last = store.events()[-1]
     assert (last.kind, last.reason, last.selector) == ("removed", "operator", "S:2")
     assert last.source == {"command": "devices remove"}
-    result = pnbridge("devices", "remove", "S:2", "--config", config)
+    result = cli("devices", "remove", "S:2", "--config", config)
     assert result.returncode == 1 and "no device with selector S:2" in result.stderr
 
 
 def test_missing_database_is_a_clear_error(tmp_path):
     path = tmp_path / "pnbridge.toml"
     path.write_text(f'[storage]\npath = "{tmp_path / "none.db"}"\n')
-    result = pnbridge("devices", "list", "--config", str(path))
+    result = cli("devices", "list", "--config", str(path))
     assert result.returncode == 1 and "no database at" in result.stderr
     assert not (tmp_path / "none.db").exists()

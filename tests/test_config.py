@@ -6,10 +6,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import pnbridge
+from conftest import cli
 from pnbridge.config.addresses import listen_problem
 from pnbridge.config.tables import Config, load_config, parse_config
-from pnbridge.config.typed import ConfigError
+from pnbridge.errors import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "pnbridge.toml"
 
@@ -29,7 +29,7 @@ def test_no_file_means_embedded_defaults():
 
 def test_example_config_is_valid_and_shows_every_default():
     assert parse_config(tomllib.loads(EXAMPLE.read_text())) == Config()
-    result = pnbridge("check-config", "--config", str(EXAMPLE))
+    result = cli("check-config", "--config", str(EXAMPLE))
     assert result.returncode == 0, result.stderr
 
 
@@ -101,7 +101,7 @@ def test_listen_rejects(address, problem):
 def test_check_config_prints_every_error_and_exits_1(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[server]\nlisten = ["::1:80"]\ncolour = "blue"\n[storage]\npath = 3\n')
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 3
@@ -113,14 +113,14 @@ def test_check_config_prints_every_error_and_exits_1(tmp_path):
 def test_check_config_reports_toml_syntax_and_missing_file(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("[server\n")
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 1 and "not valid TOML" in result.stderr and "line 1" in result.stderr
-    result = pnbridge("check-config", "--config", str(tmp_path / "missing.toml"))
+    result = cli("check-config", "--config", str(tmp_path / "missing.toml"))
     assert result.returncode == 1 and "cannot read" in result.stderr
 
 
 def test_config_from_environment(tmp_path):
     path = tmp_path / "env.toml"
     path.write_text("[storage]\npath = 1\n")
-    result = pnbridge("check-config", env={"PNBRIDGE_CONFIG": str(path), "PATH": ""})
+    result = cli("check-config", env={"PNBRIDGE_CONFIG": str(path), "PATH": ""})
     assert result.returncode == 1 and "storage.path" in result.stderr

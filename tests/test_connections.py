@@ -16,8 +16,8 @@ from functools import partial
 
 import httpx
 import trio
-from conftest import pnbridge
-from faults import daemon_toml, locked, metric, report
+from conftest import cli
+from faults import daemon_toml, locked, metric, report_status
 from fuzzing import STYLES, cut_body
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.tcp_server import TCPServer
@@ -25,12 +25,11 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 from pnbridge.http.worker import Connection
-from pnmediator_stub import Answer, Stub
+from pnmediator_stub import KEY, Answer, Stub, push_config
 from prometheus_client import CollectorRegistry, Counter
 from quart import request
 from quart_trio import QuartTrio
-from test_push import KEY, push_config
-from test_push import report as report_push
+from reports import report
 
 
 def test_cut_bodies_ended_every_way_never_stop_the_daemon(spawn, tmp_path):
@@ -60,7 +59,7 @@ username_rate = 0
             i = 0
             while not done.is_set() or i < 20:
                 client.headers["X-Forwarded-For"] = f"10.0.{i // 250}.{i % 250}"
-                statuses.append(report(client, f"S{i % 50}"))
+                statuses.append(report_status(client, f"S{i % 50}"))
                 i += 1
 
     good = threading.Thread(target=good_client)
@@ -75,7 +74,7 @@ username_rate = 0
     assert len(statuses) >= 20 and set(statuses) == {200}, statuses
     with httpx.Client(base_url=url) as client:
         client.headers["X-Forwarded-For"] = "10.9.9.9"
-        assert report(client, "after") == 200
+        assert report_status(client, "after") == 200
         assert metric(client, "pnbridge_connection_errors_total",
                       error="BusyResourceError") == 0
     assert "Traceback" not in daemon.log
@@ -131,7 +130,7 @@ async def test_a_push_longer_than_read_timeout_gets_its_answer(start_daemon, nur
     stub = await nursery.start(Stub().serve)
     daemon = await start_daemon({"server": {"read_timeout": 0.5},
                                  **push_config(stub, NotifyTextMessage=2.0)})
-    await report_push(daemon, "alice", "A", msgs="slow-503")
+    await report(daemon, "A", username="alice", token=None, msgs="slow-503")
     stub.answer("slow-503", *[Answer(503, {"code": 503, "response": "busy"}, delay=0.4)] * 20)
     started = trio.current_time()
     answer = await daemon.client.post(
@@ -147,43 +146,44 @@ def test_a_report_waiting_for_a_lock_longer_than_read_timeout_gets_503(spawn, tm
     db = tmp_path / "pnbridge.db"
     daemon = spawn(daemon_toml(tmp_path, db, busy_timeout=1.5, server="read_timeout = 0.5"))
     with httpx.Client(base_url=daemon.url(), timeout=10) as client:
-        assert report(client, "before") == 200
+        assert report_status(client, "before") == 200
         with locked(db):
             started = time.monotonic()
-            assert report(client, "during") == 503
+            assert report_status(client, "during") == 503
+            # Wall clock: a child daemon waits for a real SQLite lock (busy_timeout 1.5 s).
             assert time.monotonic() - started > 1.4
-        assert report(client, "after") == 200
+        assert report_status(client, "after") == 200
     assert daemon.popen.poll() is None
 
 
-async def test_read_timeout_still_cuts_a_client_silent_mid_request(start_daemon):
+async def test_read_timeout_still_cuts_a_client_silent_mid_request(start_daemon, virtual_clock):
     daemon = await start_daemon({"server": {"read_timeout": 0.5, "body_timeout": 30,
                                             "keep_alive_timeout": 30}})
     port = int(daemon.url.rsplit(":", 1)[1])
 
-    def silent(request: bytes) -> float:
+    def silent(request: bytes) -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(request)
-            started = time.monotonic()
             while sock.recv(65536):
                 pass
-            return time.monotonic() - started
 
     head = b"POST /token/ HTTP/1.1\r\nHost: pnbridge\r\nContent-Length: 50\r\n"
     for sent in (head, head + b"\r\nusername=al"):  # in the head, in the body
-        took = await trio.to_thread.run_sync(silent, sent)
+        started = trio.current_time()  # the daemon's clock: it jumps to its next deadline
+        await trio.to_thread.run_sync(silent, sent)
+        took = trio.current_time() - started
         assert 0.4 < took < 3, (sent, took)
 
 
 def test_check_config_rejects_busy_timeout_longer_than_grace_period(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("[server]\ngrace_period = 5\n[storage]\nbusy_timeout = 5.5\n")
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 1
     assert "storage.busy_timeout: 5.5 s is longer than server.grace_period (5 s)" \
         in result.stderr, result.stderr
     path.write_text("[server]\ngrace_period = 5\n[storage]\nbusy_timeout = 5\n")
-    assert pnbridge("check-config", "--config", str(path)).returncode == 0
+    assert cli("check-config", "--config", str(path)).returncode == 0
 
 
 # -- a request framed twice (RFC 9112 6.1) --------------------------------------------------
@@ -260,9 +260,9 @@ def test_a_half_closed_client_gets_its_answer(spawn, tmp_path):
     answers = [half_close(raw) for n in range(7) for raw in shapes(n)]
     assert [a[:13] for a in answers] == [b"HTTP/1.1 200 "] * len(answers), answers
     with httpx.Client(base_url=daemon.url()) as client:
-        assert report(client, "after") == 200
+        assert report_status(client, "after") == 200
     assert daemon.popen.poll() is None
-    result = pnbridge("devices", "list", "--json", "--config", str(tmp_path / "pnbridge.toml"))
+    result = cli("devices", "list", "--json", "--config", str(tmp_path / "pnbridge.toml"))
     selectors = {d["selector"] for d in json.loads(result.stdout)}
     assert {f"P{n}" for n in range(7)} <= selectors and not {f"G{n}" for n in range(7)} & selectors
 
@@ -301,7 +301,7 @@ def test_websocket_handshakes_are_refused_without_a_traceback(spawn, tmp_path):
     assert {a[:13] for a in answers} <= {b"HTTP/1.1 403 ", b"HTTP/1.1 400 ", b""}
     assert sum(a.startswith(b"HTTP/1.1 403 ") for a in answers) >= 100, answers[:8]
     with httpx.Client(base_url=daemon.url()) as client:
-        assert report(client, "after") == 200
+        assert report_status(client, "after") == 200
     assert daemon.popen.poll() is None
     assert "Traceback" not in daemon.log and "ERROR" not in daemon.log, daemon.log[-3000:]
 

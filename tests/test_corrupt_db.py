@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import httpx
-from faults import daemon_toml, poll, recorded_ids, report
+from faults import daemon_toml, recorded_ids, report_status
+from plugintools import wait_until_sync
 
 
 def corrupt(db: Path) -> None:
@@ -38,10 +39,10 @@ def test_reports_and_readyz_both_say_503_on_a_corrupt_database(spawn, tmp_path):
     daemon = spawn(daemon_toml(tmp_path, db))
     with httpx.Client(base_url=daemon.url(), timeout=10) as client:
         for n in range(200):
-            assert report(client, f"sel-{n}", username=f"user{n}") == 200
+            assert report_status(client, f"sel-{n}", username=f"user{n}") == 200
         assert client.get("/readyz").status_code == 200
         corrupt(db)
-        statuses = [report(client, f"sel-{n}", token="NEW-" + "t" * 40, username=f"user{n}")
+        statuses = [report_status(client, f"sel-{n}", token="NEW-" + "t" * 40, username=f"user{n}")
                     for n in range(5)]
         assert statuses == [503] * 5, statuses
         ready = client.get("/readyz")
@@ -49,7 +50,7 @@ def test_reports_and_readyz_both_say_503_on_a_corrupt_database(spawn, tmp_path):
         assert "database" in ready.text and "corrupt" in ready.text, ready.text
         assert client.get("/healthz").status_code == 200
         # It stays so: nothing the daemon does makes it look ready again.
-        poll(lambda: report(client, "x", username="someone") == 503, timeout=5)
+        wait_until_sync(lambda: report_status(client, "x", username="someone") == 503, timeout=5)
         assert client.get("/readyz").status_code == 503
     assert daemon.popen.poll() is None and "Traceback" not in daemon.log, daemon.log
 
@@ -74,10 +75,10 @@ def test_readyz_follows_reports_where_the_probe_cannot_see(spawn, tmp_path):
     daemon = spawn(daemon_toml(tmp_path, db))
     with httpx.Client(base_url=daemon.url(), timeout=10) as client:
         for n in range(300):
-            assert report(client, f"sel-{n}", username=f"u{n:04d}" + "x" * 60) == 200
+            assert report_status(client, f"sel-{n}", username=f"u{n:04d}" + "x" * 60) == 200
         # The plugin has every event (its cursor saved: a write that works would end a run).
-        poll(lambda: len(recorded_ids(tmp_path)) == 300)
-        poll(lambda: client.get("/metrics").text.count(
+        wait_until_sync(lambda: len(recorded_ids(tmp_path)) == 300)
+        wait_until_sync(lambda: client.get("/metrics").text.count(
             'pnbridge_journal_pending_events{plugin="recorder"} 0.0') == 1)
         time.sleep(1.0)  # twice the dispatcher's SAVE_INTERVAL: the last cursor save is done
         leaf = last_leaf(db, "idx_devices_username")
@@ -94,7 +95,7 @@ def test_readyz_follows_reports_where_the_probe_cannot_see(spawn, tmp_path):
             conn.close()
         ready = client.get("/readyz")
         assert ready.status_code == 200, ready.text  # the probe alone sees nothing
-        statuses = [report(client, f"new-{n}", username=f"z{n}") for n in range(3)]
+        statuses = [report_status(client, f"new-{n}", username=f"z{n}") for n in range(3)]
         assert statuses == [503] * 3, statuses
         assert client.get("/metrics").status_code == 200  # its gauge read clears nothing
         ready = client.get("/readyz")
@@ -102,6 +103,6 @@ def test_readyz_follows_reports_where_the_probe_cannot_see(spawn, tmp_path):
         # 3 reports, and maybe a metrics refresh that read the index too
         assert re.search(r"database: the last [3-9] storage operations failed: the database "
                          r"file is corrupt \(SQLITE_CORRUPT", ready.text), ready.text
-        assert report(client, "new", username="a") == 200  # a report that works again
+        assert report_status(client, "new", username="a") == 200  # a report that works again
         assert client.get("/readyz").status_code == 200
     assert daemon.popen.poll() is None and "Traceback" not in daemon.log, daemon.log

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import pnbridge
-from faults import daemon_toml, poll, recorded_ids
-from test_webhook import SECRET, Receiver
+from conftest import cli
+from faults import daemon_toml, recorded_ids
+from plugintools import wait_until_sync
+from webhook_receiver import SECRET, Receiver
 
 ROUNDS = 4
 SELECTORS = 40
@@ -80,8 +81,8 @@ max_backoff = 0.5
         for selector, n in acked.items():
             # The answered token, or one sent later whose answer the kill cut off.
             assert int(devices[selector]["token_msgs"].removeprefix("tok-")) >= n
-        poll(lambda: set(recorded_ids(tmp_path)) >= set(events), timeout=20)
-        poll(lambda: set(receiver.accepted) >= set(events), timeout=20)
+        wait_until_sync(lambda: set(recorded_ids(tmp_path)) >= set(events), timeout=20)
+        wait_until_sync(lambda: set(receiver.accepted) >= set(events), timeout=20)
         assert len(recorded_ids(tmp_path)) >= len(events)
         assert receiver.forged == 0
         assert daemon.stop() == 0
@@ -103,9 +104,9 @@ def _check_database(db: Path, tmp_path: Path) -> tuple[dict[str, dict], list[str
     finally:
         conn.close()
     assert len(events) == len(set(events))
-    cli = tmp_path / "cli.toml"
-    cli.write_text(f'[storage]\npath = "{db}"\n')
-    listed = pnbridge("devices", "list", "--json", "--config", str(cli))
+    config = tmp_path / "cli.toml"
+    config.write_text(f'[storage]\npath = "{db}"\n')
+    listed = cli("devices", "list", "--json", "--config", str(config))
     assert listed.returncode == 0, listed.stderr
     devices = {d["selector"]: d for d in json.loads(listed.stdout)}
     return devices, events

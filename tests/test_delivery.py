@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import trio
-from conftest import pnbridge
-from plugintools import RECORDER, lines, records, wait_until, wait_until_sync, write_plugin
+from configs import config_toml
+from conftest import cli
+from plugintools import install_plugins, lines, records, wait_until, wait_until_sync
 from pnbridge.storage.sqlite.schema import MIGRATIONS
 from pnbridge.storage.sqlite.store import SQLiteStore
+from reports import report
 
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
 
@@ -22,35 +23,22 @@ def plugin_tables(directory: Path, enabled: list[str], **tables: dict) -> dict:
 
 
 async def register(daemon, *selectors: str, token: str = "t") -> None:
+    """Report each selector in turn."""
     for selector in selectors:
-        r = await daemon.client.get(
-            "/token/", params={"username": "u", "selector": selector, "pushToken": token}
-        )
-        assert r.status_code == 200
+        await report(daemon, selector, token=token)
 
 
-def cli(*args: str):
-    return trio.to_thread.run_sync(lambda: pnbridge(*args))
+def cli_beside(*args: str):
+    """The command in a worker thread, beside the daemon running in the test's loop."""
+    return trio.to_thread.run_sync(lambda: cli(*args))
 
 
 async def test_failing_plugin_gets_every_event_once_it_recovers(start_daemon, tmp_path):
     """Fails its first 3 calls, then succeeds: every event arrives, in journal order."""
     out = tmp_path / "out"
-    write_plugin(tmp_path / "plugins", "flaky", f'''
-        from pnbridge import hookimpl
-        calls = 0
-
-        @hookimpl
-        async def device_registered(event):
-            global calls
-            calls += 1
-            if calls <= 3:
-                raise ConnectionError(f"CRM down (call {{calls}})")
-            with open({str(out)!r}, "a") as file:
-                file.write(f"{{event.kind}} {{event.seq}} {{event.selector}} {{event.id}}\\n")
-    ''')
+    directory = install_plugins(tmp_path / "plugins", "delivery/flaky")
     daemon = await start_daemon(plugin_tables(
-        tmp_path / "plugins", ["flaky"], flaky={"delivery": {**FAST, "max_attempts": 5}}
+        directory, ["flaky"], flaky={"path": str(out), "delivery": {**FAST, "max_attempts": 5}}
     ))
     await register(daemon, "S1", "S2", "S3")
     await register(daemon, "S1", token="t2")
@@ -60,61 +48,31 @@ async def test_failing_plugin_gets_every_event_once_it_recovers(start_daemon, tm
     assert daemon.store().failures() == []
 
 
-async def test_retry_later_sets_the_delay(start_daemon, tmp_path):
+async def test_retry_later_sets_the_delay(start_daemon, tmp_path, virtual_clock):
     out = tmp_path / "out"
-    write_plugin(tmp_path / "plugins", "later", f'''
-        import time
-        from pnbridge import RetryLater, hookimpl
-        calls = 0
-
-        @hookimpl
-        def device_registered(event):
-            global calls
-            calls += 1
-            with open({str(out)!r}, "a") as file:
-                file.write(f"{{time.monotonic()}}\\n")
-            if calls == 1:
-                raise RetryLater(0.3, "429 Retry-After: 0.3")
-    ''')
+    directory = install_plugins(tmp_path / "plugins", "delivery/later")
     # A backoff far longer than the test: only RetryLater's delay can make it pass.
-    daemon = await start_daemon(plugin_tables(
-        tmp_path / "plugins", ["later"], later={"delivery": {"backoff": 60, "max_backoff": 60}}
-    ))
+    daemon = await start_daemon(plugin_tables(directory, ["later"], later={
+        "path": str(out), "delivery": {"backoff": 60, "max_backoff": 60}}))
     await register(daemon, "S1")
     times = [float(t) for t in await wait_until(lambda: len(lines(out)) == 2 and lines(out))]
     assert 0.3 <= times[1] - times[0] < 2
 
 
-async def test_hanging_plugins_delay_neither_ingestion_nor_other_plugins(start_daemon, tmp_path):
+async def test_hanging_plugins_delay_neither_ingestion_nor_other_plugins(start_daemon, tmp_path,
+                                                                         virtual_clock):
     """An async hook that never returns and a plain one blocked in its thread hold back only
     themselves: reports are answered at once and the recorder gets everything."""
     directory = tmp_path / "plugins"
     out = tmp_path / "out"
-    write_plugin(directory, "recorder", RECORDER)
-    write_plugin(directory, "hang", '''
-        import trio
-        from pnbridge import hookimpl
-
-        @hookimpl
-        async def device_registered(event):
-            await trio.sleep_forever()
-    ''')
-    write_plugin(directory, "stuck", '''
-        import threading
-        from pnbridge import hookimpl
-        release = threading.Event()
-
-        @hookimpl
-        def device_registered(event):
-            release.wait()
-    ''')
+    install_plugins(directory, "recorder", "delivery/hang", "delivery/stuck")
     daemon = await start_daemon(plugin_tables(
         directory, ["hang", "stuck", "recorder"], recorder={"path": str(out)}
     ))
     try:
-        started = time.monotonic()
+        started = trio.current_time()
         await register(daemon, *(f"S{i}" for i in range(20)))
-        assert time.monotonic() - started < 3
+        assert trio.current_time() - started < 3  # the hooks' 30 s timeout did not pass
         await wait_until(lambda: len(lines(out)) == 20)
         assert [s for _, _, s in records(out)] == [f"S{i}" for i in range(20)]
         cursors = daemon.store().cursors()
@@ -123,40 +81,24 @@ async def test_hanging_plugins_delay_neither_ingestion_nor_other_plugins(start_d
         sys.modules["pnbridge_plugin_stuck"].release.set()
 
 
-PICKY = '''
-    import os
-    import trio
-    from pnbridge import PermanentFailure, hookimpl
-
-    @hookimpl
-    async def device_registered(event):
-        if not os.path.exists({healed!r}):
-            if event.selector == "BAD":
-                raise PermanentFailure("no such customer")
-            if event.selector == "SLOW":
-                await trio.sleep_forever()
-            if event.selector == "ERR":
-                raise ValueError("bad field")
-        with open({out!r}, "a") as file:
-            file.write(f"{{event.kind}} {{event.seq}} {{event.selector}} {{event.id}}\\n")
-'''
-
-
 async def test_parked_events_are_listed_and_retried(start_daemon, tmp_path):
     """Permanent failure, timeouts and errors past max_attempts park the event and delivery
     goes on; ``pnbridge events --failed`` lists them, ``pnbridge events retry`` resends them."""
     out, healed = tmp_path / "out", tmp_path / "healed"
-    write_plugin(tmp_path / "plugins", "picky", PICKY.format(out=str(out), healed=str(healed)))
-    daemon = await start_daemon(plugin_tables(tmp_path / "plugins", ["picky"], picky={
+    directory = install_plugins(tmp_path / "plugins", "delivery/picky")
+    daemon = await start_daemon(plugin_tables(directory, ["picky"], picky={
+        "path": str(out), "healed": str(healed),
         "delivery": {**FAST, "max_attempts": 2, "timeout": 0.1},
     }))
     await register(daemon, "BAD", "OK1", "SLOW", "ERR", "OK2")
     await wait_until(lambda: len(lines(out)) == 2)
     assert [s for _, _, s in records(out)] == ["OK1", "OK2"]
+    # The delivery task saves its place after the hook returned: wait for it before asking.
+    await wait_until(lambda: daemon.store().cursors().get("picky") == 5)
     config = tmp_path / "cli.toml"
     config.write_text(f'[storage]\npath = "{daemon.db_path}"\n[plugins]\nenabled = ["picky"]\n')
 
-    result = await cli("events", "--failed", "--json", "--config", str(config))
+    result = await cli_beside("events", "--failed", "--json", "--config", str(config))
     assert result.returncode == 0, result.stderr
     failed = json.loads(result.stdout)
     assert [(f["event"]["selector"], f["plugin"], f["attempts"], f["status"]) for f in failed] \
@@ -165,53 +107,32 @@ async def test_parked_events_are_listed_and_retried(start_daemon, tmp_path):
     assert failed[0]["error"] == "permanent failure: no such customer"
     assert failed[1]["error"] == "timed out after 0.1s"
     assert failed[2]["error"] == "ValueError: bad field"
-    text = (await cli("events", "--failed", "--config", str(config))).stdout
+    text = (await cli_beside("events", "--failed", "--config", str(config))).stdout
     assert "SLOW" in text and "timed out after 0.1s" in text and "OK1" not in text
 
-    result = await cli("events", "--plugin", "picky", "--json", "--config", str(config))
+    result = await cli_beside("events", "--plugin", "picky", "--json", "--config", str(config))
     states = {e["selector"]: e["plugins"]["picky"] for e in json.loads(result.stdout)}
     assert states == {"BAD": "failed", "OK1": "delivered", "SLOW": "failed",
                       "ERR": "failed", "OK2": "delivered"}
 
-    result = await cli("events", "retry", "999", "--config", str(config))
+    result = await cli_beside("events", "retry", "999", "--config", str(config))
     assert result.returncode == 1 and "no parked event matches 999" in result.stderr
     healed.touch()
     bad_id = failed[0]["event"]["id"]
-    result = await cli("events", "retry", bad_id, "--config", str(config))
+    result = await cli_beside("events", "retry", bad_id, "--config", str(config))
     assert result.stdout.strip() == "1 parked event(s) will be sent again"
     await wait_until(lambda: len(lines(out)) == 3)
-    result = await cli("events", "retry", "--plugin", "picky", "--config", str(config))
+    result = await cli_beside("events", "retry", "--plugin", "picky", "--config", str(config))
     assert result.stdout.strip() == "2 parked event(s) will be sent again"
     await wait_until(lambda: len(lines(out)) == 5)
     assert [s for _, _, s in records(out)] == ["OK1", "OK2", "BAD", "SLOW", "ERR"]
     assert daemon.store().failures() == []
-    result = await cli("events", "--config", str(config))
+    result = await cli_beside("events", "--config", str(config))
     assert result.stdout.count("picky:delivered") == 5
-    result = await cli("events", "--limit", "2", "--json", "--config", str(config))
+    result = await cli_beside("events", "--limit", "2", "--json", "--config", str(config))
     assert [e["selector"] for e in json.loads(result.stdout)] == ["ERR", "OK2"]
-    result = await cli("events", "--limit", "-1", "--config", str(config))
+    result = await cli_beside("events", "--limit", "-1", "--config", str(config))
     assert result.returncode == 2 and "--limit" in result.stderr
-
-
-GATE = '''
-    import os
-    import trio
-    from pnbridge import hookimpl
-
-    async def record(event):
-        while not os.path.exists({gate!r}):
-            await trio.sleep(0.02)
-        with open({out!r}, "a") as file:
-            file.write(f"{{event.kind}} {{event.seq}} {{event.selector}} {{event.id}}\\n")
-
-    @hookimpl
-    async def device_registered(event):
-        await record(event)
-
-    @hookimpl
-    async def device_removed(event):
-        await record(event)
-'''
 
 
 def test_undelivered_events_survive_kill_and_stop(spawn, tmp_path):
@@ -219,19 +140,10 @@ def test_undelivered_events_survive_kill_and_stop(spawn, tmp_path):
     daemon is down, are delivered after the restart, in order; nothing is lost."""
     directory = tmp_path / "plugins"
     gated, seen, gate = tmp_path / "gated", tmp_path / "seen", tmp_path / "gate"
-    write_plugin(directory, "gated", GATE.format(gate=str(gate), out=str(gated)))
-    write_plugin(directory, "recorder", RECORDER)
-    toml = f'''
-[server]
-listen = ["127.0.0.1:0"]
-[storage]
-path = "{tmp_path / 'pnbridge.db'}"
-[plugins]
-enabled = ["gated", "recorder"]
-paths = ["{directory}"]
-[plugins.recorder]
-path = "{seen}"
-'''
+    install_plugins(directory, "delivery/gated", "recorder")
+    toml = config_toml(tmp_path, {"plugins": {
+        "enabled": ["gated", "recorder"], "paths": [str(directory)],
+        "recorder": {"path": str(seen)}, "gated": {"path": str(gated), "gate": str(gate)}}})
     daemon = spawn(toml)
     url = daemon.url()
     for selector, token in (("S1", "a"), ("S2", "b"), ("S1", "c")):
@@ -242,7 +154,7 @@ path = "{seen}"
     daemon.popen.kill()  # kill -9 while "gated" waits on its first event
     daemon.popen.wait()
     assert lines(gated) == []
-    result = pnbridge("devices", "remove", "S2", "--config", str(tmp_path / "pnbridge.toml"))
+    result = cli("devices", "remove", "S2", "--config", str(tmp_path / "pnbridge.toml"))
     assert result.returncode == 0, result.stderr
 
     gate.touch()
@@ -265,14 +177,13 @@ async def test_pruning_keeps_undelivered_events(start_daemon, tmp_path):
     plugin parked or has not reached yet."""
     directory = tmp_path / "plugins"
     out = tmp_path / "out"
-    write_plugin(directory, "recorder", RECORDER)
-    write_plugin(directory, "picky", PICKY.format(out=str(tmp_path / "picky"),
-                                                 healed=str(tmp_path / "healed")))
+    install_plugins(directory, "recorder", "delivery/picky")
     daemon = await start_daemon({
         "plugins": {
             "enabled": ["recorder", "picky"], "paths": [str(directory)],
             "retention": 0, "prune_interval": 0.05, "recorder": {"path": str(out)},
-            "picky": {"delivery": {"timeout": 60}},
+            "picky": {"path": str(tmp_path / "picky"), "healed": str(tmp_path / "healed"),
+                      "delivery": {"timeout": 60}},
         },
     })
     await register(daemon, "BAD", "OK1", "SLOW", "OK2")
@@ -309,26 +220,7 @@ async def test_delivery_metrics_and_readiness(start_daemon, tmp_path):
     """/metrics counts deliveries per plugin and outcome and shows each plugin's backlog;
     /readyz has a check per plugin's delivery task."""
     directory = tmp_path / "plugins"
-    write_plugin(directory, "recorder", RECORDER)
-    write_plugin(directory, "hang", '''
-        import trio
-        from pnbridge import hookimpl
-
-        @hookimpl
-        async def device_registered(event):
-            await trio.sleep_forever()
-    ''')
-    write_plugin(directory, "once", '''
-        from pnbridge import hookimpl
-        calls = 0
-
-        @hookimpl
-        def device_registered(event):
-            global calls
-            calls += 1
-            if calls == 1:
-                raise OSError("first call fails")
-    ''')
+    install_plugins(directory, "recorder", "delivery/hang", "delivery/once")
     daemon = await start_daemon(plugin_tables(
         directory, ["recorder", "hang", "once"],
         recorder={"path": str(tmp_path / "out")}, once={"delivery": FAST},

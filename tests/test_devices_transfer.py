@@ -5,13 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import pty
-import subprocess
-import sys
 import time
 
-from conftest import pnbridge
+from conftest import cli, on_terminal
 from pnbridge.model import Report
 from pnbridge.storage.sqlite.store import SQLiteStore
 
@@ -54,12 +50,12 @@ def devices(db) -> list:
 def test_export_and_import_jsonl_and_csv_between_hosts(tmp_path):
     old = seed(tmp_path)
     for fmt in ("jsonl", "csv"):
-        exported = pnbridge("devices", "export", "--format", fmt, "--config", old)
+        exported = cli("devices", "export", "--format", fmt, "--config", old)
         assert exported.returncode == 0, exported.stderr
         dump = tmp_path / f"devices.{fmt}"
         dump.write_text(exported.stdout)
         new = config_file(tmp_path, f"new-{fmt}")
-        result = pnbridge("devices", "import", str(dump), "--config", new)
+        result = cli("devices", "import", str(dump), "--config", new)
         assert result.returncode == 0, result.stderr
         assert result.stdout.endswith(": 2 created, 0 changed, 0 unchanged, 0 skipped\n")
         moved = devices(tmp_path / f"new-{fmt}.db")
@@ -72,18 +68,18 @@ def test_export_and_import_jsonl_and_csv_between_hosts(tmp_path):
     lines = exported.stdout.splitlines()
     assert lines[0] == "selector,username,token_calls,appid_calls,token_msgs,appid_msgs,extras," \
                        "created_at,updated_at,last_seen"
-    first = json.loads(pnbridge("devices", "export", "--config", old).stdout.splitlines()[0])
+    first = json.loads(cli("devices", "export", "--config", old).stdout.splitlines()[0])
     assert first["selector"] == "S1" and first["extras"] == {"platform": "ios"}
 
 
 def test_import_twice_changes_nothing_and_a_changed_row_is_an_event(tmp_path):
     old = seed(tmp_path)
     dump = tmp_path / "devices.jsonl"
-    dump.write_text(pnbridge("devices", "export", "--config", old).stdout)
+    dump.write_text(cli("devices", "export", "--config", old).stdout)
     new = config_file(tmp_path, "new")
-    assert pnbridge("devices", "import", str(dump), "--config", new).returncode == 0
+    assert cli("devices", "import", str(dump), "--config", new).returncode == 0
     before = devices(tmp_path / "new.db")
-    again = pnbridge("devices", "import", str(dump), "--config", new)
+    again = cli("devices", "import", str(dump), "--config", new)
     assert again.stdout.endswith(": 0 created, 0 changed, 2 unchanged, 0 skipped\n")
     assert devices(tmp_path / "new.db") == before  # not even last_seen moved
     assert len(events(tmp_path / "new.db")) == 2
@@ -91,7 +87,7 @@ def test_import_twice_changes_nothing_and_a_changed_row_is_an_event(tmp_path):
     rows = [json.loads(line) for line in dump.read_text().splitlines()]
     rows[1]["token_msgs"] = T1[::-1]
     dump.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    changed = pnbridge("devices", "import", str(dump), "--config", new)
+    changed = cli("devices", "import", str(dump), "--config", new)
     assert changed.stdout.endswith(": 0 created, 1 changed, 1 unchanged, 0 skipped\n")
     assert events(tmp_path / "new.db")[-1] == ("registered", "changed", "S2")
 
@@ -107,7 +103,7 @@ def test_bad_rows_are_reported_with_their_line_and_skipped(tmp_path):
         f'{{"username": "carol", "selector": "S3", "token_calls": "{T2}"}}\n'
         '["a list"]\n'
     )
-    result = pnbridge("devices", "import", str(dump), "--config", new)
+    result = cli("devices", "import", str(dump), "--config", new)
     assert result.returncode == 1
     assert result.stdout.endswith(": 2 created, 0 changed, 0 unchanged, 3 skipped\n")
     assert "line 3: no push token (token_calls or token_msgs) (skipped)" in result.stderr
@@ -123,7 +119,7 @@ def test_bad_rows_are_reported_with_their_line_and_skipped(tmp_path):
     writer.writerows([["username", "selector", "token_msgs", "extras"],
                       ["dave", "S4", T1, ""], ["erin", "", T2, ""], ["frank", "S6", T2, "{bad"]])
     (tmp_path / "devices.csv").write_text(table.getvalue())
-    result = pnbridge("devices", "import", str(tmp_path / "devices.csv"), "--config", new)
+    result = cli("devices", "import", str(tmp_path / "devices.csv"), "--config", new)
     assert result.returncode == 1
     assert "line 3: missing selector" in result.stderr
     assert "line 4: extras is not valid JSON" in result.stderr
@@ -135,25 +131,10 @@ def test_progress_bar_only_on_a_terminal(tmp_path):
     dump.write_text("".join(
         json.dumps({"username": f"u{i}", "selector": f"S{i}", "token_msgs": T1}) + "\n"
         for i in range(50)))
-    plain = pnbridge("devices", "import", str(dump), "--config", config_file(tmp_path, "a"))
+    plain = cli("devices", "import", str(dump), "--config", config_file(tmp_path, "a"))
     assert "importing" not in plain.stderr and "100%" not in plain.stderr
 
-    controller, terminal = pty.openpty()
-    result = subprocess.run(
-        [sys.executable, "-m", "pnbridge", "devices", "import", str(dump),
-         "--config", config_file(tmp_path, "b")],
-        stdout=subprocess.PIPE, stderr=terminal, text=True, timeout=60,
-    )
-    os.close(terminal)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(controller)
+    result, shown = on_terminal("devices", "import", str(dump), "--config",
+                                config_file(tmp_path, "b"))
     assert result.returncode == 0
     assert b"importing" in shown and b"100%" in shown

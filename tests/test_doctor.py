@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import pnbridge
-from plugintools import write_plugin
+from configs import free_port
+from conftest import cli
+from plugintools import install_plugins
 from pnbridge.storage.sqlite.store import SQLiteStore
 from pnmediator_stub import Stub
 
@@ -53,12 +54,6 @@ def home() -> Iterator[Path]:
     shutil.rmtree(path)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @dataclass
 class Install:
     home: Path
@@ -71,7 +66,7 @@ class Install:
     receiver: Stub
 
     def doctor(self, *args: str) -> tuple[int, list[str]]:
-        result = pnbridge("doctor", "--config", str(self.config), "--user", USER,
+        result = cli("doctor", "--config", str(self.config), "--user", USER,
                           "--root", str(self.units), *args)
         assert result.stderr == "", result.stderr
         return result.returncode, result.stdout.splitlines()
@@ -245,7 +240,7 @@ async def test_files_the_service_user_cannot_read_fail(install):
     assert f"{USER} cannot read/write {install.db}" in line(
         lines, f"fail  {USER} reads and writes: ")
     # root itself can: the default user is the one running the command.
-    result = await trio.to_thread.run_sync(lambda: pnbridge(
+    result = await trio.to_thread.run_sync(lambda: cli(
         "doctor", "--config", str(install.config), "--root", str(install.units)))
     assert result.returncode == 0, result.stdout
 
@@ -266,7 +261,8 @@ async def test_a_disabled_unit_and_an_unknown_user_warn_or_fail(install):
     assert status == 1
     assert line(lines, "warn  systemd: ") == (
         "warn  systemd: pnbridge.service is disabled  (systemctl enable --now pnbridge)")
-    result = pnbridge("doctor", "--config", str(install.config), "--user", "no-such-user-x")
+    result = await trio.to_thread.run_sync(lambda: cli(
+        "doctor", "--config", str(install.config), "--user", "no-such-user-x"))
     assert result.returncode == 2
     assert result.stdout.startswith("fail  --user no-such-user-x: no such user")
 
@@ -274,34 +270,8 @@ async def test_a_disabled_unit_and_an_unknown_user_warn_or_fail(install):
 def test_hook_doctor_of_a_plugins_directory_plugin(tmp_path):
     """A plugin's own findings (a plain tuple will do), a doctor hook that raises or answers
     garbage, and a plugin without the hook: one line each, the plugin named."""
-    write_plugin(tmp_path / "plugins", "spool", '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def doctor(user):
-            return [("warn", f"spool is nearly full for {user.name}", "empty /var/spool/x")]
-    ''')
-    write_plugin(tmp_path / "plugins", "boom", '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        async def doctor(app):
-            raise RuntimeError("no CRM configured")
-    ''')
-    write_plugin(tmp_path / "plugins", "garbage", '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def doctor():
-            return ["ok"]
-    ''')
-    write_plugin(tmp_path / "plugins", "quiet", '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def device_registered(event):
-            pass
-    ''')
+    install_plugins(tmp_path / "plugins", "doctor/spool", "doctor/boom", "doctor/garbage",
+                    "doctor/quiet")
     config = tmp_path / "pnbridge.toml"
     config.write_text(f'''
 [server]
@@ -312,7 +282,7 @@ path = "{tmp_path / "pnbridge.db"}"
 enabled = ["spool", "boom", "garbage", "quiet"]
 paths = ["{tmp_path / "plugins"}"]
 ''')
-    result = pnbridge("doctor", "--config", str(config))
+    result = cli("doctor", "--config", str(config))
     assert result.returncode == 2, result.stdout
     lines = result.stdout.splitlines()
     user = pwd.getpwuid(os.getuid()).pw_name

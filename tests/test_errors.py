@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from configs import free_port
 from conftest import pnbridge
 from faults import daemon_toml, locked
 
@@ -55,12 +56,6 @@ def busy_port() -> Iterator[int]:
         held.bind(("127.0.0.1", 0))
         held.listen()
         yield held.getsockname()[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_a_port_in_use_is_named_alone(tmp_path, busy_port):

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from conftest import Daemon, pnbridge
-from faults import metric, poll
-from plugintools import lines
+from conftest import Daemon, cli, pnbridge
+from faults import metric
+from plugintools import lines, wait_until_sync
 from pnbridge.model import Report
 from pnbridge.storage.sqlite.store import SQLiteStore
 from pnmediator_stub import Stub
@@ -70,7 +70,7 @@ def nested(depth: int, kind: str = "object") -> str:
     return "[" * depth + "1" + "]" * depth
 
 
-def report(**extra: str) -> str:
+def report_json(**extra: str) -> str:
     """A token report's JSON text with ``extra`` fields (JSON texts) added."""
     fields = [f'"{k}": {v}' for k, v in extra.items()]
     return "{" + ", ".join(['"username": "1001"', '"selector": "S1"',
@@ -84,7 +84,7 @@ def report(**extra: str) -> str:
 @pytest.mark.parametrize("kind", ["object", "array"])
 async def test_deep_json_is_400_on_every_route_and_the_api(start_daemon, depth, kind):
     daemon = await start_daemon(BIG)
-    body = report(extra=nested(depth, kind)).encode()
+    body = report_json(extra=nested(depth, kind)).encode()
     for target in ("/token", "/removeToken", "/token/1001"):
         status, text = await post(daemon, target, body)
         assert (status, text) == (400, "body: not valid JSON (nested deeper than 16 levels, "
@@ -101,21 +101,22 @@ async def test_deep_extras_on_the_unchanged_repeat_path_are_refused(start_daemon
     """The repeat of a stored report (the one-statement path) took any extras: now it takes
     what a first report takes, and the device stays readable, removable and changeable."""
     daemon = await start_daemon(BIG)
-    assert (await post(daemon, "/token", report(ver='"1.0"').encode()))[0] == 200
+    assert (await post(daemon, "/token", report_json(ver='"1.0"').encode()))[0] == 200
     for extra, reason in [
         (nested(800), "body: not valid JSON (nested deeper than 16 levels"),
         (nested(15), "meta: nested too deep"),
         ('{"a": {"b": 1}}', "meta: nested too deep"),
         ('[[1]]', "meta: nested too deep"),
     ]:
-        status, text = await post(daemon, "/token", report(meta=extra).encode())
+        status, text = await post(daemon, "/token", report_json(meta=extra).encode())
         assert status == 400 and text.startswith(reason), text
     store = daemon.store()
     (device,) = store.devices()
     assert device.extras == {"ver": "1.0"}
     assert device.to_dict()["extras"] == {"ver": "1.0"}
     shallow = '{"app": "x", "n": 2, "ok": true, "none": null}'
-    assert (await post(daemon, "/token", report(meta=shallow, tags='["a", 1]').encode()))[0] == 200
+    body = report_json(meta=shallow, tags='["a", 1]').encode()
+    assert (await post(daemon, "/token", body))[0] == 200
     assert store.devices()[0].extras == {"meta": json.loads(shallow), "tags": ["a", 1]}
     removal = b'{"selector": "S1"}'
     assert (await post(daemon, "/removeToken", removal))[0] == 200
@@ -126,23 +127,23 @@ async def test_deep_extras_on_the_unchanged_repeat_path_are_refused(start_daemon
 
 
 @pytest.mark.parametrize(("body", "reason"), [
-    (report(ver="NaN"), "ver: NaN is not a JSON number"),
-    (report(ver="Infinity"), "ver: Infinity is not a JSON number"),
-    (report(ver="-Infinity"), "ver: -Infinity is not a JSON number"),
-    (report(ver="[1, NaN]"), "ver: NaN is not a JSON number"),
-    (report(ver="1e400"), "ver: number out of range"),
-    (report(ver="-1e999"), "ver: number out of range"),
-    (report(ver="9" * 41), "ver: number longer than 40 digits"),
-    (report(ver="9" * 5000), "ver: number longer than 40 digits"),
+    (report_json(ver="NaN"), "ver: NaN is not a JSON number"),
+    (report_json(ver="Infinity"), "ver: Infinity is not a JSON number"),
+    (report_json(ver="-Infinity"), "ver: -Infinity is not a JSON number"),
+    (report_json(ver="[1, NaN]"), "ver: NaN is not a JSON number"),
+    (report_json(ver="1e400"), "ver: number out of range"),
+    (report_json(ver="-1e999"), "ver: number out of range"),
+    (report_json(ver="9" * 41), "ver: number longer than 40 digits"),
+    (report_json(ver="9" * 5000), "ver: number longer than 40 digits"),
     ('{"username": NaN, "selector": "S1", "pushToken": "t"}', "username: NaN is not"),
     ('{"username": 1e999, "selector": "S1", "pushToken": "t"}', "username: number out of"),
-    (report(selector='"S2"'), "selector: key selector given twice"),
-    (report(ver='{"a": 1, "a": 2}'), "ver: key a given twice"),
-    (report(ver='"\\ud800"'), "ver: lone surrogate"),
-    (report(ver='"x\\udfff"'), "ver: lone surrogate"),
-    (report(ver='{"\\ud800": 1}'), "ver: lone surrogate (\\ud800-\\udfff) in a key"),
+    (report_json(selector='"S2"'), "selector: key selector given twice"),
+    (report_json(ver='{"a": 1, "a": 2}'), "ver: key a given twice"),
+    (report_json(ver='"\\ud800"'), "ver: lone surrogate"),
+    (report_json(ver='"x\\udfff"'), "ver: lone surrogate"),
+    (report_json(ver='{"\\ud800": 1}'), "ver: lone surrogate (\\ud800-\\udfff) in a key"),
     ('{"username": "\\udc00", "selector": "S1", "pushToken": "t"}', "username: lone surrogate"),
-    (report(**{"\\ud800": "1"}), "'\\ud800': name holds a lone surrogate"),
+    (report_json(**{"\\ud800": "1"}), "'\\ud800': name holds a lone surrogate"),
 ])
 async def test_what_json_numbers_and_strings_cannot_be_is_400_naming_the_field(
     start_daemon, body, reason
@@ -194,7 +195,7 @@ async def test_extras_are_bounded_in_count_and_size(start_daemon, fields, reason
                         [(b"Content-Type", b"application/x-www-form-urlencoded")])):
         status, text = await exchange(daemon, raw)
         assert status == 400 and text.startswith(reason), text
-    as_json = report(**{k: json.dumps(v) for k, v in fields.items()}).encode()
+    as_json = report_json(**{k: json.dumps(v) for k, v in fields.items()}).encode()
     status, text = await post(daemon, "/token", as_json)
     assert status == 400 and text.startswith(reason), text
     store = daemon.store()
@@ -227,7 +228,7 @@ async def test_a_charset_that_is_no_text_encoding_is_400(start_daemon, caplog, n
     caplog.set_level(logging.DEBUG, logger="pnbridge")
     daemon = await start_daemon()
     reason = "Content-Type: the charset is not a known text encoding (e.g. utf-8)\n"
-    for mime, body in ((b"application/json", report().encode()),
+    for mime, body in ((b"application/json", report_json().encode()),
                        (b"application/x-www-form-urlencoded", _query().encode()),
                        (b"text/plain", b"username=1001")):
         for value in (mime + b"; charset=" + name, mime + b'; charset="' + name + b'"'):
@@ -243,7 +244,7 @@ async def test_a_charset_that_is_no_text_encoding_is_400(start_daemon, caplog, n
                                   "koi8-r", "shift_jis", ""])
 async def test_real_charsets_still_work(start_daemon, name):
     daemon = await start_daemon()
-    for mime, body in (("application/json", report(ver='"1.0"')),
+    for mime, body in (("application/json", report_json(ver='"1.0"')),
                        ("application/x-www-form-urlencoded", _query(ver="1.0"))):
         data = body.encode(name or "utf-8")
         status, text = await post(daemon, "/token", data, f"{mime}; charset={name}".encode())
@@ -254,7 +255,7 @@ async def test_real_charsets_still_work(start_daemon, name):
 async def test_a_lone_surrogate_a_charset_decodes_to_is_400(start_daemon):
     """UTF-7 is a text encoding, yet decodes "+2AA-" to a lone surrogate."""
     daemon = await start_daemon()
-    for mime, body in ((b"application/json", report(ver='"+2AA-"').replace(TOKEN, "t")),
+    for mime, body in ((b"application/json", report_json(ver='"+2AA-"').replace(TOKEN, "t")),
                        (b"application/x-www-form-urlencoded", _query(ver="+2AA-"))):
         status, text = await post(daemon, "/token", body.encode(), mime + b"; charset=utf-7")
         assert (status, text) == (400, "body is not valid utf-7 (a lone surrogate)\n")
@@ -287,7 +288,7 @@ async def test_a_raw_plus_in_a_username_is_kept(start_daemon, nursery, tmp_path)
         ("PHONE1", "sent")]
     config = tmp_path / "cli.toml"
     config.write_text(f'[storage]\npath = "{daemon.db_path}"\n')
-    result = pnbridge("devices", "list", "--username", "+4930123457", "--json",
+    result = cli("devices", "list", "--username", "+4930123457", "--json",
                       "--config", str(config))
     assert [d["selector"] for d in json.loads(result.stdout)] == ["PHONE2"], result.stderr
 
@@ -330,7 +331,7 @@ def test_the_cli_shows_lists_exports_and_removes_stored_deep_rows(tmp_path):
     config.write_text(f'[storage]\npath = "{db}"\n')
 
     def run(*args: str) -> str:
-        result = pnbridge(*args, "--config", str(config))
+        result = cli(*args, "--config", str(config))
         assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
         return result.stdout
 
@@ -368,7 +369,7 @@ def test_devices_import_reads_json_lines_strictly(tmp_path):
     ]
     path = tmp_path / "devices.jsonl"
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    result = pnbridge("devices", "import", str(path), "--config", str(config))
+    result = cli("devices", "import", str(path), "--config", str(config))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "line 2: not valid JSON (nested deeper than 16 levels" in result.stderr
     assert "line 3: a: nested too deep" in result.stderr
@@ -411,7 +412,7 @@ def test_the_daemon_outlasts_stored_deep_rows_in_expiry_delivery_and_metrics(tmp
         daemon = spawn(toml)
         with httpx.Client(base_url=daemon.url()) as client:
             daemon.wait_for(r"cannot expire selector=STU…")
-            poll(lambda: [d.selector for d in SQLiteStore(db).devices()] in (["STUCK"],
+            wait_until_sync(lambda: [d.selector for d in SQLiteStore(db).devices()] in (["STUCK"],
                                                                       ["NEW", "STUCK"]))
             assert client.get("/token", params={"username": "1001", "selector": "NEW",
                                                 "pushToken": TOKEN}).status_code == 200
@@ -419,7 +420,7 @@ def test_the_daemon_outlasts_stored_deep_rows_in_expiry_delivery_and_metrics(tmp
             if start == 0:
                 daemon.wait_for(r"cannot deliver event e-bogus")
                 assert metric(client, "pnbridge_task_errors_total", task="delivery") == 1
-                poll(lambda: '"selector":"NEW"' in audit.read_text())
+                wait_until_sync(lambda: '"selector":"NEW"' in audit.read_text())
                 seen = [(r["kind"], r["reason"], r["selector"])
                         for r in map(json.loads, lines(audit))]
                 assert seen[0] == ("registered", "new", "DEEP800")
@@ -436,8 +437,8 @@ def test_the_daemon_outlasts_stored_deep_rows_in_expiry_delivery_and_metrics(tmp
 async def test_reports_for_stored_deep_devices_are_taken(start_daemon, tmp_path):
     seed(tmp_path / "pnbridge.db", time.time())
     daemon = await start_daemon()
-    assert (await post(daemon, "/token", report().replace("S1", "DEEP800").encode()))[0] == 200
-    status, text = await post(daemon, "/token", report(ver='"2"').replace("S1", "DEEP5000")
+    assert (await post(daemon, "/token", report_json().replace("S1", "DEEP800").encode()))[0] == 200
+    status, text = await post(daemon, "/token", report_json(ver='"2"').replace("S1", "DEEP5000")
                               .replace(TOKEN, "other").encode())
     assert status == 200, text
     store = daemon.store()

@@ -31,6 +31,8 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow  # pip-installs the checkout, as install.md and the README do
 INSTALL_MD = REPO / "docs" / "install.md"
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 

@@ -27,6 +27,7 @@ import pytest
 import trio
 from conftest import Process
 from pnmediator_stub import Answer, Stub, slow
+from reports import report
 
 ROOT = Path(__file__).parent.parent
 CFG = ROOT / "config" / "pbx" / "kamailio" / "kamailio.cfg"
@@ -122,13 +123,9 @@ class Pbx:
     def report(self, username: str, selector: str, *, calls: str | None = None,
                msgs: str | None = None) -> None:
         """A device of ``username`` reports its tokens, as the app does."""
-        params = {"username": username, "selector": selector}
-        if calls:
-            params |= {"pushTokenIncomingCall": calls, "pushappid_incoming_call": "com.app.voip"}
-        if msgs:
-            params |= {"pushTokenOther": msgs, "pushappid_other": "com.app"}
-        answer = httpx.get(f"{self.pnbridge_url}/token", params=params, timeout=10)
-        assert answer.status_code == 200, answer.text
+        with httpx.Client(base_url=self.pnbridge_url, timeout=10) as client:
+            report(client, selector, path="/token", username=username, token=None, calls=calls,
+                   msgs=msgs)
 
     def pushes(self, call_id: str, verb: str | None = None) -> list[dict[str, Any]]:
         """What pnmediator received for this call (``Id``), in order."""

@@ -148,7 +148,9 @@ def _open(daemon) -> socket.socket:
 
 
 def _closed_after(sock: socket.socket, trickle: bytes = b"") -> float:
-    """Seconds until the server closes ``sock``, sending ``trickle`` a byte at a time."""
+    """Seconds until the server closes ``sock``, sending ``trickle`` a byte at a time. On the
+    wall clock: a virtual one would stand still while the bytes trickle in, so a timeout
+    that each byte restarts would go unnoticed."""
     began = time.monotonic()
     sock.settimeout(0.05)
     for byte in [trickle[i:i + 1] for i in range(len(trickle))] + [b""] * 100:

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
-from conftest import pnbridge
+from conftest import cli, pnbridge
 from plugintools import wait_until_sync
 from pnbridge.model import Report
 from pnbridge.storage.sqlite.store import SQLiteStore
@@ -34,22 +34,10 @@ RAW_HEADER = [b"\x1b[31m", b"\x1b]0;owned\x07", b"\x08\x08", b"\x7f", b"\x9b31m"
               b"\xc2\x85", b"\xc2\x9b2J", b"\xe2\x80\xa8", b"\xe2\x80\xa9"]
 
 
-def toml(tmp_path: Path) -> str:
-    return f'''
-[server]
-listen = ["127.0.0.1:0"]
-log_level = "debug"
-[storage]
-path = "{tmp_path / "pnbridge.db"}"
-[reporter]
-client_rate = 0
-username_rate = 0
-[plugins]
-enabled = ["auditlog"]
-[plugins.auditlog]
-path = "{tmp_path / "audit.jsonl"}"
-fsync = "never"
-'''
+def tables(tmp_path: Path) -> dict:
+    return {"server": {"log_level": "debug"}, "plugins": {
+        "enabled": ["auditlog"],
+        "auditlog": {"path": str(tmp_path / "audit.jsonl"), "fsync": "never"}}}
 
 
 def send(url: str, raw: bytes) -> bytes:
@@ -83,7 +71,7 @@ def assert_log_lines(log: str) -> None:
 
 
 def test_requests_cannot_forge_log_lines_or_reach_a_terminal(spawn, tmp_path):
-    daemon = spawn(toml(tmp_path))
+    daemon = spawn(tables(tmp_path))
     url = daemon.url()
     forged = quote(FORGED).encode()
     for brk in BREAKS:
@@ -135,7 +123,7 @@ def test_requests_cannot_forge_log_lines_or_reach_a_terminal(spawn, tmp_path):
     outputs = {
         "audit": pnbridge("audit", "--config", config),
         "audit --json": pnbridge("audit", "--json", "--config", config),
-        "devices show": pnbridge("devices", "show", "S3", "--config", config),
+        "devices show": cli("devices", "show", "S3", "--config", config),
     }
     for what, result in outputs.items():
         assert result.returncode == 0, (what, result.stderr)
@@ -181,11 +169,11 @@ def test_the_cli_escapes_what_the_database_holds(tmp_path, value):
         ["devices", "remove", f"sel{value}"], ["devices", "show", f"sel{value}"],
     ]
     for number, args in enumerate(commands, 1):
-        result = pnbridge(*args, "--config", config)
+        result = cli(*args, "--config", config)
         gone = number == len(commands)  # shown after its removal: "no device ..."
         assert result.returncode == (1 if gone else 0), (args, result.stderr)
         assert_clean(result.stdout + result.stderr, " ".join(args))
         if "--json" in args:
             json.loads(result.stdout)
-    listed = pnbridge("devices", "list", "--config", config).stdout.splitlines()
+    listed = cli("devices", "list", "--config", config).stdout.splitlines()
     assert len(listed) == 2  # the header and the plain device

@@ -4,25 +4,18 @@ arrive in order, the retries show in /metrics, and reports are answered as fast 
 
 from __future__ import annotations
 
-import socket
 import statistics
 import time
 
 import trio
+from configs import free_port
 from plugintools import wait_until
-from pnmediator_stub import DROP, HTTP_500, Answer, Stub, slow
-from test_push import KEY, push_config, report
-from test_webhook import SECRET, Receiver
+from pnmediator_stub import DROP, HTTP_500, KEY, Answer, Stub, push_config, slow
+from reports import report
+from webhook_receiver import SECRET, Receiver
 
 SELECTORS = ("A", "B", "C")
 HTTP_503 = Answer(503, {"code": 503, "response": "Service unavailable"})
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (yet)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def timed_reports(daemon, phase: str, rounds: int = 5) -> list[float]:
@@ -31,7 +24,8 @@ async def timed_reports(daemon, phase: str, rounds: int = 5) -> list[float]:
     for i in range(rounds):
         for selector in SELECTORS:
             started = time.perf_counter()
-            await report(daemon, "alice", selector, msgs=f"{phase}-{i}-{selector}")
+            await report(daemon, selector,
+                         username="alice", token=None, msgs=f"{phase}-{i}-{selector}")
             took.append(time.perf_counter() - started)
     return took
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import trio
+from agitools import CONTACT, UNIQUEID, agi_config, session
 from pnbridge.agi.service import POSITIONAL, SCRIPTS
 from pnmediator_stub import Stub
-from test_agi import CONTACT, UNIQUEID, agi_config, report, session
+from reports import report
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "pbx-integration.md"
@@ -117,7 +118,8 @@ VALUES = {"${PNBRIDGE_USER}": "1001", "${ARG1}": "1001", "${PNBRIDGE_PUSH_ID}": 
 
 async def test_the_dialplans_agi_calls_work_against_the_daemon(start_daemon, stub):
     daemon = await start_daemon(agi_config(stub))
-    await report(daemon, "1001", "IPHONE", calls="voip-tok", msgs="apns-tok")
+    await report(daemon, "IPHONE",
+                 path="/token", username="1001", token=None, calls="voip-tok", msgs="apns-tok")
     for script, args in agi_calls(DIALPLAN.read_text()):
         values = [VALUES.get(arg, arg) for arg in args]
         assert not any("$" in value for value in values), values

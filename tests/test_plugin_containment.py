@@ -14,81 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import pnbridge
-from plugintools import wait_until_sync, write_plugin
+from conftest import cli, pnbridge
+from plugintools import install_plugins, wait_until_sync
+from reports import report
 
 KEY = "containment-key-00000000"
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: |  ")
-
-BOOM = '''
-import trio
-from pnbridge import hookimpl
-
-
-class Boom(BaseException):
-    """Not an Exception: what a careless plugin (or a library it calls) may raise."""
-
-
-class BadRepr(Exception):
-    def __repr__(self):
-        raise RuntimeError("no repr")
-
-
-def recurse(n):
-    return recurse(n + 1) + 1
-
-
-async def fail_later():
-    await trio.sleep(0.2)
-    raise Boom("background task\\nFORGED line")
-
-
-async def fail_after_start(task_status=trio.TASK_STATUS_IGNORED):
-    task_status.started()
-    await trio.sleep(0.2)
-    raise OSError(5, "Input/output error")
-
-
-@hookimpl
-async def startup(app):
-    app.nursery.start_soon(fail_later)
-    await app.nursery.start(fail_after_start)
-
-
-@hookimpl
-def device_registered(event):
-    if event.selector == "RECURSE":
-        recurse(0)
-    if event.selector == "MEMORY":
-        raise MemoryError()
-    if event.selector == "REPR":
-        raise BadRepr()
-    raise Boom("in a thread")
-
-
-@hookimpl
-async def device_removed(event):
-    async def child():
-        raise Boom("in a group")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(child)
-
-
-@hookimpl
-async def send_push(push):
-    raise Boom("push")
-
-
-@hookimpl
-async def reload(app):
-    raise Boom("reload")
-
-
-@hookimpl
-async def shutdown(app):
-    raise Boom("shutdown")
-'''
-
 
 def toml(tmp_path: Path, plugins: str) -> str:
     (tmp_path / "plugins").mkdir(exist_ok=True)
@@ -107,15 +38,9 @@ paths = ["{tmp_path / "plugins"}"]
 '''
 
 
-def report(client: httpx.Client, selector: str, path: str = "/token/") -> None:
-    answer = client.get(path, params={"username": "u", "selector": selector,
-                                      "pushToken": f"tok-{selector}", "pushappid": "app"})
-    assert answer.status_code == 200, answer.text
-
-
 def failed(config: Path) -> list[str]:
     """The rows of ``pnbridge events --failed``."""
-    result = pnbridge("events", "--failed", "--config", str(config))
+    result = cli("events", "--failed", "--config", str(config))
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()[1:]
 
@@ -126,7 +51,7 @@ def assert_log_lines(log: str) -> None:
 
 
 def test_a_plugin_raising_in_every_hook_stops_nothing(spawn, tmp_path):
-    write_plugin(tmp_path / "plugins", "boom", BOOM)
+    install_plugins(tmp_path / "plugins", "containment/boom")
     daemon = spawn(toml(tmp_path, f'''enabled = ["boom"]
 [api]
 keys = ["{KEY}"]
@@ -139,8 +64,8 @@ max_backoff = 0.02
     config = tmp_path / "pnbridge.toml"
     with httpx.Client(base_url=url) as client:
         for selector in ("THREAD", "RECURSE", "MEMORY", "REPR"):
-            report(client, selector)
-        report(client, "THREAD", "/removeToken/")
+            report(client, selector, token=f"tok-{selector}", pushappid="app")
+        report(client, "THREAD", path="/removeToken/", token="tok-THREAD", pushappid="app")
         daemon.wait_for("plugin boom: task failed: background task")
         daemon.wait_for("plugin boom: task failed: Input/output error")
         rows = wait_until_sync(lambda: len(rows := failed(config)) == 5 and rows)
@@ -151,7 +76,7 @@ max_backoff = 0.02
         daemon.popen.send_signal(signal.SIGHUP)
         daemon.wait_for("plugin boom: reload failed: reload")
         daemon.wait_for("config reloaded")
-        report(client, "AFTER")
+        report(client, "AFTER", token="tok-AFTER", pushappid="app")
         assert client.get("/healthz").status_code == 200
         metrics = client.get("/metrics").text
     assert daemon.popen.poll() is None
@@ -195,12 +120,12 @@ fsync_interval = 0.05
 '''))
     with httpx.Client(base_url=daemon.url()) as client:
         for i in range(20):
-            report(client, f"S{i}")
+            report(client, f"S{i}", token=f"tok-S{i}", pushappid="app")
         wait_until_sync(lambda: b"".join(got).count(b"\n") == 20)
         daemon.popen.send_signal(signal.SIGHUP)  # reopens the file: fsync on close
         daemon.wait_for("config reloaded")
         for i in range(20, 25):
-            report(client, f"S{i}")
+            report(client, f"S{i}", token=f"tok-S{i}", pushappid="app")
         wait_until_sync(lambda: b"".join(got).count(b"\n") == 25)
         assert client.get("/readyz").status_code == 200
     assert daemon.popen.poll() is None
@@ -225,26 +150,22 @@ max_backoff = 0.02
 '''))
     with httpx.Client(base_url=daemon.url()) as client:
         for i in range(3):
-            report(client, f"S{i}")
+            report(client, f"S{i}", token=f"tok-S{i}", pushappid="app")
         rows = wait_until_sync(lambda: len(rows := failed(tmp_path / "pnbridge.toml")) == 3
                                and rows)
-        report(client, "S3")
+        report(client, "S3", token="tok-S3", pushappid="app")
     assert all("No space left on device" in row for row in rows), rows
     assert daemon.popen.poll() is None
     assert daemon.stop() == 0
 
 
-@pytest.mark.parametrize("code", [
-    "raise GeneratorExit('at import')",
-    "class Boom(BaseException): pass\nraise Boom('at import')",
-    "import sys\nsys.setrecursionlimit(60)\ndef f(): return f()\nf()",
-    "from pnbridge import hookimpl\nclass Boom(BaseException): pass\n"
-    "@hookimpl\ndef settings_class():\n    raise Boom('settings')",
-])
+@pytest.mark.parametrize("code", ["generator_exit", "base_exception", "recursion",
+                                  "settings_class"])
 def test_a_plugin_failing_to_load_is_named(tmp_path, code):
-    write_plugin(tmp_path / "plugins", "broken", code)
+    install_plugins(tmp_path / "plugins", broken=f"containment/broken_{code}")
     config = tmp_path / "pnbridge.toml"
     config.write_text(toml(tmp_path, 'enabled = ["broken"]'))
+    # A process of its own: the plugin lowers the recursion limit of whoever imports it.
     result = pnbridge("check-config", "--config", str(config))
     assert result.returncode == 1
     assert "plugin broken" in result.stderr or "plugins.broken" in result.stderr, result.stderr
@@ -252,19 +173,10 @@ def test_a_plugin_failing_to_load_is_named(tmp_path, code):
 
 
 def test_an_optional_plugin_failing_at_startup_is_left_out_and_counted(spawn, tmp_path):
-    write_plugin(tmp_path / "plugins", "start_boom", '''
-        from pnbridge import hookimpl
-
-        class Boom(BaseException):
-            pass
-
-        @hookimpl
-        async def startup(app):
-            raise Boom("no CRM")
-    ''')
+    install_plugins(tmp_path / "plugins", "containment/start_boom")
     daemon = spawn(toml(tmp_path, 'enabled = ["start_boom"]\noptional = ["start_boom"]'))
     with httpx.Client(base_url=daemon.url()) as client:
-        report(client, "S1")
+        report(client, "S1", token="tok-S1", pushappid="app")
         metrics = client.get("/metrics").text
     assert 'pnbridge_plugin_errors_total{plugin="start_boom",where="startup"} 1.0' in metrics
     assert daemon.stop() == 0
@@ -272,33 +184,7 @@ def test_an_optional_plugin_failing_at_startup_is_left_out_and_counted(spawn, tm
 
 
 def test_an_auth_hook_raising_a_base_exception_is_a_503(spawn, tmp_path):
-    write_plugin(tmp_path / "plugins", "pbxsync", '''
-        from pnbridge import hookimpl
-
-        class Boom(BaseException):
-            pass
-
-        @hookimpl
-        def authenticate_report(username, credentials, report):
-            if username == "thread":
-                raise Boom("PBX database gone")
-            return True
-    ''')
-    write_plugin(tmp_path / "plugins", "pbxasync", '''
-        import trio
-        from pnbridge import hookimpl
-
-        class Boom(BaseException):
-            pass
-
-        @hookimpl
-        async def authenticate_report(username, credentials, report):
-            if username == "group":
-                async def fail():
-                    raise Boom("in a group")
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(fail)
-    ''')
+    install_plugins(tmp_path / "plugins", "containment/pbxsync", "containment/pbxasync")
     daemon = spawn(toml(tmp_path, 'enabled = ["pbxsync", "pbxasync"]')
                    + '[auth]\nreporter = "hook"\n')
     with httpx.Client(base_url=daemon.url()) as client:

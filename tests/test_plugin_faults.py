@@ -5,72 +5,19 @@ from __future__ import annotations
 
 import logging
 
-from conftest import pnbridge
-from plugintools import RECORDER, records, wait_until, write_plugin
+from conftest import cli, pnbridge
+from plugintools import install_plugins, records, wait_until
 from pnbridge.delivery import pluginhost
+from reports import report
 
 KEY = "plugin-faults-key-000000"
 
-BAD = {
-    "import_boom": '''
-        raise RuntimeError("missing dependency")
-    ''',
-    "start_boom": '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        async def startup(app):
-            raise ConnectionError("no CRM")
-    ''',
-    "start_hang": '''
-        import trio
-        from pnbridge import hookimpl
-
-        @hookimpl
-        async def startup(app):
-            await trio.sleep_forever()
-    ''',
-    "hook_raises": '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def device_registered(event):
-            raise ValueError("bad event " + event.id)
-    ''',
-    "hook_hangs": '''
-        import trio
-        from pnbridge import hookimpl
-
-        @hookimpl
-        async def device_registered(event):
-            await trio.sleep_forever()
-    ''',
-    "hook_blocks": '''
-        import time
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def device_registered(event):
-            time.sleep(1)
-    ''',
-    "garbage": '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def device_registered(event):
-            return object()
-
-        @hookimpl
-        async def send_push(push):
-            return 42
-    ''',
-}
+BAD = ["import_boom", "start_boom", "start_hang", "hook_raises", "hook_blocks", "garbage"]
 
 
 def plugins(tmp_path, enabled: list[str], **more) -> dict:
-    for name, code in BAD.items():
-        write_plugin(tmp_path / "plugins", name, code)
-    write_plugin(tmp_path / "plugins", "recorder", RECORDER)
+    install_plugins(tmp_path / "plugins", "recorder", *(f"faults/{name}" for name in BAD),
+                    hook_hangs="delivery/hang")
     fast = {"timeout": 0.3, "max_attempts": 2, "backoff": 0.05, "max_backoff": 0.1}
     return {"plugins": {
         "enabled": ["recorder", *enabled], "paths": [str(tmp_path / "plugins")],
@@ -79,19 +26,12 @@ def plugins(tmp_path, enabled: list[str], **more) -> dict:
     }}
 
 
-async def report(daemon, selector: str) -> None:
-    answer = await daemon.client.get("/token/", params={
-        "username": "u1", "selector": selector, "pushToken": f"tok-{selector}",
-        "pushappid": "app.id"})
-    assert answer.status_code == 200
-
-
 async def test_optional_plugins_that_cannot_start_are_left_out(start_daemon, tmp_path,
                                                                caplog, monkeypatch):
     monkeypatch.setattr(pluginhost, "STARTUP_TIMEOUT", 0.3)
     optional = ["import_boom", "start_boom", "start_hang"]
     daemon = await start_daemon(plugins(tmp_path, optional, optional=optional))
-    await report(daemon, "S1")
+    await report(daemon, "S1", token="tok-S1", username="u1", pushappid="app.id")
     await wait_until(lambda: len(records(tmp_path / "recorded")) == 1)
     assert (await daemon.client.get("/readyz")).status_code == 200
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -104,7 +44,7 @@ async def test_optional_plugins_that_cannot_start_are_left_out(start_daemon, tmp
 
 
 def test_required_plugins_that_cannot_start_stop_startup_with_their_name(tmp_path):
-    write_plugin(tmp_path / "plugins", "import_boom", BAD["import_boom"])
+    install_plugins(tmp_path / "plugins", "faults/import_boom")
     config = tmp_path / "pnbridge.toml"
     body = (f'[storage]\npath = "{tmp_path / "db"}"\n[plugins]\n'
             f'paths = ["{tmp_path / "plugins"}"]\n')
@@ -114,7 +54,7 @@ def test_required_plugins_that_cannot_start_stop_startup_with_their_name(tmp_pat
     assert "plugins.enabled: plugin import_boom cannot be loaded: RuntimeError: missing " \
            "dependency" in result.stderr
     config.write_text(body + 'enabled = []\noptional = ["import_boom"]\n')
-    result = pnbridge("check-config", "--config", str(config))
+    result = cli("check-config", "--config", str(config))
     assert result.returncode == 1
     assert "plugins.optional: import_boom is not in plugins.enabled" in result.stdout + \
         result.stderr
@@ -126,7 +66,7 @@ async def test_misbehaving_hooks_hold_back_only_themselves(start_daemon, tmp_pat
     config["api"] = {"keys": [KEY]}
     daemon = await start_daemon(config)
     for i in range(5):
-        await report(daemon, f"S{i}")
+        await report(daemon, f"S{i}", token=f"tok-S{i}", username="u1", pushappid="app.id")
     await wait_until(lambda: len(records(tmp_path / "recorded")) == 5, timeout=5)
     answer = await daemon.client.post(
         "/api/v1/push", json={"username": "u1", "verb": "NotifyTextMessage"},

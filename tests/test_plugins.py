@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import trio
+from configs import config_toml
 from conftest import pnbridge
 from plugintools import (
     DOCS,
-    RECORDER,
     docs_example,
+    install_plugins,
     json_lines,
     lines,
     wait_until,
@@ -97,51 +98,11 @@ async def test_hook_startup_shutdown_order_and_nursery(start_daemon, tmp_path):
     """startup runs before any delivery with the typed settings and a nursery; shutdown runs
     after delivery stopped, in reverse order; background tasks are cancelled after it."""
     log = tmp_path / "log"
-    code = f'''
-        from dataclasses import dataclass
-        import trio
-        from pnbridge import hookimpl
-
-        @dataclass
-        class Settings:
-            label: str
-            count: int = 1
-
-        def note(text):
-            with open({str(log)!r}, "a") as file:
-                file.write(text + "\\n")
-
-        async def background():
-            try:
-                note("background")
-                await trio.sleep_forever()
-            finally:
-                note("cancelled")
-
-        @hookimpl
-        def settings_class():
-            return Settings
-
-        @hookimpl
-        async def startup(app):
-            settings = app.settings(Settings)
-            note(f"startup {{__name__}} {{settings.label}} {{settings.count}}")
-            app.nursery.start_soon(background)
-
-        @hookimpl
-        def device_registered(event):
-            note("event")
-
-        @hookimpl
-        async def shutdown(app):
-            await trio.sleep(0)
-            note(f"shutdown {{__name__}}")
-    '''
-    write_plugin(tmp_path / "plugins", "first", code)
-    write_plugin(tmp_path / "plugins", "second", code)
+    install_plugins(tmp_path / "plugins", first="loading/labelled", second="loading/labelled")
     daemon = await start_daemon(plugins_config(
         tmp_path / "plugins", ["first", "second"],
-        first={"label": "one"}, second={"label": "two", "count": 2},
+        first={"log": str(log), "label": "one"},
+        second={"log": str(log), "label": "two", "count": 2},
     ))
     await wait_until(lambda: lines(log).count("background") == 2)
     r = await daemon.client.get("/token/", params={"username": "u", "selector": "S",
@@ -164,34 +125,11 @@ async def test_hook_startup_shutdown_order_and_nursery(start_daemon, tmp_path):
 
 def test_startup_failure_stops_serve_and_shuts_down_started_plugins(tmp_path):
     log = tmp_path / "log"
-    write_plugin(tmp_path / "plugins", "fine", f'''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def startup():
-            open({str(log)!r}, "a").write("startup\\n")
-
-        @hookimpl
-        def shutdown():
-            open({str(log)!r}, "a").write("shutdown\\n")
-    ''')
-    write_plugin(tmp_path / "plugins", "boom", '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        async def startup(app):
-            raise RuntimeError("no connection to the CRM")
-    ''')
+    install_plugins(tmp_path / "plugins", "loading/fine", "loading/boom")
     config = tmp_path / "pnbridge.toml"
-    config.write_text(f'''
-        [server]
-        listen = ["127.0.0.1:0"]
-        [storage]
-        path = "{tmp_path / 'db'}"
-        [plugins]
-        enabled = ["fine", "boom"]
-        paths = ["{tmp_path / 'plugins'}"]
-    '''.replace("\n        ", "\n"))
+    config.write_text(config_toml(tmp_path, {"plugins": {
+        "enabled": ["fine", "boom"], "paths": [str(tmp_path / "plugins")],
+        "fine": {"log": str(log)}}}))
     result = pnbridge("serve", "--config", str(config))
     assert result.returncode == 1
     assert "plugin boom: startup failed: RuntimeError: no connection to the CRM" in result.stderr
@@ -202,7 +140,7 @@ def test_hook_settings_class_errors_name_the_key(tmp_path):
     """check-config and serve check every plugin table against its settings class, and the
     enabled names against the plugins found; each error names its key."""
     write_plugin(tmp_path / "plugins", "eventlog", docs_example())
-    write_plugin(tmp_path / "plugins", "plain", "from pnbridge import hookimpl\n")
+    install_plugins(tmp_path / "plugins", "loading/plain")
     config = tmp_path / "pnbridge.toml"
     config.write_text(f'''
 [storage]
@@ -261,17 +199,8 @@ def fake_distribution(site: Path) -> None:
 def test_plugins_command_lists_every_plugin(tmp_path):
     """Every plugin found (plugins directory, entry point), enabled or not, with its hooks;
     a plugin that cannot load is listed with its error, and is an error once enabled."""
-    directory = tmp_path / "plugins"
-    write_plugin(directory, "recorder", RECORDER)
-    write_plugin(directory, "broken", "raise ImportError('needs the requests module')\n")
-    write_plugin(directory, "typo", '''
-        from pnbridge import hookimpl
-
-        @hookimpl
-        def device_registred(event):
-            pass
-    ''')
-    write_plugin(directory, "_helper", "raise SystemExit('not a plugin')\n")
+    directory = install_plugins(tmp_path / "plugins", "recorder", "loading/broken",
+                                "loading/typo", "loading/_helper")
     fake_distribution(tmp_path / "site")
     config = tmp_path / "pnbridge.toml"
     config.write_text(f'[plugins]\nenabled = ["eventlog"]\npaths = ["{directory}"]\n'
@@ -330,19 +259,11 @@ def test_docs_testing_example_runs(tmp_path):
     assert "1 passed" in result.stdout
 
 
-TEST_PLUGINS = Path(__file__).parent / "plugins"
-
-
-def copy_plugin(directory: Path, name: str) -> None:
-    """The test plugin ``tests/plugins/NAME.py``, into the plugins directory ``directory``."""
-    write_plugin(directory, name, (TEST_PLUGINS / f"{name}.py").read_text())
-
-
 async def test_hook_app_context_per_instance(start_daemon, tmp_path, caplog):
     """Each instance of a plugin gets its own ``app``: its name, settings, logger, state,
     nursery and metrics (in the daemon's /metrics, labelled with the instance's name);
     ``[plugins.NAME] plugin`` runs a second instance of the same plugin file."""
-    copy_plugin(tmp_path / "plugins", "context_probe")
+    install_plugins(tmp_path / "plugins", "context_probe")
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
     caplog.set_level("INFO", "pnbridge.plugins")
     daemon = await start_daemon(plugins_config(
@@ -385,7 +306,7 @@ async def test_hook_app_context_per_instance(start_daemon, tmp_path, caplog):
 async def test_old_style_plugin_without_app_still_works(start_daemon, tmp_path):
     """A plugin written before hooks had ``app`` (settings in a module global, hooks that
     take only ``event``) gets its events as before."""
-    copy_plugin(tmp_path / "plugins", "old_style")
+    install_plugins(tmp_path / "plugins", "old_style")
     out = tmp_path / "old.txt"
     daemon = await start_daemon(
         plugins_config(tmp_path / "plugins", ["old_style"], old_style={"path": str(out)})
@@ -459,7 +380,7 @@ def test_context_settings_and_nursery_are_the_instances_own():
 def entry_point_plugin(site: Path, name: str) -> dict[str, str]:
     """The test plugin ``tests/plugins/NAME.py`` installed in ``site`` as the distribution
     pnbridge-NAME with a ``pnbridge`` entry point; the environment to run pnbridge with."""
-    copy_plugin(site, name)
+    install_plugins(site, name)
     info = site / f"pnbridge_{name}-1.0.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(
@@ -504,7 +425,7 @@ def test_hook_register_commands_adds_a_plugins_command(tmp_path):
 def test_plugins_directory_file_adds_no_command(tmp_path):
     """A plugin in a ``[plugins] paths`` directory cannot add commands (the directories are
     in the config, read once a command runs): its command is unknown."""
-    copy_plugin(tmp_path / "plugins", "greeter")
+    install_plugins(tmp_path / "plugins", "greeter")
     config = tmp_path / "pnbridge.toml"
     config.write_text(f'[plugins]\nenabled = ["greeter"]\npaths = ["{tmp_path / "plugins"}"]\n')
     result = pnbridge("greet", "--config", str(config), "Alice")

@@ -12,42 +12,29 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import Daemon, pnbridge
-from plugintools import lines, wait_until, write_plugin
+from conftest import Daemon, cli, pnbridge
+from plugintools import install_plugins, lines, wait_until
 from pnbridge.model import Report
 from pnbridge.storage.sqlite.store import SQLiteStore
-from pnmediator_stub import BODY_404, DROP, HTTP_400, HTTP_404, HTTP_500, Answer, Stub, slow
+from pnmediator_stub import (
+    BODY_404,
+    DROP,
+    HTTP_400,
+    HTTP_404,
+    HTTP_500,
+    KEY,
+    Answer,
+    push_config,
+    slow,
+)
+from reports import report
 
-KEY = "test-key-0123456789abcdef"
 CALL = "NotifyIncomingCall"
-
-
-@pytest.fixture
-async def stub(nursery: trio.Nursery) -> Stub:
-    return await nursery.start(Stub().serve)
-
-
-def push_config(stub: Stub, **deadlines: float) -> dict[str, Any]:
-    return {
-        "api": {"keys": ["another-key-000000000000", KEY], "deadlines": deadlines},
-        "plugins": {"enabled": ["pnmediator"],
-                    "pnmediator": {"url": stub.url, "timeout": 0.5}},
-    }
 
 
 @pytest.fixture
 async def daemon(start_daemon, stub) -> Daemon:
     return await start_daemon(push_config(stub, NotifyIncomingCall=2.0))
-
-
-async def report(daemon: Daemon, username: str, selector: str, *, calls: str | None = None,
-                 msgs: str | None = None) -> None:
-    params = {"username": username, "selector": selector}
-    if calls:
-        params |= {"pushTokenIncomingCall": calls, "pushappid_incoming_call": "com.app.voip"}
-    if msgs:
-        params |= {"pushTokenOther": msgs, "pushappid_other": "com.app"}
-    assert (await daemon.client.get("/token", params=params)).status_code == 200
 
 
 async def push(daemon: Daemon, body: Any, key: str | None = KEY) -> Any:
@@ -61,9 +48,11 @@ def by_selector(answer: Any) -> dict[str, dict[str, Any]]:
 
 
 async def test_call_push_reaches_every_device_with_the_right_pair_and_fields(daemon, stub):
-    await report(daemon, "alice", "IPHONE", calls="voip-tok", msgs="apns-tok")
-    await report(daemon, "alice", "ANDROID", msgs="fcm-tok")
-    await report(daemon, "bob", "BOBS", calls="bob-voip", msgs="bob-apns")
+    await report(daemon, username="alice",
+                 token=None, selector="IPHONE", calls="voip-tok", msgs="apns-tok")
+    await report(daemon, username="alice", token=None, selector="ANDROID", msgs="fcm-tok")
+    await report(daemon, username="bob",
+                 token=None, selector="BOBS", calls="bob-voip", msgs="bob-apns")
     answer = await push(daemon, {
         "username": "alice", "verb": CALL, "id": "call-1@pbx", "display_name": "Carol",
         "badge": 3, "sound": "ring.caf", "thread_id": "t1", "message": "Call from Carol",
@@ -91,8 +80,11 @@ async def test_call_push_reaches_every_device_with_the_right_pair_and_fields(dae
 
 
 async def test_message_push_never_uses_a_pushkit_token(daemon, stub):
-    await report(daemon, "alice", "IPHONE", calls="voip-tok", msgs="apns-tok")
-    await report(daemon, "alice", "NEW-IPHONE", calls="voip-only")  # "other" token not yet known
+    await report(daemon, username="alice",
+                 token=None, selector="IPHONE", calls="voip-tok", msgs="apns-tok")
+    await report(daemon, username="alice",
+                 token=None, selector="NEW-IPHONE",
+                 calls="voip-only")  # "other" token not yet know)
     for verb in ("NotifyTextMessage", "NotifyGenericTextMessage"):
         stub.requests.clear()
         answer = await push(daemon, {"username": "alice", "verb": verb, "message": "hi"})
@@ -107,8 +99,8 @@ async def test_message_push_never_uses_a_pushkit_token(daemon, stub):
 
 
 async def test_selector_narrows_the_push_to_one_device(daemon, stub):
-    await report(daemon, "alice", "A", msgs="tok-a")
-    await report(daemon, "alice", "B", msgs="tok-b")
+    await report(daemon, username="alice", token=None, selector="A", msgs="tok-a")
+    await report(daemon, username="alice", token=None, selector="B", msgs="tok-b")
     answer = await push(daemon, {"username": "alice", "verb": "NotifyTextMessage",
                                  "selector": "B"})
     assert list(by_selector(answer)) == ["B"]
@@ -117,8 +109,8 @@ async def test_selector_narrows_the_push_to_one_device(daemon, stub):
 
 @pytest.mark.parametrize("rejection", [BODY_404, HTTP_404], ids=["body-code-404", "http-404"])
 async def test_rejected_token_removes_the_device_with_an_event(daemon, stub, rejection):
-    await report(daemon, "alice", "GONE", msgs="dead-tok")
-    await report(daemon, "alice", "KEPT", msgs="live-tok")
+    await report(daemon, username="alice", token=None, selector="GONE", msgs="dead-tok")
+    await report(daemon, username="alice", token=None, selector="KEPT", msgs="live-tok")
     stub.answer("dead-tok", rejection)
     answer = await push(daemon, {"username": "alice", "verb": "NotifyTextMessage"})
     gone = by_selector(answer)["GONE"]
@@ -127,7 +119,7 @@ async def test_rejected_token_removes_the_device_with_an_event(daemon, stub, rej
     assert gone["reason"].endswith("device removed")
     assert by_selector(answer)["KEPT"]["outcome"] == "sent"
 
-    listed = pnbridge("devices", "list", "--json", env=_env(daemon))
+    listed = cli("devices", "list", "--json", env=_env(daemon))
     assert listed.returncode == 0, listed.stderr
     assert [d["selector"] for d in json.loads(listed.stdout)] == ["KEPT"]
     store = daemon.store()
@@ -143,7 +135,8 @@ async def test_rejected_token_removes_the_device_with_an_event(daemon, stub, rej
 
 
 async def test_rejected_pushkit_token_clears_that_pair_and_keeps_the_device(daemon, stub):
-    await report(daemon, "alice", "IPHONE", calls="old-voip", msgs="apns-tok")
+    await report(daemon, username="alice",
+                 token=None, selector="IPHONE", calls="old-voip", msgs="apns-tok")
     stub.answer("old-voip", HTTP_404)
     answer = await push(daemon, {"username": "alice", "verb": CALL, "id": "c2"})
     device = by_selector(answer)["IPHONE"]
@@ -163,75 +156,34 @@ async def test_rejected_pushkit_token_clears_that_pair_and_keeps_the_device(daem
     assert [r["DeviceToken"] for r in stub.requests] == ["apns-tok"]
 
 
-REMOVALS = '''
-from dataclasses import dataclass
-from pnbridge import hookimpl
-
-@dataclass
-class Settings:
-    path: str
-
-path = None
-
-@hookimpl
-def settings_class():
-    return Settings
-
-@hookimpl
-def startup(app):
-    global path
-    path = app.settings(Settings).path
-
-@hookimpl
-async def device_removed(event):
-    with open(path, "a") as file:
-        file.write(f"{event.selector} {event.reason} {event.before.token_msgs}\\n")
-'''
-
-
 async def test_rejected_token_reaches_the_plugins_as_device_removed(start_daemon, stub,
                                                                     tmp_path):
-    write_plugin(tmp_path / "plugins", "removals", REMOVALS)
+    install_plugins(tmp_path / "plugins", "push/removals")
     seen = tmp_path / "removals.txt"
     config = push_config(stub)
     config["plugins"] |= {"enabled": ["pnmediator", "removals"],
                           "paths": [str(tmp_path / "plugins")],
                           "removals": {"path": str(seen)}}
     daemon = await start_daemon(config)
-    await report(daemon, "alice", "GONE", msgs="dead-tok")
+    await report(daemon, username="alice", token=None, selector="GONE", msgs="dead-tok")
     stub.answer("dead-tok", BODY_404)
     await push(daemon, {"username": "alice", "verb": "NotifyTextMessage"})
     assert await wait_until(lambda: lines(seen)) == ["GONE invalid-token dead-tok"]
-
-
-TRANSPORT = '''
-from pnbridge import PushResult, hookimpl
-
-seen = []
-
-@hookimpl
-async def send_push(push):
-    if not push.token.startswith("own:"):
-        return None
-    seen.append(push)
-    if push.token == "own:gone":
-        return PushResult("invalid-token", "unknown subscriber")
-    return PushResult("sent")
-'''
 
 
 async def test_hook_send_push_first_answer_wins_none_falls_through(start_daemon, stub,
                                                                    tmp_path):
     """A transport plugin enabled after pnmediator is asked first; what it leaves (None)
     goes on to pnmediator; its invalid-token clears the token like pnmediator's 404."""
-    write_plugin(tmp_path / "plugins", "owntransport", TRANSPORT)
+    install_plugins(tmp_path / "plugins", "push/owntransport")
     config = push_config(stub)
     config["plugins"] |= {"enabled": ["pnmediator", "owntransport"],
                           "paths": [str(tmp_path / "plugins")]}
     daemon = await start_daemon(config)
-    await report(daemon, "alice", "MINE", calls="own:voip", msgs="own:msgs")
-    await report(daemon, "alice", "GONE", msgs="own:gone")
-    await report(daemon, "alice", "OTHER", msgs="pnm-tok")
+    await report(daemon, username="alice",
+                 token=None, selector="MINE", calls="own:voip", msgs="own:msgs")
+    await report(daemon, username="alice", token=None, selector="GONE", msgs="own:gone")
+    await report(daemon, username="alice", token=None, selector="OTHER", msgs="pnm-tok")
     answer = await push(daemon, {"username": "alice", "verb": CALL, "id": "c9", "badge": 1})
     assert {s: (d["outcome"], d["pair"]) for s, d in by_selector(answer).items()} == {
         "MINE": ("sent", "calls"), "GONE": ("removed", "msgs"), "OTHER": ("sent", "msgs")}
@@ -257,18 +209,19 @@ def test_a_rejected_token_that_was_replaced_meanwhile_is_kept(tmp_path):
     assert len(store.events()) == 1
 
 
-async def test_slow_device_does_not_delay_the_answer_past_the_deadline(start_daemon, stub):
+async def test_slow_device_does_not_delay_the_answer_past_the_deadline(start_daemon, stub,
+                                                                     virtual_clock):
     daemon = await start_daemon(push_config(stub, NotifyIncomingCall=1.0) | {
         "plugins": {"enabled": ["pnmediator"],
                     "pnmediator": {"url": stub.url, "timeout": 30.0}}})
-    await report(daemon, "alice", "FAST", msgs="fast-tok")
-    await report(daemon, "alice", "SLOW", msgs="slow-tok")
-    await report(daemon, "alice", "SILENT", msgs="silent-tok")
+    await report(daemon, username="alice", token=None, selector="FAST", msgs="fast-tok")
+    await report(daemon, username="alice", token=None, selector="SLOW", msgs="slow-tok")
+    await report(daemon, username="alice", token=None, selector="SILENT", msgs="silent-tok")
     stub.answer("slow-tok", slow(10))
     stub.answer("silent-tok", Answer(delay=1000))
-    started = time.monotonic()
+    started = trio.current_time()
     answer = await push(daemon, {"username": "alice", "verb": CALL, "id": "c"})
-    took = time.monotonic() - started
+    took = trio.current_time() - started
     assert 1.0 <= took < 1.5, took
     devices = by_selector(answer)
     assert devices["FAST"]["outcome"] == "sent"
@@ -285,7 +238,7 @@ async def test_slow_device_does_not_delay_the_answer_past_the_deadline(start_dae
          "too-slow"],
 )
 async def test_transient_errors_are_retried(daemon, stub, transient):
-    await report(daemon, "alice", "A", msgs="tok")
+    await report(daemon, username="alice", token=None, selector="A", msgs="tok")
     stub.answer("tok", transient, transient)
     answer = await push(daemon, {"username": "alice", "verb": CALL, "id": "c"})
     assert by_selector(answer)["A"] == {"selector": "A", "pair": "msgs", "outcome": "sent",
@@ -293,15 +246,15 @@ async def test_transient_errors_are_retried(daemon, stub, transient):
     assert len(stub.to("tok")) == 3
 
 
-async def test_retry_after_is_honoured_within_the_deadline(start_daemon, stub):
+async def test_retry_after_is_honoured_within_the_deadline(start_daemon, stub, virtual_clock):
     daemon = await start_daemon(push_config(stub, NotifyTextMessage=3.0))
-    await report(daemon, "alice", "A", msgs="tok")
-    await report(daemon, "alice", "B", msgs="tok-b")
+    await report(daemon, username="alice", token=None, selector="A", msgs="tok")
+    await report(daemon, username="alice", token=None, selector="B", msgs="tok-b")
     stub.answer("tok", Answer(429, {"code": 429}, headers={"Retry-After": "1"}))
     stub.answer("tok-b", Answer(429, {"code": 429}, headers={"Retry-After": "60"}))
-    started = time.monotonic()
+    started = trio.current_time()
     answer = await push(daemon, {"username": "alice", "verb": "NotifyTextMessage"})
-    assert time.monotonic() - started < 2.5
+    assert trio.current_time() - started < 2.5
     devices = by_selector(answer)
     assert devices["A"]["outcome"] == "sent" and devices["A"]["attempts"] == 2
     gap = [t for t, r in zip(stub.times, stub.requests, strict=True) if r["DeviceToken"] == "tok"]
@@ -312,7 +265,7 @@ async def test_retry_after_is_honoured_within_the_deadline(start_daemon, stub):
 
 
 async def test_permanent_error_is_not_retried(daemon, stub):
-    await report(daemon, "alice", "A", msgs="tok")
+    await report(daemon, username="alice", token=None, selector="A", msgs="tok")
     stub.answer("tok", HTTP_400)
     answer = await push(daemon, {"username": "alice", "verb": "NotifyTextMessage"})
     assert by_selector(answer)["A"] == {
@@ -322,7 +275,7 @@ async def test_permanent_error_is_not_retried(daemon, stub):
 
 
 async def test_one_pooled_connection_serves_many_pushes(daemon, stub):
-    await report(daemon, "alice", "A", msgs="tok")
+    await report(daemon, username="alice", token=None, selector="A", msgs="tok")
     for _ in range(5):
         await push(daemon, {"username": "alice", "verb": "NotifyTextMessage"})
     assert len(stub.requests) == 5
@@ -334,7 +287,7 @@ async def test_pushes_under_way_never_exceed_max_in_flight(start_daemon, stub):
     config["plugins"]["pnmediator"]["max_in_flight"] = 2
     daemon = await start_daemon(config)
     for i in range(5):
-        await report(daemon, "alice", f"D{i}", msgs=f"tok{i}")
+        await report(daemon, username="alice", token=None, selector=f"D{i}", msgs=f"tok{i}")
         stub.answer(f"tok{i}", slow(0.2))
     answer = await push(daemon, {"username": "alice", "verb": "NotifyTextMessage"})
     assert [d["outcome"] for d in answer.json()["devices"]] == ["sent"] * 5
@@ -343,7 +296,7 @@ async def test_pushes_under_way_never_exceed_max_in_flight(start_daemon, stub):
 
 
 async def test_a_connection_pnmediator_closes_is_replaced(daemon, stub):
-    await report(daemon, "alice", "A", msgs="tok")
+    await report(daemon, username="alice", token=None, selector="A", msgs="tok")
     stub.answer("tok", Answer(headers={"connection": "close"}))
     for _ in range(3):
         answer = await push(daemon, {"username": "alice", "verb": "NotifyTextMessage"})
@@ -361,7 +314,7 @@ async def test_pushes_go_through_the_configured_proxy(start_daemon, stub):
         "plugins": {"enabled": ["pnmediator"],
                     "pnmediator": {"url": target, "timeout": 0.5, "proxy": proxy}},
     })
-    await report(daemon, "alice", "A", msgs="tok")
+    await report(daemon, username="alice", token=None, selector="A", msgs="tok")
     answer = await push(daemon, {"username": "alice", "verb": "NotifyTextMessage"})
     assert by_selector(answer)["A"]["outcome"] == "sent"
     assert stub.paths == [target]
@@ -371,7 +324,7 @@ async def test_pushes_go_through_the_configured_proxy(start_daemon, stub):
 
 
 async def test_unknown_user_is_404_with_a_json_reason(daemon, stub):
-    await report(daemon, "alice", "A", msgs="tok")
+    await report(daemon, username="alice", token=None, selector="A", msgs="tok")
     answer = await push(daemon, {"username": "nobody", "verb": "NotifyTextMessage"})
     assert answer.status_code == 404
     assert answer.json() == {"error": "no device of this user", "username": "nobody"}
@@ -383,7 +336,7 @@ async def test_unknown_user_is_404_with_a_json_reason(daemon, stub):
 
 async def test_api_is_off_without_keys(start_daemon, stub):
     daemon = await start_daemon(push_config(stub) | {"api": {"keys": []}})
-    await report(daemon, "alice", "A", msgs="tok")
+    await report(daemon, username="alice", token=None, selector="A", msgs="tok")
     answer = await push(daemon, {"username": "alice", "verb": "NotifyTextMessage"})
     assert answer.status_code == 404
     assert stub.requests == []
@@ -397,7 +350,7 @@ async def test_api_is_off_without_keys(start_daemon, stub):
     ids=["none", "wrong", "no-scheme", "basic", "longer", "empty"],
 )
 async def test_missing_or_wrong_key_is_401_and_sends_nothing(daemon, stub, headers):
-    await report(daemon, "alice", "A", msgs="tok")
+    await report(daemon, username="alice", token=None, selector="A", msgs="tok")
     answer = await daemon.client.post(
         "/api/v1/push", json={"username": "alice", "verb": "NotifyTextMessage"},
         headers=headers)
@@ -423,7 +376,7 @@ async def test_missing_or_wrong_key_is_401_and_sends_nothing(daemon, stub, heade
 )
 async def test_malformed_body_is_400_naming_the_field_and_sends_nothing(daemon, stub, body,
                                                                         field):
-    await report(daemon, "alice", "A", msgs="tok")
+    await report(daemon, username="alice", token=None, selector="A", msgs="tok")
     answer = await push(daemon, body)
     assert answer.status_code == 400
     assert answer.json()["field"] == field
@@ -432,8 +385,8 @@ async def test_malformed_body_is_400_naming_the_field_and_sends_nothing(daemon, 
 
 
 async def test_push_metrics_count_outcomes(daemon, stub):
-    await report(daemon, "alice", "A", msgs="tok")
-    await report(daemon, "alice", "B", msgs="dead")
+    await report(daemon, username="alice", token=None, selector="A", msgs="tok")
+    await report(daemon, username="alice", token=None, selector="B", msgs="dead")
     stub.answer("dead", HTTP_404)
     await push(daemon, {"username": "alice", "verb": "NotifyTextMessage"})
     metrics = (await daemon.client.get("/metrics")).text
@@ -564,7 +517,7 @@ def test_push_settings_errors_name_the_key(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[plugins]\nenabled = ["pnmediator"]\n[plugins.pnmediator]\n'
                     'url = "ftp://x"\ntimeout = 0\nmax_in_flight = 0\nproxy = "socks5://p:1080"\n')
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 1
     for line in ("plugins.pnmediator.url: must be an http(s):// URL",
                  "plugins.pnmediator.timeout: must be greater than 0",
@@ -573,7 +526,7 @@ def test_push_settings_errors_name_the_key(tmp_path):
         assert line in result.stderr
     path.write_text('[api]\nkeys = ["short"]\n[api.deadlines]\nNotifyIncomingCall = 0\n'
                     'NotifyEverything = 1\n')
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 1
     for line in ("api.keys: key(s) at index 0 shorter than 16 characters",
                  "api.deadlines.NotifyIncomingCall: must be greater than 0",

@@ -18,8 +18,9 @@ import httpx
 import pytest
 import trio
 from conftest import Daemon, StartDaemon
-from plugintools import wait_until, write_plugin
+from plugintools import install_plugins, wait_until
 from pnmediator_stub import Answer, Stub
+from reports import report
 
 KEY = "contract-key-0123456789abcdef"
 CALL = "NotifyIncomingCall"
@@ -27,22 +28,11 @@ PUSH = "/api/v1/push"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-@pytest.fixture
-async def stub(nursery: trio.Nursery) -> Stub:
-    return await nursery.start(Stub().serve)
-
-
 def push_config(stub: Stub, **api: Any) -> dict[str, Any]:
     return {
         "api": {"keys": [KEY], **api},
         "plugins": {"enabled": ["pnmediator"], "pnmediator": {"url": stub.url, "timeout": 1.0}},
     }
-
-
-async def report(daemon: Daemon, username: str, selector: str, msgs: str) -> None:
-    params = {"username": username, "selector": selector, "pushToken": msgs,
-              "pushappid": "com.app"}
-    assert (await daemon.client.get("/token", params=params)).status_code == 200
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -67,7 +57,8 @@ async def test_a_client_that_leaves_mid_push_does_not_cut_it_short(start_daemon,
     the access log says the client left before the answer."""
     caplog.set_level(logging.INFO, logger="pnbridge")
     daemon = await start_daemon(push_config(stub, deadlines={CALL: 5.0}))
-    await report(daemon, "alice", "IPHONE", "apns-tok")
+    await report(daemon, "IPHONE",
+                 path="/token", username="alice", token="apns-tok", pushappid="com.app")
     stub.answer("apns-tok", Answer(503, {"code": 503, "response": "busy"}, delay=0.3))
     host, port = daemon.url.removeprefix("http://").split(":")
     body = json.dumps({"username": "alice", "verb": CALL, "id": "call-7@pbx"}).encode()
@@ -103,7 +94,8 @@ async def test_a_push_whose_client_left_finishes_before_the_daemon_stops(start_d
     the push is logged before the daemon says it stopped."""
     caplog.set_level(logging.INFO, logger="pnbridge")
     daemon = await start_daemon(push_config(stub, deadlines={CALL: 5.0}))
-    await report(daemon, "alice", "IPHONE", "apns-tok")
+    await report(daemon, "IPHONE",
+                 path="/token", username="alice", token="apns-tok", pushappid="com.app")
     stub.answer("apns-tok", Answer(503, {"code": 503, "response": "busy"}, delay=0.3))
     await send_and_reset(daemon, {"username": "alice", "verb": CALL, "id": "call-8@pbx"}, stub)
     daemon.shutdown.set()
@@ -131,8 +123,8 @@ async def test_an_answered_push_is_logged_with_its_verb_username_and_counts(star
                                                                            caplog):
     caplog.set_level(logging.INFO, logger="pnbridge")
     daemon = await start_daemon(push_config(stub))
-    await report(daemon, "bob", "A", "tok-a")
-    await report(daemon, "bob", "B", "tok-b")
+    await report(daemon, "A", path="/token", username="bob", token="tok-a", pushappid="com.app")
+    await report(daemon, "B", path="/token", username="bob", token="tok-b", pushappid="com.app")
     stub.answer("tok-b", Answer(200, {"code": 404, "response": "Device token not found"}))
     answer = await daemon.client.post(PUSH, json={"username": "bob", "verb": "NotifyTextMessage"},
                                       headers=AUTH)
@@ -173,20 +165,6 @@ def assert_one_compact_line(answer: httpx.Response) -> None:
     assert answer.headers["Content-Type"] == "application/json"
     assert text == json.dumps(json.loads(text), separators=(",", ":")) + "\n"
 
-
-BOOM = '''
-from pnbridge import PushResult, hookimpl
-
-class Boom:
-    """An outcome no comparison survives: a plugin bug the fan-out cannot contain."""
-    def __eq__(self, other):
-        raise ValueError("boom")
-    __hash__ = None
-
-@hookimpl
-async def send_push(push):
-    return PushResult(Boom())
-'''
 
 Send = Callable[[Daemon], Awaitable[httpx.Response]]
 
@@ -245,13 +223,14 @@ KINDS: dict[str, tuple[dict[str, Any], Any, int, str]] = {
 async def test_every_answer_is_one_line_of_compact_json(start_daemon: StartDaemon, stub,
                                                        tmp_path: Path, kind):
     extra, send, status, error = KINDS[kind]
-    write_plugin(tmp_path / "plugins", "boom", BOOM)
+    install_plugins(tmp_path / "plugins", "push/boom")
     config = push_config(stub)
     config["plugins"]["paths"] = [str(tmp_path / "plugins")]
     for table, values in extra.items():
         config[table] = {**config[table], **values}
     daemon = await start_daemon(config)
-    await report(daemon, "alice", "PHONE", "tok-alice")
+    await report(daemon, "PHONE",
+                 path="/token", username="alice", token="tok-alice", pushappid="com.app")
     answer = await (send(daemon, stub) if send is while_one_is_under_way else send(daemon))
     assert answer.status_code == status, answer.text
     assert_one_compact_line(answer)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import pnbridge
+from conftest import cli, pnbridge
 from pnbridge.model import Report
 from pnbridge.storage.sqlite.schema import MIGRATIONS, inspect
 from pnbridge.storage.sqlite.store import SQLiteStore
@@ -109,7 +109,7 @@ def test_a_foreign_database_is_refused_byte_for_byte_untouched(tmp_path, wal, ve
     before = snapshot(tmp_path)
     conf = config(tmp_path, db)
     for args in (*READING, *WRITING):
-        result = pnbridge(*args, "--config", conf, input="")
+        result = pnbridge(*args, "--config", conf, input="")  # a real stdin, for import -
         one_line_naming(result, db, "is not a pnbridge database")
         assert snapshot(tmp_path) == {**before, "pnbridge.toml": snapshot(tmp_path)[
             "pnbridge.toml"]}, args
@@ -125,7 +125,7 @@ def test_a_missing_database_is_one_line_and_nothing_is_created(tmp_path):
     db = tmp_path / "nowhere.db"
     conf = config(tmp_path, db)
     for args in (*READING, ("devices", "remove", "S1"), ("events", "retry")):
-        result = pnbridge(*args, "--config", conf)
+        result = cli(*args, "--config", conf)
         one_line_naming(result, db, "no database at")
         assert "start pnbridge serve once, or pass --config" in result.stderr
         assert sorted(os.listdir(tmp_path)) == ["pnbridge.toml"], args
@@ -185,13 +185,13 @@ def test_another_schema_version_is_one_line_for_reading_and_migrated_by_writing(
     before = snapshot(tmp_path)
     conf = config(tmp_path, db)
     for args in READING:
-        result = pnbridge(*args, "--config", conf)
+        result = cli(*args, "--config", conf)
         one_line_naming(result, db, f"schema version 1, this pnbridge reads {len(MIGRATIONS)}")
         assert snapshot(tmp_path)[db.name] == before[db.name]
     assert "start pnbridge serve once to upgrade it" in (inspect(db) or "")
-    retried = pnbridge("events", "retry", "--config", conf)  # a writing command migrates
+    retried = cli("events", "retry", "--config", conf)  # a writing command migrates
     assert retried.returncode == 0, retried.stderr
-    assert pnbridge("events", "--config", conf).returncode == 0
+    assert cli("events", "--config", conf).returncode == 0
     assert inspect(db) is None
 
     newer = sqlite3.connect(db)
@@ -199,7 +199,7 @@ def test_another_schema_version_is_one_line_for_reading_and_migrated_by_writing(
     newer.commit()
     newer.close()
     for args in (*READING, ("events", "retry")):
-        one_line_naming(pnbridge(*args, "--config", conf), db, "upgrade pnbridge")
+        one_line_naming(cli(*args, "--config", conf), db, "upgrade pnbridge")
 
 
 def test_a_wal_the_user_cannot_read_through_is_one_line_with_the_fix(service_user, shared):
@@ -218,4 +218,4 @@ def test_a_wal_the_user_cannot_read_through_is_one_line_with_the_fix(service_use
     result = as_user(service_user, shared, "devices", "list", "--config", conf)
     one_line_naming(result, db, "run as the daemon's user")
     assert snapshot(shared) == before
-    assert pnbridge("devices", "list", "--config", conf).returncode == 0  # root may
+    assert cli("devices", "list", "--config", conf).returncode == 0  # root may

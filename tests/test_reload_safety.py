@@ -17,15 +17,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Process, pnbridge
+from conftest import Process, cli, pnbridge
+from notify import NotifySocket
 from plugintools import wait_until_sync
-from test_service import NotifySocket
-from test_webhook import SECRET, TOKEN, Receiver
+from reports import report
+from webhook_receiver import SECRET, TOKEN, Receiver
 
 OLD_SECRET = "reload-old-secret-0123"
 NEW_SECRET = "reload-new-secret-4567"
@@ -68,35 +69,15 @@ def _restore(path: Path, text: str) -> None:
 
 
 def _status(url: str, secret: str, selector: str = "S1") -> int:
-    return httpx.get(f"{url}/token/", headers={"X-Pnbridge-Secret": secret}, params={
-        "username": "1001", "selector": selector, "pushToken": TOKEN, "pushappid": "app.id",
-    }, timeout=10).status_code
+    with httpx.Client(base_url=url, headers={"X-Pnbridge-Secret": secret}, timeout=10) as client:
+        return report(client, selector, username="1001", token=TOKEN, pushappid="app.id",
+                      status=None).status_code
 
 
 def _webhook(url: str, max_attempts: int = 10) -> str:
     return (f'[plugins]\nenabled = ["webhook"]\n[plugins.webhook]\nurls = ["{url}"]\n'
             f'secret = "{SECRET}"\n[plugins.webhook.delivery]\nbackoff = 0.01\n'
             f"max_backoff = 0.05\nmax_attempts = {max_attempts}\n")
-
-
-@pytest.fixture
-def receivers() -> Iterator[Callable[..., Receiver]]:
-    started: list[Receiver] = []
-
-    def start(secret: str = SECRET) -> Receiver:
-        started.append(Receiver(secret))
-        return started[-1]
-
-    yield start
-    for receiver in started:
-        receiver.close()
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifySocket]:
-    sock = NotifySocket(str(tmp_path / "notify.sock"))
-    yield sock
-    sock.close()
 
 
 def test_every_broken_config_on_sighup_keeps_the_running_one(spawn, notify, tmp_path):
@@ -136,8 +117,8 @@ def test_check_config_names_a_broken_file_in_one_line(tmp_path, name, damage, pr
     good = GOOD.format(db=tmp_path / "pnbridge.db", secret=OLD_SECRET)
     path.write_text(good)
     damage(path, good)
-    for command in ("check-config", "serve"):
-        result = pnbridge(command, "--config", str(path))
+    for command, run in (("check-config", cli), ("serve", pnbridge)):  # serve: its own process
+        result = run(command, "--config", str(path))
         assert result.returncode == 1, (command, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, (command, result.stderr)
@@ -226,7 +207,7 @@ def test_changed_plugin_settings_apply_on_reload(spawn, notify, receivers, tmp_p
     url = daemon.url()
     assert _status(url, OLD_SECRET, "S1") == 200
     wait_until_sync(lambda: _ids(first) == ["S1"])
-    shown = pnbridge("plugins", "--config", str(path))
+    shown = cli("plugins", "--config", str(path))
     assert f"the running daemon (pid {daemon.popen.pid}) delivers to plugin(s): webhook" \
         in shown.stderr
     assert "differs" not in shown.stderr
@@ -243,13 +224,14 @@ def test_changed_plugin_settings_apply_on_reload(spawn, notify, receivers, tmp_p
     wait_until_sync(lambda: _ids(second) == ["S2"])  # its cursor kept: S1 not again
     assert _ids(first) == ["S1"] and first.forged == second.forged == 0
     for command in ("plugins", "events", "check-config"):
-        result = pnbridge(command, "--config", str(path))
+        result = cli(command, "--config", str(path))
         assert result.returncode == 0, (command, result.stderr)
         assert "differs" not in result.stderr, command
-    events = pnbridge("events", "--json", "--config", str(path))
-    assert [e["plugins"] for e in json.loads(events.stdout)] == [{"webhook": "delivered"}] * 2
+    # The daemon saves the webhook's place just after the receiver took the event.
+    wait_until_sync(lambda: [e["plugins"] for e in json.loads(cli(
+        "events", "--json", "--config", str(path)).stdout)] == [{"webhook": "delivered"}] * 2)
     assert daemon.stop() == 0
-    assert "running daemon" not in pnbridge("plugins", "--config", str(path)).stderr
+    assert "running daemon" not in cli("plugins", "--config", str(path)).stderr
 
 
 def _auditlog(path: Path) -> str:
@@ -273,7 +255,7 @@ def test_a_plugin_whose_new_settings_fail_keeps_its_old_ones(spawn, notify, tmp_
                     "failed, running its old settings: No such file or directory: ")
     assert _status(url, OLD_SECRET, "S1") == 200
     wait_until_sync(lambda: audit.exists() and '"S1"' in audit.read_text())
-    shown = pnbridge("plugins", "--config", str(path))
+    shown = cli("plugins", "--config", str(path))
     assert ("the config file differs from what the daemon runs, applied only at its next "
             "start: plugins.auditlog.path") in shown.stderr
 
@@ -284,7 +266,7 @@ def test_a_plugin_whose_new_settings_fail_keeps_its_old_ones(spawn, notify, tmp_
     assert _status(url, OLD_SECRET, "S2") == 200
     wait_until_sync(lambda: moved.exists() and '"S2"' in moved.read_text())
     assert '"S2"' not in audit.read_text()
-    assert "differs" not in pnbridge("plugins", "--config", str(path)).stderr
+    assert "differs" not in cli("plugins", "--config", str(path)).stderr
     assert daemon.stop() == 0
 
 
@@ -301,7 +283,7 @@ def test_settings_of_a_plugin_requests_wait_for_are_named(spawn, notify, tmp_pat
     daemon.wait_for("WARNING pnbridge.server: changed but only at the next start: "
                     "plugins.pnmediator.timeout$")
     for command in ("plugins", "events", "check-config"):
-        result = pnbridge(command, "--config", str(path))
+        result = cli(command, "--config", str(path))
         assert result.returncode == 0, (command, result.stderr)
         assert ("the config file differs from what the daemon runs, applied only at its next "
                 "start: plugins.pnmediator.timeout") in result.stderr, command
@@ -319,13 +301,13 @@ def test_enabling_a_plugin_is_named_and_plugins_shows_it_is_not_running(spawn, n
     daemon.popen.send_signal(signal.SIGHUP)
     assert notify.wait_for("READY")["STATUS"] == (
         "config reloaded; changed but only at the next start: plugins.enabled")
-    shown = pnbridge("plugins", "--json", "--config", str(path))
+    shown = cli("plugins", "--json", "--config", str(path))
     webhook = next(p for p in json.loads(shown.stdout) if p["name"] == "webhook")
     assert (webhook["enabled"], webhook["running"]) == (True, False)
     assert "delivers to plugin(s): none" in shown.stderr
     assert "applied only at its next start: plugins.enabled" in shown.stderr
     assert _status(daemon.url(), OLD_SECRET, "S1") == 200
-    events = pnbridge("events", "--json", "--config", str(path))
+    events = cli("events", "--json", "--config", str(path))
     assert [e["plugins"] for e in json.loads(events.stdout)] == [{}]  # what runs: no plugin
     assert daemon.stop() == 0
 

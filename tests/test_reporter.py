@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from reports import report
 
 SEL = "12869E0E6E553673C54F29105A0647204C416A2A:7C3A0D14"
 TOKEN_MSGS = "QVBBOTFiRzlhcVd2bW54bllCWldHOWh4dnRrZ3pUWFNvcGZpdWZ6bWM2dFAzS2J"
@@ -394,13 +395,14 @@ async def test_concurrent_reports_are_all_stored_with_their_events(start_daemon)
     daemon = await start_daemon()
     statuses = []
 
-    async def report(i):
-        r = await daemon.client.get("/token", params={"username": f"u{i % 10}", "selector": f"S{i}", "token_msgs": f"t{i}"})
+    async def report_one(i):
+        r = await report(daemon, f"S{i}", path="/token", status=None, username=f"u{i % 10}",
+                         token=None, token_msgs=f"t{i}")
         statuses.append(r.status_code)
 
     async with trio.open_nursery() as nursery:
         for i in range(200):
-            nursery.start_soon(report, i)
+            nursery.start_soon(report_one, i)
     assert statuses == [200] * 200
     store = daemon.store()
     assert len(store.devices()) == 200

@@ -5,12 +5,12 @@ log line, no row of the database and no output of the CLI; the URL is shown as
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import httpx
-from conftest import pnbridge
+from configs import config_toml
+from conftest import cli
 from plugintools import wait_until_sync
-from test_webhook import SECRET, Receiver
+from webhook_receiver import SECRET, Receiver
 
 PASSWORD = "hook-Passw0rd-zq81"
 
@@ -21,27 +21,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def toml(tmp_path: Path, urls: list[str]) -> str:
-    listed = ", ".join(f'"{url}"' for url in urls)
-    return f'''
-[server]
-listen = ["127.0.0.1:0"]
-log_level = "debug"
-[storage]
-path = "{tmp_path / "pnbridge.db"}"
-[reporter]
-client_rate = 0
-username_rate = 0
-[plugins]
-enabled = ["webhook"]
-[plugins.webhook]
-urls = [{listed}]
-secret = "{SECRET}"
-[plugins.webhook.delivery]
-max_attempts = 2
-backoff = 0.01
-max_backoff = 0.05
-'''
+def tables(urls: list[str]) -> dict:
+    return {"server": {"log_level": "debug"}, "plugins": {
+        "enabled": ["webhook"],
+        "webhook": {"urls": urls, "secret": SECRET,
+                    "delivery": {"max_attempts": 2, "backoff": 0.01, "max_backoff": 0.05}}}}
 
 
 def test_webhook_credentials_are_nowhere(spawn, tmp_path):
@@ -53,21 +37,21 @@ def test_webhook_credentials_are_nowhere(spawn, tmp_path):
     urls = [url.replace("http://", f"http://hookuser:{PASSWORD}@")
             for url in (refusing.url, failing.url, closed)]
     try:
-        daemon = spawn(toml(tmp_path, urls))
+        daemon = spawn(tables(urls))
         with httpx.Client(base_url=daemon.url()) as client:
             for selector in ("S1", "S2"):
                 answer = client.get("/token/", params={
                     "username": "u", "selector": selector, "pushToken": "tok", "pushappid": "a"})
                 assert answer.status_code == 200
         config = str(tmp_path / "pnbridge.toml")
-        failed = wait_until_sync(lambda: (r := pnbridge("events", "--failed", "--config", config))
+        failed = wait_until_sync(lambda: (r := cli("events", "--failed", "--config", config))
                                  and len(r.stdout.splitlines()) == 3 and r)
         assert failing.requests and refusing.requests  # it did reach them, with the URL
         assert daemon.stop() == 0
     finally:
         refusing.close()
         failing.close()
-    as_json = pnbridge("events", "--failed", "--json", "--config", config)
+    as_json = cli("events", "--failed", "--json", "--config", config)
     shown = {
         "daemon log": daemon.log,
         "events --failed": failed.stdout + failed.stderr,
@@ -84,8 +68,8 @@ def test_check_config_does_not_print_them(tmp_path):
     config = tmp_path / "pnbridge.toml"
     for urls in ([f"ftp://hookuser:{PASSWORD}@crm/hook"], [f"http://hookuser:{PASSWORD}@"],
                  [f"http://hookuser:{PASSWORD}@crm:x/hook"]):
-        config.write_text(toml(tmp_path, urls))
-        result = pnbridge("check-config", "--config", str(config))
+        config.write_text(config_toml(tmp_path, tables(urls)))
+        result = cli("check-config", "--config", str(config))
         assert result.returncode == 1
         assert "plugins.webhook.urls" in result.stderr
         assert PASSWORD not in result.stdout + result.stderr, result.stderr

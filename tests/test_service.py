@@ -10,11 +10,10 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 from conftest import Process
+from notify import NotifySocket
 from pnbridge.storage.sqlite.store import SQLiteStore
 
 CONFIG = """\
@@ -24,44 +23,6 @@ grace_period = 5
 [storage]
 path = "{db}"
 """
-
-
-class NotifySocket:
-    """The systemd side of sd_notify: a datagram socket that collects the messages."""
-
-    def __init__(self, address: str):
-        self.address = address
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
-        self.messages: list[dict[str, str]] = []
-
-    def receive(self, timeout: float) -> dict[str, str] | None:
-        self.sock.settimeout(timeout)
-        try:
-            data = self.sock.recv(4096)
-        except TimeoutError:
-            return None
-        message = dict(line.split("=", 1) for line in data.decode().splitlines())
-        self.messages.append(message)
-        return message
-
-    def wait_for(self, key: str, value: str = "1", timeout: float = 15.0) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            message = self.receive(left)
-            if message is not None and message.get(key) == value:
-                return message
-        raise AssertionError(f"no {key}={value} notification; got {self.messages}")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def notify(tmp_path: Path):
-    sock = NotifySocket(str(tmp_path / "notify.sock"))
-    yield sock
-    sock.close()
 
 
 class Connection:

@@ -4,7 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
+
+pytestmark = pytest.mark.slow  # runs a subprocess for tens of seconds
 
 
 def test_soak_short_run_passes_every_check():

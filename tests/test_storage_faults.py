@@ -19,14 +19,14 @@ from faults import (
     disk_full,
     file_size_limit,
     locked,
-    poll,
     push,
     read_only,
     recorded_ids,
-    report,
+    report_status,
     small_filesystem,
     stored,
 )
+from plugintools import wait_until_sync
 
 Fault = Callable[[Process], contextlib.AbstractContextManager]
 
@@ -35,11 +35,11 @@ def check_fault(spawn, tmp_path: Path, db: Path, fault: Fault, why: str) -> None
     """Reports before, during and after ``fault(daemon)``; what each must get."""
     daemon = spawn(daemon_toml(tmp_path, db))
     with httpx.Client(base_url=daemon.url(), timeout=10) as client:
-        answered = [s for s in ("before-1", "before-2") if report(client, s) == 200]
+        answered = [s for s in ("before-1", "before-2") if report_status(client, s) == 200]
         assert len(answered) == 2
-        poll(lambda: len(recorded_ids(tmp_path)) == 2)
+        wait_until_sync(lambda: len(recorded_ids(tmp_path)) == 2)
         with fault(daemon):
-            statuses = [report(client, f"during-{i}") for i in range(40)]
+            statuses = [report_status(client, f"during-{i}") for i in range(40)]
             assert 503 in statuses, statuses
             assert set(statuses) <= {200, 503}, statuses  # some may fit in space left
             answered += [f"during-{i}" for i, s in enumerate(statuses) if s == 200]
@@ -50,14 +50,14 @@ def check_fault(spawn, tmp_path: Path, db: Path, fault: Fault, why: str) -> None
             assert ready.status_code == 503 and why in ready.text, ready.text
             assert client.get("/healthz").status_code == 200
             assert client.get("/metrics").status_code == 200
-        poll(lambda: report(client, "after-1") == 200, timeout=10)
+        wait_until_sync(lambda: report_status(client, "after-1") == 200, timeout=10)
         answered.append("after-1")
-        poll(lambda: client.get("/readyz").status_code == 200, timeout=10)
+        wait_until_sync(lambda: client.get("/readyz").status_code == 200, timeout=10)
         assert push(client).status_code == 200
     assert daemon.popen.poll() is None, daemon.log
     devices, events = stored(db)
     assert set(answered) <= set(devices)
-    poll(lambda: set(recorded_ids(tmp_path)) >= set(events), timeout=15)
+    wait_until_sync(lambda: set(recorded_ids(tmp_path)) >= set(events), timeout=15)
     assert "Traceback" not in daemon.log, daemon.log
 
 
@@ -65,9 +65,9 @@ def test_locked_by_another_process(spawn, tmp_path):
     db = tmp_path / "pnbridge.db"
     daemon = spawn(daemon_toml(tmp_path, db))
     with httpx.Client(base_url=daemon.url(), timeout=10) as client:
-        assert report(client, "before") == 200
+        assert report_status(client, "before") == 200
         with locked(db):
-            assert report(client, "during") == 503
+            assert report_status(client, "during") == 503
             answer = push(client)  # devices are read on a read-only connection: no wait
             assert answer.status_code == 200, answer.text
             assert answer.json()["devices"][0]["outcome"] == "failed"  # pnmediator: port 9
@@ -75,12 +75,12 @@ def test_locked_by_another_process(spawn, tmp_path):
             assert ready.status_code == 503
             assert "database: cannot write: the database is locked by another process" \
                 in ready.text
-        poll(lambda: report(client, "after") == 200, timeout=10)
-        poll(lambda: client.get("/readyz").status_code == 200, timeout=10)
+        wait_until_sync(lambda: report_status(client, "after") == 200, timeout=10)
+        wait_until_sync(lambda: client.get("/readyz").status_code == 200, timeout=10)
         assert push(client).status_code == 200
     devices, events = stored(db)
     assert {"before", "after"} <= set(devices) and "during" not in devices
-    poll(lambda: set(recorded_ids(tmp_path)) >= set(events), timeout=15)
+    wait_until_sync(lambda: set(recorded_ids(tmp_path)) >= set(events), timeout=15)
     assert daemon.popen.poll() is None and "Traceback" not in daemon.log, daemon.log
 
 

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import sqlite3
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from conftest import pnbridge
+from conftest import cli, on_terminal
 from pnbridge.model import Report, isotime
 from pnbridge.storage.sqlite.store import SQLiteStore
 
@@ -37,25 +34,6 @@ def stored(db: Path) -> tuple[list[dict], list[tuple[str, str, str]]]:
     return devices, events
 
 
-def on_terminal(*args: str) -> tuple[subprocess.CompletedProcess[str], bytes]:
-    """``pnbridge ARGS`` with stderr on a pseudo-terminal; what the terminal showed."""
-    controller, terminal = pty.openpty()
-    result = subprocess.run([sys.executable, "-m", "pnbridge", *args], stdout=subprocess.PIPE,
-                            stderr=terminal, text=True, timeout=60)
-    os.close(terminal)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(controller, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(controller)
-    return result, shown
-
-
 def test_a_latin1_csv_is_refused_whole_and_writes_nothing(tmp_path):
     lines = ["username,selector,token_msgs,extras"]
     lines += [f"u{i},S{i},{T1}," for i in range(600)]
@@ -63,7 +41,7 @@ def test_a_latin1_csv_is_refused_whole_and_writes_nothing(tmp_path):
     dump = tmp_path / "from-a-spreadsheet.csv"
     dump.write_bytes(("\r\n".join(lines) + "\r\n").encode("latin-1"))
     conf = config_file(tmp_path, "new")
-    result = pnbridge("devices", "import", str(dump), "--config", conf)
+    result = cli("devices", "import", str(dump), "--config", conf)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert f"{dump}: line 552: byte 0xe9 is not UTF-8" in result.stderr
@@ -73,14 +51,14 @@ def test_a_latin1_csv_is_refused_whole_and_writes_nothing(tmp_path):
     seeded = config_file(tmp_path, "seeded")
     (tmp_path / "ok.jsonl").write_text(json.dumps(
         {"username": "a", "selector": "A", "token_msgs": T1}) + "\n")
-    assert pnbridge("devices", "import", str(tmp_path / "ok.jsonl"), "--config",
+    assert cli("devices", "import", str(tmp_path / "ok.jsonl"), "--config",
                     seeded).returncode == 0
     before = stored(tmp_path / "seeded.db")
-    assert pnbridge("devices", "import", str(dump), "--config", seeded).returncode == 1
+    assert cli("devices", "import", str(dump), "--config", seeded).returncode == 1
     assert stored(tmp_path / "seeded.db") == before
 
     dump.write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8"))  # the same, converted
-    converted = pnbridge("devices", "import", str(dump), "--config", conf)
+    converted = cli("devices", "import", str(dump), "--config", conf)
     assert converted.returncode == 0, converted.stderr
     devices, _ = stored(tmp_path / "new.db")
     assert len(devices) == 600
@@ -98,7 +76,7 @@ def test_bad_lines_are_reported_and_the_rest_written_in_one_transaction(tmp_path
     dump = tmp_path / "devices.jsonl"
     dump.write_text("\n".join(rows) + "\n")
     conf = config_file(tmp_path, "new")
-    result = pnbridge("devices", "import", str(dump), "--config", conf)
+    result = cli("devices", "import", str(dump), "--config", conf)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{dump}: line 11: not valid JSON" in result.stderr
     assert f"{dump}: line 21: last_seen is not a time" in result.stderr
@@ -109,14 +87,14 @@ def test_bad_lines_are_reported_and_the_rest_written_in_one_transaction(tmp_path
     # A write that fails at row 800 (after the first 500 used to be committed) keeps none.
     again = config_file(tmp_path, "again")
     (tmp_path / "seed.jsonl").write_text(rows[0] + "\n")
-    assert pnbridge("devices", "import", str(tmp_path / "seed.jsonl"), "--config",
+    assert cli("devices", "import", str(tmp_path / "seed.jsonl"), "--config",
                     again).returncode == 0
     conn = sqlite3.connect(tmp_path / "again.db")
     conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON devices WHEN new.selector = 'S800'"
                  " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
     conn.commit()
     conn.close()
-    failed = pnbridge("devices", "import", str(dump), "--config", again)
+    failed = cli("devices", "import", str(dump), "--config", again)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     assert failed.stderr.splitlines()[-1] == (
         f"pnbridge: cannot write database {tmp_path / 'again.db'}: refused by the test: "
@@ -134,7 +112,7 @@ def test_the_cap_per_user_holds_with_a_report_per_user(tmp_path):
         for i in range(1200)
     ) + json.dumps({"username": "bob", "selector": "B1", "token_msgs": T1}) + "\n")
     conf = config_file(tmp_path, "new")
-    result = pnbridge("devices", "import", str(dump), "--config", conf)
+    result = cli("devices", "import", str(dump), "--config", conf)
     assert result.returncode == 1, result.stderr
     assert ("pnbridge: alice: 1,200 devices in the file, the cap ([storage] "
             "max_devices_per_user) is 20: kept the 20 most recently seen (1,180 of the file "
@@ -151,7 +129,7 @@ def test_the_cap_per_user_holds_with_a_report_per_user(tmp_path):
     newer.write_text("".join(
         json.dumps({"username": "alice", "selector": f"N{i}", "token_msgs": T1}) + "\n"
         for i in range(5)))
-    result = pnbridge("devices", "import", str(newer), "--config", conf)
+    result = cli("devices", "import", str(newer), "--config", conf)
     assert result.returncode == 0, result.stderr
     assert ("alice: 5 devices in the file and 20 stored, the cap ([storage] "
             "max_devices_per_user) is 20: kept the 20 most recently seen (0 of the file not "
@@ -163,7 +141,7 @@ def test_the_cap_per_user_holds_with_a_report_per_user(tmp_path):
         f"A{i:04}" for i in range(15, 20)]
 
     uncapped = config_file(tmp_path, "uncapped", "max_devices_per_user = 0\n")
-    assert pnbridge("devices", "import", str(dump), "--config", uncapped).returncode == 0
+    assert cli("devices", "import", str(dump), "--config", uncapped).returncode == 0
     assert len(stored(tmp_path / "uncapped.db")[0]) == 1201
 
 
@@ -184,11 +162,11 @@ def test_export_then_import_keeps_the_times(tmp_path):
     assert original[0]["created_at"] != original[0]["updated_at"] != original[0]["last_seen"]
     for fmt in ("jsonl", "csv"):
         dump = tmp_path / f"devices.{fmt}"
-        exported = pnbridge("devices", "export", "--format", fmt, "-o", str(dump),
+        exported = cli("devices", "export", "--format", fmt, "-o", str(dump),
                             "--config", old)
         assert exported.returncode == 0, exported.stderr
         new = config_file(tmp_path, f"new-{fmt}")
-        result = pnbridge("devices", "import", str(dump), "--config", new)
+        result = cli("devices", "import", str(dump), "--config", new)
         assert result.returncode == 0, result.stderr
         moved, _ = stored(tmp_path / f"new-{fmt}.db")
         assert moved == original, fmt
@@ -205,7 +183,7 @@ def test_export_then_import_keeps_the_times(tmp_path):
                                   "created_at": "1700000000"}) + "\n"
                       + json.dumps({"username": "d", "selector": "S4", "token_msgs": T1,
                                     "last_seen": "2026-01-02T03:04:05+01:00"}) + "\n")
-    assert pnbridge("devices", "import", str(future), "--config",
+    assert cli("devices", "import", str(future), "--config",
                     config_file(tmp_path, "future")).returncode == 0
     device, only_seen = stored(tmp_path / "future.db")[0]
     assert device["created_at"] == isotime(1700000000)
@@ -220,11 +198,11 @@ def test_export_file_is_0600_whatever_the_umask_and_progress_only_on_a_terminal(
     dump = tmp_path / "many.jsonl"
     dump.write_text("".join(json.dumps({"username": f"u{i}", "selector": f"S{i}",
                                         "token_msgs": T1}) + "\n" for i in range(300)))
-    assert pnbridge("devices", "import", str(dump), "--config", conf).returncode == 0
+    assert cli("devices", "import", str(dump), "--config", conf).returncode == 0
     mask = os.umask(0o002)
     try:
         out = tmp_path / "export.jsonl"
-        plain = pnbridge("devices", "export", "-o", str(out), "--config", conf)
+        plain = cli("devices", "export", "-o", str(out), "--config", conf)
         assert plain.returncode == 0, plain.stderr
         assert stat.S_IMODE(out.stat().st_mode) == 0o600
         assert "exporting" not in plain.stderr
@@ -238,11 +216,11 @@ def test_export_file_is_0600_whatever_the_umask_and_progress_only_on_a_terminal(
         os.umask(mask)
     to_terminal, _ = on_terminal("devices", "export", "--config", conf)  # to a pipe: a bar
     assert to_terminal.returncode == 0 and len(to_terminal.stdout.splitlines()) == 300
-    full = pnbridge("devices", "export", "-o", "/dev/full", "--config", conf)
+    full = cli("devices", "export", "-o", "/dev/full", "--config", conf)
     assert full.returncode == 1 and "Traceback" not in full.stderr
     assert full.stderr == "pnbridge: --output: cannot write /dev/full: No space left on device\n"
     assert stat.S_IMODE(os.stat("/dev/full").st_mode) == 0o666  # a device keeps its mode
-    denied = pnbridge("devices", "export", "-o", str(tmp_path / "no" / "such"), "--config", conf)
+    denied = cli("devices", "export", "-o", str(tmp_path / "no" / "such"), "--config", conf)
     assert denied.returncode == 1 and "Traceback" not in denied.stderr
     assert f"--output: cannot write {tmp_path / 'no' / 'such'}" in denied.stderr
 
@@ -253,17 +231,17 @@ def test_devices_list_limit_and_count(tmp_path):
     dump.write_text("".join(json.dumps({"username": "alice" if i < 3 else "bob",
                                         "selector": f"S{i}", "token_msgs": T1}) + "\n"
                             for i in range(5)))
-    assert pnbridge("devices", "import", str(dump), "--config", conf).returncode == 0
-    everything = pnbridge("devices", "list", "--config", conf)
+    assert cli("devices", "import", str(dump), "--config", conf).returncode == 0
+    everything = cli("devices", "list", "--config", conf)
     assert len(everything.stdout.splitlines()) == 6 and everything.stderr == "5 devices\n"
-    limited = pnbridge("devices", "list", "--limit", "2", "--config", conf)
+    limited = cli("devices", "list", "--limit", "2", "--config", conf)
     assert [line.split()[0] for line in limited.stdout.splitlines()[1:]] == ["S0", "S1"]
     assert limited.stderr == "2 of 5 devices\n"
-    as_json = pnbridge("devices", "list", "--limit", "1", "--json", "--username", "bob",
+    as_json = cli("devices", "list", "--limit", "1", "--json", "--username", "bob",
                        "--config", conf)
     assert [d["selector"] for d in json.loads(as_json.stdout)] == ["S3"]
     assert as_json.stderr == "1 of 2 devices\n"
-    one = pnbridge("devices", "list", "--username", "bob", "--limit", "1", "--config", conf)
+    one = cli("devices", "list", "--username", "bob", "--limit", "1", "--config", conf)
     assert one.stderr == "1 of 2 devices\n"
-    bad = pnbridge("devices", "list", "--limit", "-1", "--config", conf)
+    bad = cli("devices", "list", "--limit", "-1", "--config", conf)
     assert bad.returncode == 2 and "--limit" in bad.stderr

@@ -7,101 +7,19 @@ import hashlib
 import hmac
 import json
 import re
-import threading
 import time
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+import reports
 import trio
-from conftest import pnbridge
+from conftest import cli
 from plugintools import wait_until
+from webhook_receiver import SECRET, TOKEN, verify
 
-DOCS = Path(__file__).parent.parent / "docs" / "plugins" / "webhook.md"
-SECRET = "s3cret-for-tests"
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
-TOKEN = "QVBBOT-" + "x" * 60
-
-
-def doc_verify() -> Callable[..., bool]:
-    """The ``verify`` function of the receiver example in the docs, exactly as printed."""
-    section = DOCS.read_text().split("## The receiver's side", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S)
-    assert code, "no python block in the receiver section"
-    namespace: dict[str, Any] = {}
-    exec(code.group(1), namespace)
-    return namespace["verify"]
-
-
-verify = doc_verify()
-
-
-class Receiver:
-    """A threaded HTTP server on 127.0.0.1: checks every request's signature, answers
-    ``answer(payload)`` (default 200) and keeps each accepted event once, by id."""
-
-    def __init__(self, secret: str = SECRET, answer: Callable[[dict], Any] | None = None,
-                 port: int = 0):
-        self.secret = secret.encode()
-        self.answer = answer or (lambda payload: 200)
-        self.requests: list[tuple[dict, dict]] = []  # (headers, payload) of signed requests
-        self.accepted: dict[str, dict] = {}  # event id -> payload, in order of acceptance
-        self.forged = 0
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                body = self.rfile.read(length)
-                if len(body) < length:  # the sender died mid-request (kill -9): not forged
-                    self.close_connection = True
-                    return
-                headers = dict(self.headers.items())
-                status, extra = 401, {}
-                if verify(receiver.secret, self.headers, body):
-                    payload = json.loads(body)
-                    with receiver.lock:
-                        receiver.requests.append((headers, payload))
-                        status = receiver.answer(payload)
-                        if isinstance(status, tuple):
-                            status, extra = status
-                        if status == 200:
-                            receiver.accepted.setdefault(headers["X-Pnbridge-Event-Id"], payload)
-                else:
-                    with receiver.lock:
-                        receiver.forged += 1
-                self.send_response(status)
-                for key, value in extra.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receivers():
-    started: list[Receiver] = []
-
-    def start(**kwargs: Any) -> Receiver:
-        started.append(Receiver(**kwargs))
-        return started[-1]
-
-    yield start
-    for receiver in started:
-        receiver.close()
 
 
 def webhook(urls: list, **settings: Any) -> dict:
@@ -111,19 +29,14 @@ def webhook(urls: list, **settings: Any) -> dict:
     }}}
 
 
-async def report(daemon, selector: str, token: str = TOKEN, username: str = "1001",
-                 path: str = "/token/") -> None:
-    r = await daemon.client.get(path, params={
-        "username": username, "selector": selector, "pushToken": token, "pushappid": "app.id",
-        "password": "hunter2",
-    })
-    assert r.status_code == 200
+report = partial(reports.report, username="1001", token=TOKEN, pushappid="app.id",
+                 password="hunter2")
 
 
 def failed_events(daemon, tmp_path: Path) -> list[dict]:
     config = tmp_path / "cli.toml"
     config.write_text(f'[storage]\npath = "{daemon.db_path}"\n')
-    result = pnbridge("events", "--failed", "--json", "--config", str(config))
+    result = cli("events", "--failed", "--json", "--config", str(config))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -198,6 +111,7 @@ async def test_429_retry_after_is_honoured(start_daemon, receivers):
     ))
     await report(daemon, "S1")
     await wait_until(lambda: len(receiver.accepted) == 1)
+    # Wall clock: the receiver's own thread stamps the requests; 1 s against a 30-60 s backoff.
     assert 1 <= times[1] - times[0] < 3
 
 
@@ -315,7 +229,7 @@ def test_bad_settings_name_the_key(tmp_path, table, error):
         lines.append(f"{key} = {_toml(value)}")
     config = tmp_path / "pnbridge.toml"
     config.write_text("\n".join(lines) + "\n")
-    result = pnbridge("check-config", "--config", str(config))
+    result = cli("check-config", "--config", str(config))
     assert result.returncode == 1
     assert f"error: {error}" in result.stderr
 

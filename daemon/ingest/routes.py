@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
 
-from ..model import AuthMode
-from .fields import TOKEN_FIELDS, FieldMap
+from ..errors import TemplateError
+from ..model import TOKEN_FIELDS, AuthMode
+from .fields import FieldMap
 
 Kind = Literal["token", "removal"]
 
@@ -33,10 +34,6 @@ DEFAULT_TEMPLATES: dict[Kind, tuple[str, ...]] = {
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-\[\]]*")
-
-
-class TemplateError(ValueError):
-    """A route template that cannot be compiled."""
 
 
 @dataclass(frozen=True)

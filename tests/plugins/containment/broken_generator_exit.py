@@ -1,0 +1,3 @@
+"""broken: raises GeneratorExit at import."""
+
+raise GeneratorExit("at import")

@@ -1,0 +1,3 @@
+"""import_boom: cannot be imported (a dependency is missing)."""
+
+raise RuntimeError("missing dependency")

@@ -1,0 +1,3 @@
+"""broken: cannot be imported."""
+
+raise ImportError("needs the requests module")
