@@ -5,19 +5,21 @@ of pnbridge (tests/test_public_api.py checks the built-ins). docs/writing-plugin
 how each is used, docs/plugin-hooks.md the hooks.
 """
 
-from .config.typed import check
+from .config.typed import check, parse_duration
 from .delivery.commands import config_option, fail, json_option, plugin_instances, table
 from .delivery.context import PluginContext, PluginMetric, PluginMetrics
 from .delivery.hookspecs import PermanentFailure, RetryLater, hookimpl
-from .model import Device, Event, Push, PushResult, Report
+from .model import PAIR_FIELDS, Device, Event, Push, PushResult, Report
 from .ops.findings import Finding, ServiceUser, http_reachable
 from .ops.log import escape, escape_json, redact, shorten
+from .retry import parse_retry_after
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Device", "Event", "Finding", "PermanentFailure", "PluginContext", "PluginMetric",
-    "PluginMetrics", "Push", "PushResult", "Report", "RetryLater", "ServiceUser",
+    "PAIR_FIELDS", "Device", "Event", "Finding", "PermanentFailure", "PluginContext",
+    "PluginMetric", "PluginMetrics", "Push", "PushResult", "Report", "RetryLater", "ServiceUser",
     "__version__", "check", "config_option", "escape", "escape_json", "fail", "hookimpl",
-    "http_reachable", "json_option", "plugin_instances", "redact", "shorten", "table",
+    "http_reachable", "json_option", "parse_duration", "parse_retry_after", "plugin_instances",
+    "redact", "shorten", "table",
 ]

@@ -12,6 +12,8 @@ import math
 import re
 from typing import Any
 
+from .errors import BadJSON
+
 MAX_DEPTH = 16  # far deeper than any report or push request; far below recursion limits
 STORED_DEPTH = 64  # what stored rows may hold and still be read in full
 MAX_DIGITS = 40  # an integer longer than this is no id, count or phone number
@@ -21,15 +23,6 @@ _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # How a lone surrogate gets into the parsed value: escaped, or already in the text.
 _SURROGATE_SOURCE = re.compile("\\\\u[dD][89a-fA-F]|[\ud800-\udfff]")
-
-
-class BadJSON(ValueError):
-    """JSON that is not taken; ``field`` names the top-level field (or ``body``)."""
-
-    def __init__(self, field: str, problem: str):
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
 
 
 def label(name: str) -> str:

@@ -3,14 +3,39 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 ReportKind = Literal["token", "removal"]
 EventKind = Literal["registered", "removed"]
 Pair = Literal["calls", "msgs"]
+
+# The outcome words: one word for each kind of outcome, written only here. Metric labels,
+# log lines, the CLI and the push API's answers use them (docs/install.md lists the labels).
+# What one store operation did to one device.
+ChangeOutcome = Literal["created", "changed", "unchanged", "removed"]
+# A reporter request (pnbridge_reports_total): what it changed; else no such device to remove
+# (unknown), a bad report (rejected, 400), refused credentials or another user's device
+# (unauthorized, 401/403), over a rate limit (limited, 429), storage or auth down (failed, 503).
+ReportOutcome = Literal[ChangeOutcome, "unknown", "rejected", "unauthorized", "limited", "failed"]
+# One delivery attempt of an event to a plugin (pnbridge_deliveries_total): it took it, it
+# failed and is tried again, or it failed for good and the event is parked.
+DeliveryOutcome = Literal["delivered", "retried", "parked"]
+# An event a plugin did not take: parked, or to be sent again (``pnbridge events retry``).
+FailureStatus = Literal["parked", "retry"]
+# How a journal event stands for one plugin: passed to it, not reached yet, or not taken.
+JournalState = Literal["delivered", "pending", FailureStatus]
+# How one push went, as the transport (send_push) says.
 PushOutcome = Literal["sent", "invalid-token", "failed", "retry"]
+# What happened to one device of a push (pnbridge_pushes_total, the push API's answer): sent;
+# failed; its rejected token cleared (removed); no token for the verb (skipped).
+DeviceOutcome = Literal["sent", "failed", "removed", "skipped"]
+
+# A device's two token pairs, as fields of Report and Device (and columns, and export
+# columns): token_calls, appid_calls, token_msgs, appid_msgs.
+PAIR_FIELDS = tuple(f"{part}_{pair}" for pair in get_args(Pair) for part in ("token", "appid"))
+TOKEN_FIELDS = tuple(f"token_{pair}" for pair in get_args(Pair))
 
 # Why an event happened. Registrations: a new device, a change of username, token or app id,
 # or pnmediator rejected one token pair while the other remains (that pair is cleared).
@@ -47,6 +72,13 @@ class Report:
     @property
     def tokens(self) -> tuple[str, ...]:
         return tuple(t for t in (self.token_calls, self.token_msgs) if t)
+
+    def known(self) -> dict[str, Any]:
+        """What this report knows of its device: the username, pair fields and extras it
+        has. A value not known yet (None, no extras) is left out: it keeps the stored one,
+        and a report whose known values are all stored changes nothing."""
+        names = ("username", *PAIR_FIELDS, "extras")
+        return {name: value for name in names if (value := getattr(self, name))}
 
 
 @dataclass(frozen=True)
@@ -117,25 +149,36 @@ class Event:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
 
 
-@dataclass(frozen=True)
-class Push:
-    """One push to one device, as the ``send_push`` hook receives it.
-
-    ``pair`` says which of the device's token pairs ``token`` and ``appid`` are. The verb's
-    fields are None when the PBX did not give them. ``attempt`` counts from 1.
-    """
+@dataclass(frozen=True, kw_only=True)
+class PushContent:
+    """What a push says: the verb and its fields, None when the PBX did not give them."""
 
     verb: str
-    device: Device
-    pair: Pair
-    token: str
-    appid: str | None
     id: str | None = None
     message: str | None = None
     badge: int | None = None
     sound: str | None = None
     display_name: str | None = None
     thread_id: str | None = None
+
+    def content(self) -> dict[str, Any]:
+        """The verb and its fields, by name (to make another PushContent of them)."""
+        return {f.name: getattr(self, f.name) for f in fields(PushContent)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Push(PushContent):
+    """One push to one device, as the ``send_push`` hook receives it: the PBX's content
+    (PushContent), and the device's token pair it goes to.
+
+    ``pair`` says which of the device's token pairs ``token`` and ``appid`` are.
+    ``attempt`` counts from 1.
+    """
+
+    device: Device
+    pair: Pair
+    token: str
+    appid: str | None
     attempt: int = 1
 
 

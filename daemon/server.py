@@ -21,9 +21,10 @@ from .agi.service import AgiService
 from .config.reload import Reloader
 from .config.running import plain, remove_record, restart_values, write_record
 from .config.tables import Config
-from .config.typed import ConfigError, convert
+from .config.typed import convert
 from .delivery.dispatch import Dispatcher, open_plugins
 from .delivery.pluginhost import RESERVED, PluginHost, load_plugins
+from .errors import ConfigError
 from .http.app import Services, create_admin_app, create_app
 from .http.asgi import close_if_framed_twice, refuse_websockets, shield_sends
 from .http.health import database_writable, device_gauge

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import click
 import trio
 from pnbridge import (
+    PAIR_FIELDS,
     Event,
     Finding,
     PluginContext,
@@ -37,12 +38,11 @@ from pnbridge import (
     fail,
     hookimpl,
     json_option,
+    parse_duration,
     plugin_instances,
     shorten,
     table,
 )
-
-DEVICE_FIELDS = ("token_calls", "token_msgs", "appid_calls", "appid_msgs")
 
 
 def _positive(value: float) -> str | None:
@@ -63,8 +63,8 @@ class Settings:
 
 
 def _device(device: Any) -> dict[str, Any]:
-    data = {key: getattr(device, key) for key in DEVICE_FIELDS}
-    for key in ("token_calls", "token_msgs"):
+    data = {key: getattr(device, key) for key in PAIR_FIELDS}
+    for key in PAIR_FIELDS[::2]:  # the tokens
         data[key] = shorten(data[key]) if data[key] else None
     return data
 
@@ -286,23 +286,22 @@ def records(path: str) -> tuple[list[dict[str, Any]], int]:
     return found, bad
 
 
-AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 class Since(click.ParamType):
-    """A point in time: ISO 8601 (UTC unless it says otherwise) or an age like 90s, 2h, 7d."""
+    """A point in time: ISO 8601 (UTC unless it says otherwise) or an age, a duration as
+    the config writes one (``parse_duration``: 90s, 2h, 7d, 1h30m)."""
 
     name = "TIME"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
         text = str(value).strip()
-        if text[:-1].replace(".", "", 1).isdigit() and text[-1:] in AGE_UNITS:
-            return time.time() - float(text[:-1]) * AGE_UNITS[text[-1]]
+        try:
+            return time.time() - parse_duration(text)
+        except ValueError as error:
+            problem = str(error)
         try:
             when = datetime.fromisoformat(text)
         except ValueError:
-            self.fail(f"{value!r} is neither ISO 8601 (2026-01-02T03:04:05Z) nor an age "
-                      "(90s, 30m, 2h, 7d, 1w)", param, ctx)
+            self.fail(f"{problem}; or a time in ISO 8601 (2026-01-02T03:04:05Z)", param, ctx)
         return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 

@@ -8,10 +8,8 @@ connections (``Connections``), opened at startup and closed at shutdown, with at
 
 from __future__ import annotations
 
-import email.utils
 import json
 import ssl
-import time
 import urllib.parse
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -19,7 +17,16 @@ from typing import Any
 import httpcore
 import httpx
 import trio
-from pnbridge import Finding, PluginContext, Push, PushResult, check, hookimpl, http_reachable
+from pnbridge import (
+    Finding,
+    PluginContext,
+    Push,
+    PushResult,
+    check,
+    hookimpl,
+    http_reachable,
+    parse_retry_after,
+)
 
 URL = "https://pnm.cloudsoftphone.com/pnm2/send"
 
@@ -266,7 +273,7 @@ def outcome(status: int, body: Any, retry_after: str | None = None) -> PushResul
         return PushResult("failed", f"HTTP {status} without pnmediator's JSON code 404, not "
                                     "pnmediator's answer: likely a configuration error (a "
                                     "wrong url, or a proxy)", config_error=True)
-    wait = _seconds(retry_after) if verdict == "retry" else None
+    wait = parse_retry_after(retry_after) if verdict == "retry" else None
     return PushResult(verdict, reason, wait)  # type: ignore[arg-type]
 
 
@@ -294,17 +301,3 @@ def _json(content: bytes | None) -> Any:
     except ValueError:
         return None
 
-
-def _seconds(retry_after: str | None) -> float | None:
-    """Retry-After in seconds (a number or an HTTP date); None when absent or unreadable."""
-    if not retry_after:
-        return None
-    try:
-        return max(float(retry_after), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(retry_after)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)

@@ -18,13 +18,12 @@ import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import httpx
 import trio
 from pnbridge import (
+    PAIR_FIELDS,
     Event,
     Finding,
     PermanentFailure,
@@ -33,12 +32,11 @@ from pnbridge import (
     check,
     hookimpl,
     http_reachable,
+    parse_retry_after,
     redact,
 )
 
 EventKind = Literal["registered", "removed"]
-TOKEN_FIELDS = ("token_calls", "token_msgs")
-DEVICE_FIELDS = ("appid_calls", "appid_msgs", *TOKEN_FIELDS)
 TARGET_KEYS = {"url": (str, "a string"), "secret": (str, "a string"),
                "timeout": ((int, float), "a number")}
 REMEMBERED = 256  # events whose partly successful delivery is remembered for their retry
@@ -145,12 +143,12 @@ def payload(event: Event, redact_tokens: bool) -> dict[str, Any]:
     device = data["after"] or data["before"]
     for side in ("before", "after"):
         if redact_tokens and data[side]:
-            for key in TOKEN_FIELDS:
+            for key in PAIR_FIELDS[::2]:  # the tokens
                 data[side][key] = token_digest(data[side][key])
     return {
         "id": data["id"], "seq": data["seq"], "kind": data["kind"], "reason": data["reason"],
         "time": data["time"], "username": data["username"], "selector": data["selector"],
-        **{key: device[key] for key in DEVICE_FIELDS},
+        **{key: device[key] for key in PAIR_FIELDS},
         "before": data["before"], "after": data["after"], "source": data["source"],
     }
 
@@ -159,22 +157,6 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     """The ``X-Pnbridge-Signature`` value: ``v1=`` HMAC-SHA256 of ``timestamp.body``."""
     digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return "v1=" + digest.hexdigest()
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    """The seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date)."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 @dataclass
@@ -253,7 +235,8 @@ class Webhook:
         if 200 <= status < 300:
             return None
         if status in (408, 429) or status >= 500:
-            return Outcome(answer, retry=True, delay=retry_after(response))
+            delay = parse_retry_after(response.headers.get("Retry-After"))
+            return Outcome(answer, retry=True, delay=delay)
         return Outcome(answer, retry=False)
 
     async def _exchange(

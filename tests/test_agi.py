@@ -29,11 +29,11 @@ from agitools import (
 from conftest import Daemon, pnbridge
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pnbridge.agi.protocol import AgiChannel, AgiError, Hangup, parse_reply, quote
+from pnbridge.agi.protocol import AgiChannel, Hangup, parse_reply, quote
 from pnbridge.agi.service import SCRIPTS
 from pnbridge.config.running import changed, restart_values
 from pnbridge.config.tables import Config, parse_config
-from pnbridge.config.typed import ConfigError
+from pnbridge.errors import AgiError, ConfigError
 from pnmediator_stub import HTTP_400, HTTP_500, Stub, slow
 from reports import report
 

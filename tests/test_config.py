@@ -9,7 +9,7 @@ import pytest
 from conftest import cli
 from pnbridge.config.addresses import listen_problem
 from pnbridge.config.tables import Config, load_config, parse_config
-from pnbridge.config.typed import ConfigError
+from pnbridge.errors import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "pnbridge.toml"
 

@@ -8,7 +8,8 @@ import time
 import pytest
 import trio
 from pnbridge.config.tables import parse_config
-from pnbridge.config.typed import ConfigError, parse_duration
+from pnbridge.config.typed import parse_duration
+from pnbridge.errors import ConfigError
 from pnbridge.model import Report
 from pnbridge.ops.expiry import sweep_interval
 from pnbridge.storage.sqlite.store import SQLiteStore

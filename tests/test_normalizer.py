@@ -10,8 +10,9 @@ from urllib.parse import quote
 from hypothesis import given
 from hypothesis import strategies as st
 from pnbridge.config.tables import ReporterConfig
+from pnbridge.errors import BadReport
 from pnbridge.ingest.fields import fold, is_nullish
-from pnbridge.ingest.normalize import BadReport, Reporter
+from pnbridge.ingest.normalize import Reporter
 
 REPORTER = Reporter(ReporterConfig())
 tokens = st.text(string.ascii_letters + string.digits + "+/=", min_size=1, max_size=300).filter(

@@ -7,8 +7,8 @@ from dataclasses import replace
 from functools import partial
 
 import pytest
+from pnbridge.errors import StoreError
 from pnbridge.model import Report
-from pnbridge.storage.interface import StoreError
 from pnbridge.storage.sqlite.schema import MIGRATIONS
 from pnbridge.storage.sqlite.store import SQLiteStore
 

@@ -25,9 +25,9 @@ import trio
 
 from ..config import paths
 from ..config.tables import AuthConfig, AuthMode, Config
-from ..config.typed import ConfigError
 from ..delivery.containment import uncontained
 from ..delivery.pluginhost import PluginHost
+from ..errors import ConfigError, Unavailable, UsersFileError
 from ..ingest.fields import fold
 from ..model import Report
 from . import digest, users
@@ -35,11 +35,6 @@ from . import digest, users
 HOOK = "authenticate_report"
 
 log = logging.getLogger("pnbridge.auth")
-
-
-class Unavailable(Exception):
-    """The check cannot be made now (the hook failed or is slow, too many checks queue):
-    the answer is 503, whatever the credentials."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +56,7 @@ def load_users(config: Config) -> dict[str, users.User]:
         return {}
     try:
         return users.read(config.auth.users_file)
-    except users.UsersFileError as error:
+    except UsersFileError as error:
         raise ConfigError([f"auth.users_file: {error}"]) from error
 
 

@@ -19,16 +19,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UsersFileError
+
 HEADER = "# pnbridge users: username:realm:md5-ha1:sha256-ha1:scrypt (pnbridge users add|remove)\n"
 
 # scrypt cost: about 16 MiB and tens of milliseconds per check.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
 DIGESTS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
-
-
-class UsersFileError(ValueError):
-    """A users file that cannot be read or has a malformed line."""
 
 
 def name_problem(username: str) -> str | None:

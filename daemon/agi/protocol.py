@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import trio
 
+from ..errors import AgiError
 from ..ops.log import escape
 
 MAX_LINE = 8192  # bytes of one line from Asterisk
@@ -21,10 +22,6 @@ MAX_VALUE = 1900  # characters of one command argument (Asterisk reads 2048 per 
 _ENV_LINE = re.compile(r"(agi_[A-Za-z0-9_]+):(?: (.*))?")
 _REPLY = re.compile(r"(\d{3})(?: result=(-?\d+)(?: \((.*)\))?(.*))?(?: .*)?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class AgiError(Exception):
-    """Asterisk's side sent what AGI does not (garbage, a line too long) or too slowly."""
 
 
 class Hangup(Exception):

@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 import trio
 
 from ..config.tables import AgiConfig, DeadlinesConfig
-from ..http.worker import ListenError
+from ..errors import AgiError, BadScript, Busy, ListenError, StoreError, UnknownUser
 from ..ops.log import describe, escape
 from ..ops.metrics import Metrics
-from ..push.fanout import Busy, Fanout, Fanouts, PushRequest, UnknownUser
-from ..storage.interface import StoreError
-from .protocol import MAX_VALUE, AgiChannel, AgiError, Hangup
+from ..push.fanout import Fanout, Fanouts, PushRequest
+from .protocol import MAX_VALUE, AgiChannel, Hangup
 
 log = logging.getLogger("pnbridge.agi")
 
@@ -52,10 +51,6 @@ YES, NO = ("1", "yes", "true"), ("0", "no", "false")
 REFUSED_LOG_EVERY = 10.0
 # Errors from accept() that pass (too many open files, memory): wait, then accept again.
 _ACCEPT_PAUSE = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-
-
-class BadScript(Exception):
-    """The script or its arguments cannot be run; the message says why, for the dialplan."""
 
 
 @dataclass
@@ -271,7 +266,7 @@ class AgiService:
                  f" ({escape(reason)})" if reason else "")
 
     async def _wake(self, channel: AgiChannel, call: Call, source: dict[str, str]) -> str:
-        request = PushRequest(call.user, "NotifyIncomingCall", id=call.id,
+        request = PushRequest(username=call.user, verb="NotifyIncomingCall", id=call.id,
                               display_name=call.display_name)
         pending = self._start(request, source)
         await channel.set_variable("PNBRIDGE_PUSH_ID", call.id)  # for missed, even if cut
@@ -310,7 +305,7 @@ class AgiService:
             await channel.hangup_within(self.config.poll_interval)
 
     async def _follow_up(self, channel: AgiChannel, call: Call, source: dict[str, str]) -> str:
-        request = PushRequest(call.user, FOLLOW_UPS[call.script], id=call.id)
+        request = PushRequest(username=call.user, verb=FOLLOW_UPS[call.script], id=call.id)
         pending = self._start(request, source)
         await channel.set_variable("PNBRIDGE_PUSH_ID", call.id)
         if not call.wait:

@@ -19,10 +19,10 @@ from collections.abc import Callable
 import trio
 
 from ..delivery.pluginhost import PluginHost, load_plugins
+from ..errors import ConfigError
 from ..ops.log import describe
 from .running import changed, restart_values
 from .tables import Config
-from .typed import ConfigError
 
 # Given the new config and its plugins: check and prepare, return what applies it; raise to
 # refuse it.

@@ -136,7 +136,7 @@ def compare(config: Config) -> tuple[Record | None, list[str]]:
     """The record of the daemon running on ``config``'s database (None when none runs), and
     the keys of ``config`` that it does not run with (blocking)."""
     from ..delivery.pluginhost import load_plugins
-    from .typed import ConfigError
+    from ..errors import ConfigError
 
     record = read_record(config.storage.path)
     if record is None:

@@ -11,8 +11,9 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..errors import ConfigError, TemplateError
 from ..ingest.fields import FieldMap, alias_conflicts
-from ..ingest.routes import ALLOWED_METHODS, TemplateError, compile_template
+from ..ingest.routes import ALLOWED_METHODS, compile_template
 from .addresses import (
     check_admin_listen,
     check_agi_listen,
@@ -20,7 +21,7 @@ from .addresses import (
     check_networks,
     is_loopback,
 )
-from .typed import ConfigError, check, convert, duration_problem, parse_duration
+from .typed import check, convert, duration_problem, parse_duration
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_DATABASE = "pnbridge.db"

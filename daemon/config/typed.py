@@ -17,14 +17,6 @@ from typing import Any, Literal, TypeVar, Union
 T = TypeVar("T")
 
 
-class ConfigError(Exception):
-    """A configuration that cannot run; ``errors`` holds one ``key: problem`` line each."""
-
-    def __init__(self, errors: list[str]):
-        super().__init__("\n".join(errors))
-        self.errors = errors
-
-
 def check(fn: Callable[[Any], str | None]) -> dict[str, Any]:
     """Field metadata that runs ``fn`` on the converted value."""
     return {"check": fn}

@@ -10,9 +10,9 @@ from typing import NoReturn
 import click
 
 from ..config import paths
-from ..config.tables import Config, load_config
-from ..config.typed import ConfigError
-from ..ops.log import escape, redact
+from ..config.tables import load_config
+from ..errors import CommandError
+from ..ops.log import escape
 from .context import PluginContext
 from .pluginhost import load_plugins
 
@@ -26,31 +26,21 @@ config_option = click.option(
     "exists, else the embedded defaults). The database is its [storage] path; the embedded "
     "default is pnbridge.db in the current directory.",
 )
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 def fail(*lines: str) -> NoReturn:
-    """Print each line as ``pnbridge: LINE`` on stderr (escaped, credentials cut); exit 1."""
-    for line in lines:
-        click.echo(f"pnbridge: {redact(escape(line))}", err=True)
-    raise SystemExit(1)
-
-
-def read_config(path: str | None) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as error:
-        fail(*(f"error: {line}" for line in error.errors))
+    """End the command: the ``pnbridge`` group prints each line as ``pnbridge: LINE`` on
+    stderr (escaped, credentials cut) and exits 1, as for any PnbridgeError."""
+    raise CommandError(*lines)
 
 
 def plugin_instances(config_path: str | None, plugin: str) -> dict[str, PluginContext]:
     """The enabled instances of ``plugin`` in the config at ``config_path`` (as ``--config``
     gives it), each its ``app`` by name, not started: for a plugin's command. A config with
     errors (its plugins' settings included) fails the command, naming them."""
-    try:
-        host = load_plugins(read_config(config_path).plugins)
-    except ConfigError as error:
-        fail(*(f"error: {line}" for line in error.errors))
+    host = load_plugins(load_config(config_path).plugins)  # ConfigError: shown as fail's
     return {name: app for name, app in host.contexts.items() if app.plugin == plugin}
 
 

@@ -13,10 +13,9 @@ back only its own task: the reporter only writes the journal and never waits for
 from __future__ import annotations
 
 import logging
-import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -26,9 +25,11 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..config.tables import PluginsConfig
-from ..model import Event
+from ..errors import StoreError
+from ..model import DeliveryOutcome, Event, JournalState
 from ..ops.log import describe, redact
-from ..storage.interface import Store, StoreError
+from ..retry import backoff
+from ..storage.interface import Store
 from ..storage.writer import Writer
 from .containment import uncontained
 from .hookspecs import PermanentFailure, RetryLater
@@ -70,12 +71,6 @@ class PluginState:
     failing: int = 0  # attempts failed in a row
 
 
-def backoff(attempt: int, first: float, cap: float) -> float:
-    """The wait after failed attempt number ``attempt``: doubling from ``first`` up to
-    ``cap``, then jittered down by up to half."""
-    return min(cap, first * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-
-
 class Dispatcher:
     """Delivers the journal to every enabled plugin; prunes what all of them passed."""
 
@@ -108,7 +103,7 @@ class Dispatcher:
                 now - oldest if oldest is not None else 0
             )
 
-    def _count(self, name: str, outcome: str) -> None:
+    def _count(self, name: str, outcome: DeliveryOutcome) -> None:
         if self.metrics is not None:
             self.metrics.deliveries.labels(name, outcome).inc()
 
@@ -287,6 +282,25 @@ class Dispatcher:
             if pruned:
                 log.info("pruned %d journal event(s) every plugin has passed", pruned)
             await trio.sleep(self.config.prune_interval)
+
+
+def journal_states(
+    store: Store, plugins: Sequence[str], limit: int
+) -> list[tuple[Event, dict[str, JournalState]]]:
+    """The newest ``limit`` journal events (0: all of it), oldest first, each with how it
+    stands for each of ``plugins``: delivered (the plugin's cursor passed it), pending, or
+    its failure's status (parked, retry)."""
+    cursors = store.cursors()
+    failed = {(f.plugin, f.event.seq): f.status for f in store.failures()}
+    journal = store.newest_events(limit) if limit else store.events(0, limit=-1)
+    return [
+        (event, {
+            name: failed.get((name, event.seq))
+            or ("delivered" if event.seq <= cursors.get(name, 0) else "pending")
+            for name in plugins
+        })
+        for event in journal
+    ]
 
 
 async def _outlast_storage_errors(

@@ -23,7 +23,8 @@ import pluggy
 import trio
 
 from ..config.tables import DeliveryConfig, PluginsConfig
-from ..config.typed import ConfigError, convert
+from ..config.typed import convert
+from ..errors import ConfigError, PluginError
 from ..ops.log import describe
 from .containment import PluginNursery, uncontained
 from .context import PluginContext, PluginRegistry
@@ -38,10 +39,6 @@ RELOAD_TIMEOUT = 10.0
 REQUEST_HOOKS = ("send_push", "authenticate_report")  # a request waits for their answer
 STARTUP_TIMEOUT = 30.0  # seconds one plugin's startup hook may take
 RESERVED = ("delivery", "plugin")  # keys of [plugins.NAME] that are not the plugin's settings
-
-
-class PluginError(Exception):
-    """A plugin failed where the daemon cannot go on without it (startup)."""
 
 
 @dataclass(frozen=True)

@@ -17,27 +17,33 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ..access.apikeys import ApiKeys
-from ..access.auth import Guard, Unavailable, Verdict
+from ..access.auth import Guard, Verdict
 from ..access.ratelimit import Buckets, Limits, client_address, retry_after
 from ..config.tables import ApiConfig
-from ..ingest.normalize import BadReport, Reporter
+from ..errors import (
+    BadJSON,
+    BadPush,
+    BadReport,
+    Busy,
+    NotOwner,
+    Stopping,
+    StoreError,
+    Unavailable,
+    UnknownUser,
+)
+from ..ingest.normalize import Reporter
 from ..ingest.register import log_changes, owned_by, register
-from ..jsontext import BadJSON, loads
+from ..jsontext import loads
 from ..model import Report
 from ..ops.log import escape, shorten
 from ..ops.metrics import Metrics
 from ..ops.readiness import Readiness
 from ..push.fanout import (
-    BadPush,
-    Busy,
     Fanout,
     Fanouts,
     PushRequest,
-    Stopping,
-    UnknownUser,
     parse_request,
 )
-from ..storage.interface import NotOwner, StoreError
 from ..storage.writer import Writer
 from .health import add_health_routes
 
@@ -196,7 +202,7 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
             changes = await register(services.writer, report, source, owner=verdict.user,
                                      max_devices=services.max_devices)
         except NotOwner:
-            log.info("refused route=%s client=%s username=%s: the device is another user's",
+            log.info("unauthorized route=%s client=%s username=%s: the device is another user's",
                      route.template, client, report.username)
             reports.labels(route.kind, "unauthorized").inc()
             return plain(403, "this device belongs to another user")

@@ -44,6 +44,8 @@ from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 from prometheus_client import Counter
 
+from ..errors import ListenError, leaves
+
 log = logging.getLogger("pnbridge.http")
 
 # Seconds a send under way gets to finish before a closing connection closes under it.
@@ -133,22 +135,6 @@ class Connection(TCPServer):
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
                                  AttributeError):
             await self.stream.send_eof()
-
-
-def leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    """The exceptions inside ``group`` and its nested groups."""
-    found: list[BaseException] = []
-    for error in group.exceptions:
-        found.extend(leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
-    return found
-
-
-class ListenError(OSError):
-    """An address of ``[server] listen`` or ``admin_listen`` cannot be bound: names that
-    address and why, in words (\"cannot listen on 127.0.0.1:8080: Address already in use\")."""
-
-    def __init__(self, bind: str, reason: str) -> None:
-        super().__init__(f"cannot listen on {bind}: {reason}")
 
 
 SOCKET_UNIT_HINT = "is the service started by its .socket unit?"

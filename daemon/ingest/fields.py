@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from ..model import PAIR_FIELDS
+
 USERNAME = "username"
 SELECTOR = "selector"
 TOKEN_CALLS = "token_calls"
@@ -13,9 +15,7 @@ APPID_CALLS = "appid_calls"
 TOKEN_MSGS = "token_msgs"
 APPID_MSGS = "appid_msgs"
 
-FIELDS = (USERNAME, SELECTOR, TOKEN_CALLS, APPID_CALLS, TOKEN_MSGS, APPID_MSGS)
-PAIR_FIELDS = (TOKEN_CALLS, APPID_CALLS, TOKEN_MSGS, APPID_MSGS)
-TOKEN_FIELDS = (TOKEN_CALLS, TOKEN_MSGS)
+FIELDS = (USERNAME, SELECTOR, *PAIR_FIELDS)
 
 # Every name the Acrobits documents use, and their common spellings. Matching ignores
 # case, "_" and "-", so "appId_msgs", "app_id_msgs" and "APPID-MSGS" are one name.
@@ -45,7 +45,8 @@ def fold(name: str) -> str:
 
 
 def is_nullish(value: str | None) -> bool:
-    """True for a value that means "not known yet" and must never replace a stored one."""
+    """True for a value that means "not known yet": the normalizer makes it None, which
+    never replaces a stored one (``Report.known``)."""
     if value is None:
         return True
     stripped = value.strip()

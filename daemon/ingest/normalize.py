@@ -20,12 +20,12 @@ from typing import Any
 from urllib.parse import unquote, unquote_plus
 
 from ..config.tables import ReporterConfig
-from ..jsontext import BadJSON, label, loads
-from ..model import Report, ReportKind
+from ..errors import BadJSON, BadReport
+from ..jsontext import label, loads
+from ..model import TOKEN_FIELDS, Report, ReportKind
 from .fields import (
     FIELDS,
     SELECTOR,
-    TOKEN_FIELDS,
     USERNAME,
     FieldMap,
     clean_token,
@@ -36,10 +36,6 @@ from .routes import RouteTable
 MAX_VALUE_LENGTH = 4096
 
 Pairs = Iterable[tuple[str, Any]]
-
-
-class BadReport(ValueError):
-    """A report that cannot be taken; its message is the one-line reason for the 400."""
 
 
 class Reporter:

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
 
-from .fields import TOKEN_FIELDS, FieldMap
+from ..errors import TemplateError
+from ..model import TOKEN_FIELDS
+from .fields import FieldMap
 
 Kind = Literal["token", "removal"]
 
@@ -32,10 +34,6 @@ DEFAULT_TEMPLATES: dict[str, tuple[str, ...]] = {
 
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-\[\]]*")
-
-
-class TemplateError(ValueError):
-    """A route template that cannot be compiled."""
 
 
 @dataclass(frozen=True)

@@ -15,30 +15,25 @@ names (``pushToken``, ...).
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-from ..jsontext import BadJSON, loads
-from ..model import Device, Report
-from ..storage.interface import Outcome, Store
-from .normalize import BadReport, Reporter
+from ..errors import BadJSON, BadReport, Unreadable
+from ..jsontext import loads
+from ..model import PAIR_FIELDS, ChangeOutcome, Device, Report
+from ..storage.interface import Store
+from .normalize import Reporter
 
 Format = Literal["jsonl", "csv"]
-COLUMNS = (
-    "selector", "username", "token_calls", "appid_calls", "token_msgs", "appid_msgs",
-    "extras", "created_at", "updated_at", "last_seen",
-)
 TIME_COLUMNS = ("created_at", "updated_at", "last_seen")
-
-
-class Unreadable(Exception):
-    """The file as a whole cannot be read (it is not UTF-8): nothing of it is imported."""
+COLUMNS = ("selector", "username", *PAIR_FIELDS, "extras", *TIME_COLUMNS)
 
 
 def export(devices: Iterable[Device], fmt: Format, out: TextIO,
@@ -219,7 +214,52 @@ def plan(store: Store, rows: list[Row], cap: int, now: float) -> Plan:
     return result
 
 
-def import_row(store: Store, row: Row, source: dict[str, Any], now: float) -> Outcome:
+def read_file(
+    reporter: Reporter, text: str, name: str, now: float,
+    advance: Callable[[int], None] = lambda _: None,
+) -> tuple[list[Row], list[str]]:
+    """The rows of the file ``name`` (its ``text``, calling ``advance`` with each line's
+    size in bytes), and a ``name: line N: problem (skipped)`` line for each row left out."""
+    rows: list[Row] = []
+    problems: list[str] = []
+    for number, row in read_rows(counting(io.StringIO(text), advance)):
+        try:
+            if isinstance(row, str):
+                raise BadReport(row)
+            rows.append(to_row(reporter, number, row, now))
+        except BadReport as error:
+            problems.append(f"{name}: line {number}: {error} (skipped)")
+    return rows, problems
+
+
+def write(
+    store: Store, planned: Plan, source: dict[str, Any], now: float,
+    advance: Callable[[int], None] = lambda _: None,
+) -> Counter[ChangeOutcome]:
+    """Write ``planned`` (call inside a transaction): evict its stored devices, import its
+    rows (calling ``advance`` with 1 for each); how many rows had each outcome."""
+    for device in planned.evict:
+        store.remove(selector=device.selector, reason="evicted", source=source, now=now)
+    outcomes: Counter[ChangeOutcome] = Counter()
+    for row in planned.rows:
+        outcomes[import_row(store, row, {**source, "line": row.line}, now)] += 1
+        advance(1)
+    return outcomes
+
+
+def summary(outcomes: Counter[ChangeOutcome], skipped: int, planned: Plan) -> str:
+    """One line for what an import did: ``2 created, 0 changed, 1 unchanged, 0 skipped``
+    (and the rows over the cap, the stored devices evicted, when there were any)."""
+    line = ", ".join(f"{outcomes[o]} {o}" for o in ("created", "changed", "unchanged"))
+    line += f", {skipped} skipped"
+    if planned.over_cap:
+        line += f", {planned.over_cap} over the cap"
+    if planned.evict:
+        line += f", {len(planned.evict)} stored evicted"
+    return line
+
+
+def import_row(store: Store, row: Row, source: dict[str, Any], now: float) -> ChangeOutcome:
     """Store ``row`` unless it would change nothing; call inside a transaction."""
     assert row.report.selector
     old = store.device(row.report.selector)
@@ -229,10 +269,7 @@ def import_row(store: Store, row: Row, source: dict[str, Any], now: float) -> Ou
 
 
 def _changes_nothing(old: Device, report: Report) -> bool:
-    names = ("username", "token_calls", "appid_calls", "token_msgs", "appid_msgs")
-    same = all(getattr(report, n) in (None, getattr(old, n)) for n in names)
-    return same and report.extras in ({}, old.extras)
-
+    return all(getattr(old, name) == value for name, value in report.known().items())
 
 
 def counting(lines: Iterable[str], advance: Callable[[int], None]) -> Iterator[str]:

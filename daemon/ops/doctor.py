@@ -23,9 +23,9 @@ from ..access.auth import load_users, plugin_problems, security_warnings
 from ..config import paths
 from ..config.addresses import HOST_PORT
 from ..config.tables import Config, load_config
-from ..config.typed import ConfigError
 from ..delivery.containment import uncontained
 from ..delivery.pluginhost import PluginHost, load_plugins
+from ..errors import ConfigError
 from ..storage.sqlite.schema import MIGRATIONS, inspect
 from .findings import TIMEOUT, Finding, ServiceUser
 from .log import describe

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import get_args
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from ..model import DeliveryOutcome, DeviceOutcome, ReportOutcome
 from .log import describe
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -25,7 +27,7 @@ class Metrics:
         self.registry = r = CollectorRegistry()
         self.reports = Counter(
             "pnbridge_reports", "Reporter requests by route kind (token, removal) and outcome "
-            "(created, changed, unchanged, removed, unknown, rejected, failed).",
+            f"({', '.join(get_args(ReportOutcome))}).",
             ["kind", "outcome"], registry=r,
         )
         self.request_latency = Histogram(
@@ -45,7 +47,7 @@ class Metrics:
         )
         self.deliveries = Counter(
             "pnbridge_deliveries", "Event deliveries to plugins by plugin and outcome "
-            "(delivered, retried, parked).", ["plugin", "outcome"], registry=r,
+            f"({', '.join(get_args(DeliveryOutcome))}).", ["plugin", "outcome"], registry=r,
         )
         self.plugin_errors = Counter(
             "pnbridge_plugin_errors", "Plugin failures outside event delivery, each contained "
@@ -54,7 +56,8 @@ class Metrics:
             ["plugin", "where"], registry=r,
         )
         self.pushes = Counter(
-            "pnbridge_pushes", "Pushes sent to devices by verb and outcome.",
+            "pnbridge_pushes", "Pushes sent to devices by verb and outcome "
+            f"({', '.join(get_args(DeviceOutcome))}).",
             ["verb", "outcome"], registry=r,
         )
         self.push_requests = Counter(

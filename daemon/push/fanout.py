@@ -14,17 +14,19 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from operator import methodcaller
-from typing import Any, Literal
+from typing import Any
 
 import trio
 
 from ..config.tables import Config
 from ..delivery.containment import uncontained
 from ..delivery.pluginhost import PluginHost
-from ..model import Device, Pair, Push, PushResult
+from ..errors import BadPush, Busy, PluginError, Stopping, StoreError, UnknownUser
+from ..model import Device, DeviceOutcome, Pair, Push, PushContent, PushResult
 from ..ops.log import describe, shorten
 from ..ops.metrics import Metrics
-from ..storage.interface import Change, Store, StoreError
+from ..retry import backoff
+from ..storage.interface import Change, Store
 from ..storage.writer import Writer, open_writer
 
 log = logging.getLogger("pnbridge.push")
@@ -37,14 +39,14 @@ VERBS = CALL_VERBS + MESSAGE_VERBS
 
 # Sends one push to one device; None when no transport took it.
 Transport = Callable[[Push], Awaitable[PushResult | None]]
-DeviceOutcome = Literal["sent", "failed", "removed", "skipped"]
 
 # /readyz fails after this many config errors in a row (a push that reaches the transport's
 # service clears it); the log names them at most once per CONFIG_ERROR_LOG_EVERY seconds.
 CONFIG_ERROR_STREAK = 3
 CONFIG_ERROR_LOG_EVERY = 60.0
 
-# The first wait before a retry; it doubles up to RETRY_MAX (or what Retry-After asks).
+# The first wait before a retry; it doubles up to RETRY_MAX (or what Retry-After asks),
+# jittered (retry.backoff).
 RETRY_FIRST = 0.05
 RETRY_MAX = 1.0
 
@@ -60,31 +62,13 @@ def transport(host: PluginHost) -> Transport | None:
     return send
 
 
-class BadPush(Exception):
-    """A push request that cannot be sent; ``field`` names the culprit."""
-
-    def __init__(self, field: str, problem: str):
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-
-
-class UnknownUser(Exception):
-    """The user (or the selector of that user) has no device."""
-
-
-@dataclass(frozen=True)
-class PushRequest:
-    """What the PBX (or ``pnbridge push``) asks for: one verb to the devices of a user."""
+@dataclass(frozen=True, kw_only=True)
+class PushRequest(PushContent):
+    """What the PBX (or ``pnbridge push``) asks for: one verb to the devices of a user (or
+    of one selector of that user)."""
 
     username: str
-    verb: str
     selector: str | None = None
-    id: str | None = None
-    message: str | None = None
-    badge: int | None = None
-    sound: str | None = None
-    display_name: str | None = None
-    thread_id: str | None = None
 
 
 def parse_request(data: Any) -> PushRequest:
@@ -196,7 +180,8 @@ class Pusher:
         if devices is None:
             raise StoreError(f"the devices could not be read within the {deadline:g} s deadline")
         if not devices:
-            raise UnknownUser(request.username)
+            raise UnknownUser(f"no device of user {request.username}" + (
+                f" with selector {request.selector}" if request.selector else ""))
         results: dict[str, DeviceResult] = {}
 
         async def one(device: Device) -> None:
@@ -226,12 +211,10 @@ class Pusher:
                 "no msgs token (a PushKit calls token is never used for messages)")
             return DeviceResult(device.selector, None, "skipped", why)
         push = Push(
-            verb=request.verb, device=device, pair=pair,
+            **request.content(), device=device, pair=pair,
             token=getattr(device, f"token_{pair}"), appid=getattr(device, f"appid_{pair}"),
-            id=request.id, message=request.message, badge=request.badge, sound=request.sound,
-            display_name=request.display_name, thread_id=request.thread_id,
         )
-        attempts, wait = 0, RETRY_FIRST
+        attempts = 0
         last = PushResult("retry", "no answer")
         reason = ""
         with trio.move_on_at(ends):
@@ -240,12 +223,11 @@ class Pusher:
                 last = await self._attempt(replace(push, attempt=attempts))
                 if last.outcome != "retry":
                     break
-                wait = max(wait, last.retry_after or 0.0)
+                wait = max(backoff(attempts, RETRY_FIRST, RETRY_MAX), last.retry_after or 0.0)
                 if trio.current_time() + wait >= ends:
                     reason = f"{last.reason}; a retry in {wait:g} s would miss the deadline"
                     break
                 await trio.sleep(wait)
-                wait = min(wait * 2, RETRY_MAX)
         if last.outcome != "retry":
             return await self._settle(push, last, attempts, source)
         reason = reason or f"no success within the {deadline:g} s deadline (last: {last.reason})"
@@ -292,14 +274,6 @@ class Pusher:
         return DeviceResult(device.selector, push.pair, "removed",
                             f"token rejected ({result.reason}); {_what_changed(change, push)}",
                             attempts)
-
-
-class Busy(Exception):
-    """As many push requests are under way as ``[api] max_in_flight`` allows."""
-
-
-class Stopping(Exception):
-    """The daemon stopped before the push request's fan-out finished."""
 
 
 @dataclass(eq=False)
@@ -415,10 +389,10 @@ def _devices_of(store: Store, username: str, selector: str | None) -> list[Devic
 async def push_once(config: Config, host: PluginHost, request: PushRequest) -> list[DeviceResult]:
     """Send ``request`` outside the daemon (``pnbridge push``): the same fan-out, with the
     plugins that send pushes started before and shut down after (no other runs). Raises
-    UnknownUser, or LookupError when no enabled plugin sends pushes."""
+    UnknownUser, or PluginError when no enabled plugin sends pushes."""
     send = transport(host)
     if send is None:
-        raise LookupError("no enabled plugin sends pushes (enable pnmediator)")
+        raise PluginError("no enabled plugin sends pushes (enable pnmediator)")
     host.keep_only(host.implementers("send_push"))  # no other plugin runs for a push
     deadline = getattr(config.api.deadlines, request.verb)
     async with (

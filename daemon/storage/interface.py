@@ -9,26 +9,16 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from ..model import Device, Event, Pair, Report, isotime
-
-Outcome = Literal["created", "changed", "unchanged", "removed"]
-
-
-class StoreError(Exception):
-    """The database cannot be opened or is of a schema this version does not know."""
-
-
-class NotOwner(Exception):
-    """A report for a device (selector) that belongs to another username."""
+from ..model import ChangeOutcome, Device, Event, FailureStatus, Pair, Report, isotime
 
 
 @dataclass(frozen=True)
 class Change:
     """What one store operation did to one device, and the event it journaled (if any)."""
 
-    outcome: Outcome
+    outcome: ChangeOutcome
     device: Device
     event: Event | None
 
@@ -44,7 +34,7 @@ class Failure:
     error: str
     first_try: float
     parked_at: float
-    status: Literal["parked", "retry"]
+    status: FailureStatus
 
     def to_dict(self) -> dict[str, Any]:
         return {

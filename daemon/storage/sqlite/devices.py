@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
-from ...model import Device, Pair, Report
-from ..interface import Change, NotOwner
+from ...errors import NotOwner
+from ...model import PAIR_FIELDS, Device, Pair, Report
+from ..interface import Change
 from .journal import Journal
 from .rows import DEVICE_COLUMNS, device_values, read_device
 
@@ -62,10 +63,8 @@ class Devices(Journal):
         assert report.selector and report.username
         device = Device(
             selector=report.selector, username=report.username,
-            token_calls=report.token_calls, appid_calls=report.appid_calls,
-            token_msgs=report.token_msgs, appid_msgs=report.appid_msgs,
-            extras=report.extras, created_at=created_at, updated_at=updated_at,
-            last_seen=last_seen,
+            **{name: getattr(report, name) for name in PAIR_FIELDS}, extras=report.extras,
+            created_at=created_at, updated_at=updated_at, last_seen=last_seen,
         )
         self.conn.execute(
             f"INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -79,36 +78,21 @@ class Devices(Journal):
         last_seen: float,
     ) -> Change:
         assert report.username
-        merged = Device(
-            selector=old.selector,
-            username=report.username,
-            # A value not known yet (None) never erases a stored one.
-            token_calls=report.token_calls or old.token_calls,
-            appid_calls=report.appid_calls or old.appid_calls,
-            token_msgs=report.token_msgs or old.token_msgs,
-            appid_msgs=report.appid_msgs or old.appid_msgs,
-            extras=report.extras or old.extras,
-            created_at=old.created_at,
-            updated_at=now,
-            last_seen=last_seen,
-        )
+        merged = replace(old, **report.known(), updated_at=now, last_seen=last_seen)
         return self._rewrite(old, merged, "changed", source, now)
 
     def _seen_again(self, report: Report, now: float) -> Device | None:
         """The device, when ``report`` changes nothing of it but ``last_seen`` (and extras):
         one statement for what most reports are, an app start. None otherwise, when
-        ``register`` creates or changes it. A value not known yet (None) matches any."""
+        ``register`` creates or changes it. What it does not know matches any
+        (``Report.known``)."""
+        known = report.known()
         sets, params = ["last_seen = ?"], [now]
-        if report.extras:
+        if "extras" in known:
             sets.append("extras = ?")
-            params.append(json.dumps(report.extras))
-        where = ["selector = ?", "username = ?"]
-        params += [report.selector, report.username]
-        for name in ("token_calls", "appid_calls", "token_msgs", "appid_msgs"):
-            value = getattr(report, name)
-            if value:  # as register merges: a value not known yet keeps the stored one
-                where.append(f"{name} = ?")
-                params.append(value)
+            params.append(json.dumps(known.pop("extras")))
+        where = ["selector = ?", *(f"{name} = ?" for name in known)]
+        params += [report.selector, *known.values()]
         touched = self.conn.execute(
             f"UPDATE devices SET {', '.join(sets)} WHERE {' AND '.join(where)}", params
         ).rowcount

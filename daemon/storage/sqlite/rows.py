@@ -17,18 +17,12 @@ from ...ops.log import shorten
 log = logging.getLogger("pnbridge.store")
 
 EVENT_COLUMNS = "seq, id, kind, reason, selector, username, before, after, time, source"
-DEVICE_COLUMNS = (
-    "selector, username, token_calls, appid_calls, token_msgs, appid_msgs, "
-    "extras, created_at, updated_at, last_seen"
-)
+DEVICE_COLUMNS = ", ".join(f.name for f in fields(Device))
 
 
 def device_values(device: Device) -> tuple[Any, ...]:
-    return (
-        device.selector, device.username, device.token_calls, device.appid_calls,
-        device.token_msgs, device.appid_msgs, json.dumps(device.extras),
-        device.created_at, device.updated_at, device.last_seen,
-    )
+    """``device`` as a row of ``DEVICE_COLUMNS``."""
+    return tuple(json.dumps(v) if k == "extras" else v for k, v in asdict(device).items())
 
 
 _DEVICE_FIELDS = tuple(f.name for f in fields(Device))

@@ -19,7 +19,8 @@ from typing import Any
 
 import sqlite_utils
 
-from ..interface import Done, StoreError
+from ...errors import StoreError
+from ..interface import Done
 from .delivery import DeliveryState
 from .devices import Devices
 from .schema import MIGRATIONS, connect_read_only, create_private, schema_problem, wal
