@@ -17,7 +17,10 @@ from ..ops.log import escape
 MAX_LINE = 8192  # bytes of one line from Asterisk
 MAX_ENV_LINES = 512  # agi_* lines, arguments included (Asterisk allows 128 arguments)
 MAX_USAGE_LINES = 64  # lines of a "520-" usage answer
-MAX_VALUE = 1900  # characters of one command argument (Asterisk reads 2048 per command)
+# Bytes of one command line, its newline included: Asterisk's run_agi() reads a command
+# into char buf[AGI_BUF_LEN = 2048] (2047 bytes) and runs the rest of a longer line as the
+# next command. Every line is built by command_line(), which cuts the value to fit.
+MAX_COMMAND = 2000
 
 _ENV_LINE = re.compile(r"(agi_[A-Za-z0-9_]+):(?: (.*))?")
 _REPLY = re.compile(r"(\d{3})(?: result=(-?\d+)(?: \((.*)\))?(.*))?(?: .*)?")
@@ -39,12 +42,35 @@ class Reply:
     extra: str = ""
 
 
-def quote(value: str) -> str:
-    """``value`` as one argument of an AGI command: in double quotes, ``"`` and ``\\``
-    escaped, control characters dropped (a line break would end the command), cut to
-    MAX_VALUE characters."""
-    text = _CONTROL.sub("", value)[:MAX_VALUE]
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def quote(value: str, room: int = MAX_COMMAND) -> bytes:
+    """``value`` as one argument of an AGI command, in UTF-8: in double quotes, ``"`` and
+    ``\\`` escaped, control characters dropped (a line break would end the command), cut on
+    a character boundary (never between a backslash and what it escapes) to at most ``room``
+    bytes, the quotes included."""
+    out = bytearray(b'"')
+    for char in _CONTROL.sub("", value):
+        piece = ("\\" + char if char in '"\\' else char).encode("utf-8", "replace")
+        if len(out) + len(piece) + 1 > room:
+            break
+        out += piece
+    return bytes(out + b'"')
+
+
+def command_line(head: str, value: str | None = None, tail: str = "") -> bytes:
+    """The line that sends a command: ``head``, then ``value`` quoted (cut to what fits),
+    then ``tail``, and a newline; never more than MAX_COMMAND bytes."""
+    start = head.encode("utf-8", "replace")
+    end = tail.encode("utf-8", "replace") + b"\n"
+    if value is not None:
+        start += b" " + quote(value, MAX_COMMAND - len(start) - 1 - len(end))
+    if len(start) + len(end) > MAX_COMMAND or b"\n" in start or b"\n" in end[:-1]:
+        raise ValueError(f"not one AGI command of at most {MAX_COMMAND} bytes: {head[:40]!r}")
+    return start + end
+
+
+def fits(head: str, value: str) -> bool:
+    """Whether ``command_line(head, value)`` keeps all of ``value``."""
+    return len(quote(value, MAX_COMMAND)) <= MAX_COMMAND - len(head.encode()) - 2
 
 
 def parse_reply(line: str) -> Reply:
@@ -119,11 +145,13 @@ class AgiChannel:
                 return line
             self.hungup = True
 
-    async def command(self, text: str) -> Reply:
-        """Send one command and read its answer (a HANGUP before it is noted). Raises Hangup
-        on ``511`` (a dead channel) or a closed connection, AgiError on garbage."""
+    async def command(self, head: str, value: str | None = None, tail: str = "") -> Reply:
+        """Send one command (``command_line``) and read its answer (a HANGUP before it is
+        noted). Raises Hangup on ``511`` (a dead channel) or a closed connection, AgiError on
+        garbage."""
+        line = command_line(head, value, tail)
         try:
-            await self.stream.send_all(text.encode("utf-8", "replace") + b"\n")
+            await self.stream.send_all(line)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
             raise Hangup("the connection broke") from error
         line = await self._line_skipping_hangup()
@@ -151,10 +179,10 @@ class AgiChannel:
             raise AgiError(f"unexpected line while waiting: {_show(line)}")
 
     async def set_variable(self, name: str, value: str) -> Reply:
-        return await self.command(f"SET VARIABLE {name} {quote(value)}")
+        return await self.command(f"SET VARIABLE {name}", value)
 
     async def verbose(self, message: str) -> Reply:
-        return await self.command(f"VERBOSE {quote(message)} 1")
+        return await self.command("VERBOSE", message, " 1")
 
 
 def _show(line: str) -> str:

@@ -29,7 +29,7 @@ from ..errors import AgiError, BadScript, Busy, ListenError, StoreError, Unknown
 from ..ops.log import describe, escape
 from ..ops.metrics import Metrics
 from ..push.fanout import Fanout, Fanouts, PushRequest
-from .protocol import MAX_VALUE, AgiChannel, Hangup
+from .protocol import AgiChannel, Hangup, fits
 
 log = logging.getLogger("pnbridge.agi")
 
@@ -47,7 +47,9 @@ QUERY = {"wake": ("user", "timeout", "endpoint", "id"), "missed": ("id", "user",
 # expression syntax would read.
 _ENDPOINT = re.compile(r"[A-Za-z0-9_.+@:=\-]{1,128}")
 MAX_TEXT = 256  # characters of a user or an id
+MAX_REASON = 200  # characters of a reason (a plugin's, an error's) sent to the channel
 YES, NO = ("1", "yes", "true"), ("0", "no", "false")
+CONTACTS = "PNBRIDGE_CONTACTS"
 REFUSED_LOG_EVERY = 10.0
 # Errors from accept() that pass (too many open files, memory): wait, then accept again.
 _ACCEPT_PAUSE = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -182,9 +184,10 @@ class AgiService:
         try:
             call = self._call_of(env)
         except BadScript as error:
-            log.warning("FastAGI from %s: %s", peer, escape(error))
-            await channel.verbose(f"pnbridge: {error}")
-            await channel.set_variable("PNBRIDGE_REASON", str(error))
+            reason = _short(str(error))
+            log.warning("FastAGI from %s: %s", peer, escape(reason))
+            await channel.verbose(f"pnbridge: {reason}")
+            await channel.set_variable("PNBRIDGE_REASON", reason)
             await channel.set_variable("PNBRIDGE_STATUS", "error")
             return "error"
         source = {"agi": call.script, "client": peer, "channel": env.get("agi_channel", "")}
@@ -259,7 +262,7 @@ class AgiService:
 
     def _settle(self, pending: Pending, request: PushRequest, status: str, sent: int,
                 reason: str) -> None:
-        pending.status, pending.sent, pending.reason = status, sent, reason
+        pending.status, pending.sent, pending.reason = status, sent, _short(reason)
         pending.done.set()
         log.info("FastAGI push %s username=%s id=%s: %s%s", request.verb,
                  escape(request.username), escape(request.id), status,
@@ -280,7 +283,7 @@ class AgiService:
                  " %.1f s", escape(call.user), escape(call.id), pending.status, pending.sent,
                  "found" if contacts else "none", waited)
         await channel.set_variable("PNBRIDGE_DEVICES", str(pending.sent))
-        await channel.set_variable("PNBRIDGE_CONTACTS", _fit(contacts))
+        await channel.set_variable(CONTACTS, _fit(contacts))
         if pending.reason:
             await channel.set_variable("PNBRIDGE_REASON", pending.reason)
         await channel.set_variable("PNBRIDGE_STATUS", pending.status)
@@ -290,11 +293,11 @@ class AgiService:
         """The endpoint's dial string, asked of Asterisk every poll_interval until it is not
         empty; "" at once when the push went to no device (nobody is woken)."""
         while True:
-            reply = await channel.command(
-                f'GET FULL VARIABLE "${{PJSIP_DIAL_CONTACTS({endpoint})}}"')
+            reply = await channel.command("GET FULL VARIABLE",
+                                          f"${{PJSIP_DIAL_CONTACTS({endpoint})}}")
             if reply.code != 200:
                 await channel.verbose(f"pnbridge: Asterisk answered {reply.code} "
-                                      f"{reply.extra} to GET FULL VARIABLE: not waiting")
+                                      f"{_short(reply.extra)} to GET FULL VARIABLE: not waiting")
                 return ""
             if channel.hungup:
                 raise Hangup("the channel hung up")
@@ -340,12 +343,20 @@ def _outcome(fanout: Fanout) -> tuple[str, int, str]:
 
 def _fit(contacts: str) -> str:
     """The dial string cut to whole contacts (``&``-separated) that fit one AGI command."""
-    if len(contacts) <= MAX_VALUE:
+    if fits(f"SET VARIABLE {CONTACTS}", contacts):
         return contacts
-    kept = contacts[:MAX_VALUE + 1].rpartition("&")[0]
-    log.warning("FastAGI: the contacts are longer than %d characters; dialling %d of %d",
-                MAX_VALUE, kept.count("&") + 1 if kept else 0, contacts.count("&") + 1)
-    return kept
+    every = contacts.split("&")
+    kept = 0
+    while kept < len(every) and fits(f"SET VARIABLE {CONTACTS}", "&".join(every[:kept + 1])):
+        kept += 1
+    log.warning("FastAGI: the contacts do not fit one AGI command; dialling %d of %d", kept,
+                len(every))
+    return "&".join(every[:kept])
+
+
+def _short(text: str) -> str:
+    """At most MAX_REASON characters of ``text`` (a reason from a plugin, an error's)."""
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 1] + "…"
 
 
 def _script_of(env: dict[str, str]) -> str:
@@ -363,8 +374,8 @@ def _query(env: dict[str, str], script: str) -> dict[str, str]:
         pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query),
                                        max_num_fields=20)
     except ValueError as error:
-        raise BadScript(f"the URL's query '{escape(query[:80])}' cannot be read: {error}"
-                        ) from error
+        raise BadScript(f"the URL's query '{escape(query[:80])}' cannot be read: "
+                        f"{escape(str(error)[:80])}") from error
     for name, value in pairs:
         if name not in QUERY[script]:
             raise BadScript(f"{script}: unknown parameter '{escape(name[:40])}' "

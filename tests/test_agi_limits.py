@@ -1,0 +1,93 @@
+"""The FastAGI service at the limits of what Asterisk reads and of what a client may send:
+command lines that fit Asterisk's read buffer whatever the values hold, environment floods,
+a wait timeout that never cuts a command from its answer, follow-ups that are refused."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from agitools import (
+    AGI_BUF_LEN,
+    CALL,
+    CONTACT,
+    Asterisk,
+    agi_config,
+    asterisk_args,
+    session,
+)
+from conftest import Daemon
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pnbridge.agi.protocol import MAX_COMMAND, command_line
+from pnbridge.agi.service import MAX_REASON
+from pnmediator_stub import Answer
+from reports import report
+
+# One command line as Asterisk's run_agi() reads it.
+assert MAX_COMMAND <= AGI_BUF_LEN - 1
+
+HEADS = [("SET VARIABLE PNBRIDGE_REASON", ""), ("VERBOSE", " 1"), ("GET FULL VARIABLE", "")]
+HOSTILE = st.text(st.sampled_from('é€😀"\\\n\r\t\x00 a'), max_size=2500)
+REPEATED = st.builds(lambda char, n: char * n, st.sampled_from('é€😀"\\a\n'),
+                     st.integers(0, 2100))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(HEADS), HOSTILE | REPEATED | st.text(max_size=3000))
+def test_every_command_line_fits_asterisks_buffer_and_is_one_command(head_tail, value):
+    head, tail = head_tail
+    line = command_line(head, value, tail)
+    assert len(line) <= MAX_COMMAND and line.endswith(b"\n") and line.count(b"\n") == 1
+    args, words = asterisk_args(line[:-1].decode()), len(head.split())
+    assert len(args) == words + 1 + len(tail.split())
+    assert args[:words] == head.split() and args[words + 1:] == tail.split()
+    sent = args[words]
+    clean = re.sub(r"[\x00-\x1f\x7f]", "", value)
+    assert clean.startswith(sent)
+    if len(clean.encode()) + clean.count('"') + clean.count("\\") < 1900:
+        assert sent == clean
+
+
+def in_one_piece(asterisk: Asterisk) -> None:
+    """Every line pnbridge sent fitted MAX_COMMAND and was read by Asterisk as one command."""
+    assert asterisk.lines and all(len(line) <= MAX_COMMAND and line.endswith(b"\n")
+                                  for line in asterisk.lines), [len(x) for x in asterisk.lines]
+    assert {c.split()[0] for c in asterisk.commands} <= {"SET", "GET", "VERBOSE"}
+
+
+@pytest.fixture
+async def daemon(start_daemon, stub) -> Daemon:
+    return await start_daemon(agi_config(stub))
+
+
+async def test_a_long_reason_from_pnmediator_cannot_become_a_second_command(daemon, stub):
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
+    evil = "é" * 998 + "EXEC System touch${IFS}/tmp/pwned"
+    stub.answer("tok", Answer(400, {"code": 400, "response": evil}))
+    asterisk = await session(daemon, "wake")
+    in_one_piece(asterisk)
+    reason = asterisk.variables["PNBRIDGE_REASON"]
+    assert reason.startswith("pnmediator HTTP 400: éé") and len(reason) <= MAX_REASON
+    assert asterisk.variables["PNBRIDGE_STATUS"] == "failed"
+    assert "EXEC" not in reason
+
+
+async def test_an_unreadable_query_is_reported_short_and_in_one_command(daemon, stub):
+    asterisk = await session(daemon, "wake?" + "é" * 1100 + "&x=" + '"\\' * 300)
+    in_one_piece(asterisk)
+    assert asterisk.variables["PNBRIDGE_STATUS"] == "error"
+    reason = asterisk.variables["PNBRIDGE_REASON"]
+    assert "cannot be read" in reason and len(reason) <= MAX_REASON
+    assert asterisk.verbose == [f"pnbridge: {reason}"]
+
+
+async def test_long_contacts_with_quotes_and_non_ascii_are_cut_to_whole_contacts(daemon, stub):
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
+    many = "&".join(f'{CONTACT};n="é\\{n:03d}"' for n in range(60))
+    asterisk = await session(daemon, "wake", contacts=[f"200 result=1 ({many})"])
+    in_one_piece(asterisk)
+    kept = asterisk.variables["PNBRIDGE_CONTACTS"].split("&")
+    assert 10 < len(kept) < 60 and many.startswith("&".join(kept) + "&")
+    assert asterisk.variables["PNBRIDGE_STATUS"] == "sent"
+    assert [r["verb"] for r in stub.requests] == [CALL]
