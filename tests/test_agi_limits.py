@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import trio
 from agitools import (
     AGI_BUF_LEN,
     CALL,
@@ -14,6 +15,8 @@ from agitools import (
     Asterisk,
     agi_config,
     asterisk_args,
+    environment,
+    port_of,
     session,
 )
 from conftest import Daemon
@@ -91,3 +94,42 @@ async def test_long_contacts_with_quotes_and_non_ascii_are_cut_to_whole_contacts
     assert 10 < len(kept) < 60 and many.startswith("&".join(kept) + "&")
     assert asterisk.variables["PNBRIDGE_STATUS"] == "sent"
     assert [r["verb"] for r in stub.requests] == [CALL]
+
+
+async def test_the_wait_timeout_never_parts_a_question_from_its_answer(daemon, stub,
+                                                                       virtual_clock):
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
+    asterisk = await Asterisk.connect(port_of(daemon))
+    await asterisk.send(environment(port_of(daemon), "wake", "1001", "1"))
+    started, asked = trio.current_time(), 0
+    while (command := await asterisk.command()) is not None:  # each GET answered after 0.7 s
+        if command.startswith("GET"):
+            await trio.sleep(0.7)
+            asked += 1
+            await asterisk.send(f"200 result=1 ({CONTACT if asked == 2 else ''})\n".encode())
+        else:
+            await asterisk.send(b"200 result=1\n")
+    # The second question, asked at 0.75 s, is answered at 1.45 s, after the timeout: its
+    # answer is read as its own, with the contact in it.
+    assert asked == 2 and trio.current_time() - started == pytest.approx(1.45, abs=0.05)
+    assert asterisk.variables == {"PNBRIDGE_PUSH_ID": "1733467000.42", "PNBRIDGE_DEVICES": "1",
+                                  "PNBRIDGE_CONTACTS": CONTACT, "PNBRIDGE_STATUS": "sent"}
+    in_one_piece(asterisk)
+
+
+async def test_the_wait_ends_between_questions_once_the_timeout_is_over(daemon, stub,
+                                                                        virtual_clock):
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
+    asterisk = await Asterisk.connect(port_of(daemon))
+    await asterisk.send(environment(port_of(daemon), "wake", "1001", "1"))
+    started, asked = trio.current_time(), 0
+    while (command := await asterisk.command()) is not None:
+        if command.startswith("GET"):
+            await trio.sleep(0.7)
+            asked += 1
+            await asterisk.send(b"200 result=1 ()\n")
+        else:
+            await asterisk.send(b"200 result=1\n")
+    assert asked == 2 and trio.current_time() - started == pytest.approx(1.45, abs=0.05)
+    assert asterisk.variables["PNBRIDGE_CONTACTS"] == ""
+    assert asterisk.variables["PNBRIDGE_STATUS"] == "sent"

@@ -274,9 +274,7 @@ class AgiService:
         pending = self._start(request, source)
         await channel.set_variable("PNBRIDGE_PUSH_ID", call.id)  # for missed, even if cut
         started = time.monotonic()
-        contacts = ""
-        with trio.move_on_after(call.timeout):
-            contacts = await self._contacts(channel, call.endpoint, pending)
+        contacts = await self._contacts(channel, call, pending)
         await pending.done.wait()  # within the push's deadline
         waited = time.monotonic() - started
         log.info("FastAGI wake username=%s id=%s: %s, %d device(s) sent, contacts %s after"
@@ -289,12 +287,15 @@ class AgiService:
         await channel.set_variable("PNBRIDGE_STATUS", pending.status)
         return pending.status
 
-    async def _contacts(self, channel: AgiChannel, endpoint: str, pending: Pending) -> str:
+    async def _contacts(self, channel: AgiChannel, call: Call, pending: Pending) -> str:
         """The endpoint's dial string, asked of Asterisk every poll_interval until it is not
-        empty; "" at once when the push went to no device (nobody is woken)."""
+        empty or ``call.timeout`` is over; "" at once when the push went to no device (nobody
+        is woken). The timeout is looked at between questions only: a question and its
+        answer are never parted (each answer has its read_timeout)."""
+        deadline = trio.current_time() + call.timeout
         while True:
             reply = await channel.command("GET FULL VARIABLE",
-                                          f"${{PJSIP_DIAL_CONTACTS({endpoint})}}")
+                                          f"${{PJSIP_DIAL_CONTACTS({call.endpoint})}}")
             if reply.code != 200:
                 await channel.verbose(f"pnbridge: Asterisk answered {reply.code} "
                                       f"{_short(reply.extra)} to GET FULL VARIABLE: not waiting")
@@ -305,7 +306,10 @@ class AgiService:
                 return reply.data
             if pending.done.is_set() and pending.status != "sent":
                 return ""
-            await channel.hangup_within(self.config.poll_interval)
+            left = deadline - trio.current_time()
+            if left <= 0:
+                return ""
+            await channel.hangup_within(min(self.config.poll_interval, left))
 
     async def _follow_up(self, channel: AgiChannel, call: Call, source: dict[str, str]) -> str:
         request = PushRequest(username=call.user, verb=FOLLOW_UPS[call.script], id=call.id)
