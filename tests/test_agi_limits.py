@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pnbridge.agi.protocol import MAX_COMMAND, command_line
 from pnbridge.agi.service import MAX_REASON
-from pnmediator_stub import Answer
+from pnmediator_stub import Answer, slow
 from reports import report
 
 # One command line as Asterisk's run_agi() reads it.
@@ -133,3 +133,33 @@ async def test_the_wait_ends_between_questions_once_the_timeout_is_over(daemon, 
     assert asked == 2 and trio.current_time() - started == pytest.approx(1.45, abs=0.05)
     assert asterisk.variables["PNBRIDGE_CONTACTS"] == ""
     assert asterisk.variables["PNBRIDGE_STATUS"] == "sent"
+
+
+@pytest.mark.parametrize("script", ["missed", "answered-elsewhere"])
+async def test_a_refused_follow_up_says_so_without_wait(start_daemon, stub, script, caplog):
+    daemon = await start_daemon(agi_config(stub) | {"api": {"max_in_flight": 1}})
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
+    await report(daemon, "B", path="/token", username="2002", token=None, msgs="tok-b")
+    stub.answer("tok", slow(1.0))
+    first = await session(daemon, "missed", "call-1", "1001")
+    assert first.variables["PNBRIDGE_STATUS"] == "queued"
+    second = await session(daemon, script, "call-2", "2002")
+    assert second.variables["PNBRIDGE_STATUS"] == "failed"
+    assert second.variables["PNBRIDGE_REASON"].startswith("not sent: ")
+    assert "[api] max_in_flight" in second.variables["PNBRIDGE_REASON"]
+    refusals = [r for r in caplog.records if r.name == "pnbridge.agi" and "call-2" in
+                r.getMessage()]
+    assert [r.levelname for r in refusals] == ["WARNING"]
+    await trio.sleep(0.3)
+    assert stub.to("tok-b") == []
+
+
+async def test_a_follow_up_without_a_transport_says_so_without_wait(start_daemon, stub, caplog):
+    config = agi_config(stub)
+    config["plugins"] = {"enabled": []}
+    daemon = await start_daemon(config)
+    asterisk = await session(daemon, "answered-elsewhere", "call-3", "1001")
+    assert asterisk.variables["PNBRIDGE_STATUS"] == "failed"
+    assert "no push transport" in asterisk.variables["PNBRIDGE_REASON"]
+    assert any(r.levelname == "WARNING" and "no push transport" in r.getMessage()
+               for r in caplog.records if r.name == "pnbridge.agi")

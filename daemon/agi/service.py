@@ -245,28 +245,29 @@ class AgiService:
 
     def _start(self, request: PushRequest, source: dict[str, str]) -> Pending:
         """Start the push among the daemon's fan-outs (it outlives the session); its
-        Pending, settled when the fan-out is over."""
+        Pending, settled when the fan-out is over, or at once (failed) when it was refused."""
         pending = Pending()
         if self.fanouts is None:
             self._settle(pending, request, "failed", 0,
-                         "no push transport: enable a send_push plugin (pnmediator)")
+                         "no push transport: enable a send_push plugin (pnmediator)",
+                         logging.WARNING)
             return pending
         try:
             fanout = self.fanouts.start(request, getattr(self.deadlines(), request.verb),
                                         source)
         except Busy as error:
-            self._settle(pending, request, "failed", 0, str(error))
+            self._settle(pending, request, "failed", 0, f"not sent: {error}", logging.WARNING)
             return pending
         fanout.then(lambda done: self._settle(pending, request, *_outcome(done)))
         return pending
 
     def _settle(self, pending: Pending, request: PushRequest, status: str, sent: int,
-                reason: str) -> None:
+                reason: str, level: int = logging.INFO) -> None:
         pending.status, pending.sent, pending.reason = status, sent, _short(reason)
         pending.done.set()
-        log.info("FastAGI push %s username=%s id=%s: %s%s", request.verb,
-                 escape(request.username), escape(request.id), status,
-                 f" ({escape(reason)})" if reason else "")
+        log.log(level, "FastAGI push %s username=%s id=%s: %s%s", request.verb,
+                escape(request.username), escape(request.id), status,
+                f" ({escape(pending.reason)})" if reason else "")
 
     async def _wake(self, channel: AgiChannel, call: Call, source: dict[str, str]) -> str:
         request = PushRequest(username=call.user, verb="NotifyIncomingCall", id=call.id,
@@ -314,8 +315,9 @@ class AgiService:
     async def _follow_up(self, channel: AgiChannel, call: Call, source: dict[str, str]) -> str:
         request = PushRequest(username=call.user, verb=FOLLOW_UPS[call.script], id=call.id)
         pending = self._start(request, source)
+        refused = pending.done.is_set()  # at once: max_in_flight, no transport
         await channel.set_variable("PNBRIDGE_PUSH_ID", call.id)
-        if not call.wait:
+        if not call.wait and not refused:
             await channel.set_variable("PNBRIDGE_STATUS", "queued")
             return "queued"
         await pending.done.wait()
