@@ -22,10 +22,19 @@ from agitools import (
 from conftest import Daemon
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pnbridge.agi.protocol import MAX_COMMAND, command_line
+from pnbridge.agi.protocol import (
+    MAX_COMMAND,
+    MAX_ENV_BYTES,
+    MAX_LINE,
+    MAX_SESSION_BYTES,
+    AgiChannel,
+    command_line,
+)
 from pnbridge.agi.service import MAX_REASON
-from pnmediator_stub import Answer, slow
+from pnbridge.errors import AgiError
+from pnmediator_stub import KEY, Answer, push_config, slow
 from reports import report
+from test_agi import metric
 
 # One command line as Asterisk's run_agi() reads it.
 assert MAX_COMMAND <= AGI_BUF_LEN - 1
@@ -163,3 +172,90 @@ async def test_a_follow_up_without_a_transport_says_so_without_wait(start_daemon
     assert "no push transport" in asterisk.variables["PNBRIDGE_REASON"]
     assert any(r.levelname == "WARNING" and "no push transport" in r.getMessage()
                for r in caplog.records if r.name == "pnbridge.agi")
+
+
+class Flood(trio.abc.Stream):
+    """A client that sends ``line`` over and over, ``total`` bytes, then a good ending (so
+    that a reader without limits takes it all, and then the environment is good)."""
+
+    def __init__(self, line: bytes, total: int):
+        self.data = memoryview(line * (total // len(line)) + b"agi_network_script: wake\n\n")
+        self.taken = 0
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        piece = bytes(self.data[self.taken:self.taken + (max_bytes or 65536)])
+        self.taken += len(piece)
+        return piece
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    (b"agi_x: 1\n", "longer than 512 lines"),
+    (b"agi_x: " + b"y" * 8000 + b"\n", f"{MAX_ENV_BYTES} bytes"),
+], ids=["a line repeated", "long lines"])
+async def test_an_environment_flood_is_cut_early(autojump_clock, line, problem):
+    flood = Flood(line, 4 << 20)
+    with pytest.raises(AgiError, match=problem):
+        await AgiChannel(flood, read_timeout=5.0).read_environment()
+    assert flood.taken <= MAX_ENV_BYTES + MAX_LINE
+
+
+async def test_a_session_that_sends_too_much_is_cut(autojump_clock):
+    ours, theirs = trio.testing.memory_stream_pair()
+    channel = AgiChannel(ours, read_timeout=5.0)
+    answer = b"200 result=1 (" + b"x" * 8000 + b")\n"
+    with pytest.raises(AgiError, match=f"more than {MAX_SESSION_BYTES} bytes"):
+        for _ in range(MAX_SESSION_BYTES // len(answer) + 2):
+            await theirs.send_all(answer)
+            assert (await channel.command("NOOP")).result == "1"
+
+
+async def test_a_hangup_flood_is_garbage(autojump_clock):
+    ours, theirs = trio.testing.memory_stream_pair()
+    channel = AgiChannel(ours, read_timeout=5.0)
+    await theirs.send_all(b"HANGUP\n" * 10000 + b"200 result=1\n")
+    with pytest.raises(AgiError, match="more than 4 HANGUP lines"):
+        await channel.command("NOOP")
+
+
+async def test_the_push_api_answers_while_clients_flood_the_agi_port(start_daemon, stub):
+    daemon = await start_daemon(agi_config(stub) | push_config(stub))
+    await report(daemon, "A", path="/token", username="1001", token=None, msgs="tok")
+    connections = 0
+
+    async def flood() -> None:
+        nonlocal connections
+        while True:  # a new connection whenever pnbridge closes one
+            stream = await trio.open_tcp_stream("127.0.0.1", port_of(daemon))
+            connections += 1
+            try:
+                while True:
+                    await stream.send_all(b"agi_x: 1\n" * 7000)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.aclose()
+
+    latencies = []
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(flood)
+        await trio.sleep(0.3)
+        for n in range(5):
+            started = trio.current_time()
+            answer = await daemon.client.post(
+                "/api/v1/push", headers={"Authorization": f"Bearer {KEY}"},
+                json={"username": "1001", "verb": "NotifyTextMessage", "message": f"m{n}"})
+            latencies.append(trio.current_time() - started)
+            assert answer.status_code == 200
+        nursery.cancel_scope.cancel()
+    garbage = await metric(daemon, 'pnbridge_agi_sessions_total{outcome="garbage",script="-"}')
+    assert connections > 4 and garbage >= 4  # floods are closed, not read for ever
+    assert max(latencies) < 0.5, latencies

@@ -15,7 +15,10 @@ from ..errors import AgiError
 from ..ops.log import escape
 
 MAX_LINE = 8192  # bytes of one line from Asterisk
-MAX_ENV_LINES = 512  # agi_* lines, arguments included (Asterisk allows 128 arguments)
+MAX_ENV_LINES = 512  # lines of the environment, repeated ones included (128 arguments)
+MAX_ENV_BYTES = 65536  # bytes of the environment
+MAX_SESSION_BYTES = 1 << 20  # bytes Asterisk may send in one session (a few KiB are usual)
+MAX_HANGUPS = 4  # HANGUP lines in a session (Asterisk sends one)
 MAX_USAGE_LINES = 64  # lines of a "520-" usage answer
 # Bytes of one command line, its newline included: Asterisk's run_agi() reads a command
 # into char buf[AGI_BUF_LEN = 2048] (2047 bytes) and runs the rest of a longer line as the
@@ -91,6 +94,8 @@ class AgiChannel:
         self.stream = stream
         self.read_timeout = read_timeout
         self.hungup = False  # Asterisk sent HANGUP
+        self.received = 0  # bytes, all of the session's
+        self._hangups = 0
         self._buffer = bytearray()
 
     async def _receive(self) -> None:
@@ -100,12 +105,16 @@ class AgiChannel:
             raise Hangup("the connection broke") from error
         if not data:
             raise Hangup("Asterisk closed the connection")
+        self.received += len(data)
+        if self.received > MAX_SESSION_BYTES:
+            raise AgiError(f"more than {MAX_SESSION_BYTES} bytes in one session")
         self._buffer += data
 
     async def readline(self, timeout: float | None = None) -> str | None:
         """The next line (without its end), or None when none came within ``timeout``
         (``read_timeout`` by default: then AgiError). Partial lines stay buffered."""
         wait = self.read_timeout if timeout is None else timeout
+        await trio.lowlevel.checkpoint()  # a line at a time, also when they come in bulk
         with trio.move_on_after(wait):
             while (end := self._buffer.find(b"\n")) < 0:
                 if len(self._buffer) > MAX_LINE:
@@ -121,17 +130,21 @@ class AgiChannel:
         return None
 
     async def read_environment(self) -> dict[str, str]:
-        """The ``agi_*`` variables up to the empty line that ends them."""
+        """The ``agi_*`` variables up to the empty line that ends them (at most MAX_ENV_LINES
+        lines, repeated ones counted, and MAX_ENV_BYTES bytes)."""
         env: dict[str, str] = {}
+        lines = 0
         while (line := await self.readline()) != "":
             assert line is not None
+            lines += 1
+            if lines > MAX_ENV_LINES or self.received - len(self._buffer) > MAX_ENV_BYTES:
+                raise AgiError(f"an environment longer than {MAX_ENV_LINES} lines or"
+                               f" {MAX_ENV_BYTES} bytes")
             if line == "HANGUP":
                 raise Hangup("the channel hung up before the session began")
             found = _ENV_LINE.fullmatch(line)
             if found is None:
                 raise AgiError(f"not an AGI environment line: {_show(line)}")
-            if len(env) >= MAX_ENV_LINES:
-                raise AgiError(f"more than {MAX_ENV_LINES} environment lines")
             env[found[1]] = found[2] or ""
         if "agi_network_script" not in env and "agi_request" not in env:
             raise AgiError("no agi_network_script or agi_request in the environment")
@@ -143,7 +156,7 @@ class AgiChannel:
             assert line is not None
             if line != "HANGUP":
                 return line
-            self.hungup = True
+            self._hung_up()
 
     async def command(self, head: str, value: str | None = None, tail: str = "") -> Reply:
         """Send one command (``command_line``) and read its answer (a HANGUP before it is
@@ -173,10 +186,16 @@ class AgiChannel:
         it sends meanwhile is garbage."""
         line = await self.readline(seconds)
         if line == "HANGUP":
-            self.hungup = True
+            self._hung_up()
             raise Hangup("the channel hung up")
         if line is not None:
             raise AgiError(f"unexpected line while waiting: {_show(line)}")
+
+    def _hung_up(self) -> None:
+        self.hungup = True
+        self._hangups += 1
+        if self._hangups > MAX_HANGUPS:
+            raise AgiError(f"more than {MAX_HANGUPS} HANGUP lines")
 
     async def set_variable(self, name: str, value: str) -> Reply:
         return await self.command(f"SET VARIABLE {name}", value)
