@@ -521,3 +521,40 @@ def test_a_slow_push_is_waited_for_up_to_its_deadline(pbx: Pbx) -> None:
              if r.get("Id") == call_id and r["verb"] == CALL]
     assert times[-1] - times[0] > 2.5  # the last try, the one sent, came after 2.5 s
     assert time.monotonic() - started >= 4
+
+
+def test_two_calls_with_one_call_id_each_get_their_own_end(pbx: Pbx) -> None:
+    """Two INVITEs with the same Call-ID but their own From-tag, to two users, 0.5 s apart
+    (two parked calls at once); the second is cancelled first. Each call gets its Missed, and
+    neither stays parked: the phones that wake up afterwards are not rung."""
+    pbx.report("kx", "ANDROID-KX", msgs="kx-fcm")
+    pbx.report("ky", "ANDROID-KY", msgs="ky-fcm")
+    call_id = f"shared-{time.monotonic_ns()}@test"
+    first = pbx.sipp("call_cancel", "-cid_str", call_id, "-d", "3000", port=free_port(),
+                     to="kx", name="kx")
+    time.sleep(0.5)
+    second = pbx.sipp("call_cancel", "-cid_str", call_id, "-d", "1000", port=free_port(),
+                      to="ky", name="ky")
+    second.wait(15)
+    first.wait(15)
+    wait_until(lambda: len(pbx.pushes(call_id, MISSED)) == 2, 5, "two NotifyIncomingCallMissed")
+    assert [(r["verb"], r["DeviceToken"]) for r in settle(pbx, call_id)] == [
+        (CALL, "kx-fcm"), (CALL, "ky-fcm"), (MISSED, "ky-fcm"), (MISSED, "kx-fcm")]
+    for user, selector in (("kx", "ANDROID-KX"), ("ky", "ANDROID-KY")):
+        phone = pbx.phone("phone_ignore", user, selector)
+        phone.stop()
+        assert phone.received("INVITE ") == 0
+        assert f"{user} registered: resuming" not in pbx.kamailio_log.read_text()
+
+
+def test_a_new_call_with_an_ended_calls_call_id_is_a_new_call(pbx: Pbx) -> None:
+    """A call is cancelled; a new INVITE with the same Call-ID comes at once (well within
+    the 600 s the tables keep an entry) and is cancelled too: each call gets its Missed."""
+    pbx.report("kz", "ANDROID-KZ", msgs="kz-fcm")
+    call_id = f"again-{time.monotonic_ns()}@test"
+    for n in range(2):
+        caller = pbx.sipp("call_cancel", "-cid_str", call_id, "-d", "1000", port=free_port(),
+                          to="kz", name=f"kz{n}")
+        caller.wait(15)
+        wait_until(lambda n=n: len(pbx.pushes(call_id, MISSED)) == n + 1, 5, "Missed")
+    assert [r["verb"] for r in settle(pbx, call_id)] == [CALL, MISSED, CALL, MISSED]
