@@ -3,6 +3,7 @@ command as Asterisk 20's res_agi writes them, and the daemon config with an AGI 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import trio
@@ -142,6 +143,13 @@ def agi_config(stub: Stub, **agi: Any) -> dict[str, Any]:
         "api": {"deadlines": {CALL: 2.0, MISSED: 2.0, ELSEWHERE: 2.0}},
         "plugins": {"enabled": ["pnmediator"], "pnmediator": {"url": stub.url, "timeout": 0.5}},
     }
+
+
+async def metric(daemon: Daemon, name: str) -> float:
+    """The value of one metric line (``name`` with its labels), 0 when it is not there."""
+    text = (await daemon.client.get("/metrics")).text
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(found[1]) if found else 0.0
 
 
 def port_of(daemon: Daemon) -> int:

@@ -23,6 +23,7 @@ from agitools import (
     agi_config,
     asterisk_args,
     environment,
+    metric,
     port_of,
     session,
 )
@@ -51,12 +52,6 @@ async def two_devices(daemon: Daemon) -> None:
 
 def sent(stub: Stub) -> list[tuple[str, str, str]]:
     return sorted((r["verb"], r["DeviceToken"], r["Id"]) for r in stub.requests)
-
-
-async def metric(daemon: Daemon, name: str) -> float:
-    text = (await daemon.client.get("/metrics")).text
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    return float(found[1]) if found else 0.0
 
 
 async def until(predicate, seconds: float = 5.0) -> None:

@@ -16,6 +16,7 @@ from agitools import (
     agi_config,
     asterisk_args,
     environment,
+    metric,
     port_of,
     session,
 )
@@ -34,7 +35,6 @@ from pnbridge.agi.service import MAX_REASON
 from pnbridge.errors import AgiError
 from pnmediator_stub import KEY, Answer, push_config, slow
 from reports import report
-from test_agi import metric
 
 # One command line as Asterisk's run_agi() reads it.
 assert MAX_COMMAND <= AGI_BUF_LEN - 1
