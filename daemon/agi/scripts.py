@@ -108,8 +108,8 @@ def _query(env: dict[str, str], script: str) -> dict[str, str]:
         pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query),
                                        max_num_fields=20)
     except ValueError as error:
-        raise BadScript(f"the URL's query '{escape(query[:80])}' cannot be read: {error}"
-                        ) from error
+        raise BadScript(f"the URL's query '{escape(query[:80])}' cannot be read: "
+                        f"{escape(str(error)[:80])}") from error
     for name, value in pairs:
         if name not in QUERY[script]:
             raise BadScript(f"{script}: unknown parameter '{escape(name[:40])}' "

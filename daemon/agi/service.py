@@ -27,11 +27,13 @@ from ..ops.log import describe, escape
 from ..ops.metrics import Metrics
 from ..push.inflight import Fanout, Fanouts
 from ..push.request import PushRequest
-from .protocol import MAX_VALUE, AgiChannel, Hangup
+from .protocol import AgiChannel, Hangup, fits
 from .scripts import FOLLOW_UPS, SCRIPTS, Call, call_of, script_of
 
 log = logging.getLogger("pnbridge.agi")
 
+MAX_REASON = 200  # characters of a reason (a plugin's, an error's) sent to the channel
+CONTACTS = "PNBRIDGE_CONTACTS"
 REFUSED_LOG_EVERY = 10.0
 # Errors from accept() that pass (too many open files, memory): wait, then accept again.
 _ACCEPT_PAUSE = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -153,9 +155,10 @@ class AgiService:
         try:
             call = call_of(env, self.config)
         except BadScript as error:
-            log.warning("FastAGI from %s: %s", peer, escape(error))
-            await channel.verbose(f"pnbridge: {error}")
-            await channel.set_variable("PNBRIDGE_REASON", str(error))
+            reason = _short(str(error))
+            log.warning("FastAGI from %s: %s", peer, escape(reason))
+            await channel.verbose(f"pnbridge: {reason}")
+            await channel.set_variable("PNBRIDGE_REASON", reason)
             await channel.set_variable("PNBRIDGE_STATUS", "error")
             return "error"
         source = {"agi": call.script, "client": peer, "channel": env.get("agi_channel", "")}
@@ -165,28 +168,29 @@ class AgiService:
 
     def _start(self, request: PushRequest, source: dict[str, str]) -> Pending:
         """Start the push among the daemon's fan-outs (it outlives the session); its
-        Pending, settled when the fan-out is over."""
+        Pending, settled when the fan-out is over, or at once (failed) when it was refused."""
         pending = Pending()
         if self.fanouts is None:
             self._settle(pending, request, "failed", 0,
-                         "no push transport: enable a send_push plugin (pnmediator)")
+                         "no push transport: enable a send_push plugin (pnmediator)",
+                         logging.WARNING)
             return pending
         try:
             fanout = self.fanouts.start(request, getattr(self.deadlines(), request.verb),
                                         source)
         except Busy as error:
-            self._settle(pending, request, "failed", 0, str(error))
+            self._settle(pending, request, "failed", 0, f"not sent: {error}", logging.WARNING)
             return pending
         fanout.then(lambda done: self._settle(pending, request, *_outcome(done)))
         return pending
 
     def _settle(self, pending: Pending, request: PushRequest, status: str, sent: int,
-                reason: str) -> None:
-        pending.status, pending.sent, pending.reason = status, sent, reason
+                reason: str, level: int = logging.INFO) -> None:
+        pending.status, pending.sent, pending.reason = status, sent, _short(reason)
         pending.done.set()
-        log.info("FastAGI push %s username=%s id=%s: %s%s", request.verb,
-                 escape(request.username), escape(request.id), status,
-                 f" ({escape(reason)})" if reason else "")
+        log.log(level, "FastAGI push %s username=%s id=%s: %s%s", request.verb,
+                escape(request.username), escape(request.id), status,
+                f" ({escape(pending.reason)})" if reason else "")
 
     async def _wake(self, channel: AgiChannel, call: Call, source: dict[str, str]) -> str:
         request = PushRequest(username=call.user, verb="NotifyIncomingCall", id=call.id,
@@ -194,30 +198,31 @@ class AgiService:
         pending = self._start(request, source)
         await channel.set_variable("PNBRIDGE_PUSH_ID", call.id)  # for missed, even if cut
         started = time.monotonic()
-        contacts = ""
-        with trio.move_on_after(call.timeout):
-            contacts = await self._contacts(channel, call.endpoint, pending)
+        contacts = await self._contacts(channel, call, pending)
         await pending.done.wait()  # within the push's deadline
         waited = time.monotonic() - started
         log.info("FastAGI wake username=%s id=%s: %s, %d device(s) sent, contacts %s after"
                  " %.1f s", escape(call.user), escape(call.id), pending.status, pending.sent,
                  "found" if contacts else "none", waited)
         await channel.set_variable("PNBRIDGE_DEVICES", str(pending.sent))
-        await channel.set_variable("PNBRIDGE_CONTACTS", _fit(contacts))
+        await channel.set_variable(CONTACTS, _fit(contacts))
         if pending.reason:
             await channel.set_variable("PNBRIDGE_REASON", pending.reason)
         await channel.set_variable("PNBRIDGE_STATUS", pending.status)
         return pending.status
 
-    async def _contacts(self, channel: AgiChannel, endpoint: str, pending: Pending) -> str:
+    async def _contacts(self, channel: AgiChannel, call: Call, pending: Pending) -> str:
         """The endpoint's dial string, asked of Asterisk every poll_interval until it is not
-        empty; "" at once when the push went to no device (nobody is woken)."""
+        empty or ``call.timeout`` is over; "" at once when the push went to no device (nobody
+        is woken). The timeout is looked at between questions only: a question and its
+        answer are never parted (each answer has its read_timeout)."""
+        deadline = trio.current_time() + call.timeout
         while True:
-            reply = await channel.command(
-                f'GET FULL VARIABLE "${{PJSIP_DIAL_CONTACTS({endpoint})}}"')
+            reply = await channel.command("GET FULL VARIABLE",
+                                          f"${{PJSIP_DIAL_CONTACTS({call.endpoint})}}")
             if reply.code != 200:
                 await channel.verbose(f"pnbridge: Asterisk answered {reply.code} "
-                                      f"{reply.extra} to GET FULL VARIABLE: not waiting")
+                                      f"{_short(reply.extra)} to GET FULL VARIABLE: not waiting")
                 return ""
             if channel.hungup:
                 raise Hangup("the channel hung up")
@@ -225,13 +230,17 @@ class AgiService:
                 return reply.data
             if pending.done.is_set() and pending.status != "sent":
                 return ""
-            await channel.hangup_within(self.config.poll_interval)
+            left = deadline - trio.current_time()
+            if left <= 0:
+                return ""
+            await channel.hangup_within(min(self.config.poll_interval, left))
 
     async def _follow_up(self, channel: AgiChannel, call: Call, source: dict[str, str]) -> str:
         request = PushRequest(username=call.user, verb=FOLLOW_UPS[call.script], id=call.id)
         pending = self._start(request, source)
+        refused = pending.done.is_set()  # at once: max_in_flight, no transport
         await channel.set_variable("PNBRIDGE_PUSH_ID", call.id)
-        if not call.wait:
+        if not call.wait and not refused:
             await channel.set_variable("PNBRIDGE_STATUS", "queued")
             return "queued"
         await pending.done.wait()
@@ -263,12 +272,20 @@ def _outcome(fanout: Fanout) -> tuple[str, int, str]:
 
 def _fit(contacts: str) -> str:
     """The dial string cut to whole contacts (``&``-separated) that fit one AGI command."""
-    if len(contacts) <= MAX_VALUE:
+    if fits(f"SET VARIABLE {CONTACTS}", contacts):
         return contacts
-    kept = contacts[:MAX_VALUE + 1].rpartition("&")[0]
-    log.warning("FastAGI: the contacts are longer than %d characters; dialling %d of %d",
-                MAX_VALUE, kept.count("&") + 1 if kept else 0, contacts.count("&") + 1)
-    return kept
+    every = contacts.split("&")
+    kept = 0
+    while kept < len(every) and fits(f"SET VARIABLE {CONTACTS}", "&".join(every[:kept + 1])):
+        kept += 1
+    log.warning("FastAGI: the contacts do not fit one AGI command; dialling %d of %d", kept,
+                len(every))
+    return "&".join(every[:kept])
+
+
+def _short(text: str) -> str:
+    """At most MAX_REASON characters of ``text`` (a reason from a plugin, an error's)."""
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 1] + "…"
 
 
 def _split(address: str) -> tuple[str, int]:
