@@ -200,3 +200,14 @@ def test_the_architecture_doc_gives_the_ranks_the_test_checks():
         for name in re.findall(r"`([\w.]+)`", names) if name != "__init__.py"
     }
     assert documented == RANKS
+
+
+def test_all_sql_is_in_storage():
+    """Only storage/ speaks to the database: no SQL, connection or sqlite-utils elsewhere."""
+    sql = re.compile(r"\.execute(?:many)?\(|\.conn\b|sqlite_utils|\b(?:SELECT|INSERT|UPDATE "
+                     r"\w+ SET|DELETE FROM|CREATE TABLE)\b")
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+             for folder in ("daemon", "plugins") for path in sorted((ROOT / folder).rglob("*.py"))
+             if "storage" not in path.relative_to(ROOT / folder).parts
+             for number, line in enumerate(path.read_text().splitlines(), 1) if sql.search(line)]
+    assert not found, "\n".join(found)
