@@ -162,9 +162,9 @@ class AgiChannel:
         """Send one command (``command_line``) and read its answer (a HANGUP before it is
         noted). Raises Hangup on ``511`` (a dead channel) or a closed connection, AgiError on
         garbage."""
-        line = command_line(head, value, tail)
+        request = command_line(head, value, tail)
         try:
-            await self.stream.send_all(line)
+            await self.stream.send_all(request)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
             raise Hangup("the connection broke") from error
         line = await self._line_skipping_hangup()
