@@ -28,6 +28,8 @@ FailureStatus = Literal["parked", "retry"]
 JournalState = Literal["delivered", "pending", FailureStatus]
 # How one push went, as the transport (send_push) says.
 PushOutcome = Literal["sent", "invalid-token", "failed", "retry"]
+# How a reporter route checks its reports ([auth] reporter, a route's auth).
+AuthMode = Literal["digest", "basic", "secret", "hook", "none"]
 # What happened to one device of a push (pnbridge_pushes_total, the push API's answer): sent;
 # failed; its rejected token cleared (removed); no token for the verb (skipped).
 DeviceOutcome = Literal["sent", "failed", "removed", "skipped"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -33,7 +33,8 @@ from .ingest.normalize import Reporter
 from .ops.expiry import expire_devices
 from .ops.log import set_level
 from .ops.sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
-from .push.fanout import Fanouts, Pusher, transport
+from .push.fanout import Pusher, transport
+from .push.inflight import Fanouts
 from .storage.writer import open_writer
 
 log = logging.getLogger("pnbridge.server")
@@ -57,7 +58,8 @@ def _limit(hc: hypercorn.config.Config, config: Config) -> None:
     hc.graceful_timeout = server.grace_period
     hc.h11_max_incomplete_size = server.max_header_bytes
     hc.h2_max_header_list_size = server.max_header_bytes
-    hc.read_timeout = server.read_timeout
+    # hypercorn annotates read_timeout as int | None, but hands it to trio.fail_after (a float).
+    hc.read_timeout = server.read_timeout  # type: ignore[assignment]
     hc.keep_alive_timeout = server.keep_alive_timeout
 
 
@@ -136,7 +138,7 @@ async def _serve(
     config: Config,
     services: Services,
     shutdown: trio.Event,
-    signals: trio.abc.AsyncIterator[int] | None,
+    signals: AsyncIterator[int] | None,
     load_config: Callable[[], Config] | None,
     notifier: Notifier,
     dispatcher: Dispatcher,
@@ -199,7 +201,7 @@ async def _serve(
 
 
 async def _on_signals(
-    signals: trio.abc.AsyncIterator[int],
+    signals: AsyncIterator[int],
     reload: Callable[[], Awaitable[None]],
     shutdown: trio.Event,
     plugins: PluginHost,

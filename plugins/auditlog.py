@@ -292,7 +292,9 @@ class Since(click.ParamType):
 
     name = "TIME"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         text = str(value).strip()
         try:
             return time.time() - parse_duration(text)

@@ -12,7 +12,7 @@ import json
 import ssl
 import urllib.parse
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import httpcore
 import httpx
@@ -44,7 +44,7 @@ FIELDS = {
 # "config-error", a failure that clears nothing and shows in /readyz. A 2xx without a code
 # counts as sent. Timeouts and connection errors are temporary too.
 INVALID_TOKEN = 404
-ANSWERS: dict[int | range, str] = {
+ANSWERS: dict[int | range, Literal["sent", "config-error", "retry", "failed"]] = {
     200: "sent",
     404: "config-error",
     429: "retry",
@@ -131,7 +131,7 @@ class Connections:
                 response = await connection.handle_async_request(request)
                 got, whole = bytearray(), True
                 try:
-                    async for chunk in response.aiter_stream():  # type: ignore[union-attr]
+                    async for chunk in response.aiter_stream():
                         got += chunk
                         if len(got) > MAX_ANSWER:
                             whole = False
@@ -274,7 +274,7 @@ def outcome(status: int, body: Any, retry_after: str | None = None) -> PushResul
                                     "pnmediator's answer: likely a configuration error (a "
                                     "wrong url, or a proxy)", config_error=True)
     wait = parse_retry_after(retry_after) if verdict == "retry" else None
-    return PushResult(verdict, reason, wait)  # type: ignore[arg-type]
+    return PushResult(verdict, reason, wait)
 
 
 def _code(value: Any) -> int | None:

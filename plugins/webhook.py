@@ -37,8 +37,9 @@ from pnbridge import (
 )
 
 EventKind = Literal["registered", "removed"]
-TARGET_KEYS = {"url": (str, "a string"), "secret": (str, "a string"),
-               "timeout": ((int, float), "a number")}
+TARGET_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "url": (str, "a string"), "secret": (str, "a string"), "timeout": ((int, float), "a number"),
+}
 REMEMBERED = 256  # events whose partly successful delivery is remembered for their retry
 # At most this much of an answer's body is read (nothing but its status and headers matter);
 # the rest is never received: the connection is closed.

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import trio
-from conftest import PASSWORDS, pnbridge
+from conftest import PASSWORDS, cli
 from faults import rss_kib
 from plugintools import install_plugins, wait_until_sync
 from pnbridge.access import users
@@ -375,7 +375,7 @@ def test_hook_settings_are_checked(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("[auth]\nhook_timeout = 0\nhook_threads = 0\nbasic_checks = 0\n"
                     "basic_queue = -1\n[reporter]\nipv6_prefix = 129\n")
-    result = pnbridge("check-config", "--config", str(path))
+    result = cli("check-config", "--config", str(path))
     assert result.returncode == 1
     for problem in ("auth.hook_timeout: must be greater than 0",
                     "auth.hook_threads: must be 1 or more", "auth.basic_checks: must be 1 or more",

@@ -32,7 +32,8 @@ from pnbridge.model import (
     ReportOutcome,
     isotime,
 )
-from pnbridge.push.fanout import RETRY_FIRST, RETRY_MAX, PushRequest, parse_request
+from pnbridge.push.fanout import RETRY_FIRST, RETRY_MAX
+from pnbridge.push.request import PushRequest, parse_request
 from pnbridge.retry import LONGEST_WAIT, parse_retry_after
 from pnbridge.storage.sqlite.store import SQLiteStore
 from pnmediator_stub import Answer, Stub

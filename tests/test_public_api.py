@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 PLUGINS = sorted((ROOT / "plugins").glob("[!_]*.py")) + sorted(
-    (Path(__file__).parent / "plugins").glob("*.py")
+    (Path(__file__).parent / "plugins").rglob("*.py")
 )
 DOCS = [ROOT / "docs" / "writing-plugins.md", ROOT / "docs" / "plugin-hooks.md",
         *sorted((ROOT / "docs" / "plugins").glob("*.md"))]

@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from pnmediator_stub import (
     HTTP_500,
     KEY,
     Answer,
+    Stub,
     push_config,
     slow,
 )
@@ -403,19 +405,26 @@ def _env(daemon: Daemon) -> dict[str, str]:
     return {**os.environ, "PNBRIDGE_CONFIG": path}
 
 
-async def test_cli_push_goes_through_the_same_code_path(stub, tmp_path):
+def cli_setup(tmp_path: Path, stub: Stub, *more: Report) -> tuple[Path, Path]:
+    """A database with alice's device A (and ``more``), and a config for ``pnbridge push``
+    with pnmediator at ``stub``: their paths."""
     db = tmp_path / "cli.db"
     store = SQLiteStore(db)
     with store.transaction():
-        store.register(Report("token", "alice", "A", token_msgs="tok-a", appid_msgs="com.app"),
-                       {}, time.time())
-        store.register(Report("token", "alice", "B", token_calls="dead-voip",
-                              appid_calls="com.app.voip", token_msgs="tok-b",
-                              appid_msgs="com.app"), {}, time.time())
+        for report_ in (Report("token", "alice", "A", token_msgs="tok-a", appid_msgs="com.app"),
+                        *more):
+            store.register(report_, {}, time.time())
     store.close()
     config = tmp_path / "cli.toml"
     config.write_text(f'[storage]\npath = "{db}"\n[plugins]\nenabled = ["pnmediator"]\n'
                       f'[plugins.pnmediator]\nurl = "{stub.url}"\n')
+    return db, config
+
+
+async def test_cli_push_goes_through_the_same_code_path(stub, tmp_path):
+    db, config = cli_setup(tmp_path, stub, Report(
+        "token", "alice", "B", token_calls="dead-voip", appid_calls="com.app.voip",
+        token_msgs="tok-b", appid_msgs="com.app"))
     stub.answer("dead-voip", HTTP_404)
 
     def run(*args: str) -> Any:
@@ -447,15 +456,7 @@ async def test_cli_push_goes_through_the_same_code_path(stub, tmp_path):
 
 
 async def test_cli_push_errors(stub, tmp_path):
-    db = tmp_path / "cli.db"
-    store = SQLiteStore(db)
-    with store.transaction():
-        store.register(Report("token", "alice", "A", token_msgs="tok-a", appid_msgs="com.app"),
-                       {}, time.time())
-    store.close()
-    config = tmp_path / "cli.toml"
-    config.write_text(f'[storage]\npath = "{db}"\n[plugins]\nenabled = ["pnmediator"]\n'
-                      f'[plugins.pnmediator]\nurl = "{stub.url}"\n')
+    db, config = cli_setup(tmp_path, stub)
     bare = tmp_path / "bare.toml"
     bare.write_text(f'[storage]\npath = "{db}"\n')
     stub.answer("tok-a", HTTP_400)

@@ -15,21 +15,21 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 import trio
+from werkzeug.datastructures import Headers
 
 from ..config import paths
-from ..config.tables import AuthConfig, AuthMode, Config
+from ..config.tables import AuthConfig, Config
 from ..delivery.containment import uncontained
 from ..delivery.pluginhost import PluginHost
 from ..errors import ConfigError, Unavailable, UsersFileError
 from ..ingest.fields import fold
-from ..model import Report
+from ..model import AuthMode, Report
 from . import digest, users
 
 HOOK = "authenticate_report"
@@ -92,7 +92,7 @@ class Guard:
         self,
         config: AuthConfig,
         known: dict[str, users.User],
-        plugins: PluginHost | None,
+        plugins: PluginHost,
         nonces: digest.Nonces,
         slots: Slots | None = None,
     ):
@@ -105,7 +105,7 @@ class Guard:
             slots.resize(config)
         self.slots = slots
 
-    def claimed(self, mode: AuthMode, headers: Mapping[str, str], report: Report) -> str | None:
+    def claimed(self, mode: AuthMode, headers: Headers, report: Report) -> str | None:
         """Who the request says it is, for the per-username limit: the user its
         Authorization header names (``digest``, ``basic``), else the report's username; a
         name longer than 64 characters as its SHA-256, so a limiter key stays small."""
@@ -121,7 +121,7 @@ class Guard:
         return name
 
     async def check(
-        self, mode: AuthMode, method: str, target: str, headers: Mapping[str, str],
+        self, mode: AuthMode, method: str, target: str, headers: Headers,
         report: Report,
     ) -> Verdict:
         """Check ``report``, which came as ``method target`` with ``headers``. Where the
@@ -137,7 +137,7 @@ class Guard:
             return await self._basic(headers.get("Authorization", ""), report.username)
         return self._digest(method, target, headers.get("Authorization", ""), report.username)
 
-    def _secret_matches(self, headers: Mapping[str, str], report: Report) -> bool:
+    def _secret_matches(self, headers: Headers, report: Report) -> bool:
         config = self.config
         given = headers.get(config.secret_header) if config.secret_header else None
         if given is None and config.secret_param:
@@ -150,8 +150,6 @@ class Guard:
         a worker thread of the hook's own limiter and is abandoned at the deadline (it
         keeps its thread until it returns, so blocked ones cannot take more than
         ``hook_threads``). A failure or the deadline is Unavailable."""
-        if self.plugins is None:
-            return Verdict(False)
         plugins = self.plugins
         kwargs = {"username": report.username, "credentials": dict(report.credentials),
                   "report": report}

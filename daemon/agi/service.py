@@ -28,7 +28,8 @@ from ..config.tables import AgiConfig, DeadlinesConfig
 from ..errors import AgiError, BadScript, Busy, ListenError, StoreError, UnknownUser
 from ..ops.log import describe, escape
 from ..ops.metrics import Metrics
-from ..push.fanout import Fanout, Fanouts, PushRequest
+from ..push.inflight import Fanout, Fanouts
+from ..push.request import PushRequest
 from .protocol import MAX_VALUE, AgiChannel, Hangup
 
 log = logging.getLogger("pnbridge.agi")

@@ -9,7 +9,7 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO
 
 import click
 
@@ -45,11 +45,11 @@ def open_store(
 
 
 @contextlib.contextmanager
-def open_output(path: str) -> Iterator[Any]:
+def open_output(path: str) -> Iterator[IO[str]]:
     """stdout for ``-``; else the file ``path``, mode 0600 whatever the umask (a device such
     as /dev/null keeps its own)."""
     if path == "-":
-        yield click.get_text_stream("stdout")
+        yield click.open_file("-", "w")
         return
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -62,7 +62,9 @@ def open_output(path: str) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def progress(length: int, label: str, out: Any = None) -> Iterator[Callable[[int], None]]:
+def progress(
+    length: int, label: str, out: IO[str] | None = None
+) -> Iterator[Callable[[int], None]]:
     """A progress bar over ``length`` items on a terminal (not when ``out``, where the
     items go, is that terminal); elsewhere nothing."""
     if not length or not sys.stderr.isatty() or (out is not None and out.isatty()):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
@@ -113,7 +113,7 @@ def devices_export(config_path: str | None, fmt: transfer.Format, output: str) -
 @devices.command("import")
 @config_option
 @click.argument("file", type=click.File("rb"))
-def devices_import(config_path: str | None, file: Any) -> None:
+def devices_import(config_path: str | None, file: BinaryIO) -> None:
     """Import devices from FILE (JSON lines or CSV, as export writes them; - for stdin).
 
     The whole file is read first: one that is not UTF-8 is refused, nothing imported. Bad

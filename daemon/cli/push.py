@@ -12,7 +12,8 @@ from ..config.tables import load_config
 from ..delivery.commands import config_option, fail, json_option, table
 from ..errors import BadPush
 from ..ops.log import setup_logging
-from ..push.fanout import VERBS, parse_request, push_once
+from ..push.fanout import push_once
+from ..push.request import VERBS, parse_request
 from .common import open_store, read_plugins
 
 

@@ -53,7 +53,9 @@ def changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def plain(value: Any) -> Any:
     """``value`` comparable across module reloads (a plugin file's dataclasses)."""
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 def _digest(salt: str, value: Any) -> str:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from ..errors import ConfigError, TemplateError
 from ..ingest.fields import FieldMap, alias_conflicts
 from ..ingest.routes import ALLOWED_METHODS, compile_template
+from ..model import AuthMode
 from .addresses import (
     check_admin_listen,
     check_agi_listen,
@@ -103,9 +104,6 @@ def _check_methods(methods: list[str] | None) -> str | None:
     return None
 
 
-AuthMode = Literal["digest", "basic", "secret", "hook", "none"]
-
-
 @dataclass(frozen=True)
 class RouteConfig:
     path: str = field(metadata=check(_check_template))
@@ -179,7 +177,7 @@ class AuthConfig:
     basic_checks: int = field(default=2, metadata=check(_at_least_one))
     basic_queue: int = field(default=32, metadata=check(_at_least_zero))
 
-    def modes(self, reporter: ReporterConfig) -> set[str]:
+    def modes(self, reporter: ReporterConfig) -> set[AuthMode]:
         """The modes the reporter routes use."""
         used = {r.auth or self.reporter for r in reporter.routes}
         return used | {self.reporter} if reporter.default_routes else used

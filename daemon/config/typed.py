@@ -12,9 +12,12 @@ import re
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def check(fn: Callable[[Any], str | None]) -> dict[str, Any]:
@@ -94,7 +97,7 @@ def convert(cls: type[T], table: Any, key: str, errors: list[str]) -> T | None:
 def _value(raw: Any, hint: Any, key: str, errors: list[str]) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return convert(hint, raw, key, errors)
     if origin in (Union, types.UnionType):
         options = [a for a in args if a is not type(None)]

@@ -31,6 +31,8 @@ from .context import PluginContext, PluginRegistry
 from .discovery import Found, discover, new_manager, plugin_of
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from ..ops.metrics import Metrics
 
 log = logging.getLogger("pnbridge.plugins")
@@ -307,8 +309,10 @@ def load_plugins(config: PluginsConfig) -> PluginHost:
         table = dict(config.tables.get(name, {}))
         table.pop("plugin", None)
         key = f"plugins.{name}"
-        delivery[name] = convert(DeliveryConfig, table.pop("delivery", {}), f"{key}.delivery",
-                                 errors)  # type: ignore[assignment]
+        delivery_config = convert(DeliveryConfig, table.pop("delivery", {}), f"{key}.delivery",
+                                  errors)
+        if delivery_config is not None:  # else errors says why
+            delivery[name] = delivery_config
         cls = _settings_class(entry, errors)
         if cls is not None:
             settings[name] = convert(cls, table, key, errors)
@@ -318,15 +322,16 @@ def load_plugins(config: PluginsConfig) -> PluginHost:
     registry = PluginRegistry()
     contexts: dict[str, PluginContext] = {}
     for name in enabled:
-        pm.register(_Instance(found[code[name]].plugin), name=name)  # type: ignore[index]
-        contexts[name] = PluginContext(name, settings[name], plugin=code[name],
-                                       registry=registry)
+        plugin = code[name]
+        assert plugin is not None  # else plugin_of added an error, raised above
+        pm.register(_Instance(found[plugin].plugin), name=name)
+        contexts[name] = PluginContext(name, settings[name], plugin=plugin, registry=registry)
     pm.check_pending()
     return PluginHost(pm, contexts, {n: delivery[n] for n in enabled}, config.optional,
                       registry)
 
 
-def _settings_class(entry: Found, errors: list[str]) -> type | None:
+def _settings_class(entry: Found, errors: list[str]) -> type[DataclassInstance] | None:
     pm = new_manager()
     pm.register(entry.plugin, name=entry.name)
     try:

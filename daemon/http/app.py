@@ -38,12 +38,8 @@ from ..model import Report
 from ..ops.log import escape, shorten
 from ..ops.metrics import Metrics
 from ..ops.readiness import Readiness
-from ..push.fanout import (
-    Fanout,
-    Fanouts,
-    PushRequest,
-    parse_request,
-)
+from ..push.inflight import Fanout, Fanouts
+from ..push.request import PushRequest, parse_request
 from ..storage.writer import Writer
 from .health import add_health_routes
 
@@ -212,7 +208,8 @@ def create_app(services: Services, *, health: bool = True, api: bool = True) -> 
             reports.labels(route.kind, "failed").inc()
             return plain(503, "storage unavailable, try again later", STORAGE_RETRY)
         log_changes(report, changes, route.template)
-        for outcome in [c.outcome for c in changes] or ["unknown"]:
+        outcomes: list[str] = [c.outcome for c in changes]
+        for outcome in outcomes or ["unknown"]:
             reports.labels(route.kind, outcome).inc()
         return empty_ok()
 
@@ -399,7 +396,7 @@ async def _body() -> bytes:
     if (request.http_version in ("1.0", "1.1") and not request.content_length
             and "Transfer-Encoding" not in request.headers):
         return b""
-    return await request.get_data(cache=False)
+    return await request.get_data(cache=False, as_text=False, parse_form_data=False)
 
 
 def _raw_path() -> str:

@@ -46,7 +46,7 @@ from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import AppWrapper, ConnectionState, LifespanState
+from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 from prometheus_client import Counter
 
@@ -225,7 +225,7 @@ def _why(bind: str, error: OSError | SocketTypeError) -> str:
 
 
 async def serve(
-    app: Any,
+    app: ASGIFramework,
     config: HypercornConfig,
     errors: Counter,
     *,

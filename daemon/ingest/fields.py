@@ -71,8 +71,8 @@ class FieldMap:
         for canonical, names in DEFAULT_ALIASES.items():
             for name in (canonical, *names):
                 self._canonical[fold(name)] = canonical
-        for canonical, names in (extra_aliases or {}).items():
-            for name in names:
+        for canonical, extra in (extra_aliases or {}).items():
+            for name in extra:
                 self._canonical[fold(name)] = canonical
         self._credentials = {fold(n) for n in (*DEFAULT_CREDENTIALS, *extra_credentials)}
 

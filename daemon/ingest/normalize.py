@@ -96,8 +96,8 @@ class Reporter:
                 else:
                     extras[name] = value
         for name in (USERNAME, SELECTOR):
-            if values[name] is not None:
-                values[name] = values[name].strip()
+            if (found := values[name]) is not None:
+                values[name] = found.strip()
         self.check_extras(extras)
         report = Report(kind=kind, extras=extras, credentials=credentials, **values)
         _validate(report)

@@ -13,19 +13,19 @@ from typing import Literal
 from urllib.parse import unquote
 
 from ..errors import TemplateError
-from ..model import TOKEN_FIELDS
+from ..model import TOKEN_FIELDS, AuthMode
 from .fields import FieldMap
 
 Kind = Literal["token", "removal"]
 
 # The app's <Prefix>Method may name GET, POST, PUT, HEAD or DELETE.
-DEFAULT_METHODS: dict[str, tuple[str, ...]] = {
+DEFAULT_METHODS: dict[Kind, tuple[str, ...]] = {
     "token": ("GET", "POST", "PUT", "HEAD"),
     "removal": ("GET", "POST", "PUT", "HEAD", "DELETE"),
 }
 ALLOWED_METHODS = ("GET", "POST", "PUT", "HEAD", "PATCH", "DELETE")
 
-DEFAULT_TEMPLATES: dict[str, tuple[str, ...]] = {
+DEFAULT_TEMPLATES: dict[Kind, tuple[str, ...]] = {
     "token": ("/token", "/token/", "/token/{username}", "/token/{username}/"),
     "removal": (
         "/removeToken", "/removeToken/", "/removeToken/{username}", "/removeToken/{username}/",
@@ -44,7 +44,7 @@ class Route:
     kind: Kind
     methods: tuple[str, ...]
     pattern: re.Pattern[str]
-    auth: str | None = None  # the route's auth mode; None: the default ([auth] reporter)
+    auth: AuthMode | None = None  # the route's auth mode; None: the default ([auth] reporter)
 
     def match(self, raw_path: str) -> dict[str, str] | None:
         """The placeholder values of ``raw_path`` (percent-decoded), or None.
@@ -114,7 +114,7 @@ class RouteTable:
     @classmethod
     def build(
         cls,
-        configured: list[tuple[str, Kind, tuple[str, ...] | None, str | None]],
+        configured: list[tuple[str, Kind, tuple[str, ...] | None, AuthMode | None]],
         fields: FieldMap,
         defaults: bool = True,
     ) -> RouteTable:

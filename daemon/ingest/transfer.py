@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import IO, Any, Literal
 
 from ..errors import BadJSON, BadReport, Unreadable
 from ..jsontext import loads
@@ -36,7 +36,7 @@ TIME_COLUMNS = ("created_at", "updated_at", "last_seen")
 COLUMNS = ("selector", "username", *PAIR_FIELDS, "extras", *TIME_COLUMNS)
 
 
-def export(devices: Iterable[Device], fmt: Format, out: TextIO,
+def export(devices: Iterable[Device], fmt: Format, out: IO[str],
            advance: Callable[[int], None] = lambda _: None) -> int:
     """Write ``devices`` to ``out`` (calling ``advance`` with 1 for each); return how
     many."""

@@ -32,7 +32,7 @@ class Notifier:
 
     def send(self, *fields: str) -> None:
         """Send ``fields`` (e.g. ``"READY=1"``, ``"STATUS=..."``) as one message."""
-        if self._sock is None:
+        if self._sock is None or self.address is None:
             return
         message = "\n".join(f.replace("\n", " ") for f in fields).encode()
         try:

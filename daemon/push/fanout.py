@@ -1,5 +1,5 @@
-"""Pushes: the PBX's request, which token pair each verb uses, the fan-out to every device of
-a user within the verb's deadline, and what happened to each device.
+"""The fan-out: a push request (request.py) sent to every device of a user within the verb's
+deadline, each device's push retried until then, and what happened to each device.
 
 The transport is whatever sends one push to one device (the ``send_push`` hook). A token it
 calls invalid is cleared from its device in the store (the device is removed when no token is
@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from operator import methodcaller
 from typing import Any
 
@@ -21,21 +20,16 @@ import trio
 from ..config.tables import Config
 from ..delivery.containment import uncontained
 from ..delivery.pluginhost import PluginHost
-from ..errors import BadPush, Busy, PluginError, Stopping, StoreError, UnknownUser
-from ..model import Device, DeviceOutcome, Pair, Push, PushContent, PushResult
+from ..errors import PluginError, StoreError, UnknownUser
+from ..model import Device, DeviceOutcome, Pair, Push, PushResult
 from ..ops.log import describe, shorten
 from ..ops.metrics import Metrics
 from ..retry import backoff
 from ..storage.interface import Change, Store
 from ..storage.writer import Writer, open_writer
+from .request import CALL_VERBS, PushRequest, choose_pair
 
 log = logging.getLogger("pnbridge.push")
-
-CALL_VERBS = (
-    "NotifyIncomingCall", "NotifyIncomingCallMissed", "NotifyIncomingCallAnsweredElsewhere",
-)
-MESSAGE_VERBS = ("NotifyTextMessage", "NotifyGenericTextMessage")
-VERBS = CALL_VERBS + MESSAGE_VERBS
 
 # Sends one push to one device; None when no transport took it.
 Transport = Callable[[Push], Awaitable[PushResult | None]]
@@ -60,54 +54,6 @@ def transport(host: PluginHost) -> Transport | None:
         return await host.call_first("send_push", push=push)
 
     return send
-
-
-@dataclass(frozen=True, kw_only=True)
-class PushRequest(PushContent):
-    """What the PBX (or ``pnbridge push``) asks for: one verb to the devices of a user (or
-    of one selector of that user)."""
-
-    username: str
-    selector: str | None = None
-
-
-def parse_request(data: Any) -> PushRequest:
-    """Check a push request body (parsed JSON); raise BadPush naming the first bad field."""
-    if not isinstance(data, dict):
-        raise BadPush("body", "expected a JSON object")
-    known = [f.name for f in fields(PushRequest)]
-    for name in data:
-        if name not in known:
-            raise BadPush(name, f"unknown field (known: {', '.join(known)})")
-    for name in ("username", "verb"):
-        if not data.get(name):
-            raise BadPush(name, "required")
-    for name in known:
-        value = data.get(name)
-        if name == "badge":
-            if value is not None and (type(value) is not int or value < 0):
-                raise BadPush(name, "expected a whole number, 0 or more")
-        elif value is not None and not isinstance(value, str):
-            raise BadPush(name, "expected a string")
-    if data["verb"] not in VERBS:
-        raise BadPush("verb", f"unknown verb {data['verb']!r} (known: {', '.join(VERBS)})")
-    if data["verb"] in CALL_VERBS and not data.get("id"):
-        raise BadPush("id", f"required for {data['verb']} (the call's X-Push-ID or Call-ID)")
-    return PushRequest(**data)
-
-
-def choose_pair(device: Device, verb: str) -> Pair | None:
-    """The token pair ``verb`` goes to on ``device``, or None when it has no usable one.
-
-    Call verbs use the incoming-call (PushKit) pair, or the other pair when the device has
-    none (Android reports one token). Everything else uses the other pair only: iOS punishes
-    apps that get a PushKit push that is not a call.
-    """
-    if verb in CALL_VERBS and device.token_calls:
-        return "calls"
-    if device.token_msgs:
-        return "msgs"
-    return None
 
 
 @dataclass(frozen=True)
@@ -274,103 +220,6 @@ class Pusher:
         return DeviceResult(device.selector, push.pair, "removed",
                             f"token rejected ({result.reason}); {_what_changed(change, push)}",
                             attempts)
-
-
-@dataclass(eq=False)
-class Fanout:
-    """One accepted push request, under way in a task of the daemon's: its answer (``wait``)
-    and what to do once it is over (``then``), whether or not anyone still waits for it."""
-
-    request: PushRequest
-    results: list[DeviceResult] | None = None
-    error: Exception | None = None
-    finished: float | None = None
-    done: trio.Event = field(default_factory=trio.Event)
-    _then: list[Callable[[Fanout], None]] = field(default_factory=list)
-
-    async def wait(self) -> list[DeviceResult]:
-        """The results; raises what the fan-out raised (UnknownUser, StoreError...)."""
-        await self.done.wait()
-        if self.error is not None:
-            raise self.error
-        assert self.results is not None
-        return self.results
-
-    def then(self, callback: Callable[[Fanout], None]) -> None:
-        """Call ``callback(self)`` when the fan-out is over (at once if it is)."""
-        if self.done.is_set():
-            callback(self)
-        else:
-            self._then.append(callback)
-
-    def counts(self) -> Counter[str]:
-        """Devices per outcome (empty while under way or when it failed)."""
-        return Counter(r.outcome for r in self.results or ())
-
-
-class Fanouts:
-    """Push requests under way, each in a task of ``nursery`` (the daemon's, not the HTTP
-    request's): once accepted, a fan-out runs to its deadline, retries included, whether or
-    not its client waits for the answer. At most ``limit`` at once (``Busy`` beyond)."""
-
-    def __init__(self, pusher: Pusher, nursery: trio.Nursery, limit: int):
-        self.pusher = pusher
-        self._nursery = nursery
-        self._slots = trio.CapacityLimiter(limit)
-        self.metrics = pusher.metrics
-
-    @property
-    def limit(self) -> int:
-        return int(self._slots.total_tokens)
-
-    @limit.setter
-    def limit(self, value: int) -> None:
-        self._slots.total_tokens = value
-
-    @property
-    def in_flight(self) -> int:
-        return self._slots.borrowed_tokens
-
-    def start(self, request: PushRequest, deadline: float, source: dict[str, Any]) -> Fanout:
-        """Start the fan-out of ``request``; raises Busy when ``limit`` are under way."""
-        fanout = Fanout(request)
-        try:
-            self._slots.acquire_on_behalf_of_nowait(fanout)
-        except trio.WouldBlock:
-            raise Busy(f"{self.in_flight} push requests are under way "
-                       "([api] max_in_flight)") from None
-        self.metrics.push_requests_in_flight.inc()
-        self._nursery.start_soon(self._run, fanout, deadline, source)
-        return fanout
-
-    async def drained(self) -> None:
-        """Return once no fan-out is under way."""
-        while self._slots.borrowed_tokens:
-            await trio.sleep(0.05)
-
-    async def _run(self, fanout: Fanout, deadline: float, source: dict[str, Any]) -> None:
-        request = fanout.request
-        try:
-            fanout.results = await self.pusher.push(request, deadline, source)
-        except Exception as error:  # the answer's business (404, 503), or a bug: contained
-            if not isinstance(error, UnknownUser | StoreError):
-                log.exception("push %s username=%s failed", request.verb, request.username)
-            fanout.error = error
-        finally:
-            if not fanout.done.is_set() and fanout.results is None and fanout.error is None:
-                log.warning("push %s username=%s cancelled: the daemon is stopping",
-                            request.verb, request.username)
-                fanout.error = Stopping("the daemon is stopping")
-            fanout.finished = time.perf_counter()
-            self._slots.release_on_behalf_of(fanout)
-            self.metrics.push_requests_in_flight.dec()
-            fanout.done.set()
-            for callback in fanout._then:
-                try:
-                    callback(fanout)
-                except Exception:
-                    log.exception("push %s username=%s: a follow-up failed", request.verb,
-                                  request.username)
 
 
 def _what_changed(change: Change | None, push: Push) -> str:

@@ -121,9 +121,9 @@ class Writer:
             batch = [self._pending.popleft() for _ in range(len(self._pending))]
             try:
                 done = self.store.run_batch([op.run for op in batch])
-            except Exception as error:  # run_batch fails calls itself; this is a bug's net
+            except Exception as failure:  # run_batch fails calls itself; this is a bug's net
                 log.exception("store batch failed")
-                done = [(None, error)] * len(batch)
+                done = [(None, failure)] * len(batch)
             for op, (result, error) in zip(batch, done, strict=True):
                 op.result, op.error = result, error
             self._token.run_sync_soon(self._answer, batch, self.store.journaled)

@@ -10,30 +10,21 @@ class Settings:
     path: str
 
 
-settings: Settings | None = None
-
-
 @hookimpl
 def settings_class():
     return Settings
 
 
-@hookimpl
-def startup(app):
-    global settings
-    settings = app.settings(Settings)
-
-
-def record(event):
-    with open(settings.path, "a") as file:
+def record(event, app):
+    with open(app.settings(Settings).path, "a") as file:
         file.write(f"{event.kind} {event.seq} {event.selector} {event.id}\n")
 
 
 @hookimpl
-async def device_registered(event):
-    record(event)
+async def device_registered(event, app):
+    record(event, app)
 
 
 @hookimpl
-async def device_removed(event):
-    record(event)
+async def device_removed(event, app):
+    record(event, app)

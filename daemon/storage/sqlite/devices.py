@@ -86,8 +86,10 @@ class Devices(Journal):
         one statement for what most reports are, an app start. None otherwise, when
         ``register`` creates or changes it. What it does not know matches any
         (``Report.known``)."""
+        assert report.selector  # register asserted it
         known = report.known()
-        sets, params = ["last_seen = ?"], [now]
+        sets = ["last_seen = ?"]
+        params: list[object] = [now]
         if "extras" in known:
             sets.append("extras = ?")
             params.append(json.dumps(known.pop("extras")))

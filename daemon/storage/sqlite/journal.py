@@ -8,7 +8,7 @@ import sqlite3
 import uuid
 from typing import Any
 
-from ...model import Device, Event
+from ...model import Device, Event, EventKind
 from .rows import EVENT_COLUMNS, dump_device, read_event
 
 
@@ -20,7 +20,7 @@ class Journal:
 
     def _journal(
         self,
-        kind: str,
+        kind: EventKind,
         reason: str,
         before: Device | None,
         after: Device | None,
@@ -41,7 +41,7 @@ class Journal:
         )
         assert cursor.lastrowid is not None
         return Event(
-            id=event_id, seq=cursor.lastrowid, kind=kind, reason=reason,  # type: ignore[arg-type]
+            id=event_id, seq=cursor.lastrowid, kind=kind, reason=reason,
             selector=device.selector, username=device.username,
             before=before, after=after, time=now, source=source,
         )

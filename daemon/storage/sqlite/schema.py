@@ -16,7 +16,7 @@ import sqlite_utils
 
 
 def _create_devices_and_journal(db: sqlite_utils.Database) -> None:
-    db["devices"].create(
+    db.table("devices").create(
         {
             "selector": str, "username": str,
             "token_calls": str, "appid_calls": str, "token_msgs": str, "appid_msgs": str,
@@ -25,7 +25,7 @@ def _create_devices_and_journal(db: sqlite_utils.Database) -> None:
         pk="selector",
         not_null={"username", "extras", "created_at", "updated_at", "last_seen"},
     )
-    db["devices"].create_index(["username"])
+    db.table("devices").create_index(["username"])
     # AUTOINCREMENT: a sequence number is never reused, even after the journal is pruned.
     db.execute(
         """CREATE TABLE events (
@@ -41,7 +41,7 @@ def _create_devices_and_journal(db: sqlite_utils.Database) -> None:
             source TEXT NOT NULL
         )"""
     )
-    db["events"].create_index(["selector", "seq"])
+    db.table("events").create_index(["selector", "seq"])
 
 
 def _create_delivery_state(db: sqlite_utils.Database) -> None:

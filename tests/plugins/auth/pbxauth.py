@@ -12,23 +12,14 @@ class Settings:
     refuse_unknown: bool = False
 
 
-settings: Settings | None = None
-
-
 @hookimpl
 def settings_class():
     return Settings
 
 
 @hookimpl
-def startup(app):
-    global settings
+def authenticate_report(username, credentials, report, app):
     settings = app.settings(Settings)
-
-
-@hookimpl
-def authenticate_report(username, credentials, report):
-    known = settings.passwords
-    if username not in known:
+    if username not in settings.passwords:
         return False if settings.refuse_unknown else None
-    return credentials.get("password") == known[username]
+    return credentials.get("password") == settings.passwords[username]

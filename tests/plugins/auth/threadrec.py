@@ -11,21 +11,12 @@ class Settings:
     path: str
 
 
-settings: Settings | None = None
-
-
 @hookimpl
 def settings_class():
     return Settings
 
 
 @hookimpl
-def startup(app):
-    global settings
-    settings = app.settings(Settings)
-
-
-@hookimpl
-def device_registered(event):
-    with open(settings.path, "a") as file:
+def device_registered(event, app):
+    with open(app.settings(Settings).path, "a") as file:
         file.write(event.selector + "\n")

@@ -11,10 +11,6 @@ class Settings:
     path: str
 
 
-settings: Settings | None = None
-calls = 0
-
-
 @hookimpl
 def settings_class():
     return Settings
@@ -22,15 +18,13 @@ def settings_class():
 
 @hookimpl
 def startup(app):
-    global settings
-    settings = app.settings(Settings)
+    app.state = {"calls": 0}
 
 
 @hookimpl
-async def device_registered(event):
-    global calls
-    calls += 1
-    if calls <= 3:
-        raise ConnectionError(f"CRM down (call {calls})")
-    with open(settings.path, "a") as file:
+async def device_registered(event, app):
+    app.state["calls"] += 1
+    if app.state["calls"] <= 3:
+        raise ConnectionError(f"CRM down (call {app.state['calls']})")
+    with open(app.settings(Settings).path, "a") as file:
         file.write(f"{event.kind} {event.seq} {event.selector} {event.id}\n")

@@ -14,21 +14,12 @@ class Settings:
     gate: str
 
 
-settings: Settings | None = None
-
-
 @hookimpl
 def settings_class():
     return Settings
 
 
-@hookimpl
-def startup(app):
-    global settings
-    settings = app.settings(Settings)
-
-
-async def record(event):
+async def record(event, settings):
     while not os.path.exists(settings.gate):
         await trio.sleep(0.02)
     with open(settings.path, "a") as file:
@@ -36,10 +27,10 @@ async def record(event):
 
 
 @hookimpl
-async def device_registered(event):
-    await record(event)
+async def device_registered(event, app):
+    await record(event, app.settings(Settings))
 
 
 @hookimpl
-async def device_removed(event):
-    await record(event)
+async def device_removed(event, app):
+    await record(event, app.settings(Settings))

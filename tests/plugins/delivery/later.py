@@ -13,10 +13,6 @@ class Settings:
     path: str
 
 
-settings: Settings | None = None
-calls = 0
-
-
 @hookimpl
 def settings_class():
     return Settings
@@ -24,15 +20,13 @@ def settings_class():
 
 @hookimpl
 def startup(app):
-    global settings
-    settings = app.settings(Settings)
+    app.state = {"calls": 0}
 
 
 @hookimpl
-def device_registered(event):
-    global calls
-    calls += 1
-    with open(settings.path, "a") as file:
+def device_registered(event, app):
+    app.state["calls"] += 1
+    with open(app.settings(Settings).path, "a") as file:
         file.write(f"{trio.from_thread.run_sync(trio.current_time)}\n")
-    if calls == 1:
+    if app.state["calls"] == 1:
         raise RetryLater(0.3, "429 Retry-After: 0.3")

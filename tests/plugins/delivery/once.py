@@ -2,12 +2,14 @@
 
 from pnbridge import hookimpl
 
-calls = 0
+
+@hookimpl
+def startup(app):
+    app.state = {"calls": 0}
 
 
 @hookimpl
-def device_registered(event):
-    global calls
-    calls += 1
-    if calls == 1:
+def device_registered(event, app):
+    app.state["calls"] += 1
+    if app.state["calls"] == 1:
         raise OSError("first call fails")

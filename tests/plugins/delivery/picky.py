@@ -15,22 +15,14 @@ class Settings:
     healed: str
 
 
-settings: Settings | None = None
-
-
 @hookimpl
 def settings_class():
     return Settings
 
 
 @hookimpl
-def startup(app):
-    global settings
+async def device_registered(event, app):
     settings = app.settings(Settings)
-
-
-@hookimpl
-async def device_registered(event):
     if not os.path.exists(settings.healed):
         if event.selector == "BAD":
             raise PermanentFailure("no such customer")

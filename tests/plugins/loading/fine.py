@@ -1,4 +1,4 @@
-"""fine: notes its startup and its shutdown (a hook without arguments) in its log."""
+"""fine: notes its startup and its shutdown in its log."""
 
 from dataclasses import dataclass
 
@@ -10,23 +10,21 @@ class Settings:
     log: str
 
 
-settings: Settings | None = None
-
-
 @hookimpl
 def settings_class():
     return Settings
 
 
+def note(app, text):
+    with open(app.settings(Settings).log, "a") as file:
+        file.write(text + "\n")
+
+
 @hookimpl
 def startup(app):
-    global settings
-    settings = app.settings(Settings)
-    with open(settings.log, "a") as file:
-        file.write("startup\n")
+    note(app, "startup")
 
 
 @hookimpl
-def shutdown():
-    with open(settings.log, "a") as file:
-        file.write("shutdown\n")
+def shutdown(app):
+    note(app, "shutdown")

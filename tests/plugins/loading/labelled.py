@@ -15,20 +15,17 @@ class Settings:
     count: int = 1
 
 
-settings: Settings | None = None
-
-
-def note(text):
-    with open(settings.log, "a") as file:
+def note(app, text):
+    with open(app.settings(Settings).log, "a") as file:
         file.write(text + "\n")
 
 
-async def background():
+async def background(app):
     try:
-        note("background")
+        note(app, "background")
         await trio.sleep_forever()
     finally:
-        note("cancelled")
+        note(app, "cancelled")
 
 
 @hookimpl
@@ -38,18 +35,17 @@ def settings_class():
 
 @hookimpl
 async def startup(app):
-    global settings
     settings = app.settings(Settings)
-    note(f"startup {__name__} {settings.label} {settings.count}")
-    app.nursery.start_soon(background)
+    note(app, f"startup {__name__} {settings.label} {settings.count}")
+    app.nursery.start_soon(background, app)
 
 
 @hookimpl
-def device_registered(event):
-    note("event")
+def device_registered(event, app):
+    note(app, "event")
 
 
 @hookimpl
 async def shutdown(app):
     await trio.sleep(0)
-    note(f"shutdown {__name__}")
+    note(app, f"shutdown {__name__}")
