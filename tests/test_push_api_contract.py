@@ -238,3 +238,41 @@ async def test_every_answer_is_one_line_of_compact_json(start_daemon: StartDaemo
         assert answer.json()["devices"][0]["outcome"] == "sent"
     else:
         assert answer.json()["error"].startswith(error), answer.json()
+
+
+async def raw_answer(daemon: Daemon, target: str, method: str = "POST") -> tuple[int, bytes]:
+    """``method`` ``target`` (sent as is) with the key and a message body: the status and
+    the body of the answer."""
+    host, port = daemon.url.removeprefix("http://").split(":")
+    body = json.dumps({"username": "alice", "verb": "NotifyTextMessage"}).encode()
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(
+            f"{method} {target} HTTP/1.1\r\nHost: pbx\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {KEY}\r\nConnection: close\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        answer = b""
+        while chunk := await stream.receive_some(65536):
+            answer += chunk
+    head, _, content = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), content
+
+
+@pytest.mark.parametrize("target", ["/api/v1/push/", "//api/v1/push", "/api/v1/%70ush",
+                                    "/api/v1/push%2F", "/api/v1/push%2f", "/API/v1/push"])
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_the_push_api_is_served_at_its_exact_path_only(start_daemon, stub, target,
+                                                             method):
+    """A path that is the API's only once decoded or with its slashes tidied is 404 (JSON
+    where routing took it for the API's), and pushes nothing; ``/api/v1/push`` with a query
+    string is the API."""
+    daemon = await start_daemon(push_config(stub))
+    await report(daemon, "PHONE",
+                 path="/token", username="alice", token="tok-alice", pushappid="com.app")
+    status, content = await raw_answer(daemon, target, method)
+    assert status == 404, content
+    if content.startswith(b"{"):
+        assert content == b'{"error":"no such path: the push API is /api/v1/push"}\n'
+    assert stub.requests == []
+    assert (await raw_answer(daemon, "/api/v1/push?x=1"))[0] == 200
+    assert len(stub.requests) == 1

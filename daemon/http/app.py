@@ -90,7 +90,7 @@ def _on_api() -> bool:
         return False
     if request.url_rule is not None:
         return request.url_rule.rule == API_PATH
-    return request.path.rstrip("/") == API_PATH  # no route took it (an unknown method)
+    return _raw_path() == API_PATH  # no route took it (an unknown method)
 
 
 def unauthorized(verdict: Verdict) -> Response:
@@ -244,6 +244,15 @@ def _not_json(content_type: str | None) -> bool:
         media.startswith("application/") and media.endswith("+json"))
 
 
+def _not_api_path() -> Response | None:
+    """404 unless the path, as sent, is exactly ``/api/v1/push``: routing matches the decoded
+    path with strict_slashes off, which took ``/api/v1/push/``, ``/api/v1/%70ush`` and
+    ``/api/v1/push%2F`` for it."""
+    if _raw_path() == API_PATH:
+        return None
+    return api_error(404, f"no such path: the push API is {API_PATH}")
+
+
 def add_push_route(app: QuartTrio, services: Services) -> None:
     """``POST /api/v1/push``: the PBX asks to push a verb to every device of a user. The
     fan-out runs in a task of the daemon's (``Fanouts``): a client that leaves before the
@@ -252,6 +261,8 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
     @app.route(API_PATH, methods=[m for m in REPORT_METHODS if m != "POST"],
                provide_automatic_options=False)
     async def push_other() -> Response:
+        if elsewhere := _not_api_path():
+            return elsewhere
         g.kind, g.route = "push", API_PATH
         if not services.api_keys:
             return api_error(404, "the push API is off (no [api] keys or key_hashes)")
@@ -259,6 +270,8 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
 
     @app.route(API_PATH, methods=["POST"], provide_automatic_options=False)
     async def push() -> Response:
+        if elsewhere := _not_api_path():
+            return elsewhere
         g.kind, g.route = "push", API_PATH
         if not services.api_keys:
             return api_error(404, "the push API is off (no [api] keys or key_hashes)")
