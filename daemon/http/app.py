@@ -48,7 +48,9 @@ access_log = logging.getLogger("pnbridge.access")
 
 REPORT_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 API_PATH = "/api/v1/push"
-# The access log's status of a push whose client left before the answer (as nginx's).
+# The access log's status of a push whose connection was reset before the answer (as
+# nginx's). A client that closed with a FIN is answered and logged as such: pnbridge cannot
+# tell it from one that half-closed and still reads (worker.Connection._answer_pending).
 CLIENT_LEFT = 499
 
 
@@ -304,7 +306,7 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
                              STORAGE_RETRY)
         try:
             results = await fanout.wait()
-        except trio.Cancelled:  # the client left: the fan-out runs on, logged when it ends
+        except trio.Cancelled:  # connection reset: the fan-out runs on, logged when it ends
             fanout.then(partial(_client_left, services, request.method,
                                 request.remote_addr or "-", g.started))
             raise
