@@ -64,6 +64,17 @@ async def test_a_malformed_request_gets_400_in_json(start_daemon: StartDaemon, h
     assert headers["connection"] == "close"
 
 
+@pytest.mark.parametrize("coding", [b"gzip", b"chunked\r\nTransfer-Encoding: chunked"])
+async def test_a_transfer_encoding_other_than_one_chunked_gets_501_in_json(
+        start_daemon: StartDaemon, coding: bytes):
+    daemon = await start_daemon()
+    status, headers, body = await exchange(
+        daemon, b"POST /api/v1/push HTTP/1.1\r\nHost: pbx\r\nTransfer-Encoding: " + coding
+        + b"\r\n\r\n")
+    assert status == 501
+    assert_json_error(headers, body, "unsupported Transfer-Encoding (chunked only)")
+
+
 def request_of(size: int) -> bytes:
     """A GET /healthz whose head (request line to the blank line) is ``size`` bytes."""
     start = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: "

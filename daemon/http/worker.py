@@ -61,8 +61,7 @@ CLOSE_WAIT = 2.0
 # may quote the request: it is not sent).
 PROTOCOL_ERRORS = {
     431: "request head too large ([server] max_header_bytes)",
-    501: "unsupported Transfer-Encoding",
-    505: "unsupported HTTP version",
+    501: "unsupported Transfer-Encoding (chunked only)",
 }
 
 
