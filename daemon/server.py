@@ -25,9 +25,10 @@ from .config.typed import convert
 from .delivery.dispatch import Dispatcher, open_plugins
 from .delivery.pluginhost import RESERVED, PluginHost, load_plugins
 from .errors import ConfigError
-from .http.app import Services, create_admin_app, create_app
+from .http.app import create_admin_app, create_app
 from .http.asgi import close_if_framed_twice, refuse_websockets, shield_sends
 from .http.health import database_writable, device_gauge
+from .http.shared import Services
 from .http.worker import serve
 from .ingest.normalize import Reporter
 from .ops.expiry import expire_devices

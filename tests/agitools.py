@@ -3,6 +3,7 @@ command as Asterisk 20's res_agi writes them, and the daemon config with an AGI 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import trio
@@ -17,6 +18,9 @@ UNIQUEID = "1733467000.42"
 CALLER = 'Carol "C" O\'Neil, Jr. \\ 100%'
 CONTACT = "PJSIP/1001/sip:1001@192.0.2.7:50600;transport=udp;ob"
 NO_CONTACT = "200 result=1 ()"
+# res_agi's run_agi() reads each command with fgets() into char buf[AGI_BUF_LEN = 2048]: at
+# most 2047 bytes, the newline included; the rest of a longer line is the next command.
+AGI_BUF_LEN = 2048
 
 
 def asterisk_args(line: str) -> list[str]:
@@ -77,6 +81,7 @@ class Asterisk:
         self.stream = stream
         self.buffer = b""
         self.commands: list[str] = []
+        self.lines: list[bytes] = []  # each command as Asterisk read it, its newline included
         self.variables: dict[str, str] = {}
         self.verbose: list[str] = []
 
@@ -88,8 +93,10 @@ class Asterisk:
         await self.stream.send_all(data)
 
     async def command(self) -> str | None:
-        """pnbridge's next command, or None when it closed the connection."""
-        while b"\n" not in self.buffer:
+        """pnbridge's next command as Asterisk reads it (AGI_BUF_LEN), or None when it closed
+        the connection."""
+        most = AGI_BUF_LEN - 1
+        while b"\n" not in self.buffer[:most] and len(self.buffer) < most:
             try:
                 data = await self.stream.receive_some(65536)
             except trio.BrokenResourceError:
@@ -97,8 +104,10 @@ class Asterisk:
             if not data:
                 return None
             self.buffer += data
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        text = line.decode()
+        end = self.buffer.find(b"\n", 0, most) + 1 or most
+        line, self.buffer = self.buffer[:end], self.buffer[end:]
+        self.lines.append(line)
+        text = line.removesuffix(b"\n").decode("utf-8", "replace")
         self.commands.append(text)
         args = asterisk_args(text)
         if args[:2] == ["SET", "VARIABLE"]:
@@ -134,6 +143,13 @@ def agi_config(stub: Stub, **agi: Any) -> dict[str, Any]:
         "api": {"deadlines": {CALL: 2.0, MISSED: 2.0, ELSEWHERE: 2.0}},
         "plugins": {"enabled": ["pnmediator"], "pnmediator": {"url": stub.url, "timeout": 0.5}},
     }
+
+
+async def metric(daemon: Daemon, name: str) -> float:
+    """The value of one metric line (``name`` with its labels), 0 when it is not there."""
+    text = (await daemon.client.get("/metrics")).text
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(found[1]) if found else 0.0
 
 
 def port_of(daemon: Daemon) -> int:

@@ -23,6 +23,7 @@ from agitools import (
     agi_config,
     asterisk_args,
     environment,
+    metric,
     port_of,
     session,
 )
@@ -30,7 +31,7 @@ from conftest import Daemon, pnbridge
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pnbridge.agi.protocol import AgiChannel, Hangup, parse_reply, quote
-from pnbridge.agi.service import SCRIPTS
+from pnbridge.agi.scripts import SCRIPTS
 from pnbridge.config.running import changed, restart_values
 from pnbridge.config.tables import Config, parse_config
 from pnbridge.errors import AgiError, ConfigError
@@ -51,12 +52,6 @@ async def two_devices(daemon: Daemon) -> None:
 
 def sent(stub: Stub) -> list[tuple[str, str, str]]:
     return sorted((r["verb"], r["DeviceToken"], r["Id"]) for r in stub.requests)
-
-
-async def metric(daemon: Daemon, name: str) -> float:
-    text = (await daemon.client.get("/metrics")).text
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    return float(found[1]) if found else 0.0
 
 
 async def until(predicate, seconds: float = 5.0) -> None:
@@ -501,8 +496,9 @@ def test_replies_parse(line, code, result, data):
 
 @pytest.mark.parametrize("value", [CALLER, "", "a b  c", '\\"', "trailing\\", "x" * 50])
 def test_quoted_values_reach_asterisk_as_they_are(value):
-    assert asterisk_args(f"SET VARIABLE X {quote(value)}") == ["SET", "VARIABLE", "X", value]
+    line = f"SET VARIABLE X {quote(value).decode()}"
+    assert asterisk_args(line) == ["SET", "VARIABLE", "X", value]
 
 
 def test_a_quoted_value_is_one_line():
-    assert quote("a\nb\r\tc\x00") == '"abc"'
+    assert quote("a\nb\r\tc\x00") == b'"abc"'

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 from agitools import CONTACT, UNIQUEID, agi_config, session
-from pnbridge.agi.service import POSITIONAL, SCRIPTS
+from pnbridge.agi.scripts import POSITIONAL, SCRIPTS
 from pnmediator_stub import Stub
 from reports import report
 

@@ -15,9 +15,15 @@ from ..errors import AgiError
 from ..ops.log import escape
 
 MAX_LINE = 8192  # bytes of one line from Asterisk
-MAX_ENV_LINES = 512  # agi_* lines, arguments included (Asterisk allows 128 arguments)
+MAX_ENV_LINES = 512  # lines of the environment, repeated ones included (128 arguments)
+MAX_ENV_BYTES = 65536  # bytes of the environment
+MAX_SESSION_BYTES = 1 << 20  # bytes Asterisk may send in one session (a few KiB are usual)
+MAX_HANGUPS = 4  # HANGUP lines in a session (Asterisk sends one)
 MAX_USAGE_LINES = 64  # lines of a "520-" usage answer
-MAX_VALUE = 1900  # characters of one command argument (Asterisk reads 2048 per command)
+# Bytes of one command line, its newline included: Asterisk's run_agi() reads a command
+# into char buf[AGI_BUF_LEN = 2048] (2047 bytes) and runs the rest of a longer line as the
+# next command. Every line is built by command_line(), which cuts the value to fit.
+MAX_COMMAND = 2000
 
 _ENV_LINE = re.compile(r"(agi_[A-Za-z0-9_]+):(?: (.*))?")
 _REPLY = re.compile(r"(\d{3})(?: result=(-?\d+)(?: \((.*)\))?(.*))?(?: .*)?")
@@ -39,12 +45,35 @@ class Reply:
     extra: str = ""
 
 
-def quote(value: str) -> str:
-    """``value`` as one argument of an AGI command: in double quotes, ``"`` and ``\\``
-    escaped, control characters dropped (a line break would end the command), cut to
-    MAX_VALUE characters."""
-    text = _CONTROL.sub("", value)[:MAX_VALUE]
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def quote(value: str, room: int = MAX_COMMAND) -> bytes:
+    """``value`` as one argument of an AGI command, in UTF-8: in double quotes, ``"`` and
+    ``\\`` escaped, control characters dropped (a line break would end the command), cut on
+    a character boundary (never between a backslash and what it escapes) to at most ``room``
+    bytes, the quotes included."""
+    out = bytearray(b'"')
+    for char in _CONTROL.sub("", value):
+        piece = ("\\" + char if char in '"\\' else char).encode("utf-8", "replace")
+        if len(out) + len(piece) + 1 > room:
+            break
+        out += piece
+    return bytes(out + b'"')
+
+
+def command_line(head: str, value: str | None = None, tail: str = "") -> bytes:
+    """The line that sends a command: ``head``, then ``value`` quoted (cut to what fits),
+    then ``tail``, and a newline; never more than MAX_COMMAND bytes."""
+    start = head.encode("utf-8", "replace")
+    end = tail.encode("utf-8", "replace") + b"\n"
+    if value is not None:
+        start += b" " + quote(value, MAX_COMMAND - len(start) - 1 - len(end))
+    if len(start) + len(end) > MAX_COMMAND or b"\n" in start or b"\n" in end[:-1]:
+        raise ValueError(f"not one AGI command of at most {MAX_COMMAND} bytes: {head[:40]!r}")
+    return start + end
+
+
+def fits(head: str, value: str) -> bool:
+    """Whether ``command_line(head, value)`` keeps all of ``value``."""
+    return len(quote(value, MAX_COMMAND)) <= MAX_COMMAND - len(head.encode()) - 2
 
 
 def parse_reply(line: str) -> Reply:
@@ -65,6 +94,8 @@ class AgiChannel:
         self.stream = stream
         self.read_timeout = read_timeout
         self.hungup = False  # Asterisk sent HANGUP
+        self.received = 0  # bytes, all of the session's
+        self._hangups = 0
         self._buffer = bytearray()
 
     async def _receive(self) -> None:
@@ -74,12 +105,16 @@ class AgiChannel:
             raise Hangup("the connection broke") from error
         if not data:
             raise Hangup("Asterisk closed the connection")
+        self.received += len(data)
+        if self.received > MAX_SESSION_BYTES:
+            raise AgiError(f"more than {MAX_SESSION_BYTES} bytes in one session")
         self._buffer += data
 
     async def readline(self, timeout: float | None = None) -> str | None:
         """The next line (without its end), or None when none came within ``timeout``
         (``read_timeout`` by default: then AgiError). Partial lines stay buffered."""
         wait = self.read_timeout if timeout is None else timeout
+        await trio.lowlevel.checkpoint()  # a line at a time, also when they come in bulk
         with trio.move_on_after(wait):
             while (end := self._buffer.find(b"\n")) < 0:
                 if len(self._buffer) > MAX_LINE:
@@ -95,17 +130,21 @@ class AgiChannel:
         return None
 
     async def read_environment(self) -> dict[str, str]:
-        """The ``agi_*`` variables up to the empty line that ends them."""
+        """The ``agi_*`` variables up to the empty line that ends them (at most MAX_ENV_LINES
+        lines, repeated ones counted, and MAX_ENV_BYTES bytes)."""
         env: dict[str, str] = {}
+        lines = 0
         while (line := await self.readline()) != "":
             assert line is not None
+            lines += 1
+            if lines > MAX_ENV_LINES or self.received - len(self._buffer) > MAX_ENV_BYTES:
+                raise AgiError(f"an environment longer than {MAX_ENV_LINES} lines or"
+                               f" {MAX_ENV_BYTES} bytes")
             if line == "HANGUP":
                 raise Hangup("the channel hung up before the session began")
             found = _ENV_LINE.fullmatch(line)
             if found is None:
                 raise AgiError(f"not an AGI environment line: {_show(line)}")
-            if len(env) >= MAX_ENV_LINES:
-                raise AgiError(f"more than {MAX_ENV_LINES} environment lines")
             env[found[1]] = found[2] or ""
         if "agi_network_script" not in env and "agi_request" not in env:
             raise AgiError("no agi_network_script or agi_request in the environment")
@@ -117,13 +156,15 @@ class AgiChannel:
             assert line is not None
             if line != "HANGUP":
                 return line
-            self.hungup = True
+            self._hung_up()
 
-    async def command(self, text: str) -> Reply:
-        """Send one command and read its answer (a HANGUP before it is noted). Raises Hangup
-        on ``511`` (a dead channel) or a closed connection, AgiError on garbage."""
+    async def command(self, head: str, value: str | None = None, tail: str = "") -> Reply:
+        """Send one command (``command_line``) and read its answer (a HANGUP before it is
+        noted). Raises Hangup on ``511`` (a dead channel) or a closed connection, AgiError on
+        garbage."""
+        line = command_line(head, value, tail)
         try:
-            await self.stream.send_all(text.encode("utf-8", "replace") + b"\n")
+            await self.stream.send_all(line)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
             raise Hangup("the connection broke") from error
         line = await self._line_skipping_hangup()
@@ -145,16 +186,22 @@ class AgiChannel:
         it sends meanwhile is garbage."""
         line = await self.readline(seconds)
         if line == "HANGUP":
-            self.hungup = True
+            self._hung_up()
             raise Hangup("the channel hung up")
         if line is not None:
             raise AgiError(f"unexpected line while waiting: {_show(line)}")
 
+    def _hung_up(self) -> None:
+        self.hungup = True
+        self._hangups += 1
+        if self._hangups > MAX_HANGUPS:
+            raise AgiError(f"more than {MAX_HANGUPS} HANGUP lines")
+
     async def set_variable(self, name: str, value: str) -> Reply:
-        return await self.command(f"SET VARIABLE {name} {quote(value)}")
+        return await self.command(f"SET VARIABLE {name}", value)
 
     async def verbose(self, message: str) -> Reply:
-        return await self.command(f"VERBOSE {quote(message)} 1")
+        return await self.command("VERBOSE", message, " 1")
 
 
 def _show(line: str) -> str:

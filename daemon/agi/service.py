@@ -1,5 +1,5 @@
 """The FastAGI service: a TCP listener for Asterisk's ``AGI(agi://HOST:PORT/SCRIPT,...)`` and
-its three scripts.
+its three scripts (read and checked by scripts.py).
 
 ``wake`` pushes NotifyIncomingCall to every device of the callee, asks Asterisk for the
 endpoint's contacts until one is there (or the wait is over), and sets the channel variables
@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
-import re
 import sqlite3
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,25 +27,13 @@ from ..ops.log import describe, escape
 from ..ops.metrics import Metrics
 from ..push.inflight import Fanout, Fanouts
 from ..push.request import PushRequest
-from .protocol import MAX_VALUE, AgiChannel, Hangup
+from .protocol import AgiChannel, Hangup, fits
+from .scripts import FOLLOW_UPS, SCRIPTS, Call, call_of, script_of
 
 log = logging.getLogger("pnbridge.agi")
 
-SCRIPTS = ("wake", "missed", "answered-elsewhere")
-FOLLOW_UPS = {
-    "missed": "NotifyIncomingCallMissed",
-    "answered-elsewhere": "NotifyIncomingCallAnsweredElsewhere",
-}
-# What each script takes: positional AGI arguments, then the names the URL's query may use.
-POSITIONAL = {"wake": ("user", "timeout"), "missed": ("id", "user"),
-              "answered-elsewhere": ("id", "user")}
-QUERY = {"wake": ("user", "timeout", "endpoint", "id"), "missed": ("id", "user", "wait"),
-         "answered-elsewhere": ("id", "user", "wait")}
-# A PJSIP endpoint name as it goes into ${PJSIP_DIAL_CONTACTS(...)}: nothing the dialplan's
-# expression syntax would read.
-_ENDPOINT = re.compile(r"[A-Za-z0-9_.+@:=\-]{1,128}")
-MAX_TEXT = 256  # characters of a user or an id
-YES, NO = ("1", "yes", "true"), ("0", "no", "false")
+MAX_REASON = 200  # characters of a reason (a plugin's, an error's) sent to the channel
+CONTACTS = "PNBRIDGE_CONTACTS"
 REFUSED_LOG_EVERY = 10.0
 # Errors from accept() that pass (too many open files, memory): wait, then accept again.
 _ACCEPT_PAUSE = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -62,19 +47,6 @@ class Pending:
     status: str = ""  # sent, none, failed, unknown-user
     sent: int = 0
     reason: str = ""
-
-
-@dataclass(frozen=True)
-class Call:
-    """A session's script and what it is for."""
-
-    script: str
-    user: str
-    id: str
-    timeout: float = 0.0
-    endpoint: str = ""
-    wait: bool = False
-    display_name: str | None = None
 
 
 class AgiService:
@@ -156,7 +128,7 @@ class AgiService:
         try:
             with trio.move_on_after(self.config.session_timeout) as scope:
                 env = await channel.read_environment()
-                script = escape(_script_of(env)[:40])
+                script = escape(script_of(env)[:40])
                 outcome = await self._run(channel, env, peer)
             if scope.cancelled_caught:
                 outcome = "timeout"
@@ -181,11 +153,12 @@ class AgiService:
     async def _run(self, channel: AgiChannel, env: dict[str, str], peer: str) -> str:
         """Run the session's script; its outcome (PNBRIDGE_STATUS, or error)."""
         try:
-            call = self._call_of(env)
+            call = call_of(env, self.config)
         except BadScript as error:
-            log.warning("FastAGI from %s: %s", peer, escape(error))
-            await channel.verbose(f"pnbridge: {error}")
-            await channel.set_variable("PNBRIDGE_REASON", str(error))
+            reason = _short(str(error))
+            log.warning("FastAGI from %s: %s", peer, escape(reason))
+            await channel.verbose(f"pnbridge: {reason}")
+            await channel.set_variable("PNBRIDGE_REASON", reason)
             await channel.set_variable("PNBRIDGE_STATUS", "error")
             return "error"
         source = {"agi": call.script, "client": peer, "channel": env.get("agi_channel", "")}
@@ -193,78 +166,31 @@ class AgiService:
             return await self._wake(channel, call, source)
         return await self._follow_up(channel, call, source)
 
-    def _call_of(self, env: dict[str, str]) -> Call:
-        """The script and its arguments, from the URL and the AGI arguments; BadScript
-        naming what is wrong."""
-        script = _script_of(env)
-        if script not in SCRIPTS:
-            raise BadScript(f"unknown script '{escape(script[:40])}' (known: "
-                            f"{', '.join(SCRIPTS)})")
-        values = _query(env, script)
-        names = POSITIONAL[script]
-        args = [env[f"agi_arg_{n}"] for n in range(1, len(env) + 1) if f"agi_arg_{n}" in env]
-        if len(args) > len(names):
-            raise BadScript(f"{script} takes at most {len(names)} arguments "
-                            f"({', '.join(names)}), got {len(args)}")
-        for name, value in zip(names, args, strict=False):
-            if value == "":
-                continue
-            if name in values:
-                raise BadScript(f"{name} given twice: as an argument and in the URL")
-            values[name] = value
-        user = values.get("user") or env.get("agi_extension", "")
-        _check_text("user", user)
-        if script != "wake":
-            if not values.get("id"):
-                raise BadScript(f"{script} needs the call's id (the wake's PNBRIDGE_PUSH_ID)"
-                                " as its first argument")
-            _check_text("id", values["id"])
-            return Call(script, user, values["id"], wait=_flag(values.get("wait", "no")))
-        call_id = values.get("id") or env.get("agi_uniqueid", "")
-        _check_text("id", call_id)
-        endpoint = values.get("endpoint", user)
-        if not _ENDPOINT.fullmatch(endpoint):
-            raise BadScript(f"endpoint '{escape(endpoint[:80])}' is not a PJSIP endpoint name"
-                            " (letters, digits, _ . + @ : = -); give it as ?endpoint=")
-        name = env.get("agi_calleridname", "")[:MAX_TEXT]
-        return Call(script, user, call_id, self._timeout(values.get("timeout")), endpoint,
-                    display_name=None if name in ("", "unknown") else name)
-
-    def _timeout(self, text: str | None) -> float:
-        if text is None:
-            return self.config.default_wait
-        try:
-            seconds = float(text)
-        except ValueError:
-            seconds = math.nan
-        if not 0 <= seconds < math.inf:
-            raise BadScript(f"timeout '{escape(text[:40])}' is not a number of seconds, 0 or more")
-        return min(seconds, self.config.max_wait)
-
     def _start(self, request: PushRequest, source: dict[str, str]) -> Pending:
         """Start the push among the daemon's fan-outs (it outlives the session); its
-        Pending, settled when the fan-out is over."""
+        Pending, settled when the fan-out is over, or at once (failed) when it was refused."""
         pending = Pending()
         if self.fanouts is None:
             self._settle(pending, request, "failed", 0,
-                         "no push transport: enable a send_push plugin (pnmediator)")
+                         "no push transport: enable a send_push plugin (pnmediator)",
+                         logging.WARNING)
             return pending
         try:
             fanout = self.fanouts.start(request, getattr(self.deadlines(), request.verb),
                                         source)
         except Busy as error:
-            self._settle(pending, request, "failed", 0, str(error))
+            self._settle(pending, request, "failed", 0, f"not sent: {error}", logging.WARNING)
             return pending
         fanout.then(lambda done: self._settle(pending, request, *_outcome(done)))
         return pending
 
     def _settle(self, pending: Pending, request: PushRequest, status: str, sent: int,
-                reason: str) -> None:
-        pending.status, pending.sent, pending.reason = status, sent, reason
+                reason: str, level: int = logging.INFO) -> None:
+        pending.status, pending.sent, pending.reason = status, sent, _short(reason)
         pending.done.set()
-        log.info("FastAGI push %s username=%s id=%s: %s%s", request.verb,
-                 escape(request.username), escape(request.id), status,
-                 f" ({escape(reason)})" if reason else "")
+        log.log(level, "FastAGI push %s username=%s id=%s: %s%s", request.verb,
+                escape(request.username), escape(request.id), status,
+                f" ({escape(pending.reason)})" if reason else "")
 
     async def _wake(self, channel: AgiChannel, call: Call, source: dict[str, str]) -> str:
         request = PushRequest(username=call.user, verb="NotifyIncomingCall", id=call.id,
@@ -272,30 +198,31 @@ class AgiService:
         pending = self._start(request, source)
         await channel.set_variable("PNBRIDGE_PUSH_ID", call.id)  # for missed, even if cut
         started = time.monotonic()
-        contacts = ""
-        with trio.move_on_after(call.timeout):
-            contacts = await self._contacts(channel, call.endpoint, pending)
+        contacts = await self._contacts(channel, call, pending)
         await pending.done.wait()  # within the push's deadline
         waited = time.monotonic() - started
         log.info("FastAGI wake username=%s id=%s: %s, %d device(s) sent, contacts %s after"
                  " %.1f s", escape(call.user), escape(call.id), pending.status, pending.sent,
                  "found" if contacts else "none", waited)
         await channel.set_variable("PNBRIDGE_DEVICES", str(pending.sent))
-        await channel.set_variable("PNBRIDGE_CONTACTS", _fit(contacts))
+        await channel.set_variable(CONTACTS, _fit(contacts))
         if pending.reason:
             await channel.set_variable("PNBRIDGE_REASON", pending.reason)
         await channel.set_variable("PNBRIDGE_STATUS", pending.status)
         return pending.status
 
-    async def _contacts(self, channel: AgiChannel, endpoint: str, pending: Pending) -> str:
+    async def _contacts(self, channel: AgiChannel, call: Call, pending: Pending) -> str:
         """The endpoint's dial string, asked of Asterisk every poll_interval until it is not
-        empty; "" at once when the push went to no device (nobody is woken)."""
+        empty or ``call.timeout`` is over; "" at once when the push went to no device (nobody
+        is woken). The timeout is looked at between questions only: a question and its
+        answer are never parted (each answer has its read_timeout)."""
+        deadline = trio.current_time() + call.timeout
         while True:
-            reply = await channel.command(
-                f'GET FULL VARIABLE "${{PJSIP_DIAL_CONTACTS({endpoint})}}"')
+            reply = await channel.command("GET FULL VARIABLE",
+                                          f"${{PJSIP_DIAL_CONTACTS({call.endpoint})}}")
             if reply.code != 200:
                 await channel.verbose(f"pnbridge: Asterisk answered {reply.code} "
-                                      f"{reply.extra} to GET FULL VARIABLE: not waiting")
+                                      f"{_short(reply.extra)} to GET FULL VARIABLE: not waiting")
                 return ""
             if channel.hungup:
                 raise Hangup("the channel hung up")
@@ -303,13 +230,17 @@ class AgiService:
                 return reply.data
             if pending.done.is_set() and pending.status != "sent":
                 return ""
-            await channel.hangup_within(self.config.poll_interval)
+            left = deadline - trio.current_time()
+            if left <= 0:
+                return ""
+            await channel.hangup_within(min(self.config.poll_interval, left))
 
     async def _follow_up(self, channel: AgiChannel, call: Call, source: dict[str, str]) -> str:
         request = PushRequest(username=call.user, verb=FOLLOW_UPS[call.script], id=call.id)
         pending = self._start(request, source)
+        refused = pending.done.is_set()  # at once: max_in_flight, no transport
         await channel.set_variable("PNBRIDGE_PUSH_ID", call.id)
-        if not call.wait:
+        if not call.wait and not refused:
             await channel.set_variable("PNBRIDGE_STATUS", "queued")
             return "queued"
         await pending.done.wait()
@@ -341,56 +272,20 @@ def _outcome(fanout: Fanout) -> tuple[str, int, str]:
 
 def _fit(contacts: str) -> str:
     """The dial string cut to whole contacts (``&``-separated) that fit one AGI command."""
-    if len(contacts) <= MAX_VALUE:
+    if fits(f"SET VARIABLE {CONTACTS}", contacts):
         return contacts
-    kept = contacts[:MAX_VALUE + 1].rpartition("&")[0]
-    log.warning("FastAGI: the contacts are longer than %d characters; dialling %d of %d",
-                MAX_VALUE, kept.count("&") + 1 if kept else 0, contacts.count("&") + 1)
-    return kept
+    every = contacts.split("&")
+    kept = 0
+    while kept < len(every) and fits(f"SET VARIABLE {CONTACTS}", "&".join(every[:kept + 1])):
+        kept += 1
+    log.warning("FastAGI: the contacts do not fit one AGI command; dialling %d of %d", kept,
+                len(every))
+    return "&".join(every[:kept])
 
 
-def _script_of(env: dict[str, str]) -> str:
-    """The script's name: the path of ``agi_network_script`` without its query."""
-    script = env.get("agi_network_script")
-    if script is None:  # an agi_request URL only
-        script = urllib.parse.urlsplit(env.get("agi_request", "")).path
-    return script.partition("?")[0].strip("/")
-
-
-def _query(env: dict[str, str], script: str) -> dict[str, str]:
-    query = env.get("agi_network_script", "").partition("?")[2]
-    values: dict[str, str] = {}
-    try:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query),
-                                       max_num_fields=20)
-    except ValueError as error:
-        raise BadScript(f"the URL's query '{escape(query[:80])}' cannot be read: {error}"
-                        ) from error
-    for name, value in pairs:
-        if name not in QUERY[script]:
-            raise BadScript(f"{script}: unknown parameter '{escape(name[:40])}' "
-                            f"(known: {', '.join(QUERY[script])})")
-        if name in values:
-            raise BadScript(f"{script}: parameter {name!r} given twice")
-        values[name] = value
-    return values
-
-
-def _check_text(name: str, value: str) -> None:
-    if not value:
-        raise BadScript(f"no {name}")
-    if len(value) > MAX_TEXT or not value.isprintable():
-        cut = "…" if len(value) > 40 else ""
-        raise BadScript(f"{name} '{escape(value[:40])}{cut}' must be printable and at most "
-                        f"{MAX_TEXT} characters")
-
-
-def _flag(text: str) -> bool:
-    if text.lower() in YES:
-        return True
-    if text.lower() in NO:
-        return False
-    raise BadScript(f"wait '{escape(text[:40])}': expected yes or no")
+def _short(text: str) -> str:
+    """At most MAX_REASON characters of ``text`` (a reason from a plugin, an error's)."""
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 1] + "…"
 
 
 def _split(address: str) -> tuple[str, int]:
