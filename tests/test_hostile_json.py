@@ -25,7 +25,8 @@ from pnmediator_stub import Stub
 KEY = "hostile-json-key-0123456789"
 TOKEN = "QVBBOTdevicetoken+/="
 GOOD = f"username=1001&selector=GOOD&pushToken={TOKEN}".encode()
-BIG = {"reporter": {"max_body": 1024 * 1024}, "api": {"keys": [KEY]}}
+BIG = {"reporter": {"max_body": 1024 * 1024}, "server": {"max_header_bytes": 128 * 1024},
+       "api": {"keys": [KEY]}}
 
 
 def request(method: str, target: str, body: bytes = b"",

@@ -410,10 +410,11 @@ class Udp:
         self.port = self.sock.getsockname()[1]
         self.answers: list[str] = []
 
-    def request(self, method: str, user: str, call_id: str) -> bytes:
+    def request(self, method: str, user: str, call_id: str, branch: str = "") -> bytes:
+        """``method`` with From-tag ``carol``; the Via branch is the Call-ID and ``branch``."""
         target = f"sip:{user}@127.0.0.1:{self.pbx.sip_port}"
         return (f"{method} {target} SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK-{call_id}\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK-{call_id}{branch}\r\n"
                 f"From: <sip:carol@127.0.0.1:{self.port}>;tag=carol\r\nTo: <{target}>\r\n"
                 f"Call-ID: {call_id}\r\nCSeq: 1 {method}\r\n"
                 f"Contact: <sip:carol@127.0.0.1:{self.port}>\r\nMax-Forwards: 70\r\n"
@@ -549,7 +550,8 @@ def test_two_calls_with_one_call_id_each_get_their_own_end(pbx: Pbx) -> None:
 
 def test_a_new_call_with_an_ended_calls_call_id_is_a_new_call(pbx: Pbx) -> None:
     """A call is cancelled; a new INVITE with the same Call-ID comes at once (well within
-    the 600 s the tables keep an entry) and is cancelled too: each call gets its Missed."""
+    the 600 s the tables keep an entry) and is cancelled too: each call gets its Missed.
+    Then twice more with the same Call-ID and the same From-tag (a new branch each)."""
     pbx.report("kz", "ANDROID-KZ", msgs="kz-fcm")
     call_id = f"again-{time.monotonic_ns()}@test"
     for n in range(2):
@@ -558,3 +560,10 @@ def test_a_new_call_with_an_ended_calls_call_id_is_a_new_call(pbx: Pbx) -> None:
         caller.wait(15)
         wait_until(lambda n=n: len(pbx.pushes(call_id, MISSED)) == n + 1, 5, "Missed")
     assert [r["verb"] for r in settle(pbx, call_id)] == [CALL, MISSED, CALL, MISSED]
+    same_tag = Udp(pbx)
+    for n in (3, 4):
+        same_tag.send(same_tag.request("INVITE", "kz", call_id, f"-{n}"))
+        wait_until(lambda n=n: len(pbx.pushes(call_id, CALL)) == n, 5, "NotifyIncomingCall")
+        same_tag.send(same_tag.request("CANCEL", "kz", call_id, f"-{n}"))
+        wait_until(lambda n=n: len(pbx.pushes(call_id, MISSED)) == n, 5, "Missed")
+    assert [r["verb"] for r in settle(pbx, call_id)] == [CALL, MISSED] * 4

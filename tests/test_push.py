@@ -372,6 +372,8 @@ async def test_missing_or_wrong_key_is_401_and_sends_nothing(daemon, stub, heade
      ({"username": "alice", "verb": "NotifyTextMessage", "badge": "3"}, "badge"),
      ({"username": "alice", "verb": "NotifyTextMessage", "badge": -1}, "badge"),
      ({"username": "alice", "verb": "NotifyTextMessage", "badge": True}, "badge"),
+     ({"username": "alice", "verb": "NotifyTextMessage", "badge": 2**31}, "badge"),
+     ({"username": "alice", "verb": "NotifyTextMessage", "badge": int("9" * 40)}, "badge"),
      ({"username": 1001, "verb": "NotifyTextMessage"}, "username"),
      ({"username": "alice", "verb": "NotifyTextMessage", "message": ["x"]}, "message"),
      ({"username": "alice", "verb": "NotifyTextMessage", "displayName": "x"}, "displayName")],

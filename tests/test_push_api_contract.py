@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -238,3 +240,76 @@ async def test_every_answer_is_one_line_of_compact_json(start_daemon: StartDaemo
         assert answer.json()["devices"][0]["outcome"] == "sent"
     else:
         assert answer.json()["error"].startswith(error), answer.json()
+
+
+async def raw_answer(daemon: Daemon, target: str, method: str = "POST") -> tuple[int, bytes]:
+    """``method`` ``target`` (sent as is) with the key and a message body: the status and
+    the body of the answer."""
+    host, port = daemon.url.removeprefix("http://").split(":")
+    body = json.dumps({"username": "alice", "verb": "NotifyTextMessage"}).encode()
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(
+            f"{method} {target} HTTP/1.1\r\nHost: pbx\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {KEY}\r\nConnection: close\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        answer = b""
+        while chunk := await stream.receive_some(65536):
+            answer += chunk
+    head, _, content = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), content
+
+
+@pytest.mark.parametrize("target", ["/api/v1/push/", "//api/v1/push", "/api/v1/%70ush",
+                                    "/api/v1/push%2F", "/api/v1/push%2f", "/API/v1/push"])
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_the_push_api_is_served_at_its_exact_path_only(start_daemon, stub, target,
+                                                             method):
+    """A path that is the API's only once decoded or with its slashes tidied is 404 (JSON
+    where routing took it for the API's), and pushes nothing; ``/api/v1/push`` with a query
+    string is the API."""
+    daemon = await start_daemon(push_config(stub))
+    await report(daemon, "PHONE",
+                 path="/token", username="alice", token="tok-alice", pushappid="com.app")
+    status, content = await raw_answer(daemon, target, method)
+    assert status == 404, content
+    if content.startswith(b"{"):
+        assert content == b'{"error":"no such path: the push API is /api/v1/push"}\n'
+    assert stub.requests == []
+    assert (await raw_answer(daemon, "/api/v1/push?x=1"))[0] == 200
+    assert len(stub.requests) == 1
+
+
+CURL = shutil.which("curl")
+
+
+@pytest.mark.skipif(CURL is None and not os.environ.get("CI"), reason="curl is not installed")
+async def test_a_client_that_times_out_with_a_fin_is_logged_with_the_status_answered(
+        start_daemon, stub, caplog):
+    """curl --max-time gives up while the push waits for pnmediator and closes with a FIN:
+    pnbridge cannot tell it from a half-closed client that still reads, so it writes the
+    answer and logs and counts 200, with the push's duration; the docs say so (and that 499
+    is a reset connection)."""
+    caplog.set_level(logging.INFO, logger="pnbridge")
+    daemon = await start_daemon(push_config(stub))
+    await report(daemon, "IPHONE",
+                 path="/token", username="alice", token="apns-tok", pushappid="com.app")
+    stub.answer("apns-tok", Answer(delay=1.5))
+    body = json.dumps({"username": "alice", "verb": CALL, "id": "call-9@pbx"})
+    curl = await trio.run_process(
+        [CURL or "curl", "-sS", "--max-time", "0.5", "-H", f"Authorization: Bearer {KEY}",
+         "-H", "Content-Type: application/json", "--data-binary", body, daemon.url + PUSH],
+        capture_stdout=True, capture_stderr=True, check=False)
+    assert curl.returncode == 28, curl.stderr  # curl: operation timed out
+    access = await wait_until(lambda: [r.getMessage() for r in caplog.records
+                                       if r.name == "pnbridge.access" and PUSH in r.getMessage()])
+    assert access[0].startswith(f"POST route={PUSH} status=200 verb={CALL} username=alice sent=1")
+    assert float(access[0].rsplit("duration=", 1)[1].split("ms")[0]) > 1000
+    text = (await daemon.client.get("/metrics")).text
+    assert metric(text, "pnbridge_push_requests_total", verb=CALL, answer="200") == 1
+    assert metric(text, "pnbridge_push_requests_total", verb=CALL, answer="client-left") == 0
+    docs = " ".join((Path(__file__).parent.parent / "docs" / "pbx-integration.md").read_text()
+                    .split())
+    assert "Status `499` (as nginx writes it) means the connection was reset" in docs
+    assert "closes its connection with a FIN (curl `--max-time`" in docs
+    assert "So `200` means the answer was written, not that the client read it" in docs

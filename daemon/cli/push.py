@@ -13,7 +13,7 @@ from ..delivery.commands import config_option, fail, json_option, table
 from ..errors import BadPush
 from ..ops.log import setup_logging
 from ..push.fanout import push_once
-from ..push.request import VERBS, parse_request
+from ..push.request import MAX_BADGE, VERBS, parse_request
 from .common import open_store, read_plugins
 
 
@@ -24,7 +24,7 @@ from .common import open_store, read_plugins
 @click.option("--selector", help="Only this device of the user.")
 @click.option("--id", "push_id", help="The call's id (required for the call verbs).")
 @click.option("--message", help="The text to show.")
-@click.option("--badge", type=click.IntRange(min=0), help="The app badge number.")
+@click.option("--badge", type=click.IntRange(0, MAX_BADGE), help="The app badge number.")
 @click.option("--sound", help="The sound to play.")
 @click.option("--display-name", help="The caller's or sender's name.")
 @click.option("--thread-id", help="The conversation, to group notifications.")

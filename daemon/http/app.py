@@ -19,7 +19,7 @@ from ..push.request import PushRequest
 from .health import add_health_routes
 from .pushapi import add_push_route, push_line
 from .reports import add_report_routes
-from .shared import Services, not_post, on_api, plain
+from .shared import Services, not_post, on_api, plain, raw_path
 
 log = logging.getLogger("pnbridge.reporter")
 access_log = logging.getLogger("pnbridge.access")
@@ -103,17 +103,12 @@ def _instrument(app: QuartTrio, services: Services) -> None:
             report: Report | None = g.get("report")
             access_log.info(
                 "%s route=%s status=%d selector=%s username=%s duration=%.1fms client=%s",
-                request.method, g.get("route") or _first_segment(_raw_path()),
+                request.method, g.get("route") or _first_segment(raw_path()),
                 response.status_code, shorten(report.selector) if report else "-",
                 (report.username or "-") if report else "-", duration * 1000,
                 g.get("client", request.remote_addr),
             )
         return response
-
-
-def _raw_path() -> str:
-    """The request's path as sent (percent-encoded): what the access log shows."""
-    return (request.scope.get("raw_path") or request.path.encode()).decode("latin-1")
 
 
 def _first_segment(path: str) -> str:

@@ -26,12 +26,15 @@ from .shared import (
     api_answer,
     api_error,
     not_post,
+    raw_path,
 )
 
 log = logging.getLogger("pnbridge.reporter")
 access_log = logging.getLogger("pnbridge.access")
 
-# The access log's status of a push whose client left before the answer (as nginx's).
+# The access log's status of a push whose connection was reset before the answer (as
+# nginx's). A client that closed with a FIN is answered and logged as such: pnbridge cannot
+# tell it from one that half-closed and still reads (worker.Connection._answer_pending).
 CLIENT_LEFT = 499
 
 
@@ -44,6 +47,15 @@ def _not_json(content_type: str | None) -> bool:
         media.startswith("application/") and media.endswith("+json"))
 
 
+def _not_api_path() -> Response | None:
+    """404 unless the path, as sent, is exactly ``/api/v1/push``: routing matches the decoded
+    path with strict_slashes off, which took ``/api/v1/push/``, ``/api/v1/%70ush`` and
+    ``/api/v1/push%2F`` for it."""
+    if raw_path() == API_PATH:
+        return None
+    return api_error(404, f"no such path: the push API is {API_PATH}")
+
+
 def add_push_route(app: QuartTrio, services: Services) -> None:
     """``POST /api/v1/push``: the PBX asks to push a verb to every device of a user. The
     fan-out runs in a task of the daemon's (``Fanouts``): a client that leaves before the
@@ -52,6 +64,8 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
     @app.route(API_PATH, methods=[m for m in REPORT_METHODS if m != "POST"],
                provide_automatic_options=False)
     async def push_other() -> Response:
+        if elsewhere := _not_api_path():
+            return elsewhere
         g.kind, g.route = "push", API_PATH
         if not services.api_keys:
             return api_error(404, "the push API is off (no [api] keys or key_hashes)")
@@ -59,6 +73,8 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
 
     @app.route(API_PATH, methods=["POST"], provide_automatic_options=False)
     async def push() -> Response:
+        if elsewhere := _not_api_path():
+            return elsewhere
         g.kind, g.route = "push", API_PATH
         if not services.api_keys:
             return api_error(404, "the push API is off (no [api] keys or key_hashes)")
@@ -91,7 +107,7 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
                              STORAGE_RETRY)
         try:
             results = await fanout.wait()
-        except trio.Cancelled:  # the client left: the fan-out runs on, logged when it ends
+        except trio.Cancelled:  # connection reset: the fan-out runs on, logged when it ends
             fanout.then(partial(_client_left, services, request.method,
                                 request.remote_addr or "-", g.started))
             raise

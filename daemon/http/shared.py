@@ -61,7 +61,12 @@ def on_api() -> bool:
         return False
     if request.url_rule is not None:
         return request.url_rule.rule == API_PATH
-    return request.path.rstrip("/") == API_PATH  # no route took it (an unknown method)
+    return raw_path() == API_PATH  # no route took it (an unknown method)
+
+
+def raw_path() -> str:
+    """The request's path as sent (percent-encoded): what the access log shows."""
+    return (request.scope.get("raw_path") or request.path.encode()).decode("latin-1")
 
 
 def api_answer(status: int, data: dict, headers: dict[str, str] | None = None) -> Response:

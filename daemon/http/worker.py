@@ -16,6 +16,11 @@ lock) still gets its answer out; its own deadlines bound it. Likewise a client t
 sending side after a whole request (``shutdown(SHUT_WR)``) gets its answer: hypercorn took
 that for a client gone and cancelled the request.
 
+HTTP/1 goes through ``H11``: the request head limit (``[server] max_header_bytes``) holds
+however the bytes arrive (h11 checks it only while a head is incomplete, so a head that came
+in one segment passed whatever its size), and the answers hypercorn writes itself (a
+malformed request, a head too large) carry a short JSON body like every push API answer.
+
 Written against hypercorn 0.17 and 0.18 (pyproject pins ``<0.19``: this module subclasses
 ``hypercorn.trio.tcp_server.TCPServer`` and uses its internals).
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -40,7 +46,7 @@ from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ASGIFramework, ConnectionState, LifespanState
+from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 from prometheus_client import Counter
 
@@ -50,6 +56,49 @@ log = logging.getLogger("pnbridge.http")
 
 # Seconds a send under way gets to finish before a closing connection closes under it.
 CLOSE_WAIT = 2.0
+
+# The reasons of the answers the HTTP/1 protocol gives itself, by status (h11's own message
+# may quote the request: it is not sent).
+PROTOCOL_ERRORS = {
+    431: "request head too large ([server] max_header_bytes)",
+    501: "unsupported Transfer-Encoding (chunked only)",
+}
+
+
+class BoundedHead(h11.Connection):
+    """h11's server connection, refusing a request head longer than
+    ``max_incomplete_event_size`` however its bytes arrived: h11 itself checks that size only
+    while the head is incomplete."""
+
+    def next_event(self) -> Any:
+        before = len(self._receive_buffer)
+        event = super().next_event()
+        if (isinstance(event, h11.Request)
+                and before - len(self._receive_buffer) > self._max_incomplete_event_size):
+            self._process_error(self.their_role)  # as h11 does for its own errors
+            raise h11.RemoteProtocolError("request head too long", error_status_hint=431)
+        return event
+
+
+class H11(H11Protocol):
+    """hypercorn's HTTP/1 protocol with ``BoundedHead``, and JSON in its own error answers."""
+
+    def __init__(self, app: AppWrapper, config: HypercornConfig, *args: Any) -> None:
+        super().__init__(app, config, *args)
+        self.connection = BoundedHead(
+            h11.SERVER, max_incomplete_event_size=config.h11_max_incomplete_size)
+
+    async def _send_error_response(self, status_code: int) -> None:
+        """``{"error": "..."}`` and a newline, then the connection closes (as hypercorn's
+        empty answer did)."""
+        reason = PROTOCOL_ERRORS.get(status_code, "malformed HTTP request")
+        body = json.dumps({"error": reason}, separators=(",", ":")).encode() + b"\n"
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode()), (b"connection", b"close"),
+                   *self.config.response_headers("h11")]
+        await self._send_h11_event(h11.Response(status_code=status_code, headers=headers))
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
 
 
 class Connection(TCPServer):
@@ -77,7 +126,13 @@ class Connection(TCPServer):
         log.debug("connection failed (contained): %s", ", ".join(names), exc_info=group)
 
     async def _read_data(self) -> None:
-        """hypercorn's read loop, with the read timeout of ``_read_limit``."""
+        """hypercorn's read loop, with the read timeout of ``_read_limit``; HTTP/1 with
+        ``H11`` (nothing has reached hypercorn's protocol yet)."""
+        old = self.protocol.protocol
+        if isinstance(old, H11Protocol):
+            self.protocol.protocol = H11(old.app, old.config, old.context, old.task_group,
+                                         old.connection_state, old.ssl, old.client, old.server,
+                                         old.send)
         while True:
             try:
                 with trio.fail_after(self._read_limit()):

@@ -62,7 +62,8 @@ class Metrics:
         )
         self.push_requests = Counter(
             "pnbridge_push_requests", "Push API requests by verb and answer: the HTTP status, "
-            "or client-left (the client went before the answer; the push ran to its end).",
+            "or client-left (the connection was reset before the answer; the push ran to its "
+            "end).",
             ["verb", "answer"], registry=r,
         )
         self.push_requests_in_flight = Gauge(

@@ -14,6 +14,8 @@ CALL_VERBS = (
 )
 MESSAGE_VERBS = ("NotifyTextMessage", "NotifyGenericTextMessage")
 VERBS = CALL_VERBS + MESSAGE_VERBS
+# The largest badge: APNs' badge is a 32-bit signed number (pnmediator passes it on).
+MAX_BADGE = 2**31 - 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,8 +41,8 @@ def parse_request(data: Any) -> PushRequest:
     for name in known:
         value = data.get(name)
         if name == "badge":
-            if value is not None and (type(value) is not int or value < 0):
-                raise BadPush(name, "expected a whole number, 0 or more")
+            if value is not None and (type(value) is not int or not 0 <= value <= MAX_BADGE):
+                raise BadPush(name, f"expected a whole number from 0 to {MAX_BADGE}")
         elif value is not None and not isinstance(value, str):
             raise BadPush(name, "expected a string")
     if data["verb"] not in VERBS:
