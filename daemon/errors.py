@@ -119,7 +119,18 @@ class Stopping(PnbridgeError):
 
 
 class StoreError(PnbridgeError):
-    """The database cannot be opened or is of a schema this version does not know."""
+    """The database cannot be opened, is of a schema this version does not know, or cannot
+    do an operation (locked, read-only, full, corrupt). The store engine raises it for its
+    own errors, chained to them (``from``), so that nothing outside ``storage/`` knows the
+    engine. The message is the engine's; ``problem`` says what is wrong in an operator's
+    words (the message itself unless the engine words it)."""
+
+    def __init__(self, message: str, problem: str | None = None):
+        super().__init__(message)
+        self.problem = problem or message
+
+    def lines(self) -> list[str]:
+        return [self.problem]
 
 
 class NotOwner(PnbridgeError):

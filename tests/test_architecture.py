@@ -211,3 +211,23 @@ def test_all_sql_is_in_storage():
              if "storage" not in path.relative_to(ROOT / folder).parts
              for number, line in enumerate(path.read_text().splitlines(), 1) if sql.search(line)]
     assert not found, "\n".join(found)
+
+
+def test_only_storage_knows_the_engine():
+    """No module outside storage/ imports sqlite3 or sqlite_utils: the store turns the engine's
+    errors into StoreError (errors.py), so a second engine's are caught where SQLite's are."""
+    engines = {"sqlite3", "sqlite_utils"}
+    found = []
+    for name, path in sorted(modules().items()):
+        if name.split(".")[0] == "storage":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"{path.relative_to(ROOT)}:{node.lineno}: {full(name)} imports {n}"
+                      for n in names if n.split(".")[0] in engines]
+    assert not found, "\n".join(found)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Process
+from conftest import Process, pnbridge
 from faults import (
     can_make_immutable,
     daemon_toml,
@@ -27,6 +27,7 @@ from faults import (
     stored,
 )
 from plugintools import wait_until_sync
+from pnbridge.storage.sqlite.store import SQLiteStore
 
 Fault = Callable[[Process], contextlib.AbstractContextManager]
 
@@ -104,3 +105,17 @@ def test_disk_full(spawn, tmp_path):
             return file_size_limit(daemon.popen.pid, size)
 
         check_fault(spawn, tmp_path, db, limited, "database: cannot write:")
+
+
+def test_a_command_on_a_locked_database_says_so_in_one_line(tmp_path):
+    """The CLI's store operations fail as the daemon's do: one line, exit status 1."""
+    db = tmp_path / "pnbridge.db"
+    SQLiteStore(db).close()
+    conf = tmp_path / "pnbridge.toml"
+    conf.write_text(f'[storage]\npath = "{db}"\nbusy_timeout = 0.1\n')
+    with locked(db):
+        removed = pnbridge("devices", "remove", "S1", "--config", str(conf))
+        retried = pnbridge("events", "retry", "--config", str(conf))
+    why = "pnbridge: the database is locked by another process (SQLITE_BUSY: database is locked)\n"
+    for result in (removed, retried):
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", why)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import replace
 from functools import partial
+from operator import methodcaller
 
 import pytest
 from pnbridge.errors import StoreError
@@ -86,3 +87,30 @@ def test_a_repeat_report_changes_only_last_seen_and_extras(tmp_path):
         with store.transaction():
             assert store.register(other, {}, 3.0).outcome == "changed"
     assert [e.reason for e in store.events()] == ["new", "changed", "changed", "changed"]
+
+
+def test_sqlites_errors_reach_every_caller_as_store_errors_chained_to_them(tmp_path):
+    """The writer's batches, a transaction (the CLI's) and a single operation (the readers',
+    the CLI's) raise StoreError for SQLite's errors, worded for an operator, the cause kept."""
+    path = tmp_path / "db"
+    store = SQLiteStore(path, busy_timeout=0.05)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        done = store.run_batch([methodcaller("count_devices")] * 2)
+        with pytest.raises(StoreError) as raised, store.transaction():
+            pass
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    errors = [error for _, error in done] + [raised.value]
+    for error in errors:
+        assert isinstance(error, StoreError)
+        assert isinstance(error.__cause__, sqlite3.OperationalError)
+        assert str(error) == "database is locked"
+        assert error.problem == error.lines()[0] == (
+            "the database is locked by another process (SQLITE_BUSY: database is locked)")
+    store.close()
+    with pytest.raises(StoreError, match="closed database") as raised:
+        store.devices()
+    assert isinstance(raised.value.__cause__, sqlite3.ProgrammingError)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -256,7 +255,7 @@ def _outcome(fanout: Fanout) -> tuple[str, int, str]:
     error = fanout.error
     if isinstance(error, UnknownUser):
         return "unknown-user", 0, "no device of this user"
-    if isinstance(error, sqlite3.Error | StoreError):
+    if isinstance(error, StoreError):
         log.error("FastAGI: storage failed on push: %s", describe(error))
         return "failed", 0, "storage unavailable"
     if error is not None:

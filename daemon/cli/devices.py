@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from typing import Any, BinaryIO
 
@@ -11,6 +10,7 @@ import click
 
 from ..config.tables import load_config
 from ..delivery.commands import config_option, fail, json_option, table
+from ..errors import StoreError
 from ..ingest import transfer
 from ..ingest.normalize import Reporter
 from ..model import Device, isotime
@@ -137,7 +137,7 @@ def devices_import(config_path: str | None, file: BinaryIO) -> None:
             plan = transfer.plan(store, rows, config.storage.max_devices_per_user, now)
             with progress(len(plan.rows), "writing") as advance:
                 outcomes = transfer.write(store, plan, source, now, advance)
-    except sqlite3.Error as error:
+    except StoreError as error:
         fail(f"cannot write database {config.storage.path}: {error}: nothing imported")
     finally:
         store.close()

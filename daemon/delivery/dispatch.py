@@ -13,7 +13,6 @@ back only its own task: the reporter only writes the journal and never waits for
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -133,7 +132,7 @@ class Dispatcher:
             with trio.CancelScope(shield=True), trio.move_on_after(SAVE_TIMEOUT):
                 try:
                     await self._save()
-                except (trio.ClosedResourceError, sqlite3.Error) as error:
+                except (trio.ClosedResourceError, StoreError) as error:
                     log.warning("plugin cursors not saved (events may come again): %s", error)
 
     async def _deliver_all(self, state: PluginState) -> None:
@@ -175,7 +174,7 @@ class Dispatcher:
         kind this version does not know, say) is logged, counted and parked at once."""
         try:
             await self._deliver(state, event, retried)
-        except (sqlite3.Error, StoreError):
+        except StoreError:
             raise
         except Exception as error:
             log.error("plugin %s: cannot deliver event %s (seq %d), parked: %s",
@@ -319,7 +318,7 @@ async def _outlast_storage_errors(
             failures += 1
             failed()
             wait = backoff(failures, STORAGE_RETRY_FIRST, STORAGE_RETRY_MAX)
-            if isinstance(error, sqlite3.Error | StoreError):
+            if isinstance(error, StoreError):
                 log.error("%s: storage error (again in %.1fs): %s", what, wait, error)
             else:
                 log.exception("%s: unexpected error (again in %.1fs)", what, wait)

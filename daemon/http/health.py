@@ -4,7 +4,6 @@ and the database's readiness check (ops/readiness.py holds the list of checks)."
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable
 from operator import methodcaller
 
@@ -12,9 +11,9 @@ import trio
 from quart import Response, g
 from quart_trio import QuartTrio
 
+from ..errors import StoreError
 from ..ops.metrics import CONTENT_TYPE, Metrics
 from ..ops.readiness import Check, Readiness
-from ..storage.sqlite.store import storage_problem
 from ..storage.writer import Writer
 
 log = logging.getLogger("pnbridge.health")
@@ -33,13 +32,13 @@ def database_writable(writer: Writer) -> Check:
     async def check() -> str | None:
         try:
             await writer.untracked(methodcaller("probe_write"))
-        except sqlite3.Error as error:
-            return f"cannot write: {storage_problem(error)}"
+        except StoreError as error:
+            return f"cannot write: {error.problem}"
         failing = writer.failing
         recent = trio.current_time() - failing.at < FAILING_FOR
         if failing.count >= FAILING_IN_A_ROW and failing.error is not None and recent:
             return (f"the last {failing.count} storage operations failed: "
-                    f"{storage_problem(failing.error)}")
+                    f"{failing.error.problem}")
         return None
 
     return check

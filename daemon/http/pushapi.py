@@ -5,7 +5,6 @@ JSON, one result per device."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 from functools import partial
 
 import trio
@@ -114,7 +113,7 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
         except UnknownUser:
             return api_error(404, "no device of this user" + (
                 " with this selector" if wanted.selector else ""), username=wanted.username)
-        except (sqlite3.Error, StoreError) as error:
+        except StoreError as error:
             log.error("storage failed on push database=%s: %s", services.writer.store.path,
                       error)
             return api_error(503, "storage unavailable, try again later", STORAGE_RETRY)

@@ -5,7 +5,6 @@ request (ingest/normalize.py), let in by its route's auth mode (access/), and re
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from quart import Response, g, request
 from quart_trio import QuartTrio
@@ -85,7 +84,7 @@ def add_report_routes(app: QuartTrio, services: Services) -> None:
                      route.template, client, report.username)
             reports.labels(route.kind, "unauthorized").inc()
             return plain(403, "this device belongs to another user")
-        except (sqlite3.Error, StoreError) as error:
+        except StoreError as error:
             log.error("storage failed route=%s database=%s: %s", route.template,
                       services.writer.store.path, error)
             reports.labels(route.kind, "failed").inc()

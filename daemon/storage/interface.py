@@ -1,7 +1,9 @@
 """The Store: what the rest of pnbridge asks of a database, whatever the engine (SQLite today,
 storage/sqlite/). Every operation is synchronous and runs on one connection; those that change
 something run inside a transaction (``transaction``, or a ``run_batch`` of the writer), and
-each change to a device is journaled as an event in that same transaction."""
+each change to a device is journaled as an event in that same transaction. An operation
+raises the engine's errors as StoreError (errors.py), chained to them: nothing outside
+storage/ knows the engine."""
 
 from __future__ import annotations
 

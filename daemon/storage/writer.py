@@ -10,7 +10,6 @@ loop never touches the database.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from ..errors import StoreError
 from .interface import Store
 from .reader import Reader
 from .sqlite.store import SQLiteStore
@@ -54,7 +54,7 @@ class Failing:
     operation that changed rows ends the run; one that only read leaves it as it is."""
 
     count: int = 0
-    error: sqlite3.Error | None = None
+    error: StoreError | None = None
     at: float = 0.0
 
 
@@ -131,7 +131,7 @@ class Writer:
     def _answer(self, batch: list[PendingOp], journaled: int) -> None:
         """On the loop: wake the callers of a committed batch (and the dispatcher)."""
         for op in batch:
-            if op.tracked and isinstance(op.error, sqlite3.Error):
+            if op.tracked and isinstance(op.error, StoreError):
                 self.failing = Failing(self.failing.count + 1, op.error, trio.current_time())
             elif op.tracked and op.error is None and op.wrote:
                 self.failing = Failing()  # a read that works says little: it keeps the count

@@ -5,28 +5,34 @@ the parts it is made of.
 Everything here is synchronous. The daemon reaches it only through ``storage.writer.Writer``
 (a worker thread, never the trio loop) and ``storage.reader.Reader``; the CLI calls it
 directly. Every change to a device and its journal event are written in one transaction.
+Every operation of the Store raises StoreError for SQLite's errors, chained to them
+(``engine_errors``): nothing outside ``storage/`` knows sqlite3.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import sqlite_utils
 
 from ...errors import StoreError
-from ..interface import Done
+from ..interface import Done, Store
 from .delivery import DeliveryState
 from .devices import Devices
 from .schema import MIGRATIONS, connect_read_only, create_private, schema_problem, wal
 
 # The probe's selector, username and event id: nothing a report can send (a NUL in it).
 PROBE = "\x00readyz-probe"
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class SQLiteStore(Devices, DeliveryState):
@@ -110,8 +116,11 @@ class SQLiteStore(Devices, DeliveryState):
     @contextmanager
     def transaction(self) -> Iterator[SQLiteStore]:
         """Run store operations in one transaction (for callers outside the writer)."""
-        with self._transaction(self.conn):
-            yield self
+        try:
+            with self._transaction(self.conn):
+                yield self
+        except sqlite3.Error as error:  # BEGIN, COMMIT, ROLLBACK, or SQL of the caller's
+            raise store_error(error) from error
 
     def run_batch(self, calls: Sequence[Callable[[SQLiteStore], Any]]) -> list[Done]:
         """Run ``calls`` in one transaction; one that raises fails only itself.
@@ -144,7 +153,7 @@ class SQLiteStore(Devices, DeliveryState):
             with suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-            return [(None, error)] * len(calls)
+            return [(None, store_error(error))] * len(calls)
         return done
 
     def _run_all(self, calls: Sequence[Callable[[SQLiteStore], Any]]) -> list[Done] | None:
@@ -204,3 +213,31 @@ def storage_problem(error: sqlite3.Error) -> str:
         if code.startswith(prefix):
             return f"{meaning} ({said})"
     return said
+
+
+def store_error(error: sqlite3.Error) -> StoreError:
+    """SQLite's ``error`` as the StoreError the rest of pnbridge sees: its message, worded
+    for an operator (``problem``), chained to it."""
+    failure = StoreError(str(error), storage_problem(error))
+    failure.__cause__ = error
+    return failure
+
+
+def engine_errors(operation: Callable[P, T]) -> Callable[P, T]:
+    """``operation``, raising SQLite's errors as StoreError."""
+
+    @functools.wraps(operation)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return operation(*args, **kwargs)
+        except sqlite3.Error as error:
+            raise store_error(error) from error
+
+    return wrapper
+
+
+# The Store's operations raise StoreError, whichever of them a caller (the writer's thread,
+# a reader's, a command) calls: each is wrapped here, those this class has from its parts
+# too (devices.py, journal.py, delivery.py); ``transaction`` does it itself.
+for _name in [n for n in vars(Store) if not n.startswith("_") and n != "transaction"]:
+    setattr(SQLiteStore, _name, engine_errors(getattr(SQLiteStore, _name)))
