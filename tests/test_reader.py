@@ -4,10 +4,14 @@ does not hold up the next, and a query given up before a thread took it is not r
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+from operator import methodcaller
 from pathlib import Path
 
+import pytest
 import trio
+from pnbridge.errors import StoreError
 from pnbridge.storage.reader import STUCK, Reader
 from pnbridge.storage.sqlite.store import SQLiteStore
 
@@ -69,3 +73,16 @@ async def test_a_query_given_up_before_a_thread_took_it_is_not_run(tmp_path):
     finally:
         release.set()
         reader.close()
+
+
+async def test_a_query_the_database_fails_raises_store_error(tmp_path):
+    """What SQLite raises on a reader's thread reaches the loop as StoreError (the push API
+    and FastAGI catch nothing else), the cause kept."""
+    path = tmp_path / "reader.db"
+    path.write_bytes(b"not a database, " * 256)
+    reader = Reader(str(path), 5.0)
+    with pytest.raises(StoreError, match="file is not a database") as raised:
+        await reader.call(methodcaller("devices", "u"))
+    assert isinstance(raised.value.__cause__, sqlite3.DatabaseError)
+    assert raised.value.problem == "SQLITE_NOTADB: file is not a database"
+    reader.close()
