@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from checkout import copy_checkout
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -303,13 +304,7 @@ def test_readme_first_command_serves_on_the_embedded_defaults(tmp_path: Path) ->
                 raise
             pytest.skip("127.0.0.1:8080, the README's embedded default, is in use here")
     checkout = tmp_path / "pnbridge"
-    # What a fresh clone holds: the tracked files (as they are in the working tree).
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
-                            check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        if (REPO / name).is_file():
-            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, checkout / name)
+    copy_checkout(checkout)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PNBRIDGE_") and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     # No /etc/pnbridge/pnbridge.toml may stand in for the embedded defaults.

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
+from checkout import tracked_files
 from conftest import SENT_SECRETS
 
 REPO = Path(__file__).parent.parent
@@ -21,10 +21,7 @@ def _digest(raw: bytes) -> bytes:
 def project_files() -> set[bytes]:
     """Digests of the project's own files: their copies (the docs install-units writes, a
     checkout copied to be installed) are the project, not something a test left behind."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
-                            check=True).stdout.split(b"\0")
-    return {_digest((REPO / name.decode()).read_bytes()) for name in listed
-            if name and (REPO / name.decode()).is_file()}
+    return {_digest(path.read_bytes()) for path in tracked_files()}
 
 
 def texts(root: Path):

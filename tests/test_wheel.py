@@ -13,6 +13,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from checkout import copy_checkout
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,8 +26,11 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     this venv's site-packages through a .pth line, whose own .pth files, among them the
     editable install of the checkout, are not read)."""
     tmp = tmp_path_factory.mktemp("wheel")
+    # Built from the tracked files: a build/ directory a local build left would lend the
+    # wheel packages that pyproject no longer lists.
+    source = copy_checkout(tmp / "source")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
-                    str(tmp / "dist"), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    str(tmp / "dist"), str(source)], check=True, capture_output=True, timeout=300)
     [wheel] = (tmp / "dist").glob("pnbridge-*.whl")
     env = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=120)
@@ -49,6 +53,25 @@ def test_the_wheel_is_what_runs(venv, tmp_path):
                             "import pnbridge; print(pnbridge.__file__)"],
                            capture_output=True, text=True, cwd=tmp_path, check=True)
     assert found.stdout.startswith(str(venv)), found.stdout
+
+
+def test_every_module_of_the_checkout_imports_from_the_wheel(venv, tmp_path):
+    """A package left out of pyproject's list is missing from the wheel only: an installed
+    daemon then fails to import it (pnbridge.agi once did) while the checkout works."""
+    names = sorted(
+        ".".join((package, *path.relative_to(top).with_suffix("").parts)).removesuffix(".__init__")
+        for top, package in ((ROOT / "daemon", "pnbridge"), (ROOT / "plugins", "pnbridge.plugins"))
+        for path in top.rglob("*.py") if path.name != "__main__.py"
+    )
+    script = ("import importlib, sys\n"
+              "for name in sys.argv[1:]:\n"
+              "    module = importlib.import_module(name)\n"
+              f"    assert module.__file__.startswith({str(venv)!r}), module.__file__\n")
+    result = subprocess.run([str(venv / "bin" / "python"), "-c", script, *names],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                            env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert "pnbridge.agi.service" in names and "pnbridge.plugins.webhook" in names
 
 
 def test_config_sample_is_the_example_config(venv, tmp_path):
