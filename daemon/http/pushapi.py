@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import get_args
 
 import trio
 from quart import Response, g, request
@@ -14,6 +15,7 @@ from quart_trio import QuartTrio
 from ..access.ratelimit import retry_after
 from ..errors import BadJSON, BadPush, Busy, Stopping, StoreError, UnknownUser
 from ..jsontext import loads
+from ..model import DeviceOutcome
 from ..ops.log import escape
 from ..push.inflight import Fanout
 from ..push.request import PushRequest, parse_request
@@ -46,37 +48,33 @@ def _not_json(content_type: str | None) -> bool:
         media.startswith("application/") and media.endswith("+json"))
 
 
-def _not_api_path() -> Response | None:
-    """404 unless the path, as sent, is exactly ``/api/v1/push``: routing matches the decoded
-    path with strict_slashes off, which took ``/api/v1/push/``, ``/api/v1/%70ush`` and
-    ``/api/v1/push%2F`` for it."""
-    if raw_path() == API_PATH:
-        return None
-    return api_error(404, f"no such path: the push API is {API_PATH}")
-
-
 def add_push_route(app: QuartTrio, services: Services) -> None:
     """``POST /api/v1/push``: the PBX asks to push a verb to every device of a user. The
     fan-out runs in a task of the daemon's (``Fanouts``): a client that leaves before the
     answer does not cut it short; its access log line is written when the fan-out ends."""
 
+    def _not_served() -> Response | None:
+        """404 for a path that is not exactly the API's (routing matches the decoded path
+        with strict_slashes off, which took ``/api/v1/push/``, ``/api/v1/%70ush`` and
+        ``/api/v1/push%2F`` for it), or while the API is off; else None (and the request is
+        logged as a push)."""
+        if raw_path() != API_PATH:
+            return api_error(404, f"no such path: the push API is {API_PATH}")
+        g.kind, g.route = "push", API_PATH
+        if not services.api_keys:
+            return api_error(404, "the push API is off (no [api] keys or key_hashes)")
+        return None
+
     @app.route(API_PATH, methods=[m for m in REPORT_METHODS if m != "POST"],
                provide_automatic_options=False)
     async def push_other() -> Response:
-        if elsewhere := _not_api_path():
-            return elsewhere
-        g.kind, g.route = "push", API_PATH
-        if not services.api_keys:
-            return api_error(404, "the push API is off (no [api] keys or key_hashes)")
-        return not_post()
+        refused = _not_served()
+        return not_post() if refused is None else refused
 
     @app.route(API_PATH, methods=["POST"], provide_automatic_options=False)
     async def push() -> Response:
-        if elsewhere := _not_api_path():
-            return elsewhere
-        g.kind, g.route = "push", API_PATH
-        if not services.api_keys:
-            return api_error(404, "the push API is off (no [api] keys or key_hashes)")
+        if (refused := _not_served()) is not None:
+            return refused
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         key = services.api_keys.match(given.strip()) if scheme.lower() == "bearer" else None
         if key is None:
@@ -135,7 +133,7 @@ def push_line(
     counts = ""
     if fanout is not None and fanout.results is not None:
         found = fanout.counts()
-        counts = "".join(f" {o}={found[o]}" for o in ("sent", "failed", "removed", "skipped"))
+        counts = "".join(f" {o}={found[o]}" for o in get_args(DeviceOutcome))
     access_log.info(
         "%s route=%s status=%d verb=%s username=%s%s duration=%.1fms client=%s", method,
         API_PATH, status, push.verb if push else "-", escape(push.username) if push else "-",
