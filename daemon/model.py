@@ -33,6 +33,11 @@ AuthMode = Literal["digest", "basic", "secret", "hook", "none"]
 # What happened to one device of a push (pnbridge_pushes_total, the push API's answer): sent;
 # failed; its rejected token cleared (removed); no token for the verb (skipped).
 DeviceOutcome = Literal["sent", "failed", "removed", "skipped"]
+# How one device's push went, as the push history keeps it: the transport's last verdict
+# (sent, invalid-token, failed: a retry that ran out of time is failed) or no token for the
+# verb (skipped). A device whose token was rejected (DeviceOutcome "removed") is
+# "invalid-token" here; what became of the device is in the record's message.
+HistoryOutcome = Literal["sent", "invalid-token", "failed", "skipped"]
 
 # A device's two token pairs, as fields of Report and Device (and columns, and export
 # columns): token_calls, appid_calls, token_msgs, appid_msgs.
@@ -200,3 +205,37 @@ class PushResult:
     reason: str = ""
     retry_after: float | None = None
     config_error: bool = False
+    code: int | None = None  # the service's answer (pnmediator's HTTP status), when it gave one
+
+
+@dataclass(frozen=True)
+class PushRecord:
+    """One device's push as the push history keeps it (``pnbridge pushes``, the console).
+
+    ``token`` is the token the push went to, shortened (``ops.log.shorten``): the history
+    never holds a full token. ``code`` and ``message`` are the transport's last answer (the
+    HTTP status and reason pnmediator gave) or why nothing was sent. ``latency`` is seconds
+    from the fan-out's start to the device's result, retries included. ``requester`` says who
+    asked: ``api:<key name or id>``, ``agi``, ``cli``, ``console:<operator>``.
+    """
+
+    time: float
+    verb: str
+    id: str | None
+    username: str
+    selector: str
+    pair: Pair | None
+    token: str | None
+    appid: str | None
+    outcome: HistoryOutcome
+    code: int | None
+    message: str
+    attempts: int
+    latency: float
+    requester: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data, its time in ISO 8601 UTC."""
+        data = asdict(self)
+        data["time"] = isotime(self.time)
+        return data

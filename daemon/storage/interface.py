@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..model import ChangeOutcome, Device, Event, FailureStatus, Pair, Report, isotime
+from ..model import (
+    ChangeOutcome,
+    Device,
+    Event,
+    FailureStatus,
+    Pair,
+    PushRecord,
+    Report,
+    isotime,
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,11 @@ class Store(Protocol):
 
     def backlog(self, cursor: int) -> tuple[int, float | None]: ...
 
+    def device_events(self, *, username: str | None = None, selector: str | None = None,
+                      limit: int = 50) -> list[Event]:
+        """The newest journal events of a user or a device (either given), newest first."""
+        ...
+
     # -- delivery state, per plugin ---------------------------------------------------------
 
     def cursors(self) -> dict[str, int]: ...
@@ -130,3 +144,26 @@ class Store(Protocol):
     def retry(self, plugin: str | None = None, events: Sequence[str] = ()) -> int: ...
 
     def prune(self, plugins: Sequence[str], before: float) -> int: ...
+
+    # -- the push history -------------------------------------------------------------------
+
+    def record_pushes(self, records: Sequence[PushRecord]) -> None:
+        """Append ``records`` to the push history."""
+        ...
+
+    def pushes(self, *, username: str | None = None, selector: str | None = None,
+               id: str | None = None, since: float | None = None, limit: int = 100
+               ) -> list[PushRecord]:
+        """Push records matching every filter given, newest first, at most ``limit``."""
+        ...
+
+    def push_counts(self, since: float, bucket: float = 60.0
+                    ) -> list[tuple[float, str, int]]:
+        """Push records since ``since`` counted per ``bucket`` seconds and outcome:
+        ``(bucket start, outcome, count)``, oldest bucket first."""
+        ...
+
+    def prune_pushes(self, before: float, keep: int) -> int:
+        """Remove push records older than ``before``, then the oldest beyond the newest
+        ``keep``; how many were removed."""
+        ...

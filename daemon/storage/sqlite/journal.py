@@ -66,3 +66,13 @@ class Journal:
         return self.conn.execute(
             "SELECT count(*), min(time) FROM events WHERE seq > ?", (cursor,)
         ).fetchone()
+
+    def device_events(self, *, username: str | None = None, selector: str | None = None,
+                      limit: int = 50) -> list[Event]:
+        """The newest journal events of a user or a device (either given), newest first."""
+        column, value = ("selector", selector) if selector is not None else ("username", username)
+        rows = self.conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {column} = ? ORDER BY seq DESC LIMIT ?",
+            (value, limit),
+        )
+        return [read_event(row) for row in rows]

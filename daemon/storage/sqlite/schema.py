@@ -69,10 +69,38 @@ def _create_delivery_state(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX failures_seq ON failures (seq)")
 
 
+def _create_push_history(db: sqlite_utils.Database) -> None:
+    # One row per device per push (history.py); tokens only shortened.
+    db.execute(
+        """CREATE TABLE pushes (
+            time REAL NOT NULL,
+            verb TEXT NOT NULL,
+            id TEXT,
+            username TEXT NOT NULL,
+            selector TEXT NOT NULL,
+            pair TEXT,
+            token TEXT,
+            appid TEXT,
+            outcome TEXT NOT NULL,
+            code INTEGER,
+            message TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            latency REAL NOT NULL,
+            requester TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX pushes_time ON pushes (time)")
+    db.execute("CREATE INDEX pushes_username ON pushes (username, time)")
+    db.execute("CREATE INDEX pushes_selector ON pushes (selector, time)")
+    db.execute("CREATE INDEX pushes_id ON pushes (id, time)")
+    db.execute("CREATE INDEX events_username ON events (username, seq)")
+
+
 # Schema version N is reached by running MIGRATIONS[N - 1]. Append, never edit.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_devices_and_journal,
     _create_delivery_state,
+    _create_push_history,
 ]
 
 

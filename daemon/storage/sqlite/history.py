@@ -1,0 +1,63 @@
+"""The push history: one row per device per push, kept for ``[storage] push_history`` and at
+most ``push_history_max`` rows (pruned by push/history.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import astuple, fields
+
+from ...model import PushRecord
+
+COLUMNS = ", ".join(f.name for f in fields(PushRecord))
+_PLACES = ", ".join("?" for _ in fields(PushRecord))
+
+
+class PushHistory:
+    """The push history's part of the SQLite store."""
+
+    conn: sqlite3.Connection
+
+    def record_pushes(self, records: Sequence[PushRecord]) -> None:
+        """Append ``records`` to the push history."""
+        self.conn.executemany(f"INSERT INTO pushes ({COLUMNS}) VALUES ({_PLACES})",
+                              [astuple(r) for r in records])
+
+    def pushes(self, *, username: str | None = None, selector: str | None = None,
+               id: str | None = None, since: float | None = None, limit: int = 100
+               ) -> list[PushRecord]:
+        """Push records matching every filter given, newest first, at most ``limit``."""
+        where: list[str] = ["1"]
+        values: list[str | float] = []
+        for column, value in (("username", username), ("selector", selector), ("id", id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                values.append(value)
+        if since is not None:
+            where.append("time >= ?")
+            values.append(since)
+        rows = self.conn.execute(
+            f"SELECT {COLUMNS} FROM pushes WHERE {' AND '.join(where)}"
+            " ORDER BY time DESC, rowid DESC LIMIT ?", (*values, limit))
+        return [PushRecord(*row) for row in rows]
+
+    def push_counts(self, since: float, bucket: float = 60.0
+                    ) -> list[tuple[float, str, int]]:
+        """Push records since ``since`` counted per ``bucket`` seconds and outcome:
+        ``(bucket start, outcome, count)``, oldest bucket first."""
+        rows = self.conn.execute(
+            "SELECT CAST(time / ? AS INTEGER) * ? AS start, outcome, count(*) FROM pushes"
+            " WHERE time >= ? GROUP BY start, outcome ORDER BY start, outcome",
+            (bucket, bucket, since))
+        return [(float(start), outcome, count) for start, outcome, count in rows]
+
+    def prune_pushes(self, before: float, keep: int) -> int:
+        """Remove push records older than ``before``, then the oldest beyond the newest
+        ``keep``; how many were removed."""
+        removed = self.conn.execute("DELETE FROM pushes WHERE time < ?", (before,)).rowcount
+        cut = self.conn.execute(
+            "SELECT time FROM pushes ORDER BY time DESC LIMIT 1 OFFSET ?", (keep,)).fetchone()
+        if cut is not None:
+            removed += self.conn.execute(
+                "DELETE FROM pushes WHERE time <= ?", (cut[0],)).rowcount
+        return removed
