@@ -444,7 +444,7 @@ async def test_cli_push_goes_through_the_same_code_path(stub, tmp_path):
                                               ("tok-a", "c1", "Carol", 2)]
     store = SQLiteStore(db)
     assert store.device("B").token_calls is None
-    assert store.events()[-1].source == {"command": "push"}
+    assert store.events()[-1].source == {"command": "push", "requester": "cli"}
     store.close()
 
     stub.requests.clear()

@@ -79,10 +79,17 @@ class StorageConfig:
     max_devices_per_user: int = field(default=20, metadata=check(_at_least_zero))
     # Remove devices not seen (no report) for this long, e.g. "90d"; None: never.
     expire_after: str | None = field(default=None, metadata=check(duration_problem))
+    # The push history: records kept this long, and at most this many rows (0: none recorded).
+    push_history: str = field(default="7d", metadata=check(duration_problem))
+    push_history_max: int = field(default=1_000_000, metadata=check(_at_least_zero))
 
     @property
     def expire_seconds(self) -> float | None:
         return None if self.expire_after is None else parse_duration(self.expire_after)
+
+    @property
+    def push_history_seconds(self) -> float:
+        return parse_duration(self.push_history)
 
 
 def _check_template(template: str) -> str | None:

@@ -79,9 +79,18 @@ class Metrics:
             "configuration (pnmediator's url answering a 404 that is not pnmediator's).",
             registry=r,
         )
+        self.push_history_written = Counter(
+            "pnbridge_push_history_written", "Push history records written to the store.",
+            registry=r,
+        )
+        self.push_history_dropped = Counter(
+            "pnbridge_push_history_dropped", "Push history records dropped: too many were "
+            "waiting to be written (the store slow or failing).", registry=r,
+        )
         self.task_errors = Counter(
             "pnbridge_task_errors", "Errors background tasks survived, by task (expiry, "
-            "delivery, pruning, cursors, metrics): a row skipped or a pass to be run again.",
+            "delivery, pruning, cursors, metrics, push history): a row skipped or a pass to "
+            "be run again.",
             ["task"], registry=r,
         )
         self.connection_errors = Counter(
