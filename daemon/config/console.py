@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from .typed import check, duration_problem, parse_duration
@@ -38,9 +39,10 @@ class ConsoleConfig:
         return parse_duration(self.session_lifetime)
 
 
-def console_problems(console: ConsoleConfig, admin_listen: list[str], api_keys: bool
-                     ) -> list[str]:
-    """What an enabled console lacks: somewhere to be served, someone to log in."""
+def console_problems(console: ConsoleConfig, admin_listen: list[str], api_keys: bool,
+                     phones_file: str) -> list[str]:
+    """What an enabled console lacks: somewhere to be served, someone to log in (never with
+    a phone's account)."""
     if not console.enabled:
         return []
     problems = []
@@ -51,4 +53,12 @@ def console_problems(console: ConsoleConfig, admin_listen: list[str], api_keys: 
     if not console.users_file and not api_keys:
         problems.append("console.users_file: nobody could log in: set an operators file "
                         "(pnbridge users add --console NAME) or [api] keys")
+    if console.users_file and phones_file and _same(console.users_file, phones_file):
+        problems.append("console.users_file: is [auth] users_file, the phones' accounts, "
+                        "which must never log in to the console: give operators a file of "
+                        "their own")
     return problems
+
+
+def _same(one: str, other: str) -> bool:
+    return os.path.normpath(os.path.abspath(one)) == os.path.normpath(os.path.abspath(other))

@@ -30,6 +30,7 @@ RESTART_ONLY = (
     ("server", "listen"), ("server", "admin_listen"), ("api", "admin_only"),
     ("storage", "path"), ("storage", "busy_timeout"), ("storage", "expire_after"),
     ("plugins", "enabled"), ("plugins", "optional"), ("plugins", "paths"),
+    ("console", "enabled"), ("console", "on_listen"), ("console", "secret"),
     *(("agi", item.name) for item in dataclasses.fields(AgiConfig)),
 )
 

@@ -311,7 +311,8 @@ def parse_config(data: dict) -> Config:
             errors.append("api.admin_only: needs [server] admin_listen to serve the API on")
         errors += _agi_problems(config.agi)
         keys = bool(config.api.keys or config.api.key_hashes)
-        errors += console_problems(config.console, config.server.admin_listen, keys)
+        errors += console_problems(config.console, config.server.admin_listen, keys,
+                                   config.auth.users_file)
     if errors or config is None:
         raise ConfigError(errors)
     return config
