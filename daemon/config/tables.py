@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from ..errors import ConfigError, TemplateError
 from ..ingest.fields import FieldMap, alias_conflicts
 from ..ingest.routes import ALLOWED_METHODS, compile_template
 from ..model import AuthMode
+from ..ops.instance import name_problem
 from .addresses import (
     check_admin_listen,
     check_agi_listen,
@@ -23,6 +24,8 @@ from .addresses import (
     is_loopback,
 )
 from .console import ConsoleConfig, console_problems
+from .plugins import DeliveryConfig as DeliveryConfig  # where pluginhost reads it
+from .plugins import PluginsConfig
 from .typed import check, convert, duration_problem, parse_duration
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -66,6 +69,9 @@ class ServerConfig:
     keep_alive_timeout: float = field(default=5.0, metadata=check(_positive))
     read_timeout: float = field(default=10.0, metadata=check(_positive))
     body_timeout: float = field(default=10.0, metadata=check(_positive))
+    # This instance's name among several sharing one store (ops/instance.py); empty:
+    # <hostname>:<pid>.
+    instance: str = field(default="", metadata=check(lambda n: n and name_problem(n)))
 
 
 def _between(value: int, low: int, high: int) -> str | None:
@@ -257,36 +263,6 @@ class AgiConfig:
     poll_interval: float = field(default=0.25, metadata=check(_positive))
     # Seconds a whole session may take; it must be longer than max_wait.
     session_timeout: float = field(default=90.0, metadata=check(_positive))
-
-
-def _check_enabled(names: list[str]) -> str | None:
-    twice = sorted({n for n in names if names.count(n) > 1})
-    return f"listed twice: {', '.join(twice)}" if twice else None
-
-
-@dataclass(frozen=True)
-class DeliveryConfig:
-    """How one plugin's events are retried: ``[plugins.NAME.delivery]``."""
-
-    max_attempts: int = field(default=10, metadata=check(_at_least_one))
-    max_age: float = field(default=86400.0, metadata=check(_positive))
-    timeout: float = field(default=30.0, metadata=check(_positive))
-    backoff: float = field(default=1.0, metadata=check(_positive))
-    max_backoff: float = field(default=600.0, metadata=check(_positive))
-
-
-@dataclass(frozen=True)
-class PluginsConfig:
-    """``[plugins]``; ``tables`` holds the ``[plugins.NAME]`` tables, checked by pluginhost."""
-
-    enabled: list[str] = field(default_factory=list, metadata=check(_check_enabled))
-    # Enabled plugins the daemon may run without: one that cannot be loaded or whose
-    # startup fails is logged and left out instead of stopping startup.
-    optional: list[str] = field(default_factory=list, metadata=check(_check_enabled))
-    paths: list[str] = field(default_factory=list)
-    retention: float = field(default=7 * 86400.0, metadata=check(_at_least_zero))
-    prune_interval: float = field(default=600.0, metadata=check(_positive))
-    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
