@@ -6,14 +6,26 @@ at once), and no event is lost or reordered."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+from configs import base_config, merge, toml_text
+from conftest import Process
+from plugintools import install_plugins, lines, wait_until_sync
 from pnbridge.config.tables import parse_config
 from pnbridge.errors import ConfigError
 from pnbridge.ops.instance import Instance, gone, holder_name
 from pnbridge.storage.sqlite.store import SQLiteStore
+from reports import report as send_report
+from webhook_receiver import SECRET, Receiver
 
 TTL = 3.0
 
@@ -75,3 +87,183 @@ def test_bad_instance_lease_and_poll_settings_are_refused(table, bad, said):
     assert any(said in line for line in error.value.errors), error.value.errors
     assert parse_config({}).plugins.lease_time == 15.0
     assert parse_config({}).plugins.poll_interval == 0.5
+
+
+# -- several `pnbridge serve` on one database ----------------------------------------------
+
+
+@pytest.fixture
+def serve(tmp_path: Path):
+    """Start ``pnbridge serve --config PATH`` (several at once); kill what is left after
+    the test."""
+    started: list[Process] = []
+
+    def start(config: Path) -> Process:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "pnbridge", "serve", "--config", str(config)],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path)
+        started.append(Process(popen))
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.popen.poll() is None:
+            process.popen.kill()
+            process.popen.wait()
+
+
+def instance_config(tmp_path: Path, name: str, receiver: Receiver, **plugins: Any) -> Path:
+    """Instance ``name``'s config: the shared database, the webhook to ``receiver`` and a
+    recorder of its own (tmp_path/NAME/recorded: what this instance delivered), leases of
+    TTL seconds, devices expiring after an hour (the sweep logs that it runs)."""
+    directory = tmp_path / name
+    directory.mkdir()
+    install_plugins(tmp_path / "plugins", "recorder")
+    fast = {"backoff": 0.05, "max_backoff": 0.5}
+    tables = merge(base_config(tmp_path), {
+        "server": {"instance": name, "grace_period": 2},
+        "storage": {"busy_timeout": 1, "expire_after": "1h"},
+        "plugins": {
+            "enabled": ["recorder", "webhook"], "paths": [str(tmp_path / "plugins")],
+            "lease_time": TTL, **plugins,
+            "recorder": {"path": str(directory / "recorded"), "delivery": fast},
+            "webhook": {"urls": [receiver.url], "secret": SECRET, "delivery": fast},
+        },
+    })
+    path = directory / "pnbridge.toml"
+    path.write_text(toml_text(tables))
+    return path
+
+
+def ready(process: Process) -> dict[str, Any]:
+    """The instance's /readyz as JSON."""
+    return httpx.get(process.url() + "/readyz?format=json", timeout=5).json()
+
+
+class Load(threading.Thread):
+    """Reports to the instances in turn, device ``sel-(n % DEVICES)`` a new token each time,
+    until stopped; keeps the answered reports (selector, n)."""
+
+    DEVICES = 12
+
+    def __init__(self, urls: list[str]):
+        super().__init__(daemon=True)
+        self.urls, self.n, self.answered = urls, 0, []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        clients = [httpx.Client(base_url=url, timeout=3) for url in self.urls]
+        while not self.stop.is_set():
+            selector = f"sel-{self.n % self.DEVICES}"
+            client = clients[self.n % len(clients)]
+            if report(client, selector, token=f"tok-{self.n:06d}", pushappid="app.id",
+                      status=None).status_code == 200:
+                self.answered.append((selector, self.n))
+            self.n += 1
+            time.sleep(0.005)
+        for client in clients:
+            client.close()
+
+
+def report(client: httpx.Client, selector: str, **fields: Any) -> httpx.Response:
+    try:
+        return send_report(client, selector, **fields)
+    except httpx.HTTPError:
+        return httpx.Response(0)  # the instance is gone: the report goes unanswered
+
+
+def delivered_in_order(receiver: Receiver, answered: list[tuple[str, int]]) -> None:
+    """Every answered report reached the receiver, and each device's events arrived in
+    journal order (counting each event where it first arrived)."""
+    tokens = {(p["selector"], p["after"]["token_msgs"]) for p in receiver.accepted.values()}
+    missing = [a for a in answered if (a[0], f"tok-{a[1]:06d}") not in tokens]
+    assert not missing, missing[:5]
+    seqs: dict[str, list[int]] = {}
+    for payload in receiver.accepted.values():
+        seqs.setdefault(payload["selector"], []).append(payload["seq"])
+    assert all(s == sorted(s) for s in seqs.values()), seqs
+
+
+def recorded(tmp_path: Path, name: str) -> list[str]:
+    """The event ids instance ``name``'s recorder plugin received, in order."""
+    return [line.split()[3] for line in lines(tmp_path / name / "recorded")]
+
+
+def logged_at(process: Process, pattern: str, timeout: float = 15.0) -> float:
+    """When ``process`` logged a line matching ``pattern`` (the line's time stamp, epoch
+    seconds), waiting for it at most ``timeout`` seconds."""
+    stamp = process.wait_for(rf"^(\S+ \S+) .*{pattern}", timeout=timeout).group(1)
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def two_instances(serve, tmp_path: Path, receiver: Receiver, **plugins: Any
+                  ) -> tuple[Process, Process]:
+    """Instances a (holding every lease) and b (waiting), both serving."""
+    a = serve(instance_config(tmp_path, "a", receiver, **plugins))
+    a.wait_for("lease delivery:webhook: held by this instance")
+    a.wait_for("lease maintenance: held by this instance")
+    b = serve(instance_config(tmp_path, "b", receiver, **plugins))
+    b.url()
+    shown = wait_until_sync(lambda: (r := ready(b))["leases"].get("delivery:webhook", "")
+                            .startswith("a until") and r, timeout=5)
+    assert shown["delivers"] == [] and shown["instance"] == "b" and shown["ready"]
+    assert set(shown["leases"]) == {"delivery:recorder", "delivery:webhook", "maintenance"}
+    assert all(v.startswith("a until ") for v in shown["leases"].values()), shown
+    assert sorted(ready(a)["delivers"]) == ["recorder", "webhook"]
+    return a, b
+
+
+def test_kill_9_of_the_holder_mid_load_a_peer_delivers_everything_in_order(
+        serve, tmp_path, receivers):
+    receiver = receivers()
+    a, b = two_instances(serve, tmp_path, receiver)
+    load = Load([a.url(), b.url()])
+    load.start()
+    wait_until_sync(lambda: len(load.answered) >= 150)
+    # One instance delivers (a: every event so far is in its recorder, none in b's) and
+    # runs maintenance (only a's expiry sweep runs).
+    assert recorded(tmp_path, "a") and not recorded(tmp_path, "b")
+    assert "removing devices not seen" in a.log and "removing devices not seen" not in b.log
+    killed = time.time()
+    a.popen.kill()
+    a.popen.wait()
+    took = logged_at(b, "lease delivery:webhook: held by this instance", TTL + 3) - killed
+    b.wait_for("lease maintenance: held by this instance")
+    b.wait_for("removing devices not seen")
+    at_kill = len(load.answered)
+    wait_until_sync(lambda: len(load.answered) >= at_kill + 150)
+    load.stop.set()
+    load.join()
+    wait_until_sync(lambda: len(receiver.accepted) >= len(load.answered), timeout=20)
+    delivered_in_order(receiver, load.answered)
+    twice = len(receiver.requests) - len(receiver.accepted)  # sent again at the takeover
+    print(f"kill -9: b took over in {took:.2f} s; {twice} event(s) sent twice; "
+          f"{len(load.answered)} reports")
+    assert twice <= 100 and receiver.forged == 0
+    assert b.stop() == 0
+
+
+def test_sigterm_hands_over_at_once_and_maintenance_moves_with_it(serve, tmp_path, receivers):
+    """retention 0: the journal is pruned as soon as both plugins passed an event, by the
+    instance holding maintenance only."""
+    receiver = receivers()
+    a, b = two_instances(serve, tmp_path, receiver, retention=0, prune_interval=0.2)
+    with httpx.Client(base_url=b.url()) as client:
+        for n in range(20):
+            report(client, f"s{n}", username=f"u{n}", token=f"tok-{n:06d}", pushappid="app.id")
+    wait_until_sync(lambda: len(receiver.accepted) == 20)
+    a.wait_for("pruned [0-9]+ journal event")
+    assert "pruned" not in b.log
+    assert a.stop(signal.SIGTERM) == 0
+    released = logged_at(a, "lease delivery:webhook: released", 5)
+    took = logged_at(b, "lease delivery:webhook: held by this instance", 3) - released
+    with httpx.Client(base_url=b.url()) as client:
+        for n in range(20, 40):
+            report(client, f"s{n}", username=f"u{n}", token=f"tok-{n:06d}", pushappid="app.id")
+    wait_until_sync(lambda: len(receiver.accepted) == 40)
+    b.wait_for("pruned [0-9]+ journal event")
+    assert len(receiver.requests) == 40  # handed over with the cursor saved: none twice
+    assert sorted(ready(b)["delivers"]) == ["recorder", "webhook"]
+    print(f"SIGTERM: b took over {took:.2f} s after a released its lease")
+    assert took <= 1.5
+    assert b.stop() == 0

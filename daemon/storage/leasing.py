@@ -1,9 +1,11 @@
 """The leases this instance keeps through the writer (docs/cluster.md): each named lease
 (``delivery:PLUGIN``, ``maintenance``) has one keeper task that takes it (or tries again
-every third of the lease time, sooner when the holder's lease runs out earlier) and, once
-held, renews it every third of the lease time. Work that must run on one instance only
-runs through ``while_held``: it starts when the lease is taken and is cancelled at once
-when a renewal fails or finds another holder; then it waits to take the lease again.
+every third of the lease time, at most a second, and when the holder's lease runs out)
+and, once held, renews it every third of the lease time. Work that must run on one
+instance only runs through ``while_held``: it starts when the lease is taken and is
+cancelled at once when a renewal fails or finds another holder, or when two thirds of the
+lease time passed without a renewal (a process frozen for longer stops before doing more
+when it wakes); then it waits to take the lease again.
 
 Times are wall-clock seconds of the host that writes them (the store's rows hold them);
 a renewal leaves two thirds of the lease time, so clocks that differ by less than that
@@ -16,6 +18,7 @@ released, so a peer takes over at its next try.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pnbridge.leases")
 
 RELEASE_TIMEOUT = 5.0  # seconds the releases at shutdown may take
+STANDBY_EVERY = 1.0  # seconds between tries to take a lease another holds, at most
 SOONEST = 0.05  # seconds between tries at least, however soon a lease runs out
 
 
@@ -46,6 +50,7 @@ class LeaseState:
     name: str
     held: bool = False
     until: float = 0.0  # when it runs out (this instance's, or the other holder's)
+    deadline: float = math.inf  # trio time when what it covers stops unless renewed
     other: str | None = None  # the other holder's instance name
     scopes: set[trio.CancelScope] = field(default_factory=set)
     gained: trio.Event = field(default_factory=trio.Event)
@@ -88,13 +93,17 @@ class Leases:
         while True:
             while not lease.held:
                 await lease.gained.wait()
-            with trio.CancelScope() as scope:
+            with trio.CancelScope(deadline=lease.deadline) as scope:
                 lease.scopes.add(scope)
                 try:
                     await task()
                     return
                 finally:
                     lease.scopes.discard(scope)
+            if lease.held and trio.current_time() >= lease.deadline:
+                log.warning("lease %s: not renewed in time; stopping what it covers here "
+                            "until it is", name)
+                self._lose(lease)
 
     def held(self, prefix: str = "") -> list[str]:
         """The names (without ``prefix``) of the leases starting with it held here."""
@@ -130,8 +139,10 @@ class Leases:
                 self._gain(lease, now + self.ttl)
             else:
                 self._lose(lease)
-            wait = every if lease.held or lease.other is None else lease.until - time.time()
-            await trio.sleep(min(every, max(wait, SOONEST)))
+            wait = every if lease.held else min(every, STANDBY_EVERY)
+            if not lease.held and lease.other is not None:  # tried again as it runs out
+                wait = min(wait, max(lease.until - time.time(), SOONEST))
+            await trio.sleep(wait)
 
     async def _call(self, operation: str, name: str, now: float) -> bool:
         return bool(await self.writer.untracked(
@@ -155,6 +166,9 @@ class Leases:
 
     def _gain(self, lease: LeaseState, until: float) -> None:
         lease.until, lease.other = until, None
+        lease.deadline = trio.current_time() + until - self.ttl / 3 - time.time()
+        for scope in lease.scopes:
+            scope.deadline = lease.deadline
         if not lease.held:
             lease.held = True
             log.info("lease %s: held by this instance (%s)", lease.name, self.instance.name)
