@@ -267,3 +267,41 @@ def test_sigterm_hands_over_at_once_and_maintenance_moves_with_it(serve, tmp_pat
     print(f"SIGTERM: b took over {took:.2f} s after a released its lease")
     assert took <= 1.5
     assert b.stop() == 0
+
+
+def test_a_frozen_holder_is_taken_over_as_its_lease_runs_out_and_stops_as_it_wakes(
+        serve, tmp_path, receivers):
+    """SIGSTOP: a holder alive but not renewing (as one behind a network partition, or on
+    another host: the lease time is what a peer waits, not ``gone``'s shortcut)."""
+    receiver = receivers()
+    a, b = two_instances(serve, tmp_path, receiver)
+
+    def send(process: Process, first: int, count: int) -> None:
+        with httpx.Client(base_url=process.url()) as client:
+            for n in range(first, first + count):
+                report(client, f"s{n}", username=f"u{n}", token=f"tok-{n:06d}",
+                       pushappid="app.id")
+
+    send(b, 0, 5)
+    store = SQLiteStore(tmp_path / "pnbridge.db", reading=True)
+    wait_until_sync(lambda: store.cursors() == {"recorder": 5, "webhook": 5})  # a saved them
+    store.close()
+    frozen = time.time()
+    os.kill(a.popen.pid, signal.SIGSTOP)
+    try:
+        took = logged_at(b, "lease delivery:webhook: held by this instance", TTL + 3) - frozen
+        send(b, 5, 5)
+        wait_until_sync(lambda: len(recorded(tmp_path, "b")) == 5)
+    finally:
+        os.kill(a.popen.pid, signal.SIGCONT)
+    a.wait_for("lease delivery:webhook: (taken by another instance|not renewed in time)")
+    send(a, 10, 5)  # a still takes reports; b delivers them
+    wait_until_sync(lambda: len(receiver.accepted) == 15)
+    assert len(recorded(tmp_path, "a")) == 5 and len(recorded(tmp_path, "b")) == 10
+    assert len(receiver.requests) == 15
+    shown = wait_until_sync(lambda: (r := ready(a))["leases"]["delivery:webhook"]
+                            .startswith("b until ") and r, timeout=5)
+    assert shown["delivers"] == [] and shown["ready"], shown
+    print(f"frozen holder: b took over {took:.2f} s after a stopped (lease time {TTL:g} s)")
+    assert took <= TTL + 1
+    assert a.stop() == 0 and b.stop() == 0
