@@ -16,12 +16,14 @@ from quart_trio import QuartTrio
 from .access.apikeys import ApiKeys
 from .access.auth import Guard, load_users, plugin_problems
 from .access.digest import Nonces
+from .access.operators import Operators, load_operators
 from .access.ratelimit import Buckets, Limits
 from .agi.service import AgiService
 from .config.reload import Reloader
 from .config.running import plain, remove_record, restart_values, write_record
 from .config.tables import Config
 from .config.typed import convert
+from .console.app import add_console
 from .delivery.dispatch import Dispatcher, open_plugins
 from .delivery.pluginhost import RESERVED, PluginHost, load_plugins
 from .errors import ConfigError
@@ -92,6 +94,7 @@ async def run(
     if problems := plugin_problems(config, plugins):
         raise ConfigError(problems)
     known = await trio.to_thread.run_sync(load_users, config)
+    operators = await trio.to_thread.run_sync(load_operators, config)
     if shutdown is None:
         shutdown = trio.Event()
     notifier = Notifier()
@@ -115,6 +118,9 @@ async def run(
                     api=config.api, api_keys=ApiKeys(config.api), api_limit=_api_limit(config),
                     metrics=metrics,
                 )
+                if config.console.enabled:
+                    services.operators = Operators(config.console, config.auth, operators)
+                    services.dispatcher = dispatcher
                 pusher = _pusher(config, plugins, services, history)
                 services.readiness.add("database", database_writable(writer))
                 if pusher is not None:
@@ -156,11 +162,16 @@ async def _serve(
     admin = config.server.admin_listen
     app = create_app(services, health=not admin, api=not config.api.admin_only)
     servers = [(app, hypercorn_config(config, config.server.listen))]
+    # The console: on the admin listener; on listen too only with [console] on_listen.
+    consoles = [app] if config.console.on_listen else []
     if admin:
         admin_app = create_admin_app(services, api=config.api.admin_only)
         servers.append((admin_app, hypercorn_config(config, admin)))
+        consoles.append(admin_app)
     for served, _ in servers:
         _body_limits(served, config)
+    for served in consoles if config.console.enabled else []:
+        add_console(served, services)
     plugins = dispatcher.host
     reloader = Reloader(config, load_config or (lambda: config), plugins)
     reloader.add(partial(_web_step, services, servers))
@@ -308,8 +319,11 @@ def _web_step(
     guard = Guard(new.auth, load_users(new), old.plugins, old.nonces, old.slots)
     limits = Limits.of(new)
     api_keys, api_limit = ApiKeys(new.api), _api_limit(new)
+    operators = load_operators(new)
 
     def apply() -> None:
+        if services.operators is not None:
+            services.operators.update(new.console, new.auth, operators)
         services.reporter = reporter
         services.guard = guard
         guard.slots.resize(new.auth)

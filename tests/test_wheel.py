@@ -96,6 +96,20 @@ def test_the_pbx_files_are_in_the_wheel(venv, tmp_path):
         assert (installed / path).read_text() == (ROOT / "config" / "pbx" / path).read_text()
 
 
+def test_the_console_templates_and_static_files_are_in_the_wheel(venv, tmp_path):
+    found = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import pnbridge.console, pathlib; print(pathlib.Path("
+                            "pnbridge.console.__file__).parent)"],
+                           capture_output=True, text=True, cwd=tmp_path, check=True)
+    installed = Path(found.stdout.strip())
+    console = ROOT / "daemon" / "console"
+    shipped = sorted(p.relative_to(console) for d in ("templates", "static")
+                     for p in (console / d).iterdir() if p.is_file())
+    assert Path("templates/base.html") in shipped and Path("static/console.js") in shipped
+    for path in shipped:
+        assert (installed / path).read_bytes() == (console / path).read_bytes(), path
+
+
 def test_install_units_writes_units_systemd_accepts_and_their_docs(venv, tmp_path):
     prefix = tmp_path / "image"
     old = os.umask(0o077)

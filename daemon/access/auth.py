@@ -283,6 +283,8 @@ def security_warnings(config: Config, config_path: str | None,
     files = [("config file", config_path)]
     if modes & {"digest", "basic"}:
         files.append(("users file", config.auth.users_file))
+    if config.console.enabled:
+        files.append(("console's operators file", config.console.users_file))
     for what, path in files:
         if path and (problem := _exposure(path, service)):
             warnings.append(f"the {what} {path} {problem} (it holds credentials)")

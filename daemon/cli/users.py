@@ -1,4 +1,5 @@
-"""``pnbridge users``: the users file of the digest and basic reporter modes."""
+"""``pnbridge users``: the users file of the digest and basic reporter modes, and with
+``--console`` the console's operators file (``[console] users_file``)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,20 @@ from ..delivery.commands import config_option, fail, table
 
 @click.group("users")
 def users_group() -> None:
-    """Manage the users file of the digest and basic reporter modes ([auth] users_file)."""
+    """Manage the users file of the digest and basic reporter modes ([auth] users_file), or
+    with --console the console's operators ([console] users_file)."""
 
 
-def _users_file(config: Config) -> tuple[str, dict[str, users.User]]:
-    path = config.auth.users_file
+console_option = click.option(
+    "--console", is_flag=True,
+    help="The console's operators ([console] users_file), not the phones' users.")
+
+
+def _users_file(config: Config, console: bool) -> tuple[str, dict[str, users.User]]:
+    path = config.console.users_file if console else config.auth.users_file
     if not path:
-        fail("no users file: set [auth] users_file in the config")
+        fail("no operators file: set [console] users_file in the config" if console else
+             "no users file: set [auth] users_file in the config")
     if not os.path.exists(path):
         return path, {}
     return path, users.read(path)
@@ -30,10 +38,12 @@ def _users_file(config: Config) -> tuple[str, dict[str, users.User]]:
 @config_option
 @click.argument("username")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin's first line.")
-def users_add(config_path: str | None, username: str, password_stdin: bool) -> None:
+@console_option
+def users_add(config_path: str | None, username: str, password_stdin: bool,
+              console: bool) -> None:
     """Add USERNAME, or set a new password for it (asked twice on a terminal)."""
     config = load_config(config_path)
-    path, known = _users_file(config)
+    path, known = _users_file(config, console)
     if problem := users.name_problem(username) or users.write_problem(path):
         fail(problem)
     if password_stdin:
@@ -54,9 +64,10 @@ def users_add(config_path: str | None, username: str, password_stdin: bool) -> N
 @users_group.command("remove")
 @config_option
 @click.argument("username")
-def users_remove(config_path: str | None, username: str) -> None:
-    """Remove USERNAME from the users file."""
-    path, known = _users_file(load_config(config_path))
+@console_option
+def users_remove(config_path: str | None, username: str, console: bool) -> None:
+    """Remove USERNAME from the users file (or the operators file)."""
+    path, known = _users_file(load_config(config_path), console)
     if known.pop(username, None) is None:
         fail(f"no user {username} in {path}")
     users.write(path, known)
@@ -65,12 +76,17 @@ def users_remove(config_path: str | None, username: str) -> None:
 
 @users_group.command("list")
 @config_option
-def users_list(config_path: str | None) -> None:
+@console_option
+def users_list(config_path: str | None, console: bool) -> None:
     """List the users (a realm other than [auth] realm cannot use digest)."""
     config = load_config(config_path)
-    path, known = _users_file(config)
+    path, known = _users_file(config, console)
     if not os.path.exists(path):
-        fail(f"no users file at {path} yet: pnbridge users add USERNAME creates it")
+        add = "pnbridge users add --console" if console else "pnbridge users add"
+        fail(f"no users file at {path} yet: {add} USERNAME creates it")
+    if console:
+        table([("OPERATOR",), *((name,) for name in sorted(known))])
+        return
     rows = [("USERNAME", "REALM")]
     rows += [
         (u.name, u.realm + ("" if u.realm == config.auth.realm else " (not [auth] realm)"))

@@ -31,6 +31,7 @@ RESTART_ONLY = (
     ("storage", "path"), ("storage", "busy_timeout"), ("storage", "expire_after"),
     ("storage", "push_history"), ("storage", "push_history_max"),
     ("plugins", "enabled"), ("plugins", "optional"), ("plugins", "paths"),
+    ("console", "enabled"), ("console", "on_listen"), ("console", "secret"),
     *(("agi", item.name) for item in dataclasses.fields(AgiConfig)),
 )
 

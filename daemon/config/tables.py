@@ -22,6 +22,7 @@ from .addresses import (
     check_networks,
     is_loopback,
 )
+from .console import ConsoleConfig, console_problems
 from .typed import check, convert, duration_problem, parse_duration
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -297,6 +298,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     agi: AgiConfig = field(default_factory=AgiConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
 def _split_plugin_tables(data: dict) -> dict:
@@ -323,6 +325,9 @@ def parse_config(data: dict) -> Config:
         if config.api.admin_only and not config.server.admin_listen:
             errors.append("api.admin_only: needs [server] admin_listen to serve the API on")
         errors += _agi_problems(config.agi)
+        keys = bool(config.api.keys or config.api.key_hashes)
+        errors += console_problems(config.console, config.server.admin_listen, keys,
+                                   config.auth.users_file)
     if errors or config is None:
         raise ConfigError(errors)
     return config

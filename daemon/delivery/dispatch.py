@@ -83,6 +83,11 @@ class Dispatcher:
         self._gates = {name: trio.Lock() for name in host.enabled}
         self.metrics: Metrics | None = None
 
+    def wake(self) -> None:
+        """Look for events to deliver now, not at the next poll: parked events were asked
+        to be sent again (the console's retry)."""
+        self.writer.wake_readers()
+
     def observe(self, metrics: Metrics, readiness: Readiness) -> None:
         """Count deliveries in ``metrics``, keep its journal gauges fresh, and make each
         plugin's delivery task a readiness check."""

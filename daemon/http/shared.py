@@ -10,8 +10,10 @@ from quart import Response, has_request_context, request
 
 from ..access.apikeys import ApiKeys
 from ..access.auth import Guard
+from ..access.operators import Operators
 from ..access.ratelimit import Buckets, Limits
 from ..config.tables import ApiConfig
+from ..delivery.dispatch import Dispatcher
 from ..ingest.normalize import Reporter
 from ..ops.log import escape
 from ..ops.metrics import Metrics
@@ -40,6 +42,10 @@ class Services:
     api_keys: ApiKeys = field(default_factory=ApiKeys)
     api_limit: Buckets = field(default_factory=lambda: Buckets(0, 1))
     fanouts: Fanouts | None = None  # None: no transport plugin (the API answers 503)
+    # The operator console: who may log in (None: the console is off), and the delivery
+    # it wakes after a retry of parked events.
+    operators: Operators | None = None
+    dispatcher: Dispatcher | None = None
 
 
 # A storage fault (a lock, a full or read-only disk) is usually over in moments.

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ..model import DeliveryOutcome, DeviceOutcome, ReportOutcome
+from .activity import Activity
 from .log import describe
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -108,6 +109,8 @@ class Metrics:
             "pnbridge_agi_refused", "FastAGI connections closed at once: [agi] max_sessions "
             "were under way.", registry=r,
         )
+        # Reports and pushes per minute over the last hour (the console's plot).
+        self.activity = Activity()
         # Async callables that update gauges from their source just before a scrape.
         self.refreshers: list[Callable[[], Awaitable[None]]] = []
 

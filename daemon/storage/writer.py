@@ -77,6 +77,12 @@ class Writer:
         """An event set by the next commit that journals an event (take it before reading)."""
         return self._journal_event
 
+    def wake_readers(self) -> None:
+        """Set the event ``journal_written`` gave out, as a journaling commit does: what
+        the journal's readers should see changed without a new event (a retry)."""
+        self._journal_event.set()
+        self._journal_event = trio.Event()
+
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(store, *args)`` in a transaction; return its result once committed.
 
@@ -138,8 +144,7 @@ class Writer:
             op.done.set()
         if journaled != self._journaled:
             self._journaled = journaled
-            self._journal_event.set()
-            self._journal_event = trio.Event()
+            self.wake_readers()
 
 
 @asynccontextmanager

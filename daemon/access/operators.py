@@ -1,0 +1,117 @@
+"""Who may use the operator console: the operators file (``[console] users_file``, the
+format of ``users.py``, never the phones' ``[auth] users_file``) or a push API key; the
+signed session cookie, sessions logged out, and the login limit per client."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from typing import Any
+
+import trio
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from ..config.console import ConsoleConfig
+from ..config.tables import AuthConfig, Config
+from ..errors import ConfigError, Unavailable, UsersFileError
+from . import users
+from .apikeys import ApiKeys
+from .auth import Slots
+from .ratelimit import Buckets
+
+# Logged-out sessions remembered at most (each until its cookie expires anyway).
+MAX_REVOKED = 10_000
+
+
+def load_operators(config: Config) -> dict[str, users.User]:
+    """The operators file, when the console is on and names one (blocking: not on the loop).
+
+    Raises ConfigError naming the key when it cannot be read."""
+    console = config.console
+    if not console.enabled or not console.users_file:
+        return {}
+    try:
+        return users.read(console.users_file)
+    except UsersFileError as error:
+        raise ConfigError([f"console.users_file: {error}"]) from error
+
+
+class Operators:
+    """The console's access state, kept across reloads (``update``): the operators, the
+    cookie signer, the sessions logged out, the login buckets and the scrypt slots."""
+
+    def __init__(self, config: ConsoleConfig, auth: AuthConfig, known: dict[str, users.User]):
+        self.config = config
+        self.users = known
+        # Empty secret: a random one, so every session ends when the daemon restarts.
+        self._signer = URLSafeTimedSerializer(config.secret or secrets.token_urlsafe(32),
+                                              salt="pnbridge-console-session")
+        self.logins = Buckets(config.login_rate, config.login_burst, capacity=10_000)
+        self.slots = Slots()
+        self.slots.resize(auth)
+        self._revoked: dict[str, float] = {}  # session id: when its cookie expires
+
+    def update(self, config: ConsoleConfig, auth: AuthConfig, known: dict[str, users.User]
+               ) -> None:
+        """A reload: the operators file, the lifetime and the limits anew (the secret only
+        at a restart)."""
+        self.config, self.users = config, known
+        self.logins.rate, self.logins.burst = config.login_rate, config.login_burst
+        self.slots.resize(auth)
+
+    async def check_password(self, name: str, password: str) -> bool:
+        """Whether ``name`` is an operator with ``password``; an unknown name takes as long.
+        The scrypt check runs in a worker thread, as many at once as ``[auth]
+        basic_checks``; raises Unavailable when ``basic_queue`` more already wait."""
+        user = self.users.get(name)
+        slots = self.slots
+        if slots.slow_pending >= slots.slow_bound:
+            raise Unavailable("too many password checks at once")
+        slots.slow_pending += 1
+        try:
+            ok = await trio.to_thread.run_sync(
+                users.scrypt_verify, user.scrypt if user else users.DUMMY_HASH, password,
+                limiter=slots.slow)
+        finally:
+            slots.slow_pending -= 1
+        return ok and user is not None
+
+    @staticmethod
+    def check_key(keys: ApiKeys, key: str) -> str | None:
+        """The operator name of a push API key (``key:<its 12-hex id>``), or None."""
+        found = keys.match(key) if key else None
+        return None if found is None else f"key:{found}"
+
+    def new_session(self, operator: str | None) -> dict[str, Any]:
+        """A session: its id, the operator (None before login), its CSRF token, its end."""
+        return {"sid": secrets.token_urlsafe(16), "op": operator,
+                "csrf": secrets.token_urlsafe(24),
+                "exp": time.time() + self.config.lifetime_seconds}
+
+    def seal(self, session: dict[str, Any]) -> str:
+        """The cookie value of ``session``: signed, not encrypted (it holds no secret)."""
+        return self._signer.dumps(session)
+
+    def open(self, cookie: str | None) -> dict[str, Any] | None:
+        """The session a cookie holds, or None when it is forged, expired or logged out."""
+        if not cookie:
+            return None
+        try:
+            session = self._signer.loads(cookie, max_age=math.ceil(self.config.lifetime_seconds))
+        except BadSignature:
+            return None
+        if not isinstance(session, dict) or not isinstance(session.get("exp"), float | int):
+            return None
+        if session["exp"] <= time.time() or session.get("sid") in self._revoked:
+            return None
+        return session
+
+    def revoke(self, session: dict[str, Any]) -> None:
+        """Log ``session`` out: its cookie is refused from now on (until a restart)."""
+        now = time.time()
+        for sid in [s for s, ends in self._revoked.items() if ends <= now]:
+            del self._revoked[sid]
+        if len(self._revoked) >= MAX_REVOKED:
+            self._revoked.pop(next(iter(self._revoked)))
+        self._revoked[str(session.get("sid"))] = float(session.get("exp", now))

@@ -1,0 +1,117 @@
+"""The console's actions: each a POST with the session's CSRF token (session.py checks it),
+logged with the operator, and answered 303 back to a page whose ``.flash`` says what
+happened. Retrying parked events and removing a device are the same store operations as
+``pnbridge events retry`` and ``pnbridge devices remove``; a test push is a fan-out of the
+daemon's, as the push API's."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from operator import methodcaller
+from typing import Any
+
+from quart import Blueprint, Response, request, url_for
+
+from ..errors import BadPush, Busy, Stopping, StoreError, UnknownUser
+from ..http.shared import Services
+from ..model import Device
+from ..ops.log import escape, shorten
+from ..push.request import parse_request
+from .session import error_page, flash, operator, see_other
+
+log = logging.getLogger("pnbridge.console")
+
+TEST_VERB = "NotifyGenericTextMessage"
+
+
+def add_actions(bp: Blueprint, services: Services) -> None:
+    """``POST /console/parked/retry`` (form: ``plugin``, optional ``event`` ids or seqs),
+    ``/console/devices/<selector>/test-push`` (form: ``message``) and
+    ``/console/devices/<selector>/remove``."""
+
+    @bp.post("/parked/retry")
+    async def retry_parked() -> Response:
+        form = await request.form
+        plugin = form.get("plugin", "").strip()
+        events = tuple(e for value in form.getlist("event") for e in re.split(r"[\s,]+", value)
+                       if e)
+        dispatcher = services.dispatcher
+        if dispatcher is None or plugin not in dispatcher.host.enabled:
+            return await error_page(404, f"no plugin {plugin!r} runs in this daemon"
+                                    if plugin else "which plugin? the form names none")
+        try:
+            count = await services.writer.call(methodcaller("retry", plugin, events))
+        except StoreError as error:
+            return await error_page(503, f"storage unavailable, try again later: {error}")
+        dispatcher.wake()  # delivered now, not at the next poll
+        _logged("retry parked", f"plugin={escape(plugin)} events={len(events) or 'all'} "
+                f"retried={count}")
+        if events and not count:
+            flash(f"no parked event of {plugin} matches {' '.join(events)}")
+        else:
+            flash(f"{count} parked event{'' if count == 1 else 's'} of {plugin} sent again")
+        return see_other(url_for("console.parked"))
+
+    @bp.post("/devices/<path:selector>/test-push")
+    async def test_push(selector: str) -> Response:
+        try:
+            device = await _device(services, selector)
+        except StoreError as error:
+            return await error_page(503, f"storage unavailable, try again later: {error}")
+        if device is None:
+            return await error_page(404, f"no device with selector {selector}")
+        back = see_other(url_for("console.device", selector=selector))
+        message = (await request.form).get("message", "")
+        try:
+            if not message.strip():
+                raise BadPush("message", "required: the text the phone shows")
+            wanted = parse_request({"username": device.username, "selector": selector,
+                                    "verb": TEST_VERB, "message": message})
+        except BadPush as error:
+            flash(f"no test push sent: {error}")
+            return back
+        if services.fanouts is None:
+            flash("no test push sent: no push transport (enable the pnmediator plugin)")
+            return back
+        source = {"requester": f"console:{operator()}", "route": request.path,
+                  "client": request.remote_addr}
+        try:
+            fanout = services.fanouts.start(wanted, services.api.deadlines.NotifyGenericTextMessage,
+                                            source)
+            results = await fanout.wait()
+        except (Busy, Stopping, StoreError, UnknownUser) as error:
+            flash(f"no test push sent: {error}")
+            return back
+        found = next((r for r in results if r.selector == selector), None)
+        outcome = found.outcome if found else "not pushed"
+        said = f" ({found.reason})" if found and found.reason else ""
+        _logged("test push", f"selector={shorten(selector)} outcome={outcome}")
+        flash(f"test push to {shorten(selector)} of {device.username}: {outcome}{said}")
+        return back
+
+    @bp.post("/devices/<path:selector>/remove")
+    async def remove_device(selector: str) -> Response:
+        who = operator()
+        source: dict[str, Any] = {"console": who, "requester": f"console:{who}"}
+        try:
+            changes = await services.writer.call(methodcaller(
+                "remove", selector=selector, reason="operator", source=source, now=time.time()))
+        except StoreError as error:
+            return await error_page(503, f"storage unavailable, try again later: {error}")
+        if not changes:
+            return await error_page(404, f"no device with selector {selector}")
+        username = changes[0].device.username
+        _logged("remove device", f"selector={shorten(selector)}")
+        flash(f"removed device {shorten(selector)} of {username}")
+        return see_other(url_for("console.user", username=username))
+
+
+async def _device(services: Services, selector: str) -> Device | None:
+    device: Device | None = await services.writer.reader.call(methodcaller("device", selector))
+    return device
+
+
+def _logged(action: str, details: str) -> None:
+    log.info("console: %s operator=%s %s", action, escape(operator()), details)

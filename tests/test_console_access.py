@@ -1,0 +1,381 @@
+"""The operator console's access and actions on a real daemon (admin listener on loopback,
+httpx): login with the operators file or an API key, never a phone's account; the session
+cookie, its end and logout; CSRF; the security headers; each action; where the console is
+served; its config."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from configs import free_port
+from conftest import cli
+from consoletools import (
+    CSP,
+    KEY,
+    OPERATOR,
+    PASSWORD,
+    PHONE,
+    PHONE_PASSWORD,
+    admin_url,
+    console_config,
+    csrf_of,
+    flash_of,
+    logged_in,
+    login,
+    phone_report,
+    token_of,
+)
+from plugintools import install_plugins, lines, wait_until
+from pnbridge.access import users
+from pnbridge.config.tables import parse_config
+from pnbridge.delivery import dispatch
+from pnbridge.errors import ConfigError
+from pnmediator_stub import push_config
+
+TEMPLATES = Path(__file__).parent.parent / "daemon" / "console" / "templates"
+
+
+@pytest.fixture
+async def console(start_daemon, tmp_path):
+    """A daemon with the console, and a client of its admin listener (not logged in)."""
+    daemon = await start_daemon(console_config(tmp_path))
+    async with httpx.AsyncClient(base_url=admin_url(daemon)) as client:
+        yield daemon, client
+
+
+# -- logging in -----------------------------------------------------------------------------
+
+async def test_pages_redirect_to_login_without_a_session(console):
+    _, client = console
+    for path in ["/console", "/console/", "/console/search?q=x", "/console/users/alice",
+                 "/console/devices/abc", "/console/calls/x%2Fy", "/console/parked"]:
+        answer = await client.get(path)
+        assert answer.status_code in (303, 308), path
+        if answer.status_code == 303:
+            assert answer.headers["location"].endswith("/console/login"), path
+    for path in ["/console/parked/retry", "/console/devices/abc/remove",
+                 "/console/devices/abc/test-push", "/console/logout"]:
+        answer = await client.post(path, data={"csrf": "x"})
+        assert answer.status_code == 303, path
+        assert answer.headers["location"].endswith("/console/login"), path
+    static = await client.get("/console/static/console.css")
+    assert static.status_code == 200 and "table" in static.text
+
+
+async def test_operator_logs_in_and_out(console):
+    _, client = console
+    answer = await login(client)
+    assert answer.status_code == 303
+    assert answer.headers["location"].endswith("/console/")
+    cookie = answer.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
+    assert "expires=" in cookie.lower()
+    page = await client.get("/console/")
+    assert page.status_code == 200
+    assert 'id="logout"' in page.text and 'id="search"' in page.text
+    assert PASSWORD not in page.text
+    kept = dict(client.cookies)
+    out = await client.post("/console/logout", data={"csrf": csrf_of(page.text)})
+    assert out.status_code == 303 and out.headers["location"].endswith("/console/login")
+    assert (await client.get("/console/")).status_code == 303
+    # The cookie of the session logged out no longer opens it.
+    async with httpx.AsyncClient(base_url=str(client.base_url), cookies=kept) as other:
+        assert (await other.get("/console/")).status_code == 303
+
+
+@pytest.mark.parametrize("form", [
+    {"password": "wrong"},
+    {"username": "nobody"},
+    {"username": "", "password": ""},
+    {"username": PHONE, "password": PHONE_PASSWORD},  # a phone's account, [auth] users_file
+    {"key": "not-the-key-0000000000"},
+    {"key": KEY[:-1]},
+])
+async def test_wrong_credentials_are_refused(console, form, caplog):
+    _, client = console
+    answer = await login(client, **form)
+    assert answer.status_code == 401
+    assert "wrong username and password, or key" in answer.text
+    assert 'id="login"' in answer.text
+    assert (await client.get("/console/")).status_code == 303
+    assert PHONE_PASSWORD not in caplog.text and PASSWORD not in caplog.text
+
+
+async def test_an_api_key_logs_in(console, caplog):
+    _, client = console
+    answer = await login(client, username="", password="", key=KEY)
+    assert answer.status_code == 303
+    page = await client.get("/console/")
+    assert page.status_code == 200 and 'title="Log out key:' in page.text
+    assert KEY not in page.text and KEY not in caplog.text
+
+
+async def test_login_attempts_are_limited_per_client(start_daemon, tmp_path):
+    daemon = await start_daemon(console_config(
+        tmp_path, console={"login_rate": 0.001, "login_burst": 2}))
+    async with httpx.AsyncClient(base_url=admin_url(daemon)) as client:
+        for _ in range(2):
+            assert (await login(client, password="wrong")).status_code == 401
+        limited = await login(client)  # the right password, too late
+        assert limited.status_code == 429
+        assert int(limited.headers["retry-after"]) >= 1
+        assert "too many login attempts" in limited.text
+        assert (await client.get("/console/")).status_code == 303
+
+
+async def test_a_session_ends_after_its_lifetime(start_daemon, tmp_path):
+    daemon = await start_daemon(console_config(tmp_path, console={"session_lifetime": "1s"}))
+    async with logged_in(daemon) as client:
+        assert (await client.get("/console/")).status_code == 200
+        await trio.sleep(1.1)
+        answer = await client.get("/console/")
+        assert answer.status_code == 303
+        assert answer.headers["location"].endswith("/console/login")
+
+
+async def test_a_forged_cookie_is_refused(console):
+    _, client = console
+    await login(client)
+    ((name, value),) = client.cookies.items()
+    assert (await client.get("/console/")).status_code == 200
+    payload, _, signature = value.rpartition(".")
+    forged = {"Cookie": f"{name}={payload}.{'A' * len(signature)}"}
+    async with httpx.AsyncClient(base_url=str(client.base_url), headers=forged) as other:
+        assert (await other.get("/console/")).status_code == 303
+
+
+# -- CSRF ------------------------------------------------------------------------------------
+
+async def test_posts_without_the_right_csrf_token_or_from_elsewhere_are_refused(console):
+    daemon, client = console
+    await phone_report(daemon, "SEL1")
+    await login(client)
+    token = await token_of(client)
+    refused = [
+        ({}, {}, "no CSRF token"),
+        ({"csrf": "x" + token}, {}, "CSRF token is wrong"),
+        ({"csrf": token}, {"Origin": "http://evil.example"}, "another site"),
+        ({"csrf": token}, {"Referer": "http://evil.example/page"}, "another site"),
+    ]
+    for form, headers, why in refused:
+        for path in ["/console/devices/SEL1/remove", "/console/devices/SEL1/test-push",
+                     "/console/parked/retry", "/console/logout"]:
+            answer = await client.post(path, data=form, headers=headers)
+            assert answer.status_code == 403, (path, why)
+            assert why in answer.text and answer.headers["content-type"].startswith("text/html")
+    assert daemon.store().device("SEL1") is not None
+    assert [e.kind for e in daemon.store().events()] == ["registered"]
+    assert (await client.get("/console/")).status_code == 200  # still logged in
+    # The login form's token too.
+    fresh = httpx.AsyncClient(base_url=str(client.base_url))
+    async with fresh:
+        await fresh.get("/console/login")
+        answer = await fresh.post("/console/login",
+                                  data={"username": OPERATOR, "password": PASSWORD})
+        assert answer.status_code == 403
+        assert (await fresh.get("/console/")).status_code == 303
+
+
+# -- the actions -----------------------------------------------------------------------------
+
+async def test_retry_parked_delivers_at_once(start_daemon, tmp_path, monkeypatch):
+    """Parked by a plugin that fails BAD until healed; the console's retry is delivered by
+    the running dispatcher at once (its poll is an hour here: only the wake-up can)."""
+    monkeypatch.setattr(dispatch, "POLL_INTERVAL", 3600.0)
+    out, healed = tmp_path / "out", tmp_path / "healed"
+    directory = install_plugins(tmp_path / "plugins", "delivery/picky")
+    daemon = await start_daemon(console_config(tmp_path, plugins={
+        "enabled": ["picky"], "paths": [str(directory)],
+        "picky": {"path": str(out), "healed": str(healed),
+                  "delivery": {"backoff": 0.01, "max_backoff": 0.05, "max_attempts": 1}},
+    }))
+    await phone_report(daemon, "BAD")
+    await wait_until(lambda: [f.status for f in daemon.store().failures()] == ["parked"])
+    healed.touch()
+    async with logged_in(daemon) as client:
+        token = await token_of(client)
+        unknown = await client.post("/console/parked/retry",
+                                    data={"csrf": token, "plugin": "nosuch"})
+        assert unknown.status_code == 404 and "no plugin &#39;nosuch&#39;" in unknown.text
+        none = await client.post("/console/parked/retry",
+                                 data={"csrf": token, "plugin": "picky", "event": "999"})
+        assert none.status_code == 303
+        assert "no parked event of picky matches 999" in flash_of(
+            (await client.get(none.headers["location"])).text)
+        answer = await client.post("/console/parked/retry",
+                                   data={"csrf": token, "plugin": "picky"})
+        assert answer.status_code == 303
+        assert answer.headers["location"].endswith("/console/parked")
+        with trio.fail_after(5):
+            await wait_until(lambda: lines(out))
+        assert "BAD" in lines(out)[0]
+        assert daemon.store().failures() == []
+        page = await client.get(answer.headers["location"])
+        assert flash_of(page.text) == "1 parked event of picky sent again"
+
+
+async def test_test_push_reaches_the_device(start_daemon, tmp_path, stub, caplog):
+    daemon = await start_daemon(console_config(tmp_path, **push_config(stub)))
+    await phone_report(daemon, "SEL1", token="tok-one-0123456789")
+    await phone_report(daemon, "SEL2", token="tok-two-0123456789")
+    async with logged_in(daemon) as client:
+        token = await token_of(client)
+        answer = await client.post("/console/devices/SEL1/test-push",
+                                   data={"csrf": token, "message": "Hello <b>there</b>"})
+        assert answer.status_code == 303
+        assert answer.headers["location"].endswith("/console/devices/SEL1")
+        (sent,) = stub.requests
+        assert sent["DeviceToken"] == "tok-one-0123456789"
+        assert sent["verb"] == "NotifyGenericTextMessage"
+        assert sent["Message"] == "Hello <b>there</b>"
+        page = await client.get(answer.headers["location"])
+        assert flash_of(page.text) == f"test push to SEL… of {PHONE}: sent"
+        assert "console: test push operator=ops selector=SEL… outcome=sent" in caplog.text
+        empty = await client.post("/console/devices/SEL1/test-push",
+                                  data={"csrf": token, "message": "  "})
+        assert empty.status_code == 303
+        assert "no test push sent: message: required" in flash_of(
+            (await client.get(empty.headers["location"])).text)
+        assert len(stub.requests) == 1
+        unknown = await client.post("/console/devices/NOPE/test-push",
+                                    data={"csrf": token, "message": "hi"})
+        assert unknown.status_code == 404 and "no device with selector NOPE" in unknown.text
+
+
+async def test_test_push_without_a_transport_says_so(console):
+    daemon, client = console
+    await phone_report(daemon, "SEL1")
+    await login(client)
+    answer = await client.post("/console/devices/SEL1/test-push",
+                               data={"csrf": await token_of(client), "message": "hi"})
+    assert answer.status_code == 303
+    assert "no push transport" in flash_of((await client.get(answer.headers["location"])).text)
+
+
+async def test_remove_journals_an_operator_removal(console, caplog):
+    daemon, client = console
+    await phone_report(daemon, "SEL1")
+    await phone_report(daemon, "SEL2")
+    await login(client)
+    token = await token_of(client)
+    answer = await client.post("/console/devices/SEL1/remove", data={"csrf": token})
+    assert answer.status_code == 303
+    assert answer.headers["location"].endswith(f"/console/users/{PHONE}")
+    store = daemon.store()
+    assert store.device("SEL1") is None and store.device("SEL2") is not None
+    removal = store.events()[-1]
+    assert (removal.kind, removal.reason, removal.selector) == ("removed", "operator", "SEL1")
+    assert removal.source == {"console": OPERATOR, "requester": f"console:{OPERATOR}"}
+    page = await client.get(answer.headers["location"])
+    assert flash_of(page.text) == f"removed device SEL… of {PHONE}"
+    assert "console: remove device operator=ops selector=SEL…" in caplog.text
+    again = await client.post("/console/devices/SEL1/remove", data={"csrf": token})
+    assert again.status_code == 404 and "no device with selector SEL1" in again.text
+
+
+# -- headers, where it is served, the config ----------------------------------------------------
+
+async def test_security_headers_on_every_console_answer(console):
+    daemon, client = console
+    await phone_report(daemon, "SEL1")
+    answers = [await client.get("/console/login"), await client.get("/console/")]
+    await login(client)
+    token = await token_of(client)
+    for path in ["/console/", "/console/search?q=SEL", f"/console/users/{PHONE}",
+                 "/console/devices/SEL1", "/console/calls/x", "/console/parked",
+                 "/console/no-such-page"]:
+        answers.append(await client.get(path))
+    answers.append(await client.post("/console/parked/retry", data={}))  # 403
+    answers.append(await client.post("/console/parked/retry",
+                                     data={"csrf": token, "plugin": "x"}))  # 404
+    for answer in answers:
+        where = answer.request.url.path
+        assert answer.headers["content-security-policy"] == CSP, where
+        assert answer.headers["x-frame-options"] == "DENY", where
+        assert answer.headers["x-content-type-options"] == "nosniff", where
+        assert answer.headers["referrer-policy"] == "no-referrer", where
+        assert answer.headers["cache-control"] == "no-store", where
+    static = await client.get("/console/static/console.js")
+    assert static.headers["content-security-policy"] == CSP
+    assert "no-store" not in static.headers.get("cache-control", "")
+
+
+def test_no_inline_script_or_style_in_the_templates():
+    for template in TEMPLATES.glob("*.html"):
+        text = template.read_text()
+        assert "<style" not in text and "style=" not in text, template.name
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), template.name
+        assert not re.search(r"\son[a-z]+=", text), template.name  # onclick= and the like
+
+
+async def test_console_is_off_by_default(start_daemon, tmp_path):
+    daemon = await start_daemon({"server": {"admin_listen": [f"127.0.0.1:{free_port()}"]}})
+    async with httpx.AsyncClient(base_url=admin_url(daemon)) as admin:
+        assert (await admin.get("/console/login")).status_code == 404
+        assert (await admin.get("/console/")).status_code == 404
+    assert (await daemon.client.get("/console/login")).status_code == 404
+
+
+@pytest.mark.parametrize("on_listen", [False, True])
+async def test_console_on_listen_only_when_asked(start_daemon, tmp_path, on_listen):
+    daemon = await start_daemon(console_config(tmp_path, console={"on_listen": on_listen}))
+    answer = await daemon.client.get("/console/login")
+    assert answer.status_code == (200 if on_listen else 404)
+    async with httpx.AsyncClient(base_url=admin_url(daemon)) as admin:
+        assert (await admin.get("/console/login")).status_code == 200
+    if on_listen:  # and logging in there works
+        assert (await login(daemon.client)).status_code == 303
+
+
+@pytest.mark.parametrize(("table", "error"), [
+    ({"console": {"enabled": True, "users_file": "ops"}},
+     "console.enabled: the console is served on [server] admin_listen, which is empty"),
+    ({"console": {"enabled": True}, "server": {"admin_listen": ["127.0.0.1:9"]}},
+     "console.users_file: nobody could log in"),
+    ({"console": {"enabled": True, "users_file": "same"}, "auth": {"users_file": "./same"},
+      "server": {"admin_listen": ["127.0.0.1:9"]}},
+     "console.users_file: is [auth] users_file"),
+    ({"console": {"secret": "short"}}, "console.secret: must be at least 32 characters"),
+    ({"console": {"session_lifetime": "8 hours"}}, "console.session_lifetime:"),
+    ({"console": {"session_lifetime": ""}}, "console.session_lifetime: is empty"),
+    ({"console": {"login_rate": 0}}, "console.login_rate: must be greater than 0"),
+    ({"console": {"nosuch": 1}}, "console.nosuch"),
+])
+def test_config_errors_name_the_key(table, error):
+    with pytest.raises(ConfigError) as raised:
+        parse_config(table)
+    assert any(line.startswith(error) for line in raised.value.errors), raised.value.errors
+
+
+def test_the_secret_is_never_shown_by_check_config(tmp_path):
+    secret = "s" * 40
+    config = tmp_path / "pnbridge.toml"
+    config.write_text(f'[server]\nadmin_listen = ["127.0.0.1:9"]\n[api]\nkeys = ["{KEY}"]\n'
+                      f'[console]\nenabled = true\nsecret = "{secret}"\n')
+    result = cli("check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert secret not in result.stdout + result.stderr
+
+
+def test_operators_are_managed_with_users_console(tmp_path):
+    operators, phones = tmp_path / "operators", tmp_path / "phones"
+    config = tmp_path / "pnbridge.toml"
+    config.write_text(f'[auth]\nusers_file = "{phones}"\n'
+                      f'[console]\nusers_file = "{operators}"\n')
+    add = cli("users", "add", "--console", OPERATOR, "--password-stdin", "--config",
+              str(config), input=PASSWORD + "\n")
+    assert add.returncode == 0, add.stderr
+    assert not phones.exists()
+    (user,) = users.read(operators).values()
+    assert user.name == OPERATOR and users.scrypt_verify(user.scrypt, PASSWORD)
+    listed = cli("users", "list", "--console", "--config", str(config))
+    assert listed.stdout.split() == ["OPERATOR", OPERATOR]
+    assert cli("users", "remove", "--console", OPERATOR, "--config", str(config)).returncode == 0
+    assert users.read(operators) == {}
+    missing = cli("users", "add", "--console", "x", "--password-stdin",
+                  "--config", str(tmp_path / "none.toml"), input="p\n")
+    assert missing.returncode != 0
