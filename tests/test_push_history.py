@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 from agitools import agi_config, session
 from conftest import Daemon, pnbridge
@@ -155,6 +156,22 @@ async def test_pnbridge_push_writes_its_records_before_it_returns(stub, tmp_path
     (record,) = records(db)  # no waiting: the command wrote it before it exited
     assert (record.requester, record.id, record.outcome, record.code, record.token) == (
         "cli", "m-1", "sent", 200, shorten(APNS))
+
+
+async def test_a_push_answered_before_a_stop_is_in_the_history_after_it(spawn, stub, tmp_path):
+    daemon = spawn(push_config(stub))
+
+    def push_then_stop() -> int:
+        with httpx.Client(base_url=daemon.url()) as client:
+            report(client, "A", username="alice", token=None, msgs=APNS)
+            answer = client.post("/api/v1/push", headers={"Authorization": f"Bearer {KEY}"},
+                                 json={"username": "alice", "verb": TEXT, "message": "bye"})
+            assert answer.status_code == 200, answer.text
+        return daemon.stop()  # at once: the record is still waiting to be written
+
+    assert await trio.to_thread.run_sync(push_then_stop) == 0
+    (record,) = records(tmp_path / "pnbridge.db")
+    assert (record.outcome, record.message) == ("sent", "pnmediator HTTP 200: OK")
 
 
 async def test_records_older_than_push_history_are_pruned(start_daemon, stub):
