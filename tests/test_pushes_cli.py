@@ -8,13 +8,18 @@ import re
 import sqlite3
 import time
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 
 import pytest
+import trio
 from conftest import cli, pnbridge
 from pnbridge.model import HistoryOutcome, PushRecord, Report, isotime
+from pnbridge.ops.log import shorten
 from pnbridge.storage.sqlite.schema import MIGRATIONS
 from pnbridge.storage.sqlite.store import SQLiteStore
+from pnmediator_stub import KEY, push_config
+from reports import report
 from sqlite_utils import Database
 
 NOW = time.time()
@@ -316,3 +321,45 @@ def test_a_database_before_the_history_is_refused_with_the_upgrade_line(tmp_path
                                  "upgrade it\n"), args
     assert db.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db", "pnbridge.toml"]
+
+
+async def test_a_push_through_the_api_is_in_the_history(start_daemon, stub, tmp_path):
+    """The whole path: the push API, pnmediator's stand-in, the history written by the
+    running daemon, then ``pnbridge pushes --id`` (another process) while it still runs."""
+    daemon = await start_daemon(push_config(stub))
+    await report(daemon, username="alice", token=None, selector="IPHONE", calls=CALLS,
+                 msgs=MSGS)
+    call = "call-e2e/1@pbx"
+    answer = await daemon.client.post(
+        "/api/v1/push", json={"username": "alice", "verb": "NotifyIncomingCall", "id": call},
+        headers={"Authorization": f"Bearer {KEY}"})
+    assert answer.status_code == 200, answer.text
+    assert [r["DeviceToken"] for r in stub.requests] == [CALLS]
+    config = tmp_path / "cli.toml"
+    config.write_text(f'[storage]\npath = "{daemon.config.storage.path}"\n')
+
+    def shown() -> list[dict]:
+        result = pnbridge("pushes", "--id", call, "--json", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    deadline = trio.current_time() + 15
+    while not (found := await trio.to_thread.run_sync(shown)):
+        assert trio.current_time() < deadline, "the push never reached the history"
+        await trio.sleep(0.2)
+    [pushed] = found
+    assert {k: v for k, v in pushed.items() if k not in ("time", "latency", "requester", "message")} == {
+        "verb": "NotifyIncomingCall", "id": call, "username": "alice", "selector": "IPHONE",
+        "pair": "calls", "token": shorten(CALLS), "appid": "com.app.voip", "outcome": "sent",
+        "code": 200, "attempts": 1,
+    }
+    assert "OK" in pushed["message"]  # pnmediator's answer
+    assert re.fullmatch(r"api:[0-9a-f]{12}", pushed["requester"]), pushed["requester"]
+    assert 0 < pushed["latency"] < 5
+    table = await trio.to_thread.run_sync(
+        partial(cli, "pushes", "--id", call, "--config", str(config)))
+    assert table.stdout.splitlines()[1].split()[1:4] == ["NotifyIncomingCall", call, "alice"]
+    assert pushed["requester"] in table.stdout and CALLS not in table.stdout
+    device = await trio.to_thread.run_sync(
+        partial(cli, "devices", "show", "IPHONE", "--json", "--config", str(config)))
+    assert json.loads(device.stdout)["pushes"] == found
