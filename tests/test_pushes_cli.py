@@ -39,7 +39,8 @@ def record(ago: float, verb: str, id: str | None, username: str, selector: str,
     """A push record ``ago`` seconds before NOW, as the daemon would keep it."""
     pair = more.pop("pair", "calls" if verb == "IncomingCall" else "msgs")
     values = {"token": "QVBBOT…kw" if outcome != "skipped" else None,
-              "appid": "com.app", "message": "OK" if code == 200 else "", "attempts": 1,
+              "appid": "com.app", "message": "pnmediator HTTP 200: OK" if code == 200 else "",
+              "attempts": 0 if outcome == "skipped" else 1,
               "latency": 0.042, "requester": "api:pbx", **more}
     if outcome == "skipped":
         pair = None
@@ -55,8 +56,9 @@ RECORDS = [
            message="Internal error", latency=2.5),
     record(3000, "IncomingCall", "call-B", "alice", "S2", "skipped", None,
            message="no calls token"),
-    record(600, "NotifyGenericTextMessage", None, "bob", "S3", "invalid-token", 404,
-           message="Device token not found; tokens cleared", requester="console:ops"),
+    record(600, "NotifyGenericTextMessage", None, "bob", "S3", "invalid-token", 200,
+           message="token rejected (pnmediator code 404: Device token not found); msgs pair "
+                   "cleared", requester="console:ops"),
     record(60, "IncomingCall", "call-C", "bob", "S3", "sent", 200, requester="cli"),
 ]
 
@@ -106,10 +108,11 @@ def test_the_command_lists_the_history_newest_first(history):
     rows = [line.split(None, 12) for line in lines[1:]]
     assert [row[2] for row in rows] == ["call-C", "-", "call-B", "call-B", "call-A"]
     assert rows[0] == [isotime(NOW - 60), "IncomingCall", "call-C", "bob", "S3", "calls",
-                       "QVBBOT…kw", "sent", "200", "1", "42", "cli", "OK"]
-    assert rows[1][7:] == ["invalid-token", "404", "1", "42", "console:ops",
-                           "Device token not found; tokens cleared"]
-    assert rows[2][5:] == ["-", "-", "skipped", "-", "1", "42", "api:pbx", "no calls token"]
+                       "QVBBOT…kw", "sent", "200", "1", "42", "cli", "pnmediator HTTP 200: OK"]
+    assert rows[1][7:] == ["invalid-token", "200", "1", "42", "console:ops",
+                           "token rejected (pnmediator code 404: Device token not found); msgs "
+                           "pair cleared"]
+    assert rows[2][5:] == ["-", "-", "skipped", "-", "0", "42", "api:pbx", "no calls token"]
     assert rows[3][7:12] == ["failed", "500", "3", "2500", "api:pbx"]
     assert result.stderr == "5 pushes\n"
 
@@ -251,7 +254,7 @@ def test_devices_show_has_the_last_report_and_pushes(history):
                                  "ATTEMPTS", "LATENCY", "REQUESTER", "MESSAGE"]
     assert [line.split()[1:3] for line in pushes[1:]] == [
         ["IncomingCall", "call-C"], ["NotifyGenericTextMessage", "-"]]
-    assert "invalid-token  404" in pushes[2]
+    assert "invalid-token  200" in pushes[2]
 
 
 def test_devices_show_json_adds_events_and_pushes(tmp_path, history):
