@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import sqlite3
 import time
 from dataclasses import fields
@@ -23,6 +24,7 @@ from reports import report
 from sqlite_utils import Database
 
 NOW = time.time()
+INSTALL_MD = Path(__file__).parent.parent / "docs" / "install.md"
 CALLS = "QVBBOTEyMzQ1Njc4OTAxMjM0NTY3ODkwCALLS"
 MSGS = "QVBBOTEyMzQ1Njc4OTAxMjM0NTY3ODkwMSGS"
 # What must reach no terminal: C0 (but the newline ending a line), DEL, C1, the line and
@@ -366,3 +368,10 @@ async def test_a_push_through_the_api_is_in_the_history(start_daemon, stub, tmp_
     device = await trio.to_thread.run_sync(
         partial(cli, "devices", "show", "IPHONE", "--json", "--config", str(config)))
     assert json.loads(device.stdout)["pushes"] == found
+    # The runbook's first command, as docs/install.md prints it.
+    runbook = INSTALL_MD.read_text().split("### A phone did not ring", 1)[1]
+    command = re.search(r"```sh\n(.*?)\n```", runbook, re.S)
+    assert command and command.group(1).startswith("pnbridge pushes ")
+    args = [*shlex.split(command.group(1))[1:], "--config", str(config)]
+    listed = await trio.to_thread.run_sync(partial(cli, *args))
+    assert listed.returncode == 0 and call in listed.stdout and listed.stderr == "1 push\n"
