@@ -361,6 +361,18 @@ def test_the_secret_is_never_shown_by_check_config(tmp_path):
     assert secret not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(("listen", "warned"), [
+    ("0.0.0.0:8080", True), ("127.0.0.1:8080", False), ("unix:/run/p.sock", False)])
+def test_check_config_warns_of_the_console_on_a_public_listen(tmp_path, listen, warned):
+    config = tmp_path / "pnbridge.toml"
+    config.write_text(f'[server]\nlisten = ["{listen}"]\n[api]\nkeys = ["{KEY}"]\n'
+                      '[console]\nenabled = true\non_listen = true\n')
+    result = cli("check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert ("[console] on_listen serves the operator console on 0.0.0.0:8080"
+            in result.stderr) == warned, result.stderr
+
+
 def test_operators_are_managed_with_users_console(tmp_path):
     operators, phones = tmp_path / "operators", tmp_path / "phones"
     config = tmp_path / "pnbridge.toml"

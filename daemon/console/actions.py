@@ -87,7 +87,7 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         found = next((r for r in results if r.selector == selector), None)
         outcome = found.outcome if found else "not pushed"
         said = f" ({found.reason})" if found and found.reason else ""
-        _logged("test push", f"selector={shorten(selector)} outcome={outcome}")
+        _logged("test push", f"selector={escape(shorten(selector))} outcome={outcome}")
         flash(f"test push to {shorten(selector)} of {device.username}: {outcome}{said}")
         return back
 
@@ -103,7 +103,7 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         if not changes:
             return await error_page(404, f"no device with selector {selector}")
         username = changes[0].device.username
-        _logged("remove device", f"selector={shorten(selector)}")
+        _logged("remove device", f"selector={escape(shorten(selector))}")
         flash(f"removed device {shorten(selector)} of {username}")
         return see_other(url_for("console.user", username=username))
 
