@@ -143,13 +143,14 @@ def start_ceiling() -> Server:
     return Server(popen, f"http://127.0.0.1:{port}", time.monotonic() - began)
 
 
-def start_pnbridge(db: Path, work: Path, extra: str = "") -> Server:
-    """``pnbridge serve`` on ``db``; ``started_s`` is the time to systemd's READY=1."""
+def start_pnbridge(db: Path, work: Path, extra: str = "", storage: str = "") -> Server:
+    """``pnbridge serve`` on ``db`` (``storage``: more of its [storage] table); ``started_s``
+    is the time to systemd's READY=1."""
     port = free_port()
     config = work / f"pnbridge-{port}.toml"
     config.write_text(
         f'[server]\nlisten = ["127.0.0.1:{port}"]\naccess_log = false\nlog_level = "warning"\n'
-        f'[storage]\npath = "{db}"\n'
+        f'[storage]\npath = "{db}"\n{storage}'
         # One load generator on loopback: the per-client rate limit would measure itself.
         '[reporter]\nclient_rate = 0\nusername_rate = 0\n'
         f'{extra}'
@@ -323,7 +324,9 @@ def push_fanout(work: Path, seconds: float, rounds: int, probe: float, users: in
     """NotifyIncomingCall to users with 3 devices each, through the push API and the built-in
     pnmediator plugin, against a stand-in that answers at once; beside a bare httpx loop
     against the same stand-in. Each side's best concurrency is probed first; then the rounds
-    alternate between the two, and each side's median round counts."""
+    alternate between the two, and each side's median round counts. The push history's cost:
+    a second daemon on a copy of the database with ``push_history_max = 0`` (none recorded)
+    takes the same API load in the same rounds."""
     db = work / "push.db"
     from pnbridge.storage.sqlite.store import SQLiteStore
 
@@ -338,36 +341,56 @@ def push_fanout(work: Path, seconds: float, rounds: int, probe: float, users: in
              for u in range(users) for d in range(3)),
         )
     conn.close()
+    shutil.copy(db, work / "push-off.db")
     port = free_port()
     standin = subprocess.Popen([sys.executable, str(ROOT / "bench" / "standin.py"), str(port)])
     wait_listening(port)
     standin_url = f"http://127.0.0.1:{port}/"
-    server = start_pnbridge(db, work, (
+    extra = (
         f'[api]\nkeys = ["{API_KEY}"]\nkey_rate = 0\n[plugins]\nenabled = ["pnmediator"]\n'
         f'[plugins.pnmediator]\nurl = "{standin_url}"\n'
-    ))
+    )
+    server = start_pnbridge(db, work, extra)
+    off = start_pnbridge(work / "push-off.db", work, extra, "push_history_max = 0\n")
     script = work / "push.lua"
     script.write_text(PUSH_LUA.format(users=users, key=API_KEY))
     try:
         run_wrk(server.url, script, 1, 8)  # warm-up
+        run_wrk(off.url, script, 1, 8)
         bare_c = max((4, 8, 32), key=lambda c: pushload("bare", standin_url, probe,
                                                        concurrency=c)["rps"])
         api_c = max((8, 16, 32), key=lambda c: run_wrk(server.url, script, probe, c).rps)
-        bares, apis = [], []
+        bares, apis, offs = [], [], []
         for _ in range(rounds):
             bares.append(pushload("bare", standin_url, seconds, concurrency=bare_c))
             apis.append(run_wrk(server.url, script, seconds, api_c).__dict__)
+            offs.append(run_wrk(off.url, script, seconds, api_c).__dict__)
         bare = sorted(bares, key=lambda r: r["rps"])[rounds // 2] | {"concurrency": bare_c}
         api = sorted(apis, key=lambda r: r["rps"])[rounds // 2] | {"concurrency": api_c}
+        api_off = sorted(offs, key=lambda r: r["rps"])[rounds // 2] | {"concurrency": api_c}
         api["errors"] = sum(r["errors"] for r in apis)
+        api_off["errors"] = sum(r["errors"] for r in offs)
         bare["errors"] = sum(r["errors"] for r in bares)
         paced_api = pushload("api", server.url, 2 * seconds, users=users, rate=100)
+        paced_off = pushload("api", off.url, 2 * seconds, users=users, rate=100)
         paced_bare = pushload("bare", standin_url, 2 * seconds, rate=300)
     finally:
         server.stop()
+        off.stop()
         standin.terminate()
         standin.wait(10)
-    return {"bare": bare, "api": api, "paced_api": paced_api, "paced_bare": paced_bare}
+    conn = sqlite3.connect(db)  # after the stop: the records left at shutdown written too
+    records = conn.execute("SELECT count(*) FROM pushes").fetchone()[0]
+    conn.close()
+    return {"bare": bare, "api": api, "paced_api": paced_api, "paced_bare": paced_bare,
+            "api_off": api_off, "paced_api_off": paced_off, "records": records}
+
+
+def history_cost(push: dict) -> tuple[float, float]:
+    """The push history's cost: API throughput with it over without; p99 it adds at 100
+    calls/s (ms)."""
+    return (push["api"]["rps"] / push["api_off"]["rps"],
+            push["paced_api"]["p99_ms"] - push["paced_api_off"]["p99_ms"])
 
 
 def db_bytes(db: Path) -> int:
@@ -477,6 +500,11 @@ def _targets(r: dict) -> list[str]:
                  share >= 0.8))
     added = push["paced_api"]["p99_ms"] - push["paced_bare"]["p99_ms"]
     rows.append(("push, p99 added at 100 calls/s", f"{added:.1f} ms", "at most 5 ms", added <= 5))
+    ratio, history_p99 = history_cost(push)
+    rows.append(("push history, API throughput with it over without", f"{ratio:.3f}",
+                 "at least 0.9", ratio >= 0.9))
+    rows.append(("push history, p99 it adds at 100 calls/s", f"{history_p99:.1f} ms",
+                 "at most 2 ms", history_p99 <= 2))
     rows.append(("delivery to a no-op plugin", f"{r['delivery_noop_eps']:,.0f} events/s",
                  "at least 2,000", r["delivery_noop_eps"] >= 2000))
     rows.append((f"resident memory at {large:,} devices", f"{r['rss_mb'][large]:.0f} MB",
@@ -484,6 +512,30 @@ def _targets(r: dict) -> list[str]:
     rows.append((f"start-up to READY at {large:,} devices", f"{r['ready_s'][large]:.2f} s",
                  "under 2 s", r["ready_s"][large] < 2))
     return [f"| {m} | {v} | {t} | {'met' if ok else '**missed**'} |" for m, v, t, ok in rows]
+
+
+def history_lines(push: dict) -> list[str]:
+    """The push history's part of the page: the same API load with and without it."""
+    ratio, p99 = history_cost(push)
+    on, off = push["api"], push["api_off"]
+    return [
+        "The push history's cost: the same API load, in the same rounds, on a second daemon",
+        "with `[storage] push_history_max = 0` (no record kept) beside the one recording every",
+        f"device's push (default settings; {push['records']:,} records written in the run).",
+        "Targets: at least 0.9 of the throughput without it; at most 2 ms added at p99.",
+        "",
+        "| measure | with history | without | ratio / added |",
+        "| --- | ---: | ---: | ---: |",
+        f"| API calls/s ({on['concurrency']} in flight) | {on['rps']:,.0f} | {off['rps']:,.0f} "
+        f"| **{ratio:.3f}** |",
+        f"| p50 / p99 at that load | {on['p50_ms']:.1f} / {on['p99_ms']:.1f} ms | "
+        f"{off['p50_ms']:.1f} / {off['p99_ms']:.1f} ms | {on['p99_ms'] - off['p99_ms']:+.1f} ms |",
+        f"| p50 / p99 at 100 calls/s | {push['paced_api']['p50_ms']:.1f} / "
+        f"{push['paced_api']['p99_ms']:.1f} ms | {push['paced_api_off']['p50_ms']:.1f} / "
+        f"{push['paced_api_off']['p99_ms']:.1f} ms | **{p99:+.1f} ms** |",
+        f"| errors | {on['errors'] + push['paced_api']['errors']} | "
+        f"{off['errors'] + push['paced_api_off']['errors']} | |",
+    ]
 
 
 def write_markdown(r: dict, out: Path) -> None:
@@ -578,6 +630,8 @@ def write_markdown(r: dict, out: Path) -> None:
         f"| added by pnbridge, p50 / p99 | {r['push']['paced_api']['p50_ms'] - r['push']['paced_bare']['p50_ms']:.1f} / {r['push']['paced_api']['p99_ms'] - r['push']['paced_bare']['p99_ms']:.1f} ms |",
         f"| errors (API / bare) | {r['push']['api']['errors'] + r['push']['paced_api']['errors']} / {r['push']['bare']['errors'] + r['push']['paced_bare']['errors']} |",
         "",
+        *history_lines(r["push"]),
+        "",
         "## Delivery",
         "",
         "Events per second from the journal to a plugin, while the daemon drains a burst of",
@@ -612,9 +666,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes, short loads")
     parser.add_argument("--out", type=Path, help="where to write the report")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.add_argument("--push", action="store_true",
+                        help="only the push fan-out benchmark (full rounds), printed, no page")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is not installed (Debian: apt-get install wrk)")
+    if args.push:
+        with tempfile.TemporaryDirectory(prefix="pnbridge-bench-") as tmp:
+            push = push_fanout(Path(tmp), 2 if args.quick else 5, 1 if args.quick else 5,
+                               1 if args.quick else 3)
+        print("\n".join(history_lines(push)))
+        print(json.dumps(push, indent=2))
+        return
     out = args.out or (Path(tempfile.gettempdir()) / "pnbridge-benchmarks-quick.md"
                        if args.quick else ROOT / "docs" / "benchmarks.md")
     results = run(args.quick, out)

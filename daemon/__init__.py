@@ -6,7 +6,7 @@ how each is used, docs/plugin-hooks.md the hooks.
 """
 
 from .config.typed import check, parse_duration
-from .delivery.commands import config_option, fail, json_option, plugin_instances, table
+from .delivery.commands import Since, config_option, fail, json_option, plugin_instances, table
 from .delivery.context import PluginContext, PluginMetric, PluginMetrics
 from .delivery.hookspecs import PermanentFailure, RetryLater, hookimpl
 from .model import PAIR_FIELDS, Device, Event, Push, PushResult, Report
@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PAIR_FIELDS", "Device", "Event", "Finding", "PermanentFailure", "PluginContext",
     "PluginMetric", "PluginMetrics", "Push", "PushResult", "Report", "RetryLater", "ServiceUser",
-    "__version__", "check", "config_option", "escape", "escape_json", "fail", "hookimpl",
-    "http_reachable", "json_option", "parse_duration", "parse_retry_after", "plugin_instances",
-    "redact", "shorten", "table",
+    "Since", "__version__", "check", "config_option", "escape", "escape_json", "fail",
+    "hookimpl", "http_reachable", "json_option", "parse_duration", "parse_retry_after",
+    "plugin_instances", "redact", "shorten", "table",
 ]

@@ -35,8 +35,10 @@ from .http.worker import serve
 from .ingest.normalize import Reporter
 from .ops.expiry import expire_devices
 from .ops.log import set_level
+from .ops.metrics import Metrics
 from .ops.sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
 from .push.fanout import Pusher, transport
+from .push.history import PushHistory, open_history
 from .push.inflight import Fanouts
 from .storage.writer import open_writer
 
@@ -98,10 +100,13 @@ async def run(
     notifier = Notifier()
     signals_in = (*STOP_SIGNALS, signal.SIGHUP)
     receiver = trio.open_signal_receiver(*signals_in) if handle_signals else None
+    metrics = Metrics()
     try:
         with receiver or contextlib.nullcontext() as signals:
             async with (
                 open_writer(config.storage.path, config.storage.busy_timeout) as writer,
+                # Its task writes the fan-outs' records; what is left, before the store closes.
+                open_history(writer, config.storage, metrics) as history,
                 open_plugins(plugins, writer, config.plugins) as dispatcher,
                 trio.open_nursery() as pushes,
             ):
@@ -111,11 +116,12 @@ async def run(
                     limits=Limits.of(config), max_devices=config.storage.max_devices_per_user,
                     max_headers=config.server.max_headers, access_log=config.server.access_log,
                     api=config.api, api_keys=ApiKeys(config.api), api_limit=_api_limit(config),
+                    metrics=metrics,
                 )
                 if config.console.enabled:
                     services.operators = Operators(config.console, config.auth, operators)
                     services.dispatcher = dispatcher
-                pusher = _pusher(config, plugins, services)
+                pusher = _pusher(config, plugins, services, history)
                 services.readiness.add("database", database_writable(writer))
                 if pusher is not None:
                     # The fan-outs run in the daemon's nursery, not in the requests'.
@@ -131,14 +137,16 @@ async def run(
         notifier.close()
 
 
-def _pusher(config: Config, plugins: PluginHost, services: Services) -> Pusher | None:
+def _pusher(
+    config: Config, plugins: PluginHost, services: Services, history: PushHistory
+) -> Pusher | None:
     send = transport(plugins)
     if send is None:
         if config.api.keys or config.api.key_hashes:
             log.warning("the push API answers 503: no enabled plugin sends pushes "
                         "(enable pnmediator)")
         return None
-    return Pusher(services.writer, send, services.metrics)
+    return Pusher(services.writer, send, services.metrics, history)
 
 
 async def _serve(

@@ -18,9 +18,8 @@ import logging
 import os
 import stat
 import threading
-import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,13 +31,13 @@ from pnbridge import (
     Finding,
     PluginContext,
     ServiceUser,
+    Since,
     check,
     config_option,
     escape_json,
     fail,
     hookimpl,
     json_option,
-    parse_duration,
     plugin_instances,
     shorten,
     table,
@@ -284,27 +283,6 @@ def records(path: str) -> tuple[list[dict[str, Any]], int]:
                     seen.add(event_id)
                     found.append(record)
     return found, bad
-
-
-class Since(click.ParamType):
-    """A point in time: ISO 8601 (UTC unless it says otherwise) or an age, a duration as
-    the config writes one (``parse_duration``: 90s, 2h, 7d, 1h30m)."""
-
-    name = "TIME"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        text = str(value).strip()
-        try:
-            return time.time() - parse_duration(text)
-        except ValueError as error:
-            problem = str(error)
-        try:
-            when = datetime.fromisoformat(text)
-        except ValueError:
-            self.fail(f"{problem}; or a time in ISO 8601 (2026-01-02T03:04:05Z)", param, ctx)
-        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 @hookimpl

@@ -252,7 +252,8 @@ def request_body(push: Push) -> dict[str, Any]:
 
 
 def outcome(status: int, body: Any, retry_after: str | None = None) -> PushResult:
-    """The outcome of pnmediator's answer (``body``: its parsed JSON), by ``ANSWERS``."""
+    """The outcome of pnmediator's answer (``body``: its parsed JSON), by ``ANSWERS``: its
+    ``code`` the HTTP status, its ``reason`` what pnmediator said (for a sent push too)."""
     said = body.get("response") if isinstance(body, dict) else None
     told = _code(body.get("code")) if isinstance(body, dict) else None
     code = status
@@ -262,19 +263,19 @@ def outcome(status: int, body: Any, retry_after: str | None = None) -> PushResul
     reason = f"pnmediator {'code' if by_code else 'HTTP'} {code}"
     reason += f": {said}" if said and isinstance(said, str) else ""
     if told == INVALID_TOKEN:
-        return PushResult("invalid-token", reason)
+        return PushResult("invalid-token", reason, code=status)
     verdict = next(
         (v for k, v in ANSWERS.items() if code == k or (isinstance(k, range) and code in k)),
         "sent" if 200 <= code < 300 else "failed",
     )
     if verdict == "sent":
-        return PushResult("sent")
+        return PushResult("sent", reason, code=status)
     if verdict == "config-error":
         return PushResult("failed", f"HTTP {status} without pnmediator's JSON code 404, not "
                                     "pnmediator's answer: likely a configuration error (a "
-                                    "wrong url, or a proxy)", config_error=True)
+                                    "wrong url, or a proxy)", config_error=True, code=status)
     wait = parse_retry_after(retry_after) if verdict == "retry" else None
-    return PushResult(verdict, reason, wait)
+    return PushResult(verdict, reason, wait, code=status)
 
 
 def _code(value: Any) -> int | None:

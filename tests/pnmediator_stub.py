@@ -5,6 +5,7 @@ or as something else at that url would: an HTML or empty 404, an endless body.""
 from __future__ import annotations
 
 import json
+import threading
 import urllib.parse
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -140,6 +141,34 @@ class Stub:
                 if conn.our_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
+
+
+class StubThread:
+    """The pnmediator stand-in, serving in a trio loop of its own thread for the module."""
+
+    def __init__(self) -> None:
+        self.stub = Stub()
+        self._started = threading.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._scope: trio.CancelScope | None = None
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as self._scope:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.stub.serve)
+                self._started.set()
+
+    def start(self) -> Stub:
+        self._thread.start()
+        assert self._started.wait(10), "the pnmediator stand-in did not start"
+        return self.stub
+
+    def stop(self) -> None:
+        assert self._scope is not None and self._token is not None
+        trio.from_thread.run_sync(self._scope.cancel, trio_token=self._token)
+        self._thread.join(10)
 
 
 async def _stream(conn: h11.Connection, stream: trio.SocketStream, answer: Answer) -> None:

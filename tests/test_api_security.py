@@ -95,4 +95,31 @@ def test_admin_only_needs_an_admin_listener_and_plain_keys_warn(tmp_path):
     assert "plain keys" not in cli("check-config", "--config", str(path)).stderr
     path.write_text('[api]\nkey_hashes = ["md5:abc"]\n')
     result = cli("check-config", "--config", str(path))
-    assert result.returncode == 1 and "api.key_hashes: not sha256:" in result.stderr
+    assert result.returncode == 1 and "api.key_hashes: not [NAME:]sha256:" in result.stderr
+    assert "'md5:abc'" in result.stderr
+
+
+def test_api_key_new_with_a_name_prints_a_named_hash_line(tmp_path):
+    result = cli("api-key", "new", "--name", "kamailio")
+    assert result.returncode == 0, result.stderr
+    key = re.search(r"^key:\s+(\S+)$", result.stdout, re.M).group(1)
+    line = re.search(r'^hash:\s+"([^"]+)"', result.stdout, re.M).group(1)
+    assert line == "kamailio:sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    path = tmp_path / "c.toml"
+    path.write_text(f'[api]\nkey_hashes = ["{line}", "{hash_key("other")}"]\n')
+    assert cli("check-config", "--config", str(path)).returncode == 0
+    bad = cli("api-key", "new", "--name", "no spaces")
+    assert bad.returncode == 2 and "--name" in bad.stderr and "Traceback" not in bad.stderr
+    assert cli("api-key", "new", "--name", "x" * 65).returncode == 2
+    path.write_text(f'[api]\nkey_hashes = ["{hash_key("k")}", "a b:{hash_key("k")}"]\n')
+    result = cli("check-config", "--config", str(path))
+    assert result.returncode == 1 and f"'a b:{hash_key('k')}'" in result.stderr
+    assert f"'{hash_key('k')}'," not in result.stderr  # only the bad entry is named
+
+
+def test_a_named_key_matches_by_its_name_an_unnamed_one_by_its_id():
+    named, plain = hash_key("named-key", "pbx-1.a_b"), hash_key("plain-key")
+    keys = ApiKeys(ApiConfig(key_hashes=[named, plain]))
+    assert keys.match("named-key") == "pbx-1.a_b"
+    assert keys.match("plain-key") == plain.removeprefix("sha256:")[:12]
+    assert keys.match("other") is None

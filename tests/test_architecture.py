@@ -21,6 +21,7 @@ RANKS = {
     "model": 0, "jsontext": 0, "errors": 0, "retry": 0, "ops.log": 0, "ops.metrics": 0,
     "ops.readiness": 0, "ops.sdnotify": 0, "ops.shipped": 0, "ingest.fields": 0,
     "ingest.routes": 0, "config.typed": 0,
+    "ops.activity": 0,  # the per-minute counters the metrics hold
     "config": 1, "ops.findings": 1,
     "storage": 2,
     "delivery": 3, "access": 3,

@@ -25,6 +25,8 @@ def test_no_file_means_embedded_defaults():
     assert config == Config()
     assert config.server.listen == ["127.0.0.1:8080"]
     assert config.storage.path == "pnbridge.db"
+    assert config.storage.push_history_seconds == 7 * 86400
+    assert config.storage.push_history_max == 1_000_000
 
 
 def test_example_config_is_valid_and_shows_every_default():
@@ -67,6 +69,9 @@ def test_example_config_is_valid_and_shows_every_default():
         ({"server": {"trusted_proxies": ["10.0.0.0/33"]}}, "server.trusted_proxies: not an address or CIDR: '10.0.0.0/33'"),
         ({"server": {"max_headers": 2}}, "server.max_headers: must be between 8 and 1000"),
         ({"storage": {"max_devices_per_user": -1}}, "storage.max_devices_per_user: must be 0 or more"),
+        ({"storage": {"push_history": "a week"}}, "storage.push_history: 'a week' is not a duration"),
+        ({"storage": {"push_history": "0s"}}, "storage.push_history: '0s' must be longer than 0"),
+        ({"storage": {"push_history_max": -1}}, "storage.push_history_max: must be 0 or more"),
         ({"reporter": {"client_rate": -1}}, "reporter.client_rate: must be 0 or more"),
     ],
 )

@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,9 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
-import trio
 from conftest import Process
-from pnmediator_stub import Answer, Stub, slow
+from pnmediator_stub import Answer, Stub, StubThread, slow
 from reports import report
 
 ROOT = Path(__file__).parent.parent
@@ -80,34 +78,6 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
     return result
-
-
-class StubThread:
-    """The pnmediator stand-in, serving in a trio loop of its own thread for the module."""
-
-    def __init__(self) -> None:
-        self.stub = Stub()
-        self._started = threading.Event()
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._scope: trio.CancelScope | None = None
-        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
-
-    async def _main(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        with trio.CancelScope() as self._scope:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.stub.serve)
-                self._started.set()
-
-    def start(self) -> Stub:
-        self._thread.start()
-        assert self._started.wait(10), "the pnmediator stand-in did not start"
-        return self.stub
-
-    def stop(self) -> None:
-        assert self._scope is not None and self._token is not None
-        trio.from_thread.run_sync(self._scope.cancel, trio_token=self._token)
-        self._thread.join(10)
 
 
 @dataclass

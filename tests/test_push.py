@@ -444,7 +444,7 @@ async def test_cli_push_goes_through_the_same_code_path(stub, tmp_path):
                                               ("tok-a", "c1", "Carol", 2)]
     store = SQLiteStore(db)
     assert store.device("B").token_calls is None
-    assert store.events()[-1].source == {"command": "push"}
+    assert store.events()[-1].source == {"command": "push", "requester": "cli"}
     store.close()
 
     stub.requests.clear()
@@ -481,15 +481,15 @@ async def test_cli_push_errors(stub, tmp_path):
 
 @pytest.mark.parametrize(
     ("status", "body", "retry_after", "expected"),
-    [(200, {"code": 200, "response": "OK"}, None, ("sent", "", None)),
-     (200, None, None, ("sent", "", None)),
-     (202, {"response": "queued"}, None, ("sent", "", None)),
+    [(200, {"code": 200, "response": "OK"}, None, ("sent", "pnmediator HTTP 200: OK", None)),
+     (200, None, None, ("sent", "pnmediator HTTP 200", None)),
+     (202, {"response": "queued"}, None, ("sent", "pnmediator HTTP 202: queued", None)),
      (200, {"code": 404, "response": "gone"}, None,
       ("invalid-token", "pnmediator code 404: gone", None)),
      (200, {"code": "404"}, None, ("invalid-token", "pnmediator code 404", None)),
-     (200, {"code": " 200 "}, None, ("sent", "", None)),
-     (200, {"code": True}, None, ("sent", "", None)),
-     (200, [404], None, ("sent", "", None)),
+     (200, {"code": " 200 "}, None, ("sent", "pnmediator HTTP 200", None)),
+     (200, {"code": True}, None, ("sent", "pnmediator HTTP 200", None)),
+     (200, [404], None, ("sent", "pnmediator HTTP 200", None)),
      (404, {"code": 404}, None, ("invalid-token", "pnmediator code 404", None)),
      (500, {"code": 404.0}, None, ("invalid-token", "pnmediator code 404", None)),
      (404, {}, None, ("failed", "HTTP 404 without pnmediator's JSON code 404, not "
@@ -514,6 +514,7 @@ def test_pnmediator_answers_map_to_outcomes(status, body, retry_after, expected)
 
     result = outcome(status, body, retry_after)
     assert (result.outcome, result.reason, result.retry_after) == expected
+    assert result.code == status  # the HTTP status of every answer, for the push history
 
 
 def test_push_settings_errors_name_the_key(tmp_path):

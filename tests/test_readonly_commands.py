@@ -26,7 +26,8 @@ from pnbridge.storage.sqlite.store import SQLiteStore
 
 SERVICE_USER = "pnbridge-ro-test"
 TOKEN = "QVBBOTEyMzQ1Njc4OTAxMjM0NTY3ODkw"
-READING = (("devices", "list"), ("devices", "show", "S1"), ("devices", "export"), ("events",))
+READING = (("devices", "list"), ("devices", "show", "S1"), ("devices", "export"), ("events",),
+           ("pushes",))
 WRITING = (("devices", "remove", "S1"), ("events", "retry"), ("devices", "import", "-"))
 
 

@@ -1,5 +1,6 @@
-"""The push API's bearer keys: kept as SHA-256 hashes (``sha256:HEX``), compared in constant
-time. A key is random and long, so a fast hash is enough: nothing to brute-force."""
+"""The push API's bearer keys: kept as SHA-256 hashes (``sha256:HEX``, or
+``NAME:sha256:HEX`` for a named key), compared in constant time. A key is random and long,
+so a fast hash is enough: nothing to brute-force."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import hashlib
 import hmac
 import secrets
 
-from ..config.tables import ApiConfig
+from ..config.tables import KEY_HASH_LINE, ApiConfig
 
 
-def hash_key(key: str) -> str:
-    """The ``key_hashes`` entry of ``key``."""
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+def hash_key(key: str, name: str | None = None) -> str:
+    """The ``key_hashes`` entry of ``key``, named ``name`` when given."""
+    line = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return f"{name}:{line}" if name else line
 
 
 def new_key() -> str:
@@ -25,18 +27,23 @@ class ApiKeys:
 
     def __init__(self, config: ApiConfig | None = None):
         lines = [*map(hash_key, config.keys), *config.key_hashes] if config else []
-        self._digests = [bytes.fromhex(line.removeprefix("sha256:")) for line in lines]
+        self._digests: list[tuple[bytes, str | None]] = []
+        for line in lines:
+            parsed = KEY_HASH_LINE.fullmatch(line)
+            assert parsed is not None  # the config checked it
+            self._digests.append((bytes.fromhex(parsed["hex"]), parsed["name"]))
 
     def __bool__(self) -> bool:
         return bool(self._digests)
 
     def match(self, given: str) -> str | None:
-        """The id of the key ``given`` (its hash, shortened, for limits and logs), or None.
+        """The key ``given``'s name, else its id (its hash, shortened), or None: what the
+        limits, the logs and the push history's requester (``api:<it>``) call the key.
 
         Every stored hash is compared, each in constant time."""
         digest = hashlib.sha256(given.encode()).digest()
         found = None
-        for stored in self._digests:
+        for stored, name in self._digests:
             if hmac.compare_digest(digest, stored):
-                found = stored.hex()[:12]
+                found = name or stored.hex()[:12]
         return found

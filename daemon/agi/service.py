@@ -160,7 +160,8 @@ class AgiService:
             await channel.set_variable("PNBRIDGE_REASON", reason)
             await channel.set_variable("PNBRIDGE_STATUS", "error")
             return "error"
-        source = {"agi": call.script, "client": peer, "channel": env.get("agi_channel", "")}
+        source = {"agi": call.script, "client": peer, "channel": env.get("agi_channel", ""),
+                  "requester": "agi"}
         if call.script == "wake":
             return await self._wake(channel, call, source)
         return await self._follow_up(channel, call, source)

@@ -13,9 +13,13 @@ from ..delivery.commands import config_option, fail, json_option, table
 from ..errors import StoreError
 from ..ingest import transfer
 from ..ingest.normalize import Reporter
-from ..model import Device, isotime
+from ..model import Device, Event, isotime
 from ..ops.log import escape, shorten
 from .common import open_output, open_store, progress
+from .pushes import push_rows
+
+# How many journal events and pushes devices show lists.
+SHOWN = 10
 
 
 @click.group()
@@ -55,17 +59,37 @@ def devices_list(config_path: str | None, username: str | None, limit: int,
 @click.argument("selector")
 @json_option
 def devices_show(config_path: str | None, selector: str, as_json: bool) -> None:
-    """Show one device in full."""
+    """Show one device in full (last_seen: its last report), its newest journal events (what
+    its reports changed) and its last pushes."""
     store = open_store(load_config(config_path), reading=True)
-    device = store.device(selector)
-    store.close()
+    try:
+        device = store.device(selector)
+        events = store.device_events(selector=selector, limit=SHOWN) if device else []
+        pushed = store.pushes(selector=selector, limit=SHOWN) if device else []
+    finally:
+        store.close()
     if device is None:
         fail(f"no device with selector {selector}")
     if as_json:
-        click.echo(json.dumps(device.to_dict(), indent=2))
+        click.echo(json.dumps({**device.to_dict(), "events": [_event(e) for e in events],
+                               "pushes": [r.to_dict() for r in pushed]}, indent=2))
         return
     for key, value in _describe(device).items():
         click.echo(f"{key + ':':<13} {escape(value)}")
+    click.echo(f"\njournal events, newest first:{'' if events else ' none'}")
+    if events:
+        table([("TIME", "KIND", "REASON", "SOURCE")] + [
+            (isotime(e.time), e.kind, e.reason, json.dumps(e.source, separators=(",", ":")))
+            for e in events])
+    click.echo(f"\npushes, newest first:{'' if pushed else ' none'}")
+    if pushed:
+        table(push_rows(pushed, device=False))
+
+
+def _event(event: Event) -> dict[str, Any]:
+    """A journal event as ``devices show --json`` lists it (the device is shown once)."""
+    return {key: value for key, value in event.to_dict().items()
+            if key not in ("before", "after", "selector", "username")}
 
 
 def _describe(device: Device) -> dict[str, Any]:

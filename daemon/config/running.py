@@ -29,6 +29,7 @@ log = logging.getLogger("pnbridge.running")
 RESTART_ONLY = (
     ("server", "listen"), ("server", "admin_listen"), ("api", "admin_only"),
     ("storage", "path"), ("storage", "busy_timeout"), ("storage", "expire_after"),
+    ("storage", "push_history"), ("storage", "push_history_max"),
     ("plugins", "enabled"), ("plugins", "optional"), ("plugins", "paths"),
     ("console", "enabled"), ("console", "on_listen"), ("console", "secret"),
     *(("agi", item.name) for item in dataclasses.fields(AgiConfig)),

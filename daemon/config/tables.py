@@ -80,10 +80,17 @@ class StorageConfig:
     max_devices_per_user: int = field(default=20, metadata=check(_at_least_zero))
     # Remove devices not seen (no report) for this long, e.g. "90d"; None: never.
     expire_after: str | None = field(default=None, metadata=check(duration_problem))
+    # The push history: records kept this long, and at most this many rows (0: none recorded).
+    push_history: str = field(default="7d", metadata=check(duration_problem))
+    push_history_max: int = field(default=1_000_000, metadata=check(_at_least_zero))
 
     @property
     def expire_seconds(self) -> float | None:
         return None if self.expire_after is None else parse_duration(self.expire_after)
+
+    @property
+    def push_history_seconds(self) -> float:
+        return parse_duration(self.push_history)
 
 
 def _check_template(template: str) -> str | None:
@@ -190,9 +197,16 @@ def _check_keys(keys: list[str]) -> str | None:
     return None
 
 
+# A key_hashes entry: "sha256:HEX", or "NAME:sha256:HEX" to name the key (the requester
+# the push history records: api:NAME).
+KEY_NAME = r"[A-Za-z0-9._-]{1,64}"
+KEY_HASH_LINE = re.compile(rf"(?:(?P<name>{KEY_NAME}):)?sha256:(?P<hex>[0-9a-f]{{64}})")
+
+
 def _check_key_hashes(lines: list[str]) -> str | None:
-    bad = [f"{line!r}" for line in lines if not re.fullmatch(r"sha256:[0-9a-f]{64}", line)]
-    return f"not sha256:<64 lower-case hex digits>: {', '.join(bad)}" if bad else None
+    bad = [f"{line!r}" for line in lines if not KEY_HASH_LINE.fullmatch(line)]
+    return (f"not [NAME:]sha256:<64 lower-case hex digits> (a NAME of 1 to 64 of A-Z a-z 0-9 "
+            f". _ -): {', '.join(bad)}" if bad else None)
 
 
 @dataclass(frozen=True)
@@ -211,7 +225,8 @@ class ApiConfig:
     """The PBX push API: off (404) while ``keys`` is empty."""
 
     keys: list[str] = field(default_factory=list, metadata=check(_check_keys))
-    # Keys as `pnbridge api-key new` prints them: "sha256:HEX" (the key itself is not kept).
+    # Keys as `pnbridge api-key new` prints them: "sha256:HEX", or "NAME:sha256:HEX" with
+    # --name (the key itself is not kept).
     key_hashes: list[str] = field(default_factory=list, metadata=check(_check_key_hashes))
     # Serve the API only on [server] admin_listen (loopback or a unix socket), not on listen.
     admin_only: bool = False

@@ -4,13 +4,16 @@ reading the config and a plugin's instances, errors, tables."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from typing import NoReturn
+from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 import click
 
 from ..config import paths
 from ..config.tables import load_config
+from ..config.typed import parse_duration
 from ..errors import CommandError
 from ..ops.log import escape
 from .context import PluginContext
@@ -28,6 +31,28 @@ config_option = click.option(
 )
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+class Since(click.ParamType):
+    """A ``--since`` option's point in time, as epoch seconds: ISO 8601 (UTC unless it says
+    otherwise) or an age, a duration as the config writes one (``parse_duration``: 90s, 2h,
+    7d, 1h30m)."""
+
+    name = "TIME"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        text = str(value).strip()
+        try:
+            return time.time() - parse_duration(text)
+        except ValueError as error:
+            problem = str(error)
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{problem}; or a time in ISO 8601 (2026-01-02T03:04:05Z)", param, ctx)
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def fail(*lines: str) -> NoReturn:

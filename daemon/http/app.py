@@ -92,6 +92,8 @@ def _instrument(app: QuartTrio, services: Services) -> None:
         duration = time.perf_counter() - g.get("started", time.perf_counter())
         kind = g.get("kind", "none")
         services.metrics.request_latency.labels(kind).observe(duration)
+        if kind in ("token", "removal"):
+            services.metrics.activity.add("reports")
         if kind == "push":
             push: PushRequest | None = g.get("push")
             services.metrics.push_requests.labels(

@@ -96,7 +96,7 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
         if fanouts is None:
             return api_error(503, "no push transport: enable a send_push plugin (pnmediator)")
         deadline = getattr(services.api.deadlines, wanted.verb)
-        source = {"route": API_PATH, "client": request.remote_addr}
+        source = {"route": API_PATH, "client": request.remote_addr, "requester": f"api:{key}"}
         try:
             fanout = g.fanout = fanouts.start(wanted, deadline, source)
         except Busy as error:

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ..model import DeliveryOutcome, DeviceOutcome, ReportOutcome
+from .activity import Activity
 from .log import describe
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -79,9 +80,18 @@ class Metrics:
             "configuration (pnmediator's url answering a 404 that is not pnmediator's).",
             registry=r,
         )
+        self.push_history_written = Counter(
+            "pnbridge_push_history_written", "Push history records written to the store.",
+            registry=r,
+        )
+        self.push_history_dropped = Counter(
+            "pnbridge_push_history_dropped", "Push history records dropped: too many were "
+            "waiting to be written (the store slow or failing).", registry=r,
+        )
         self.task_errors = Counter(
             "pnbridge_task_errors", "Errors background tasks survived, by task (expiry, "
-            "delivery, pruning, cursors, metrics): a row skipped or a pass to be run again.",
+            "delivery, pruning, cursors, metrics, push history): a row skipped or a pass to "
+            "be run again.",
             ["task"], registry=r,
         )
         self.connection_errors = Counter(
@@ -99,6 +109,8 @@ class Metrics:
             "pnbridge_agi_refused", "FastAGI connections closed at once: [agi] max_sessions "
             "were under way.", registry=r,
         )
+        # Reports and pushes per minute over the last hour (the console's plot).
+        self.activity = Activity()
         # Async callables that update gauges from their source just before a scrape.
         self.refreshers: list[Callable[[], Awaitable[None]]] = []
 

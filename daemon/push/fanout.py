@@ -21,12 +21,13 @@ from ..config.tables import Config
 from ..delivery.containment import uncontained
 from ..delivery.pluginhost import PluginHost
 from ..errors import PluginError, StoreError, UnknownUser
-from ..model import Device, DeviceOutcome, Pair, Push, PushResult
+from ..model import Device, DeviceOutcome, HistoryOutcome, Pair, Push, PushRecord, PushResult
 from ..ops.log import describe, shorten
 from ..ops.metrics import Metrics
 from ..retry import backoff
 from ..storage.interface import Change, Store
 from ..storage.writer import Writer, open_writer
+from .history import PushHistory, open_history
 from .request import CALL_VERBS, PushRequest, choose_pair
 
 log = logging.getLogger("pnbridge.push")
@@ -76,10 +77,12 @@ class DeviceResult:
 class Pusher:
     """Sends a push request to every device of the user at once, and clears rejected tokens."""
 
-    def __init__(self, writer: Writer, send: Transport, metrics: Metrics):
+    def __init__(self, writer: Writer, send: Transport, metrics: Metrics,
+                 history: PushHistory | None = None):
         self.writer = writer
         self.send = send
         self.metrics = metrics
+        self.history = history  # where each device's PushRecord goes
         self.config_errors = 0  # in a row
         self._config_reason = ""
         self._config_logged: float | None = None  # when the last such error line went out
@@ -117,7 +120,8 @@ class Pusher:
         UnknownUser, or the store's error (StoreError when the read took the whole deadline)
         when the devices cannot be read.
         """
-        ends = trio.current_time() + deadline
+        started, begun = time.time(), trio.current_time()
+        ends = begun + deadline
         devices = None
         with trio.move_on_at(ends):
             devices = await self.writer.reader.call(
@@ -131,7 +135,11 @@ class Pusher:
         results: dict[str, DeviceResult] = {}
 
         async def one(device: Device) -> None:
-            results[device.selector] = await self._one(request, device, ends, deadline, source)
+            result, last = await self._one(request, device, ends, deadline, source)
+            results[device.selector] = result
+            if self.history is not None:
+                self.history.add(_record(request, device, result, last, started,
+                                         trio.current_time() - begun, source))
 
         async with trio.open_nursery() as nursery:
             for device in devices:
@@ -150,12 +158,13 @@ class Pusher:
     async def _one(
         self, request: PushRequest, device: Device, ends: float, deadline: float,
         source: dict[str, Any],
-    ) -> DeviceResult:
+    ) -> tuple[DeviceResult, PushResult | None]:
+        """The device's result, and the transport's last answer (None: not sent)."""
         pair = choose_pair(device, request.verb)
         if pair is None:
             why = "no token" if request.verb in CALL_VERBS else (
                 "no msgs token (a PushKit calls token is never used for messages)")
-            return DeviceResult(device.selector, None, "skipped", why)
+            return DeviceResult(device.selector, None, "skipped", why), None
         push = Push(
             **request.content(), device=device, pair=pair,
             token=getattr(device, f"token_{pair}"), appid=getattr(device, f"appid_{pair}"),
@@ -175,9 +184,9 @@ class Pusher:
                     break
                 await trio.sleep(wait)
         if last.outcome != "retry":
-            return await self._settle(push, last, attempts, source)
+            return await self._settle(push, last, attempts, source), last
         reason = reason or f"no success within the {deadline:g} s deadline (last: {last.reason})"
-        return DeviceResult(device.selector, pair, "failed", reason, attempts)
+        return DeviceResult(device.selector, pair, "failed", reason, attempts), last
 
     async def _attempt(self, push: Push) -> PushResult:
         started = time.perf_counter()
@@ -230,6 +239,34 @@ def _what_changed(change: Change | None, push: Push) -> str:
     return f"{push.pair} pair cleared, device kept"
 
 
+# A device's outcome as the history words it: a rejected token is invalid-token, whatever
+# became of the device (the record's message says).
+_HISTORY: dict[DeviceOutcome, HistoryOutcome] = {
+    "sent": "sent", "failed": "failed", "removed": "invalid-token", "skipped": "skipped",
+}
+
+
+def _record(
+    request: PushRequest, device: Device, result: DeviceResult, last: PushResult | None,
+    started: float, latency: float, source: dict[str, Any],
+) -> PushRecord:
+    """The push history's record of ``device``'s push (its token shortened)."""
+    pair = result.pair
+    outcome = _HISTORY[result.outcome]
+    if last is not None and last.outcome == "invalid-token":  # rejected, clearing it failed
+        outcome = "invalid-token"
+    token = getattr(device, f"token_{pair}") if pair else None
+    return PushRecord(
+        time=started, verb=request.verb, id=request.id, username=device.username,
+        selector=device.selector, pair=pair, token=shorten(token) if token else None,
+        appid=getattr(device, f"appid_{pair}") if pair else None, outcome=outcome,
+        code=last.code if last is not None else None,
+        message=result.reason or (last.reason if last is not None else ""),
+        attempts=result.attempts, latency=latency,
+        requester=str(source.get("requester", "")),
+    )
+
+
 def _devices_of(store: Store, username: str, selector: str | None) -> list[Device]:
     devices = store.devices(username)
     return [d for d in devices if d.selector == selector] if selector else devices
@@ -238,21 +275,24 @@ def _devices_of(store: Store, username: str, selector: str | None) -> list[Devic
 async def push_once(config: Config, host: PluginHost, request: PushRequest) -> list[DeviceResult]:
     """Send ``request`` outside the daemon (``pnbridge push``): the same fan-out, with the
     plugins that send pushes started before and shut down after (no other runs). Raises
-    UnknownUser, or PluginError when no enabled plugin sends pushes."""
+    UnknownUser, or PluginError when no enabled plugin sends pushes. The devices' push
+    records are written before it returns (requester ``cli``)."""
     send = transport(host)
     if send is None:
         raise PluginError("no enabled plugin sends pushes (enable pnmediator)")
     host.keep_only(host.implementers("send_push"))  # no other plugin runs for a push
     deadline = getattr(config.api.deadlines, request.verb)
+    metrics = Metrics()
     async with (
         open_writer(config.storage.path, config.storage.busy_timeout) as writer,
+        open_history(writer, config.storage, metrics) as history,
         trio.open_nursery() as tasks,
     ):
         host.attach(tasks)
         await host.startup()
         try:
-            return await Pusher(writer, send, Metrics()).push(
-                request, deadline, {"command": "push"}
+            return await Pusher(writer, send, metrics, history).push(
+                request, deadline, {"command": "push", "requester": "cli"}
             )
         finally:
             with trio.CancelScope(shield=True):

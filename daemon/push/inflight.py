@@ -84,6 +84,7 @@ class Fanouts:
             raise Busy(f"{self.in_flight} push requests are under way "
                        "([api] max_in_flight)") from None
         self.metrics.push_requests_in_flight.inc()
+        self.metrics.activity.add("pushes")
         self._nursery.start_soon(self._run, fanout, deadline, source)
         return fanout
 

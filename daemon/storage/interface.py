@@ -111,6 +111,15 @@ class Store(Protocol):
 
     def count_devices(self, username: str | None = None) -> int: ...
 
+    def count_users(self) -> int:
+        """How many usernames have a device."""
+        ...
+
+    def usernames(self, prefix: str = "", limit: int = 50) -> list[tuple[str, int]]:
+        """The usernames starting with ``prefix``, in order, with their device counts; the
+        first ``limit``."""
+        ...
+
     # -- the journal ------------------------------------------------------------------------
 
     def events(self, after_seq: int = 0, limit: int = 1000) -> list[Event]: ...

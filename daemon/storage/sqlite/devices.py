@@ -232,3 +232,20 @@ class Devices(Journal):
             return self.conn.execute("SELECT count(*) FROM devices").fetchone()[0]
         return self.conn.execute("SELECT count(*) FROM devices WHERE username = ?",
                                  (username,)).fetchone()[0]
+
+    def count_users(self) -> int:
+        """How many usernames have a device."""
+        return self.conn.execute("SELECT count(DISTINCT username) FROM devices").fetchone()[0]
+
+    def usernames(self, prefix: str = "", limit: int = 50) -> list[tuple[str, int]]:
+        """The usernames starting with ``prefix``, in order, with their device counts; the
+        first ``limit``."""
+        rows = self.conn.execute(
+            "SELECT username, count(*) FROM devices WHERE username >= ? GROUP BY username"
+            " ORDER BY username", (prefix,))
+        found: list[tuple[str, int]] = []
+        for username, count in rows:  # the matches come first, in a row: stop at the next
+            if not username.startswith(prefix) or len(found) == limit:
+                break
+            found.append((username, count))
+        return found

@@ -1,0 +1,307 @@
+"""What each console page shows, gathered off the loop (one reader call per page, its queries
+together) into plain dataclasses for the templates. No full token leaves here: a device's
+tokens are shortened (``ops.log.shorten``), the history holds them shortened already, and a
+journal event is reduced to what changed, tokens shortened."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, get_args
+
+from markupsafe import Markup
+
+from .. import __version__
+from ..model import PAIR_FIELDS, Device, Event, HistoryOutcome, PushRecord
+from ..ops.activity import Activity
+from ..ops.log import shorten
+from ..ops.readiness import Readiness
+from ..storage.interface import Failure, Store
+from .plot import Series, plot
+
+T = TypeVar("T")
+# A reader's ``call``: ``fn(store, *args)`` run on a read-only connection off the loop.
+ReadCall = Callable[..., Awaitable[Any]]
+
+HOUR = 3600.0
+PUSHES_SHOWN = 100
+EVENTS_SHOWN = 50
+CALL_ROWS = 1000  # a call's records: its devices times its verbs
+USERS_LISTED = 50
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """A device as the console shows it: tokens shortened, its last push (or None)."""
+
+    selector: str
+    username: str
+    token_calls: str
+    appid_calls: str | None
+    token_msgs: str
+    appid_msgs: str | None
+    created_at: float
+    last_seen: float
+    last_push: PushRecord | None = None
+
+    @classmethod
+    def of(cls, device: Device, last_push: PushRecord | None = None) -> DeviceRow:
+        return cls(device.selector, device.username, shorten(device.token_calls),
+                   device.appid_calls, shorten(device.token_msgs), device.appid_msgs,
+                   device.created_at, device.last_seen, last_push)
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """A journal event, reduced to what it says about the device (tokens shortened)."""
+
+    seq: int
+    id: str
+    time: float
+    kind: str
+    reason: str
+    selector: str
+    username: str
+    change: str
+    source: str
+
+    @classmethod
+    def of(cls, event: Event) -> EventRow:
+        source = " ".join(f"{k}={v}" for k, v in sorted(event.source.items()))
+        return cls(event.seq, event.id, event.time, event.kind, event.reason, event.selector,
+                   event.username, _change(event), source)
+
+
+def _change(event: Event) -> str:
+    """What a registration set: ``field: old → new`` for each field that changed (each field
+    it has, for a new device), tokens shortened; nothing for a removal (its reason says it)."""
+    before, after = event.before, event.after
+    if after is None:
+        return ""
+    parts = []
+    for name in ("username", *PAIR_FIELDS):
+        old, new = (getattr(before, name) if before else None), getattr(after, name)
+        if old == new:
+            continue
+        if name.startswith("token_"):
+            old, new = (shorten(old) if old else None), (shorten(new) if new else None)
+        parts.append(f"{name}: {old or '-'} → {new or '-'}" if before else f"{name}: {new}")
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class PluginState:
+    """One enabled plugin's delivery: its saved cursor, the events beyond it and the age of
+    the oldest (its lag), and its parked and retry-queued events."""
+
+    name: str
+    cursor: int
+    pending: int
+    lag: float | None
+    parked: int
+    retry: int
+
+
+@dataclass(frozen=True)
+class Overview:
+    now: float
+    devices: int
+    users: int
+    plot: Markup
+    outcomes: dict[str, int]
+    plugins: list[PluginState]
+    checks: dict[str, str | None]  # each readiness check: None when ready, else why not
+    database: str
+    database_bytes: int | None
+    version: str = __version__
+
+
+async def overview(call: ReadCall, readiness: Readiness, activity: Activity,
+                   now: float) -> Overview:
+    """The overview's figures; the plugins are those with a readiness check (each enabled
+    plugin's delivery task has one: ``plugin <name>``)."""
+    names = sorted(n.removeprefix("plugin ") for n in readiness.checks if n.startswith("plugin "))
+
+    def gather(store: Store) -> tuple[Any, ...]:
+        cursors = store.cursors()
+        waiting = Counter((f.plugin, f.status) for f in store.failures())
+        plugins = []
+        for name in names:
+            cursor = cursors.get(name, 0)
+            pending, oldest = store.backlog(cursor)
+            plugins.append(PluginState(name, cursor, pending,
+                                       None if oldest is None else max(0.0, now - oldest),
+                                       waiting[name, "parked"], waiting[name, "retry"]))
+        try:
+            size: int | None = os.stat(store.path).st_size
+        except OSError:
+            size = None
+        return (store.count_devices(), store.count_users(), store.push_counts(now - HOUR),
+                plugins, str(store.path), size)
+
+    devices, users, counts, plugins, path, size = await call(gather)
+    outcomes = dict.fromkeys(get_args(HistoryOutcome), 0)
+    for _, outcome, n in counts:
+        outcomes[outcome] = outcomes.get(outcome, 0) + n
+    problems = await readiness.problems()
+    figure = plot([Series(kind, activity.per_minute(kind, now)) for kind in ("reports", "pushes")],
+                  "Reports and pushes per minute, last hour")
+    return Overview(now, devices, users, figure, outcomes, plugins,
+                    {name: problems.get(name) for name in sorted(readiness.checks)}, path, size)
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a search found: users (exact first, then by prefix, with device counts), a
+    selector, a call Id."""
+
+    query: str
+    users: list[tuple[str, int]] = field(default_factory=list)
+    selector: bool = False
+    call: bool = False
+
+    @property
+    def count(self) -> int:
+        return len(self.users) + self.selector + self.call
+
+
+async def search(call: ReadCall, query: str) -> Found:
+    """Usernames equal to or starting with ``query``, a selector, a call Id."""
+
+    def gather(store: Store) -> Found:
+        users = store.usernames(query, USERS_LISTED)
+        # A user with no device left is known by their history.
+        if (not users or users[0][0] != query) and _known_user(store, query):
+            users = [(query, 0), *users][:USERS_LISTED]
+        selector = (store.device(query) is not None
+                    or bool(store.device_events(selector=query, limit=1)))
+        return Found(query, users, selector, bool(store.pushes(id=query, limit=1)))
+
+    return await call(gather)
+
+
+def _known_user(store: Store, username: str) -> bool:
+    return bool(store.pushes(username=username, limit=1)
+                or store.device_events(username=username, limit=1))
+
+
+@dataclass(frozen=True)
+class UserPage:
+    username: str
+    devices: list[DeviceRow]
+    events: list[EventRow]
+    pushes: list[PushRecord]
+
+
+async def user(call: ReadCall, username: str) -> UserPage | None:
+    """A user's devices (each with its last push), events and pushes; None when nothing is
+    known of ``username``."""
+
+    def gather(store: Store) -> UserPage | None:
+        devices = [DeviceRow.of(d, _first(store.pushes(selector=d.selector, limit=1)))
+                   for d in store.devices(username)]
+        events = [EventRow.of(e) for e in store.device_events(username=username,
+                                                              limit=EVENTS_SHOWN)]
+        pushes = store.pushes(username=username, limit=PUSHES_SHOWN)
+        if not (devices or events or pushes):
+            return None
+        return UserPage(username, devices, events, pushes)
+
+    return await call(gather)
+
+
+@dataclass(frozen=True)
+class DevicePage:
+    selector: str
+    device: DeviceRow | None  # None: no longer stored (removed, expired), known by history
+    events: list[EventRow]
+    pushes: list[PushRecord]
+
+    @property
+    def username(self) -> str | None:
+        if self.device:
+            return self.device.username
+        known = self.events or self.pushes
+        return known[0].username if known else None
+
+
+async def device(call: ReadCall, selector: str) -> DevicePage | None:
+    """A device, its events and pushes; None when nothing is known of ``selector``."""
+
+    def gather(store: Store) -> DevicePage | None:
+        pushes = store.pushes(selector=selector, limit=PUSHES_SHOWN)
+        found = store.device(selector)
+        events = [EventRow.of(e) for e in store.device_events(selector=selector,
+                                                              limit=EVENTS_SHOWN)]
+        if found is None and not (events or pushes):
+            return None
+        row = DeviceRow.of(found, _first(pushes)) if found else None
+        return DevicePage(selector, row, events, pushes)
+
+    return await call(gather)
+
+
+@dataclass(frozen=True)
+class CallPage:
+    """Every device pushed for one call Id, every verb (the call, its follow-ups)."""
+
+    id: str
+    pushes: list[PushRecord]  # oldest first
+
+    @property
+    def verbs(self) -> list[str]:
+        return list(dict.fromkeys(p.verb for p in self.pushes))
+
+    @property
+    def devices(self) -> list[str]:
+        return list(dict.fromkeys(p.selector for p in self.pushes))
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        return dict(Counter(p.outcome for p in self.pushes))
+
+
+async def call_page(call: ReadCall, id: str) -> CallPage | None:
+    """The pushes of call ``id``, oldest first; None when there are none."""
+    records = await call(lambda store: store.pushes(id=id, limit=CALL_ROWS))
+    return CallPage(id, records[::-1]) if records else None
+
+
+@dataclass(frozen=True)
+class FailureRow:
+    """A parked or retry-queued event of one plugin (its devices' tokens left out)."""
+
+    seq: int
+    event_id: str
+    kind: str
+    reason: str
+    selector: str
+    username: str
+    time: float
+    attempts: int
+    error: str
+    first_try: float
+    parked_at: float
+    status: str
+
+    @classmethod
+    def of(cls, failure: Failure) -> FailureRow:
+        e = failure.event
+        return cls(e.seq, e.id, e.kind, e.reason, e.selector, e.username, e.time,
+                   failure.attempts, failure.error, failure.first_try, failure.parked_at,
+                   failure.status)
+
+
+async def parked(call: ReadCall) -> dict[str, list[FailureRow]]:
+    """Each plugin's parked and retry-queued events, oldest first, by plugin name."""
+    failures: Sequence[Failure] = await call(lambda store: store.failures())
+    by_plugin: dict[str, list[FailureRow]] = defaultdict(list)
+    for failure in failures:
+        by_plugin[failure.plugin].append(FailureRow.of(failure))
+    return dict(sorted(by_plugin.items()))
+
+
+def _first(items: Sequence[T]) -> T | None:
+    return items[0] if items else None
