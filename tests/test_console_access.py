@@ -234,7 +234,7 @@ async def test_test_push_reaches_the_device(start_daemon, tmp_path, stub, caplog
         assert sent["Message"] == "Hello <b>there</b>"
         page = await client.get(answer.headers["location"])
         assert flash_of(page.text) == f"test push to SEL… of {PHONE}: sent"
-        assert "console: test push operator=ops selector=SEL… outcome=sent" in caplog.text
+        assert "test push operator=ops selector=SEL… outcome=sent" in caplog.text
         empty = await client.post("/console/devices/SEL1/test-push",
                                   data={"csrf": token, "message": "  "})
         assert empty.status_code == 303
@@ -272,7 +272,7 @@ async def test_remove_journals_an_operator_removal(console, caplog):
     assert removal.source == {"console": OPERATOR, "requester": f"console:{OPERATOR}"}
     page = await client.get(answer.headers["location"])
     assert flash_of(page.text) == f"removed device SEL… of {PHONE}"
-    assert "console: remove device operator=ops selector=SEL…" in caplog.text
+    assert "remove device operator=ops selector=SEL…" in caplog.text
     again = await client.post("/console/devices/SEL1/remove", data={"csrf": token})
     assert again.status_code == 404 and "no device with selector SEL1" in again.text
 

@@ -114,4 +114,4 @@ async def _device(services: Services, selector: str) -> Device | None:
 
 
 def _logged(action: str, details: str) -> None:
-    log.info("console: %s operator=%s %s", action, escape(operator()), details)
+    log.info("%s operator=%s %s", action, escape(operator()), details)

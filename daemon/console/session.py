@@ -123,7 +123,7 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
         client = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
                                 services.limits.trusted)
         if wait := operators.logins.take(services.limits.client_key(client)):
-            log.warning("console: too many logins client=%s", escape(client))
+            log.warning("too many logins client=%s", escape(client))
             return await error_page(429, "too many login attempts from this address: wait a "
                                     "little", {"Retry-After": retry_after(wait)})
         if g.console is None:
@@ -138,10 +138,10 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
         except Unavailable as error:
             return await error_page(503, f"{error}: try again in a moment")
         if who is None:
-            log.warning("console: login refused username=%s client=%s",
+            log.warning("login refused username=%s client=%s",
                         escape(name or "-") if not key else "(key)", escape(client))
             return await _login_page(operators, 401, "wrong username and password, or key")
-        log.info("console: login operator=%s client=%s", escape(who), escape(client))
+        log.info("login operator=%s client=%s", escape(who), escape(client))
         g.console = operators.new_session(who)
         g.console_save = True
         return see_other(url_for("console.overview"))
@@ -149,7 +149,7 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
     @bp.post("/logout")
     async def logout() -> Response:
         operators.revoke(current())
-        log.info("console: logout operator=%s", escape(operator()))
+        log.info("logout operator=%s", escape(operator()))
         g.console_clear = True
         return see_other(url_for("console.login"))
 
