@@ -235,6 +235,10 @@ async def test_test_push_reaches_the_device(start_daemon, tmp_path, stub, caplog
         page = await client.get(answer.headers["location"])
         assert flash_of(page.text) == f"test push to SEL… of {PHONE}: sent"
         assert "test push operator=ops selector=SEL… outcome=sent" in caplog.text
+        # In the push history, as asked by the operator (written off the push's path).
+        (record,) = await wait_until(lambda: daemon.store().pushes(selector="SEL1"))
+        assert (record.verb, record.outcome, record.requester, record.username) == (
+            "NotifyGenericTextMessage", "sent", f"console:{OPERATOR}", PHONE)
         empty = await client.post("/console/devices/SEL1/test-push",
                                   data={"csrf": token, "message": "  "})
         assert empty.status_code == 303
