@@ -6,6 +6,7 @@ served; its config."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -103,6 +104,24 @@ async def test_wrong_credentials_are_refused(console, form, caplog):
     assert 'id="login"' in answer.text
     assert (await client.get("/console/")).status_code == 303
     assert PHONE_PASSWORD not in caplog.text and PASSWORD not in caplog.text
+
+
+async def test_an_unknown_user_takes_as_long_as_a_wrong_password(start_daemon, tmp_path):
+    """Both are checked against a scrypt hash (a dummy one for an unknown name): the time
+    does not tell which operators exist."""
+    daemon = await start_daemon(console_config(tmp_path, console={"login_burst": 100}))
+    async with httpx.AsyncClient(base_url=admin_url(daemon)) as client:
+        async def took(**form: str) -> float:
+            started = time.perf_counter()
+            assert (await login(client, **form)).status_code == 401
+            return time.perf_counter() - started
+
+        known = sorted([await took(password="wrong") for _ in range(3)])
+        unknown = sorted([await took(username="nobody") for _ in range(3)])
+        phone = sorted([await took(username=PHONE, password=PHONE_PASSWORD)
+                        for _ in range(3)])
+    # A name looked up without a hash to check answers in well under a tenth of the time.
+    assert unknown[0] > known[1] / 3 and phone[0] > known[1] / 3, (known, unknown, phone)
 
 
 async def test_an_api_key_logs_in(console, caplog):
@@ -363,6 +382,11 @@ def test_the_secret_is_never_shown_by_check_config(tmp_path):
     result = cli("check-config", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert secret not in result.stdout + result.stderr
+    config.write_text(config.read_text().replace(secret, "too-short-secret-1"))
+    result = cli("check-config", "--config", str(config))
+    assert result.returncode == 1
+    assert "console.secret: must be at least 32 characters" in result.stderr
+    assert "too-short-secret-1" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(("listen", "warned"), [
