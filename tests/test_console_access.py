@@ -5,6 +5,7 @@ served; its config."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from pathlib import Path
@@ -124,13 +125,20 @@ async def test_an_unknown_user_takes_as_long_as_a_wrong_password(start_daemon, t
     assert unknown[0] > known[1] / 3 and phone[0] > known[1] / 3, (known, unknown, phone)
 
 
-async def test_an_api_key_logs_in(console, caplog):
-    _, client = console
-    answer = await login(client, username="", password="", key=KEY)
-    assert answer.status_code == 303
-    page = await client.get("/console/")
-    assert page.status_code == 200 and 'title="Log out key:' in page.text
-    assert KEY not in page.text and KEY not in caplog.text
+async def test_an_api_key_logs_in(start_daemon, tmp_path, caplog):
+    named = "n" * 30
+    digest = hashlib.sha256(named.encode()).hexdigest()
+    daemon = await start_daemon(console_config(
+        tmp_path, api={"key_hashes": [f"pbx1:sha256:{digest}"]}))
+    for key, operator in [(KEY, f"key:{hashlib.sha256(KEY.encode()).hexdigest()[:12]}"),
+                          (named, "key:pbx1")]:
+        async with httpx.AsyncClient(base_url=admin_url(daemon)) as client:
+            answer = await login(client, username="", password="", key=key)
+            assert answer.status_code == 303
+            page = await client.get("/console/")
+            assert page.status_code == 200 and f'title="Log out {operator}"' in page.text
+            assert f"login operator={operator} client=127.0.0.1" in caplog.text
+            assert key not in page.text and key not in caplog.text
 
 
 async def test_login_attempts_are_limited_per_client(start_daemon, tmp_path):
