@@ -152,6 +152,10 @@ async def test_login_attempts_are_limited_per_client(start_daemon, tmp_path):
         assert int(limited.headers["retry-after"]) >= 1
         assert "too many login attempts" in limited.text
         assert (await client.get("/console/")).status_code == 303
+    # Per client: another address behind the (trusted, loopback) proxy has its own bucket.
+    other = {"X-Forwarded-For": "192.0.2.7"}
+    async with httpx.AsyncClient(base_url=admin_url(daemon), headers=other) as client:
+        assert (await login(client)).status_code == 303
 
 
 async def test_a_session_ends_after_its_lifetime(start_daemon, tmp_path):
