@@ -57,13 +57,15 @@ def flash_of(html: str) -> str:
     return found.group(1)
 
 
-async def login(client: httpx.AsyncClient, **form: str) -> httpx.Response:
-    """GET the login page (its session and token), then POST the form."""
+async def login(client: httpx.AsyncClient, _headers: dict[str, str] | None = None,
+                **form: str) -> httpx.Response:
+    """GET the login page (its session and token), then POST the form (with ``_headers``)."""
     page = await client.get("/console/login")
     assert page.status_code == 200
     assert re.search(r'<form id="login" method="post"', page.text)
     fields = {"username": OPERATOR, "password": PASSWORD, **form}
-    return await client.post("/console/login", data={"csrf": csrf_of(page.text), **fields})
+    return await client.post("/console/login", data={"csrf": csrf_of(page.text), **fields},
+                             headers=_headers)
 
 
 @asynccontextmanager

@@ -75,7 +75,7 @@ async def test_operator_logs_in_and_out(console):
     assert answer.headers["location"].endswith("/console/")
     cookie = answer.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
-    assert "expires=" in cookie.lower()
+    assert "expires=" in cookie.lower() and "Secure" not in cookie  # plain HTTP here
     page = await client.get("/console/")
     assert page.status_code == 200
     assert 'id="logout"' in page.text and 'id="search"' in page.text
@@ -201,6 +201,16 @@ async def test_posts_without_the_right_csrf_token_or_from_elsewhere_are_refused(
     assert daemon.store().device("SEL1") is not None
     assert [e.kind for e in daemon.store().events()] == ["registered"]
     assert (await client.get("/console/")).status_code == 200  # still logged in
+    # Let through (a 404 for the unknown plugin, past the checks): the same host over
+    # HTTPS (a TLS proxy in front), "null" (a form under no-referrer), a trusted proxy's
+    # X-Forwarded-Host.
+    host = client.base_url.netloc.decode()
+    for headers in [{"Origin": f"https://{host}"}, {"Origin": "null"},
+                    {"Referer": f"http://{host}/console/parked"},
+                    {"Origin": "https://ops.example", "X-Forwarded-Host": "ops.example"}]:
+        answer = await client.post("/console/parked/retry", headers=headers,
+                                   data={"csrf": token, "plugin": "none"})
+        assert answer.status_code == 404, headers
     # The login form's token too.
     fresh = httpx.AsyncClient(base_url=str(client.base_url))
     async with fresh:
@@ -209,6 +219,24 @@ async def test_posts_without_the_right_csrf_token_or_from_elsewhere_are_refused(
                                   data={"username": OPERATOR, "password": PASSWORD})
         assert answer.status_code == 403
         assert (await fresh.get("/console/")).status_code == 303
+
+
+async def test_behind_a_tls_proxy_the_cookie_is_secure(console):
+    _, client = console
+    answer = await login(client, _headers={"X-Forwarded-Proto": "https"})
+    assert answer.status_code == 303 and "Secure" in answer.headers["set-cookie"]
+
+
+async def test_forwarded_host_is_believed_from_trusted_proxies_only(start_daemon, tmp_path):
+    daemon = await start_daemon(console_config(tmp_path, server={"trusted_proxies": []}))
+    async with httpx.AsyncClient(base_url=admin_url(daemon)) as client:
+        answer = await login(client, _headers={"X-Forwarded-Proto": "https"})
+        assert answer.status_code == 303 and "Secure" not in answer.headers["set-cookie"]
+    async with logged_in(daemon) as client:
+        answer = await client.post(
+            "/console/parked/retry", data={"csrf": await token_of(client), "plugin": "none"},
+            headers={"Origin": "https://ops.example", "X-Forwarded-Host": "ops.example"})
+        assert answer.status_code == 403 and "another site" in answer.text
 
 
 # -- the actions -----------------------------------------------------------------------------

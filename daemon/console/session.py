@@ -13,7 +13,7 @@ from quart import Blueprint, Response, g, render_template, request, url_for
 from quart_trio import QuartTrio
 
 from ..access.operators import Operators
-from ..access.ratelimit import client_address, retry_after
+from ..access.ratelimit import client_address, is_trusted, retry_after
 from ..errors import Unavailable
 from ..http.shared import Services
 from ..ops.log import escape
@@ -88,7 +88,7 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
         if g.console is None or not g.console.get("op"):
             return see_other(url_for("console.login"))
         if request.method == "POST":
-            return await _refused_post(g.console)
+            return await _refused_post(services, g.console)
         return None
 
     @bp.after_request
@@ -99,7 +99,7 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
         elif session is not None and g.get("console_save"):
             response.set_cookie(
                 COOKIE, operators.seal(session), expires=session["exp"], path=prefix,
-                secure=request.scheme == "https", httponly=True, samesite="Strict")
+                secure=_over_https(services), httponly=True, samesite="Strict")
         return response
 
     @bp.app_context_processor
@@ -129,7 +129,7 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
         if g.console is None:
             return await error_page(403, "no login session: open the login page again "
                                     "(the console needs cookies)")
-        if (refused := await _refused_post(g.console)) is not None:
+        if (refused := await _refused_post(services, g.console)) is not None:
             return refused
         form = await request.form
         name, key = form.get("username", ""), form.get("key", "").strip()
@@ -173,18 +173,40 @@ async def _login_page(operators: Operators, status: int = 200, problem: str | No
     return Response(body, status=status, content_type="text/html")
 
 
-async def _refused_post(session: dict[str, Any]) -> Response | None:
-    """403 for a POST whose CSRF token is missing or wrong, or sent from another origin."""
-    own = f"{request.scheme}://{request.host}"
+def _from_trusted_proxy(services: Services) -> bool:
+    peer = request.remote_addr
+    return not peer or is_trusted(peer, services.limits.trusted)  # no address: a unix socket
+
+
+def _over_https(services: Services) -> bool:
+    """Whether the browser used HTTPS: to pnbridge, or to a trusted proxy that says so in
+    X-Forwarded-Proto (then the cookie is ``Secure``)."""
+    if request.scheme == "https":
+        return True
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return proto == "https" and _from_trusted_proxy(services)
+
+
+def _own_hosts(services: Services) -> set[str]:
+    """The host (and port) the browser sent the form to: the Host header, or what a
+    trusted proxy says in X-Forwarded-Host (one that passes Host on needs none)."""
+    hosts = {request.host.lower()}
+    forwarded = request.headers.get("X-Forwarded-Host")
+    if forwarded and _from_trusted_proxy(services):
+        hosts.add(forwarded.split(",")[0].strip().lower())
+    return hosts
+
+
+async def _refused_post(services: Services, session: dict[str, Any]) -> Response | None:
+    """403 for a POST whose CSRF token is missing or wrong, or sent from another origin
+    (the host only: behind a TLS proxy the browser's scheme is not the request's)."""
     origin = request.headers.get("Origin")
     # "null": a form sent under Referrer-Policy no-referrer (ours) says nothing of its origin.
-    if origin is not None and origin != "null" and origin != own:
+    sent_from = origin if origin not in (None, "null") else None
+    if origin is None:
+        sent_from = request.headers.get("Referer") or None
+    if sent_from is not None and urlsplit(sent_from).netloc.lower() not in _own_hosts(services):
         return await error_page(403, "refused: the form was sent from another site")
-    referer = request.headers.get("Referer")
-    if origin is None and referer:
-        parts = urlsplit(referer)
-        if f"{parts.scheme}://{parts.netloc}" != own:
-            return await error_page(403, "refused: the form was sent from another site")
     given = (await request.form).get("csrf", "")
     if not given:
         return await error_page(403, "refused: the form has no CSRF token (reload the page)")
