@@ -52,9 +52,9 @@ def csrf_of(html: str) -> str:
 
 
 def flash_of(html: str) -> str:
-    found = re.search(r'class="flash"[^>]*>([^<]*)<', html)
+    found = re.search(r'class="flash( error)?"[^>]*>([^<]*)<', html)
     assert found, html
-    return found.group(1)
+    return found.group(2)
 
 
 async def login(client: httpx.AsyncClient, _headers: dict[str, str] | None = None,

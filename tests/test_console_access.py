@@ -301,8 +301,9 @@ async def test_test_push_reaches_the_device(start_daemon, tmp_path, stub, caplog
         empty = await client.post("/console/devices/SEL1/test-push",
                                   data={"csrf": token, "message": "  "})
         assert empty.status_code == 303
-        assert "no test push sent: message: required" in flash_of(
-            (await client.get(empty.headers["location"])).text)
+        shown = (await client.get(empty.headers["location"])).text
+        assert "no test push sent: message: required" in flash_of(shown)
+        assert 'class="flash error"' in shown
         assert len(stub.requests) == 1
         unknown = await client.post("/console/devices/NOPE/test-push",
                                     data={"csrf": token, "message": "hi"})

@@ -44,9 +44,10 @@ def operator() -> str:
     return str(current()["op"])
 
 
-def flash(message: str) -> None:
-    """Show ``message`` in ``.flash`` on the next page (carried in the session)."""
-    current()["flash"] = message
+def flash(message: str, problem: bool = False) -> None:
+    """Show ``message`` in ``.flash`` on the next page (carried in the session); a
+    ``problem`` (nothing was done) as ``.flash.error``."""
+    current()["flash"] = [message, problem]
     g.console_save = True
 
 
@@ -107,10 +108,11 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
         session = g.get("console")
         if session is None:
             return {}
-        shown = session.pop("flash", None)
+        shown, problem = session.pop("flash", None) or (None, False)
         if shown is not None:
             g.console_save = True
-        return {"csrf": session["csrf"], "operator": session.get("op"), "flash": shown}
+        return {"csrf": session["csrf"], "operator": session.get("op"), "flash": shown,
+                "flash_problem": problem}
 
     @bp.get("/login")
     async def login() -> Response | str:
