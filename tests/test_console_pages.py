@@ -482,3 +482,14 @@ async def test_the_parked_page_lists_each_plugins_events_with_a_retry_form(conso
     assert form.get("action") == "/console/parked/retry" and form.get("method") == "post"
     assert form.find("input[@name='plugin']").get("value") == "webhook"
     assert form.find("input[@name='csrf']").get("value") == csrf_of(text)
+
+
+async def test_a_page_the_store_fails_is_a_503_page_not_a_traceback(console):
+    daemon, client = console
+    store = daemon.store()
+    store.conn.execute("DROP TABLE pushes")  # a damaged database: the history is gone
+    store.close()
+    answer = await client.get("/console/calls/call-1")
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert "storage unavailable" in answer.text and "Traceback" not in answer.text
+    assert (await client.get("/console/parked")).status_code == 200  # the rest still reads
