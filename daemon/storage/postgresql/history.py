@@ -4,13 +4,15 @@ push_history`` and at most ``push_history_max`` rows (pruned by push/history.py)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import astuple, fields
+from dataclasses import fields
+from operator import attrgetter
 
 from ...model import PushRecord
 from .journal import Journal
 
 COLUMNS = ", ".join(f.name for f in fields(PushRecord))
 _PLACES = ", ".join("%s" for _ in fields(PushRecord))
+_VALUES = attrgetter(*(f.name for f in fields(PushRecord)))  # not astuple: it deep-copies
 
 
 class PushHistory(Journal):
@@ -20,7 +22,7 @@ class PushHistory(Journal):
         """Append ``records`` to the push history."""
         with self.conn.cursor() as cursor:
             cursor.executemany(f"INSERT INTO pushes ({COLUMNS}) VALUES ({_PLACES})",
-                               [astuple(r) for r in records])
+                               [_VALUES(r) for r in records])
             self.changed += len(records)
 
     def pushes(self, *, username: str | None = None, selector: str | None = None,
