@@ -15,7 +15,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 PASSWORD = "s3cret-Pw-7f1c"
 
@@ -97,3 +100,19 @@ class Server:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _server() -> Iterator[Server]:
+    if _bin() is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("CI: PostgreSQL must be installed (.ci/run installs it)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    server = Server()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+# A module imports it to share one server per test session.
+pg_server = pytest.fixture(scope="session")(_server)
