@@ -33,6 +33,13 @@ _STATES = (
     ("42501", "permission denied (the role needs the rights docs/install.md lists)"),
     ("08", "the connection to the PostgreSQL server was lost"),
 )
+# Connecting fails without an SQLSTATE: libpq's message says why.
+_SAID = (
+    (re.compile(r"authentication failed|no password supplied|pg_hba\.conf", re.I), "28"),
+    (re.compile(r"database \S+ does not exist", re.I), "3D000"),
+    (re.compile(r"too many (clients|connections)", re.I), "53300"),
+    (re.compile(r"shutting down|starting up|in recovery mode", re.I), "57P0"),
+)
 _UNREACHABLE = "cannot reach the PostgreSQL server (down, or refusing connections)"
 _LOST = re.compile(r"server closed the connection|connection is lost|terminating connection"
                    r"|the connection is closed|consuming input failed", re.I)
@@ -84,7 +91,8 @@ class Credentials:
         """psycopg's ``error`` as the StoreError the rest of pnbridge sees (chained to it),
         ``doing`` (e.g. "cannot open database") before the database's name."""
         said = self.scrub(str(error)) or type(error).__name__
-        state = getattr(error, "sqlstate", None) or ""
+        state = getattr(error, "sqlstate", None) or next(
+            (code for pattern, code in _SAID if pattern.search(said)), "")
         meaning = next((m for prefix, m in _STATES if state.startswith(prefix)), None)
         if meaning is None and isinstance(error, psycopg_pool.PoolTimeout):
             meaning = "no connection to the PostgreSQL server in time (down or overloaded)"
