@@ -133,11 +133,11 @@ async def overview(call: ReadCall, readiness: Readiness, activity: Activity, now
                                        None if oldest is None else max(0.0, now - oldest),
                                        waiting[name, "parked"], waiting[name, "retry"]))
         try:
-            size: int | None = os.stat(store.path).st_size
+            size: int | None = os.stat(store.where).st_size
         except OSError:
             size = None
         return (store.count_devices(), store.count_users(), store.push_counts(now - HOUR),
-                plugins, str(store.path), size)
+                plugins, store.where, size)
 
     devices, users, counts, plugins, path, size = await call(gather)
     outcomes = dict.fromkeys(get_args(HistoryOutcome), 0)
