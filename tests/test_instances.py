@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from configs import free_port
-from conftest import pnbridge
+from conftest import cli, pnbridge
 
 REPORTS = 200
 
@@ -65,3 +65,23 @@ def test_without_reuse_port_a_second_instance_is_refused(spawn, tmp_path):
     assert second.popen.wait(15) != 0
     second.wait_for(rf"cannot listen on 127\.0\.0\.1:{port}: Address already in use")
     assert send(port, 0) == 200  # the first goes on
+
+
+def check_config(tmp_path, text: str) -> str:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    result = cli("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    return result.stderr
+
+
+def test_check_config_warns_that_rate_limits_are_per_instance(tmp_path):
+    warned = check_config(tmp_path, "[server]\nreuse_port = true\n")
+    assert ("WARNING: [server] reuse_port: several instances likely, and the rate limits "
+            "([reporter] client_rate, [reporter] username_rate, [api] key_rate) are per "
+            "instance: N instances allow N times the rate (docs/cluster.md)") in warned
+    assert "per instance" not in check_config(tmp_path, "[server]\nreuse_port = false\n")
+    off = "[reporter]\nclient_rate = 0\nusername_rate = 0\n[api]\nkey_rate = 0\n"
+    assert "per instance" not in check_config(tmp_path, "[server]\nreuse_port = true\n" + off)
+    some = check_config(tmp_path, "[server]\nreuse_port = true\n[api]\nkey_rate = 0\n")
+    assert "([reporter] client_rate, [reporter] username_rate) are per instance" in some
