@@ -69,8 +69,9 @@ class StoreEngine:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Another session holds what a report needs: SQLite's write lock (BEGIN IMMEDIATE),
-        or PostgreSQL's ``LOCK TABLE devices IN ACCESS EXCLUSIVE MODE``."""
+        """Another session holds the write lock: SQLite's (BEGIN IMMEDIATE), or on PostgreSQL
+        ``LOCK TABLE`` of every table ``IN EXCLUSIVE MODE`` (writes wait, reads do not, as
+        with SQLite's; ACCESS EXCLUSIVE would hold up reads too)."""
         if self.server is None:
             conn = sqlite3.connect(self.path, isolation_level=None)
             conn.execute("BEGIN IMMEDIATE")
@@ -82,6 +83,16 @@ class StoreEngine:
             return
         import psycopg
         with psycopg.connect(self.storage["url"]) as session:
-            session.execute("LOCK TABLE devices IN ACCESS EXCLUSIVE MODE")
+            tables = [row[0] for row in session.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")]
+            session.execute(f"LOCK TABLE {', '.join(tables)} IN EXCLUSIVE MODE")
             yield
             session.rollback()
+
+    def stored(self) -> tuple[dict[str, str], list[str]]:
+        """The devices (selector -> token_msgs) and the journal's event ids, in order; SQLite's
+        file checked whole first (PostgreSQL's pages are its server's business)."""
+        if self.server is None:
+            assert self.rows("PRAGMA integrity_check")[0][0] == "ok"
+        devices = dict(self.rows("SELECT selector, token_msgs FROM devices"))
+        return devices, [row[0] for row in self.rows("SELECT id FROM events ORDER BY seq")]
