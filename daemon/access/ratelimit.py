@@ -59,7 +59,7 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequenc
     address of ``X-Forwarded-For`` that is not a trusted proxy. A peer on a unix socket (no
     address) is a local proxy and trusted. A hop that is no IP address (with or without a
     port) ends the walk: the client is then the nearest hop believed so far."""
-    if peer and not _is_trusted(peer, trusted):
+    if peer and not is_trusted(peer, trusted):
         return peer
     nearest = peer or "unix"
     for hop in reversed((forwarded_for or "").split(",")):
@@ -69,7 +69,7 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequenc
         if address is None:
             break
         nearest = address
-        if not _is_trusted(address, trusted):
+        if not is_trusted(address, trusted):
             break
     return nearest
 
@@ -102,7 +102,8 @@ def client_key(address: str, ipv6_prefix: int = 64) -> str:
     return str(ip)
 
 
-def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+def is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    """Whether ``address`` (an IP address) is one of the ``trusted`` proxies'."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -132,3 +133,20 @@ class Limits:
             networks(config.server.trusted_proxies),
             reporter.ipv6_prefix,
         )
+
+
+def per_instance_warning(config: Config) -> str | None:
+    """That the rate limits are each instance's own, when the config suggests several
+    instances (``[server] reuse_port``, or a shared ``[storage] url``) and a limit is on."""
+    several = [name for name, on in (("[server] reuse_port", config.server.reuse_port),
+                                     ("[storage] url", bool(getattr(config.storage, "url", None))))
+               if on]
+    limits = [name for name, rate in (
+        ("[reporter] client_rate", config.reporter.client_rate),
+        ("[reporter] username_rate", config.reporter.username_rate),
+        ("[api] key_rate", config.api.key_rate)) if rate]
+    if not several or not limits:
+        return None
+    return (f"{' and '.join(several)}: several instances likely, and the rate limits "
+            f"({', '.join(limits)}) are per instance: N instances allow N times the rate "
+            "(docs/cluster.md)")
