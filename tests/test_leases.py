@@ -20,9 +20,10 @@ import pytest
 from configs import base_config, merge, toml_text
 from conftest import Process
 from plugintools import install_plugins, lines, wait_until_sync
-from pnbridge.config.tables import parse_config
+from pnbridge.config.tables import StorageConfig, parse_config
 from pnbridge.errors import ConfigError
 from pnbridge.ops.instance import Instance, gone, holder_name
+from pnbridge.storage.engines import engine
 from pnbridge.storage.sqlite.store import SQLiteStore
 from reports import report as send_report
 from webhook_receiver import SECRET, Receiver
@@ -30,9 +31,16 @@ from webhook_receiver import SECRET, Receiver
 TTL = 3.0
 
 
-def test_a_lease_goes_to_one_holder_until_it_runs_out_or_is_released(tmp_path):
-    one = SQLiteStore(tmp_path / "db")
-    two = SQLiteStore(tmp_path / "db")
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> StorageConfig:
+    """``[storage]`` of a new database: an SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return StorageConfig(path=str(tmp_path / "pnbridge.db"))
+    return StorageConfig(url=request.getfixturevalue("pg_database_url"))
+
+
+def test_a_lease_goes_to_one_holder_until_it_runs_out_or_is_released(storage):
+    one, two = engine(storage).open(), engine(storage).open()
     with one.transaction():
         assert one.take_lease("delivery:webhook", "a", 100.0, TTL)
     with two.transaction():
@@ -56,6 +64,8 @@ def test_a_lease_goes_to_one_holder_until_it_runs_out_or_is_released(tmp_path):
     with one.transaction():
         assert one.take_lease("delivery:webhook", "a", 106.0, TTL)  # released: free at once
     assert [lease.name for lease in one.leases()] == ["delivery:webhook", "maintenance"]
+    one.close()
+    two.close()
 
 
 def test_an_instance_is_named_and_its_holder_id_is_its_own():
@@ -112,8 +122,10 @@ def serve(tmp_path: Path):
             process.popen.wait()
 
 
-def instance_config(tmp_path: Path, name: str, receiver: Receiver, **plugins: Any) -> Path:
-    """Instance ``name``'s config: the shared database, the webhook to ``receiver`` and a
+def instance_config(tmp_path: Path, name: str, receiver: Receiver, url: str | None = None,
+                    **plugins: Any) -> Path:
+    """Instance ``name``'s config: the shared database (SQLite; PostgreSQL at ``url``), the
+    webhook to ``receiver`` and a
     recorder of its own (tmp_path/NAME/recorded: what this instance delivered), leases of
     TTL seconds, devices expiring after an hour (the sweep logs that it runs)."""
     directory = tmp_path / name
@@ -122,7 +134,7 @@ def instance_config(tmp_path: Path, name: str, receiver: Receiver, **plugins: An
     fast = {"backoff": 0.05, "max_backoff": 0.5}
     tables = merge(base_config(tmp_path), {
         "server": {"instance": name, "grace_period": 2},
-        "storage": {"busy_timeout": 1, "expire_after": "1h"},
+        "storage": {"busy_timeout": 1, "expire_after": "1h", **({"url": url} if url else {})},
         "plugins": {
             "enabled": ["recorder", "webhook"], "paths": [str(tmp_path / "plugins")],
             "lease_time": TTL, **plugins,
@@ -196,13 +208,13 @@ def logged_at(process: Process, pattern: str, timeout: float = 15.0) -> float:
     return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
-def two_instances(serve, tmp_path: Path, receiver: Receiver, **plugins: Any
-                  ) -> tuple[Process, Process]:
+def two_instances(serve, tmp_path: Path, receiver: Receiver, url: str | None = None,
+                  **plugins: Any) -> tuple[Process, Process]:
     """Instances a (holding every lease) and b (waiting), both serving."""
-    a = serve(instance_config(tmp_path, "a", receiver, **plugins))
+    a = serve(instance_config(tmp_path, "a", receiver, url, **plugins))
     a.wait_for("lease delivery:webhook: held by this instance")
     a.wait_for("lease maintenance: held by this instance")
-    b = serve(instance_config(tmp_path, "b", receiver, **plugins))
+    b = serve(instance_config(tmp_path, "b", receiver, url, **plugins))
     b.url()
     shown = wait_until_sync(lambda: (r := ready(b))["leases"].get("delivery:webhook", "")
                             .startswith("a until") and r, timeout=5)
@@ -214,9 +226,9 @@ def two_instances(serve, tmp_path: Path, receiver: Receiver, **plugins: Any
 
 
 def test_kill_9_of_the_holder_mid_load_a_peer_delivers_everything_in_order(
-        serve, tmp_path, receivers):
+        serve, tmp_path, receivers, storage):
     receiver = receivers()
-    a, b = two_instances(serve, tmp_path, receiver)
+    a, b = two_instances(serve, tmp_path, receiver, storage.url)
     load = Load([a.url(), b.url()])
     load.start()
     wait_until_sync(lambda: len(load.answered) >= 150)
@@ -237,8 +249,8 @@ def test_kill_9_of_the_holder_mid_load_a_peer_delivers_everything_in_order(
     wait_until_sync(lambda: len(receiver.accepted) >= len(load.answered), timeout=20)
     delivered_in_order(receiver, load.answered)
     twice = len(receiver.requests) - len(receiver.accepted)  # sent again at the takeover
-    print(f"kill -9: b took over in {took:.2f} s; {twice} event(s) sent twice; "
-          f"{len(load.answered)} reports")
+    print(f"kill -9 ({'PostgreSQL' if storage.url else 'SQLite'}): b took over in "
+          f"{took:.2f} s; {twice} event(s) sent twice; {len(load.answered)} reports")
     assert twice <= 100 and receiver.forged == 0
     assert b.stop() == 0
 
