@@ -5,7 +5,9 @@ at once), and no event is lost or reordered."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from configs import base_config, merge, toml_text
-from conftest import Process
+from conftest import Process, cli
 from plugintools import install_plugins, lines, wait_until_sync
 from pnbridge.config.tables import StorageConfig, parse_config
 from pnbridge.errors import ConfigError
@@ -222,7 +224,24 @@ def two_instances(serve, tmp_path: Path, receiver: Receiver, url: str | None = N
     assert set(shown["leases"]) == {"delivery:recorder", "delivery:webhook", "maintenance"}
     assert all(v.startswith("a until ") for v in shown["leases"].values()), shown
     assert sorted(ready(a)["delivers"]) == ["recorder", "webhook"]
+    assert delivered_by(tmp_path, "b") == {"recorder": "a", "webhook": "a"}
     return a, b
+
+
+def delivered_by(tmp_path: Path, name: str) -> dict[str, str]:
+    """Who delivers each plugin, as `pnbridge plugins` (--json, and the table) and `pnbridge
+    events` show it with instance ``name``'s config."""
+    config = str(tmp_path / name / "pnbridge.toml")
+    listed = json.loads(cli("plugins", "--config", config, "--json").stdout)
+    shown = {p["name"]: p["delivery"]["instance"] for p in listed if p["delivery"]}
+    assert not any(p["delivery"]["expired"] for p in listed if p["delivery"])
+    text = cli("plugins", "--config", config).stdout
+    for plugin, holder in shown.items():
+        assert re.search(rf"^{plugin} .* {holder} until \S+Z ", text, re.M), text
+    assert re.search(r"^maintenance \(expiry, pruning\): \S+ until ", text, re.M), text
+    notes = cli("events", "--config", config).stderr
+    assert all(f"{p} delivered by {h} until " in notes for p, h in shown.items()), notes
+    return shown
 
 
 def test_kill_9_of_the_holder_mid_load_a_peer_delivers_everything_in_order(
@@ -276,6 +295,7 @@ def test_sigterm_hands_over_at_once_and_maintenance_moves_with_it(serve, tmp_pat
     b.wait_for("pruned [0-9]+ journal event")
     assert len(receiver.requests) == 40  # handed over with the cursor saved: none twice
     assert sorted(ready(b)["delivers"]) == ["recorder", "webhook"]
+    assert delivered_by(tmp_path, "a") == {"recorder": "b", "webhook": "b"}
     print(f"SIGTERM: b took over {took:.2f} s after a released its lease")
     assert took <= 1.5
     assert b.stop() == 0
