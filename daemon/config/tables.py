@@ -23,7 +23,7 @@ from .addresses import (
     is_loopback,
 )
 from .console import ConsoleConfig, console_problems
-from .typed import check, convert, duration_problem, parse_duration
+from .typed import check, convert, duration_problem, parse_duration, postgresql_url_problem
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_DATABASE = "pnbridge.db"
@@ -66,6 +66,9 @@ class ServerConfig:
     keep_alive_timeout: float = field(default=5.0, metadata=check(_positive))
     read_timeout: float = field(default=10.0, metadata=check(_positive))
     body_timeout: float = field(default=10.0, metadata=check(_positive))
+    # SO_REUSEPORT on `listen` and [agi] listen: several instances on one port, the kernel
+    # spreading connections (docs/cluster.md).
+    reuse_port: bool = False
 
 
 def _between(value: int, low: int, high: int) -> str | None:
@@ -83,6 +86,8 @@ class StorageConfig:
     # The push history: records kept this long, and at most this many rows (0: none recorded).
     push_history: str = field(default="7d", metadata=check(duration_problem))
     push_history_max: int = field(default=1_000_000, metadata=check(_at_least_zero))
+    url: str | None = field(default=None, metadata=check(postgresql_url_problem))
+    password_file: str | None = None
 
     @property
     def expire_seconds(self) -> float | None:
