@@ -56,6 +56,10 @@ ALICE2_TOKEN = token("alice2")  # alice2: a search for alice finds two users
 PARKED_TOKEN = token("parked")
 ANSWER = "Accepted by the stand-in"  # pnmediator's answer to alice-a's call push
 MESSAGE = "Test push from the console"
+WRONG_PASSWORD = "not-the-Password-8Hq2"
+# What no page may show and the daemon may not log.
+SECRETS = (*(t for pair in TOKENS.values() for t in pair), PLUS_TOKEN, ALICE2_TOKEN,
+           PARKED_TOKEN, PASSWORD, WRONG_PASSWORD, KEY)
 
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
@@ -78,6 +82,7 @@ class Site:
     stub: Stub
     receiver: Receiver
     db: Path
+    daemon: Process
 
     def devices_of(self, username: str) -> list[str]:
         """The selectors the database holds for ``username``."""
@@ -139,7 +144,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         shots = screenshot_dir(workdir / "screenshots")
         with open_browser(f"http://{admin}", shots) as browser:
             yield Site(browser, f"http://{api}", f"http://{admin}/console", stub, receiver,
-                       workdir / "pnbridge.db")
+                       workdir / "pnbridge.db", daemon)
     finally:
         daemon.stop()
         receiver.close()
@@ -196,7 +201,7 @@ def test_every_page_is_refused_without_login(site: Site) -> None:
 def test_a_wrong_password_is_refused(site: Site) -> None:
     browser = site.browser
     browser.go("/console/login")
-    browser.submit("form#login", username=OPERATOR, password="not-the-password")
+    browser.submit("form#login", username=OPERATOR, password=WRONG_PASSWORD)
     assert on_login_page(browser)
     assert browser.all(".flash")
     assert not browser.all("form#logout")
@@ -359,11 +364,15 @@ def test_no_page_shows_a_full_token_or_the_password(operator: Browser) -> None:
     visited = {urllib.parse.urlsplit(url).path.split("/")[2] or "overview"
                for url, _ in operator.sources}
     assert {"login", "overview", "search", "users", "devices", "calls", "parked"} <= visited
-    secrets = [*(t for pair in TOKENS.values() for t in pair), PLUS_TOKEN, ALICE2_TOKEN,
-               PARKED_TOKEN, PASSWORD, KEY]
     for url, html in operator.sources:
-        for secret in secrets:
+        for secret in SECRETS:
             assert secret not in html, (url, secret[:8])
+
+
+def test_the_daemon_logged_no_token_password_or_key(site: Site) -> None:
+    log = site.daemon.log
+    assert "pnbridge.console" in log  # the logins and actions are logged ...
+    assert [secret[:8] for secret in SECRETS if secret in log] == []  # ... without these
 
 
 SHOTS = ("login", "overview", "user", "device", "call", "parked", "phone")
