@@ -48,9 +48,13 @@ log = logging.getLogger("pnbridge.server")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def hypercorn_config(config: Config, binds: list[str]) -> hypercorn.config.Config:
+def hypercorn_config(config: Config, binds: list[str], reuse_port: bool = False
+                     ) -> hypercorn.config.Config:
     hc = hypercorn.config.Config()
     hc.bind = list(binds)
+    # hypercorn sets SO_REUSEPORT on its TCP sockets when it runs several workers; pnbridge
+    # runs none of hypercorn's workers (http/worker.py), so here workers says only that.
+    hc.workers = 2 if reuse_port else 1
     _limit(hc, config)
     hc.accesslog = None
     hc.include_server_header = False  # no "server: hypercorn-h11" for fingerprinting
@@ -162,7 +166,7 @@ async def _serve(
 ) -> None:
     admin = config.server.admin_listen
     app = create_app(services, health=not admin, api=not config.api.admin_only)
-    servers = [(app, hypercorn_config(config, config.server.listen))]
+    servers = [(app, hypercorn_config(config, config.server.listen, config.server.reuse_port))]
     # The console: on the admin listener; on listen too only with [console] on_listen.
     consoles = [app] if config.console.on_listen else []
     if admin:
@@ -198,7 +202,7 @@ async def _serve(
                     shutdown_trigger=shutdown.wait)))
             if config.agi.listen:
                 agi = AgiService(config.agi, services.fanouts, services.metrics,
-                                 lambda: services.api.deadlines)
+                                 lambda: services.api.deadlines, config.server.reuse_port)
                 await nursery.start(agi.serve, shutdown)
             log.info("listening on %s, database %s",
                      ", ".join(binds[0]), database_name(config.storage))

@@ -28,7 +28,8 @@ from .tables import AgiConfig, Config
 log = logging.getLogger("pnbridge.running")
 
 RESTART_ONLY = (
-    ("server", "listen"), ("server", "admin_listen"), ("api", "admin_only"),
+    ("server", "listen"), ("server", "admin_listen"), ("server", "reuse_port"),
+    ("api", "admin_only"),
     ("storage", "path"), ("storage", "busy_timeout"), ("storage", "expire_after"),
     ("storage", "push_history"), ("storage", "push_history_max"),
     ("storage", "url"), ("storage", "password_file"),

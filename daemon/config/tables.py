@@ -66,6 +66,9 @@ class ServerConfig:
     keep_alive_timeout: float = field(default=5.0, metadata=check(_positive))
     read_timeout: float = field(default=10.0, metadata=check(_positive))
     body_timeout: float = field(default=10.0, metadata=check(_positive))
+    # SO_REUSEPORT on `listen` and [agi] listen: several instances on one port, the kernel
+    # spreading connections (docs/cluster.md).
+    reuse_port: bool = False
 
 
 def _between(value: int, low: int, high: int) -> str | None:
