@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..storage.engines import local_name
-from .tables import AgiConfig, Config
+from .agi import AgiConfig
+from .tables import Config
 
 log = logging.getLogger("pnbridge.running")
 
