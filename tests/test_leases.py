@@ -337,3 +337,22 @@ def test_a_frozen_holder_is_taken_over_as_its_lease_runs_out_and_stops_as_it_wak
     print(f"frozen holder: b took over {took:.2f} s after a stopped (lease time {TTL:g} s)")
     assert took <= TTL + 1
     assert a.stop() == 0 and b.stop() == 0
+
+
+@pytest.mark.postgresql
+def test_on_postgresql_a_peer_s_event_wakes_the_holder_at_once(
+        serve, tmp_path, receivers, pg_database_url):
+    """LISTEN/NOTIFY: with polling a minute apart, an event another instance journals is
+    delivered by the holder at once."""
+    receiver = receivers()
+    a, b = two_instances(serve, tmp_path, receiver, pg_database_url, poll_interval=60)
+    time.sleep(1)  # a's delivery waits (a minute) for its next look at the journal
+    with httpx.Client(base_url=b.url()) as client:
+        sent = time.monotonic()
+        report(client, "s1", token="tok-000001", pushappid="app.id")
+    wait_until_sync(lambda: len(receiver.accepted) == 1, timeout=10)
+    took = time.monotonic() - sent
+    assert recorded(tmp_path, "a") and not recorded(tmp_path, "b")
+    print(f"PostgreSQL: b's event reached the receiver through a in {took:.3f} s")
+    assert took < 2
+    assert a.stop() == 0 and b.stop() == 0

@@ -67,6 +67,16 @@ class Lease:
     taken_at: float
 
 
+class Listener(Protocol):
+    """Waits, on a thread, for another process's journaling commit (engines.py)."""
+
+    def wait(self, timeout: float) -> bool:
+        """True once one is notified, False after ``timeout`` seconds; never raises."""
+        ...
+
+    def close(self) -> None: ...
+
+
 # What one call of a batch gave: its result, or the error it raised.
 Done = tuple[Any, BaseException | None]
 

@@ -28,6 +28,7 @@ from .delivery import DeliveryState
 from .devices import Devices
 from .history import PushHistory
 from .leases import Leases
+from .notify import JournalListener
 from .schema import MIGRATIONS, migrate, schema_problem
 
 # The probe's selector, username and event id: nothing a report can send (a control
@@ -228,6 +229,10 @@ class PostgreSQLEngine:
     def reader(self) -> PostgreSQLStore:
         """A read-only store for one of the daemon's reader threads."""
         return PostgreSQLStore(self.credentials, reading=True, checked=True)
+
+    def listener(self) -> JournalListener:
+        """What wakes the dispatcher when another process journals (LISTEN, notify.py)."""
+        return JournalListener(self.credentials)
 
     def inspect(self, *, serving: bool = False) -> str | None:
         """What keeps pnbridge from using the database, in one line (unreachable, not
