@@ -225,6 +225,12 @@ def two_instances(serve, tmp_path: Path, receiver: Receiver, url: str | None = N
     assert all(v.startswith("a until ") for v in shown["leases"].values()), shown
     assert sorted(ready(a)["delivers"]) == ["recorder", "webhook"]
     assert delivered_by(tmp_path, "b") == {"recorder": "a", "webhook": "a"}
+    for process, held in ((a, 1), (b, 0)):
+        page = httpx.get(process.url() + "/metrics", timeout=5).text
+        name = "a" if held else "b"
+        assert f'pnbridge_instance_info{{instance="{name}"}} 1.0' in page
+        for lease in ("delivery:recorder", "delivery:webhook", "maintenance"):
+            assert f'pnbridge_lease_held{{lease="{lease}"}} {held}.0' in page, page
     return a, b
 
 
