@@ -114,6 +114,17 @@ def test_errors_worded_without_the_password(postgres_server: PostgresServer,
         engine(StorageConfig(url=url, password_file=str(tmp_path / "none")))
 
 
+def test_connection_settings_keep_the_urls(pg_database_url: str):
+    """busy_timeout is the lock timeout; the URL's own options and application_name stay."""
+    url = (f"{pg_database_url}?options=-c%20statement_timeout%3D7000"
+           "&application_name=pbx1")
+    store = engine(StorageConfig(url=url, busy_timeout=0.25)).open()
+    shown = [store.conn.execute(f"SHOW {name}").fetchone() for name in
+             ("lock_timeout", "statement_timeout", "application_name")]
+    store.close()
+    assert shown == [("250ms",), ("7s",), ("pbx1",)]
+
+
 def test_server_stopped_mid_run_then_back(postgres_server: PostgresServer,
                                           pg_database_url: str):
     database = engine(StorageConfig(url=pg_database_url, busy_timeout=1))
