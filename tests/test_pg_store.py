@@ -161,7 +161,7 @@ def test_missing_extra_is_one_line(tmp_path: Path):
     config.write_text(config_toml(tmp_path, {"storage": {"url": "postgresql://x@h/db"}}))
     hide = ("import sys; sys.modules['psycopg'] = None; "
             "from pnbridge.cli import main; sys.argv[0] = 'pnbridge'; main()")
-    for command in (["devices", "list"], ["serve"], ["doctor"]):
+    for command in (["devices", "list"], ["serve"], ["doctor"], ["check-config"]):
         result = subprocess.run([sys.executable, "-c", hide, *command, "--config", str(config)],
                                 capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert result.returncode != 0, command
