@@ -107,6 +107,15 @@ def test_errors_worded_without_the_password(postgres_server: PostgresServer,
         assert str(raised.value).startswith("cannot open database postgresql://***@127.0.0.1:")
         assert re.search(problem, raised.value.problem), said
         assert password not in said and "not-the-password-9" not in said
+    engine(StorageConfig(url=pg_database_url)).open().close()  # the schema
+    with psycopg.connect(pg_database_url, autocommit=True) as conn:  # a standby, say
+        conn.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    store = engine(StorageConfig(url=pg_database_url)).open()
+    [(_, error)] = store.run_batch([lambda s: s.register(report("s1"), {}, 1.0)])
+    store.close()
+    assert isinstance(error, StoreError)
+    assert error.problem.startswith("the database is read-only (a standby, or "
+                                    "default_transaction_read_only) ("), error.problem
     right = tmp_path / "right"
     right.write_text(password + "\n")  # the first line, without its newline
     engine(StorageConfig(url=url, password_file=str(right))).open().close()
