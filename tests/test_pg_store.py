@@ -134,6 +134,19 @@ def test_connection_settings_keep_the_urls(pg_database_url: str):
     assert shown == [("250ms",), ("7s",), ("pbx1",)]
 
 
+def test_a_unix_socket(postgres_server: PostgresServer, pg_database_url: str):
+    """``?host=/socket/dir``: libpq's unix socket (trust here: no password)."""
+    name = pg_database_url.rsplit("/", 1)[1]
+    url = (f"postgresql://pnbridge@/{name}?host={postgres_server.socket_dir}"
+           f"&port={postgres_server.port}")
+    database = engine(StorageConfig(url=url))
+    assert database.where == url.replace("pnbridge@", "***@")
+    store = database.open()
+    [(change, error)] = store.run_batch([lambda s: s.register(report("s1"), {}, 1.0)])
+    store.close()
+    assert error is None and change.outcome == "created"
+
+
 def test_server_stopped_mid_run_then_back(postgres_server: PostgresServer,
                                           pg_database_url: str):
     database = engine(StorageConfig(url=pg_database_url, busy_timeout=1))
