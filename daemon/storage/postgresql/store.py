@@ -1,11 +1,11 @@
 """The PostgreSQL engine of the Store (storage/interface.py), through psycopg 3's synchronous
 API from worker threads, as SQLite's: ``PostgreSQLStore`` is one connection (the writer's,
-a command's, a reader thread's: ``PostgreSQLEngine``); its
-devices (devices.py), journal (journal.py), delivery state (delivery.py) and push history
-(history.py) the parts it is made of.
+a command's, a reader thread's: ``PostgreSQLEngine``); its devices (devices.py), journal
+(journal.py), delivery state (delivery.py) and push history (history.py) the parts it is
+made of.
 
 Every operation raises StoreError for psycopg's errors, chained to them, its ``problem``
-worded for an operator with the password cut (errors.py). A connection the server dropped
+worded for an operator with the password cut (connect.py). A connection the server dropped
 (a restart) is opened again by the next operation: what fails meanwhile fails as StoreError
 (reports answer 503), and the store recovers by itself when the server is back.
 """
