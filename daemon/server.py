@@ -40,6 +40,7 @@ from .ops.sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
 from .push.fanout import Pusher, transport
 from .push.history import PushHistory, open_history
 from .push.inflight import Fanouts
+from .storage.engines import database_name, local_name
 from .storage.writer import open_writer
 
 log = logging.getLogger("pnbridge.server")
@@ -47,9 +48,13 @@ log = logging.getLogger("pnbridge.server")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def hypercorn_config(config: Config, binds: list[str]) -> hypercorn.config.Config:
+def hypercorn_config(config: Config, binds: list[str], reuse_port: bool = False
+                     ) -> hypercorn.config.Config:
     hc = hypercorn.config.Config()
     hc.bind = list(binds)
+    # hypercorn sets SO_REUSEPORT on its TCP sockets when it runs several workers; pnbridge
+    # runs none of hypercorn's workers (http/worker.py), so here workers says only that.
+    hc.workers = 2 if reuse_port else 1
     _limit(hc, config)
     hc.accesslog = None
     hc.include_server_header = False  # no "server: hypercorn-h11" for fingerprinting
@@ -104,7 +109,7 @@ async def run(
     try:
         with receiver or contextlib.nullcontext() as signals:
             async with (
-                open_writer(config.storage.path, config.storage.busy_timeout) as writer,
+                open_writer(config.storage) as writer,
                 # Its task writes the fan-outs' records; what is left, before the store closes.
                 open_history(writer, config.storage, metrics) as history,
                 open_plugins(plugins, writer, config.plugins) as dispatcher,
@@ -161,7 +166,7 @@ async def _serve(
 ) -> None:
     admin = config.server.admin_listen
     app = create_app(services, health=not admin, api=not config.api.admin_only)
-    servers = [(app, hypercorn_config(config, config.server.listen))]
+    servers = [(app, hypercorn_config(config, config.server.listen, config.server.reuse_port))]
     # The console: on the admin listener; on listen too only with [console] on_listen.
     consoles = [app] if config.console.on_listen else []
     if admin:
@@ -177,7 +182,7 @@ async def _serve(
     reloader.add(partial(_web_step, services, servers))
     restarts: dict[str, Any] = {}  # plugin: its new settings, set by a reload
     reloader.add(partial(_plugin_step, dispatcher, restarts))
-    database = config.storage.path
+    database = local_name(config.storage)
     record = partial(write_record, database, plugins.enabled)
     await trio.to_thread.run_sync(record, restart_values(config, plugins.settings))
     async with trio.open_nursery() as helpers:
@@ -197,10 +202,10 @@ async def _serve(
                     shutdown_trigger=shutdown.wait)))
             if config.agi.listen:
                 agi = AgiService(config.agi, services.fanouts, services.metrics,
-                                 lambda: services.api.deadlines)
+                                 lambda: services.api.deadlines, config.server.reuse_port)
                 await nursery.start(agi.serve, shutdown)
             log.info("listening on %s, database %s",
-                     ", ".join(binds[0]), config.storage.path)
+                     ", ".join(binds[0]), database_name(config.storage))
             if admin:
                 log.info("health and metrics on %s", ", ".join(binds[1]))
             status = f"listening on {', '.join(binds[0])}"

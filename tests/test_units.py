@@ -59,3 +59,30 @@ def test_exposure_is_at_most_two_and_documented():
     install = (ROOT / "docs" / "install.md").read_text()
     assert f"exposure level {figure}" in install, "docs/install.md states another figure"
     assert INSTALLED in install
+
+
+def template_as(tmp_path: Path, name: str) -> Path:
+    text = (UNITS / "pnbridge@.service").read_text()
+    assert f"ExecStart={INSTALLED} serve --config /etc/pnbridge/%i.toml" in text
+    unit = tmp_path / name
+    unit.write_text(text.replace(INSTALLED, str(Path(sys.executable).parent / "pnbridge")))
+    return unit
+
+
+def test_template_unit_verifies_as_template_and_as_an_instance(tmp_path):
+    for name in ("pnbridge@.service", "pnbridge@a.service"):
+        result = analyze("verify", str(template_as(tmp_path, name)))
+        assert result.returncode == 0 and result.stderr == "", (name, result.stderr)
+
+
+def test_template_unit_is_hardened_as_the_service(tmp_path):
+    """Everything from [Service] on is pnbridge.service's but the config file's name; its
+    exposure as an instance is the service's."""
+    service = (UNITS / "pnbridge.service").read_text().partition("[Service]")[2]
+    template = (UNITS / "pnbridge@.service").read_text().partition("[Service]")[2]
+    assert template.replace("/etc/pnbridge/%i.toml", "/etc/pnbridge/pnbridge.toml") == service
+    result = analyze("security", "--offline=true", "--no-pager",
+                     str(template_as(tmp_path, "pnbridge@a.service")))
+    found = re.search(r"Overall exposure level for pnbridge@a\.service: (\d+\.\d+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found.group(1)) == exposure()

@@ -124,6 +124,9 @@ def test_install_units_writes_units_systemd_accepts_and_their_docs(venv, tmp_pat
     assert service == shipped.replace("/opt/pnbridge/venv/bin/pnbridge",
                                       str(venv / "bin" / "pnbridge"))
     assert (units / "pnbridge.socket").read_text() == (ROOT / "systemd/pnbridge.socket").read_text()
+    template = (ROOT / "systemd" / "pnbridge@.service").read_text()
+    assert (units / "pnbridge@.service").read_text() == template.replace(
+        "/opt/pnbridge/venv/bin/pnbridge", str(venv / "bin" / "pnbridge"))
     for unit in ("pnbridge.service", "pnbridge.socket"):
         [doc] = [line for line in (units / unit).read_text().splitlines()
                  if line.startswith("Documentation=")]
@@ -137,6 +140,6 @@ def test_install_units_writes_units_systemd_accepts_and_their_docs(venv, tmp_pat
         assert not os.environ.get("CI"), "systemd-analyze is missing"
         return
     verify = subprocess.run(["systemd-analyze", "verify", str(units / "pnbridge.service"),
-                             str(units / "pnbridge.socket")], capture_output=True, text=True,
+                             str(units / "pnbridge.socket"), str(units / "pnbridge@.service")], capture_output=True, text=True,
                             timeout=60, env={**os.environ, "SYSTEMD_LOG_COLOR": "0"})
     assert verify.returncode == 0 and verify.stderr == "", verify.stderr

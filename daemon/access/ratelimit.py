@@ -133,3 +133,20 @@ class Limits:
             networks(config.server.trusted_proxies),
             reporter.ipv6_prefix,
         )
+
+
+def per_instance_warning(config: Config) -> str | None:
+    """That the rate limits are each instance's own, when the config suggests several
+    instances (``[server] reuse_port``, or a shared ``[storage] url``) and a limit is on."""
+    several = [name for name, on in (("[server] reuse_port", config.server.reuse_port),
+                                     ("[storage] url", bool(getattr(config.storage, "url", None))))
+               if on]
+    limits = [name for name, rate in (
+        ("[reporter] client_rate", config.reporter.client_rate),
+        ("[reporter] username_rate", config.reporter.username_rate),
+        ("[api] key_rate", config.api.key_rate)) if rate]
+    if not several or not limits:
+        return None
+    return (f"{' and '.join(several)}: several instances likely, and the rate limits "
+            f"({', '.join(limits)}) are per instance: N instances allow N times the rate "
+            "(docs/cluster.md)")

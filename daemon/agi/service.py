@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..config.tables import AgiConfig, DeadlinesConfig
+from ..config.agi import AgiConfig
+from ..config.tables import DeadlinesConfig
 from ..errors import AgiError, BadScript, Busy, ListenError, StoreError, UnknownUser
 from ..ops.log import describe, escape
 from ..ops.metrics import Metrics
@@ -53,9 +54,10 @@ class AgiService:
 
     def __init__(
         self, config: AgiConfig, fanouts: Fanouts | None, metrics: Metrics,
-        deadlines: Callable[[], DeadlinesConfig],
+        deadlines: Callable[[], DeadlinesConfig], reuse_port: bool = False,
     ):
         self.config = config
+        self.reuse_port = reuse_port
         self.fanouts = fanouts
         self.metrics = metrics
         self.deadlines = deadlines
@@ -75,7 +77,7 @@ class AgiService:
             for address in self.config.listen:
                 host, port = _split(address)
                 try:
-                    listeners += await trio.open_tcp_listeners(port, host=host)
+                    listeners += await _listen(host, port, self.reuse_port)
                 except OSError as error:
                     raise ListenError(f"[agi] listen {address}",
                                       error.strerror or describe(error)) from None
@@ -291,6 +293,30 @@ def _short(text: str) -> str:
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+async def _listen(host: str, port: int, reuse_port: bool) -> list[trio.SocketListener]:
+    """trio's TCP listeners on ``host:port``; with ``reuse_port``, SO_REUSEPORT set on each
+    (several instances on one port, the kernel spreading connections)."""
+    if not reuse_port:
+        return await trio.open_tcp_listeners(port, host=host)
+    sockets: list[trio.socket.SocketType] = []
+    try:
+        for family, kind, proto, _, address in await trio.socket.getaddrinfo(
+                host or None, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE):
+            sock = trio.socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+            if family == trio.socket.AF_INET6:
+                sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
+            await sock.bind(address)
+            sock.listen()
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return [trio.SocketListener(sock) for sock in sockets]
 
 
 def _close(listeners: list[trio.SocketListener]) -> None:

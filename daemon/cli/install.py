@@ -6,6 +6,7 @@ import click
 import trio
 
 from ..access.auth import security_warnings
+from ..access.ratelimit import per_instance_warning
 from ..config import paths, running
 from ..config.tables import load_config
 from ..delivery.commands import config_option, fail
@@ -26,7 +27,8 @@ def check_config(config_path: str | None, service_user: str | None) -> None:
         service = paths.service_account(config_path, service_user)
     except ValueError as error:
         fail(str(error))
-    for warning in security_warnings(config, config_path, service):
+    limits = per_instance_warning(config)
+    for warning in [*security_warnings(config, config_path, service), *filter(None, [limits])]:
         click.echo(f"pnbridge: WARNING: {warning}", err=True)
     for line in running.notes(*running.compare(config)):
         click.echo(f"pnbridge: note: {escape(line)}", err=True)
