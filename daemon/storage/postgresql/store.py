@@ -163,24 +163,25 @@ class PostgreSQLStore(Devices, DeliveryState, PushHistory):
         down, the disk full), every call fails with that error and nothing of the batch is
         kept; the next batch connects again if it must."""
         try:
-            self._begin_again()
-            conn = self.conn
-            done = self._run_all(calls)
-            if done is None:
-                self._end("ROLLBACK")
-                self._begin()
-                done = []
-                for call in calls:
-                    conn.execute("SAVEPOINT op")
-                    locked = self.journal_locked
-                    try:
-                        done.append((call(self), None))
-                    except Exception as error:
-                        conn.execute("ROLLBACK TO op")
-                        self.journal_locked = locked  # a lock taken after it went with it
-                        done.append((None, error))
-                    conn.execute("RELEASE op")
-            self._end("COMMIT")
+            with self._borrowed():
+                self._begin_again()
+                conn = self.conn
+                done = self._run_all(calls)
+                if done is None:
+                    self._end("ROLLBACK")
+                    self._begin()
+                    done = []
+                    for call in calls:
+                        conn.execute("SAVEPOINT op")
+                        locked = self.journal_locked
+                        try:
+                            done.append((call(self), None))
+                        except Exception as error:
+                            conn.execute("ROLLBACK TO op")
+                            self.journal_locked = locked  # a lock taken after it went with it
+                            done.append((None, error))
+                        conn.execute("RELEASE op")
+                self._end("COMMIT")
         except psycopg.Error as error:
             with suppress(psycopg.Error):
                 if not self.conn.closed and self._in_transaction():
@@ -219,7 +220,7 @@ class PostgreSQLStore(Devices, DeliveryState, PushHistory):
         conn.execute("UPDATE schema_version SET version = version")
 
 
-_OWN = ("transaction", "close")  # not wrapped: they handle the connection themselves
+_OWN = ("transaction", "run_batch", "close")  # not wrapped: they handle the connection
 
 
 def read_only(conn: psycopg.Connection) -> None:
@@ -254,7 +255,10 @@ class PostgreSQLEngine:
                     kwargs={**self.credentials.params, "autocommit": True},
                     min_size=1, max_size=4, timeout=self._timeout, open=True,
                     configure=read_only, check=psycopg_pool.ConnectionPool.check_connection,
-                    name="pnbridge-readers")
+                    # A failed connection attempt is given up soon and the next query tries
+                    # again at once: the pool's own backoff (1 s, doubled up to 5 min) would
+                    # keep the push API failing long after the server is back.
+                    reconnect_timeout=self._timeout, name="pnbridge-readers")
             return PostgreSQLStore(self.credentials, reading=True, pool=self._pool)
 
     def close(self) -> None:
@@ -279,7 +283,7 @@ def engine_errors(operation: Callable[P, T]) -> Callable[P, T]:
     or opened again), raising psycopg's errors as StoreError. Called outside a transaction
     on a store's own connection (a command's), it runs in one of its own: its changes and
     their events commit together (and under the journal's lock, journal.py)."""
-    atomic = operation.__name__ not in ("run_batch", "changes")
+    atomic = operation.__name__ != "changes"
 
     @functools.wraps(operation)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
