@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from operator import methodcaller
 
 import pytest
@@ -21,12 +20,10 @@ from pnbridge.storage.reader import STUCK, Reader
 
 
 @pytest.fixture
-def database(engine: StoreEngine) -> Iterator[Engine]:
+def database(engine: StoreEngine) -> Engine:
     """The engine's database, created; its readers' stores come from ``reader``."""
     engine.open().close()
-    database = engine_of(engine.config())
-    yield database
-    database.close()
+    return engine_of(engine.config())
 
 
 async def test_queries_that_come_together_share_one_thread(database):
@@ -115,4 +112,3 @@ async def test_a_query_postgresql_fails_raises_store_error(postgresql_engine):
             assert await reader.call(methodcaller("count_devices")) == 0
     finally:
         reader.close()
-        database.close()
