@@ -171,9 +171,14 @@ class PostgreSQLStore(Devices, DeliveryState, PushHistory):
 
     def _run_all(self, calls: Sequence[Callable[[PostgreSQLStore], Any]]) -> list[Done] | None:
         """Run ``calls`` in the open transaction; None (the transaction to be rolled back)
-        as soon as one raises."""
+        as soon as one raises. The database's own trouble (a lock waited for busy_timeout,
+        the server gone) fails the batch at once: each call again would wait again."""
         try:
             return [(call(self), None) for call in calls]
+        except StoreError as error:
+            if isinstance(error.__cause__, psycopg.OperationalError):
+                raise error.__cause__ from None
+            return None
         except Exception:
             return None
 
