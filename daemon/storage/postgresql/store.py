@@ -26,6 +26,7 @@ from ...config.tables import StorageConfig
 from ...errors import StoreError
 from ..interface import Done, Store
 from .connect import Credentials
+from .copy import Copying
 from .delivery import DeliveryState
 from .devices import Devices
 from .history import PushHistory
@@ -39,7 +40,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class PostgreSQLStore(Devices, DeliveryState, PushHistory):
+class PostgreSQLStore(Devices, DeliveryState, PushHistory, Copying):
     """The Store on PostgreSQL. With a ``pool`` (the daemon's readers), each operation
     borrows a read-only connection from it; else the store has a connection of its own,
     opened again when the server dropped it. By default the schema is created or migrated
