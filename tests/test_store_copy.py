@@ -80,13 +80,15 @@ async def test_a_host_moves_to_postgresql_and_its_plugins_resume(
     assert f"a pnbridge daemon (pid {os.getpid()}) runs on the source" in refused.stderr
     daemon.shutdown.set()
     await wait_until(lambda: not Path(f"{daemon.db_path}.running").exists())
+    # The dispatcher's last cursors are written as it stops: gated stays behind.
+    await wait_until(lambda: daemon.store().cursors() == {"gated": 6, "picky": 8,
+                                                          "pnmediator": 8})
 
     source = StoreEngine("sqlite", {"path": daemon.db_path})
     target = StoreEngine("postgresql", {"path": str(tmp_path / "moved.db"),
                                         "url": pg_database_url}, postgres_server)
     before = content(source)
     assert [len(before[name]) for name in TABLES] == [7, 8, 3, 1, 1]
-    assert {row[0]: row[1] for row in before["cursors"]}["gated"] == 6
     copied = await copy(config, pg_database_url)
     assert copied.returncode == 0, copied.stderr
     assert copied.stdout == (
@@ -95,7 +97,10 @@ async def test_a_host_moves_to_postgresql_and_its_plugins_resume(
     assert postgres_server.password not in copied.stdout + copied.stderr
     assert content(target) == before  # times too: the same doubles
 
-    again = await copy(config, pg_database_url)
+    # The password from a file this time (the URL without it).
+    (tmp_path / "pg-password").write_text(postgres_server.password + "\n")
+    bare_url = target_name(pg_database_url).replace("***@", "pnbridge@")
+    again = await copy(config, bare_url, "--password-file", str(tmp_path / "pg-password"))
     assert again.returncode == 1
     assert again.stderr == (
         f"pnbridge: --to {target_name(pg_database_url)} is not empty (it holds 7 devices, "

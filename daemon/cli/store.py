@@ -23,11 +23,12 @@ def store_group() -> None:
     """The database as a whole: copy it into another."""
 
 
-def _target(storage: StorageConfig, to: str) -> StorageConfig:
-    """The ``[storage]`` of ``--to``: a postgresql:// URL (its password from the URL or
-    libpq's usual places: PGPASSFILE, PGPASSWORD), else the path of an SQLite file."""
+def _target(storage: StorageConfig, to: str, password_file: str | None) -> StorageConfig:
+    """The ``[storage]`` of ``--to``: a postgresql:// URL (its password from
+    ``password_file``, the URL or libpq's usual places: PGPASSFILE, PGPASSWORD), else the
+    path of an SQLite file."""
     if re.match(r"postgres(ql)?://", to):
-        return dataclasses.replace(storage, url=to, password_file=None)
+        return dataclasses.replace(storage, url=to, password_file=password_file)
     if "://" in to:
         fail(f"--to {database_name(dataclasses.replace(storage, url=to))}: neither a "
              "postgresql:// URL nor a file path")
@@ -49,17 +50,21 @@ def _stopped(storage: StorageConfig, which: str) -> None:
 @click.option("--to", "to", required=True, metavar="URL",
               help="The target: postgresql://USER@HOST:PORT/DB (password from PGPASSFILE or "
               "PGPASSWORD, or in the URL), or the path of an SQLite file.")
+@click.option("--password-file", type=click.Path(dir_okay=False),
+              help="The target PostgreSQL role's password: the first line of this file (as "
+              "[storage] password_file).")
 @click.option("--force", is_flag=True,
               help="Copy into a target that already has rows: each copied row replaces the "
               "target's row with the same key (device: selector; journal event: seq or id; "
               "cursor: plugin; parked event: plugin and seq; a push record is not copied "
               "twice); the target's other rows are kept.")
-def store_copy(config_path: str | None, to: str, force: bool) -> None:
+def store_copy(config_path: str | None, to: str, password_file: str | None,
+               force: bool) -> None:
     """Copy the config's database into another: devices, the journal (seqs and ids kept:
     the plugins resume where they were), cursors, parked events and the push history, with
     their times. Stop the daemon first. Copying again with --force gives the same target."""
     config = load_config(config_path)
-    target_storage = _target(config.storage, to)
+    target_storage = _target(config.storage, to, password_file)
     source_name, target_name = database_name(config.storage), database_name(target_storage)
     same_file = (config.storage.url is None and target_storage.url is None and
                  os.path.abspath(config.storage.path) == os.path.abspath(to))
