@@ -7,6 +7,7 @@ file (a backup), with the refusals and the progress bar."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from configs import config_toml, merge
 from conftest import cli, on_terminal
 from engines import StoreEngine
 from plugintools import install_plugins, lines, records, wait_until
-from pnbridge.model import Report
+from pnbridge.model import PushRecord, Report
 from pnbridge.storage.sqlite.store import SQLiteStore
 from pnmediator_stub import KEY, push_config
 from postgres import PostgresServer
@@ -84,16 +85,23 @@ async def test_a_host_moves_to_postgresql_and_its_plugins_resume(
     await wait_until(lambda: daemon.store().cursors() == {"gated": 6, "picky": 8,
                                                           "pnmediator": 8})
 
+    # A record with every field that may be empty, empty (a push the request refused).
+    refused = PushRecord(time=1.8e9, verb="NotifyTextMessage", id=None, username="dave",
+                         selector="D1", pair=None, token=None, appid=None, outcome="skipped",
+                         code=None, message="no token", attempts=0, latency=0.0,
+                         requester="cli")
+    with contextlib.closing(SQLiteStore(daemon.db_path)) as store, store.transaction():
+        store.record_pushes([refused])
     source = StoreEngine("sqlite", {"path": daemon.db_path})
     target = StoreEngine("postgresql", {"path": str(tmp_path / "moved.db"),
                                         "url": pg_database_url}, postgres_server)
     before = content(source)
-    assert [len(before[name]) for name in TABLES] == [7, 8, 3, 1, 1]
+    assert [len(before[name]) for name in TABLES] == [7, 8, 3, 1, 2]
     copied = await copy(config, pg_database_url)
     assert copied.returncode == 0, copied.stderr
     assert copied.stdout == (
         "copied 7 devices, 8 journal events, 3 plugin cursors, 1 parked or retried event, "
-        f"1 push record from {daemon.db_path} to {target_name(pg_database_url)}\n")
+        f"2 push records from {daemon.db_path} to {target_name(pg_database_url)}\n")
     assert postgres_server.password not in copied.stdout + copied.stderr
     assert content(target) == before  # times too: the same doubles
 
@@ -104,7 +112,7 @@ async def test_a_host_moves_to_postgresql_and_its_plugins_resume(
     assert again.returncode == 1
     assert again.stderr == (
         f"pnbridge: --to {target_name(pg_database_url)} is not empty (it holds 7 devices, "
-        "8 journal events, 3 plugin cursors, 1 parked or retried event, 1 push record): "
+        "8 journal events, 3 plugin cursors, 1 parked or retried event, 2 push records): "
         "pass --force to copy into it, replacing rows with the same keys\n")
     forced = await copy(config, pg_database_url, "--force")
     assert forced.returncode == 0, forced.stderr
@@ -125,7 +133,7 @@ async def test_a_host_moves_to_postgresql_and_its_plugins_resume(
         "username": "alice", "verb": "NotifyIncomingCall", "id": "call-2@pbx"},
         headers={"Authorization": f"Bearer {KEY}"})
     assert answer.json()["devices"][0]["outcome"] == "sent"
-    await wait_until(lambda: len(moved.store().pushes()) == 2)
+    await wait_until(lambda: len(moved.store().pushes()) == 3)
 
 
 def target_name(url: str) -> str:
