@@ -484,7 +484,8 @@ def run(quick: bool, out: Path) -> dict:
         results["push"] = push_fanout(work, seconds, rounds, 1 if quick else 3)
         import cluster  # it imports this module: not at the top
 
-        results["cluster"] = cluster.run(work, quick, seconds, rounds) | {"quick": quick}
+        results["cluster"] = cluster.run(work, quick, seconds, cluster.ROUNDS[quick]) | {
+            "quick": quick}
         for n in sizes:
             conn = sqlite3.connect(dbs[n])
             count = conn.execute("SELECT count(*) FROM devices").fetchone()[0]
@@ -559,7 +560,7 @@ def history_lines(push: dict) -> list[str]:
 def cluster_lines(r: dict) -> list[str]:
     import cluster
 
-    return cluster.lines(r["cluster"], r["seconds"], r["rounds"])
+    return cluster.lines(r["cluster"], r["seconds"], cluster.ROUNDS[r["quick"]])
 
 
 def write_markdown(r: dict, out: Path) -> None:
@@ -571,10 +572,10 @@ def write_markdown(r: dict, out: Path) -> None:
         "README's install command:",
         "",
         "```sh",
-        "bench/run            # the full run (about 11 minutes), rewrites this page",
+        "bench/run            # the full run (about 10 minutes), rewrites this page",
         "bench/run --quick    # a smoke run (under a minute) that writes to a temp file",
         "bench/run --push     # only the push fan-out (about 3 minutes), printed, no page",
-        "bench/run --cluster  # only PostgreSQL and several instances (about 5 minutes)",
+        "bench/run --cluster  # only PostgreSQL and several instances (about 4 minutes)",
         "```",
         "",
         "## Targets",
@@ -705,7 +706,7 @@ def main() -> None:
     if args.cluster:
         import cluster
 
-        seconds, rounds = (2, 1) if args.quick else (5, 5)
+        seconds, rounds = (2, 1) if args.quick else (5, cluster.ROUNDS[False])
         with tempfile.TemporaryDirectory(prefix="pnbridge-bench-") as tmp:
             found = cluster.run(Path(tmp), args.quick, seconds, rounds) | {"quick": args.quick}
         print("\n".join(cluster.lines(found, seconds, rounds)))
