@@ -97,6 +97,10 @@ async def test_a_host_moves_to_postgresql_and_its_plugins_resume(
                                         "url": pg_database_url}, postgres_server)
     before = content(source)
     assert [len(before[name]) for name in TABLES] == [7, 8, 3, 1, 2]
+    wrong = await copy(config, pg_database_url.replace(postgres_server.password, "not-it-42"))
+    assert wrong.returncode == 1 and "authentication failed" in wrong.stderr
+    assert "not-it-42" not in wrong.stderr and "Traceback" not in wrong.stderr
+    assert target.rows("SELECT count(*) FROM pg_tables WHERE tablename = 'devices'") == [(0,)]
     copied = await copy(config, pg_database_url)
     assert copied.returncode == 0, copied.stderr
     assert copied.stdout == (
