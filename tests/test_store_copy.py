@@ -122,6 +122,13 @@ async def test_a_host_moves_to_postgresql_and_its_plugins_resume(
     assert forced.returncode == 0, forced.stderr
     assert content(target) == before  # no row twice
 
+    # And back from PostgreSQL into an SQLite file (a backup): the same rows again.
+    on_pg = tmp_path / "on-pg.toml"
+    on_pg.write_text(config_toml(tmp_path, {"storage": {"url": pg_database_url}}))
+    back = await copy(on_pg, str(tmp_path / "back.db"))
+    assert back.returncode == 0, back.stderr
+    assert content(StoreEngine("sqlite", {"path": str(tmp_path / "back.db")})) == before
+
     # A daemon on the copy: the devices are there, each plugin resumes after its cursor.
     gate.touch()
     moved = await start_daemon(merge(tables, {"storage": {"url": pg_database_url}}))
