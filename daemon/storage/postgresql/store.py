@@ -24,6 +24,7 @@ from ...config.tables import StorageConfig
 from ...errors import StoreError
 from ..interface import Done, Store
 from .connect import Credentials
+from .copy import Copying
 from .delivery import DeliveryState
 from .devices import Devices
 from .history import PushHistory
@@ -37,7 +38,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class PostgreSQLStore(Devices, DeliveryState, PushHistory):
+class PostgreSQLStore(Devices, DeliveryState, PushHistory, Copying):
     """The Store on PostgreSQL: one connection, opened again when the server dropped it. By
     default the schema is created or migrated (under a lock: several instances start at
     once); with ``reading``, the connection is read-only and the schema must be this
