@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from contextlib import contextmanager, suppress
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import psycopg
 import psycopg_pool
@@ -292,7 +292,13 @@ def engine_errors(operation: Callable[P, T]) -> Callable[P, T]:
                         return operation(*args, **kwargs)
                 return operation(*args, **kwargs)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
-            raise store.credentials.failure(error) from error
+            failure = store.credentials.failure(error)
+            if operation.__name__ == "run_batch":  # no connection: each call fails with
+                calls = args[1]  # it, as when the transaction fails (run_batch's contract)
+                assert isinstance(calls, Sized)
+                failure.__cause__ = error
+                return cast(T, [(None, failure)] * len(calls))
+            raise failure from error
 
     return wrapper
 
