@@ -6,6 +6,8 @@ delivered at least once, each device's events in journal order."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,12 +33,24 @@ TIMEOUT = 10.0  # the clients' timeout: no report may take longer
 BUSY_TIMEOUT = 2.0  # [storage] busy_timeout: a report waits at most this for the store
 
 
+def separate() -> list[str]:
+    """The command prefix that runs a process in a PID namespace of its own, as if on
+    another host (ops/instance.py's ``gone`` cannot see it die there: a peer waits for its
+    lease to run out, as across hosts); none where that takes privileges this run lacks."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return []
+    return ["unshare", "--pid", "--fork", "--kill-child"]
+
+
 class Instance:
     """One ``pnbridge serve`` of the cluster: its config file, its own admin port, and the
-    process now running it (started again after a kill with ``start``)."""
+    process now running it (started again after a kill with ``start``); ``prefix`` runs it
+    under another command (``separate()``)."""
 
-    def __init__(self, directory: Path, name: str, port: int, tables: dict[str, Any]):
+    def __init__(self, directory: Path, name: str, port: int, tables: dict[str, Any],
+                 prefix: list[str] | None = None):
         self.name, self.directory, self.admin = name, directory, free_port()
+        self.prefix = prefix or []
         directory.mkdir()
         self.config = directory / "pnbridge.toml"
         self.config.write_text(toml_text(merge(tables, {"server": {
@@ -52,15 +66,18 @@ class Instance:
     def start(self) -> None:
         """Start it and wait until it listens."""
         popen = subprocess.Popen(
-            [sys.executable, "-m", "pnbridge", "serve", "--config", str(self.config)],
+            [*self.prefix, sys.executable, "-m", "pnbridge", "serve", "--config",
+             str(self.config)],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=self.directory)
         self.processes.append(Process(popen))
         self.process.wait_for(rf"health and metrics on http://127\.0\.0\.1:{self.admin}\b", 30)
 
     def kill(self) -> float:
-        """kill -9; when it was gone (epoch seconds)."""
-        self.process.popen.send_signal(signal.SIGKILL)
-        self.process.popen.wait(10)
+        """kill -9 (of pnbridge itself, under a prefix); when it was gone (epoch seconds)."""
+        popen = self.process.popen
+        for pid in (_children(popen.pid) if self.prefix else []) or [popen.pid]:
+            os.kill(pid, signal.SIGKILL)
+        popen.wait(10)
         return time.time()
 
     def ready(self) -> dict[str, Any]:
@@ -81,6 +98,10 @@ class Instance:
             if process.popen.poll() is None:
                 process.popen.kill()
                 process.popen.wait()
+
+
+def _children(parent: int) -> list[int]:
+    return [int(pid) for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
 
 
 @dataclass
@@ -120,10 +141,11 @@ class Hook:
 class Cluster:
     """Instances sharing one store (``storage``: the ``[storage]`` table) and one port when
     ``reuse_port`` (else each its own), the webhook plugin on each posting to one ``hook``,
-    leases of LEASE_TIME seconds."""
+    leases of LEASE_TIME seconds; those named in ``apart`` as if on hosts of their own
+    (``separate()``)."""
 
     def __init__(self, tmp_path: Path, storage: dict[str, Any], *, reuse_port: bool = False,
-                 names: tuple[str, ...] = ("a", "b")):
+                 names: tuple[str, ...] = ("a", "b"), apart: tuple[str, ...] = ()):
         self.storage = {**storage, "busy_timeout": BUSY_TIMEOUT}
         self.hook = Hook()
         tables = merge(base_config(tmp_path), {
@@ -135,7 +157,8 @@ class Cluster:
         })
         port = free_port()
         self.instances = {name: Instance(tmp_path / name, name,
-                                         port if reuse_port else free_port(), tables)
+                                         port if reuse_port else free_port(), tables,
+                                         separate() if name in apart else None)
                           for name in names}
 
     def start(self) -> None:
