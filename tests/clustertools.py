@@ -141,20 +141,21 @@ class Hook:
 class Cluster:
     """Instances sharing one store (``storage``: the ``[storage]`` table) and one port when
     ``reuse_port`` (else each its own), the webhook plugin on each posting to one ``hook``,
-    leases of LEASE_TIME seconds; those named in ``apart`` as if on hosts of their own
-    (``separate()``)."""
+    leases of LEASE_TIME seconds, ``extra`` tables merged over that; those named in ``apart``
+    as if on hosts of their own (``separate()``)."""
 
     def __init__(self, tmp_path: Path, storage: dict[str, Any], *, reuse_port: bool = False,
-                 names: tuple[str, ...] = ("a", "b"), apart: tuple[str, ...] = ()):
+                 names: tuple[str, ...] = ("a", "b"), apart: tuple[str, ...] = (),
+                 extra: dict[str, Any] | None = None):
         self.storage = {**storage, "busy_timeout": BUSY_TIMEOUT}
         self.hook = Hook()
-        tables = merge(base_config(tmp_path), {
+        tables = merge(merge(base_config(tmp_path), {
             "server": {"reuse_port": reuse_port, "grace_period": 2},
             "storage": self.storage,
             "plugins": {"enabled": ["webhook"], "lease_time": LEASE_TIME, "webhook": {
                 "urls": [self.hook.receiver.url], "secret": SECRET,
                 "delivery": {"backoff": 0.05, "max_backoff": 0.5}}},
-        })
+        }), extra or {})
         port = free_port()
         self.instances = {name: Instance(tmp_path / name, name,
                                          port if reuse_port else free_port(), tables,
