@@ -1,11 +1,11 @@
 """The PostgreSQL engine of the Store (storage/interface.py), through psycopg 3's synchronous
 API from worker threads, as SQLite's: ``PostgreSQLStore`` is one connection (the writer's,
-a command's, a reader thread's: ``PostgreSQLEngine``); its
-devices (devices.py), journal (journal.py), delivery state (delivery.py) and push history
-(history.py) the parts it is made of.
+a command's, a reader thread's: ``PostgreSQLEngine``); its devices (devices.py), journal
+(journal.py), delivery state (delivery.py) and push history (history.py) the parts it is
+made of.
 
 Every operation raises StoreError for psycopg's errors, chained to them, its ``problem``
-worded for an operator with the password cut (errors.py). A connection the server dropped
+worded for an operator with the password cut (connect.py). A connection the server dropped
 (a restart) is opened again by the next operation: what fails meanwhile fails as StoreError
 (reports answer 503), and the store recovers by itself when the server is back.
 """
@@ -24,6 +24,7 @@ from ...config.tables import StorageConfig
 from ...errors import StoreError
 from ..interface import Done, Store
 from .connect import Credentials
+from .copy import Copying
 from .delivery import DeliveryState
 from .devices import Devices
 from .history import PushHistory
@@ -37,7 +38,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class PostgreSQLStore(Devices, DeliveryState, PushHistory):
+class PostgreSQLStore(Devices, DeliveryState, PushHistory, Copying):
     """The Store on PostgreSQL: one connection, opened again when the server dropped it. By
     default the schema is created or migrated (under a lock: several instances start at
     once); with ``reading``, the connection is read-only and the schema must be this
