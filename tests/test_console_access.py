@@ -34,7 +34,6 @@ from consoletools import (
 from plugintools import install_plugins, lines, wait_until
 from pnbridge.access import users
 from pnbridge.config.tables import parse_config
-from pnbridge.delivery import dispatch
 from pnbridge.errors import ConfigError
 from pnmediator_stub import push_config
 
@@ -249,14 +248,13 @@ async def test_forwarded_host_is_believed_from_trusted_proxies_only(start_daemon
 
 # -- the actions -----------------------------------------------------------------------------
 
-async def test_retry_parked_delivers_at_once(start_daemon, tmp_path, monkeypatch, engine):
+async def test_retry_parked_delivers_at_once(start_daemon, tmp_path, engine):
     """Parked by a plugin that fails BAD until healed; the console's retry is delivered by
     the running dispatcher at once (its poll is an hour here: only the wake-up can)."""
-    monkeypatch.setattr(dispatch, "POLL_INTERVAL", 3600.0)
     out, healed = tmp_path / "out", tmp_path / "healed"
     directory = install_plugins(tmp_path / "plugins", "delivery/picky")
     daemon = await start_daemon(engine.tables(console_config(tmp_path, plugins={
-        "enabled": ["picky"], "paths": [str(directory)],
+        "enabled": ["picky"], "paths": [str(directory)], "poll_interval": 3600.0,
         "picky": {"path": str(out), "healed": str(healed),
                   "delivery": {"backoff": 0.01, "max_backoff": 0.05, "max_attempts": 1}},
     })))
