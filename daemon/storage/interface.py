@@ -176,3 +176,19 @@ class Store(Protocol):
         """Remove push records older than ``before``, then the oldest beyond the newest
         ``keep``; how many were removed."""
         ...
+
+    # -- HTTP Digest nonces, shared by the instances ------------------------------------------
+
+    def digest_key(self, candidate: bytes) -> bytes:
+        """The key every instance signs its nonces with: ``candidate`` if there was none."""
+        ...
+
+    def use_nonce(self, nonce: str, issued: float, nc: int) -> bool:
+        """Record, atomically across instances, that ``nonce`` was accepted with count
+        ``nc``: True on its first use or a count above every one used before; False (nothing
+        changed) for a count used before: a replay."""
+        ...
+
+    def prune_nonces(self, issued_before: float) -> int:
+        """Forget the nonces issued before ``issued_before``; how many."""
+        ...

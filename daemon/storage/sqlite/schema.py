@@ -96,11 +96,26 @@ def _create_push_history(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_username ON events (username, seq)")
 
 
+def _create_digest_nonces(db: sqlite_utils.Database) -> None:
+    # HTTP Digest, shared by every instance (nonces.py): the nonces' signing key (one row),
+    # and each used nonce's highest nonce count until it expires.
+    db.execute("CREATE TABLE digest_key (id INTEGER PRIMARY KEY CHECK (id = 1), key BLOB NOT NULL)")
+    db.execute(
+        """CREATE TABLE digest_nonces (
+            nonce TEXT PRIMARY KEY,
+            issued REAL NOT NULL,
+            nc INTEGER NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX digest_nonces_issued ON digest_nonces (issued)")
+
+
 # Schema version N is reached by running MIGRATIONS[N - 1]. Append, never edit.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_devices_and_journal,
     _create_delivery_state,
     _create_push_history,
+    _create_digest_nonces,
 ]
 
 

@@ -1,6 +1,6 @@
 """The SQLite engine of the Store (storage/interface.py): ``SQLiteStore`` is one
-connection, its devices (devices.py), journal (journal.py), delivery state (delivery.py) and
-push history (history.py) the parts it is made of.
+connection, its devices (devices.py), journal (journal.py), delivery state (delivery.py),
+push history (history.py) and digest nonces (nonces.py) the parts it is made of.
 
 Everything here is synchronous. The daemon reaches it only through ``storage.writer.Writer``
 (a worker thread, never the trio loop) and ``storage.reader.Reader``; the CLI calls it
@@ -27,6 +27,7 @@ from ..interface import Done, Store
 from .delivery import DeliveryState
 from .devices import Devices
 from .history import PushHistory
+from .nonces import DigestNonces
 from .schema import MIGRATIONS, connect_read_only, create_private, schema_problem, wal
 
 # The probe's selector, username and event id: nothing a report can send (a NUL in it).
@@ -36,7 +37,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class SQLiteStore(Devices, DeliveryState, PushHistory):
+class SQLiteStore(Devices, DeliveryState, PushHistory, DigestNonces):
     """The Store on SQLite: one connection to the pnbridge database.
 
     By default it creates the database when there is none and migrates it to this version's
@@ -239,6 +240,6 @@ def engine_errors(operation: Callable[P, T]) -> Callable[P, T]:
 
 # The Store's operations raise StoreError, whichever of them a caller (the writer's thread,
 # a reader's, a command) calls: each is wrapped here, those this class has from its parts
-# too (devices.py, journal.py, delivery.py, history.py); ``transaction`` does it itself.
+# too (devices.py, journal.py, delivery.py, history.py, nonces.py); ``transaction`` does it itself.
 for _name in [n for n in vars(Store) if not n.startswith("_") and n != "transaction"]:
     setattr(SQLiteStore, _name, engine_errors(getattr(SQLiteStore, _name)))
