@@ -40,6 +40,7 @@ from .ops.sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
 from .push.fanout import Pusher, transport
 from .push.history import PushHistory, open_history
 from .push.inflight import Fanouts
+from .storage.engines import database_name, local_name
 from .storage.writer import open_writer
 
 log = logging.getLogger("pnbridge.server")
@@ -108,7 +109,7 @@ async def run(
     try:
         with receiver or contextlib.nullcontext() as signals:
             async with (
-                open_writer(config.storage.path, config.storage.busy_timeout) as writer,
+                open_writer(config.storage) as writer,
                 # Its task writes the fan-outs' records; what is left, before the store closes.
                 open_history(writer, config.storage, metrics) as history,
                 open_plugins(plugins, writer, config.plugins) as dispatcher,
@@ -182,7 +183,7 @@ async def _serve(
     reloader.add(partial(_web_step, services, servers))
     restarts: dict[str, Any] = {}  # plugin: its new settings, set by a reload
     reloader.add(partial(_plugin_step, dispatcher, restarts))
-    database = config.storage.path
+    database = local_name(config.storage)
     record = partial(write_record, database, plugins.enabled)
     await trio.to_thread.run_sync(record, restart_values(config, plugins.settings))
     async with trio.open_nursery() as helpers:
@@ -205,7 +206,7 @@ async def _serve(
                                  lambda: services.api.deadlines, config.server.reuse_port)
                 await nursery.start(agi.serve, shutdown)
             log.info("listening on %s, database %s",
-                     ", ".join(binds[0]), config.storage.path)
+                     ", ".join(binds[0]), database_name(config.storage))
             if admin:
                 log.info("health and metrics on %s", ", ".join(binds[1]))
             status = f"listening on {', '.join(binds[0])}"

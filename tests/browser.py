@@ -97,8 +97,12 @@ class Browser:
             field_ = element.find_element(By.NAME, name)
             field_.clear()
             field_.send_keys(value)
+        return self.follow(element.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+
+    def follow(self, element: WebElement) -> str:
+        """Click ``element`` (a link or a submit button), wait for the next page; its HTML."""
         page = self.one("html")
-        element.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        element.click()
         WebDriverWait(self.driver, WAIT).until(expected_conditions.staleness_of(page))
         return self.loaded()
 

@@ -52,18 +52,20 @@ def csrf_of(html: str) -> str:
 
 
 def flash_of(html: str) -> str:
-    found = re.search(r'class="flash"[^>]*>([^<]*)<', html)
+    found = re.search(r'class="flash( error)?"[^>]*>([^<]*)<', html)
     assert found, html
-    return found.group(1)
+    return found.group(2)
 
 
-async def login(client: httpx.AsyncClient, **form: str) -> httpx.Response:
-    """GET the login page (its session and token), then POST the form."""
+async def login(client: httpx.AsyncClient, _headers: dict[str, str] | None = None,
+                **form: str) -> httpx.Response:
+    """GET the login page (its session and token), then POST the form (with ``_headers``)."""
     page = await client.get("/console/login")
     assert page.status_code == 200
     assert re.search(r'<form id="login" method="post"', page.text)
     fields = {"username": OPERATOR, "password": PASSWORD, **form}
-    return await client.post("/console/login", data={"csrf": csrf_of(page.text), **fields})
+    return await client.post("/console/login", data={"csrf": csrf_of(page.text), **fields},
+                             headers=_headers)
 
 
 @asynccontextmanager

@@ -21,10 +21,10 @@ TOKEN = "QVBBOT-" + "t" * 40
 
 def daemon_toml(tmp_path: Path, db: Path, *, busy_timeout: float = 0.3, extra: str = "",
                 enabled: tuple[str, ...] = ("recorder",), server: str = "",
-                access_log: bool = False) -> str:
-    """A config: loopback listen, ``db``, no rate limits (the tests flood on purpose), the push
-    API with pnmediator at a closed port, and the recorder plugin (its file:
-    tmp_path/recorded) with fast retries."""
+                access_log: bool = False, url: str | None = None) -> str:
+    """A config: loopback listen, ``db`` (or PostgreSQL at ``url``), no rate limits (the tests
+    flood on purpose), the push API with pnmediator at a closed port, and the recorder plugin
+    (its file: tmp_path/recorded) with fast retries."""
     install_plugins(tmp_path / "plugins", "recorder")
     names = ", ".join(f'"{n}"' for n in (*enabled, "pnmediator"))
     return f"""\
@@ -36,6 +36,7 @@ access_log = {str(access_log).lower()}
 [storage]
 path = "{db}"
 busy_timeout = {busy_timeout}
+{f'url = "{url}"' if url else ""}
 [reporter]
 client_rate = 0
 username_rate = 0

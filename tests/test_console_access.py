@@ -5,7 +5,9 @@ served; its config."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -73,7 +75,7 @@ async def test_operator_logs_in_and_out(console):
     assert answer.headers["location"].endswith("/console/")
     cookie = answer.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
-    assert "expires=" in cookie.lower()
+    assert "expires=" in cookie.lower() and "Secure" not in cookie  # plain HTTP here
     page = await client.get("/console/")
     assert page.status_code == 200
     assert 'id="logout"' in page.text and 'id="search"' in page.text
@@ -105,13 +107,38 @@ async def test_wrong_credentials_are_refused(console, form, caplog):
     assert PHONE_PASSWORD not in caplog.text and PASSWORD not in caplog.text
 
 
-async def test_an_api_key_logs_in(console, caplog):
-    _, client = console
-    answer = await login(client, username="", password="", key=KEY)
-    assert answer.status_code == 303
-    page = await client.get("/console/")
-    assert page.status_code == 200 and 'title="Log out key:' in page.text
-    assert KEY not in page.text and KEY not in caplog.text
+async def test_an_unknown_user_takes_as_long_as_a_wrong_password(start_daemon, tmp_path):
+    """Both are checked against a scrypt hash (a dummy one for an unknown name): the time
+    does not tell which operators exist."""
+    daemon = await start_daemon(console_config(tmp_path, console={"login_burst": 100}))
+    async with httpx.AsyncClient(base_url=admin_url(daemon)) as client:
+        async def took(**form: str) -> float:
+            started = time.perf_counter()
+            assert (await login(client, **form)).status_code == 401
+            return time.perf_counter() - started
+
+        known = sorted([await took(password="wrong") for _ in range(3)])
+        unknown = sorted([await took(username="nobody") for _ in range(3)])
+        phone = sorted([await took(username=PHONE, password=PHONE_PASSWORD)
+                        for _ in range(3)])
+    # A name looked up without a hash to check answers in well under a tenth of the time.
+    assert unknown[0] > known[1] / 3 and phone[0] > known[1] / 3, (known, unknown, phone)
+
+
+async def test_an_api_key_logs_in(start_daemon, tmp_path, caplog):
+    named = "n" * 30
+    digest = hashlib.sha256(named.encode()).hexdigest()
+    daemon = await start_daemon(console_config(
+        tmp_path, api={"key_hashes": [f"pbx1:sha256:{digest}"]}))
+    for key, operator in [(KEY, f"key:{hashlib.sha256(KEY.encode()).hexdigest()[:12]}"),
+                          (named, "key:pbx1")]:
+        async with httpx.AsyncClient(base_url=admin_url(daemon)) as client:
+            answer = await login(client, username="", password="", key=key)
+            assert answer.status_code == 303
+            page = await client.get("/console/")
+            assert page.status_code == 200 and f'title="Log out {operator}"' in page.text
+            assert f"login operator={operator} client=127.0.0.1" in caplog.text
+            assert key not in page.text and key not in caplog.text
 
 
 async def test_login_attempts_are_limited_per_client(start_daemon, tmp_path):
@@ -125,6 +152,10 @@ async def test_login_attempts_are_limited_per_client(start_daemon, tmp_path):
         assert int(limited.headers["retry-after"]) >= 1
         assert "too many login attempts" in limited.text
         assert (await client.get("/console/")).status_code == 303
+    # Per client: another address behind the (trusted, loopback) proxy has its own bucket.
+    other = {"X-Forwarded-For": "192.0.2.7"}
+    async with httpx.AsyncClient(base_url=admin_url(daemon), headers=other) as client:
+        assert (await login(client)).status_code == 303
 
 
 async def test_a_session_ends_after_its_lifetime(start_daemon, tmp_path):
@@ -170,6 +201,16 @@ async def test_posts_without_the_right_csrf_token_or_from_elsewhere_are_refused(
     assert daemon.store().device("SEL1") is not None
     assert [e.kind for e in daemon.store().events()] == ["registered"]
     assert (await client.get("/console/")).status_code == 200  # still logged in
+    # Let through (a 404 for the unknown plugin, past the checks): the same host over
+    # HTTPS (a TLS proxy in front), "null" (a form under no-referrer), a trusted proxy's
+    # X-Forwarded-Host.
+    host = client.base_url.netloc.decode()
+    for headers in [{"Origin": f"https://{host}"}, {"Origin": "null"},
+                    {"Referer": f"http://{host}/console/parked"},
+                    {"Origin": "https://ops.example", "X-Forwarded-Host": "ops.example"}]:
+        answer = await client.post("/console/parked/retry", headers=headers,
+                                   data={"csrf": token, "plugin": "none"})
+        assert answer.status_code == 404, headers
     # The login form's token too.
     fresh = httpx.AsyncClient(base_url=str(client.base_url))
     async with fresh:
@@ -178,6 +219,24 @@ async def test_posts_without_the_right_csrf_token_or_from_elsewhere_are_refused(
                                   data={"username": OPERATOR, "password": PASSWORD})
         assert answer.status_code == 403
         assert (await fresh.get("/console/")).status_code == 303
+
+
+async def test_behind_a_tls_proxy_the_cookie_is_secure(console):
+    _, client = console
+    answer = await login(client, _headers={"X-Forwarded-Proto": "https"})
+    assert answer.status_code == 303 and "Secure" in answer.headers["set-cookie"]
+
+
+async def test_forwarded_host_is_believed_from_trusted_proxies_only(start_daemon, tmp_path):
+    daemon = await start_daemon(console_config(tmp_path, server={"trusted_proxies": []}))
+    async with httpx.AsyncClient(base_url=admin_url(daemon)) as client:
+        answer = await login(client, _headers={"X-Forwarded-Proto": "https"})
+        assert answer.status_code == 303 and "Secure" not in answer.headers["set-cookie"]
+    async with logged_in(daemon) as client:
+        answer = await client.post(
+            "/console/parked/retry", data={"csrf": await token_of(client), "plugin": "none"},
+            headers={"Origin": "https://ops.example", "X-Forwarded-Host": "ops.example"})
+        assert answer.status_code == 403 and "another site" in answer.text
 
 
 # -- the actions -----------------------------------------------------------------------------
@@ -234,12 +293,17 @@ async def test_test_push_reaches_the_device(start_daemon, tmp_path, stub, caplog
         assert sent["Message"] == "Hello <b>there</b>"
         page = await client.get(answer.headers["location"])
         assert flash_of(page.text) == f"test push to SEL… of {PHONE}: sent"
-        assert "console: test push operator=ops selector=SEL… outcome=sent" in caplog.text
+        assert "test push operator=ops selector=SEL… outcome=sent" in caplog.text
+        # In the push history, as asked by the operator (written off the push's path).
+        (record,) = await wait_until(lambda: daemon.store().pushes(selector="SEL1"))
+        assert (record.verb, record.outcome, record.requester, record.username) == (
+            "NotifyGenericTextMessage", "sent", f"console:{OPERATOR}", PHONE)
         empty = await client.post("/console/devices/SEL1/test-push",
                                   data={"csrf": token, "message": "  "})
         assert empty.status_code == 303
-        assert "no test push sent: message: required" in flash_of(
-            (await client.get(empty.headers["location"])).text)
+        shown = (await client.get(empty.headers["location"])).text
+        assert "no test push sent: message: required" in flash_of(shown)
+        assert 'class="flash error"' in shown
         assert len(stub.requests) == 1
         unknown = await client.post("/console/devices/NOPE/test-push",
                                     data={"csrf": token, "message": "hi"})
@@ -272,7 +336,7 @@ async def test_remove_journals_an_operator_removal(console, caplog):
     assert removal.source == {"console": OPERATOR, "requester": f"console:{OPERATOR}"}
     page = await client.get(answer.headers["location"])
     assert flash_of(page.text) == f"removed device SEL… of {PHONE}"
-    assert "console: remove device operator=ops selector=SEL…" in caplog.text
+    assert "remove device operator=ops selector=SEL…" in caplog.text
     again = await client.post("/console/devices/SEL1/remove", data={"csrf": token})
     assert again.status_code == 404 and "no device with selector SEL1" in again.text
 
@@ -359,6 +423,23 @@ def test_the_secret_is_never_shown_by_check_config(tmp_path):
     result = cli("check-config", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert secret not in result.stdout + result.stderr
+    config.write_text(config.read_text().replace(secret, "too-short-secret-1"))
+    result = cli("check-config", "--config", str(config))
+    assert result.returncode == 1
+    assert "console.secret: must be at least 32 characters" in result.stderr
+    assert "too-short-secret-1" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("listen", "warned"), [
+    ("0.0.0.0:8080", True), ("127.0.0.1:8080", False), ("unix:/run/p.sock", False)])
+def test_check_config_warns_of_the_console_on_a_public_listen(tmp_path, listen, warned):
+    config = tmp_path / "pnbridge.toml"
+    config.write_text(f'[server]\nlisten = ["{listen}"]\n[api]\nkeys = ["{KEY}"]\n'
+                      '[console]\nenabled = true\non_listen = true\n')
+    result = cli("check-config", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert ("[console] on_listen serves the operator console on 0.0.0.0:8080"
+            in result.stderr) == warned, result.stderr
 
 
 def test_operators_are_managed_with_users_console(tmp_path):

@@ -3,11 +3,19 @@ data gathered from a real database, and the pages a real daemon serves."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from pathlib import Path
 from xml.etree import ElementTree
 
+import httpx
 import pytest
+import trio
+from configs import free_port, merge
+from consoletools import OPERATOR, PASSWORD, csrf_of, logged_in
+from pnbridge import __version__
+from pnbridge.access import users
 from pnbridge.console import views
 from pnbridge.console.plot import Series, nice_top, plot
 from pnbridge.model import PushRecord, Report
@@ -15,6 +23,8 @@ from pnbridge.ops.activity import MINUTES, Activity
 from pnbridge.ops.readiness import Readiness
 from pnbridge.storage.reader import Reader
 from pnbridge.storage.sqlite.store import SQLiteStore
+from pnmediator_stub import BODY_404, KEY, push_config
+from reports import report
 
 HOUR = 3600.0
 T0 = 1_800_000_000.0  # a minute's start
@@ -158,22 +168,23 @@ async def test_the_overview_counts_devices_users_outcomes_and_each_plugins_lag(c
 
     readiness.add("database", ready)
     readiness.add("plugin webhook", broken)
-    readiness.add("plugin auditlog", ready)
     activity = Activity()
     activity.add("reports", T0 - 5)
-    page = await views.overview(call, readiness, activity, T0)
+    page = await views.overview(call, readiness, activity, T0, {"webhook": 2, "auditlog": 0})
     assert (page.devices, page.users) == (4, 3)
     assert page.outcomes == {"sent": 3, "invalid-token": 1, "failed": 0, "skipped": 0}
     plugins = {p.name: p for p in page.plugins}
-    assert set(plugins) == {"webhook", "auditlog"}
+    assert list(plugins) == ["auditlog", "webhook"]
     assert (plugins["webhook"].cursor, plugins["webhook"].pending) == (2, 4)
     assert plugins["webhook"].lag == 80  # the oldest beyond its cursor: alice2's, at T0 - 80
     assert (plugins["webhook"].parked, plugins["webhook"].retry) == (1, 0)
     assert plugins["auditlog"].pending == 6 and plugins["auditlog"].lag == 100
-    assert page.checks == {"database": None, "plugin auditlog": None,
-                           "plugin webhook": "delivery task stopped"}
+    assert page.checks == {"database": None, "plugin webhook": "delivery task stopped"}
     assert page.database.endswith("console.db") and page.database_bytes
     assert "1 reports, 0 pushes in the last hour" in page.plot
+    # Without the dispatcher's cursors: the plugins with a cursor saved in the store.
+    saved = await views.overview(call, readiness, activity, T0)
+    assert [(p.name, p.cursor, p.pending) for p in saved.plugins] == [("webhook", 2, 4)]
 
 
 async def test_search_finds_users_by_name_and_prefix_selectors_and_call_ids(call):
@@ -230,3 +241,255 @@ async def test_the_parked_events_by_plugin(call):
     (row,) = found["webhook"]
     assert (row.selector, row.attempts, row.error, row.status) == \
         ("sel-a1", 5, "HTTP 500 from <crm>", "parked")
+
+
+# -- the pages, served by a real daemon ----------------------------------------------------
+
+CALL_ID = "call/7%+ü"  # a path part's every hazard: /, %, +, non-ASCII
+PHONE = "+4930123456"
+# What a report may carry (no control or bidi-control characters: the reporter refuses those).
+HOSTILE_WEB = '<script>alert("x")</script>\'&שלום'
+ALICE_CALLS, ALICE_MSGS = "alice-voip-" + "x" * 40, "alice-apns-" + "y" * 40
+ALICE2_MSGS = "alice2-fcm-" + "z" * 40
+HOSTILE_CALLS = "hostile-voip-" + "h" * 40
+PHONE_MSGS = "phone-fcm-" + "p" * 40
+KEY_ID = hashlib.sha256(KEY.encode()).hexdigest()[:12]  # what the history names the key by
+BIDI_MSGS = "bidi-token-" + "b" * 30
+QUERYISH = "q?x=1&y=2#frag d"  # what a URL's query and fragment start with
+FULL_TOKENS = (ALICE_CALLS, ALICE_MSGS, ALICE2_MSGS, HOSTILE_CALLS, PHONE_MSGS, BIDI_MSGS)
+
+
+@pytest.fixture
+async def console(start_daemon, stub, tmp_path):
+    """A daemon with the console on its admin listener and pnmediator at the stand-in;
+    a client of the admin listener, logged in; devices of alice, alice2, a hostile name and
+    a phone number."""
+    operators = tmp_path / "operators"
+    users.write(operators, {OPERATOR: users.new_user(OPERATOR, "pnbridge", PASSWORD)})
+    daemon = await start_daemon(merge(push_config(stub), {
+        "server": {"admin_listen": [f"127.0.0.1:{free_port()}"]},
+        "console": {"enabled": True, "users_file": str(operators)},
+    }))
+    await report(daemon, "alice-phone", username="alice", token=None,
+                 calls=ALICE_CALLS, msgs=ALICE_MSGS)
+    await report(daemon, "alice-tablet", username="alice", token=None, msgs=ALICE2_MSGS)
+    await report(daemon, "evil-dev", username=HOSTILE_WEB, token=None, calls=HOSTILE_CALLS)
+    await report(daemon, "phone-dev", username=PHONE, token=None, msgs=PHONE_MSGS)
+    async with logged_in(daemon) as client:
+        yield daemon, client
+
+
+async def api_push(daemon, verb: str, username: str, id: str | None = CALL_ID) -> dict:
+    body = {"verb": verb, "username": username, **({"id": id} if id else {})}
+    answer = await daemon.client.post("/api/v1/push", json=body,
+                                      headers={"Authorization": f"Bearer {KEY}"})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+async def page(client: httpx.AsyncClient, url: str, status: int = 200) -> str:
+    """The page at ``url`` once it answers ``status`` (the history is written within a
+    second of a push); no full token in it."""
+    with trio.fail_after(10):
+        while (answer := await client.get(url)).status_code != status:
+            await trio.sleep(0.05)
+    assert answer.headers["content-type"].startswith("text/html")
+    assert answer.headers["cache-control"] == "no-store"
+    for token in FULL_TOKENS:
+        assert token not in answer.text, (url, token)
+    return answer.text
+
+
+def html_of(text: str) -> ElementTree.Element:
+    """The page's ``<main>`` as XML (our templates write well-formed markup there)."""
+    main = text[text.index("<main>"):text.index("</main>") + len("</main>")]
+    return ElementTree.fromstring(main.replace("&nbsp;", " "))
+
+
+async def test_a_call_made_through_the_api_is_on_the_user_device_and_call_pages(console, stub):
+    daemon, client = console
+    stub.answer(ALICE2_MSGS, BODY_404)  # pnmediator says the tablet's token is gone
+    await api_push(daemon, "NotifyIncomingCall", "alice")
+    await api_push(daemon, "NotifyIncomingCallMissed", "alice")
+    call_url = "/console/calls/call/7%25+%C3%BC"
+    text = await page(client, call_url)
+    rows = html_of(text).findall(".//tr[@data-push-id]")
+    assert {r.get("data-push-id") for r in rows} == {CALL_ID}
+    cells = [[("".join(c.itertext())).strip() for c in r.findall("td")] for r in rows]
+    # Oldest first: IncomingCall to the phone (its calls pair), then Missed to both devices.
+    # Oldest first: the call to both devices (the tablet's only pair is msgs), then its
+    # follow-up to the phone alone (pnmediator's 404 removed the tablet).
+    assert [(c[1], c[4], c[5], c[6], c[8], c[9], c[13]) for c in cells] == [
+        ("NotifyIncomingCall", "alice-phone", "calls", "alice-…xx", "sent", "200", "api:" + KEY_ID),
+        ("NotifyIncomingCall", "alice-tablet", "msgs", "alice2…zz", "invalid-token", "200",
+         "api:" + KEY_ID),
+        ("NotifyIncomingCallMissed", "alice-phone", "calls", "alice-…xx", "sent", "200",
+         "api:" + KEY_ID),
+    ]
+    assert "Device token not found" in cells[1][10] and "device removed" in cells[1][10]
+    assert all(re.fullmatch(r"\d+ ms", c[12]) and c[11] == "1" for c in cells)
+    facts = html_of(text).find(".//dd[@class='verbs']")
+    assert facts is not None and facts.text == "NotifyIncomingCall, NotifyIncomingCallMissed"
+    times = html_of(text).findall(".//time")
+    assert times and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z",
+                                      t.get("datetime", "")) for t in times)
+
+    # The user's page: both devices' rows, their pushes, each linking to the call's page.
+    text = await page(client, "/console/users/alice")
+    main = html_of(text)
+    devices = {r.get("data-selector"): r for r in main.findall(".//tr[@data-selector]")}
+    assert list(devices) == ["alice-phone"]  # the tablet is gone (its token was refused)
+    phone = "".join(devices["alice-phone"].itertext())
+    assert "alice-…xx" in phone and "alice-…yy" in phone and "com.app.voip" in phone
+    assert "NotifyIncomingCallMissed" in phone and "sent" in phone
+    links = {a.get("href") for r in main.findall(".//tr[@data-push-id]")
+             for a in r.iter("a") if "/calls/" in (a.get("href") or "")}
+    assert links == {call_url}
+    events = [("".join(r.itertext())) for r in main.findall(".//table[@class='sortable events']"
+                                                           "/tbody/tr")]
+    assert len(events) == 3 and "invalid-token" in events[0]  # newest first: the removal
+    assert main.findall(".//table[@class='sortable events']") and \
+        all("sortable" in t.get("class", "") for t in main.iter("table"))
+
+    # The device's page: the device, its pushes and the action forms, each with its token.
+    text = await page(client, "/console/devices/alice-phone")
+    main = html_of(text)
+    assert [r.get("data-selector") for r in main.findall(".//tr[@data-selector]")] == \
+        ["alice-phone"]
+    assert len(main.findall(".//tr[@data-push-id]")) == 2
+    test_push = main.find(".//form[@class='test-push']")
+    remove = main.find(".//form[@class='remove-device']")
+    assert test_push is not None and remove is not None
+    assert test_push.get("action") == "/console/devices/alice-phone/test-push"
+    assert remove.get("action") == "/console/devices/alice-phone/remove"
+    assert test_push.find(".//input[@name='message']") is not None
+    for form in (test_push, remove):
+        assert form.get("method") == "post"
+        assert form.find("input[@name='csrf']").get("value") == csrf_of(text)
+
+    # A removed device's page keeps its history, without the actions.
+    text = await page(client, "/console/devices/alice-tablet")
+    assert "no longer stored" in text and 'class="test-push"' not in text
+    assert "invalid-token" in text
+
+
+async def test_the_overview_shows_counts_the_plot_outcomes_and_plugins(console, stub):
+    daemon, client = console
+    await api_push(daemon, "NotifyIncomingCall", "alice")
+    await page(client, "/console/calls/call/7%25+%C3%BC")  # the history has it
+    text = await page(client, "/console/")
+    main = html_of(text)
+    assert main.findtext(".//dd[@class='devices']") == "4"
+    assert main.findtext(".//dd[@class='users']") == "3"
+    svg = main.find(f".//{SVG}svg")
+    assert svg is not None and svg.get("class") == "plot"
+    assert svg.findtext(f"{SVG}desc") == "4 reports, 1 pushes in the last hour"
+    outcomes = {r.get("data-outcome"): r.findall("td")[1].text
+                for r in main.findall(".//tr[@data-outcome]")}
+    assert outcomes == {"sent": "2", "invalid-token": "0", "failed": "0", "skipped": "0"}
+    plugin = main.find(".//tr[@data-plugin='pnmediator']")
+    assert plugin is not None
+    assert "ready" in "".join(main.find(".//table[@class='sortable readiness']").itertext())
+    assert f"pnbridge {__version__}" in text
+
+
+async def test_search_redirects_to_the_one_match_and_lists_several(console):
+    daemon, client = console
+    await api_push(daemon, "NotifyIncomingCall", PHONE)
+    await page(client, "/console/calls/call/7%25+%C3%BC")
+
+    async def search(q: str, status: int = 303) -> httpx.Response:
+        answer = await client.get("/console/search", params={"q": q})
+        assert answer.status_code == status, (q, answer.text)
+        return answer
+
+    assert (await search(PHONE)).headers["location"] == "/console/users/+4930123456"
+    assert (await search("alice-phone")).headers["location"] == \
+        "/console/devices/alice-phone"
+    assert (await search(CALL_ID)).headers["location"] == "/console/calls/call/7%25+%C3%BC"
+    # A prefix that one username has is that user's; one more user, and they are listed.
+    assert (await search("alic")).headers["location"] == "/console/users/alice"
+    await report(daemon, "al-dev", username="al", token=None, msgs="al-token-" + "q" * 30)
+    several = html_of((await search("al", 200)).text)
+    assert [r.get("data-username") for r in several.findall(".//tr[@data-username]")] == \
+        ["al", "alice"]
+    none = (await search("nobody-at-all", 200)).text
+    assert "Nothing matches" in none and "nobody-at-all" in none
+    assert "Give a username" in (await search("", 400)).text
+    assert "longer than 256" in (await search("x" * 257, 400)).text
+    # Followed, each redirect lands on its page.
+    for q in (PHONE, "alice-phone", CALL_ID):
+        landed = await client.get("/console/search", params={"q": q}, follow_redirects=True)
+        assert landed.status_code == 200 and q in landed.text.replace("&#43;", "+")
+
+
+async def test_unknown_users_devices_and_calls_are_404_pages(console):
+    _, client = console
+    for url, what in [("/console/users/nobody", "no user"),
+                      ("/console/devices/no-such", "no device"),
+                      ("/console/calls/no%2Fsuch", "no call")]:
+        answer = await client.get(url)
+        assert answer.status_code == 404, url
+        assert what in answer.text and answer.headers["content-type"].startswith("text/html")
+
+
+async def test_hostile_names_are_escaped_and_links_round_trip(console):
+    daemon, client = console
+    store = daemon.store()
+    with store.transaction():  # what no report may carry: bidi controls
+        store.register(Report("token", username=HOSTILE, selector="bidi/dev%2F",
+                              token_msgs=BIDI_MSGS), {"command": "test"}, T0)
+        store.register(Report("token", username=QUERYISH, selector="s?x=1#f g",
+                              token_msgs=BIDI_MSGS), {"command": "test"}, T0)
+    store.close()
+    for username in (HOSTILE_WEB, HOSTILE, QUERYISH):
+        found = await client.get("/console/search", params={"q": username})
+        assert found.status_code == 303
+        text = await page(client, found.headers["location"])
+        assert "<script>alert" not in text
+        if "<script>" in username:
+            assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in text
+        main = html_of(text)
+        assert main.findtext(".//bdi[@class='username']") == username
+        (row,) = main.findall(".//tr[@data-selector]")
+        device = row.find(".//a").get("href")
+        assert (await client.get(device)).status_code == 200
+    text = await page(client, "/console/devices/bidi/dev%252F")
+    assert html_of(text).findtext(".//code[@class='selector']") == "bidi/dev%2F"
+    text = await page(client, "/console/users/+4930123456")
+    assert html_of(text).findtext(".//bdi[@class='username']") == PHONE
+
+
+async def test_the_parked_page_lists_each_plugins_events_with_a_retry_form(console):
+    daemon, client = console
+    assert "No plugin has a parked event" in await page(client, "/console/parked")
+    store = daemon.store()
+    with store.transaction():
+        first, second = store.events()[:2]
+        store.park("webhook", first, 5, "HTTP 500 <b>from the CRM</b>", T0, T0 + 10)
+        store.park("auditlog", second, 1, "disk full", T0, T0 + 1)
+    store.close()
+    text = await page(client, "/console/parked")
+    main = html_of(text)
+    sections = {s.get("data-plugin"): s for s in main.findall(".//section")}
+    assert list(sections) == ["auditlog", "webhook"]
+    webhook = sections["webhook"]
+    (row,) = webhook.findall(".//tr[@data-event-id]")
+    cells = ["".join(c.itertext()).strip() for c in row.findall("td")]
+    assert cells[3] == "alice-phone" and cells[5] == "parked" and cells[6] == "5"
+    assert cells[7] == "HTTP 500 <b>from the CRM</b>"  # escaped: text, not markup
+    form = webhook.find("form[@class='retry-parked']")
+    assert form.get("action") == "/console/parked/retry" and form.get("method") == "post"
+    assert form.find("input[@name='plugin']").get("value") == "webhook"
+    assert form.find("input[@name='csrf']").get("value") == csrf_of(text)
+
+
+async def test_a_page_the_store_fails_is_a_503_page_not_a_traceback(console):
+    daemon, client = console
+    store = daemon.store()
+    store.conn.execute("DROP TABLE pushes")  # a damaged database: the history is gone
+    store.close()
+    answer = await client.get("/console/calls/call-1")
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert "storage unavailable" in answer.text and "Traceback" not in answer.text
+    assert (await client.get("/console/parked")).status_code == 200  # the rest still reads

@@ -1,4 +1,5 @@
-"""Delivery from the journal: retries, isolation, parking and replay, restarts, pruning."""
+"""Delivery from the journal: retries, isolation, parking and replay, restarts, pruning; on
+each store engine (the ``engine`` fixture)."""
 
 from __future__ import annotations
 
@@ -33,13 +34,13 @@ def cli_beside(*args: str):
     return trio.to_thread.run_sync(lambda: cli(*args))
 
 
-async def test_failing_plugin_gets_every_event_once_it_recovers(start_daemon, tmp_path):
+async def test_failing_plugin_gets_every_event_once_it_recovers(engine, start_daemon, tmp_path):
     """Fails its first 3 calls, then succeeds: every event arrives, in journal order."""
     out = tmp_path / "out"
     directory = install_plugins(tmp_path / "plugins", "delivery/flaky")
-    daemon = await start_daemon(plugin_tables(
+    daemon = await start_daemon(engine.tables(plugin_tables(
         directory, ["flaky"], flaky={"path": str(out), "delivery": {**FAST, "max_attempts": 5}}
-    ))
+    )))
     await register(daemon, "S1", "S2", "S3")
     await register(daemon, "S1", token="t2")
     await wait_until(lambda: len(lines(out)) == 4)
@@ -48,27 +49,27 @@ async def test_failing_plugin_gets_every_event_once_it_recovers(start_daemon, tm
     assert daemon.store().failures() == []
 
 
-async def test_retry_later_sets_the_delay(start_daemon, tmp_path, virtual_clock):
+async def test_retry_later_sets_the_delay(engine, start_daemon, tmp_path, virtual_clock):
     out = tmp_path / "out"
     directory = install_plugins(tmp_path / "plugins", "delivery/later")
     # A backoff far longer than the test: only RetryLater's delay can make it pass.
-    daemon = await start_daemon(plugin_tables(directory, ["later"], later={
-        "path": str(out), "delivery": {"backoff": 60, "max_backoff": 60}}))
+    daemon = await start_daemon(engine.tables(plugin_tables(directory, ["later"], later={
+        "path": str(out), "delivery": {"backoff": 60, "max_backoff": 60}})))
     await register(daemon, "S1")
     times = [float(t) for t in await wait_until(lambda: len(lines(out)) == 2 and lines(out))]
     assert 0.3 <= times[1] - times[0] < 2
 
 
-async def test_hanging_plugins_delay_neither_ingestion_nor_other_plugins(start_daemon, tmp_path,
+async def test_hanging_plugins_delay_neither_ingestion_nor_other_plugins(engine, start_daemon, tmp_path,
                                                                          virtual_clock):
     """An async hook that never returns and a plain one blocked in its thread hold back only
     themselves: reports are answered at once and the recorder gets everything."""
     directory = tmp_path / "plugins"
     out = tmp_path / "out"
     install_plugins(directory, "recorder", "delivery/hang", "delivery/stuck")
-    daemon = await start_daemon(plugin_tables(
+    daemon = await start_daemon(engine.tables(plugin_tables(
         directory, ["hang", "stuck", "recorder"], recorder={"path": str(out)}
-    ))
+    )))
     try:
         started = trio.current_time()
         await register(daemon, *(f"S{i}" for i in range(20)))
@@ -81,22 +82,22 @@ async def test_hanging_plugins_delay_neither_ingestion_nor_other_plugins(start_d
         sys.modules["pnbridge_plugin_stuck"].release.set()
 
 
-async def test_parked_events_are_listed_and_retried(start_daemon, tmp_path):
+async def test_parked_events_are_listed_and_retried(engine, start_daemon, tmp_path):
     """Permanent failure, timeouts and errors past max_attempts park the event and delivery
     goes on; ``pnbridge events --failed`` lists them, ``pnbridge events retry`` resends them."""
     out, healed = tmp_path / "out", tmp_path / "healed"
     directory = install_plugins(tmp_path / "plugins", "delivery/picky")
-    daemon = await start_daemon(plugin_tables(directory, ["picky"], picky={
+    daemon = await start_daemon(engine.tables(plugin_tables(directory, ["picky"], picky={
         "path": str(out), "healed": str(healed),
         "delivery": {**FAST, "max_attempts": 2, "timeout": 0.1},
-    }))
+    })))
     await register(daemon, "BAD", "OK1", "SLOW", "ERR", "OK2")
     await wait_until(lambda: len(lines(out)) == 2)
     assert [s for _, _, s in records(out)] == ["OK1", "OK2"]
     # The delivery task saves its place after the hook returned: wait for it before asking.
     await wait_until(lambda: daemon.store().cursors().get("picky") == 5)
     config = tmp_path / "cli.toml"
-    config.write_text(f'[storage]\npath = "{daemon.db_path}"\n[plugins]\nenabled = ["picky"]\n')
+    config.write_text(engine.toml() + '[plugins]\nenabled = ["picky"]\n')
 
     result = await cli_beside("events", "--failed", "--json", "--config", str(config))
     assert result.returncode == 0, result.stderr
@@ -135,15 +136,15 @@ async def test_parked_events_are_listed_and_retried(start_daemon, tmp_path):
     assert result.returncode == 2 and "--limit" in result.stderr
 
 
-def test_undelivered_events_survive_kill_and_stop(spawn, tmp_path):
+def test_undelivered_events_survive_kill_and_stop(engine, spawn, tmp_path):
     """Events left undelivered by ``kill -9``, and events journaled by the CLI while the
     daemon is down, are delivered after the restart, in order; nothing is lost."""
     directory = tmp_path / "plugins"
     gated, seen, gate = tmp_path / "gated", tmp_path / "seen", tmp_path / "gate"
     install_plugins(directory, "delivery/gated", "recorder")
-    toml = config_toml(tmp_path, {"plugins": {
+    toml = config_toml(tmp_path, engine.tables({"plugins": {
         "enabled": ["gated", "recorder"], "paths": [str(directory)],
-        "recorder": {"path": str(seen)}, "gated": {"path": str(gated), "gate": str(gate)}}})
+        "recorder": {"path": str(seen)}, "gated": {"path": str(gated), "gate": str(gate)}}}))
     daemon = spawn(toml)
     url = daemon.url()
     for selector, token in (("S1", "a"), ("S2", "b"), ("S1", "c")):
@@ -160,7 +161,7 @@ def test_undelivered_events_survive_kill_and_stop(spawn, tmp_path):
     gate.touch()
     daemon = spawn(toml)
     daemon.url()
-    journal = [(e.kind, e.seq, e.selector) for e in SQLiteStore(tmp_path / "pnbridge.db").events()]
+    journal = [(e.kind, e.seq, e.selector) for e in engine.open().events()]
     assert [k for k, _, _ in journal] == ["registered"] * 3 + ["removed"]
     wait_until_sync(lambda: len(lines(gated)) == 4)
     assert records(gated) == journal
@@ -172,20 +173,20 @@ def test_undelivered_events_survive_kill_and_stop(spawn, tmp_path):
     assert daemon.stop() == 0
 
 
-async def test_pruning_keeps_undelivered_events(start_daemon, tmp_path):
+async def test_pruning_keeps_undelivered_events(engine, start_daemon, tmp_path):
     """With retention 0 the journal drops what every plugin passed, and keeps events one
     plugin parked or has not reached yet."""
     directory = tmp_path / "plugins"
     out = tmp_path / "out"
     install_plugins(directory, "recorder", "delivery/picky")
-    daemon = await start_daemon({
+    daemon = await start_daemon(engine.tables({
         "plugins": {
             "enabled": ["recorder", "picky"], "paths": [str(directory)],
             "retention": 0, "prune_interval": 0.05, "recorder": {"path": str(out)},
             "picky": {"path": str(tmp_path / "picky"), "healed": str(tmp_path / "healed"),
                       "delivery": {"timeout": 60}},
         },
-    })
+    }))
     await register(daemon, "BAD", "OK1", "SLOW", "OK2")
     await wait_until(lambda: len(lines(out)) == 4)
     store = daemon.store()
@@ -211,20 +212,20 @@ def test_v1_database_is_migrated(tmp_path):
     db.conn.commit()
     db.conn.close()
     store = SQLiteStore(path)
-    assert store.schema_version == len(MIGRATIONS) == 2
+    assert store.schema_version == len(MIGRATIONS)
     assert [e.id for e in store.events()] == ["e1"]
     assert store.cursors() == {} and store.failures() == []
 
 
-async def test_delivery_metrics_and_readiness(start_daemon, tmp_path):
+async def test_delivery_metrics_and_readiness(engine, start_daemon, tmp_path):
     """/metrics counts deliveries per plugin and outcome and shows each plugin's backlog;
     /readyz has a check per plugin's delivery task."""
     directory = tmp_path / "plugins"
     install_plugins(directory, "recorder", "delivery/hang", "delivery/once")
-    daemon = await start_daemon(plugin_tables(
+    daemon = await start_daemon(engine.tables(plugin_tables(
         directory, ["recorder", "hang", "once"],
         recorder={"path": str(tmp_path / "out")}, once={"delivery": FAST},
-    ))
+    )))
     await register(daemon, "S1", "S2")
     await wait_until(lambda: len(lines(tmp_path / "out")) == 2)
 

@@ -5,19 +5,26 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import sqlite3
 import time
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 
 import pytest
+import trio
 from conftest import cli, pnbridge
 from pnbridge.model import HistoryOutcome, PushRecord, Report, isotime
+from pnbridge.ops.log import shorten
 from pnbridge.storage.sqlite.schema import MIGRATIONS
 from pnbridge.storage.sqlite.store import SQLiteStore
+from pnmediator_stub import KEY, push_config
+from reports import report
 from sqlite_utils import Database
 
 NOW = time.time()
+INSTALL_MD = Path(__file__).parent.parent / "docs" / "install.md"
 CALLS = "QVBBOTEyMzQ1Njc4OTAxMjM0NTY3ODkwCALLS"
 MSGS = "QVBBOTEyMzQ1Njc4OTAxMjM0NTY3ODkwMSGS"
 # What must reach no terminal: C0 (but the newline ending a line), DEL, C1, the line and
@@ -34,7 +41,8 @@ def record(ago: float, verb: str, id: str | None, username: str, selector: str,
     """A push record ``ago`` seconds before NOW, as the daemon would keep it."""
     pair = more.pop("pair", "calls" if verb == "IncomingCall" else "msgs")
     values = {"token": "QVBBOT…kw" if outcome != "skipped" else None,
-              "appid": "com.app", "message": "OK" if code == 200 else "", "attempts": 1,
+              "appid": "com.app", "message": "pnmediator HTTP 200: OK" if code == 200 else "",
+              "attempts": 0 if outcome == "skipped" else 1,
               "latency": 0.042, "requester": "api:pbx", **more}
     if outcome == "skipped":
         pair = None
@@ -50,8 +58,9 @@ RECORDS = [
            message="Internal error", latency=2.5),
     record(3000, "IncomingCall", "call-B", "alice", "S2", "skipped", None,
            message="no calls token"),
-    record(600, "NotifyGenericTextMessage", None, "bob", "S3", "invalid-token", 404,
-           message="Device token not found; tokens cleared", requester="console:ops"),
+    record(600, "NotifyGenericTextMessage", None, "bob", "S3", "invalid-token", 200,
+           message="token rejected (pnmediator code 404: Device token not found); msgs pair "
+                   "cleared", requester="console:ops"),
     record(60, "IncomingCall", "call-C", "bob", "S3", "sent", 200, requester="cli"),
 ]
 
@@ -101,10 +110,11 @@ def test_the_command_lists_the_history_newest_first(history):
     rows = [line.split(None, 12) for line in lines[1:]]
     assert [row[2] for row in rows] == ["call-C", "-", "call-B", "call-B", "call-A"]
     assert rows[0] == [isotime(NOW - 60), "IncomingCall", "call-C", "bob", "S3", "calls",
-                       "QVBBOT…kw", "sent", "200", "1", "42", "cli", "OK"]
-    assert rows[1][7:] == ["invalid-token", "404", "1", "42", "console:ops",
-                           "Device token not found; tokens cleared"]
-    assert rows[2][5:] == ["-", "-", "skipped", "-", "1", "42", "api:pbx", "no calls token"]
+                       "QVBBOT…kw", "sent", "200", "1", "42", "cli", "pnmediator HTTP 200: OK"]
+    assert rows[1][7:] == ["invalid-token", "200", "1", "42", "console:ops",
+                           "token rejected (pnmediator code 404: Device token not found); msgs "
+                           "pair cleared"]
+    assert rows[2][5:] == ["-", "-", "skipped", "-", "0", "42", "api:pbx", "no calls token"]
     assert rows[3][7:12] == ["failed", "500", "3", "2500", "api:pbx"]
     assert result.stderr == "5 pushes\n"
 
@@ -246,7 +256,7 @@ def test_devices_show_has_the_last_report_and_pushes(history):
                                  "ATTEMPTS", "LATENCY", "REQUESTER", "MESSAGE"]
     assert [line.split()[1:3] for line in pushes[1:]] == [
         ["IncomingCall", "call-C"], ["NotifyGenericTextMessage", "-"]]
-    assert "invalid-token  404" in pushes[2]
+    assert "invalid-token  200" in pushes[2]
 
 
 def test_devices_show_json_adds_events_and_pushes(tmp_path, history):
@@ -316,3 +326,52 @@ def test_a_database_before_the_history_is_refused_with_the_upgrade_line(tmp_path
                                  "upgrade it\n"), args
     assert db.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db", "pnbridge.toml"]
+
+
+async def test_a_push_through_the_api_is_in_the_history(start_daemon, stub, tmp_path):
+    """The whole path: the push API, pnmediator's stand-in, the history written by the
+    running daemon, then ``pnbridge pushes --id`` (another process) while it still runs."""
+    daemon = await start_daemon(push_config(stub))
+    await report(daemon, username="alice", token=None, selector="IPHONE", calls=CALLS,
+                 msgs=MSGS)
+    call = "call-e2e/1@pbx"
+    answer = await daemon.client.post(
+        "/api/v1/push", json={"username": "alice", "verb": "NotifyIncomingCall", "id": call},
+        headers={"Authorization": f"Bearer {KEY}"})
+    assert answer.status_code == 200, answer.text
+    assert [r["DeviceToken"] for r in stub.requests] == [CALLS]
+    config = tmp_path / "cli.toml"
+    config.write_text(f'[storage]\npath = "{daemon.config.storage.path}"\n')
+
+    def shown() -> list[dict]:
+        result = pnbridge("pushes", "--id", call, "--json", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    deadline = trio.current_time() + 15
+    while not (found := await trio.to_thread.run_sync(shown)):
+        assert trio.current_time() < deadline, "the push never reached the history"
+        await trio.sleep(0.2)
+    [pushed] = found
+    assert {k: v for k, v in pushed.items() if k not in ("time", "latency", "requester", "message")} == {
+        "verb": "NotifyIncomingCall", "id": call, "username": "alice", "selector": "IPHONE",
+        "pair": "calls", "token": shorten(CALLS), "appid": "com.app.voip", "outcome": "sent",
+        "code": 200, "attempts": 1,
+    }
+    assert "OK" in pushed["message"]  # pnmediator's answer
+    assert re.fullmatch(r"api:[0-9a-f]{12}", pushed["requester"]), pushed["requester"]
+    assert 0 < pushed["latency"] < 5
+    table = await trio.to_thread.run_sync(
+        partial(cli, "pushes", "--id", call, "--config", str(config)))
+    assert table.stdout.splitlines()[1].split()[1:4] == ["NotifyIncomingCall", call, "alice"]
+    assert pushed["requester"] in table.stdout and CALLS not in table.stdout
+    device = await trio.to_thread.run_sync(
+        partial(cli, "devices", "show", "IPHONE", "--json", "--config", str(config)))
+    assert json.loads(device.stdout)["pushes"] == found
+    # The runbook's first command, as docs/install.md prints it.
+    runbook = INSTALL_MD.read_text().split("### A phone did not ring", 1)[1]
+    command = re.search(r"```sh\n(.*?)\n```", runbook, re.S)
+    assert command and command.group(1).startswith("pnbridge pushes ")
+    args = [*shlex.split(command.group(1))[1:], "--config", str(config)]
+    listed = await trio.to_thread.run_sync(partial(cli, *args))
+    assert listed.returncode == 0 and call in listed.stdout and listed.stderr == "1 push\n"

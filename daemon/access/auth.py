@@ -24,6 +24,7 @@ import trio
 from werkzeug.datastructures import Headers
 
 from ..config import paths
+from ..config.addresses import is_loopback
 from ..config.tables import AuthConfig, Config
 from ..delivery.containment import uncontained
 from ..delivery.pluginhost import PluginHost
@@ -287,6 +288,14 @@ def security_warnings(config: Config, config_path: str | None,
             "[api] keys holds plain keys: store their hashes in [api] key_hashes instead "
             "(pnbridge api-key new prints a key and its hash)"
         )
+    console = config.console
+    if console.enabled and console.on_listen and (
+            open_to := [a for a in config.server.listen
+                        if not is_loopback(a) and not a.startswith(("unix:", "fd://"))]):
+        warnings.append(
+            f"[console] on_listen serves the operator console on {', '.join(open_to)}, where "
+            "the apps report: keep it on [server] admin_listen unless listen is private "
+            "(docs/console.md)")
     files = [("config file", config_path)]
     if modes & {"digest", "basic"}:
         files.append(("users file", config.auth.users_file))

@@ -79,7 +79,7 @@ class Operators:
 
     @staticmethod
     def check_key(keys: ApiKeys, key: str) -> str | None:
-        """The operator name of a push API key (``key:<its 12-hex id>``), or None."""
+        """The operator name of a push API key (``key:<its name or 12-hex id>``), or None."""
         found = keys.match(key) if key else None
         return None if found is None else f"key:{found}"
 

@@ -59,7 +59,7 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequenc
     address of ``X-Forwarded-For`` that is not a trusted proxy. A peer on a unix socket (no
     address) is a local proxy and trusted. A hop that is no IP address (with or without a
     port) ends the walk: the client is then the nearest hop believed so far."""
-    if peer and not _is_trusted(peer, trusted):
+    if peer and not is_trusted(peer, trusted):
         return peer
     nearest = peer or "unix"
     for hop in reversed((forwarded_for or "").split(",")):
@@ -69,7 +69,7 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequenc
         if address is None:
             break
         nearest = address
-        if not _is_trusted(address, trusted):
+        if not is_trusted(address, trusted):
             break
     return nearest
 
@@ -102,7 +102,8 @@ def client_key(address: str, ipv6_prefix: int = 64) -> str:
     return str(ip)
 
 
-def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+def is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    """Whether ``address`` (an IP address) is one of the ``trusted`` proxies'."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -9,7 +9,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 
-from ..config.tables import AgiConfig
+from ..config.agi import AgiConfig
 from ..errors import BadScript
 from ..ops.log import escape
 

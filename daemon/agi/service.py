@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..config.tables import AgiConfig, DeadlinesConfig
+from ..config.agi import AgiConfig
+from ..config.tables import DeadlinesConfig
 from ..errors import AgiError, BadScript, Busy, ListenError, StoreError, UnknownUser
 from ..ops.log import describe, escape
 from ..ops.metrics import Metrics

@@ -18,8 +18,8 @@ from ..config.tables import Config
 from ..delivery.commands import fail
 from ..delivery.pluginhost import PluginHost, load_plugins
 from ..errors import ConfigError
+from ..storage.engines import engine
 from ..storage.interface import Store
-from ..storage.sqlite.store import SQLiteStore
 
 
 def read_plugins(config: Config) -> PluginHost:
@@ -37,11 +37,11 @@ def open_store(
 ) -> Store:
     """The database of ``config``, which must exist already (serve creates it) unless
     ``create``; opened read-only, never migrated, when ``reading``."""
-    path = config.storage.path
-    if not create and not os.path.exists(path):
-        fail(f"no database at {os.path.abspath(path)} (start pnbridge serve once, or pass "
-             "--config)")
-    return SQLiteStore(path, config.storage.busy_timeout, reading=reading)
+    database = engine(config.storage)
+    if not create and not database.exists():
+        fail(f"no database at {os.path.abspath(database.where)} (start pnbridge serve once, "
+             "or pass --config)")
+    return database.open(reading=reading)
 
 
 @contextlib.contextmanager

@@ -162,7 +162,7 @@ def devices_import(config_path: str | None, file: BinaryIO) -> None:
             with progress(len(plan.rows), "writing") as advance:
                 outcomes = transfer.write(store, plan, source, now, advance)
     except StoreError as error:
-        fail(f"cannot write database {config.storage.path}: {error}: nothing imported")
+        fail(f"cannot write database {store.where}: {error}: nothing imported")
     finally:
         store.close()
     for line in problems + plan.notes:

@@ -34,7 +34,8 @@ def push(config_path: str | None, verb: str, username: str, as_json: bool,
     """Send VERB to the devices of a user, as the push API does; print what happened to each.
 
     The enabled plugins that send pushes (pnmediator) start and stop around it; no other
-    plugin runs (an auditlog would create its file as you). Exits 0 when
+    plugin runs (an auditlog would create its file as you). Each device's push is kept in
+    the push history (who asked: cli; see pnbridge pushes) before it returns. Exits 0 when
     at least one device was sent the push, else 1.
     """
     config = load_config(config_path)

@@ -14,6 +14,7 @@ from ..config.tables import load_config
 from ..delivery.commands import config_option
 from ..errors import CommandError, PnbridgeError, leaves
 from ..ops.log import describe, setup_logging
+from ..storage.engines import database_name
 from .common import read_plugins
 
 log = logging.getLogger("pnbridge")
@@ -32,7 +33,7 @@ def serve(config_path: str | None) -> None:
         log.info(
             "no config file given and no %s: running on the embedded defaults "
             "(listen %s, database ./%s, no plugins)", paths.default_config_location(),
-            ", ".join(config.server.listen), config.storage.path,
+            ", ".join(config.server.listen), database_name(config.storage),
         )
     else:
         log.info("config %s", config_path)

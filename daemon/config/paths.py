@@ -141,11 +141,14 @@ def access_problems(config: Config, config_path: str | None, who: Account) -> li
     if config.auth.modes(config.reporter) & {"digest", "basic"} and config.auth.users_file:
         wanted.append(("auth.users_file", config.auth.users_file, False, False))
     wanted += [("plugins.paths", p, False, os.path.isdir(p)) for p in config.plugins.paths]
+    if config.storage.password_file:
+        wanted.append(("storage.password_file", config.storage.password_file, False, False))
     database = os.path.abspath(config.storage.path)
-    if os.path.isdir(os.path.dirname(database)):  # else the unit's StateDirectory= makes it
-        wanted.append(("storage.path's directory", os.path.dirname(database), True, True))
-    if os.path.exists(database):
-        wanted.append(("storage.path", database, True, False))
+    if config.storage.url is None:  # PostgreSQL: no file of the database here
+        if os.path.isdir(os.path.dirname(database)):  # else the unit's StateDirectory= does
+            wanted.append(("storage.path's directory", os.path.dirname(database), True, True))
+        if os.path.exists(database):
+            wanted.append(("storage.path", database, True, False))
     problems = []
     for what, path, write, directory in wanted:
         if problem := access_problem(path, who, write=write, directory=directory):

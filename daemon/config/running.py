@@ -22,7 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .tables import AgiConfig, Config
+from ..storage.engines import local_name
+from .agi import AgiConfig
+from .tables import Config
 
 log = logging.getLogger("pnbridge.running")
 
@@ -31,6 +33,7 @@ RESTART_ONLY = (
     ("api", "admin_only"),
     ("storage", "path"), ("storage", "busy_timeout"), ("storage", "expire_after"),
     ("storage", "push_history"), ("storage", "push_history_max"),
+    ("storage", "url"), ("storage", "password_file"),
     ("plugins", "enabled"), ("plugins", "optional"), ("plugins", "paths"),
     ("console", "enabled"), ("console", "on_listen"), ("console", "secret"),
     *(("agi", item.name) for item in dataclasses.fields(AgiConfig)),
@@ -143,7 +146,7 @@ def compare(config: Config) -> tuple[Record | None, list[str]]:
     from ..delivery.pluginhost import load_plugins
     from ..errors import ConfigError
 
-    record = read_record(config.storage.path)
+    record = read_record(local_name(config.storage))
     if record is None:
         return None, []
     try:

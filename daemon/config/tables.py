@@ -17,13 +17,12 @@ from ..ingest.routes import ALLOWED_METHODS, compile_template
 from ..model import AuthMode
 from .addresses import (
     check_admin_listen,
-    check_agi_listen,
     check_listen,
     check_networks,
-    is_loopback,
 )
+from .agi import AgiConfig, agi_problems
 from .console import ConsoleConfig, console_problems
-from .typed import check, convert, duration_problem, parse_duration
+from .typed import check, convert, duration_problem, parse_duration, postgresql_url_problem
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_DATABASE = "pnbridge.db"
@@ -85,6 +84,8 @@ class StorageConfig:
     # The push history: records kept this long, and at most this many rows (0: none recorded).
     push_history: str = field(default="7d", metadata=check(duration_problem))
     push_history_max: int = field(default=1_000_000, metadata=check(_at_least_zero))
+    url: str | None = field(default=None, metadata=check(postgresql_url_problem))
+    password_file: str | None = None
 
     @property
     def expire_seconds(self) -> float | None:
@@ -240,27 +241,6 @@ class ApiConfig:
     deadlines: DeadlinesConfig = field(default_factory=DeadlinesConfig)
 
 
-@dataclass(frozen=True)
-class AgiConfig:
-    """The FastAGI service for Asterisk (docs/pbx-integration.md): off while ``listen`` is
-    empty."""
-
-    listen: list[str] = field(default_factory=list, metadata=check(check_agi_listen))
-    # FastAGI has no authentication: an address that is not loopback needs this.
-    allow_remote: bool = False
-    # Sessions at once; more connections are closed at once (PNBRIDGE_STATUS stays empty).
-    max_sessions: int = field(default=100, metadata=check(lambda n: _between(n, 1, 10000)))
-    # Seconds Asterisk may take to send a line (its environment, each answer).
-    read_timeout: float = field(default=5.0, metadata=check(_positive))
-    # Seconds /wake waits for a contact without a timeout argument, and at most with one.
-    default_wait: float = field(default=20.0, metadata=check(_positive))
-    max_wait: float = field(default=60.0, metadata=check(_positive))
-    # Seconds between two questions to Asterisk for the endpoint's contacts.
-    poll_interval: float = field(default=0.25, metadata=check(_positive))
-    # Seconds a whole session may take; it must be longer than max_wait.
-    session_timeout: float = field(default=90.0, metadata=check(_positive))
-
-
 def _check_enabled(names: list[str]) -> str | None:
     twice = sorted({n for n in names if names.count(n) > 1})
     return f"listed twice: {', '.join(twice)}" if twice else None
@@ -326,7 +306,7 @@ def parse_config(data: dict) -> Config:
         errors += _timing_problems(config)
         if config.api.admin_only and not config.server.admin_listen:
             errors.append("api.admin_only: needs [server] admin_listen to serve the API on")
-        errors += _agi_problems(config.agi)
+        errors += agi_problems(config.agi)
         keys = bool(config.api.keys or config.api.key_hashes)
         errors += console_problems(config.console, config.server.admin_listen, keys,
                                    config.auth.users_file)
@@ -343,24 +323,6 @@ def _timing_problems(config: Config) -> list[str]:
                 f" ({grace:g} s): a report waiting for a lock when the daemon stops would be"
                 " cut off without an answer"]
     return []
-
-
-def _agi_problems(agi: AgiConfig) -> list[str]:
-    """FastAGI addresses anyone could reach, and timeouts that cannot work together."""
-    problems = []
-    remote = [a for a in agi.listen if not is_loopback(a)]
-    if remote and not agi.allow_remote:
-        problems.append(
-            f"agi.listen: {', '.join(remote)} is not a loopback address; FastAGI has no"
-            " authentication (whoever connects can wake any user's phones): set"
-            " agi.allow_remote = true to listen there, and let only the PBX reach it")
-    if agi.default_wait > agi.max_wait:
-        problems.append(f"agi.default_wait: {agi.default_wait:g} s is longer than"
-                        f" agi.max_wait ({agi.max_wait:g} s)")
-    if agi.session_timeout <= agi.max_wait:
-        problems.append(f"agi.session_timeout: {agi.session_timeout:g} s must be longer than"
-                        f" agi.max_wait ({agi.max_wait:g} s)")
-    return problems
 
 
 def _auth_problems(config: Config) -> list[str]:

@@ -49,7 +49,7 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         _logged("retry parked", f"plugin={escape(plugin)} events={len(events) or 'all'} "
                 f"retried={count}")
         if events and not count:
-            flash(f"no parked event of {plugin} matches {' '.join(events)}")
+            flash(f"no parked event of {plugin} matches {' '.join(events)}", problem=True)
         else:
             flash(f"{count} parked event{'' if count == 1 else 's'} of {plugin} sent again")
         return see_other(url_for("console.parked"))
@@ -70,10 +70,11 @@ def add_actions(bp: Blueprint, services: Services) -> None:
             wanted = parse_request({"username": device.username, "selector": selector,
                                     "verb": TEST_VERB, "message": message})
         except BadPush as error:
-            flash(f"no test push sent: {error}")
+            flash(f"no test push sent: {error}", problem=True)
             return back
         if services.fanouts is None:
-            flash("no test push sent: no push transport (enable the pnmediator plugin)")
+            flash("no test push sent: no push transport (enable the pnmediator plugin)",
+                  problem=True)
             return back
         source = {"requester": f"console:{operator()}", "route": request.path,
                   "client": request.remote_addr}
@@ -82,13 +83,14 @@ def add_actions(bp: Blueprint, services: Services) -> None:
                                             source)
             results = await fanout.wait()
         except (Busy, Stopping, StoreError, UnknownUser) as error:
-            flash(f"no test push sent: {error}")
+            flash(f"no test push sent: {error}", problem=True)
             return back
         found = next((r for r in results if r.selector == selector), None)
         outcome = found.outcome if found else "not pushed"
         said = f" ({found.reason})" if found and found.reason else ""
-        _logged("test push", f"selector={shorten(selector)} outcome={outcome}")
-        flash(f"test push to {shorten(selector)} of {device.username}: {outcome}{said}")
+        _logged("test push", f"selector={escape(shorten(selector))} outcome={outcome}")
+        flash(f"test push to {shorten(selector)} of {device.username}: {outcome}{said}",
+              problem=outcome != "sent")
         return back
 
     @bp.post("/devices/<path:selector>/remove")
@@ -103,7 +105,7 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         if not changes:
             return await error_page(404, f"no device with selector {selector}")
         username = changes[0].device.username
-        _logged("remove device", f"selector={shorten(selector)}")
+        _logged("remove device", f"selector={escape(shorten(selector))}")
         flash(f"removed device {shorten(selector)} of {username}")
         return see_other(url_for("console.user", username=username))
 
@@ -114,4 +116,4 @@ async def _device(services: Services, selector: str) -> Device | None:
 
 
 def _logged(action: str, details: str) -> None:
-    log.info("console: %s operator=%s %s", action, escape(operator()), details)
+    log.info("%s operator=%s %s", action, escape(operator()), details)

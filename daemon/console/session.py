@@ -13,7 +13,7 @@ from quart import Blueprint, Response, g, render_template, request, url_for
 from quart_trio import QuartTrio
 
 from ..access.operators import Operators
-from ..access.ratelimit import client_address, retry_after
+from ..access.ratelimit import client_address, is_trusted, retry_after
 from ..errors import Unavailable
 from ..http.shared import Services
 from ..ops.log import escape
@@ -44,9 +44,10 @@ def operator() -> str:
     return str(current()["op"])
 
 
-def flash(message: str) -> None:
-    """Show ``message`` in ``.flash`` on the next page (carried in the session)."""
-    current()["flash"] = message
+def flash(message: str, problem: bool = False) -> None:
+    """Show ``message`` in ``.flash`` on the next page (carried in the session); a
+    ``problem`` (nothing was done) as ``.flash.error``."""
+    current()["flash"] = [message, problem]
     g.console_save = True
 
 
@@ -88,7 +89,7 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
         if g.console is None or not g.console.get("op"):
             return see_other(url_for("console.login"))
         if request.method == "POST":
-            return await _refused_post(g.console)
+            return await _refused_post(services, g.console)
         return None
 
     @bp.after_request
@@ -99,7 +100,7 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
         elif session is not None and g.get("console_save"):
             response.set_cookie(
                 COOKIE, operators.seal(session), expires=session["exp"], path=prefix,
-                secure=request.scheme == "https", httponly=True, samesite="Strict")
+                secure=_over_https(services), httponly=True, samesite="Strict")
         return response
 
     @bp.app_context_processor
@@ -107,10 +108,11 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
         session = g.get("console")
         if session is None:
             return {}
-        shown = session.pop("flash", None)
+        shown, problem = session.pop("flash", None) or (None, False)
         if shown is not None:
             g.console_save = True
-        return {"csrf": session["csrf"], "operator": session.get("op"), "flash": shown}
+        return {"csrf": session["csrf"], "operator": session.get("op"), "flash": shown,
+                "flash_problem": problem}
 
     @bp.get("/login")
     async def login() -> Response | str:
@@ -123,13 +125,13 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
         client = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
                                 services.limits.trusted)
         if wait := operators.logins.take(services.limits.client_key(client)):
-            log.warning("console: too many logins client=%s", escape(client))
+            log.warning("too many logins client=%s", escape(client))
             return await error_page(429, "too many login attempts from this address: wait a "
                                     "little", {"Retry-After": retry_after(wait)})
         if g.console is None:
             return await error_page(403, "no login session: open the login page again "
                                     "(the console needs cookies)")
-        if (refused := await _refused_post(g.console)) is not None:
+        if (refused := await _refused_post(services, g.console)) is not None:
             return refused
         form = await request.form
         name, key = form.get("username", ""), form.get("key", "").strip()
@@ -138,10 +140,10 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
         except Unavailable as error:
             return await error_page(503, f"{error}: try again in a moment")
         if who is None:
-            log.warning("console: login refused username=%s client=%s",
+            log.warning("login refused username=%s client=%s",
                         escape(name or "-") if not key else "(key)", escape(client))
             return await _login_page(operators, 401, "wrong username and password, or key")
-        log.info("console: login operator=%s client=%s", escape(who), escape(client))
+        log.info("login operator=%s client=%s", escape(who), escape(client))
         g.console = operators.new_session(who)
         g.console_save = True
         return see_other(url_for("console.overview"))
@@ -149,7 +151,7 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
     @bp.post("/logout")
     async def logout() -> Response:
         operators.revoke(current())
-        log.info("console: logout operator=%s", escape(operator()))
+        log.info("logout operator=%s", escape(operator()))
         g.console_clear = True
         return see_other(url_for("console.login"))
 
@@ -173,18 +175,40 @@ async def _login_page(operators: Operators, status: int = 200, problem: str | No
     return Response(body, status=status, content_type="text/html")
 
 
-async def _refused_post(session: dict[str, Any]) -> Response | None:
-    """403 for a POST whose CSRF token is missing or wrong, or sent from another origin."""
-    own = f"{request.scheme}://{request.host}"
+def _from_trusted_proxy(services: Services) -> bool:
+    peer = request.remote_addr
+    return not peer or is_trusted(peer, services.limits.trusted)  # no address: a unix socket
+
+
+def _over_https(services: Services) -> bool:
+    """Whether the browser used HTTPS: to pnbridge, or to a trusted proxy that says so in
+    X-Forwarded-Proto (then the cookie is ``Secure``)."""
+    if request.scheme == "https":
+        return True
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return proto == "https" and _from_trusted_proxy(services)
+
+
+def _own_hosts(services: Services) -> set[str]:
+    """The host (and port) the browser sent the form to: the Host header, or what a
+    trusted proxy says in X-Forwarded-Host (one that passes Host on needs none)."""
+    hosts = {request.host.lower()}
+    forwarded = request.headers.get("X-Forwarded-Host")
+    if forwarded and _from_trusted_proxy(services):
+        hosts.add(forwarded.split(",")[0].strip().lower())
+    return hosts
+
+
+async def _refused_post(services: Services, session: dict[str, Any]) -> Response | None:
+    """403 for a POST whose CSRF token is missing or wrong, or sent from another origin
+    (the host only: behind a TLS proxy the browser's scheme is not the request's)."""
     origin = request.headers.get("Origin")
     # "null": a form sent under Referrer-Policy no-referrer (ours) says nothing of its origin.
-    if origin is not None and origin != "null" and origin != own:
+    sent_from = origin if origin not in (None, "null") else None
+    if origin is None:
+        sent_from = request.headers.get("Referer") or None
+    if sent_from is not None and urlsplit(sent_from).netloc.lower() not in _own_hosts(services):
         return await error_page(403, "refused: the form was sent from another site")
-    referer = request.headers.get("Referer")
-    if origin is None and referer:
-        parts = urlsplit(referer)
-        if f"{parts.scheme}://{parts.netloc}" != own:
-            return await error_page(403, "refused: the form was sent from another site")
     given = (await request.form).get("csrf", "")
     if not given:
         return await error_page(403, "refused: the form has no CSRF token (reload the page)")

@@ -93,8 +93,8 @@ def _change(event: Event) -> str:
 
 @dataclass(frozen=True)
 class PluginState:
-    """One enabled plugin's delivery: its saved cursor, the events beyond it and the age of
-    the oldest (its lag), and its parked and retry-queued events."""
+    """One enabled plugin's delivery: its cursor, the events beyond it and the age of the
+    oldest (its lag), and its parked and retry-queued events."""
 
     name: str
     cursor: int
@@ -118,28 +118,26 @@ class Overview:
     version: str = __version__
 
 
-async def overview(call: ReadCall, readiness: Readiness, activity: Activity,
-                   now: float) -> Overview:
-    """The overview's figures; the plugins are those with a readiness check (each enabled
-    plugin's delivery task has one: ``plugin <name>``)."""
-    names = sorted(n.removeprefix("plugin ") for n in readiness.checks if n.startswith("plugin "))
+async def overview(call: ReadCall, readiness: Readiness, activity: Activity, now: float,
+                   cursors: dict[str, int] | None = None) -> Overview:
+    """The overview's figures. ``cursors``: each enabled plugin's cursor as its delivery
+    stands (the dispatcher's); without them, the cursors saved in the store."""
 
     def gather(store: Store) -> tuple[Any, ...]:
-        cursors = store.cursors()
+        known = store.cursors() if cursors is None else cursors
         waiting = Counter((f.plugin, f.status) for f in store.failures())
         plugins = []
-        for name in names:
-            cursor = cursors.get(name, 0)
+        for name, cursor in sorted(known.items()):
             pending, oldest = store.backlog(cursor)
             plugins.append(PluginState(name, cursor, pending,
                                        None if oldest is None else max(0.0, now - oldest),
                                        waiting[name, "parked"], waiting[name, "retry"]))
         try:
-            size: int | None = os.stat(store.path).st_size
+            size: int | None = os.stat(store.where).st_size
         except OSError:
             size = None
         return (store.count_devices(), store.count_users(), store.push_counts(now - HOUR),
-                plugins, str(store.path), size)
+                plugins, store.where, size)
 
     devices, users, counts, plugins, path, size = await call(gather)
     outcomes = dict.fromkeys(get_args(HistoryOutcome), 0)

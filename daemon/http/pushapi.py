@@ -112,7 +112,7 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
             return api_error(404, "no device of this user" + (
                 " with this selector" if wanted.selector else ""), username=wanted.username)
         except StoreError as error:
-            log.error("storage failed on push database=%s: %s", services.writer.store.path,
+            log.error("storage failed on push database=%s: %s", services.writer.store.where,
                       error)
             return api_error(503, "storage unavailable, try again later", STORAGE_RETRY)
         except Stopping as error:

@@ -86,7 +86,7 @@ def add_report_routes(app: QuartTrio, services: Services) -> None:
             return plain(403, "this device belongs to another user")
         except StoreError as error:
             log.error("storage failed route=%s database=%s: %s", route.template,
-                      services.writer.store.path, error)
+                      services.writer.store.where, error)
             reports.labels(route.kind, "failed").inc()
             return plain(503, "storage unavailable, try again later", STORAGE_RETRY)
         log_changes(report, changes, route.template)

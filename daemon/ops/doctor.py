@@ -25,8 +25,8 @@ from ..config.addresses import HOST_PORT
 from ..config.tables import Config, load_config
 from ..delivery.containment import uncontained
 from ..delivery.pluginhost import PluginHost, load_plugins
-from ..errors import ConfigError
-from ..storage.sqlite.schema import MIGRATIONS, inspect
+from ..errors import ConfigError, StoreError
+from ..storage.engines import engine
 from .findings import TIMEOUT, Finding, ServiceUser
 from .log import describe
 
@@ -67,15 +67,11 @@ def check_files(config: Config, path: str | None, user: ServiceUser) -> Iterator
         users = config.auth.users_file
         yield user.check(users, os.R_OK, f"{user.name} reads the users file",
                          f"chgrp {user.name} {users}; chmod 640 {users}")
-    db = Path(config.storage.path)
-    directory = db.parent if str(db.parent) else Path(".")
-    yield user.check(os.path.abspath(directory), os.R_OK | os.W_OK | os.X_OK,
-                     f"{user.name} writes the database directory",
-                     f"chown {user.name} {os.path.abspath(directory)}")
-    for name in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-        if name.exists():
-            yield user.check(name, os.R_OK | os.W_OK, f"{user.name} reads and writes",
-                             f"chown {user.name}: {os.path.abspath(name)}")
+    if secret := config.storage.password_file:
+        yield user.check(secret, os.R_OK, f"{user.name} reads the database password file",
+                         f"chgrp {user.name} {secret}; chmod 640 {secret}")
+    if config.storage.url is None:
+        yield from _check_database_files(config.storage.path, user)
     for plugins in config.plugins.paths:
         yield user.check(plugins, os.R_OK | os.X_OK, f"{user.name} reads the plugins directory",
                          f"chmod o+rx {plugins} or chgrp {user.name} it")
@@ -87,18 +83,39 @@ def check_files(config: Config, path: str | None, user: ServiceUser) -> Iterator
                              f"chown {user.name} {socket_dir} (or RuntimeDirectory=)")
 
 
-def check_database(path: str) -> Finding:
-    """Schema and integrity (``PRAGMA quick_check``) on a read-only connection."""
-    if not os.path.exists(path):
-        return Finding("warn", f"database {path} does not exist yet",
+def _check_database_files(path: str, user: ServiceUser) -> Iterator[Finding]:
+    """The SQLite database's directory and files."""
+    db = Path(path)
+    directory = db.parent if str(db.parent) else Path(".")
+    yield user.check(os.path.abspath(directory), os.R_OK | os.W_OK | os.X_OK,
+                     f"{user.name} writes the database directory",
+                     f"chown {user.name} {os.path.abspath(directory)}")
+    for name in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        if name.exists():
+            yield user.check(name, os.R_OK | os.W_OK, f"{user.name} reads and writes",
+                             f"chown {user.name}: {os.path.abspath(name)}")
+
+
+def check_database(config: Config) -> Finding:
+    """Schema (and SQLite's ``PRAGMA quick_check``) on a read-only connection."""
+    try:
+        database = engine(config.storage)
+    except StoreError as error:
+        return Finding("fail", error.problem, "install the extra, or fix [storage]")
+    where = database.where
+    if not database.exists():
+        return Finding("warn", f"database {where} does not exist yet",
                        "pnbridge serve creates it; or set [storage] path")
-    if (problem := inspect(path)) is None:
-        return Finding("ok", f"database {path}: schema version {len(MIGRATIONS)}, "
-                       "quick_check ok")
-    if inspect(path, serving=True) is None:  # an older version: serve migrates it
-        return Finding("warn", problem, "pnbridge serve migrates it at its next start")
-    return Finding("fail", problem, "check [storage] path, or stop pnbridge and restore it "
-                   "from a backup (docs/install.md)")
+    try:
+        if (problem := database.inspect()) is None:
+            check = ", quick_check ok" if config.storage.url is None else ""
+            return Finding("ok", f"database {where}: schema version {database.latest}{check}")
+        if database.inspect(serving=True) is None:  # an older version: serve migrates it
+            return Finding("warn", problem, "pnbridge serve migrates it at its next start")
+    finally:
+        database.close()
+    return Finding("fail", problem, "check [storage] path or url, or stop pnbridge and "
+                   "restore it from a backup (docs/install.md)")
 
 
 async def check_port(address: str, user: ServiceUser) -> Finding | None:
@@ -250,7 +267,7 @@ async def run(path: str | None, user_name: str | None, root: str | None = None
     if config is None or plugins is None:
         return findings
     findings += check_files(config, path, user)
-    findings.append(await trio.to_thread.run_sync(check_database, config.storage.path))
+    findings.append(await trio.to_thread.run_sync(check_database, config))
     for address in [*config.server.listen, *config.server.admin_listen]:
         if (port := await check_port(address, user)) is not None:
             findings.append(port)

@@ -284,7 +284,7 @@ async def push_once(config: Config, host: PluginHost, request: PushRequest) -> l
     deadline = getattr(config.api.deadlines, request.verb)
     metrics = Metrics()
     async with (
-        open_writer(config.storage.path, config.storage.busy_timeout) as writer,
+        open_writer(config.storage) as writer,
         open_history(writer, config.storage, metrics) as history,
         trio.open_nursery() as tasks,
     ):

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from ..model import (
@@ -62,7 +61,7 @@ Done = tuple[Any, BaseException | None]
 class Store(Protocol):
     """One connection to the pnbridge database."""
 
-    path: Path
+    where: str  # what to call the database in a message (a path, a URL without password)
     journaled: int  # events this connection wrote (the writer wakes the dispatcher with it)
 
     def close(self) -> None: ...

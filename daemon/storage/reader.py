@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 import trio
 
 from .interface import Store
-from .sqlite.store import SQLiteStore
 
 T = TypeVar("T")
 
@@ -56,8 +55,8 @@ class Reader:
     not run.
     """
 
-    def __init__(self, path: str, busy_timeout: float, threads: int = 4):
-        self._path, self._busy_timeout = path, busy_timeout
+    def __init__(self, connect: Callable[[], Store], threads: int = 4):
+        self._connect = connect  # a read-only store (the engine's ``reader``)
         self._idle: list[Store] = []
         self._pending: deque[_Query] = deque()  # appended on the loop, taken on the threads
         self._running: list[_Thread] = []
@@ -115,7 +114,7 @@ class Reader:
                 thread.since = time.monotonic()
                 try:
                     if store is None:
-                        store = SQLiteStore(self._path, self._busy_timeout, read_only=True)
+                        store = self._connect()
                     query.result = query.fn(store, *query.args)
                 except Exception as error:
                     query.error = error

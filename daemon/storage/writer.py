@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 
 import trio
 
+from ..config.tables import StorageConfig
 from ..errors import StoreError
+from .engines import engine
 from .interface import Store
 from .reader import Reader
-from .sqlite.store import SQLiteStore
 
 log = logging.getLogger("pnbridge.store")
 
@@ -148,11 +149,17 @@ class Writer:
 
 
 @asynccontextmanager
-async def open_writer(path: str, busy_timeout: float) -> AsyncIterator[Writer]:
-    """Open the store at ``path`` (off the loop) and serve it until the block ends; the
-    writer's ``reader`` serves queries on connections of their own meanwhile."""
-    store = await trio.to_thread.run_sync(SQLiteStore, path, busy_timeout)
-    reader = Reader(path, busy_timeout)
+async def open_writer(storage: StorageConfig) -> AsyncIterator[Writer]:
+    """Open the store of ``storage`` (its engine: storage/engines.py; off the loop) and
+    serve it until the block ends; the writer's ``reader`` serves queries on connections of
+    their own meanwhile."""
+    database = engine(storage)
+    try:
+        store = await trio.to_thread.run_sync(database.open)
+    except BaseException:
+        await trio.to_thread.run_sync(database.close)
+        raise
+    reader = Reader(database.reader)
     try:
         writer = Writer(store, reader)
         async with trio.open_nursery() as nursery:
@@ -164,3 +171,4 @@ async def open_writer(path: str, busy_timeout: float) -> AsyncIterator[Writer]:
     finally:
         await trio.to_thread.run_sync(reader.close)
         await trio.to_thread.run_sync(store.close)
+        await trio.to_thread.run_sync(database.close)

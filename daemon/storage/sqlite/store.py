@@ -52,6 +52,7 @@ class SQLiteStore(Devices, DeliveryState, PushHistory, DigestNonces):
         reading: bool = False,
     ):
         self.path = Path(path)
+        self.where = str(path)
         self.journaled = 0  # events this connection wrote (the writer wakes the dispatcher)
         try:
             if reading:

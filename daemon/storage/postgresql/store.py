@@ -1,0 +1,302 @@
+"""The PostgreSQL engine of the Store (storage/interface.py), through psycopg 3's synchronous
+API from worker threads, as SQLite's: ``PostgreSQLStore`` is one connection (the writer's,
+a command's) or a read-only store on the readers' pool (``PostgreSQLEngine.reader``); its
+devices (devices.py), journal (journal.py), delivery state (delivery.py) and push history
+(history.py) the parts it is made of.
+
+Every operation raises StoreError for psycopg's errors, chained to them, its ``problem``
+worded for an operator with the password cut (errors.py). A connection the server dropped
+(a restart) is opened again by the next operation: what fails meanwhile fails as StoreError
+(reports answer 503), and the store recovers by itself when the server is back.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, ParamSpec, TypeVar
+
+import psycopg
+import psycopg_pool
+from psycopg import pq
+
+from ...config.tables import StorageConfig
+from ...errors import StoreError
+from ..interface import Done, Store
+from .connect import Credentials
+from .delivery import DeliveryState
+from .devices import Devices
+from .history import PushHistory
+from .schema import MIGRATIONS, migrate, schema_problem
+
+# The probe's selector, username and event id: nothing a report can send (a control
+# character; PostgreSQL's text holds no NUL).
+PROBE = "\x01readyz-probe"
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class PostgreSQLStore(Devices, DeliveryState, PushHistory):
+    """The Store on PostgreSQL. With a ``pool`` (the daemon's readers), each operation
+    borrows a read-only connection from it; else the store has a connection of its own,
+    opened again when the server dropped it. By default the schema is created or migrated
+    (under a lock: several instances start at once); with ``reading``, it must be this
+    version's and is never touched."""
+
+    def __init__(self, credentials: Credentials, *, reading: bool = False,
+                 pool: psycopg_pool.ConnectionPool | None = None):
+        self.credentials = credentials
+        self.where = credentials.where
+        self.journaled = 0
+        self.changed = 0
+        self.journal_locked = False
+        self.reading = reading
+        self.pool = pool
+        self._depth = 0  # operations under way (a nested one uses its caller's connection)
+        self._own: psycopg.Connection | None = None
+        if pool is None:
+            try:
+                self._own = self.conn = self._connect()
+                self._check_schema()
+            except psycopg.Error as error:
+                if self._own is not None:
+                    self._own.close()
+                raise credentials.failure(error, "cannot open database") from error
+
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.credentials.url, **self.credentials.params,
+                                autocommit=True)
+        if self.reading:
+            read_only(conn)
+        return conn
+
+    def _check_schema(self) -> None:
+        if self.reading:
+            if problem := schema_problem(self.conn, self.where, writing=False):
+                self.close()
+                raise StoreError(problem)
+            return
+        try:
+            migrate(self.conn, self.where)
+        except ValueError as problem:
+            self.close()
+            raise StoreError(str(problem)) from None
+
+    def close(self) -> None:
+        if self._own is not None:
+            self._own.close()
+
+    @contextmanager
+    def _borrowed(self) -> Iterator[None]:
+        """The connection for the outermost operation: one from the pool, or the store's
+        own, opened again when the server dropped it (never inside a transaction)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        if self.pool is not None:
+            with self.pool.connection() as conn:
+                self.conn = conn
+                self._depth = 1
+                try:
+                    yield
+                finally:
+                    self._depth = 0
+            return
+        if self.conn.closed:
+            self._own = self.conn = self._connect()
+        self._depth = 1
+        try:
+            yield
+        finally:
+            self._depth = 0
+
+    def _begin(self) -> None:
+        self.conn.execute("BEGIN")
+        self.journal_locked = False
+
+    def _begin_again(self) -> None:
+        """BEGIN; on a connection the server dropped while it was idle (a restart), once
+        more on a new one: nothing was sent yet, nothing can be done twice."""
+        try:
+            self._begin()
+        except psycopg.OperationalError:
+            if self.pool is not None or not self.conn.closed:
+                raise
+            self._own = self.conn = self._connect()
+            self._begin()
+
+    def _end(self, statement: str) -> None:
+        self.journal_locked = False
+        self.conn.execute(statement)
+
+    def _in_transaction(self) -> bool:
+        return self.conn.info.transaction_status != pq.TransactionStatus.IDLE
+
+    @contextmanager
+    def transaction(self) -> Iterator[PostgreSQLStore]:
+        """Run store operations in one transaction (for callers outside the writer)."""
+        try:
+            with self._borrowed():
+                self._begin_again()
+                try:
+                    yield self
+                except BaseException:
+                    if not self.conn.closed:
+                        self._end("ROLLBACK")
+                    raise
+                self._end("COMMIT")
+        except psycopg.Error as error:
+            raise self.credentials.failure(error) from error
+
+    def run_batch(self, calls: Sequence[Callable[[PostgreSQLStore], Any]]) -> list[Done]:
+        """Run ``calls`` in one transaction; one that raises fails only itself.
+
+        The calls run as they come; when one raises, the transaction starts again with each
+        call in a savepoint of its own. When the transaction itself fails (the server is
+        down, the disk full), every call fails with that error and nothing of the batch is
+        kept; the next batch connects again if it must."""
+        try:
+            self._begin_again()
+            conn = self.conn
+            done = self._run_all(calls)
+            if done is None:
+                self._end("ROLLBACK")
+                self._begin()
+                done = []
+                for call in calls:
+                    conn.execute("SAVEPOINT op")
+                    locked = self.journal_locked
+                    try:
+                        done.append((call(self), None))
+                    except Exception as error:
+                        conn.execute("ROLLBACK TO op")
+                        self.journal_locked = locked  # a lock taken after it went with it
+                        done.append((None, error))
+                    conn.execute("RELEASE op")
+            self._end("COMMIT")
+        except psycopg.Error as error:
+            with suppress(psycopg.Error):
+                if not self.conn.closed and self._in_transaction():
+                    self._end("ROLLBACK")
+            return [(None, self.credentials.failure(error))] * len(calls)
+        return done
+
+    def _run_all(self, calls: Sequence[Callable[[PostgreSQLStore], Any]]) -> list[Done] | None:
+        """Run ``calls`` in the open transaction; None (the transaction to be rolled back)
+        as soon as one raises."""
+        try:
+            return [(call(self), None) for call in calls]
+        except Exception:
+            return None
+
+    def changes(self) -> int:
+        """How many rows this connection has changed so far."""
+        return self.changed
+
+    def probe_write(self) -> None:
+        """Write where a report writes (a device row, a journal event, their indexes), roll
+        that back, and commit a harmless write (the schema version, set to itself)."""
+        conn = self.conn
+        conn.execute("SAVEPOINT probe")
+        try:
+            conn.execute(
+                "INSERT INTO devices (selector, username, extras, created_at, updated_at,"
+                " last_seen) VALUES (%s, %s, '{}', 0, 0, 0)", (PROBE, PROBE))
+            conn.execute(
+                "INSERT INTO events (id, kind, reason, selector, username, time, source)"
+                " VALUES (%s, 'probe', 'probe', %s, %s, 0, '{}')", (PROBE, PROBE, PROBE))
+        finally:
+            if not conn.closed:
+                conn.execute("ROLLBACK TO probe")
+                conn.execute("RELEASE probe")
+        conn.execute("UPDATE schema_version SET version = version")
+
+
+_OWN = ("transaction", "close")  # not wrapped: they handle the connection themselves
+
+
+def read_only(conn: psycopg.Connection) -> None:
+    conn.execute("SET default_transaction_read_only = on")
+
+
+class PostgreSQLEngine:
+    """The PostgreSQL database of ``[storage] url`` (storage/engines.py): the writer's and
+    the commands' stores, the readers' pool, the schema inspected."""
+
+    def __init__(self, storage: StorageConfig, where: str):
+        self.credentials = Credentials.of(storage, where)
+        self.where = self.credentials.where
+        self.latest = len(MIGRATIONS)
+        self._timeout = storage.busy_timeout
+        self._pool: psycopg_pool.ConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    def exists(self) -> bool:
+        return True  # the server says, when a store connects
+
+    def open(self, *, reading: bool = False) -> PostgreSQLStore:
+        """A store on a connection of its own: the schema migrated, or checked (reading)."""
+        return PostgreSQLStore(self.credentials, reading=reading)
+
+    def reader(self) -> PostgreSQLStore:
+        """A read-only store on the readers' pool (opened at the first; any thread)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = psycopg_pool.ConnectionPool(
+                    self.credentials.url,
+                    kwargs={**self.credentials.params, "autocommit": True},
+                    min_size=1, max_size=4, timeout=self._timeout, open=True,
+                    configure=read_only, check=psycopg_pool.ConnectionPool.check_connection,
+                    name="pnbridge-readers")
+            return PostgreSQLStore(self.credentials, reading=True, pool=self._pool)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+
+    def inspect(self, *, serving: bool = False) -> str | None:
+        """What keeps pnbridge from using the database, in one line (unreachable, not
+        pnbridge's, another schema version); None when it can. Reads only."""
+        try:
+            with psycopg.connect(self.credentials.url, **self.credentials.params,
+                                 autocommit=True) as conn:
+                read_only(conn)
+                return schema_problem(conn, self.where, writing=serving)
+        except psycopg.Error as error:
+            return self.credentials.failure(error).problem
+
+
+def engine_errors(operation: Callable[P, T]) -> Callable[P, T]:
+    """``operation`` of a PostgreSQLStore (its first argument), on its connection (borrowed,
+    or opened again), raising psycopg's errors as StoreError. Called outside a transaction
+    on a store's own connection (a command's), it runs in one of its own: its changes and
+    their events commit together (and under the journal's lock, journal.py)."""
+    atomic = operation.__name__ not in ("run_batch", "changes")
+
+    @functools.wraps(operation)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        store = args[0]
+        assert isinstance(store, PostgreSQLStore)
+        try:
+            with store._borrowed():
+                if atomic and store.pool is None and not store._in_transaction():
+                    with store.transaction():
+                        return operation(*args, **kwargs)
+                return operation(*args, **kwargs)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+            raise store.credentials.failure(error) from error
+
+    return wrapper
+
+
+# Every operation of the Store raises StoreError (``transaction`` does it itself).
+for _name in [n for n in vars(Store) if not n.startswith("_") and n not in _OWN]:
+    setattr(PostgreSQLStore, _name, engine_errors(getattr(PostgreSQLStore, _name)))

@@ -1,0 +1,238 @@
+"""The PostgreSQL engine itself (storage/postgresql/), on a real server: migrations and the
+schema's refusals, psycopg's errors as StoreError worded for an operator (the server stopped
+mid-run, then back: the same store recovers), the password in no output, the missing extra's
+one line, group commit, and a report's 2xx durable across kill -9 of the daemon."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import trio
+from configs import config_toml, free_port
+from pgstore_server import PASSWORD, Server, pg_server  # noqa: F401 (the fixture)
+from pnbridge.config.tables import StorageConfig
+from pnbridge.errors import StoreError
+from pnbridge.model import Report
+from pnbridge.storage.engines import DRIVER_MISSING, engine
+from pnbridge.storage.postgresql.schema import MIGRATIONS
+from pnbridge.storage.writer import open_writer
+
+
+@pytest.fixture
+def pgpass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+
+
+def report(selector: str, token: str = "tok", username: str = "alice") -> Report:
+    return Report(kind="token", selector=selector, username=username, token_calls=token,
+                  appid_calls="app.id")
+
+
+def version(url: str) -> int:
+    with psycopg.connect(url, password=PASSWORD) as conn:
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        assert row is not None
+        return row[0]
+
+
+def test_migrations_and_refusals(pg_server: Server, pgpass: None):  # noqa: F811
+    fresh = pg_server.database("fresh")
+    with pytest.raises(StoreError, match="is empty"):  # reading creates nothing
+        engine(StorageConfig(url=fresh)).open(reading=True)
+    engine(StorageConfig(url=fresh)).open().close()
+    assert version(fresh) == len(MIGRATIONS) == 3
+
+    older = pg_server.database("older")  # version 1 of the schema, with a device
+    with psycopg.connect(older, password=PASSWORD, autocommit=True) as conn:
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("UPDATE schema_version SET version = 1")
+        conn.execute("INSERT INTO devices (selector, username, extras, created_at,"
+                     " updated_at, last_seen) VALUES ('s1', 'bob', '{}', 1, 1, 1)")
+    with pytest.raises(StoreError, match="schema version 1, this pnbridge reads 3"):
+        engine(StorageConfig(url=older)).open(reading=True)
+    store = engine(StorageConfig(url=older)).open()
+    assert [d.username for d in store.devices()] == ["bob"]
+    assert store.pushes() == []  # the push history's table is there
+    store.close()
+    assert version(older) == 3
+
+    with psycopg.connect(older, password=PASSWORD, autocommit=True) as conn:
+        conn.execute("UPDATE schema_version SET version = 99")
+    for reading in (False, True):
+        with pytest.raises(StoreError, match="schema version 99; this pnbridge knows "
+                                             "versions up to 3 \\(upgrade pnbridge\\)"):
+            engine(StorageConfig(url=older)).open(reading=reading)
+
+    theirs = pg_server.database("theirs")
+    with psycopg.connect(theirs, password=PASSWORD, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (id integer)")
+    with pytest.raises(StoreError, match=r"is not a pnbridge database .*tables: orders"):
+        engine(StorageConfig(url=theirs)).open()
+    with psycopg.connect(theirs, password=PASSWORD) as conn:  # left as it was
+        names = {r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+    assert names == {"orders"}
+    assert "not a pnbridge database" in (engine(StorageConfig(url=theirs)).inspect() or "")
+
+
+def test_errors_worded_without_the_password(pg_server: Server, tmp_path: Path):  # noqa: F811
+    url = pg_server.database("worded")
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password-9\n")
+    cases = [
+        (StorageConfig(url=url, password_file=str(wrong)), "authentication failed"),
+        (StorageConfig(url=url.replace("worded", "nosuch"), password_file=str(wrong)),
+         "authentication failed|does not exist"),
+        (StorageConfig(url=f"postgresql://pnb:{PASSWORD}@127.0.0.1:{pg_server.port}/nosuch"),
+         "the database does not exist"),
+        (StorageConfig(url=f"postgresql://pnb:{PASSWORD}@127.0.0.1:{free_port()}/x"),
+         "cannot reach the PostgreSQL server"),
+    ]
+    for storage, problem in cases:
+        with pytest.raises(StoreError) as raised:
+            engine(storage).open()
+        said = f"{raised.value} {raised.value.problem}"
+        assert raised.value.problem.startswith("database postgresql://***@127.0.0.1:")
+        assert re.search(problem, raised.value.problem), said
+        assert PASSWORD not in said and "not-the-password-9" not in said
+    right = tmp_path / "right"
+    right.write_text(PASSWORD + "\n")  # the first line, without its newline
+    engine(StorageConfig(url=url, password_file=str(right))).open().close()
+    with pytest.raises(StoreError, match=f"password_file {tmp_path}/none: cannot read it"):
+        engine(StorageConfig(url=url, password_file=str(tmp_path / "none")))
+
+
+def test_server_stopped_mid_run_then_back(pg_server: Server, pgpass: None):  # noqa: F811
+    database = engine(StorageConfig(url=pg_server.database("restart"), busy_timeout=1))
+    store, reader = database.open(), database.reader()
+    [(change, error)] = store.run_batch([lambda s: s.register(report("s1"), {}, 1.0)])
+    assert error is None and reader.count_devices() == 1
+    pg_server.stop()
+    try:
+        [(_, error)] = store.run_batch([lambda s: s.register(report("s2"), {}, 2.0)])
+        assert isinstance(error, StoreError)
+        assert "PostgreSQL server" in error.problem, error.problem
+        assert isinstance(error.__cause__, psycopg.Error)
+        for operation in (reader.count_devices, store.devices):
+            with pytest.raises(StoreError) as raised:
+                operation()
+            assert "PostgreSQL server" in raised.value.problem
+    finally:
+        pg_server.start()
+    # The same store and pool, without being opened again.
+    [(change, error)] = store.run_batch([lambda s: s.register(report("s2"), {}, 3.0)])
+    assert error is None and change.event is not None
+    assert reader.count_devices() == 2
+    pg_server.stop("immediate")  # a crash: the connections die without a word
+    pg_server.start()
+    [(change, error)] = store.run_batch([lambda s: s.register(report("s3"), {}, 4.0)])
+    assert error is None, error  # BEGIN on the dead connection, then on a new one
+    assert reader.count_devices() == 3
+    store.close()
+    database.close()
+
+
+def test_missing_extra_is_one_line(tmp_path: Path):
+    config = tmp_path / "pnbridge.toml"
+    config.write_text(config_toml(tmp_path, {"storage": {"url": "postgresql://x@h/db"}}))
+    hide = ("import sys; sys.modules['psycopg'] = sys.modules['psycopg_pool'] = None; "
+            "from pnbridge.cli import main; sys.argv[0] = 'pnbridge'; main()")
+    for command in (["devices", "list"], ["serve"], ["doctor"]):
+        result = subprocess.run([sys.executable, "-c", hide, *command, "--config", str(config)],
+                                capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert result.returncode != 0, command
+        assert DRIVER_MISSING in result.stdout + result.stderr, (command, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+async def test_group_commit_and_unchanged_reports(pg_server: Server, pgpass: None):  # noqa: F811
+    storage = StorageConfig(url=pg_server.database("grouped"))
+    async with open_writer(storage) as writer:
+        results: list[object] = []
+
+        async def one(n: int) -> None:
+            results.append(await writer.call(
+                lambda s: s.register(report(f"s{n}", username=f"u{n % 9}"), {}, 10.0)))
+
+        async with trio.open_nursery() as nursery:
+            for n in range(300):
+                nursery.start_soon(one, n)
+        again = await writer.call(lambda s: s.register(report("s1", username="u1"), {}, 20.0))
+    with psycopg.connect(storage.url or "") as conn:  # xmin: the transaction that wrote it
+        row = conn.execute("SELECT count(*), count(DISTINCT xmin::text) FROM events").fetchone()
+    assert row is not None
+    events, transactions = row
+    assert len(results) == 300 and events == 300
+    assert transactions <= 30, f"{transactions} transactions for 300 reports"
+    assert again.outcome == "unchanged" and again.event is None
+    assert again.device.last_seen == 20.0 and again.device.updated_at == 10.0
+
+
+def test_answered_report_survives_kill_9(pg_server: Server, spawn, tmp_path: Path):  # noqa: F811
+    url = pg_server.database("durable").replace("pnb@", f"pnb:{PASSWORD}@")
+    daemon = spawn({"storage": {"url": url}})
+    base = daemon.url()
+    assert PASSWORD not in daemon.log and "postgresql://***@127.0.0.1" in daemon.log
+    answered = []
+    with httpx.Client(base_url=base, timeout=5) as client:
+        for n in range(40):
+            answer = client.post("/token/", data={
+                "username": f"u{n % 5}", "selector": f"sel-{n}", "pushToken": f"tok-{n}",
+                "pushappid": "app.id"})
+            assert answer.status_code == 200, answer.text
+            answered.append(f"sel-{n}")
+    daemon.popen.send_signal(signal.SIGKILL)
+    daemon.popen.wait(10)
+    store = engine(StorageConfig(url=url)).open(reading=True)
+    stored = {d.selector for d in store.devices()}
+    journaled = {e.selector for e in store.events(0, 1000)}
+    store.close()
+    assert set(answered) <= stored and set(answered) <= journaled
+
+
+def test_readyz_and_reports_while_the_server_is_down(pg_server: Server, spawn,  # noqa: F811
+                                                      tmp_path: Path):
+    url = pg_server.database("down").replace("pnb@", f"pnb:{PASSWORD}@")
+    tables = {"storage": {"url": url, "busy_timeout": 1}}
+    daemon = spawn(tables)
+    base = daemon.url()
+    config = tmp_path / "pnbridge.toml"
+    for command in ("check-config", "doctor"):
+        shown = subprocess.run([sys.executable, "-m", "pnbridge", command, "--config",
+                                str(config)], capture_output=True, text=True, timeout=60)
+        assert PASSWORD not in shown.stdout + shown.stderr, command
+    doctor = shown.stdout + shown.stderr
+    assert "database postgresql://***@127.0.0.1" in doctor and "schema version 3" in doctor
+
+    def post(client: httpx.Client, n: int) -> int:
+        return client.post("/token/", data={"username": "u", "selector": f"s{n}",
+                                            "pushToken": f"t{n}", "pushappid": "a"}).status_code
+
+    with httpx.Client(base_url=base, timeout=10) as client:
+        assert post(client, 1) == 200
+        assert client.get("/readyz").status_code == 200
+        pg_server.stop()
+        try:
+            assert post(client, 2) == 503
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and "PostgreSQL server" in ready.text
+            assert PASSWORD not in ready.text
+        finally:
+            pg_server.start()
+        deadline = time.monotonic() + 20
+        while post(client, 3) != 200:  # no restart of pnbridge
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert client.get("/readyz").status_code == 200
+    daemon.stop()
+    assert PASSWORD not in daemon.log
+    assert "storage failed" in daemon.log
