@@ -1,6 +1,7 @@
-"""Digest nonces shared by two `pnbridge serve` on one database: a nonce one instance issued
-works on the other, a nonce count used on one is refused on both, and a nonce expires on
-both. httpx's DigestAuth would answer a 401 itself: the headers are made here."""
+"""Digest nonces shared by two `pnbridge serve` on one store (either engine): a nonce one
+instance issued works on the other, a nonce count used on one is refused on both, and a
+nonce expires on both. httpx's DigestAuth would answer a 401 itself: the headers are made
+here."""
 
 from __future__ import annotations
 
@@ -33,18 +34,17 @@ def authorization(nonce: str, nc: int, uri: str = TARGET) -> dict[str, str]:
             "algorithm=MD5"}
 
 
-def two(spawn, tmp_path, **auth) -> tuple[str, str]:
-    """Two instances on one SQLite file, each on a port of its own: their URLs."""
+def two(spawn, tmp_path, engine, **auth) -> tuple[str, str]:
+    """Two instances on one store, each on a port of its own: their URLs."""
     path = tmp_path / "users"
     users.write(path, {ALICE: users.new_user(ALICE, REALM, PASSWORDS[ALICE])})
     urls = []
     for _ in range(2):
-        process = spawn({
+        process = spawn(engine.tables({
             "server": {"listen": [f"127.0.0.1:{free_port()}"]},
-            "storage": {"path": str(tmp_path / "shared.db")},
             "auth": {"reporter": "digest", "users_file": str(path),
                      "digest_algorithms": ["MD5"], **auth},
-        })
+        }))
         urls.append(process.url())  # listening: it has read the config the next one rewrites
     return urls[0], urls[1]
 
@@ -59,8 +59,9 @@ def send(url: str, nonce: str, nc: int) -> httpx.Response:
     return httpx.get(url + TARGET, headers=authorization(nonce, nc), timeout=30)
 
 
-def test_a_nonce_from_one_instance_works_on_the_other_and_no_count_twice(spawn, tmp_path):
-    a, b = two(spawn, tmp_path)
+def test_a_nonce_from_one_instance_works_on_the_other_and_no_count_twice(spawn, tmp_path,
+                                                                        engine):
+    a, b = two(spawn, tmp_path, engine)
     nonce = nonce_from(a)
     assert send(b, nonce, 1).status_code == 200
     for url in (a, b):  # the same count again, on either: refused, not stale
@@ -73,8 +74,8 @@ def test_a_nonce_from_one_instance_works_on_the_other_and_no_count_twice(spawn, 
     assert send(a, nonce, 4).status_code == 401  # lower than the highest used, on b
 
 
-def test_one_count_sent_to_both_at_once_is_accepted_once(spawn, tmp_path):
-    a, b = two(spawn, tmp_path)
+def test_one_count_sent_to_both_at_once_is_accepted_once(spawn, tmp_path, engine):
+    a, b = two(spawn, tmp_path, engine)
     nonces = [nonce_from(a if i % 2 else b) for i in range(30)]
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda job: send(*job).status_code,
@@ -86,8 +87,8 @@ def test_one_count_sent_to_both_at_once_is_accepted_once(spawn, tmp_path):
         assert send(refused, nonce, 2).status_code == 200
 
 
-def test_a_nonce_expires_on_every_instance(spawn, tmp_path):
-    a, b = two(spawn, tmp_path, nonce_lifetime=1.0)
+def test_a_nonce_expires_on_every_instance(spawn, tmp_path, engine):
+    a, b = two(spawn, tmp_path, engine, nonce_lifetime=1.0)
     used, unused = nonce_from(a), nonce_from(b)
     assert send(b, used, 1).status_code == 200
     time.sleep(1.2)
@@ -98,10 +99,8 @@ def test_a_nonce_expires_on_every_instance(spawn, tmp_path):
     assert send(a, nonce_from(b), 1).status_code == 200  # a new one works
 
 
-def test_the_store_keeps_one_key_and_each_nonces_highest_count(tmp_path):
-    from pnbridge.storage.sqlite.store import SQLiteStore
-
-    first, second = SQLiteStore(tmp_path / "n.db"), SQLiteStore(tmp_path / "n.db")
+def test_the_store_keeps_one_key_and_each_nonces_highest_count(engine):
+    first, second = engine.open(), engine.open()
     with first.transaction():
         key = first.digest_key(b"k" * 32)
     with second.transaction():
@@ -116,15 +115,12 @@ def test_the_store_keeps_one_key_and_each_nonces_highest_count(tmp_path):
     second.close()
 
 
-def test_expired_nonces_are_pruned(spawn, tmp_path):
-    import sqlite3
-
-    a, b = two(spawn, tmp_path, nonce_lifetime=0.5)
+def test_expired_nonces_are_pruned(spawn, tmp_path, engine):
+    a, b = two(spawn, tmp_path, engine, nonce_lifetime=0.5)
     old = nonce_from(a)
     assert send(b, old, 1).status_code == 200
     time.sleep(1.2)  # a lifetime since the last pruning; ``old`` issued two lifetimes ago
     for url in (a, b):
         assert send(url, nonce_from(url), 1).status_code == 200
-    with sqlite3.connect(tmp_path / "shared.db") as conn:
-        kept = [row[0] for row in conn.execute("SELECT nonce FROM digest_nonces")]
+    kept = [row[0] for row in engine.rows("SELECT nonce FROM digest_nonces")]
     assert old not in kept and len(kept) == 2

@@ -85,3 +85,5 @@ def test_check_config_warns_that_rate_limits_are_per_instance(tmp_path):
     assert "per instance" not in check_config(tmp_path, "[server]\nreuse_port = true\n" + off)
     some = check_config(tmp_path, "[server]\nreuse_port = true\n[api]\nkey_rate = 0\n")
     assert "([reporter] client_rate, [reporter] username_rate) are per instance" in some
+    shared = check_config(tmp_path, '[storage]\nurl = "postgresql://pnbridge@db.example/pnbridge"\n')
+    assert "WARNING: [storage] url: several instances likely, and the rate limits" in shared

@@ -48,7 +48,7 @@ def test_migrations_and_refusals(pg_server: Server, pgpass: None):  # noqa: F811
     with pytest.raises(StoreError, match="is empty"):  # reading creates nothing
         engine(StorageConfig(url=fresh)).open(reading=True)
     engine(StorageConfig(url=fresh)).open().close()
-    assert version(fresh) == len(MIGRATIONS) == 3
+    assert version(fresh) == len(MIGRATIONS) >= 3
 
     older = pg_server.database("older")  # version 1 of the schema, with a device
     with psycopg.connect(older, password=PASSWORD, autocommit=True) as conn:
@@ -57,19 +57,19 @@ def test_migrations_and_refusals(pg_server: Server, pgpass: None):  # noqa: F811
         conn.execute("UPDATE schema_version SET version = 1")
         conn.execute("INSERT INTO devices (selector, username, extras, created_at,"
                      " updated_at, last_seen) VALUES ('s1', 'bob', '{}', 1, 1, 1)")
-    with pytest.raises(StoreError, match="schema version 1, this pnbridge reads 3"):
+    with pytest.raises(StoreError, match=f"schema version 1, this pnbridge reads {len(MIGRATIONS)}"):
         engine(StorageConfig(url=older)).open(reading=True)
     store = engine(StorageConfig(url=older)).open()
     assert [d.username for d in store.devices()] == ["bob"]
     assert store.pushes() == []  # the push history's table is there
     store.close()
-    assert version(older) == 3
+    assert version(older) == len(MIGRATIONS)
 
     with psycopg.connect(older, password=PASSWORD, autocommit=True) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
     for reading in (False, True):
         with pytest.raises(StoreError, match="schema version 99; this pnbridge knows "
-                                             "versions up to 3 \\(upgrade pnbridge\\)"):
+                           f"versions up to {len(MIGRATIONS)} \\(upgrade pnbridge\\)"):
             engine(StorageConfig(url=older)).open(reading=reading)
 
     theirs = pg_server.database("theirs")

@@ -1,8 +1,8 @@
 """The PostgreSQL engine of the Store (storage/interface.py), through psycopg 3's synchronous
 API from worker threads, as SQLite's: ``PostgreSQLStore`` is one connection (the writer's,
 a command's) or a read-only store on the readers' pool (``PostgreSQLEngine.reader``); its
-devices (devices.py), journal (journal.py), delivery state (delivery.py) and push history
-(history.py) the parts it is made of.
+devices (devices.py), journal (journal.py), delivery state (delivery.py), push history
+(history.py) and digest nonces (nonces.py) the parts it is made of.
 
 Every operation raises StoreError for psycopg's errors, chained to them, its ``problem``
 worded for an operator with the password cut (errors.py). A connection the server dropped
@@ -29,6 +29,7 @@ from .connect import Credentials
 from .delivery import DeliveryState
 from .devices import Devices
 from .history import PushHistory
+from .nonces import DigestNonces
 from .schema import MIGRATIONS, migrate, schema_problem
 
 # The probe's selector, username and event id: nothing a report can send (a control
@@ -39,7 +40,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class PostgreSQLStore(Devices, DeliveryState, PushHistory):
+class PostgreSQLStore(Devices, DeliveryState, PushHistory, DigestNonces):
     """The Store on PostgreSQL. With a ``pool`` (the daemon's readers), each operation
     borrows a read-only connection from it; else the store has a connection of its own,
     opened again when the server dropped it. By default the schema is created or migrated
