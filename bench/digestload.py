@@ -1,11 +1,13 @@
 """The digest report rate: wrk sends reports that each carry a valid ``Authorization:
 Digest`` (nonces fetched from the daemon beforehand, each used with counts 1, 2, ...), to one
-``pnbridge serve``. ``python bench/digestload.py [SECONDS]`` prints requests a second."""
+``pnbridge serve``. ``python bench/digestload.py [SECONDS]`` prints requests a second and
+the daemon's CPU time a report."""
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import re
 import sys
 import tempfile
@@ -43,6 +45,13 @@ def nonces(port: int, count: int) -> list[str]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` has used: a figure a machine busy with
+    other work changes less than the rate."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def header(nonce: str, nc: int, target: str) -> str:
     md5 = lambda text: hashlib.md5(text.encode()).hexdigest()  # noqa: E731
     count, cnonce = f"{nc:08x}", "0a4f113b"
@@ -68,9 +77,12 @@ def main(seconds: float = 5.0, fresh: int = 2000, counts: int = 20) -> None:
                 lines.append(f"{target}\t{header(nonce, nc, target)}")
         (work / "requests.txt").write_text("\n".join(lines) + "\n")
         (work / "digest.lua").write_text(LUA % (work / "requests.txt"))
+        before = cpu_seconds(server.popen.pid)
         load = run_wrk(server.url, work / "digest.lua", seconds, 32)
+        cpu = (cpu_seconds(server.popen.pid) - before) / load.requests * 1000
         print(f"digest reports: {load.rps:.0f}/s, p50 {load.p50_ms:.1f} ms, p99 "
-              f"{load.p99_ms:.1f} ms, {load.requests} requests, {load.errors} not 2xx")
+              f"{load.p99_ms:.1f} ms, {load.requests} requests, {load.errors} not 2xx, "
+              f"daemon CPU {cpu:.2f} ms a report")
     finally:
         server.popen.terminate()
         server.popen.wait()
