@@ -23,7 +23,6 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,9 +100,13 @@ class Browser:
 
     def follow(self, element: WebElement) -> str:
         """Click ``element`` (a link or a submit button), wait for the next page; its HTML."""
-        page = self.one("html")
+        # A mark on the old page's window: gone once the next page has replaced it. (Waiting
+        # for an element of the old page to go stale races with chromedriver, which may
+        # answer "unknown error" while the page changes.)
+        self.driver.execute_script("window.pnbridgeOldPage = true")
         element.click()
-        WebDriverWait(self.driver, WAIT).until(expected_conditions.staleness_of(page))
+        WebDriverWait(self.driver, WAIT, ignored_exceptions=(WebDriverException,)).until(
+            lambda d: d.execute_script("return !window.pnbridgeOldPage"))
         return self.loaded()
 
     def screenshot(self, name: str) -> Path:

@@ -351,6 +351,5 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> StoreEngine:
 def postgresql_engine(postgres_server: postgres.PostgresServer, pg_database_url: str,
                       tmp_path: Path) -> StoreEngine:
     """PostgreSQL only (a test of what only it does): a fresh database on the run's server."""
-    pytest.skip("engine not on main yet")
     storage = {"path": str(tmp_path / "pnbridge.db"), "url": pg_database_url}
     return StoreEngine("postgresql", storage, postgres_server)

@@ -16,11 +16,13 @@ from configs import free_port, merge
 from consoletools import OPERATOR, PASSWORD, csrf_of, logged_in
 from pnbridge import __version__
 from pnbridge.access import users
+from pnbridge.config.tables import StorageConfig
 from pnbridge.console import views
 from pnbridge.console.plot import Series, nice_top, plot
 from pnbridge.model import PushRecord, Report
 from pnbridge.ops.activity import MINUTES, Activity
 from pnbridge.ops.readiness import Readiness
+from pnbridge.storage.engines import SQLiteEngine
 from pnbridge.storage.reader import Reader
 from pnbridge.storage.sqlite.store import SQLiteStore
 from pnmediator_stub import BODY_404, KEY, push_config
@@ -152,7 +154,7 @@ def filled(path: Path) -> None:
 async def call(tmp_path: Path):
     """The reader's ``call`` on a filled database."""
     filled(tmp_path / "console.db")
-    reader = Reader(str(tmp_path / "console.db"), 5.0)
+    reader = Reader(SQLiteEngine(StorageConfig(path=str(tmp_path / "console.db"))).reader)
     yield reader.call
     reader.close()
 

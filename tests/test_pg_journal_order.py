@@ -10,7 +10,6 @@ import random
 import threading
 import time
 
-from pgstore_server import PASSWORD, Server, pg_server  # noqa: F401 (the fixture)
 from pnbridge.config.tables import StorageConfig
 from pnbridge.model import Report
 from pnbridge.storage.engines import engine
@@ -19,9 +18,8 @@ WRITERS = 8
 BATCHES = 25
 
 
-def test_no_event_is_skipped(pg_server: Server, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("PGPASSWORD", PASSWORD)
-    database = engine(StorageConfig(url=pg_server.database("journal_order")))
+def test_no_event_is_skipped(pg_database_url: str):
+    database = engine(StorageConfig(url=pg_database_url))
     database.open().close()  # the schema
     committed: list[str] = []
     lock = threading.Lock()
@@ -63,6 +61,7 @@ def test_no_event_is_skipped(pg_server: Server, monkeypatch):  # noqa: F811
                 seen.append((event.seq, event.id))
                 cursor = event.seq
             if finished and not events:
+                store.close()
                 return
 
     reader = threading.Thread(target=read)
@@ -74,7 +73,6 @@ def test_no_event_is_skipped(pg_server: Server, monkeypatch):  # noqa: F811
         thread.join()
     done.set()
     reader.join(60)
-    database.close()
     ids = [event_id for _, event_id in seen]
     assert len(committed) > WRITERS * BATCHES
     assert len(ids) == len(set(ids)), "an event seen twice"

@@ -17,18 +17,13 @@ import psycopg
 import pytest
 import trio
 from configs import config_toml, free_port
-from pgstore_server import PASSWORD, Server, pg_server  # noqa: F401 (the fixture)
 from pnbridge.config.tables import StorageConfig
 from pnbridge.errors import StoreError
 from pnbridge.model import Report
 from pnbridge.storage.engines import DRIVER_MISSING, engine
 from pnbridge.storage.postgresql.schema import MIGRATIONS
 from pnbridge.storage.writer import open_writer
-
-
-@pytest.fixture
-def pgpass(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+from postgres import PostgresServer
 
 
 def report(selector: str, token: str = "tok", username: str = "alice") -> Report:
@@ -37,21 +32,26 @@ def report(selector: str, token: str = "tok", username: str = "alice") -> Report
 
 
 def version(url: str) -> int:
-    with psycopg.connect(url, password=PASSWORD) as conn:
+    with psycopg.connect(url) as conn:
         row = conn.execute("SELECT version FROM schema_version").fetchone()
         assert row is not None
         return row[0]
 
 
-def test_migrations_and_refusals(pg_server: Server, pgpass: None):  # noqa: F811
-    fresh = pg_server.database("fresh")
+def database(server: PostgresServer) -> str:
+    """Another new database on the run's server (its URL, with the password)."""
+    return server.url(server.create_database())
+
+
+def test_migrations_and_refusals(postgres_server: PostgresServer, pg_database_url: str):
+    fresh = pg_database_url
     with pytest.raises(StoreError, match="is empty"):  # reading creates nothing
         engine(StorageConfig(url=fresh)).open(reading=True)
     engine(StorageConfig(url=fresh)).open().close()
     assert version(fresh) == len(MIGRATIONS) >= 3
 
-    older = pg_server.database("older")  # version 1 of the schema, with a device
-    with psycopg.connect(older, password=PASSWORD, autocommit=True) as conn:
+    older = database(postgres_server)  # version 1 of the schema, with a device
+    with psycopg.connect(older, autocommit=True) as conn:
         for statement in MIGRATIONS[0]:
             conn.execute(statement)
         conn.execute("UPDATE schema_version SET version = 1")
@@ -65,58 +65,62 @@ def test_migrations_and_refusals(pg_server: Server, pgpass: None):  # noqa: F811
     store.close()
     assert version(older) == len(MIGRATIONS)
 
-    with psycopg.connect(older, password=PASSWORD, autocommit=True) as conn:
+    with psycopg.connect(older, autocommit=True) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
     for reading in (False, True):
         with pytest.raises(StoreError, match="schema version 99; this pnbridge knows "
                            f"versions up to {len(MIGRATIONS)} \\(upgrade pnbridge\\)"):
             engine(StorageConfig(url=older)).open(reading=reading)
 
-    theirs = pg_server.database("theirs")
-    with psycopg.connect(theirs, password=PASSWORD, autocommit=True) as conn:
+    theirs = database(postgres_server)
+    with psycopg.connect(theirs, autocommit=True) as conn:
         conn.execute("CREATE TABLE orders (id integer)")
     with pytest.raises(StoreError, match=r"is not a pnbridge database .*tables: orders"):
         engine(StorageConfig(url=theirs)).open()
-    with psycopg.connect(theirs, password=PASSWORD) as conn:  # left as it was
+    with psycopg.connect(theirs) as conn:  # left as it was
         names = {r[0] for r in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
     assert names == {"orders"}
     assert "not a pnbridge database" in (engine(StorageConfig(url=theirs)).inspect() or "")
 
 
-def test_errors_worded_without_the_password(pg_server: Server, tmp_path: Path):  # noqa: F811
-    url = pg_server.database("worded")
+def test_errors_worded_without_the_password(postgres_server: PostgresServer,
+                                            pg_database_url: str, tmp_path: Path):
+    password, port = postgres_server.password, postgres_server.port
+    url = pg_database_url.replace(f":{password}@", "@")
+    name = url.rsplit("/", 1)[1]
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-password-9\n")
     cases = [
         (StorageConfig(url=url, password_file=str(wrong)), "authentication failed"),
-        (StorageConfig(url=url.replace("worded", "nosuch"), password_file=str(wrong)),
+        (StorageConfig(url=url.replace(name, "nosuch"), password_file=str(wrong)),
          "authentication failed|does not exist"),
-        (StorageConfig(url=f"postgresql://pnb:{PASSWORD}@127.0.0.1:{pg_server.port}/nosuch"),
+        (StorageConfig(url=f"postgresql://pnbridge:{password}@127.0.0.1:{port}/nosuch"),
          "the database does not exist"),
-        (StorageConfig(url=f"postgresql://pnb:{PASSWORD}@127.0.0.1:{free_port()}/x"),
+        (StorageConfig(url=f"postgresql://pnbridge:{password}@127.0.0.1:{free_port()}/x"),
          "cannot reach the PostgreSQL server"),
     ]
     for storage, problem in cases:
         with pytest.raises(StoreError) as raised:
             engine(storage).open()
         said = f"{raised.value} {raised.value.problem}"
-        assert raised.value.problem.startswith("database postgresql://***@127.0.0.1:")
+        assert str(raised.value).startswith("cannot open database postgresql://***@127.0.0.1:")
         assert re.search(problem, raised.value.problem), said
-        assert PASSWORD not in said and "not-the-password-9" not in said
+        assert password not in said and "not-the-password-9" not in said
     right = tmp_path / "right"
-    right.write_text(PASSWORD + "\n")  # the first line, without its newline
+    right.write_text(password + "\n")  # the first line, without its newline
     engine(StorageConfig(url=url, password_file=str(right))).open().close()
     with pytest.raises(StoreError, match=f"password_file {tmp_path}/none: cannot read it"):
         engine(StorageConfig(url=url, password_file=str(tmp_path / "none")))
 
 
-def test_server_stopped_mid_run_then_back(pg_server: Server, pgpass: None):  # noqa: F811
-    database = engine(StorageConfig(url=pg_server.database("restart"), busy_timeout=1))
+def test_server_stopped_mid_run_then_back(postgres_server: PostgresServer,
+                                          pg_database_url: str):
+    database = engine(StorageConfig(url=pg_database_url, busy_timeout=1))
     store, reader = database.open(), database.reader()
     [(change, error)] = store.run_batch([lambda s: s.register(report("s1"), {}, 1.0)])
     assert error is None and reader.count_devices() == 1
-    pg_server.stop()
+    postgres_server.stop()
     try:
         [(_, error)] = store.run_batch([lambda s: s.register(report("s2"), {}, 2.0)])
         assert isinstance(error, StoreError)
@@ -127,24 +131,24 @@ def test_server_stopped_mid_run_then_back(pg_server: Server, pgpass: None):  # n
                 operation()
             assert "PostgreSQL server" in raised.value.problem
     finally:
-        pg_server.start()
-    # The same store and pool, without being opened again.
+        postgres_server.start()
+    # The same stores, without being opened again.
     [(change, error)] = store.run_batch([lambda s: s.register(report("s2"), {}, 3.0)])
     assert error is None and change.event is not None
     assert reader.count_devices() == 2
-    pg_server.stop("immediate")  # a crash: the connections die without a word
-    pg_server.start()
+    postgres_server.kill()  # a crash: the connections die without a word
+    postgres_server.start()
     [(change, error)] = store.run_batch([lambda s: s.register(report("s3"), {}, 4.0)])
     assert error is None, error  # BEGIN on the dead connection, then on a new one
     assert reader.count_devices() == 3
     store.close()
-    database.close()
+    reader.close()
 
 
 def test_missing_extra_is_one_line(tmp_path: Path):
     config = tmp_path / "pnbridge.toml"
     config.write_text(config_toml(tmp_path, {"storage": {"url": "postgresql://x@h/db"}}))
-    hide = ("import sys; sys.modules['psycopg'] = sys.modules['psycopg_pool'] = None; "
+    hide = ("import sys; sys.modules['psycopg'] = None; "
             "from pnbridge.cli import main; sys.argv[0] = 'pnbridge'; main()")
     for command in (["devices", "list"], ["serve"], ["doctor"]):
         result = subprocess.run([sys.executable, "-c", hide, *command, "--config", str(config)],
@@ -154,8 +158,8 @@ def test_missing_extra_is_one_line(tmp_path: Path):
         assert "Traceback" not in result.stderr
 
 
-async def test_group_commit_and_unchanged_reports(pg_server: Server, pgpass: None):  # noqa: F811
-    storage = StorageConfig(url=pg_server.database("grouped"))
+async def test_group_commit_and_unchanged_reports(pg_database_url: str):
+    storage = StorageConfig(url=pg_database_url)
     async with open_writer(storage) as writer:
         results: list[object] = []
 
@@ -177,11 +181,12 @@ async def test_group_commit_and_unchanged_reports(pg_server: Server, pgpass: Non
     assert again.device.last_seen == 20.0 and again.device.updated_at == 10.0
 
 
-def test_answered_report_survives_kill_9(pg_server: Server, spawn, tmp_path: Path):  # noqa: F811
-    url = pg_server.database("durable").replace("pnb@", f"pnb:{PASSWORD}@")
+def test_answered_report_survives_kill_9(postgres_server: PostgresServer,
+                                         pg_database_url: str, spawn):
+    url = pg_database_url
     daemon = spawn({"storage": {"url": url}})
     base = daemon.url()
-    assert PASSWORD not in daemon.log and "postgresql://***@127.0.0.1" in daemon.log
+    assert postgres_server.password not in daemon.log and "postgresql://***@127.0.0.1" in daemon.log
     answered = []
     with httpx.Client(base_url=base, timeout=5) as client:
         for n in range(40):
@@ -199,9 +204,10 @@ def test_answered_report_survives_kill_9(pg_server: Server, spawn, tmp_path: Pat
     assert set(answered) <= stored and set(answered) <= journaled
 
 
-def test_readyz_and_reports_while_the_server_is_down(pg_server: Server, spawn,  # noqa: F811
+def test_readyz_and_reports_while_the_server_is_down(postgres_server: PostgresServer,
+                                                      pg_database_url: str, spawn,
                                                       tmp_path: Path):
-    url = pg_server.database("down").replace("pnb@", f"pnb:{PASSWORD}@")
+    url, password = pg_database_url, postgres_server.password
     tables = {"storage": {"url": url, "busy_timeout": 1}}
     daemon = spawn(tables)
     base = daemon.url()
@@ -209,7 +215,7 @@ def test_readyz_and_reports_while_the_server_is_down(pg_server: Server, spawn,  
     for command in ("check-config", "doctor"):
         shown = subprocess.run([sys.executable, "-m", "pnbridge", command, "--config",
                                 str(config)], capture_output=True, text=True, timeout=60)
-        assert PASSWORD not in shown.stdout + shown.stderr, command
+        assert password not in shown.stdout + shown.stderr, command
     doctor = shown.stdout + shown.stderr
     assert "database postgresql://***@127.0.0.1" in doctor and "schema version 3" in doctor
 
@@ -220,19 +226,19 @@ def test_readyz_and_reports_while_the_server_is_down(pg_server: Server, spawn,  
     with httpx.Client(base_url=base, timeout=10) as client:
         assert post(client, 1) == 200
         assert client.get("/readyz").status_code == 200
-        pg_server.stop()
+        postgres_server.stop()
         try:
             assert post(client, 2) == 503
             ready = client.get("/readyz")
             assert ready.status_code == 503 and "PostgreSQL server" in ready.text
-            assert PASSWORD not in ready.text
+            assert password not in ready.text
         finally:
-            pg_server.start()
+            postgres_server.start()
         deadline = time.monotonic() + 20
         while post(client, 3) != 200:  # no restart of pnbridge
             assert time.monotonic() < deadline
             time.sleep(0.2)
         assert client.get("/readyz").status_code == 200
     daemon.stop()
-    assert PASSWORD not in daemon.log
+    assert password not in daemon.log
     assert "storage failed" in daemon.log

@@ -238,7 +238,7 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
 async def test_a_full_buffer_drops_and_counts_and_keeps_the_rest(tmp_path):
     db = tmp_path / "h.db"
     metrics = Metrics()
-    async with open_writer(str(db), 0.1) as writer, trio.open_nursery() as nursery:
+    async with open_writer(StorageConfig(path=str(db), busy_timeout=0.1)) as writer, trio.open_nursery() as nursery:
         history = PushHistory(writer, StorageConfig(path=str(db)), metrics, limit=3)
         with locked(db):
             await nursery.start(history.run)

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import trio
+from pnbridge.config.tables import StorageConfig
 from pnbridge.errors import StoreError
+from pnbridge.storage.engines import SQLiteEngine
 from pnbridge.storage.reader import STUCK, Reader
 from pnbridge.storage.sqlite.store import SQLiteStore
 
@@ -23,7 +25,7 @@ def database(tmp_path: Path) -> str:
 
 
 async def test_queries_that_come_together_share_one_thread(tmp_path):
-    reader = Reader(database(tmp_path), 5.0, threads=4)
+    reader = Reader(SQLiteEngine(StorageConfig(path=database(tmp_path))).reader, threads=4)
     threads: list[int] = []
 
     def count(store: SQLiteStore) -> int:
@@ -44,7 +46,7 @@ async def test_queries_that_come_together_share_one_thread(tmp_path):
 
 
 async def test_a_stuck_query_does_not_hold_up_the_next(tmp_path):
-    reader = Reader(database(tmp_path), 5.0, threads=2)
+    reader = Reader(SQLiteEngine(StorageConfig(path=database(tmp_path))).reader, threads=2)
     release = threading.Event()
     try:
         async with trio.open_nursery() as nursery:
@@ -59,7 +61,7 @@ async def test_a_stuck_query_does_not_hold_up_the_next(tmp_path):
 
 
 async def test_a_query_given_up_before_a_thread_took_it_is_not_run(tmp_path):
-    reader = Reader(database(tmp_path), 5.0, threads=1)
+    reader = Reader(SQLiteEngine(StorageConfig(path=database(tmp_path))).reader, threads=1)
     release, ran = threading.Event(), []
     try:
         async with trio.open_nursery() as nursery:
@@ -80,7 +82,7 @@ async def test_a_query_the_database_fails_raises_store_error(tmp_path):
     and FastAGI catch nothing else), the cause kept."""
     path = tmp_path / "reader.db"
     path.write_bytes(b"not a database, " * 256)
-    reader = Reader(str(path), 5.0)
+    reader = Reader(SQLiteEngine(StorageConfig(path=str(path))).reader)
     with pytest.raises(StoreError, match="file is not a database") as raised:
         await reader.call(methodcaller("devices", "u"))
     assert isinstance(raised.value.__cause__, sqlite3.DatabaseError)

@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 import trio
+from pnbridge.config.tables import StorageConfig
 from pnbridge.model import Report
 from pnbridge.storage.sqlite.store import SQLiteStore
 from pnbridge.storage.writer import open_writer
@@ -23,7 +24,7 @@ def fail(store: SQLiteStore) -> None:
 
 async def test_concurrent_calls_share_transactions_and_are_committed_when_answered(tmp_path):
     path = tmp_path / "db"
-    async with open_writer(str(path), 5.0) as writer:
+    async with open_writer(StorageConfig(path=str(path))) as writer:
         statements: list[str] = []
         writer.store.conn.set_trace_callback(statements.append)
         answered: list[str] = []
@@ -46,7 +47,7 @@ async def test_concurrent_calls_share_transactions_and_are_committed_when_answer
 
 
 async def test_a_failing_call_raises_to_its_caller_only(tmp_path):
-    async with open_writer(str(tmp_path / "db"), 5.0) as writer:
+    async with open_writer(StorageConfig(path=str(tmp_path / "db"))) as writer:
         results: dict[str, object] = {}
 
         async def good() -> None:
@@ -66,7 +67,7 @@ async def test_a_failing_call_raises_to_its_caller_only(tmp_path):
 
 
 async def test_a_journaling_commit_sets_journal_written(tmp_path):
-    async with open_writer(str(tmp_path / "db"), 5.0) as writer:
+    async with open_writer(StorageConfig(path=str(tmp_path / "db"))) as writer:
         written = writer.journal_written()
         await writer.call(SQLiteStore.devices)
         assert not written.is_set()
@@ -76,7 +77,7 @@ async def test_a_journaling_commit_sets_journal_written(tmp_path):
 
 
 async def test_calls_after_the_writer_stopped_are_refused(tmp_path):
-    async with open_writer(str(tmp_path / "db"), 5.0) as writer:
+    async with open_writer(StorageConfig(path=str(tmp_path / "db"))) as writer:
         pass
     with pytest.raises(trio.ClosedResourceError):
         await writer.call(SQLiteStore.devices)

@@ -106,14 +106,11 @@ def check_database(config: Config) -> Finding:
     if not database.exists():
         return Finding("warn", f"database {where} does not exist yet",
                        "pnbridge serve creates it; or set [storage] path")
-    try:
-        if (problem := database.inspect()) is None:
-            check = ", quick_check ok" if config.storage.url is None else ""
-            return Finding("ok", f"database {where}: schema version {database.latest}{check}")
-        if database.inspect(serving=True) is None:  # an older version: serve migrates it
-            return Finding("warn", problem, "pnbridge serve migrates it at its next start")
-    finally:
-        database.close()
+    if (problem := database.inspect()) is None:
+        check = ", quick_check ok" if config.storage.url is None else ""
+        return Finding("ok", f"database {where}: schema version {database.latest}{check}")
+    if database.inspect(serving=True) is None:  # an older version: serve migrates it
+        return Finding("warn", problem, "pnbridge serve migrates it at its next start")
     return Finding("fail", problem, "check [storage] path or url, or stop pnbridge and "
                    "restore it from a backup (docs/install.md)")
 

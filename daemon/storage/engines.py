@@ -41,10 +41,6 @@ class Engine(Protocol):
         """A read-only store for one of the daemon's reader threads."""
         ...
 
-    def close(self) -> None:
-        """Release what the readers share (PostgreSQL's pool)."""
-        ...
-
     def inspect(self, *, serving: bool = False) -> str | None:
         """What is wrong with the database for this version, in one line; None when it is
         sound (``serving``: an older schema is fine, serve migrates it). Reads only."""
@@ -67,9 +63,6 @@ class SQLiteEngine:
 
     def reader(self) -> Store:
         return SQLiteStore(self.where, self._timeout, read_only=True)
-
-    def close(self) -> None:
-        pass  # each reader's connection is its own
 
     def inspect(self, *, serving: bool = False) -> str | None:
         return inspect(self.where, serving=serving)

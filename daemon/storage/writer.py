@@ -154,11 +154,7 @@ async def open_writer(storage: StorageConfig) -> AsyncIterator[Writer]:
     serve it until the block ends; the writer's ``reader`` serves queries on connections of
     their own meanwhile."""
     database = engine(storage)
-    try:
-        store = await trio.to_thread.run_sync(database.open)
-    except BaseException:
-        await trio.to_thread.run_sync(database.close)
-        raise
+    store = await trio.to_thread.run_sync(database.open)
     reader = Reader(database.reader)
     try:
         writer = Writer(store, reader)
@@ -171,4 +167,3 @@ async def open_writer(storage: StorageConfig) -> AsyncIterator[Writer]:
     finally:
         await trio.to_thread.run_sync(reader.close)
         await trio.to_thread.run_sync(store.close)
-        await trio.to_thread.run_sync(database.close)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
 from ...config.tables import StorageConfig
@@ -83,8 +82,9 @@ class Credentials:
         return cls(url, params, where, secret or None)
 
     def scrub(self, text: str) -> str:
-        """``text`` on one line, without the password or a URL's credentials."""
-        text = redact(" ".join(text.split()))
+        """``text``'s first line (psycopg adds the statement's), without the password or a
+        URL's credentials."""
+        text = redact(" ".join(next(iter(text.strip().splitlines()), "").split()))
         return text.replace(self.secret, "***") if self.secret else text
 
     def failure(self, error: Exception, doing: str | None = None) -> StoreError:
@@ -94,13 +94,11 @@ class Credentials:
         state = getattr(error, "sqlstate", None) or next(
             (code for pattern, code in _SAID if pattern.search(said)), "")
         meaning = next((m for prefix, m in _STATES if state.startswith(prefix)), None)
-        if meaning is None and isinstance(error, psycopg_pool.PoolTimeout):
-            meaning = "no connection to the PostgreSQL server in time (down or overloaded)"
-        elif meaning is None and not state and isinstance(error, psycopg.OperationalError):
+        if meaning is None and not state and isinstance(error, psycopg.OperationalError):
             meaning = ("the connection to the PostgreSQL server was lost"
                        if _LOST.search(said) else _UNREACHABLE)
         problem = f"{meaning} ({said})" if meaning else said
         message = f"{doing} {self.where}: {said}" if doing else said
-        failure = StoreError(message, f"database {self.where}: {problem}")
+        failure = StoreError(message, problem)
         failure.__cause__ = error
         return failure

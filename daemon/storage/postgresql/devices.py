@@ -40,7 +40,7 @@ class Devices(Journal):
         assert report.selector and report.username
         if (seen := self._seen_again(report, now)) is not None:
             return Change("unchanged", seen, None)
-        old = self.device(report.selector)
+        old = self._locked(report.selector)
         if owner is not None and old is not None and old.username != owner:
             raise NotOwner(f"selector {report.selector} belongs to another user")
         if old is None:
@@ -57,7 +57,7 @@ class Devices(Journal):
         phone was last seen, not from the import; a stored one changed by it keeps its
         ``created_at`` and the later ``last_seen``."""
         assert report.selector and report.username
-        old = self.device(report.selector)
+        old = self._locked(report.selector)
         if old is None:
             last_seen = times.get("last_seen", now)
             updated_at = times.get("updated_at", last_seen)
@@ -120,7 +120,7 @@ class Devices(Journal):
             return [change]
         rows = self.conn.execute(
             f"SELECT {DEVICE_COLUMNS} FROM devices WHERE username = %s AND selector != %s"
-            " ORDER BY last_seen DESC, selector OFFSET %s",
+            " ORDER BY last_seen DESC, selector OFFSET %s FOR UPDATE",
             (change.device.username, change.device.selector, max_devices - 1),
         )
         evicted = []
@@ -153,7 +153,7 @@ class Devices(Journal):
             params = [username, list(tokens), list(tokens)]
         else:
             raise ValueError("remove needs a selector, or a username and tokens")
-        rows = self.conn.execute(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE {where}",
+        rows = self.conn.execute(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE {where} FOR UPDATE",
                                  params).fetchall()
         changes = []
         for device in [read_device(row) for row in rows]:
@@ -169,7 +169,7 @@ class Devices(Journal):
         ``token``: remove the device when no token is left (reason ``invalid-token``), else
         journal a ``registered`` event with that reason whose before/after show the cleared
         pair. None when the device is gone or has a new token there already."""
-        old = self.device(selector)
+        old = self._locked(selector)
         if old is None or getattr(old, f"token_{pair}") != token:
             return None
         cleared = Device(**{**asdict(old), f"token_{pair}": None, f"appid_{pair}": None,
@@ -213,6 +213,15 @@ class Devices(Journal):
                 failed[selector] = repr(error)
             self.conn.execute("RELEASE expire_one")
         return changes, failed
+
+    def _locked(self, selector: str) -> Device | None:
+        """``device``, its row locked to the transaction's end: what is changed from it is
+        what another instance committed last (never a lost update), and its journaled
+        ``before`` is the row as it was."""
+        row = self.conn.execute(
+            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE selector = %s FOR UPDATE", (selector,)
+        ).fetchone()
+        return read_device(row) if row else None
 
     def device(self, selector: str) -> Device | None:
         row = self.conn.execute(

@@ -1,6 +1,6 @@
 """The PostgreSQL engine of the Store (storage/interface.py), through psycopg 3's synchronous
 API from worker threads, as SQLite's: ``PostgreSQLStore`` is one connection (the writer's,
-a command's) or a read-only store on the readers' pool (``PostgreSQLEngine.reader``); its
+a command's, a reader thread's: ``PostgreSQLEngine``); its
 devices (devices.py), journal (journal.py), delivery state (delivery.py), push history
 (history.py) and digest nonces (nonces.py) the parts it is made of.
 
@@ -13,13 +13,11 @@ worded for an operator with the password cut (errors.py). A connection the serve
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
-import psycopg_pool
 from psycopg import pq
 
 from ...config.tables import StorageConfig
@@ -41,82 +39,65 @@ T = TypeVar("T")
 
 
 class PostgreSQLStore(Devices, DeliveryState, PushHistory, DigestNonces):
-    """The Store on PostgreSQL. With a ``pool`` (the daemon's readers), each operation
-    borrows a read-only connection from it; else the store has a connection of its own,
-    opened again when the server dropped it. By default the schema is created or migrated
-    (under a lock: several instances start at once); with ``reading``, it must be this
-    version's and is never touched."""
+    """The Store on PostgreSQL: one connection, opened again when the server dropped it. By
+    default the schema is created or migrated (under a lock: several instances start at
+    once); with ``reading``, the connection is read-only and the schema must be this
+    version's (``checked``: unless another store has checked it, as for the readers)."""
 
     def __init__(self, credentials: Credentials, *, reading: bool = False,
-                 pool: psycopg_pool.ConnectionPool | None = None):
+                 checked: bool = False):
         self.credentials = credentials
         self.where = credentials.where
         self.journaled = 0
         self.changed = 0
         self.journal_locked = False
         self.reading = reading
-        self.pool = pool
         self._depth = 0  # operations under way (a nested one uses its caller's connection)
-        self._own: psycopg.Connection | None = None
-        if pool is None:
-            try:
-                self._own = self.conn = self._connect()
+        try:
+            self.conn = self._connect()
+        except psycopg.Error as error:
+            raise credentials.failure(error, "cannot open database") from error
+        try:
+            if not checked:
                 self._check_schema()
-            except psycopg.Error as error:
-                if self._own is not None:
-                    self._own.close()
-                raise credentials.failure(error, "cannot open database") from error
+        except psycopg.Error as error:
+            self.close()
+            raise credentials.failure(error, "cannot open database") from error
+        except BaseException:
+            self.close()
+            raise
 
     def _connect(self) -> psycopg.Connection:
         conn = psycopg.connect(self.credentials.url, **self.credentials.params,
-                                autocommit=True)
+                               autocommit=True)
         if self.reading:
-            read_only(conn)
+            conn.execute("SET default_transaction_read_only = on")
         return conn
 
     def _check_schema(self) -> None:
         if self.reading:
             if problem := schema_problem(self.conn, self.where, writing=False):
-                self.close()
                 raise StoreError(problem)
             return
         try:
             migrate(self.conn, self.where)
         except ValueError as problem:
-            self.close()
             raise StoreError(str(problem)) from None
 
     def close(self) -> None:
-        if self._own is not None:
-            self._own.close()
+        self.conn.close()
 
     @contextmanager
-    def _borrowed(self) -> Iterator[None]:
-        """The connection for the outermost operation: one from the pool, or the store's
-        own, opened again when the server dropped it (never inside a transaction)."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        if self.pool is not None:
-            with self.pool.connection() as conn:
-                self.conn = conn
-                self._depth = 1
-                try:
-                    yield
-                finally:
-                    self._depth = 0
-            return
-        if self.conn.closed:
-            self._own = self.conn = self._connect()
-        self._depth = 1
+    def _outermost(self, reconnect: bool = True) -> Iterator[None]:
+        """Around every operation: the outermost one (not one another calls) opens the
+        connection again when the server dropped it (``reconnect``)."""
+        if not self._depth and reconnect and self.conn.closed:
+            self.conn = self._connect()
+        self._depth += 1
         try:
             yield
         finally:
-            self._depth = 0
+            self._depth -= 1
 
     def _begin(self) -> None:
         self.conn.execute("BEGIN")
@@ -128,9 +109,9 @@ class PostgreSQLStore(Devices, DeliveryState, PushHistory, DigestNonces):
         try:
             self._begin()
         except psycopg.OperationalError:
-            if self.pool is not None or not self.conn.closed:
+            if not self.conn.closed:
                 raise
-            self._own = self.conn = self._connect()
+            self.conn = self._connect()
             self._begin()
 
     def _end(self, statement: str) -> None:
@@ -144,7 +125,7 @@ class PostgreSQLStore(Devices, DeliveryState, PushHistory, DigestNonces):
     def transaction(self) -> Iterator[PostgreSQLStore]:
         """Run store operations in one transaction (for callers outside the writer)."""
         try:
-            with self._borrowed():
+            with self._outermost():
                 self._begin_again()
                 try:
                     yield self
@@ -223,21 +204,19 @@ class PostgreSQLStore(Devices, DeliveryState, PushHistory, DigestNonces):
 _OWN = ("transaction", "close")  # not wrapped: they handle the connection themselves
 
 
-def read_only(conn: psycopg.Connection) -> None:
-    conn.execute("SET default_transaction_read_only = on")
-
-
 class PostgreSQLEngine:
-    """The PostgreSQL database of ``[storage] url`` (storage/engines.py): the writer's and
-    the commands' stores, the readers' pool, the schema inspected."""
+    """The PostgreSQL database of ``[storage] url`` (storage/engines.py): the writer's, the
+    readers' and the commands' stores, the schema inspected.
+
+    Each reader thread has a read-only connection of its own (as SQLite's readers), not one
+    of psycopg_pool's: a pool reconnects after an outage with an exponential backoff (1, 2,
+    4, 8 s...), so pushes could fail for many seconds after the server is back; a reader's
+    connection is opened again by its first query after the outage."""
 
     def __init__(self, storage: StorageConfig, where: str):
         self.credentials = Credentials.of(storage, where)
         self.where = self.credentials.where
         self.latest = len(MIGRATIONS)
-        self._timeout = storage.busy_timeout
-        self._pool: psycopg_pool.ConnectionPool | None = None
-        self._lock = threading.Lock()
 
     def exists(self) -> bool:
         return True  # the server says, when a store connects
@@ -247,39 +226,30 @@ class PostgreSQLEngine:
         return PostgreSQLStore(self.credentials, reading=reading)
 
     def reader(self) -> PostgreSQLStore:
-        """A read-only store on the readers' pool (opened at the first; any thread)."""
-        with self._lock:
-            if self._pool is None:
-                self._pool = psycopg_pool.ConnectionPool(
-                    self.credentials.url,
-                    kwargs={**self.credentials.params, "autocommit": True},
-                    min_size=1, max_size=4, timeout=self._timeout, open=True,
-                    configure=read_only, check=psycopg_pool.ConnectionPool.check_connection,
-                    name="pnbridge-readers")
-            return PostgreSQLStore(self.credentials, reading=True, pool=self._pool)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                self._pool.close()
+        """A read-only store for one of the daemon's reader threads."""
+        return PostgreSQLStore(self.credentials, reading=True, checked=True)
 
     def inspect(self, *, serving: bool = False) -> str | None:
         """What keeps pnbridge from using the database, in one line (unreachable, not
         pnbridge's, another schema version); None when it can. Reads only."""
         try:
-            with psycopg.connect(self.credentials.url, **self.credentials.params,
-                                 autocommit=True) as conn:
-                read_only(conn)
-                return schema_problem(conn, self.where, writing=serving)
+            store = PostgreSQLStore(self.credentials, reading=True, checked=True)
+        except StoreError as error:
+            return error.problem
+        try:
+            return schema_problem(store.conn, self.where, writing=serving)
         except psycopg.Error as error:
             return self.credentials.failure(error).problem
+        finally:
+            store.close()
 
 
 def engine_errors(operation: Callable[P, T]) -> Callable[P, T]:
-    """``operation`` of a PostgreSQLStore (its first argument), on its connection (borrowed,
-    or opened again), raising psycopg's errors as StoreError. Called outside a transaction
-    on a store's own connection (a command's), it runs in one of its own: its changes and
-    their events commit together (and under the journal's lock, journal.py)."""
+    """``operation`` of a PostgreSQLStore (its first argument), on its connection (opened
+    again if the server dropped it; a read-only store's read tried once more on the new
+    one), raising psycopg's errors as StoreError. Called outside a transaction by a store
+    that writes (a command's), it runs in one of its own: its changes and their events
+    commit together (and under the journal's lock, journal.py)."""
     atomic = operation.__name__ not in ("run_batch", "changes")
 
     @functools.wraps(operation)
@@ -287,12 +257,22 @@ def engine_errors(operation: Callable[P, T]) -> Callable[P, T]:
         store = args[0]
         assert isinstance(store, PostgreSQLStore)
         try:
-            with store._borrowed():
-                if atomic and store.pool is None and not store._in_transaction():
+            with store._outermost(reconnect=atomic):  # run_batch: itself, never raising
+                if atomic and not store.reading and not store._in_transaction():
                     with store.transaction():
                         return operation(*args, **kwargs)
                 return operation(*args, **kwargs)
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+        except (psycopg.Error, StoreError) as error:
+            cause = error.__cause__ if isinstance(error, StoreError) else error
+            dropped = isinstance(cause, psycopg.OperationalError) and store.conn.closed
+            if not (store.reading and dropped and not store._depth):
+                if isinstance(error, StoreError):
+                    raise
+                raise store.credentials.failure(error) from error
+        try:  # a read whose connection the server had dropped (a restart): once more
+            with store._outermost():
+                return operation(*args, **kwargs)
+        except psycopg.Error as error:
             raise store.credentials.failure(error) from error
 
     return wrapper
