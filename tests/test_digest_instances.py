@@ -124,3 +124,20 @@ def test_expired_nonces_are_pruned(spawn, tmp_path, engine):
         assert send(url, nonce_from(url), 1).status_code == 200
     kept = [row[0] for row in engine.rows("SELECT nonce FROM digest_nonces")]
     assert old not in kept and len(kept) == 2
+
+
+async def test_a_nonce_the_store_cannot_record_is_a_503_and_stays_unused(start_daemon, tmp_path,
+                                                                         engine):
+    path = tmp_path / "users"
+    users.write(path, {ALICE: users.new_user(ALICE, REALM, PASSWORDS[ALICE])})
+    daemon = await start_daemon(engine.tables({
+        "storage": {"busy_timeout": 0.5},
+        "auth": {"reporter": "digest", "users_file": str(path), "digest_algorithms": ["MD5"]},
+    }))
+    challenge = await daemon.client.get(TARGET)
+    nonce = re.search(r'nonce="([^"]+)"', challenge.headers["WWW-Authenticate"]).group(1)
+    with engine.locked():  # another session holds the write lock: the use cannot be written
+        refused = await daemon.client.get(TARGET, headers=authorization(nonce, 1))
+    assert refused.status_code == 503, refused.text
+    assert "Retry-After" in refused.headers
+    assert (await daemon.client.get(TARGET, headers=authorization(nonce, 1))).status_code == 200
