@@ -1,5 +1,6 @@
 """Several `pnbridge serve` on one host: one port shared with ``[server] reuse_port``
-(the kernel spreads the connections), one SQLite file, each instance its own admin port."""
+(the kernel spreads the connections), one store (an SQLite file, or PostgreSQL), each
+instance its own admin port; check-config's warning that rate limits are per instance."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from conftest import cli, pnbridge
 REPORTS = 200
 
 
-def config(tmp_path, port: int, admin: int, reuse_port: bool = True, agi: int = 0) -> dict:
-    return {"server": {"listen": [f"127.0.0.1:{port}"], "admin_listen": [f"127.0.0.1:{admin}"],
-                       "reuse_port": reuse_port},
-            "storage": {"path": str(tmp_path / "shared.db")},
-            "agi": {"listen": [f"127.0.0.1:{agi}"] if agi else []}}
+def config(tmp_path, port: int, admin: int, reuse_port: bool = True, agi: int = 0,
+           engine=None) -> dict:
+    tables = {"server": {"listen": [f"127.0.0.1:{port}"], "admin_listen": [f"127.0.0.1:{admin}"],
+                         "reuse_port": reuse_port},
+              "storage": {"path": str(tmp_path / "shared.db")},
+              "agi": {"listen": [f"127.0.0.1:{agi}"] if agi else []}}
+    return engine.tables(tables) if engine else tables
 
 
 def stored(tmp_path) -> list[str]:
@@ -39,11 +42,11 @@ def send(port: int, i: int) -> int:
     return httpx.get(f"http://127.0.0.1:{port}/token", params=params, timeout=30).status_code
 
 
-def test_two_instances_share_a_port_and_a_database(spawn, tmp_path):
+def test_two_instances_share_a_port_and_a_database(spawn, tmp_path, engine):
     port, agi, admins = free_port(), free_port(), (free_port(), free_port())
-    first = spawn(config(tmp_path, port, admins[0], agi=agi))
+    first = spawn(config(tmp_path, port, admins[0], agi=agi, engine=engine))
     first.url()  # listening: it has read its config file, which the next spawn rewrites
-    second = spawn(config(tmp_path, port, admins[1], agi=agi))
+    second = spawn(config(tmp_path, port, admins[1], agi=agi, engine=engine))
     second.url()
     for process in (first, second):
         process.wait_for(rf"FastAGI on 127\.0\.0\.1:{agi}")
