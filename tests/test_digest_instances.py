@@ -101,10 +101,11 @@ def test_a_nonce_expires_on_every_instance(spawn, tmp_path, engine):
 
 def test_the_store_keeps_one_key_and_each_nonces_highest_count(engine):
     first, second = engine.open(), engine.open()
+    assert first.digest_key() is None  # only read: no key yet
     with first.transaction():
         key = first.digest_key(b"k" * 32)
     with second.transaction():
-        assert second.digest_key(b"other") == key == b"k" * 32
+        assert second.digest_key(b"other") == second.digest_key() == key == b"k" * 32
         assert second.use_nonce("N", 100.0, 1) and not second.use_nonce("N", 100.0, 1)
     with first.transaction():
         assert not first.use_nonce("N", 100.0, 1) and first.use_nonce("N", 100.0, 3)

@@ -52,8 +52,12 @@ class Nonces:
 
     @classmethod
     async def open(cls, writer: Writer, lifetime: float) -> Nonces:
-        """Nonces signed with the store's key (this one's, when the store has none yet)."""
-        key = await writer.call(methodcaller("digest_key", secrets.token_bytes(32)))
+        """Nonces signed with the store's key (this one's, when the store has none yet):
+        read on a reader; written once, by the first instance to start."""
+        key = await writer.reader.call(methodcaller("digest_key"))
+        if key is None:
+            key = await writer.call(methodcaller("digest_key", secrets.token_bytes(32)))
+        assert key is not None
         return cls(writer, key, lifetime)
 
     def issue(self) -> str:

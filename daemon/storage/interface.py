@@ -178,8 +178,9 @@ class Store(Protocol):
 
     # -- HTTP Digest nonces, shared by the instances ------------------------------------------
 
-    def digest_key(self, candidate: bytes) -> bytes:
-        """The key every instance signs its nonces with: ``candidate`` if there was none."""
+    def digest_key(self, candidate: bytes | None = None) -> bytes | None:
+        """The key every instance signs its nonces with: ``candidate`` if there was none;
+        without one, only read (None: no key yet)."""
         ...
 
     def use_nonce(self, nonce: str, issued: float, nc: int) -> bool:

@@ -11,13 +11,14 @@ from .journal import Journal
 class DigestNonces(Journal):
     """The digest nonces' part of the PostgreSQL store."""
 
-    def digest_key(self, candidate: bytes) -> bytes:
-        """The key every instance signs its nonces with: ``candidate`` if there was none."""
-        self._write("INSERT INTO digest_key (id, key) VALUES (1, %s) ON CONFLICT (id) DO NOTHING",
-                    (candidate,))
+    def digest_key(self, candidate: bytes | None = None) -> bytes | None:
+        """The key every instance signs its nonces with: ``candidate`` if there was none;
+        without one, only read (None: no key yet)."""
+        if candidate is not None:
+            self._write("INSERT INTO digest_key (id, key) VALUES (1, %s)"
+                        " ON CONFLICT (id) DO NOTHING", (candidate,))
         row = self.conn.execute("SELECT key FROM digest_key WHERE id = 1").fetchone()
-        assert row is not None
-        return bytes(row[0])
+        return None if row is None else bytes(row[0])
 
     def use_nonce(self, nonce: str, issued: float, nc: int) -> bool:
         """Record that ``nonce`` (issued at ``issued``) was accepted with count ``nc``: True

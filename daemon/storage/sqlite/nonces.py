@@ -12,11 +12,14 @@ class DigestNonces:
 
     conn: sqlite3.Connection
 
-    def digest_key(self, candidate: bytes) -> bytes:
-        """The key every instance signs its nonces with: ``candidate`` if there was none."""
-        self.conn.execute("INSERT OR IGNORE INTO digest_key (id, key) VALUES (1, ?)",
-                          (candidate,))
-        return bytes(self.conn.execute("SELECT key FROM digest_key WHERE id = 1").fetchone()[0])
+    def digest_key(self, candidate: bytes | None = None) -> bytes | None:
+        """The key every instance signs its nonces with: ``candidate`` if there was none;
+        without one, only read (None: no key yet)."""
+        if candidate is not None:
+            self.conn.execute("INSERT OR IGNORE INTO digest_key (id, key) VALUES (1, ?)",
+                              (candidate,))
+        row = self.conn.execute("SELECT key FROM digest_key WHERE id = 1").fetchone()
+        return None if row is None else bytes(row[0])
 
     def use_nonce(self, nonce: str, issued: float, nc: int) -> bool:
         """Record that ``nonce`` (issued at ``issued``) was accepted with count ``nc``: True
