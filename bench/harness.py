@@ -98,6 +98,7 @@ class Load:
     p99_ms: float
     requests: int
     errors: int
+    ok: int = 0  # 2xx answers, when the script counts them ("ok answers: N")
 
 
 @dataclass
@@ -143,19 +144,22 @@ def start_ceiling() -> Server:
     return Server(popen, f"http://127.0.0.1:{port}", time.monotonic() - began)
 
 
-def start_pnbridge(db: Path, work: Path, extra: str = "", storage: str = "") -> Server:
-    """``pnbridge serve`` on ``db`` (``storage``: more of its [storage] table); ``started_s``
-    is the time to systemd's READY=1."""
-    port = free_port()
-    config = work / f"pnbridge-{port}.toml"
+def start_pnbridge(db: Path, work: Path, extra: str = "", storage: str = "",
+                   port: int | None = None, server: str = "") -> Server:
+    """``pnbridge serve`` on ``db`` (``storage``: more of its [storage] table, ``server`` of
+    its [server] table; ``port``: its port, else a free one); ``started_s`` is the time to
+    systemd's READY=1."""
+    port = port or free_port()
+    config = work / f"pnbridge-{port}-{len(list(work.glob('pnbridge-*.toml')))}.toml"
     config.write_text(
         f'[server]\nlisten = ["127.0.0.1:{port}"]\naccess_log = false\nlog_level = "warning"\n'
+        f'{server}'
         f'[storage]\npath = "{db}"\n{storage}'
         # One load generator on loopback: the per-client rate limit would measure itself.
         '[reporter]\nclient_rate = 0\nusername_rate = 0\n'
         f'{extra}'
     )
-    notify_path = work / f"notify-{port}.sock"
+    notify_path = work / f"notify-{config.stem}.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))
     notify.settimeout(60)
@@ -190,6 +194,7 @@ def run_wrk(url: str, script: Path, seconds: float, connections: int) -> Load:
         p99_ms=_ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
         requests=int(re.search(r"(\d+) requests in", out).group(1)),
         errors=_errors(out),
+        ok=int(found.group(1)) if (found := re.search(r"ok answers: (\d+)", out)) else 0,
     )
 
 
@@ -477,6 +482,10 @@ def run(quick: bool, out: Path) -> dict:
         results["delivery_noop_eps"] = delivery_rate(work, 5_000 if quick else 50_000, "noop")
         results["delivery_webhook_eps"] = webhook_rate(work, 1_000 if quick else 10_000)
         results["push"] = push_fanout(work, seconds, rounds, 1 if quick else 3)
+        import cluster  # it imports this module: not at the top
+
+        results["cluster"] = cluster.run(work, quick, seconds, cluster.ROUNDS[quick]) | {
+            "quick": quick}
         for n in sizes:
             conn = sqlite3.connect(dbs[n])
             count = conn.execute("SELECT count(*) FROM devices").fetchone()[0]
@@ -516,6 +525,9 @@ def _targets(r: dict) -> list[str]:
                  "at most 200 MB", r["rss_mb"][large] <= 200))
     rows.append((f"start-up to READY at {large:,} devices", f"{r['ready_s'][large]:.2f} s",
                  "under 2 s", r["ready_s"][large] < 2))
+    import cluster
+
+    rows += cluster.targets(r["cluster"])
     return [f"| {m} | {v} | {t} | {'met' if ok else '**missed**'} |" for m, v, t, ok in rows]
 
 
@@ -545,6 +557,12 @@ def history_lines(push: dict) -> list[str]:
     ]
 
 
+def cluster_lines(r: dict) -> list[str]:
+    import cluster
+
+    return cluster.lines(r["cluster"], r["seconds"], cluster.ROUNDS[r["quick"]])
+
+
 def write_markdown(r: dict, out: Path) -> None:
     small, large = r["sizes"]
     lines = [
@@ -554,9 +572,10 @@ def write_markdown(r: dict, out: Path) -> None:
         "README's install command:",
         "",
         "```sh",
-        "bench/run            # the full run (about 6 minutes), rewrites this page",
+        "bench/run            # the full run (about 10 minutes), rewrites this page",
         "bench/run --quick    # a smoke run (under a minute) that writes to a temp file",
         "bench/run --push     # only the push fan-out (about 3 minutes), printed, no page",
+        "bench/run --cluster  # only PostgreSQL and several instances (about 4 minutes)",
         "```",
         "",
         "## Targets",
@@ -640,6 +659,8 @@ def write_markdown(r: dict, out: Path) -> None:
         "",
         *history_lines(r["push"]),
         "",
+        *cluster_lines(r),
+        "",
         "## Delivery",
         "",
         "Events per second from the journal to a plugin, while the daemon drains a burst of",
@@ -676,9 +697,23 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     parser.add_argument("--push", action="store_true",
                         help="only the push fan-out benchmark (full rounds), printed, no page")
+    parser.add_argument("--cluster", action="store_true",
+                        help="only PostgreSQL and several instances (bench/cluster.py), "
+                        "printed, no page")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is not installed (Debian: apt-get install wrk)")
+    if args.cluster:
+        import cluster
+
+        seconds, rounds = (2, 1) if args.quick else (5, cluster.ROUNDS[False])
+        with tempfile.TemporaryDirectory(prefix="pnbridge-bench-") as tmp:
+            found = cluster.run(Path(tmp), args.quick, seconds, rounds) | {"quick": args.quick}
+        print("\n".join(cluster.lines(found, seconds, rounds)))
+        print("\n".join(f"| {m} | {v} | {t} | {'met' if ok else '**missed**'} |"
+                        for m, v, t, ok in cluster.targets(found)))
+        print(json.dumps(found, indent=2))
+        return
     if args.push:
         with tempfile.TemporaryDirectory(prefix="pnbridge-bench-") as tmp:
             push = push_fanout(Path(tmp), 2 if args.quick else 5, 1 if args.quick else 5,

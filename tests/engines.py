@@ -14,17 +14,13 @@ from typing import Any
 
 from configs import merge, toml_text
 from pnbridge.config.tables import StorageConfig, parse_config
+from pnbridge.storage.engines import engine
 from pnbridge.storage.interface import Store
-from pnbridge.storage.sqlite.store import SQLiteStore
 from postgres import PostgresServer
 
 
 def open_store(storage: StorageConfig) -> Store:
     """A store of the database ``storage`` names, through the engine it selects."""
-    try:
-        from pnbridge.storage.engines import engine
-    except ImportError:  # engine not on main yet: SQLite only (removed when it lands)
-        return SQLiteStore(storage.path)
     return engine(storage).open()
 
 

@@ -22,7 +22,8 @@ def test_bench_quick_runs_every_benchmark(tmp_path):
     report = out.read_text()
     for row in ("GET query, ceiling", "GET query, 10,000 devices", "POST JSON, 1,000 devices", "| no-op |", "| webhook |", "| 64 |", "ratio to ceiling |",
                 "resident memory, idle", "start-up to READY=1, 10,000 devices",
-                "database size per device"):
+                "database size per device", "| SQLite, 2 |", "| PostgreSQL, 1 |",
+                "two instances over one, PostgreSQL", "added by PostgreSQL at 100 calls/s"):
         assert row in report, row
     assert "| 0 |" in report  # the error column of the load runs
     assert "| errors (API / bare) | 0 / 0 |" in report

@@ -49,6 +49,14 @@ async def console(start_daemon, tmp_path):
         yield daemon, client
 
 
+@pytest.fixture
+async def on_engine(start_daemon, tmp_path, engine):
+    """``console`` on each store engine (SQLite, PostgreSQL): for what the actions store."""
+    daemon = await start_daemon(engine.tables(console_config(tmp_path)))
+    async with httpx.AsyncClient(base_url=admin_url(daemon)) as client:
+        yield daemon, client
+
+
 # -- logging in -----------------------------------------------------------------------------
 
 async def test_pages_redirect_to_login_without_a_session(console):
@@ -181,8 +189,8 @@ async def test_a_forged_cookie_is_refused(console):
 
 # -- CSRF ------------------------------------------------------------------------------------
 
-async def test_posts_without_the_right_csrf_token_or_from_elsewhere_are_refused(console):
-    daemon, client = console
+async def test_posts_without_the_right_csrf_token_or_from_elsewhere_are_refused(on_engine):
+    daemon, client = on_engine
     await phone_report(daemon, "SEL1")
     await login(client)
     token = await token_of(client)
@@ -241,17 +249,17 @@ async def test_forwarded_host_is_believed_from_trusted_proxies_only(start_daemon
 
 # -- the actions -----------------------------------------------------------------------------
 
-async def test_retry_parked_delivers_at_once(start_daemon, tmp_path, monkeypatch):
+async def test_retry_parked_delivers_at_once(start_daemon, tmp_path, monkeypatch, engine):
     """Parked by a plugin that fails BAD until healed; the console's retry is delivered by
     the running dispatcher at once (its poll is an hour here: only the wake-up can)."""
     monkeypatch.setattr(dispatch, "POLL_INTERVAL", 3600.0)
     out, healed = tmp_path / "out", tmp_path / "healed"
     directory = install_plugins(tmp_path / "plugins", "delivery/picky")
-    daemon = await start_daemon(console_config(tmp_path, plugins={
+    daemon = await start_daemon(engine.tables(console_config(tmp_path, plugins={
         "enabled": ["picky"], "paths": [str(directory)],
         "picky": {"path": str(out), "healed": str(healed),
                   "delivery": {"backoff": 0.01, "max_backoff": 0.05, "max_attempts": 1}},
-    }))
+    })))
     await phone_report(daemon, "BAD")
     await wait_until(lambda: [f.status for f in daemon.store().failures()] == ["parked"])
     healed.touch()
@@ -277,8 +285,8 @@ async def test_retry_parked_delivers_at_once(start_daemon, tmp_path, monkeypatch
         assert flash_of(page.text) == "1 parked event of picky sent again"
 
 
-async def test_test_push_reaches_the_device(start_daemon, tmp_path, stub, caplog):
-    daemon = await start_daemon(console_config(tmp_path, **push_config(stub)))
+async def test_test_push_reaches_the_device(start_daemon, tmp_path, stub, caplog, engine):
+    daemon = await start_daemon(engine.tables(console_config(tmp_path, **push_config(stub))))
     await phone_report(daemon, "SEL1", token="tok-one-0123456789")
     await phone_report(daemon, "SEL2", token="tok-two-0123456789")
     async with logged_in(daemon) as client:
@@ -320,8 +328,8 @@ async def test_test_push_without_a_transport_says_so(console):
     assert "no push transport" in flash_of((await client.get(answer.headers["location"])).text)
 
 
-async def test_remove_journals_an_operator_removal(console, caplog):
-    daemon, client = console
+async def test_remove_journals_an_operator_removal(on_engine, caplog):
+    daemon, client = on_engine
     await phone_report(daemon, "SEL1")
     await phone_report(daemon, "SEL2")
     await login(client)

@@ -1,5 +1,5 @@
 """The PostgreSQL journal's order is commit order (storage/postgresql/journal.py): many
-writers journal at once, each holding its transaction open a while after its events, while
+writers (threads and processes, each a connection of its own) journal at once, each holding its transaction open a while after its events, while
 a reader moves its cursor as the dispatcher does (``events(after_seq=cursor)``). No event is
 ever skipped: every committed event is seen exactly once, in seq order. Without the journal
 lock a writer's lower seq commits after a higher one the reader has passed, and is lost."""
@@ -7,6 +7,8 @@ lock a writer's lower seq commits after a higher one the reader has passed, and 
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,8 +16,30 @@ from pnbridge.config.tables import StorageConfig
 from pnbridge.model import Report
 from pnbridge.storage.engines import engine
 
-WRITERS = 8
+WRITERS = 8  # threads, each a connection of its own
+PROCESSES = 2  # and other processes, as other instances would be
 BATCHES = 25
+
+# A writer process: the same batches, each committed event's id printed.
+PROCESS = """
+import random, sys, time
+from pnbridge.config.tables import StorageConfig
+from pnbridge.model import Report
+from pnbridge.storage.engines import engine
+store = engine(StorageConfig(url=sys.argv[1])).open()
+rng = random.Random(sys.argv[2])
+for batch in range(int(sys.argv[3])):
+    calls = [(lambda s, sel=f"p{sys.argv[2]}-b{batch}-{i}": s.register(Report(
+        kind="token", selector=sel, username="p", token_calls=sel, appid_calls="a"),
+        {}, time.time())) for i in range(rng.randint(1, 4))]
+    pause = rng.random() * 0.004
+    calls.append(lambda s, pause=pause: time.sleep(pause))
+    for result, error in store.run_batch(calls):
+        assert error is None, error
+        if result is not None:
+            print(result.event.id, flush=True)
+store.close()
+"""
 
 
 def test_no_event_is_skipped(pg_database_url: str):
@@ -66,15 +90,22 @@ def test_no_event_is_skipped(pg_database_url: str):
 
     reader = threading.Thread(target=read)
     reader.start()
+    processes = [subprocess.Popen([sys.executable, "-c", PROCESS, pg_database_url, str(n),
+                                   str(BATCHES)], stdout=subprocess.PIPE, text=True)
+                 for n in range(PROCESSES)]
     writers = [threading.Thread(target=write, args=(n,)) for n in range(WRITERS)]
     for thread in writers:
         thread.start()
     for thread in writers:
         thread.join()
+    for process in processes:
+        out, _ = process.communicate(timeout=120)
+        assert process.returncode == 0
+        committed += out.split()
     done.set()
     reader.join(60)
     ids = [event_id for _, event_id in seen]
-    assert len(committed) > WRITERS * BATCHES
+    assert len(committed) > (WRITERS + PROCESSES) * BATCHES
     assert len(ids) == len(set(ids)), "an event seen twice"
     assert sorted(ids) == sorted(committed), (
         f"{len(set(committed) - set(ids))} committed events skipped by the reader")

@@ -107,11 +107,44 @@ def test_errors_worded_without_the_password(postgres_server: PostgresServer,
         assert str(raised.value).startswith("cannot open database postgresql://***@127.0.0.1:")
         assert re.search(problem, raised.value.problem), said
         assert password not in said and "not-the-password-9" not in said
+    engine(StorageConfig(url=pg_database_url)).open().close()  # the schema
+    with psycopg.connect(pg_database_url, autocommit=True) as conn:  # a standby, say
+        conn.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    store = engine(StorageConfig(url=pg_database_url)).open()
+    [(_, error)] = store.run_batch([lambda s: s.register(report("s1"), {}, 1.0)])
+    store.close()
+    assert isinstance(error, StoreError)
+    assert error.problem.startswith("the database is read-only (a standby, or "
+                                    "default_transaction_read_only) ("), error.problem
     right = tmp_path / "right"
     right.write_text(password + "\n")  # the first line, without its newline
     engine(StorageConfig(url=url, password_file=str(right))).open().close()
     with pytest.raises(StoreError, match=f"password_file {tmp_path}/none: cannot read it"):
         engine(StorageConfig(url=url, password_file=str(tmp_path / "none")))
+
+
+def test_connection_settings_keep_the_urls(pg_database_url: str):
+    """busy_timeout is the lock timeout; the URL's own options and application_name stay."""
+    url = (f"{pg_database_url}?options=-c%20statement_timeout%3D7000"
+           "&application_name=pbx1")
+    store = engine(StorageConfig(url=url, busy_timeout=0.25)).open()
+    shown = [store.conn.execute(f"SHOW {name}").fetchone() for name in
+             ("lock_timeout", "statement_timeout", "application_name")]
+    store.close()
+    assert shown == [("250ms",), ("7s",), ("pbx1",)]
+
+
+def test_a_unix_socket(postgres_server: PostgresServer, pg_database_url: str):
+    """``?host=/socket/dir``: libpq's unix socket (trust here: no password)."""
+    name = pg_database_url.rsplit("/", 1)[1]
+    url = (f"postgresql://pnbridge@/{name}?host={postgres_server.socket_dir}"
+           f"&port={postgres_server.port}")
+    database = engine(StorageConfig(url=url))
+    assert database.where == url.replace("pnbridge@", "***@")
+    store = database.open()
+    [(change, error)] = store.run_batch([lambda s: s.register(report("s1"), {}, 1.0)])
+    store.close()
+    assert error is None and change.outcome == "created"
 
 
 def test_server_stopped_mid_run_then_back(postgres_server: PostgresServer,
@@ -150,7 +183,7 @@ def test_missing_extra_is_one_line(tmp_path: Path):
     config.write_text(config_toml(tmp_path, {"storage": {"url": "postgresql://x@h/db"}}))
     hide = ("import sys; sys.modules['psycopg'] = None; "
             "from pnbridge.cli import main; sys.argv[0] = 'pnbridge'; main()")
-    for command in (["devices", "list"], ["serve"], ["doctor"]):
+    for command in (["devices", "list"], ["serve"], ["doctor"], ["check-config"]):
         result = subprocess.run([sys.executable, "-c", hide, *command, "--config", str(config)],
                                 capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert result.returncode != 0, command

@@ -1,30 +1,27 @@
 """The push history's recording: one PushRecord per device of every push, with the right
 fields, through the push API, FastAGI and ``pnbridge push``; tokens only shortened; kept
 for ``[storage] push_history`` and ``push_history_max``; written off the push's path, so a
-locked database neither delays nor fails a push, and the records arrive once it clears."""
+locked database neither delays nor fails a push, and the records arrive once it clears. The
+storage side on each store engine (the ``engine`` fixture)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 from agitools import agi_config, session
 from conftest import Daemon, pnbridge
-from faults import locked
+from engines import StoreEngine
 from plugintools import wait_until
 from pnbridge.access.apikeys import hash_key
-from pnbridge.config.tables import StorageConfig
 from pnbridge.model import PushRecord, Report
 from pnbridge.ops.log import shorten
 from pnbridge.ops.metrics import Metrics
 from pnbridge.push.history import PushHistory
-from pnbridge.storage.sqlite.store import SQLiteStore
 from pnbridge.storage.writer import open_writer
 from pnmediator_stub import BODY_404, HTTP_500, KEY, push_config
 from reports import report
@@ -46,16 +43,17 @@ async def push(daemon: Daemon, body: dict[str, Any], key: str = KEY) -> Any:
     return answer
 
 
-def records(daemon: Daemon | Path, **filters: Any) -> list[PushRecord]:
+def records(daemon: Daemon | StoreEngine, **filters: Any) -> list[PushRecord]:
     """The push records in the daemon's database, newest first (a connection of its own)."""
-    store = SQLiteStore(daemon if isinstance(daemon, Path) else daemon.db_path)
+    store = daemon.store() if isinstance(daemon, Daemon) else daemon.open()
     try:
         return store.pushes(limit=1000, **filters)
     finally:
         store.close()
 
 
-async def recorded(daemon: Daemon | Path, count: int, **filters: Any) -> dict[str, PushRecord]:
+async def recorded(daemon: Daemon | StoreEngine, count: int, **filters: Any
+                   ) -> dict[str, PushRecord]:
     """Wait until ``count`` records match ``filters``; them by selector."""
     found = await wait_until(lambda: len(rows := records(daemon, **filters)) >= count and rows)
     assert len(found) == count, found
@@ -70,8 +68,8 @@ async def metric(daemon: Daemon, name: str) -> float:
     return 0.0
 
 
-async def test_every_device_gets_one_record_with_each_outcome(start_daemon, stub):
-    daemon = await start_daemon(push_config(stub, NotifyIncomingCall=1.0))
+async def test_every_device_gets_one_record_with_each_outcome(engine, start_daemon, stub):
+    daemon = await start_daemon(engine.tables(push_config(stub, NotifyIncomingCall=1.0)))
     await report(daemon, "IPHONE", username="alice", token=None, calls=VOIP, msgs=APNS)
     await report(daemon, "GONE", username="alice", token=None, calls=GONE)
     await report(daemon, "FLAKY", username="alice", token=None, msgs=FLAKY)
@@ -112,9 +110,8 @@ async def test_every_device_gets_one_record_with_each_outcome(start_daemon, stub
     assert skipped.message == "no msgs token (a PushKit calls token is never used for messages)"
     assert await metric(daemon, "pnbridge_push_history_written_total") == 4
 
-    # The table holds no full token: every column of every row, as SQLite has it.
-    with sqlite3.connect(daemon.db_path) as conn:
-        rows = conn.execute("SELECT * FROM pushes").fetchall()
+    # The table holds no full token: every column of every row, as the database has it.
+    rows = engine.rows("SELECT * FROM pushes")
     assert len(rows) == 4
     text = repr(rows)
     for token in (VOIP, APNS, GONE, FLAKY, "bob-voip-0123456789"):
@@ -139,27 +136,26 @@ async def test_the_requester_is_the_api_key_name_agi_or_cli(start_daemon, stub, 
     assert (agi.requester, agi.verb, agi.outcome) == ("agi", "NotifyIncomingCallMissed", "sent")
 
 
-async def test_pnbridge_push_writes_its_records_before_it_returns(stub, tmp_path):
-    db = tmp_path / "cli.db"
-    store = SQLiteStore(db)
+async def test_pnbridge_push_writes_its_records_before_it_returns(engine, stub, tmp_path):
+    store = engine.open()
     with store.transaction():
         store.register(Report("token", "alice", "A", token_msgs=APNS, appid_msgs="com.app"),
                        {}, time.time())
     store.close()
     config = tmp_path / "cli.toml"
-    config.write_text(f'[storage]\npath = "{db}"\n[plugins]\nenabled = ["pnmediator"]\n'
+    config.write_text(engine.toml() + '[plugins]\nenabled = ["pnmediator"]\n'
                       f'[plugins.pnmediator]\nurl = "{stub.url}"\n')
     result = await trio.to_thread.run_sync(lambda: pnbridge(
         "push", "--config", str(config), TEXT, "--username", "alice", "--message", "hi",
         "--id", "m-1"))
     assert result.returncode == 0, result.stderr
-    (record,) = records(db)  # no waiting: the command wrote it before it exited
+    (record,) = records(engine)  # no waiting: the command wrote it before it exited
     assert (record.requester, record.id, record.outcome, record.code, record.token) == (
         "cli", "m-1", "sent", 200, shorten(APNS))
 
 
-async def test_a_push_answered_before_a_stop_is_in_the_history_after_it(spawn, stub, tmp_path):
-    daemon = spawn(push_config(stub))
+async def test_a_push_answered_before_a_stop_is_in_the_history_after_it(engine, spawn, stub):
+    daemon = spawn(engine.tables(push_config(stub)))
 
     def push_then_stop() -> int:
         with httpx.Client(base_url=daemon.url()) as client:
@@ -170,12 +166,13 @@ async def test_a_push_answered_before_a_stop_is_in_the_history_after_it(spawn, s
         return daemon.stop()  # at once: the record is still waiting to be written
 
     assert await trio.to_thread.run_sync(push_then_stop) == 0
-    (record,) = records(tmp_path / "pnbridge.db")
+    (record,) = records(engine)
     assert (record.outcome, record.message) == ("sent", "pnmediator HTTP 200: OK")
 
 
-async def test_records_older_than_push_history_are_pruned(start_daemon, stub):
-    daemon = await start_daemon(push_config(stub) | {"storage": {"push_history": "2s"}})
+async def test_records_older_than_push_history_are_pruned(engine, start_daemon, stub):
+    daemon = await start_daemon(
+        engine.tables(push_config(stub) | {"storage": {"push_history": "2s"}}))
     await report(daemon, "A", username="alice", token=None, msgs=APNS)
     await push(daemon, {"username": "alice", "verb": TEXT, "message": "old"})
     await recorded(daemon, 1)
@@ -184,9 +181,9 @@ async def test_records_older_than_push_history_are_pruned(start_daemon, stub):
     assert time.monotonic() - started > 0.5
 
 
-async def test_at_most_push_history_max_records_are_kept(start_daemon, stub):
-    daemon = await start_daemon(
-        push_config(stub) | {"storage": {"push_history": "10s", "push_history_max": 2}})
+async def test_at_most_push_history_max_records_are_kept(engine, start_daemon, stub):
+    daemon = await start_daemon(engine.tables(
+        push_config(stub) | {"storage": {"push_history": "10s", "push_history_max": 2}}))
     await report(daemon, "A", username="alice", token=None, msgs=APNS)
     for n in range(3):
         await push(daemon, {"username": "alice", "verb": TEXT, "message": "m", "id": f"m{n}"})
@@ -195,8 +192,9 @@ async def test_at_most_push_history_max_records_are_kept(start_daemon, stub):
     assert [r.id for r in records(daemon)] == ["m2", "m1"]  # the newest kept
 
 
-async def test_push_history_max_0_records_nothing(start_daemon, stub):
-    daemon = await start_daemon(push_config(stub) | {"storage": {"push_history_max": 0}})
+async def test_push_history_max_0_records_nothing(engine, start_daemon, stub):
+    daemon = await start_daemon(
+        engine.tables(push_config(stub) | {"storage": {"push_history_max": 0}}))
     await report(daemon, "A", username="alice", token=None, msgs=APNS)
     answer = await push(daemon, {"username": "alice", "verb": TEXT, "message": "m"})
     assert answer.json()["devices"][0]["outcome"] == "sent"
@@ -205,10 +203,11 @@ async def test_push_history_max_0_records_nothing(start_daemon, stub):
     assert await metric(daemon, "pnbridge_push_history_written_total") == 0
 
 
-async def test_a_locked_database_neither_delays_nor_fails_a_push(start_daemon, stub):
-    daemon = await start_daemon(push_config(stub) | {"storage": {"busy_timeout": 1.0}})
+async def test_a_locked_database_neither_delays_nor_fails_a_push(engine, start_daemon, stub):
+    daemon = await start_daemon(
+        engine.tables(push_config(stub) | {"storage": {"busy_timeout": 1.0}}))
     await report(daemon, "A", username="alice", token=None, msgs=APNS)
-    with locked(Path(daemon.db_path)):
+    with engine.locked():
         started = time.monotonic()
         answer = await push(daemon, {"username": "alice", "verb": TEXT, "message": "m",
                                      "id": "while-locked"})
@@ -235,12 +234,12 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
 
 
-async def test_a_full_buffer_drops_and_counts_and_keeps_the_rest(tmp_path):
-    db = tmp_path / "h.db"
+async def test_a_full_buffer_drops_and_counts_and_keeps_the_rest(engine):
     metrics = Metrics()
-    async with open_writer(StorageConfig(path=str(db), busy_timeout=0.1)) as writer, trio.open_nursery() as nursery:
-        history = PushHistory(writer, StorageConfig(path=str(db)), metrics, limit=3)
-        with locked(db):
+    storage = engine.config(busy_timeout=0.1)
+    async with open_writer(storage) as writer, trio.open_nursery() as nursery:
+        history = PushHistory(writer, storage, metrics, limit=3)
+        with engine.locked():
             await nursery.start(history.run)
             for n in range(5):
                 history.add(record(n))  # the store is locked: they wait
@@ -251,5 +250,5 @@ async def test_a_full_buffer_drops_and_counts_and_keeps_the_rest(tmp_path):
             assert sample(metrics, "pnbridge_task_errors_total", task="push history") >= 1
         await wait_until(lambda: history.waiting == 0)
         nursery.cancel_scope.cancel()
-    assert [r.id for r in records(db)] == ["r2", "r1", "r0"]
+    assert [r.id for r in records(engine)] == ["r2", "r1", "r0"]
     assert sample(metrics, "pnbridge_push_history_written_total") == 3

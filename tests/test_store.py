@@ -138,10 +138,11 @@ def test_postgresqls_errors_reach_every_caller_as_store_errors(postgresql_engine
     engine = postgresql_engine
     assert engine.server is not None
     store = engine.open(busy_timeout=0.2)
-    with engine.locked():  # writes wait for it (reads do not: PostgreSQL has no write lock)
-        done = store.run_batch([methodcaller("save_cursor", "p", 1, 1.0)] * 2)
+    report = Report("token", username="u", selector="L", token_msgs="t")
+    with engine.locked():
+        done = store.run_batch([methodcaller("register", report, {}, 1.0)] * 2)
         with pytest.raises(StoreError) as raised, store.transaction():
-            store.register(Report("token", username="u", selector="L", token_msgs="t"), {}, 1)
+            store.register(report, {}, 1.0)
     for error in [error for _, error in done] + [raised.value]:
         assert isinstance(error, StoreError)
         assert isinstance(error.__cause__, psycopg.Error)

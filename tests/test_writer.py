@@ -1,53 +1,57 @@
 """The writer: one thread, concurrent operations committed together, each answered only once
-its transaction committed."""
+its transaction committed; on each store engine (the ``engine`` fixture)."""
 
 from __future__ import annotations
 
-import sqlite3
+from operator import methodcaller
 
 import pytest
 import trio
-from pnbridge.config.tables import StorageConfig
 from pnbridge.model import Report
-from pnbridge.storage.sqlite.store import SQLiteStore
+from pnbridge.storage.interface import Store
 from pnbridge.storage.writer import open_writer
 
 
-def register(store: SQLiteStore, selector: str) -> str:
+def register(store: Store, selector: str) -> str:
     store.register(Report("token", username="u", selector=selector, token_msgs="t"), {}, 1.0)
     return selector
 
 
-def fail(store: SQLiteStore) -> None:
+def fail(store: Store) -> None:
     raise RuntimeError("boom")
 
 
-async def test_concurrent_calls_share_transactions_and_are_committed_when_answered(tmp_path):
-    path = tmp_path / "db"
-    async with open_writer(StorageConfig(path=str(path))) as writer:
+async def test_concurrent_calls_share_transactions_and_are_committed_when_answered(engine):
+    async with open_writer(engine.config()) as writer:
         statements: list[str] = []
-        writer.store.conn.set_trace_callback(statements.append)
+        if engine.name == "sqlite":
+            writer.store.conn.set_trace_callback(statements.append)
+        else:
+            first = int(engine.rows("SELECT txid_current()")[0][0])
         answered: list[str] = []
 
         async def one(selector: str) -> None:
             assert await writer.call(register, selector) == selector
-            # Answered: already visible to another connection, so on disk.
-            with sqlite3.connect(path) as other:
-                row = other.execute("SELECT 1 FROM devices WHERE selector = ?", (selector,))
-                assert row.fetchone() is not None
+            # Answered: already visible to another connection, so committed.
+            found = await trio.to_thread.run_sync(
+                engine.rows, f"SELECT 1 FROM devices WHERE selector = '{selector}'")
+            assert found == [(1,)]
             answered.append(selector)
 
         async with trio.open_nursery() as nursery:
             for i in range(200):
                 nursery.start_soon(one, f"S{i}")
-        writer.store.conn.set_trace_callback(None)
+        if engine.name == "sqlite":
+            writer.store.conn.set_trace_callback(None)
+            transactions = statements.count("BEGIN IMMEDIATE")
+        else:  # every transaction that writes takes a transaction id (and this query one)
+            transactions = int(engine.rows("SELECT txid_current()")[0][0]) - first - 1
     assert sorted(answered) == sorted(f"S{i}" for i in range(200))
-    transactions = statements.count("BEGIN IMMEDIATE")
     assert 1 <= transactions <= 20, transactions
 
 
-async def test_a_failing_call_raises_to_its_caller_only(tmp_path):
-    async with open_writer(StorageConfig(path=str(tmp_path / "db"))) as writer:
+async def test_a_failing_call_raises_to_its_caller_only(engine):
+    async with open_writer(engine.config()) as writer:
         results: dict[str, object] = {}
 
         async def good() -> None:
@@ -63,21 +67,21 @@ async def test_a_failing_call_raises_to_its_caller_only(tmp_path):
             nursery.start_soon(bad)
             nursery.start_soon(good)
         assert results == {"good": "A", "bad": "raised"}
-        assert [d.selector for d in await writer.call(SQLiteStore.devices)] == ["A"]
+        assert [d.selector for d in await writer.call(methodcaller("devices"))] == ["A"]
 
 
-async def test_a_journaling_commit_sets_journal_written(tmp_path):
-    async with open_writer(StorageConfig(path=str(tmp_path / "db"))) as writer:
+async def test_a_journaling_commit_sets_journal_written(engine):
+    async with open_writer(engine.config()) as writer:
         written = writer.journal_written()
-        await writer.call(SQLiteStore.devices)
+        await writer.call(methodcaller("devices"))
         assert not written.is_set()
         await writer.call(register, "A")
         assert written.is_set()
         assert not writer.journal_written().is_set()
 
 
-async def test_calls_after_the_writer_stopped_are_refused(tmp_path):
-    async with open_writer(StorageConfig(path=str(tmp_path / "db"))) as writer:
+async def test_calls_after_the_writer_stopped_are_refused(engine):
+    async with open_writer(engine.config()) as writer:
         pass
     with pytest.raises(trio.ClosedResourceError):
-        await writer.call(SQLiteStore.devices)
+        await writer.call(methodcaller("devices"))

@@ -13,7 +13,7 @@ from .. import __version__
 from ..delivery.discovery import add_commands
 from ..errors import CommandError, shown
 from ..ops.log import escape, redact
-from . import devices, events, install, keys, push, pushes, serve, users
+from . import devices, events, install, keys, push, pushes, serve, store, users
 
 
 class Main(click.Group):
@@ -64,5 +64,6 @@ for command in (
     serve.serve, install.check_config, install.doctor, install.config_group,
     install.install_units, devices.devices, events.plugins_list, events.events,
     users.users_group, push.push, keys.api_key, pushes.pushes,
+    store.store_group,
 ):
     main.add_command(command)

@@ -11,6 +11,7 @@ from ..config import paths, running
 from ..config.tables import load_config
 from ..delivery.commands import config_option, fail
 from ..ops.log import escape, redact
+from ..storage.engines import engine
 from .common import read_plugins
 
 
@@ -23,6 +24,7 @@ def check_config(config_path: str | None, service_user: str | None) -> None:
     """Validate a config file (and the settings of its plugins); print every error with its key."""
     config = load_config(config_path)
     read_plugins(config)
+    engine(config.storage)  # PostgreSQL's driver installed, its password file readable
     try:
         service = paths.service_account(config_path, service_user)
     except ValueError as error:

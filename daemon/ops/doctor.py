@@ -41,7 +41,8 @@ def exit_status(findings: Iterable[Finding]) -> int:
 def check_config(path: str | None, service: paths.Account | None = None
                  ) -> tuple[list[Finding], Config | None, PluginHost | None]:
     """What ``check-config`` checks: the config, its plugins' settings, the users file (a
-    group-readable one is right when the group is the ``service`` account's)."""
+    group-readable one is right when the group is the ``service`` account's), the store
+    engine's driver and password file."""
     name = path or "embedded defaults"
     fix = "pnbridge check-config names each key; edit the config"
     try:
@@ -53,6 +54,11 @@ def check_config(path: str | None, service: paths.Account | None = None
     except ConfigError as error:
         return [Finding("fail", f"config {name}: {e}", fix) for e in error.errors], None, None
     findings = [Finding("ok", f"config {name} is valid")]
+    try:
+        engine(config.storage)  # PostgreSQL's driver there, its password file readable
+    except StoreError as error:
+        return [*findings, Finding("fail", error.problem, "install the extra, or fix "
+                                   "[storage]")], None, None
     findings += [Finding("warn", f"config: {w}")
                  for w in security_warnings(config, path, service)]
     return findings, config, plugins
@@ -98,10 +104,7 @@ def _check_database_files(path: str, user: ServiceUser) -> Iterator[Finding]:
 
 def check_database(config: Config) -> Finding:
     """Schema (and SQLite's ``PRAGMA quick_check``) on a read-only connection."""
-    try:
-        database = engine(config.storage)
-    except StoreError as error:
-        return Finding("fail", error.problem, "install the extra, or fix [storage]")
+    database = engine(config.storage)  # check_config found it can
     where = database.where
     if not database.exists():
         return Finding("warn", f"database {where} does not exist yet",

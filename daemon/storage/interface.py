@@ -192,3 +192,27 @@ class Store(Protocol):
     def prune_nonces(self, issued_before: float) -> int:
         """Forget the nonces issued before ``issued_before``; how many."""
         ...
+
+    # -- copying a whole store (storage/copy.py; the tables: storage/sqlite/copy.py) --------
+
+    def table_counts(self) -> dict[str, int]:
+        """How many rows each table a copy takes holds."""
+        ...
+
+    def table_rows(self, table: str, after: Sequence[Any], limit: int
+                   ) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` rows of ``table`` past the key ``after`` (empty: from the first),
+        in key order; each row the key's values, then the columns'."""
+        ...
+
+    def put_rows(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Write ``rows`` into ``table``, each replacing the row with the same key."""
+        ...
+
+    def journal_top(self) -> int:
+        """The highest seq the journal has handed out (pruned events count)."""
+        ...
+
+    def raise_journal(self, seq: int) -> None:
+        """Make the journal's next seq higher than ``seq`` (never lower it)."""
+        ...

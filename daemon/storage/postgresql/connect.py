@@ -61,14 +61,18 @@ class Credentials:
         or the password file cannot be read (saying so without either's secret)."""
         url = storage.url or ""
         try:
-            secret = str(conninfo_to_dict(url).get("password") or "")
+            given = conninfo_to_dict(url)
         except psycopg.ProgrammingError:
             raise StoreError(f"[storage] url {where} is not a PostgreSQL URL") from None
+        secret = str(given.get("password") or "")
+        # A lock waited for longer than busy_timeout fails the operation (a report: 503);
+        # the URL's own options and connect_timeout are kept.
+        options = f"{given.get('options') or ''} -c lock_timeout={int(storage.busy_timeout * 1000)}"
         params: dict[str, Any] = {
-            "application_name": "pnbridge",
-            "connect_timeout": max(2, math.ceil(storage.busy_timeout)),
-            # A lock waited for longer than busy_timeout fails the operation (a report: 503).
-            "options": f"-c lock_timeout={int(storage.busy_timeout * 1000)}",
+            "application_name": given.get("application_name") or "pnbridge",
+            "options": options.strip(),
+            "connect_timeout": given.get("connect_timeout")
+            or max(2, math.ceil(storage.busy_timeout)),
         }
         if storage.password_file:
             try:

@@ -105,9 +105,13 @@ class Devices(Journal):
             params.append(json.dumps(known.pop("extras")))
         where = ["selector = %s", *(f"{name} = %s" for name in known)]
         params += [report.selector, *known.values()]
-        touched = self._write(
-            f"UPDATE devices SET {', '.join(sets)} WHERE {' AND '.join(where)}", params)
-        return self.device(report.selector) if touched else None
+        row = self.conn.execute(  # one round trip: the row comes back with RETURNING
+            f"UPDATE devices SET {', '.join(sets)} WHERE {' AND '.join(where)}"
+            f" RETURNING {DEVICE_COLUMNS}", params).fetchone()
+        if row is None:
+            return None
+        self.changed += 1
+        return read_device(row)
 
     def register_capped(
         self, report: Report, source: dict[str, Any], now: float, *,

@@ -5,7 +5,7 @@ devices (devices.py), journal (journal.py), delivery state (delivery.py), push h
 (history.py) and digest nonces (nonces.py) the parts it is made of.
 
 Every operation raises StoreError for psycopg's errors, chained to them, its ``problem``
-worded for an operator with the password cut (errors.py). A connection the server dropped
+worded for an operator with the password cut (connect.py). A connection the server dropped
 (a restart) is opened again by the next operation: what fails meanwhile fails as StoreError
 (reports answer 503), and the store recovers by itself when the server is back.
 """
@@ -24,6 +24,7 @@ from ...config.tables import StorageConfig
 from ...errors import StoreError
 from ..interface import Done, Store
 from .connect import Credentials
+from .copy import Copying
 from .delivery import DeliveryState
 from .devices import Devices
 from .history import PushHistory
@@ -38,7 +39,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class PostgreSQLStore(Devices, DeliveryState, PushHistory, DigestNonces):
+class PostgreSQLStore(Devices, DeliveryState, PushHistory, Copying, DigestNonces):
     """The Store on PostgreSQL: one connection, opened again when the server dropped it. By
     default the schema is created or migrated (under a lock: several instances start at
     once); with ``reading``, the connection is read-only and the schema must be this
@@ -172,9 +173,14 @@ class PostgreSQLStore(Devices, DeliveryState, PushHistory, DigestNonces):
 
     def _run_all(self, calls: Sequence[Callable[[PostgreSQLStore], Any]]) -> list[Done] | None:
         """Run ``calls`` in the open transaction; None (the transaction to be rolled back)
-        as soon as one raises."""
+        as soon as one raises. The database's own trouble (a lock waited for busy_timeout,
+        the server gone) fails the batch at once: each call again would wait again."""
         try:
             return [(call(self), None) for call in calls]
+        except StoreError as error:
+            if isinstance(error.__cause__, psycopg.OperationalError):
+                raise error.__cause__ from None
+            return None
         except Exception:
             return None
 

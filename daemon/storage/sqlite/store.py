@@ -24,6 +24,7 @@ import sqlite_utils
 
 from ...errors import StoreError
 from ..interface import Done, Store
+from .copy import Copying
 from .delivery import DeliveryState
 from .devices import Devices
 from .history import PushHistory
@@ -37,7 +38,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class SQLiteStore(Devices, DeliveryState, PushHistory, DigestNonces):
+class SQLiteStore(Devices, DeliveryState, PushHistory, Copying, DigestNonces):
     """The Store on SQLite: one connection to the pnbridge database.
 
     By default it creates the database when there is none and migrates it to this version's

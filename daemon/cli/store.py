@@ -1,0 +1,90 @@
+"""``pnbridge store``: the database as a whole. ``store copy`` copies it into another
+(storage/copy.py): moving a host from SQLite to PostgreSQL (docs/cluster.md), or a backup
+into an SQLite file."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+import click
+
+from ..config.running import read_record
+from ..config.tables import StorageConfig, load_config
+from ..delivery.commands import config_option, fail
+from ..storage.copy import copy_store, described
+from ..storage.engines import database_name, engine, local_name
+from .common import open_store, progress
+
+
+@click.group("store")
+def store_group() -> None:
+    """The database as a whole: copy it into another."""
+
+
+def _target(storage: StorageConfig, to: str, password_file: str | None) -> StorageConfig:
+    """The ``[storage]`` of ``--to``: a postgresql:// URL (its password from
+    ``password_file``, the URL or libpq's usual places: PGPASSFILE, PGPASSWORD), else the
+    path of an SQLite file."""
+    if re.match(r"postgres(ql)?://", to):
+        return dataclasses.replace(storage, url=to, password_file=password_file)
+    if "://" in to:
+        fail(f"--to {database_name(dataclasses.replace(storage, url=to))}: neither a "
+             "postgresql:// URL nor a file path")
+    return dataclasses.replace(storage, path=to, url=None, password_file=None)
+
+
+def _stopped(storage: StorageConfig, which: str) -> None:
+    """Fail when the running-daemon record (config/running.py) says a daemon runs on
+    ``storage`` here."""
+    record = read_record(local_name(storage))
+    if record is not None:
+        fail(f"a pnbridge daemon (pid {record.pid}) runs on the {which} "
+             f"{database_name(storage)}: stop it first (systemctl stop pnbridge); a copy "
+             "taken while it writes would miss its last changes")
+
+
+@store_group.command("copy")
+@config_option
+@click.option("--to", "to", required=True, metavar="URL",
+              help="The target: postgresql://USER@HOST:PORT/DB (password from PGPASSFILE or "
+              "PGPASSWORD, or in the URL), or the path of an SQLite file.")
+@click.option("--password-file", type=click.Path(dir_okay=False),
+              help="The target PostgreSQL role's password: the first line of this file (as "
+              "[storage] password_file).")
+@click.option("--force", is_flag=True,
+              help="Copy into a target that already has rows: each copied row replaces the "
+              "target's row with the same key (device: selector; journal event: seq or id; "
+              "cursor: plugin; parked event: plugin and seq; a push record is not copied "
+              "twice); the target's other rows are kept.")
+def store_copy(config_path: str | None, to: str, password_file: str | None,
+               force: bool) -> None:
+    """Copy the config's database into another: devices, the journal (seqs and ids kept:
+    the plugins resume where they were), cursors, parked events and the push history, with
+    their times. Stop the daemon first. Copying again with --force gives the same target."""
+    config = load_config(config_path)
+    target_storage = _target(config.storage, to, password_file)
+    source_name, target_name = database_name(config.storage), database_name(target_storage)
+    same_file = (config.storage.url is None and target_storage.url is None and
+                 os.path.abspath(config.storage.path) == os.path.abspath(to))
+    if same_file or (config.storage.url is not None and source_name == target_name):
+        fail(f"--to {target_name} is the config's own database")
+    _stopped(config.storage, "source")
+    _stopped(target_storage, "target")
+    source = open_store(config, reading=True)
+    try:
+        target = engine(target_storage).open()
+        try:
+            held = target.table_counts()
+            if any(held.values()) and not force:
+                fail(f"--to {target_name} is not empty (it holds {described(held)}): pass "
+                     "--force to copy into it, replacing rows with the same keys")
+            counts = source.table_counts()
+            with progress(sum(counts.values()), "Copying") as done:
+                copied = copy_store(source, target, done)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    click.echo(f"copied {described(copied)} from {source_name} to {target_name}")
