@@ -5,6 +5,9 @@ instance its own admin port; check-config's warning that rate limits are per ins
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -90,3 +93,25 @@ def test_check_config_warns_that_rate_limits_are_per_instance(tmp_path):
     assert "([reporter] client_rate, [reporter] username_rate) are per instance" in some
     shared = check_config(tmp_path, '[storage]\nurl = "postgresql://pnbridge@db.example/pnbridge"\n')
     assert "WARNING: [storage] url: several instances likely, and the rate limits" in shared
+
+
+OPEN_AT_ONCE = """
+import os, sys, time
+from pnbridge.storage.sqlite.store import SQLiteStore
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.0005)
+SQLiteStore(sys.argv[1]).close()
+"""
+
+
+def test_instances_starting_at_once_on_a_new_database_migrate_it_once(tmp_path):
+    """Two processes create and migrate one SQLite file at the same moment (as
+    `systemctl start pnbridge@a pnbridge@b` does): both open it."""
+    for round in range(5):
+        db, go = tmp_path / f"{round}.db", tmp_path / f"go{round}"
+        children = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, str(db), str(go)],
+                                     stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        time.sleep(1)  # both started, waiting for the file
+        go.touch()
+        for child in children:
+            assert child.wait(30) == 0, child.stderr.read() if child.stderr else ""

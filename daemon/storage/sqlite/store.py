@@ -29,7 +29,14 @@ from .delivery import DeliveryState
 from .devices import Devices
 from .history import PushHistory
 from .nonces import DigestNonces
-from .schema import MIGRATIONS, connect_read_only, create_private, schema_problem, wal
+from .schema import (
+    MIGRATIONS,
+    connect_read_only,
+    create_private,
+    one_at_a_time,
+    schema_problem,
+    wal,
+)
 
 # The probe's selector, username and event id: nothing a report can send (a NUL in it).
 PROBE = "\x00readyz-probe"
@@ -75,12 +82,16 @@ class SQLiteStore(Devices, DeliveryState, PushHistory, Copying, DigestNonces):
             self.db = sqlite_utils.Database(conn, execute_plugins=False)
             if read_only:
                 conn.execute("PRAGMA query_only=ON")
-            elif problem := schema_problem(conn, self.path, writing=not reading):
-                raise StoreError(problem)
-            elif not reading:
-                self.db.enable_wal()
-                conn.execute("PRAGMA synchronous=FULL")
-                self._migrate()
+            elif reading:
+                if problem := schema_problem(conn, self.path, writing=False):
+                    raise StoreError(problem)
+            else:
+                with one_at_a_time(self.path):
+                    if problem := schema_problem(conn, self.path, writing=True):
+                        raise StoreError(problem)
+                    self.db.enable_wal()
+                    conn.execute("PRAGMA synchronous=FULL")
+                    self._migrate()
         except BaseException as error:
             conn.close()
             if not isinstance(error, sqlite3.Error):
