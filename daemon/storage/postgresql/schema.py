@@ -60,6 +60,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX events_username ON events (username, seq)",
     ),
     (
+        # Which instance delivers each plugin (delivery:NAME) and runs maintenance (leases.py).
+        f"""CREATE TABLE leases (
+            name {_C} PRIMARY KEY, holder text NOT NULL,
+            expires_at double precision NOT NULL, renewed_at double precision NOT NULL,
+            taken_at double precision NOT NULL)""",
+    ),
+    (
         # HTTP Digest, shared by every instance (nonces.py): the nonces' signing key (one
         # row), and each used nonce's highest nonce count until it expires.
         "CREATE TABLE digest_key (id integer PRIMARY KEY CHECK (id = 1), key bytea NOT NULL)",
@@ -74,6 +81,7 @@ _TABLES = [
     frozenset({"schema_version", "devices", "events"}),
     frozenset({"cursors", "failures"}),
     frozenset({"pushes"}),
+    frozenset({"leases"}),
     frozenset({"digest_key", "digest_nonces"}),
 ]
 

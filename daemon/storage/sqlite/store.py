@@ -1,6 +1,7 @@
 """The SQLite engine of the Store (storage/interface.py): ``SQLiteStore`` is one
 connection, its devices (devices.py), journal (journal.py), delivery state (delivery.py),
-push history (history.py) and digest nonces (nonces.py) the parts it is made of.
+push history (history.py), leases (leases.py) and digest nonces (nonces.py) the parts it is
+made of.
 
 Everything here is synchronous. The daemon reaches it only through ``storage.writer.Writer``
 (a worker thread, never the trio loop) and ``storage.reader.Reader``; the CLI calls it
@@ -28,6 +29,7 @@ from .copy import Copying
 from .delivery import DeliveryState
 from .devices import Devices
 from .history import PushHistory
+from .leases import Leases
 from .nonces import DigestNonces
 from .schema import (
     MIGRATIONS,
@@ -45,7 +47,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class SQLiteStore(Devices, DeliveryState, PushHistory, Copying, DigestNonces):
+class SQLiteStore(Devices, DeliveryState, PushHistory, Leases, Copying, DigestNonces):
     """The Store on SQLite: one connection to the pnbridge database.
 
     By default it creates the database when there is none and migrates it to this version's
