@@ -135,7 +135,16 @@ class Pusher:
         results: dict[str, DeviceResult] = {}
 
         async def one(device: Device) -> None:
-            result, last = await self._one(request, device, ends, deadline, source)
+            progress = _Progress()
+            try:
+                result, last = await self._one(request, device, ends, deadline, source,
+                                               progress)
+            except BaseException as error:  # the daemon stopping (Cancelled), or a bug
+                if self.history is not None:  # the push was under way: it leaves a trace
+                    self.history.add(_record(
+                        request, device, _cut_short(device, progress, error), progress.last,
+                        started, trio.current_time() - begun, source))
+                raise
             results[device.selector] = result
             if self.history is not None:
                 self.history.add(_record(request, device, result, last, started,
@@ -157,10 +166,11 @@ class Pusher:
 
     async def _one(
         self, request: PushRequest, device: Device, ends: float, deadline: float,
-        source: dict[str, Any],
+        source: dict[str, Any], progress: _Progress,
     ) -> tuple[DeviceResult, PushResult | None]:
-        """The device's result, and the transport's last answer (None: not sent)."""
-        pair = choose_pair(device, request.verb)
+        """The device's result, and the transport's last answer (None: not sent); the
+        attempts so far in ``progress`` meanwhile."""
+        pair = progress.pair = choose_pair(device, request.verb)
         if pair is None:
             why = "no token" if request.verb in CALL_VERBS else (
                 "no msgs token (a PushKit calls token is never used for messages)")
@@ -174,8 +184,8 @@ class Pusher:
         reason = ""
         with trio.move_on_at(ends):
             while True:
-                attempts += 1
-                last = await self._attempt(replace(push, attempt=attempts))
+                attempts = progress.attempts = attempts + 1
+                last = progress.last = await self._attempt(replace(push, attempt=attempts))
                 if last.outcome != "retry":
                     break
                 wait = max(backoff(attempts, RETRY_FIRST, RETRY_MAX), last.retry_after or 0.0)
@@ -229,6 +239,27 @@ class Pusher:
         return DeviceResult(device.selector, push.pair, "removed",
                             f"token rejected ({result.reason}); {_what_changed(change, push)}",
                             attempts)
+
+
+@dataclass
+class _Progress:
+    """Where one device's push is: what a record of it says if it is cut short."""
+
+    pair: Pair | None = None
+    attempts: int = 0
+    last: PushResult | None = None  # the transport's last answer
+
+
+def _cut_short(device: Device, progress: _Progress, error: BaseException) -> DeviceResult:
+    """A device's result when its push ended by ``error`` (the daemon stopping: Cancelled)
+    before its outcome was known: failed."""
+    if isinstance(error, trio.Cancelled):
+        answered = progress.last is not None and progress.last.outcome != "retry"
+        why = ("the daemon stopped before the rejected token was cleared" if answered
+               else "the daemon stopped before an answer")
+    else:
+        why = f"the push was aborted: {describe(error)}"
+    return DeviceResult(device.selector, progress.pair, "failed", why, progress.attempts)
 
 
 def _what_changed(change: Change | None, push: Push) -> str:
