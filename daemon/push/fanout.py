@@ -123,15 +123,22 @@ class Pusher:
         started, begun = time.time(), trio.current_time()
         ends = begun + deadline
         devices = None
-        with trio.move_on_at(ends):
-            devices = await self.writer.reader.call(
-                _devices_of, request.username, request.selector
-            )
-        if devices is None:
-            raise StoreError(f"the devices could not be read within the {deadline:g} s deadline")
-        if not devices:
-            raise UnknownUser(f"no device of user {request.username}" + (
-                f" with selector {request.selector}" if request.selector else ""))
+        try:
+            with trio.move_on_at(ends):
+                devices = await self.writer.reader.call(
+                    _devices_of, request.username, request.selector
+                )
+            if devices is None:
+                raise StoreError(
+                    f"the devices could not be read within the {deadline:g} s deadline")
+            if not devices:
+                raise UnknownUser(f"no device of user {request.username}" + (
+                    f" with selector {request.selector}" if request.selector else ""))
+        except BaseException as error:  # one row says the request came, and why no push
+            if self.history is not None:
+                self.history.add(_unsent(request, error, started,
+                                         trio.current_time() - begun, source))
+            raise
         results: dict[str, DeviceResult] = {}
 
         async def one(device: Device) -> None:
@@ -295,6 +302,26 @@ def _record(
         message=result.reason or (last.reason if last is not None else ""),
         attempts=result.attempts, latency=latency,
         requester=str(source.get("requester", "")),
+    )
+
+
+def _unsent(
+    request: PushRequest, error: BaseException, started: float, latency: float,
+    source: dict[str, Any],
+) -> PushRecord:
+    """The push history's one record of a request that reached no device (``error``: no
+    device, the devices unreadable, the daemon stopping): ``skipped``, no selector."""
+    if isinstance(error, UnknownUser):
+        why = "no device of this user" + (
+            f" with selector {request.selector}" if request.selector else "")
+    elif isinstance(error, trio.Cancelled):
+        why = "the daemon stopped before the devices were read"
+    else:
+        why = describe(error)
+    return PushRecord(
+        time=started, verb=request.verb, id=request.id, username=request.username,
+        selector="", pair=None, token=None, appid=None, outcome="skipped", code=None,
+        message=why, attempts=0, latency=latency, requester=str(source.get("requester", "")),
     )
 
 
