@@ -31,7 +31,6 @@ from clustertools import (
 from conftest import PASSWORDS
 from plugintools import wait_until_sync
 from pnbridge.access import users
-from pnbridge.storage.interface import Store
 from postgres import PostgresServer
 
 pytestmark = pytest.mark.slow
@@ -173,7 +172,6 @@ def digest(nonce: str, nc: int, uri: str = "/token?username=alice&selector=S1&to
 
 
 @pytest.mark.postgresql
-@pytest.mark.skipif(not hasattr(Store, "use_nonce"), reason="shared nonces not on main yet")
 def test_a_digest_nonce_outlives_the_instance_that_issued_it(cluster, pg_database_url: str,
                                                             tmp_path: Path):
     """A nonce a issued works on b after a was killed -9 (b as on another host); a count
