@@ -7,6 +7,7 @@ delivered at least once, each device's events in journal order."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -88,10 +89,18 @@ class Instance:
         """The plugins whose delivery lease it holds."""
         return list(self.ready().get("delivers", []))
 
-    def logged_at(self, pattern: str, timeout: float) -> float:
-        """When its current process logged a line matching ``pattern`` (epoch seconds)."""
-        stamp = self.process.wait_for(rf"^(\S+ \S+) .*{pattern}", timeout).group(1)
-        return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    def logged_at(self, pattern: str, timeout: float, since: float = 0.0) -> float:
+        """When its current process first logged a line matching ``pattern`` at ``since``
+        or later (epoch seconds), waiting for it at most ``timeout`` seconds."""
+        regex = re.compile(rf"^(\S+ \S+) .*{pattern}")
+
+        def found() -> float | None:
+            for line in self.process.log.splitlines():
+                if (match := regex.search(line)) and (at := datetime.strptime(
+                        match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()) >= since:
+                    return at
+            return None
+        return wait_until_sync(found, timeout)
 
     def stop_all(self) -> None:
         for process in self.processes:

@@ -76,7 +76,8 @@ def kill_each_holder(cluster: Cluster) -> None:
             killed = victim.kill()
             if len(load.urls) > 1:
                 load.urls.remove(victim.url)
-            taken = survivor.logged_at(HELD, LEASE_TIME + MARGIN) - killed
+            # since: a line of this takeover (killed is taken once the kill was reaped)
+            taken = survivor.logged_at(HELD, LEASE_TIME + MARGIN, since=killed - 1) - killed
             resumed = cluster.hook.first_after(killed, LEASE_TIME + MARGIN)
             windows.append((killed, resumed + MARGIN))
             figures.append(f"{victim.name} killed: {survivor.name} took the lease after "
