@@ -299,6 +299,7 @@ def check_stored(cluster: Cluster, load: Load) -> list[Event]:
         assert not missing, (selector, sorted(missing))
         assert cluster.stored_tokens[selector] == f"tok-{ns[-1]:05d}", selector
     unanswered = len(events) - sum(map(len, answered.values()))
+    assert 0 <= unanswered <= sum(s.status != 200 for s in load.sent)
     print(f"{len(load.sent)} reports sent, {load.answered()} answered 200, "
           f"{len(events)} events journaled ({unanswered} of unanswered reports)")
     return events
