@@ -9,6 +9,7 @@ import hashlib
 import re
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import httpx
 import pytest
@@ -24,11 +25,15 @@ from consoletools import (
     PHONE_PASSWORD,
     admin_url,
     console_config,
+    console_url,
     csrf_of,
     flash_of,
+    forms_of,
+    hrefs_of,
     logged_in,
     login,
     phone_report,
+    target,
     token_of,
 )
 from plugintools import install_plugins, lines, wait_until
@@ -36,6 +41,7 @@ from pnbridge.access import users
 from pnbridge.config.tables import parse_config
 from pnbridge.delivery import dispatch
 from pnbridge.errors import ConfigError
+from pnbridge.model import PushRecord, Report
 from pnmediator_stub import push_config
 
 TEMPLATES = Path(__file__).parent.parent / "daemon" / "console" / "templates"
@@ -61,14 +67,14 @@ async def on_engine(start_daemon, tmp_path, engine):
 
 async def test_pages_redirect_to_login_without_a_session(console):
     _, client = console
-    for path in ["/console", "/console/", "/console/search?q=x", "/console/users/alice",
-                 "/console/devices/abc", "/console/calls/x%2Fy", "/console/parked"]:
+    for path in ["/console", "/console/", "/console/search?q=x", "/console/user?username=alice",
+                 "/console/device?selector=abc", "/console/call?id=x%2Fy", "/console/parked"]:
         answer = await client.get(path)
         assert answer.status_code in (303, 308), path
         if answer.status_code == 303:
             assert answer.headers["location"].endswith("/console/login"), path
-    for path in ["/console/parked/retry", "/console/devices/abc/remove",
-                 "/console/devices/abc/test-push", "/console/logout"]:
+    for path in ["/console/parked/retry", "/console/devices/remove",
+                 "/console/devices/test-push", "/console/logout"]:
         answer = await client.post(path, data={"csrf": "x"})
         assert answer.status_code == 303, path
         assert answer.headers["location"].endswith("/console/login"), path
@@ -201,9 +207,10 @@ async def test_posts_without_the_right_csrf_token_or_from_elsewhere_are_refused(
         ({"csrf": token}, {"Referer": "http://evil.example/page"}, "another site"),
     ]
     for form, headers, why in refused:
-        for path in ["/console/devices/SEL1/remove", "/console/devices/SEL1/test-push",
+        for path in ["/console/devices/remove", "/console/devices/test-push",
                      "/console/parked/retry", "/console/logout"]:
-            answer = await client.post(path, data=form, headers=headers)
+            answer = await client.post(path, data={**form, "selector": "SEL1"},
+                                       headers=headers)
             assert answer.status_code == 403, (path, why)
             assert why in answer.text and answer.headers["content-type"].startswith("text/html")
     assert daemon.store().device("SEL1") is not None
@@ -291,10 +298,11 @@ async def test_test_push_reaches_the_device(start_daemon, tmp_path, stub, caplog
     await phone_report(daemon, "SEL2", token="tok-two-0123456789")
     async with logged_in(daemon) as client:
         token = await token_of(client)
-        answer = await client.post("/console/devices/SEL1/test-push",
-                                   data={"csrf": token, "message": "Hello <b>there</b>"})
+        answer = await client.post("/console/devices/test-push",
+                                   data={"csrf": token, "selector": "SEL1",
+                                         "message": "Hello <b>there</b>"})
         assert answer.status_code == 303
-        assert answer.headers["location"].endswith("/console/devices/SEL1")
+        assert target(answer.headers["location"]) == ("/console/device", {"selector": "SEL1"})
         (sent,) = stub.requests
         assert sent["DeviceToken"] == "tok-one-0123456789"
         assert sent["verb"] == "NotifyGenericTextMessage"
@@ -306,15 +314,15 @@ async def test_test_push_reaches_the_device(start_daemon, tmp_path, stub, caplog
         (record,) = await wait_until(lambda: daemon.store().pushes(selector="SEL1"))
         assert (record.verb, record.outcome, record.requester, record.username) == (
             "NotifyGenericTextMessage", "sent", f"console:{OPERATOR}", PHONE)
-        empty = await client.post("/console/devices/SEL1/test-push",
-                                  data={"csrf": token, "message": "  "})
+        empty = await client.post("/console/devices/test-push",
+                                  data={"csrf": token, "selector": "SEL1", "message": "  "})
         assert empty.status_code == 303
         shown = (await client.get(empty.headers["location"])).text
         assert "no test push sent: message: required" in flash_of(shown)
         assert 'class="flash error"' in shown
         assert len(stub.requests) == 1
-        unknown = await client.post("/console/devices/NOPE/test-push",
-                                    data={"csrf": token, "message": "hi"})
+        unknown = await client.post("/console/devices/test-push",
+                                    data={"csrf": token, "selector": "NOPE", "message": "hi"})
         assert unknown.status_code == 404 and "no device with selector NOPE" in unknown.text
 
 
@@ -322,8 +330,9 @@ async def test_test_push_without_a_transport_says_so(console):
     daemon, client = console
     await phone_report(daemon, "SEL1")
     await login(client)
-    answer = await client.post("/console/devices/SEL1/test-push",
-                               data={"csrf": await token_of(client), "message": "hi"})
+    answer = await client.post("/console/devices/test-push",
+                               data={"csrf": await token_of(client), "selector": "SEL1",
+                                     "message": "hi"})
     assert answer.status_code == 303
     assert "no push transport" in flash_of((await client.get(answer.headers["location"])).text)
 
@@ -334,9 +343,10 @@ async def test_remove_journals_an_operator_removal(on_engine, caplog):
     await phone_report(daemon, "SEL2")
     await login(client)
     token = await token_of(client)
-    answer = await client.post("/console/devices/SEL1/remove", data={"csrf": token})
+    answer = await client.post("/console/devices/remove",
+                               data={"csrf": token, "selector": "SEL1"})
     assert answer.status_code == 303
-    assert answer.headers["location"].endswith(f"/console/users/{PHONE}")
+    assert target(answer.headers["location"]) == ("/console/user", {"username": PHONE})
     store = daemon.store()
     assert store.device("SEL1") is None and store.device("SEL2") is not None
     removal = store.events()[-1]
@@ -345,8 +355,92 @@ async def test_remove_journals_an_operator_removal(on_engine, caplog):
     page = await client.get(answer.headers["location"])
     assert flash_of(page.text) == f"removed device SEL… of {PHONE}"
     assert "remove device operator=ops selector=SEL…" in caplog.text
-    again = await client.post("/console/devices/SEL1/remove", data={"csrf": token})
+    again = await client.post("/console/devices/remove",
+                              data={"csrf": token, "selector": "SEL1"})
     assert again.status_code == 404 and "no device with selector SEL1" in again.text
+
+
+# What a selector, username or call Id may be that a URL's path would read otherwise: dot
+# segments (a browser resolves "zz/../SELBOB1" and "%2e%2e" away), a path, query or fragment.
+HAZARDS = (".", "..", "a/../b", "%2e%2e", "%2E./b", "/", "?", "#", "?x=1#f", "ü/..",
+           "zz/../SELBOB1", "./SELBOB1")
+
+
+async def test_hazardous_selectors_reach_their_own_device_and_no_other(start_daemon, tmp_path,
+                                                                        caplog):
+    """Each device's page, its links and its forms name the device itself, as a browser
+    resolves them (urljoin), and through httpx: removing "zz/../SELBOB1" leaves SELBOB1."""
+    daemon = await start_daemon(console_config(tmp_path))
+    for selector in ("SELBOB1", "b", *HAZARDS):
+        await phone_report(daemon, selector)
+    async with logged_in(daemon) as client:
+        base = str(client.base_url)
+        user_url = urljoin(base, console_url("user", username=PHONE))
+        shown = (await client.get(user_url)).text
+        linked = {query["selector"] for path, query in
+                  (target(href, user_url) for href in hrefs_of(shown))
+                  if path == "/console/device"}
+        assert linked == {"SELBOB1", "b", *HAZARDS}
+        for selector in HAZARDS:
+            url = urljoin(base, console_url("device", selector=selector))
+            answer = await client.get(url)
+            assert answer.status_code == 200, selector
+            forms = {f["class"]: f for f in forms_of(answer.text)}
+            for name, action in (("test-push", "/console/devices/test-push"),
+                                 ("remove-device", "/console/devices/remove")):
+                assert target(forms[name]["action"], url) == (action, {}), (selector, name)
+                assert forms[name]["selector"] == selector, (selector, name)
+        # Remove "zz/../SELBOB1" as its page's form does: SELBOB1 stays.
+        url = urljoin(base, console_url("device", selector="zz/../SELBOB1"))
+        form = {f["class"]: f for f in forms_of((await client.get(url)).text)}["remove-device"]
+        answer = await client.post(urljoin(url, form["action"]),
+                                   data={k: v for k, v in form.items()
+                                         if k not in ("class", "action")})
+        assert answer.status_code == 303
+        assert target(answer.headers["location"]) == ("/console/user", {"username": PHONE})
+        store = daemon.store()
+        assert store.device("zz/../SELBOB1") is None
+        assert store.device("SELBOB1") is not None and store.device("b") is not None
+        # A test push to ".." comes back to ".."'s page.
+        answer = await client.post("/console/devices/test-push", data={
+            "csrf": await token_of(client), "selector": "..", "message": "hi"})
+        assert target(answer.headers["location"]) == ("/console/device", {"selector": ".."})
+        # Without a selector: a page saying so.
+        answer = await client.post("/console/devices/remove",
+                                   data={"csrf": await token_of(client)})
+        assert answer.status_code == 400 and "names no selector" in answer.text
+        for page in ("user", "device", "call"):
+            answer = await client.get(f"/console/{page}")
+            assert answer.status_code == 400 and "names no" in answer.text, page
+
+
+async def test_hazardous_usernames_and_call_ids_reach_their_own_pages(console):
+    daemon, client = console
+    store = daemon.store()
+    with store.transaction():
+        for i, name in enumerate(HAZARDS):
+            store.register(Report("token", username=name, selector=f"h{i}", token_msgs="t" * 20),
+                           {"command": "test"}, time.time())
+        store.record_pushes([PushRecord(time.time(), "NotifyIncomingCall", name, PHONE, "h0",
+                                        "msgs", "tttttt…tt", None, "sent", 200, "OK", 1, 0.01,
+                                        "cli") for name in HAZARDS])
+    store.close()
+    await login(client)
+    base = str(client.base_url)
+    for i, name in enumerate(HAZARDS):
+        for page, field, check in (("user", "username", f"h{i}"), ("call", "id", "h0")):
+            found = await client.get("/console/search", params={"q": name})
+            url = urljoin(base, console_url(page, **{field: name}))
+            answer = await client.get(url)
+            assert answer.status_code == 200 and check in answer.text, (page, name)
+            if found.status_code == 303:  # one match: where it leads
+                assert target(found.headers["location"])[1] in ({"username": name}, {"id": name})
+        # The user's page links to the device, the call's page to the user and the device.
+        page_url = urljoin(base, console_url("call", id=name))
+        links = [target(href, page_url) for href in hrefs_of((await client.get(page_url)).text)]
+        assert ("/console/user", {"username": PHONE}) in links
+        assert ("/console/device", {"selector": "h0"}) in links
+        assert ("/console/call", {"id": name}) in links
 
 
 # -- headers, where it is served, the config ----------------------------------------------------
@@ -357,8 +451,8 @@ async def test_security_headers_on_every_console_answer(console):
     answers = [await client.get("/console/login"), await client.get("/console/")]
     await login(client)
     token = await token_of(client)
-    for path in ["/console/", "/console/search?q=SEL", f"/console/users/{PHONE}",
-                 "/console/devices/SEL1", "/console/calls/x", "/console/parked",
+    for path in ["/console/", "/console/search?q=SEL", console_url("user", username=PHONE),
+                 "/console/device?selector=SEL1", "/console/call?id=x", "/console/parked",
                  "/console/no-such-page"]:
         answers.append(await client.get(path))
     answers.append(await client.post("/console/parked/retry", data={}))  # 403

@@ -28,8 +28,9 @@ TEST_VERB = "NotifyGenericTextMessage"
 
 def add_actions(bp: Blueprint, services: Services) -> None:
     """``POST /console/parked/retry`` (form: ``plugin``, optional ``event`` ids or seqs),
-    ``/console/devices/<selector>/test-push`` (form: ``message``) and
-    ``/console/devices/<selector>/remove``."""
+    ``/console/devices/test-push`` (form: ``selector``, ``message``) and
+    ``/console/devices/remove`` (form: ``selector``). The selector is never a part of the
+    path, where a browser would resolve a ``..`` in it to another device's URL."""
 
     @bp.post("/parked/retry")
     async def retry_parked() -> Response:
@@ -54,8 +55,12 @@ def add_actions(bp: Blueprint, services: Services) -> None:
             flash(f"{count} parked event{'' if count == 1 else 's'} of {plugin} sent again")
         return see_other(url_for("console.parked"))
 
-    @bp.post("/devices/<path:selector>/test-push")
-    async def test_push(selector: str) -> Response:
+    @bp.post("/devices/test-push")
+    async def test_push() -> Response:
+        form = await request.form
+        selector = form.get("selector", "")
+        if not selector:
+            return await error_page(400, "which device? The form names no selector")
         try:
             device = await _device(services, selector)
         except StoreError as error:
@@ -63,7 +68,7 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         if device is None:
             return await error_page(404, f"no device with selector {selector}")
         back = see_other(url_for("console.device", selector=selector))
-        message = (await request.form).get("message", "")
+        message = form.get("message", "")
         try:
             if not message.strip():
                 raise BadPush("message", "required: the text the phone shows")
@@ -93,8 +98,11 @@ def add_actions(bp: Blueprint, services: Services) -> None:
               problem=outcome != "sent")
         return back
 
-    @bp.post("/devices/<path:selector>/remove")
-    async def remove_device(selector: str) -> Response:
+    @bp.post("/devices/remove")
+    async def remove_device() -> Response:
+        selector = (await request.form).get("selector", "")
+        if not selector:
+            return await error_page(400, "which device? The form names no selector")
         who = operator()
         source: dict[str, Any] = {"console": who, "requester": f"console:{who}"}
         try:

@@ -97,24 +97,35 @@ def add_pages(bp: Blueprint, services: Services) -> None:
             return see_other(url_for("console.call", id=q))
         return await render_template("search.html", found=found, q=q)
 
-    @bp.get("/users/<path:username>")
-    async def user(username: str) -> Response | str:
+    # A username, selector or call Id is never a part of the path: "..", "a/../b" or "%2e"
+    # there would be resolved away by the browser (a form posted to another device's URL).
+    @bp.get("/user")
+    async def user() -> Response | str:
+        username = request.args.get("username", "")
+        if not username:
+            return await error_page(400, "which user? The address names none (?username=)")
         page = await read(views.user(reader(), username))
         if page is None:
             return await error_page(404, f"no user {username!r}: no device, event or push "
                                     "of theirs is stored")
         return await render_template("user.html", u=page)
 
-    @bp.get("/devices/<path:selector>")
-    async def device(selector: str) -> Response | str:
+    @bp.get("/device")
+    async def device() -> Response | str:
+        selector = request.args.get("selector", "")
+        if not selector:
+            return await error_page(400, "which device? The address names none (?selector=)")
         page = await read(views.device(reader(), selector))
         if page is None:
             return await error_page(404, f"no device {selector!r}: no device, event or push "
                                     "with this selector is stored")
         return await render_template("device.html", d=page)
 
-    @bp.get("/calls/<path:id>")
-    async def call(id: str) -> Response | str:
+    @bp.get("/call")
+    async def call() -> Response | str:
+        id = request.args.get("id", "")
+        if not id:
+            return await error_page(400, "which call? The address names no Id (?id=)")
         page = await read(views.call_page(reader(), id))
         if page is None:
             return await error_page(404, f"no call {id!r}: no push with this Id is in the "
