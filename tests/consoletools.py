@@ -4,12 +4,12 @@ the operators and the phones' users in files apart, and logging in with httpx.""
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qs, quote, urlencode, urljoin, urlsplit
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote, urlencode, urljoin, urlsplit
 
 import httpx
 from configs import free_port

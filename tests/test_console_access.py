@@ -155,21 +155,47 @@ async def test_an_api_key_logs_in(start_daemon, tmp_path, caplog):
             assert key not in page.text and key not in caplog.text
 
 
-async def test_login_attempts_are_limited_per_client(start_daemon, tmp_path):
+async def test_login_attempts_are_limited_per_peer_and_per_username(start_daemon, tmp_path):
     daemon = await start_daemon(console_config(
         tmp_path, console={"login_rate": 0.001, "login_burst": 2}))
+    headers = iter({"X-Forwarded-For": f"192.0.2.{i}"} for i in range(1, 100))
     async with httpx.AsyncClient(base_url=admin_url(daemon)) as client:
-        for _ in range(2):
-            assert (await login(client, password="wrong")).status_code == 401
-        limited = await login(client)  # the right password, too late
+        # Per socket peer: X-Forwarded-For (believed from loopback, a trusted proxy) does
+        # not make another bucket, nor does another username.
+        for name in ("a", "b"):
+            answer = await login(client, next(headers), username=name, password="wrong")
+            assert answer.status_code == 401
+        limited = await login(client, next(headers))  # the right password, too late
         assert limited.status_code == 429
         assert int(limited.headers["retry-after"]) >= 1
-        assert "too many login attempts" in limited.text
+        assert "too many login attempts from this address" in limited.text
         assert (await client.get("/console/")).status_code == 303
-    # Per client: another address behind the (trusted, loopback) proxy has its own bucket.
-    other = {"X-Forwarded-For": "192.0.2.7"}
-    async with httpx.AsyncClient(base_url=admin_url(daemon), headers=other) as client:
-        assert (await login(client)).status_code == 303
+        assert [(await login(client, next(headers), username=f"u{i}")).status_code
+                for i in range(20)] == [429] * 20
+
+    def from_(address: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=admin_url(daemon), transport=httpx.AsyncHTTPTransport(
+            local_address=address))
+
+    # Per username tried: the operator's from two peers, then theirs from a third is late.
+    for address in ("127.0.0.2", "127.0.0.3"):
+        async with from_(address) as client:
+            assert (await login(client, password="wrong")).status_code == 401
+    async with from_("127.0.0.4") as client:
+        limited = await login(client)
+        assert limited.status_code == 429
+        assert "too many login attempts for this username" in limited.text
+        assert (await login(client, username="someone-else")).status_code == 401
+    # Every key tried: one bucket.
+    for address in ("127.0.0.5", "127.0.0.6"):
+        async with from_(address) as client:
+            assert (await login(client, key="not-the-key-0000000000")).status_code == 401
+    async with from_("127.0.0.7") as client:
+        limited = await login(client, username="", password="", key=KEY)
+        assert limited.status_code == 429 and "with a key" in limited.text
+    async with from_("127.0.0.8") as client:  # a fresh peer, a fresh name: in
+        assert (await login(client, username=OPERATOR)).status_code == 429  # ... not this one
+        assert (await login(client, username="nobody")).status_code == 401
 
 
 async def test_a_session_ends_after_its_lifetime(start_daemon, tmp_path):

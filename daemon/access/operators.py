@@ -1,6 +1,6 @@
 """Who may use the operator console: the operators file (``[console] users_file``, the
 format of ``users.py``, never the phones' ``[auth] users_file``) or a push API key; the
-signed session cookie, sessions logged out, and the login limit per client."""
+signed session cookie, sessions logged out, and the login limits (per peer, per username)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,10 @@ class Operators:
         # Empty secret: a random one, so every session ends when the daemon restarts.
         self._signer = URLSafeTimedSerializer(config.secret or secrets.token_urlsafe(32),
                                               salt="pnbridge-console-session")
+        # Login attempts per socket peer (never X-Forwarded-For: anyone on loopback could
+        # send one) and per username tried (all keys tried: one bucket).
         self.logins = Buckets(config.login_rate, config.login_burst, capacity=10_000)
+        self.login_names = Buckets(config.login_rate, config.login_burst, capacity=10_000)
         self.slots = Slots()
         self.slots.resize(auth)
         self._revoked: dict[str, float] = {}  # session id: when its cookie expires
@@ -57,7 +60,8 @@ class Operators:
         """A reload: the operators file, the lifetime and the limits anew (the secret only
         at a restart)."""
         self.config, self.users = config, known
-        self.logins.rate, self.logins.burst = config.login_rate, config.login_burst
+        for buckets in (self.logins, self.login_names):
+            buckets.rate, buckets.burst = config.login_rate, config.login_burst
         self.slots.resize(auth)
 
     async def check_password(self, name: str, password: str) -> bool:

@@ -123,9 +123,10 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
     @bp.post("/login")
     async def login_post() -> Response | str:
         client = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
-                                services.limits.trusted)
-        if wait := operators.logins.take(services.limits.client_key(client)):
-            log.warning("too many logins client=%s", escape(client))
+                                services.limits.trusted)  # logged, never the limit's key
+        peer = request.remote_addr or "unix"
+        if wait := operators.logins.take(services.limits.client_key(peer)):
+            log.warning("too many logins peer=%s client=%s", escape(peer), escape(client))
             return await error_page(429, "too many login attempts from this address: wait a "
                                     "little", {"Retry-After": retry_after(wait)})
         if g.console is None:
@@ -135,6 +136,12 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
             return refused
         form = await request.form
         name, key = form.get("username", ""), form.get("key", "").strip()
+        if wait := operators.login_names.take("(key)" if key else f"user:{name}"):
+            log.warning("too many logins username=%s client=%s",
+                        "(key)" if key else escape(name or "-"), escape(client))
+            return await error_page(429, "too many login attempts with a key: wait a little"
+                                    if key else "too many login attempts for this username: "
+                                    "wait a little", {"Retry-After": retry_after(wait)})
         try:
             who = await _check(operators, services, name, form.get("password", ""), key)
         except Unavailable as error:
