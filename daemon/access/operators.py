@@ -69,23 +69,28 @@ class Operators:
         The scrypt check runs in a worker thread, as many at once as ``[auth]
         basic_checks``; raises Unavailable when ``basic_queue`` more already wait."""
         user = self.users.get(name)
+        ok = await self._scrypt(user.scrypt if user else users.DUMMY_HASH, password)
+        return ok and user is not None
+
+    async def check_key(self, keys: ApiKeys, key: str) -> str | None:
+        """The operator name of a push API key (``key:<its name or 12-hex id>``), or None.
+        As slow as a password (a dummy scrypt check, in the same slots): the time tells a
+        key from a password no more than a right key from a wrong one."""
+        await self._scrypt(users.DUMMY_HASH, key)
+        found = keys.match(key) if key else None
+        return None if found is None else f"key:{found}"
+
+    async def _scrypt(self, hashed: str, secret: str) -> bool:
+        """``users.scrypt_verify`` in a worker thread, bounded by the slots."""
         slots = self.slots
         if slots.slow_pending >= slots.slow_bound:
             raise Unavailable("too many password checks at once")
         slots.slow_pending += 1
         try:
-            ok = await trio.to_thread.run_sync(
-                users.scrypt_verify, user.scrypt if user else users.DUMMY_HASH, password,
-                limiter=slots.slow)
+            return await trio.to_thread.run_sync(users.scrypt_verify, hashed, secret,
+                                                 limiter=slots.slow)
         finally:
             slots.slow_pending -= 1
-        return ok and user is not None
-
-    @staticmethod
-    def check_key(keys: ApiKeys, key: str) -> str | None:
-        """The operator name of a push API key (``key:<its name or 12-hex id>``), or None."""
-        found = keys.match(key) if key else None
-        return None if found is None else f"key:{found}"
 
     def new_session(self, operator: str | None) -> dict[str, Any]:
         """A session: its id, the operator (None before login), its CSRF token, its end."""

@@ -168,7 +168,7 @@ async def _check(operators: Operators, services: Services, name: str, password: 
     """The operator the form's credentials name, or None: a push API key in ``key``, or an
     operator of the operators file and their password (never a phone's account)."""
     if key:
-        return operators.check_key(services.api_keys, key)
+        return await operators.check_key(services.api_keys, key)
     return name if await operators.check_password(name, password) else None
 
 
