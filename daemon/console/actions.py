@@ -17,7 +17,7 @@ from quart import Blueprint, Response, request, url_for
 from ..errors import BadPush, Busy, Stopping, StoreError, UnknownUser
 from ..http.shared import Services
 from ..model import Device
-from ..ops.log import escape, shorten
+from ..ops.log import escape
 from ..push.request import parse_request
 from .session import error_page, flash, operator, see_other
 
@@ -93,8 +93,9 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         found = next((r for r in results if r.selector == selector), None)
         outcome = found.outcome if found else "not pushed"
         said = f" ({found.reason})" if found and found.reason else ""
-        _logged("test push", f"selector={escape(shorten(selector))} outcome={outcome}")
-        flash(f"test push to {shorten(selector)} of {device.username}: {outcome}{said}",
+        _logged("test push", f"selector={escape(selector)} username={escape(device.username)}"
+                f" outcome={outcome}")
+        flash(f"test push to {selector} of {device.username}: {outcome}{said}",
               problem=outcome != "sent")
         return back
 
@@ -113,8 +114,8 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         if not changes:
             return await error_page(404, f"no device with selector {selector}")
         username = changes[0].device.username
-        _logged("remove device", f"selector={escape(shorten(selector))}")
-        flash(f"removed device {shorten(selector)} of {username}")
+        _logged("remove device", f"selector={escape(selector)} username={escape(username)}")
+        flash(f"removed device {selector} of {username}")
         return see_other(url_for("console.user", username=username))
 
 
