@@ -317,7 +317,7 @@ def postgres_url(postgres_server: postgres.PostgresServer) -> str:
 @pytest.fixture
 def pg_database_url(postgres_server: postgres.PostgresServer,
                     request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh, empty database of its own for the test (dropped after it)."""
+    """A fresh, empty database of its own for the test (its sessions cut after it)."""
     if postgres_server.pid is None:  # a test stopped it and failed before starting it again
         postgres_server.start()
     name = postgres_server.create_database()
@@ -327,7 +327,7 @@ def pg_database_url(postgres_server: postgres.PostgresServer,
         print(postgres_server.log_text())
     if postgres_server.pid is None:
         postgres_server.start()
-    postgres_server.drop_database(name)
+    postgres_server.release_database(name)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -324,8 +324,8 @@ async def test_retry_parked_delivers_at_once(start_daemon, tmp_path, monkeypatch
 
 async def test_test_push_reaches_the_device(start_daemon, tmp_path, stub, caplog, engine):
     daemon = await start_daemon(engine.tables(console_config(tmp_path, **push_config(stub))))
-    await phone_report(daemon, "SEL1", token="tok-one-0123456789")
-    await phone_report(daemon, "SEL2", token="tok-two-0123456789")
+    await phone_report(daemon, "SEL1", token="tok-one-9876543210")
+    await phone_report(daemon, "SEL2", token="tok-two-9876543210")
     async with logged_in(daemon) as client:
         token = await token_of(client)
         answer = await client.post("/console/devices/test-push",
@@ -334,7 +334,7 @@ async def test_test_push_reaches_the_device(start_daemon, tmp_path, stub, caplog
         assert answer.status_code == 303
         assert target(answer.headers["location"]) == ("/console/device", {"selector": "SEL1"})
         (sent,) = stub.requests
-        assert sent["DeviceToken"] == "tok-one-0123456789"
+        assert sent["DeviceToken"] == "tok-one-9876543210"
         assert sent["verb"] == "NotifyGenericTextMessage"
         assert sent["Message"] == "Hello <b>there</b>"
         page = await client.get(answer.headers["location"])

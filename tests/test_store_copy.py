@@ -24,7 +24,7 @@ from pnmediator_stub import KEY, push_config
 from postgres import PostgresServer
 from reports import report
 
-VOIP = "voip-0123456789abcdef-ok"
+VOIP = "voip-9f8e7d6c5b4a3210-ok"
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
 # Each table a copy takes, as the test reads it (its own SQL, in a fixed order).
 TABLES = {

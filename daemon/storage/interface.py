@@ -54,6 +54,29 @@ class Failure:
         }
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a lease (``delivery:PLUGIN``, ``maintenance``) and until when. Times are
+    the holder's wall clock (docs/cluster.md: a few seconds of skew between hosts is
+    within the margin a renewal every third of the lease time leaves)."""
+
+    name: str
+    holder: str
+    expires_at: float
+    renewed_at: float
+    taken_at: float
+
+
+class Listener(Protocol):
+    """Waits, on a thread, for another process's journaling commit (engines.py)."""
+
+    def wait(self, timeout: float) -> bool:
+        """True once one is notified, False after ``timeout`` seconds; never raises."""
+        ...
+
+    def close(self) -> None: ...
+
+
 # What one call of a batch gave: its result, or the error it raised.
 Done = tuple[Any, BaseException | None]
 
@@ -174,6 +197,27 @@ class Store(Protocol):
     def prune_pushes(self, before: float, keep: int) -> int:
         """Remove push records older than ``before``, then the oldest beyond the newest
         ``keep``; how many were removed."""
+        ...
+
+    # -- leases: which instance delivers each plugin, which one runs maintenance -----------
+
+    def take_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
+        """Hold lease ``name`` until ``now + ttl`` if it is free, expired at ``now`` or
+        ``holder``'s already; whether ``holder`` holds it now (one transaction)."""
+        ...
+
+    def renew_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
+        """Extend ``holder``'s lease ``name`` to ``now + ttl``; False when it is not
+        ``holder``'s any more (another took it, or it was released)."""
+        ...
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        """Give up ``holder``'s lease ``name`` (a peer may take it at once); whether it
+        held it."""
+        ...
+
+    def leases(self) -> list[Lease]:
+        """Every lease held or left behind, by name."""
         ...
 
     # -- copying a whole store (storage/copy.py; the tables: storage/sqlite/copy.py) --------

@@ -59,6 +59,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX pushes_id ON pushes (id, time)",
         "CREATE INDEX events_username ON events (username, seq)",
     ),
+    (
+        # Which instance delivers each plugin (delivery:NAME) and runs maintenance (leases.py).
+        f"""CREATE TABLE leases (
+            name {_C} PRIMARY KEY, holder text NOT NULL,
+            expires_at double precision NOT NULL, renewed_at double precision NOT NULL,
+            taken_at double precision NOT NULL)""",
+    ),
 ]
 
 # The tables of each version (what a database of that version must have at least).
@@ -66,6 +73,7 @@ _TABLES = [
     frozenset({"schema_version", "devices", "events"}),
     frozenset({"cursors", "failures"}),
     frozenset({"pushes"}),
+    frozenset({"leases"}),
 ]
 
 # Held (transaction-level) while a store checks and migrates the schema: two instances

@@ -96,11 +96,25 @@ def _create_push_history(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_username ON events (username, seq)")
 
 
+def _create_leases(db: sqlite_utils.Database) -> None:
+    # Which instance delivers each plugin (delivery:NAME) and runs maintenance (leases.py).
+    db.execute(
+        """CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            renewed_at REAL NOT NULL,
+            taken_at REAL NOT NULL
+        )"""
+    )
+
+
 # Schema version N is reached by running MIGRATIONS[N - 1]. Append, never edit.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_devices_and_journal,
     _create_delivery_state,
     _create_push_history,
+    _create_leases,
 ]
 
 

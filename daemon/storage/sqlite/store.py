@@ -1,6 +1,6 @@
 """The SQLite engine of the Store (storage/interface.py): ``SQLiteStore`` is one
-connection, its devices (devices.py), journal (journal.py), delivery state (delivery.py) and
-push history (history.py) the parts it is made of.
+connection, its devices (devices.py), journal (journal.py), delivery state (delivery.py),
+push history (history.py) and leases (leases.py) the parts it is made of.
 
 Everything here is synchronous. The daemon reaches it only through ``storage.writer.Writer``
 (a worker thread, never the trio loop) and ``storage.reader.Reader``; the CLI calls it
@@ -28,6 +28,7 @@ from .copy import Copying
 from .delivery import DeliveryState
 from .devices import Devices
 from .history import PushHistory
+from .leases import Leases
 from .schema import MIGRATIONS, connect_read_only, create_private, schema_problem, wal
 
 # The probe's selector, username and event id: nothing a report can send (a NUL in it).
@@ -37,7 +38,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class SQLiteStore(Devices, DeliveryState, PushHistory, Copying):
+class SQLiteStore(Devices, DeliveryState, PushHistory, Leases, Copying):
     """The Store on SQLite: one connection to the pnbridge database.
 
     By default it creates the database when there is none and migrates it to this version's
