@@ -13,7 +13,15 @@ import httpx
 import pytest
 import trio
 from configs import free_port, merge
-from consoletools import OPERATOR, PASSWORD, console_url, csrf_of, logged_in, target
+from consoletools import (
+    OPERATOR,
+    PASSWORD,
+    console_config,
+    console_url,
+    csrf_of,
+    logged_in,
+    target,
+)
 from pnbridge import __version__
 from pnbridge.access import users
 from pnbridge.config.tables import StorageConfig
@@ -238,9 +246,9 @@ async def test_a_calls_page_has_every_device_and_verb_oldest_first(call):
 
 
 async def test_the_parked_events_by_plugin(call):
-    found = await views.parked(call)
-    assert list(found) == ["webhook"]
-    (row,) = found["webhook"]
+    (found,) = await views.parked(call)
+    assert (found.plugin, found.parked, found.retry) == ("webhook", 1, 0)
+    (row,) = found.rows
     assert (row.selector, row.attempts, row.error, row.status) == \
         ("sel-a1", 5, "HTTP 500 from <crm>", "parked")
 
@@ -499,3 +507,36 @@ async def test_a_page_the_store_fails_is_a_503_page_not_a_traceback(console):
     assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
     assert "storage unavailable" in answer.text and "Traceback" not in answer.text
     assert (await client.get("/console/parked")).status_code == 200  # the rest still reads
+
+
+async def test_the_parked_page_lists_at_most_its_share_and_counts_all(start_daemon, tmp_path,
+                                                                      engine):
+    """250 failures of one plugin (30 of them queued for retry): the counts come from the
+    database (failure_counts), the page lists the oldest PARKED_SHOWN and says so."""
+    shown = views.PARKED_SHOWN
+    store = engine.open()
+    with store.transaction():
+        for i in range(shown + 50):
+            store.register(Report("token", username=f"u{i}", selector=f"s{i}",
+                                  token_msgs=f"token-{i:04}-" + "q" * 20), {"command": "t"}, T0)
+        for event in store.events(limit=shown + 50):
+            store.park("webhook", event, 3, "HTTP 500", T0, T0 + 1)
+        store.park("auditlog", store.events(limit=1)[0], 1, "disk full", T0, T0 + 1)
+    with store.transaction():
+        assert store.retry("webhook", [str(seq) for seq in range(1, 31)]) == 30
+    assert store.failure_counts() == {("webhook", "parked"): shown + 20,
+                                      ("webhook", "retry"): 30, ("auditlog", "parked"): 1}
+    assert [f.event.seq for f in store.failures("webhook", limit=3)] == [1, 2, 3]
+    assert len(store.failures()) == shown + 51
+    store.close()
+    daemon = await start_daemon(engine.tables(console_config(tmp_path)))
+    async with logged_in(daemon) as client:
+        text = await page(client, "/console/parked")
+    main = html_of(text)
+    sections = {s.get("data-plugin"): s for s in main.findall(".//section")}
+    assert len(sections["webhook"].findall(".//tr[@data-event-id]")) == shown
+    assert len(sections["auditlog"].findall(".//tr[@data-event-id]")) == 1
+    note = " ".join("".join(sections["webhook"].find("p[@class='muted more']").itertext()).split())
+    assert note.startswith(f"The oldest {shown} of {shown + 50} events of webhook are listed "
+                           f"({shown + 20} parked, 30 to retry)"), note
+    assert sections["auditlog"].find("p[@class='muted more']") is None

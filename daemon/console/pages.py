@@ -132,5 +132,6 @@ def add_pages(bp: Blueprint, services: Services) -> None:
 
     @bp.get("/parked")
     async def parked() -> str:
-        by_plugin = await read(views.parked(reader()))
-        return await render_template("parked.html", by_plugin=by_plugin)
+        plugins = await read(views.parked(reader()))
+        return await render_template("parked.html", plugins=plugins,
+                                     shown=views.PARKED_SHOWN)
