@@ -524,8 +524,9 @@ async def test_the_parked_page_lists_at_most_its_share_and_counts_all(start_daem
         store.park("auditlog", store.events(limit=1)[0], 1, "disk full", T0, T0 + 1)
     with store.transaction():
         assert store.retry("webhook", [str(seq) for seq in range(1, 31)]) == 30
+        assert store.retry("auditlog") == 1
     assert store.failure_counts() == {("webhook", "parked"): shown + 20,
-                                      ("webhook", "retry"): 30, ("auditlog", "parked"): 1}
+                                      ("webhook", "retry"): 30, ("auditlog", "retry"): 1}
     assert [f.event.seq for f in store.failures("webhook", limit=3)] == [1, 2, 3]
     assert len(store.failures()) == shown + 51
     store.close()
@@ -540,3 +541,9 @@ async def test_the_parked_page_lists_at_most_its_share_and_counts_all(start_daem
     assert note.startswith(f"The oldest {shown} of {shown + 50} events of webhook are listed "
                            f"({shown + 20} parked, 30 to retry)"), note
     assert sections["auditlog"].find("p[@class='muted more']") is None
+    # The retry button counts what it retries: the parked ones, not those queued already.
+    button = sections["webhook"].find("form[@class='retry-parked']/button")
+    assert button.text == f"Retry {shown + 20} parked events of webhook"
+    assert "30 events of webhook already queued" in "".join(sections["webhook"].itertext())
+    assert sections["auditlog"].find("form[@class='retry-parked']") is None
+    assert "1 event of auditlog already queued" in "".join(sections["auditlog"].itertext())
