@@ -39,7 +39,6 @@ from consoletools import (
 from plugintools import install_plugins, lines, wait_until
 from pnbridge.access import users
 from pnbridge.config.tables import parse_config
-from pnbridge.delivery import dispatch
 from pnbridge.errors import ConfigError
 from pnbridge.model import PushRecord, Report
 from pnmediator_stub import push_config
@@ -286,14 +285,13 @@ async def test_forwarded_host_is_believed_from_trusted_proxies_only(start_daemon
 
 # -- the actions -----------------------------------------------------------------------------
 
-async def test_retry_parked_delivers_at_once(start_daemon, tmp_path, monkeypatch, engine):
+async def test_retry_parked_delivers_at_once(start_daemon, tmp_path, engine):
     """Parked by a plugin that fails BAD until healed; the console's retry is delivered by
     the running dispatcher at once (its poll is an hour here: only the wake-up can)."""
-    monkeypatch.setattr(dispatch, "POLL_INTERVAL", 3600.0)
     out, healed = tmp_path / "out", tmp_path / "healed"
     directory = install_plugins(tmp_path / "plugins", "delivery/picky")
     daemon = await start_daemon(engine.tables(console_config(tmp_path, plugins={
-        "enabled": ["picky"], "paths": [str(directory)],
+        "enabled": ["picky"], "paths": [str(directory)], "poll_interval": 3600.0,
         "picky": {"path": str(out), "healed": str(healed),
                   "delivery": {"backoff": 0.01, "max_backoff": 0.05, "max_attempts": 1}},
     })))
@@ -310,6 +308,19 @@ async def test_retry_parked_delivers_at_once(start_daemon, tmp_path, monkeypatch
         assert none.status_code == 303
         assert "no parked event of picky matches 999" in flash_of(
             (await client.get(none.headers["location"])).text)
+        # Many ids: bounded, and what the banner (in the cookie) echoes is summarised.
+        many = await client.post("/console/parked/retry", data={
+            "csrf": token, "plugin": "picky", "event": [str(n) for n in range(1000, 1800)]})
+        assert many.status_code == 400
+        assert "800 events named: at most 100 at once" in many.text
+        assert daemon.store().failures()[0].status == "parked"
+        hundred = await client.post("/console/parked/retry", data={
+            "csrf": token, "plugin": "picky",
+            "event": " ".join(f"{n}-{'e' * 40}" for n in range(100))})
+        assert hundred.status_code == 303 and len(hundred.headers["set-cookie"]) < 1500
+        assert flash_of((await client.get(hundred.headers["location"])).text) == (
+            "no parked event of picky matches "
+            + " ".join(f"{n}-{'e' * 37}…" for n in range(5)) + " and 95 more")
         answer = await client.post("/console/parked/retry",
                                    data={"csrf": token, "plugin": "picky"})
         assert answer.status_code == 303
@@ -356,6 +367,22 @@ async def test_test_push_reaches_the_device(start_daemon, tmp_path, stub, caplog
         unknown = await client.post("/console/devices/test-push",
                                     data={"csrf": token, "selector": "NOPE", "message": "hi"})
         assert unknown.status_code == 404 and "no device with selector NOPE" in unknown.text
+
+
+async def test_a_long_selector_is_logged_whole_and_cut_in_the_banner(console, caplog):
+    """The banner rides in the session cookie: a 4000-character selector would push it past
+    the 4 KB a browser keeps."""
+    daemon, client = console
+    selector = "L" * 3990 + "-end"
+    await phone_report(daemon, selector)
+    await login(client)
+    answer = await client.post("/console/devices/remove",
+                               data={"csrf": await token_of(client), "selector": selector})
+    assert answer.status_code == 303 and len(answer.headers["set-cookie"]) < 1500
+    shown = flash_of((await client.get(answer.headers["location"])).text)
+    assert shown.startswith("removed device LLL") and shown.endswith("…") and len(shown) == 500
+    assert f"remove device operator=ops selector={selector} username={PHONE}" in caplog.text
+    assert daemon.store().device(selector) is None
 
 
 async def test_test_push_without_a_transport_says_so(console):

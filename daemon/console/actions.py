@@ -24,6 +24,8 @@ from .session import error_page, flash, operator, see_other
 log = logging.getLogger("pnbridge.console")
 
 TEST_VERB = "NotifyGenericTextMessage"
+MAX_RETRY_EVENTS = 100  # event ids or seqs one retry may name
+ECHOED = 5  # of them, named again in the banner
 
 
 def add_actions(bp: Blueprint, services: Services) -> None:
@@ -36,8 +38,12 @@ def add_actions(bp: Blueprint, services: Services) -> None:
     async def retry_parked() -> Response:
         form = await request.form
         plugin = form.get("plugin", "").strip()
-        events = tuple(e for value in form.getlist("event") for e in re.split(r"[\s,]+", value)
-                       if e)
+        events = tuple(dict.fromkeys(e for value in form.getlist("event")
+                                     for e in re.split(r"[\s,]+", value) if e))
+        if len(events) > MAX_RETRY_EVENTS:
+            return await error_page(400, f"{len(events)} events named: at most "
+                                    f"{MAX_RETRY_EVENTS} at once (name none to retry all of "
+                                    "the plugin's parked events)")
         dispatcher = services.dispatcher
         if dispatcher is None or plugin not in dispatcher.host.enabled:
             return await error_page(404, f"no plugin {plugin!r} runs in this daemon"
@@ -50,7 +56,7 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         _logged("retry parked", f"plugin={escape(plugin)} events={len(events) or 'all'} "
                 f"retried={count}")
         if events and not count:
-            flash(f"no parked event of {plugin} matches {' '.join(events)}", problem=True)
+            flash(f"no parked event of {plugin} matches {_listed(events)}", problem=True)
         else:
             flash(f"{count} parked event{'' if count == 1 else 's'} of {plugin} sent again")
         return see_other(url_for("console.parked"))
@@ -117,6 +123,12 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         _logged("remove device", f"selector={escape(selector)} username={escape(username)}")
         flash(f"removed device {selector} of {username}")
         return see_other(url_for("console.user", username=username))
+
+
+def _listed(events: tuple[str, ...]) -> str:
+    """The first ``ECHOED`` of ``events`` (each cut to 40 characters), and how many more."""
+    shown = " ".join(e if len(e) <= 40 else e[:39] + "…" for e in events[:ECHOED])
+    return shown + (f" and {len(events) - ECHOED} more" if len(events) > ECHOED else "")
 
 
 async def _device(services: Services, selector: str) -> Device | None:

@@ -29,6 +29,7 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+MAX_FLASH = 500  # characters of a banner (the log has the whole story)
 # Reached without a session: the login page and the static files.
 OPEN = {"console.login", "console.login_post", "console.static"}
 
@@ -45,8 +46,11 @@ def operator() -> str:
 
 
 def flash(message: str, problem: bool = False) -> None:
-    """Show ``message`` in ``.flash`` on the next page (carried in the session); a
-    ``problem`` (nothing was done) as ``.flash.error``."""
+    """Show ``message`` in ``.flash`` on the next page (carried in the session, so cut to
+    ``MAX_FLASH`` characters: a browser drops a cookie over 4 KB); a ``problem`` (nothing
+    was done) as ``.flash.error``."""
+    if len(message) > MAX_FLASH:
+        message = message[:MAX_FLASH - 1] + "…"
     current()["flash"] = [message, problem]
     g.console_save = True
 
