@@ -10,10 +10,11 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from quart import Blueprint, Response, render_template, request, url_for
+from quart import Blueprint, Response, current_app, render_template, request, url_for
 
 from ..errors import StoreError
 from ..http.shared import Services
+from ..ingest.normalize import MAX_VALUE_LENGTH
 from ..model import isotime
 from . import views
 from .session import error_page, see_other
@@ -21,7 +22,6 @@ from .session import error_page, see_other
 log = logging.getLogger("pnbridge.console")
 
 T = TypeVar("T")
-MAX_QUERY = 256  # characters of a search: longer than any username, selector or call Id
 
 
 def utc_text(epoch: float) -> str:
@@ -42,6 +42,13 @@ def duration(seconds: float | None) -> str:
         return f"{minutes} min {secs} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min" if hours < 48 else f"{hours // 24} d {hours % 24} h"
+
+
+def max_query() -> int:
+    """The longest search: a username or selector of a report (``MAX_VALUE_LENGTH``) or a
+    call Id of a push request (the body's limit, ``[reporter] max_body``)."""
+    body = current_app.config.get("MAX_CONTENT_LENGTH") or 0
+    return max(MAX_VALUE_LENGTH, int(body))
 
 
 def add_pages(bp: Blueprint, services: Services) -> None:
@@ -83,9 +90,11 @@ def add_pages(bp: Blueprint, services: Services) -> None:
         if not q:
             return await error_page(400, "search for what? Give a username, a selector or "
                                     "a call Id")
-        if len(q) > MAX_QUERY:
-            return await error_page(400, f"the search is longer than {MAX_QUERY} characters: "
-                                    "no username, selector or call Id is")
+        if len(q) > (most := max_query()):
+            return await error_page(
+                400, f"the search is longer than {most} characters: no username or selector "
+                f"is (at most {MAX_VALUE_LENGTH}), nor a call Id (a push request is at most "
+                f"{most} bytes)")
         found = await read(views.search(reader(), q))
         if found.count == 1:
             if found.users:
