@@ -385,6 +385,24 @@ async def test_a_long_selector_is_logged_whole_and_cut_in_the_banner(console, ca
     assert daemon.store().device(selector) is None
 
 
+async def test_an_oversized_form_gets_the_consoles_413_page(start_daemon, tmp_path):
+    daemon = await start_daemon(console_config(tmp_path, reporter={"max_body": 2048}))
+    await phone_report(daemon, "SEL1")
+    async with logged_in(daemon) as client:
+        token = await token_of(client)
+        for path in ("/console/devices/remove", "/console/devices/test-push",
+                     "/console/parked/retry", "/console/login", "/console/logout"):
+            answer = await client.post(path, data={"csrf": token, "selector": "SEL1",
+                                                   "message": "x" * 5000})
+            assert answer.status_code == 413, path
+            assert answer.headers["content-type"].startswith("text/html"), path
+            assert "the form is larger than 2048 bytes" in answer.text, path
+            assert answer.headers["content-security-policy"] == CSP
+            assert answer.headers["cache-control"] == "no-store"
+        assert daemon.store().device("SEL1") is not None
+        assert (await client.get("/console/")).status_code == 200  # still logged in
+
+
 async def test_test_push_without_a_transport_says_so(console):
     daemon, client = console
     await phone_report(daemon, "SEL1")
