@@ -123,7 +123,8 @@ async def run(
             ):
                 services = Services(
                     reporter=Reporter(config.reporter), writer=writer,
-                    guard=Guard(config.auth, known, plugins, Nonces(config.auth.nonce_lifetime)),
+                    guard=Guard(config.auth, known, plugins,
+                                await Nonces.open(writer, config.auth.nonce_lifetime)),
                     limits=Limits.of(config), max_devices=config.storage.max_devices_per_user,
                     max_headers=config.server.max_headers, access_log=config.server.access_log,
                     api=config.api, api_keys=ApiKeys(config.api), api_limit=_api_limit(config),

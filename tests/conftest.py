@@ -67,8 +67,12 @@ def _keep_output(*texts: str | None) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked ``run_last`` run after all others."""
+    """Tests marked ``run_last`` run after all others. Every test on the PostgreSQL test
+    server is marked ``postgresql`` (``-m "not postgresql"`` leaves them out)."""
     items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)
+    for item in items:
+        if "postgres_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgresql)
 
 
 def pytest_configure(config: pytest.Config) -> None:

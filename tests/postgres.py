@@ -32,7 +32,7 @@ ROLE = "pnbridge"  # the superuser the tests and the daemon connect as
 def bindir() -> Path | None:
     """The newest installed version's bin directory (``/usr/lib/postgresql/<n>/bin``)."""
     versions = sorted((p for p in ROOT.glob("*/bin") if (p / "initdb").exists()),
-                      key=lambda p: int(re.sub(r"\D", "", p.parent.name) or 0))
+                      key=lambda p: [int(n) for n in re.findall(r"\d+", p.parent.name)])
     return versions[-1] if versions else None
 
 

@@ -524,6 +524,23 @@ async def test_hazardous_usernames_and_call_ids_reach_their_own_pages(console):
         assert ("/console/call", {"id": name}) in links
 
 
+async def test_an_action_the_store_cannot_do_is_a_503_and_changes_nothing(
+        start_daemon, tmp_path, engine):
+    daemon = await start_daemon(engine.tables(console_config(
+        tmp_path, storage={"busy_timeout": 0.3})))
+    await phone_report(daemon, "SEL1")
+    async with logged_in(daemon) as client:
+        token = await token_of(client)
+        with engine.locked():
+            answer = await client.post("/console/devices/remove",
+                                       data={"csrf": token, "selector": "SEL1"})
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+        assert "storage unavailable, try again in a moment" in answer.text
+        assert daemon.store().device("SEL1") is not None
+        assert (await client.post("/console/devices/remove",
+                                  data={"csrf": token, "selector": "SEL1"})).status_code == 303
+
+
 # -- headers, where it is served, the config ----------------------------------------------------
 
 async def test_security_headers_on_every_console_answer(console):

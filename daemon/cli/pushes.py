@@ -23,8 +23,8 @@ def push_rows(records: Sequence[PushRecord], *, device: bool = True) -> list[tup
     """``records`` as table rows, the header first (LATENCY in milliseconds); without the
     USERNAME and SELECTOR columns unless ``device``. The selector is whole, as in the other
     commands' tables (``devices show`` and ``--selector`` take it); the token is as kept,
-    shortened."""
-    rows = [(isotime(r.time), r.verb, r.id or "-", r.username, r.selector,
+    shortened; a request that reached no device has no selector (``-``)."""
+    rows = [(isotime(r.time), r.verb, r.id or "-", r.username, r.selector or "-",
              r.pair or "-", r.token or "-", r.outcome, "-" if r.code is None else str(r.code),
              str(r.attempts), f"{r.latency * 1000:.0f}", r.requester, r.message or "-")
             for r in records]

@@ -66,8 +66,7 @@ class ServerConfig:
     keep_alive_timeout: float = field(default=5.0, metadata=check(_positive))
     read_timeout: float = field(default=10.0, metadata=check(_positive))
     body_timeout: float = field(default=10.0, metadata=check(_positive))
-    # SO_REUSEPORT on `listen` and [agi] listen: several instances on one port, the kernel
-    # spreading connections (docs/cluster.md).
+    # SO_REUSEPORT on listen and [agi] listen: several instances on one port (docs/cluster.md).
     reuse_port: bool = False
     # This instance's name among several sharing one store (ops/instance.py); empty:
     # <hostname>:<pid>.

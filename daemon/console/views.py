@@ -256,7 +256,7 @@ class CallPage:
 
     @property
     def devices(self) -> list[str]:
-        return list(dict.fromkeys(p.selector for p in self.pushes))
+        return list(dict.fromkeys(p.selector for p in self.pushes if p.selector))
 
     @property
     def outcomes(self) -> dict[str, int]:

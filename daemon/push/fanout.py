@@ -123,19 +123,35 @@ class Pusher:
         started, begun = time.time(), trio.current_time()
         ends = begun + deadline
         devices = None
-        with trio.move_on_at(ends):
-            devices = await self.writer.reader.call(
-                _devices_of, request.username, request.selector
-            )
-        if devices is None:
-            raise StoreError(f"the devices could not be read within the {deadline:g} s deadline")
-        if not devices:
-            raise UnknownUser(f"no device of user {request.username}" + (
-                f" with selector {request.selector}" if request.selector else ""))
+        try:
+            with trio.move_on_at(ends):
+                devices = await self.writer.reader.call(
+                    _devices_of, request.username, request.selector
+                )
+            if devices is None:
+                raise StoreError(
+                    f"the devices could not be read within the {deadline:g} s deadline")
+            if not devices:
+                raise UnknownUser(f"no device of user {request.username}" + (
+                    f" with selector {request.selector}" if request.selector else ""))
+        except BaseException as error:  # one row says the request came, and why no push
+            if self.history is not None:
+                self.history.add(_unsent(request, error, started,
+                                         trio.current_time() - begun, source))
+            raise
         results: dict[str, DeviceResult] = {}
 
         async def one(device: Device) -> None:
-            result, last = await self._one(request, device, ends, deadline, source)
+            progress = _Progress()
+            try:
+                result, last = await self._one(request, device, ends, deadline, source,
+                                               progress)
+            except BaseException as error:  # the daemon stopping (Cancelled), or a bug
+                if self.history is not None:  # the push was under way: it leaves a trace
+                    self.history.add(_record(
+                        request, device, _cut_short(device, progress, error), progress.last,
+                        started, trio.current_time() - begun, source))
+                raise
             results[device.selector] = result
             if self.history is not None:
                 self.history.add(_record(request, device, result, last, started,
@@ -157,10 +173,11 @@ class Pusher:
 
     async def _one(
         self, request: PushRequest, device: Device, ends: float, deadline: float,
-        source: dict[str, Any],
+        source: dict[str, Any], progress: _Progress,
     ) -> tuple[DeviceResult, PushResult | None]:
-        """The device's result, and the transport's last answer (None: not sent)."""
-        pair = choose_pair(device, request.verb)
+        """The device's result, and the transport's last answer (None: not sent); the
+        attempts so far in ``progress`` meanwhile."""
+        pair = progress.pair = choose_pair(device, request.verb)
         if pair is None:
             why = "no token" if request.verb in CALL_VERBS else (
                 "no msgs token (a PushKit calls token is never used for messages)")
@@ -174,8 +191,8 @@ class Pusher:
         reason = ""
         with trio.move_on_at(ends):
             while True:
-                attempts += 1
-                last = await self._attempt(replace(push, attempt=attempts))
+                attempts = progress.attempts = attempts + 1
+                last = progress.last = await self._attempt(replace(push, attempt=attempts))
                 if last.outcome != "retry":
                     break
                 wait = max(backoff(attempts, RETRY_FIRST, RETRY_MAX), last.retry_after or 0.0)
@@ -231,6 +248,27 @@ class Pusher:
                             attempts)
 
 
+@dataclass
+class _Progress:
+    """Where one device's push is: what a record of it says if it is cut short."""
+
+    pair: Pair | None = None
+    attempts: int = 0
+    last: PushResult | None = None  # the transport's last answer
+
+
+def _cut_short(device: Device, progress: _Progress, error: BaseException) -> DeviceResult:
+    """A device's result when its push ended by ``error`` (the daemon stopping: Cancelled)
+    before its outcome was known: failed."""
+    if isinstance(error, trio.Cancelled):
+        answered = progress.last is not None and progress.last.outcome != "retry"
+        why = ("the daemon stopped before the rejected token was cleared" if answered
+               else "the daemon stopped before an answer")
+    else:
+        why = f"the push was aborted: {describe(error)}"
+    return DeviceResult(device.selector, progress.pair, "failed", why, progress.attempts)
+
+
 def _what_changed(change: Change | None, push: Push) -> str:
     if change is None:
         return "the device has changed since, left as it is"
@@ -264,6 +302,26 @@ def _record(
         message=result.reason or (last.reason if last is not None else ""),
         attempts=result.attempts, latency=latency,
         requester=str(source.get("requester", "")),
+    )
+
+
+def _unsent(
+    request: PushRequest, error: BaseException, started: float, latency: float,
+    source: dict[str, Any],
+) -> PushRecord:
+    """The push history's one record of a request that reached no device (``error``: no
+    device, the devices unreadable, the daemon stopping): ``skipped``, no selector."""
+    if isinstance(error, UnknownUser):
+        why = "no device of this user" + (
+            f" with selector {request.selector}" if request.selector else "")
+    elif isinstance(error, trio.Cancelled):
+        why = "the daemon stopped before the devices were read"
+    else:
+        why = describe(error)
+    return PushRecord(
+        time=started, verb=request.verb, id=request.id, username=request.username,
+        selector="", pair=None, token=None, appid=None, outcome="skipped", code=None,
+        message=why, attempts=0, latency=latency, requester=str(source.get("requester", "")),
     )
 
 

@@ -228,6 +228,23 @@ class Store(Protocol):
         """Every lease held or left behind, by name."""
         ...
 
+    # -- HTTP Digest nonces, shared by the instances ------------------------------------------
+
+    def digest_key(self, candidate: bytes | None = None) -> bytes | None:
+        """The key every instance signs its nonces with: ``candidate`` if there was none;
+        without one, only read (None: no key yet)."""
+        ...
+
+    def use_nonce(self, nonce: str, issued: float, nc: int) -> bool:
+        """Record, atomically across instances, that ``nonce`` was accepted with count
+        ``nc``: True on its first use or a count above every one used before; False (nothing
+        changed) for a count used before: a replay."""
+        ...
+
+    def prune_nonces(self, issued_before: float) -> int:
+        """Forget the nonces issued before ``issued_before``; how many."""
+        ...
+
     # -- copying a whole store (storage/copy.py; the tables: storage/sqlite/copy.py) --------
 
     def table_counts(self) -> dict[str, int]:

@@ -66,6 +66,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
             expires_at double precision NOT NULL, renewed_at double precision NOT NULL,
             taken_at double precision NOT NULL)""",
     ),
+    (
+        # HTTP Digest, shared by every instance (nonces.py): the nonces' signing key (one
+        # row), and each used nonce's highest nonce count until it expires.
+        "CREATE TABLE digest_key (id integer PRIMARY KEY CHECK (id = 1), key bytea NOT NULL)",
+        """CREATE TABLE digest_nonces (
+            nonce text PRIMARY KEY, issued double precision NOT NULL, nc bigint NOT NULL)""",
+        "CREATE INDEX digest_nonces_issued ON digest_nonces (issued)",
+    ),
 ]
 
 # The tables of each version (what a database of that version must have at least).
@@ -74,6 +82,7 @@ _TABLES = [
     frozenset({"cursors", "failures"}),
     frozenset({"pushes"}),
     frozenset({"leases"}),
+    frozenset({"digest_key", "digest_nonces"}),
 ]
 
 # Held (transaction-level) while a store checks and migrates the schema: two instances

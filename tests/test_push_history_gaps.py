@@ -1,0 +1,170 @@
+"""What the push history must not miss: a push cut short by the daemon stopping (each device
+whose push was under way, failed), a push to a user with no device or whose devices could not
+be read (one ``skipped`` row for the request), on each store engine (the ``engine`` fixture);
+and what it keeps bounded (a pnmediator message cut, a CLI table cell cut, ``--json`` whole).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import httpx
+import trio
+from configs import free_port, merge
+from conftest import cli, pnbridge
+from consoletools import OPERATOR, PASSWORD, logged_in
+from pnbridge.access import users
+from pnbridge.model import PushRecord
+from pnbridge.ops.log import shorten
+from pnmediator_stub import KEY, push_config, slow
+from reports import report
+
+CALL = "NotifyIncomingCall"
+VOIP = "voip-0123456789abcdef-ok"
+APNS = "apns-0123456789abcdef-ok"
+
+
+def records(engine: Any, **filters: Any) -> list[PushRecord]:
+    store = engine.open()
+    try:
+        return store.pushes(limit=1000, **filters)
+    finally:
+        store.close()
+
+
+def slow_push_config(stub: Any) -> dict[str, Any]:
+    """Pushes that wait for pnmediator up to 30 s; a stop finishes requests for 1 s."""
+    config = push_config(stub, NotifyIncomingCall=30.0)
+    config["plugins"]["pnmediator"]["timeout"] = 30.0
+    return config | {"server": {"grace_period": 1.0}, "storage": {"busy_timeout": 1.0}}
+
+
+async def test_a_push_cut_short_by_a_stop_is_recorded_failed(engine, spawn, stub, tmp_path):
+    daemon = spawn(engine.tables(slow_push_config(stub)))
+    url = await trio.to_thread.run_sync(daemon.url)
+    with httpx.Client(base_url=url) as client:
+        report(client, "PHONE", username="alice", token=None, calls=VOIP)
+        report(client, "PAD", username="alice", token=None, calls=APNS)
+    stub.answer(VOIP, slow(20))
+    stub.answer(APNS, slow(20))
+
+    def post() -> None:  # its answer is not the point: the stop may close the connection
+        with httpx.Client(base_url=url, timeout=30) as client, contextlib.suppress(
+                httpx.HTTPError):
+            client.post("/api/v1/push", headers={"Authorization": f"Bearer {KEY}"},
+                        json={"username": "alice", "verb": CALL, "id": "cut-1@pbx"})
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.to_thread.run_sync, post)
+        with trio.fail_after(10):
+            while len(stub.requests) < 2:
+                await trio.sleep(0.05)
+        await trio.sleep(2)
+        began = time.time()
+        assert await trio.to_thread.run_sync(daemon.stop) == 0
+    assert "cancelled: the daemon is stopping" in daemon.log
+    found = {r.selector: r for r in records(engine, id="cut-1@pbx")}
+    assert set(found) == {"PHONE", "PAD"}, daemon.log
+    for selector, token in (("PHONE", VOIP), ("PAD", APNS)):
+        record = found[selector]
+        assert (record.outcome, record.message, record.attempts, record.pair, record.token,
+                record.code, record.username, record.verb) == (
+            "failed", "the daemon stopped before an answer", 1, "calls", shorten(token), None,
+            "alice", CALL)
+        assert record.requester.startswith("api:")
+        assert 2.0 <= record.latency <= time.time() - began + 2.5
+    shown = pnbridge("pushes", "--config", str(tmp_path / "pnbridge.toml"), "--id",
+                     "cut-1@pbx", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("the daemon stopped before an answer") == 2, shown.stdout
+
+
+def console_tables(stub: Any, tmp_path: Path) -> dict[str, Any]:
+    """pnmediator at the stand-in; the console on an admin listener of its own."""
+    operators = tmp_path / "operators"
+    users.write(operators, {OPERATOR: users.new_user(OPERATOR, "pnbridge", PASSWORD)})
+    return merge(push_config(stub), {
+        "server": {"admin_listen": [f"127.0.0.1:{free_port()}"]},
+        "console": {"enabled": True, "users_file": str(operators)},
+    })
+
+
+def main_of(text: str) -> ElementTree.Element:
+    return ElementTree.fromstring(text[text.index("<main>"):text.index("</main>") + 7]
+                                  .replace("&nbsp;", " "))
+
+
+async def test_a_push_to_a_user_with_no_device_is_one_skipped_row(
+        engine, start_daemon, stub, tmp_path):
+    daemon = await start_daemon(engine.tables(console_tables(stub, tmp_path)))
+    answer = await daemon.client.post(
+        "/api/v1/push", headers={"Authorization": f"Bearer {KEY}"},
+        json={"username": "+4930999", "verb": CALL, "id": "lost/1@pbx"})
+    assert answer.status_code == 404, answer.text
+    with trio.fail_after(10):
+        while not (found := records(engine, id="lost/1@pbx")):
+            await trio.sleep(0.05)
+    (record,) = found
+    assert (record.outcome, record.selector, record.pair, record.token, record.appid,
+            record.code, record.attempts, record.message, record.username, record.verb) == (
+        "skipped", "", None, None, None, None, 0, "no device of this user", "+4930999", CALL)
+    assert record.requester.startswith("api:") and 0 <= record.latency < 5
+    assert stub.requests == []
+
+    # The CLI: one row, no selector (-).
+    (tmp_path / "cli.toml").write_text(engine.toml())
+    shown = cli("pushes", "--config", str(tmp_path / "cli.toml"), "--username", "+4930999")
+    assert shown.returncode == 0, shown.stderr
+    header, row = shown.stdout.splitlines()
+    cells = dict(zip(header.split(), row.split(None, 12), strict=False))
+    assert (cells["SELECTOR"], cells["PAIR"], cells["OUTCOME"]) == ("-", "-", "skipped")
+    assert row.endswith("no device of this user")
+
+    # The console: the call's page (no device pushed, no device link) and the user's page
+    # (no device, the row in their pushes).
+    async with logged_in(daemon) as client:
+        page = await client.get("/console/calls/lost%2F1%40pbx")
+        assert page.status_code == 200, page.text
+        main = main_of(page.text)
+        (tr,) = main.findall(".//tr[@data-push-id]")
+        assert not [a for a in tr.iter("a") if "/devices/" in (a.get("href") or "")]
+        assert "no device of this user" in "".join(tr.itertext())
+        facts = {dt.text: "".join(dd.itertext()) for dt, dd in
+                 zip(main.iter("dt"), main.iter("dd"), strict=True)}
+        assert facts["Devices pushed"] == "0" and facts["Outcomes"] == "skipped 1"
+        page = await client.get("/console/users/%2B4930999")
+        assert page.status_code == 200, page.text
+        assert "No device stored" in page.text and "no device of this user" in page.text
+        assert len(main_of(page.text).findall(".//tr[@data-push-id]")) == 1
+
+
+async def test_a_push_whose_devices_cannot_be_read_is_one_skipped_row(start_daemon, stub,
+                                                                       tmp_path):
+    daemon = await start_daemon(push_config(stub))
+    await report(daemon, "PHONE", username="alice", token=None, calls=VOIP)
+    store = daemon.store()
+    store.conn.execute("ALTER TABLE devices RENAME TO devices_damaged")  # a damaged database
+    store.close()
+    answer = await daemon.client.post(
+        "/api/v1/push", headers={"Authorization": f"Bearer {KEY}"},
+        json={"username": "alice", "verb": CALL, "id": "unread-1"})
+    assert answer.status_code == 503, answer.text
+    query = ("SELECT outcome, selector, pair, attempts, username, message FROM pushes"
+             " WHERE id = 'unread-1'")
+    with trio.fail_after(10):  # read as it is: pnbridge refuses this damaged database
+        while not (found := rows(daemon.db_path, query)):
+            await trio.sleep(0.05)
+    (row,) = found
+    assert row[:5] == ("skipped", "", None, 0, "alice")
+    assert "no such table: devices" in row[5], row
+    assert stub.requests == []
+
+
+def rows(path: str, sql: str) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute(sql).fetchall()
