@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote, urlencode, urljoin, urlsplit
 
 import httpx
 from configs import free_port
@@ -43,6 +45,52 @@ def console_config(tmp_path: Path, *, console: dict[str, Any] | None = None,
 
 def admin_url(daemon) -> str:
     return f"http://{daemon.config.server.admin_listen[0]}"
+
+
+def console_url(page: str, **args: str) -> str:
+    """A console page's URL: ``console_url("device", selector="a/../b")`` (the value in the
+    query, never in the path)."""
+    return f"/console/{page}" + (f"?{urlencode(args, quote_via=quote)}" if args else "")
+
+
+def target(href: str, base: str = "http://console.test/console/") -> tuple[str, dict[str, str]]:
+    """Where a browser goes for ``href`` on a page at ``base``: the path (resolved as the
+    browser resolves it, dot-segments and all) and the query's fields (each once)."""
+    url = urlsplit(urljoin(base, href))
+    fields = parse_qs(url.query, keep_blank_values=True)
+    assert all(len(values) == 1 for values in fields.values()), href
+    return url.path, {name: values[0] for name, values in fields.items()}
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict[str, str]] = []
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {name: value or "" for name, value in attrs}
+        if tag == "form":
+            self.forms.append({"class": found.get("class", ""),
+                               "action": found.get("action", "")})
+        elif tag == "input" and self.forms and found.get("type") == "hidden":
+            self.forms[-1][found.get("name", "")] = found.get("value", "")
+        elif tag == "a" and "href" in found:
+            self.hrefs.append(found["href"])
+
+
+def forms_of(html: str) -> list[dict[str, str]]:
+    """Each form of a page: its ``class``, ``action`` and hidden fields (unescaped)."""
+    parser = _Links()
+    parser.feed(html)
+    return parser.forms
+
+
+def hrefs_of(html: str) -> list[str]:
+    """Each link's ``href`` (unescaped)."""
+    parser = _Links()
+    parser.feed(html)
+    return parser.hrefs
 
 
 def csrf_of(html: str) -> str:

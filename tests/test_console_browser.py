@@ -154,14 +154,27 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         stand_in.stop()
 
 
-def console_path(*parts: str) -> str:
-    """A console page's path, each part percent-encoded (the server decodes them)."""
-    return "/console/" + "/".join(urllib.parse.quote(part, safe="") for part in parts)
+# Each page of one user, device or call, and the query field naming it.
+PAGES = {"users": ("user", "username"), "devices": ("device", "selector"),
+         "calls": ("call", "id")}
 
 
-def at(browser: Browser, *parts: str) -> bool:
-    """Whether the browser shows the console page of these path parts (compared decoded)."""
-    return urllib.parse.unquote(browser.path.split("?")[0]) == "/console/" + "/".join(parts)
+def console_path(kind: str, value: str | None = None) -> str:
+    """A console page's path: ``/console/parked``, or the page of one user, device or call
+    with the value percent-encoded in the query (``/console/user?username=%2B49...``)."""
+    if value is None:
+        return f"/console/{kind}"
+    page, name = PAGES[kind]
+    return f"/console/{page}?" + urllib.parse.urlencode({name: value},
+                                                         quote_via=urllib.parse.quote)
+
+
+def at(browser: Browser, kind: str, value: str) -> bool:
+    """Whether the browser shows the page of this user, device or call (compared decoded)."""
+    page, name = PAGES[kind]
+    url = urllib.parse.urlsplit(browser.path)
+    return (url.path == f"/console/{page}"
+            and urllib.parse.parse_qs(url.query).get(name) == [value])
 
 
 def on_login_page(browser: Browser) -> bool:
@@ -196,7 +209,7 @@ def test_every_page_is_refused_without_login(site: Site) -> None:
     browser.screenshot("login")
     # An action without a session does nothing.
     with httpx.Client(base_url=site.console, timeout=10) as client:
-        answer = client.post("/devices/alice-a/remove", data={"csrf": "x"})
+        answer = client.post("/devices/remove", data={"csrf": "x", "selector": "alice-a"})
     assert answer.status_code == 303, answer.status_code
     assert answer.headers["location"].endswith("/console/login")
     assert "alice-a" in site.devices_of(ALICE)
@@ -224,7 +237,7 @@ def test_search_finds_a_user_and_lists_their_devices(operator: Browser) -> None:
     for username, selectors in ((PLUS, {"plus-1"}), (ALICE, set(SELECTORS))):
         operator.submit("form#search", q=username)
         if operator.path.startswith("/console/search"):  # alice and alice2: a list
-            operator.follow(operator.one(f'main a[href$="/{username}"]'))
+            operator.follow(operator.one(f'main a[href$="?username={username}"]'))
         assert at(operator, "users", username), operator.path
         shown = {row.get_attribute("data-selector") for row in operator.all("tr[data-selector]")}
         assert shown == selectors
@@ -289,7 +302,7 @@ def test_a_call_id_is_followed_from_a_push_through_the_api(site: Site, operator:
     device = console_path("devices", "alice-a")
     row = f'tr[data-push-id="{CALL_ID}"]'
     wait_until(lambda: operator.go(device) and operator.all(row), "the push on the device page")
-    operator.follow(operator.one(f"{row} a[href*='/console/calls/']"))
+    operator.follow(operator.one(f"{row} a[href*='/console/call?']"))
     assert at(operator, "calls", CALL_ID), operator.path
     text = operator.one("main").text
     for selector in SELECTORS:
@@ -301,7 +314,7 @@ def test_a_call_id_is_followed_from_a_push_through_the_api(site: Site, operator:
     # The search finds the call by its Id.
     operator.submit("form#search", q=CALL_ID)
     if operator.path.startswith("/console/search"):
-        operator.follow(operator.one("main a[href*='/console/calls/']"))
+        operator.follow(operator.one("main a[href*='/console/call?']"))
     assert at(operator, "calls", CALL_ID) and operator.all(row), operator.path
 
 
@@ -367,7 +380,7 @@ def test_no_page_shows_a_full_token_or_the_password(operator: Browser) -> None:
         operator.go(path)
     visited = {urllib.parse.urlsplit(url).path.split("/")[2] or "overview"
                for url, _ in operator.sources}
-    assert {"login", "overview", "search", "users", "devices", "calls", "parked"} <= visited
+    assert {"login", "overview", "search", "user", "device", "call", "parked"} <= visited
     for url, html in operator.sources:
         for secret in SECRETS:
             assert secret not in html, (url, secret[:8])

@@ -1,6 +1,6 @@
 """Who may use the operator console: the operators file (``[console] users_file``, the
 format of ``users.py``, never the phones' ``[auth] users_file``) or a push API key; the
-signed session cookie, sessions logged out, and the login limit per client."""
+signed session cookie, sessions logged out, and the login limits (per peer, per username)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,10 @@ class Operators:
         # Empty secret: a random one, so every session ends when the daemon restarts.
         self._signer = URLSafeTimedSerializer(config.secret or secrets.token_urlsafe(32),
                                               salt="pnbridge-console-session")
+        # Login attempts per socket peer (never X-Forwarded-For: anyone on loopback could
+        # send one) and per username tried (all keys tried: one bucket).
         self.logins = Buckets(config.login_rate, config.login_burst, capacity=10_000)
+        self.login_names = Buckets(config.login_rate, config.login_burst, capacity=10_000)
         self.slots = Slots()
         self.slots.resize(auth)
         self._revoked: dict[str, float] = {}  # session id: when its cookie expires
@@ -57,7 +60,8 @@ class Operators:
         """A reload: the operators file, the lifetime and the limits anew (the secret only
         at a restart)."""
         self.config, self.users = config, known
-        self.logins.rate, self.logins.burst = config.login_rate, config.login_burst
+        for buckets in (self.logins, self.login_names):
+            buckets.rate, buckets.burst = config.login_rate, config.login_burst
         self.slots.resize(auth)
 
     async def check_password(self, name: str, password: str) -> bool:
@@ -65,23 +69,28 @@ class Operators:
         The scrypt check runs in a worker thread, as many at once as ``[auth]
         basic_checks``; raises Unavailable when ``basic_queue`` more already wait."""
         user = self.users.get(name)
+        ok = await self._scrypt(user.scrypt if user else users.DUMMY_HASH, password)
+        return ok and user is not None
+
+    async def check_key(self, keys: ApiKeys, key: str) -> str | None:
+        """The operator name of a push API key (``key:<its name or 12-hex id>``), or None.
+        As slow as a password (a dummy scrypt check, in the same slots): the time tells a
+        key from a password no more than a right key from a wrong one."""
+        await self._scrypt(users.DUMMY_HASH, key)
+        found = keys.match(key) if key else None
+        return None if found is None else f"key:{found}"
+
+    async def _scrypt(self, hashed: str, secret: str) -> bool:
+        """``users.scrypt_verify`` in a worker thread, bounded by the slots."""
         slots = self.slots
         if slots.slow_pending >= slots.slow_bound:
             raise Unavailable("too many password checks at once")
         slots.slow_pending += 1
         try:
-            ok = await trio.to_thread.run_sync(
-                users.scrypt_verify, user.scrypt if user else users.DUMMY_HASH, password,
-                limiter=slots.slow)
+            return await trio.to_thread.run_sync(users.scrypt_verify, hashed, secret,
+                                                 limiter=slots.slow)
         finally:
             slots.slow_pending -= 1
-        return ok and user is not None
-
-    @staticmethod
-    def check_key(keys: ApiKeys, key: str) -> str | None:
-        """The operator name of a push API key (``key:<its name or 12-hex id>``), or None."""
-        found = keys.match(key) if key else None
-        return None if found is None else f"key:{found}"
 
     def new_session(self, operator: str | None) -> dict[str, Any]:
         """A session: its id, the operator (None before login), its CSRF token, its end."""

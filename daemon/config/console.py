@@ -29,7 +29,8 @@ class ConsoleConfig:
         default="8h", metadata=check(lambda t: duration_problem(t) if t else "is empty"))
     # Signs the session cookies; empty: a random one per start (sessions end at a restart).
     secret: str = field(default="", metadata=check(_check_secret))
-    # Login attempts per client: a token bucket (attempts a second, burst).
+    # Login attempts per socket peer and per username tried: token buckets (attempts a
+    # second, burst).
     login_rate: float = field(default=0.1, metadata=check(_check_positive))
     login_burst: int = field(default=5, metadata=check(lambda n: None if n >= 1 else
                                                        "must be 1 or more"))

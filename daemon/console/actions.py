@@ -17,26 +17,33 @@ from quart import Blueprint, Response, request, url_for
 from ..errors import BadPush, Busy, Stopping, StoreError, UnknownUser
 from ..http.shared import Services
 from ..model import Device
-from ..ops.log import escape, shorten
+from ..ops.log import escape
 from ..push.request import parse_request
 from .session import error_page, flash, operator, see_other
 
 log = logging.getLogger("pnbridge.console")
 
 TEST_VERB = "NotifyGenericTextMessage"
+MAX_RETRY_EVENTS = 100  # event ids or seqs one retry may name
+ECHOED = 5  # of them, named again in the banner
 
 
 def add_actions(bp: Blueprint, services: Services) -> None:
     """``POST /console/parked/retry`` (form: ``plugin``, optional ``event`` ids or seqs),
-    ``/console/devices/<selector>/test-push`` (form: ``message``) and
-    ``/console/devices/<selector>/remove``."""
+    ``/console/devices/test-push`` (form: ``selector``, ``message``) and
+    ``/console/devices/remove`` (form: ``selector``). The selector is never a part of the
+    path, where a browser would resolve a ``..`` in it to another device's URL."""
 
     @bp.post("/parked/retry")
     async def retry_parked() -> Response:
         form = await request.form
         plugin = form.get("plugin", "").strip()
-        events = tuple(e for value in form.getlist("event") for e in re.split(r"[\s,]+", value)
-                       if e)
+        events = tuple(dict.fromkeys(e for value in form.getlist("event")
+                                     for e in re.split(r"[\s,]+", value) if e))
+        if len(events) > MAX_RETRY_EVENTS:
+            return await error_page(400, f"{len(events)} events named: at most "
+                                    f"{MAX_RETRY_EVENTS} at once (name none to retry all of "
+                                    "the plugin's parked events)")
         dispatcher = services.dispatcher
         if dispatcher is None or plugin not in dispatcher.host.enabled:
             return await error_page(404, f"no plugin {plugin!r} runs in this daemon"
@@ -49,13 +56,17 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         _logged("retry parked", f"plugin={escape(plugin)} events={len(events) or 'all'} "
                 f"retried={count}")
         if events and not count:
-            flash(f"no parked event of {plugin} matches {' '.join(events)}", problem=True)
+            flash(f"no parked event of {plugin} matches {_listed(events)}", problem=True)
         else:
             flash(f"{count} parked event{'' if count == 1 else 's'} of {plugin} sent again")
         return see_other(url_for("console.parked"))
 
-    @bp.post("/devices/<path:selector>/test-push")
-    async def test_push(selector: str) -> Response:
+    @bp.post("/devices/test-push")
+    async def test_push() -> Response:
+        form = await request.form
+        selector = form.get("selector", "")
+        if not selector:
+            return await error_page(400, "which device? The form names no selector")
         try:
             device = await _device(services, selector)
         except StoreError as error:
@@ -63,7 +74,7 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         if device is None:
             return await error_page(404, f"no device with selector {selector}")
         back = see_other(url_for("console.device", selector=selector))
-        message = (await request.form).get("message", "")
+        message = form.get("message", "")
         try:
             if not message.strip():
                 raise BadPush("message", "required: the text the phone shows")
@@ -89,13 +100,17 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         found = next((r for r in results if r.selector == selector), None)
         outcome = found.outcome if found else "not pushed"
         said = f" ({found.reason})" if found and found.reason else ""
-        _logged("test push", f"selector={escape(shorten(selector))} outcome={outcome}")
-        flash(f"test push to {shorten(selector)} of {device.username}: {outcome}{said}",
+        _logged("test push", f"selector={escape(selector)} username={escape(device.username)}"
+                f" outcome={outcome}")
+        flash(f"test push to {selector} of {device.username}: {outcome}{said}",
               problem=outcome != "sent")
         return back
 
-    @bp.post("/devices/<path:selector>/remove")
-    async def remove_device(selector: str) -> Response:
+    @bp.post("/devices/remove")
+    async def remove_device() -> Response:
+        selector = (await request.form).get("selector", "")
+        if not selector:
+            return await error_page(400, "which device? The form names no selector")
         who = operator()
         source: dict[str, Any] = {"console": who, "requester": f"console:{who}"}
         try:
@@ -106,9 +121,15 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         if not changes:
             return await error_page(404, f"no device with selector {selector}")
         username = changes[0].device.username
-        _logged("remove device", f"selector={escape(shorten(selector))}")
-        flash(f"removed device {shorten(selector)} of {username}")
+        _logged("remove device", f"selector={escape(selector)} username={escape(username)}")
+        flash(f"removed device {selector} of {username}")
         return see_other(url_for("console.user", username=username))
+
+
+def _listed(events: tuple[str, ...]) -> str:
+    """The first ``ECHOED`` of ``events`` (each cut to 40 characters), and how many more."""
+    shown = " ".join(e if len(e) <= 40 else e[:39] + "…" for e in events[:ECHOED])
+    return shown + (f" and {len(events) - ECHOED} more" if len(events) > ECHOED else "")
 
 
 async def _device(services: Services, selector: str) -> Device | None:

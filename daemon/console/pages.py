@@ -10,10 +10,11 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from quart import Blueprint, Response, render_template, request, url_for
+from quart import Blueprint, Response, current_app, render_template, request, url_for
 
 from ..errors import StoreError
 from ..http.shared import Services
+from ..ingest.normalize import MAX_VALUE_LENGTH
 from ..model import isotime
 from . import views
 from .session import error_page, see_other
@@ -21,7 +22,6 @@ from .session import error_page, see_other
 log = logging.getLogger("pnbridge.console")
 
 T = TypeVar("T")
-MAX_QUERY = 256  # characters of a search: longer than any username, selector or call Id
 
 
 def utc_text(epoch: float) -> str:
@@ -42,6 +42,13 @@ def duration(seconds: float | None) -> str:
         return f"{minutes} min {secs} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min" if hours < 48 else f"{hours // 24} d {hours % 24} h"
+
+
+def max_query() -> int:
+    """The longest search: a username or selector of a report (``MAX_VALUE_LENGTH``) or a
+    call Id of a push request (the body's limit, ``[reporter] max_body``)."""
+    body = current_app.config.get("MAX_CONTENT_LENGTH") or 0
+    return max(MAX_VALUE_LENGTH, int(body))
 
 
 def add_pages(bp: Blueprint, services: Services) -> None:
@@ -83,9 +90,11 @@ def add_pages(bp: Blueprint, services: Services) -> None:
         if not q:
             return await error_page(400, "search for what? Give a username, a selector or "
                                     "a call Id")
-        if len(q) > MAX_QUERY:
-            return await error_page(400, f"the search is longer than {MAX_QUERY} characters: "
-                                    "no username, selector or call Id is")
+        if len(q) > (most := max_query()):
+            return await error_page(
+                400, f"the search is longer than {most} characters: no username or selector "
+                f"is (at most {MAX_VALUE_LENGTH}), nor a call Id (a push request is at most "
+                f"{most} bytes)")
         found = await read(views.search(reader(), q))
         if found.count == 1:
             if found.users:
@@ -95,24 +104,35 @@ def add_pages(bp: Blueprint, services: Services) -> None:
             return see_other(url_for("console.call", id=q))
         return await render_template("search.html", found=found, q=q)
 
-    @bp.get("/users/<path:username>")
-    async def user(username: str) -> Response | str:
+    # A username, selector or call Id is never a part of the path: "..", "a/../b" or "%2e"
+    # there would be resolved away by the browser (a form posted to another device's URL).
+    @bp.get("/user")
+    async def user() -> Response | str:
+        username = request.args.get("username", "")
+        if not username:
+            return await error_page(400, "which user? The address names none (?username=)")
         page = await read(views.user(reader(), username))
         if page is None:
             return await error_page(404, f"no user {username!r}: no device, event or push "
                                     "of theirs is stored")
         return await render_template("user.html", u=page)
 
-    @bp.get("/devices/<path:selector>")
-    async def device(selector: str) -> Response | str:
+    @bp.get("/device")
+    async def device() -> Response | str:
+        selector = request.args.get("selector", "")
+        if not selector:
+            return await error_page(400, "which device? The address names none (?selector=)")
         page = await read(views.device(reader(), selector))
         if page is None:
             return await error_page(404, f"no device {selector!r}: no device, event or push "
                                     "with this selector is stored")
         return await render_template("device.html", d=page)
 
-    @bp.get("/calls/<path:id>")
-    async def call(id: str) -> Response | str:
+    @bp.get("/call")
+    async def call() -> Response | str:
+        id = request.args.get("id", "")
+        if not id:
+            return await error_page(400, "which call? The address names no Id (?id=)")
         page = await read(views.call_page(reader(), id))
         if page is None:
             return await error_page(404, f"no call {id!r}: no push with this Id is in the "
@@ -121,5 +141,6 @@ def add_pages(bp: Blueprint, services: Services) -> None:
 
     @bp.get("/parked")
     async def parked() -> str:
-        by_plugin = await read(views.parked(reader()))
-        return await render_template("parked.html", by_plugin=by_plugin)
+        plugins = await read(views.parked(reader()))
+        return await render_template("parked.html", plugins=plugins,
+                                     shown=views.PARKED_SHOWN)

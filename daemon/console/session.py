@@ -29,6 +29,7 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+MAX_FLASH = 500  # characters of a banner (the log has the whole story)
 # Reached without a session: the login page and the static files.
 OPEN = {"console.login", "console.login_post", "console.static"}
 
@@ -45,8 +46,11 @@ def operator() -> str:
 
 
 def flash(message: str, problem: bool = False) -> None:
-    """Show ``message`` in ``.flash`` on the next page (carried in the session); a
-    ``problem`` (nothing was done) as ``.flash.error``."""
+    """Show ``message`` in ``.flash`` on the next page (carried in the session, so cut to
+    ``MAX_FLASH`` characters: a browser drops a cookie over 4 KB); a ``problem`` (nothing
+    was done) as ``.flash.error``."""
+    if len(message) > MAX_FLASH:
+        message = message[:MAX_FLASH - 1] + "…"
     current()["flash"] = [message, problem]
     g.console_save = True
 
@@ -123,9 +127,10 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
     @bp.post("/login")
     async def login_post() -> Response | str:
         client = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"),
-                                services.limits.trusted)
-        if wait := operators.logins.take(services.limits.client_key(client)):
-            log.warning("too many logins client=%s", escape(client))
+                                services.limits.trusted)  # logged, never the limit's key
+        peer = request.remote_addr or "unix"
+        if wait := operators.logins.take(services.limits.client_key(peer)):
+            log.warning("too many logins peer=%s client=%s", escape(peer), escape(client))
             return await error_page(429, "too many login attempts from this address: wait a "
                                     "little", {"Retry-After": retry_after(wait)})
         if g.console is None:
@@ -135,6 +140,12 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
             return refused
         form = await request.form
         name, key = form.get("username", ""), form.get("key", "").strip()
+        if wait := operators.login_names.take("(key)" if key else f"user:{name}"):
+            log.warning("too many logins username=%s client=%s",
+                        "(key)" if key else escape(name or "-"), escape(client))
+            return await error_page(429, "too many login attempts with a key: wait a little"
+                                    if key else "too many login attempts for this username: "
+                                    "wait a little", {"Retry-After": retry_after(wait)})
         try:
             who = await _check(operators, services, name, form.get("password", ""), key)
         except Unavailable as error:
@@ -161,7 +172,7 @@ async def _check(operators: Operators, services: Services, name: str, password: 
     """The operator the form's credentials name, or None: a push API key in ``key``, or an
     operator of the operators file and their password (never a phone's account)."""
     if key:
-        return operators.check_key(services.api_keys, key)
+        return await operators.check_key(services.api_keys, key)
     return name if await operators.check_password(name, password) else None
 
 

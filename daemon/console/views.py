@@ -6,7 +6,7 @@ journal event is reduced to what changed, tokens shortened."""
 from __future__ import annotations
 
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_args
@@ -30,6 +30,7 @@ PUSHES_SHOWN = 100
 EVENTS_SHOWN = 50
 CALL_ROWS = 1000  # a call's records: its devices times its verbs
 USERS_LISTED = 50
+PARKED_SHOWN = 200  # failures listed per plugin (the counts are of all)
 
 
 @dataclass(frozen=True)
@@ -125,13 +126,14 @@ async def overview(call: ReadCall, readiness: Readiness, activity: Activity, now
 
     def gather(store: Store) -> tuple[Any, ...]:
         known = store.cursors() if cursors is None else cursors
-        waiting = Counter((f.plugin, f.status) for f in store.failures())
+        waiting = store.failure_counts()
         plugins = []
         for name, cursor in sorted(known.items()):
             pending, oldest = store.backlog(cursor)
             plugins.append(PluginState(name, cursor, pending,
                                        None if oldest is None else max(0.0, now - oldest),
-                                       waiting[name, "parked"], waiting[name, "retry"]))
+                                       waiting.get((name, "parked"), 0),
+                                       waiting.get((name, "retry"), 0)))
         try:
             size: int | None = os.stat(store.where).st_size
         except OSError:
@@ -292,13 +294,36 @@ class FailureRow:
                    failure.status)
 
 
-async def parked(call: ReadCall) -> dict[str, list[FailureRow]]:
-    """Each plugin's parked and retry-queued events, oldest first, by plugin name."""
-    failures: Sequence[Failure] = await call(lambda store: store.failures())
-    by_plugin: dict[str, list[FailureRow]] = defaultdict(list)
-    for failure in failures:
-        by_plugin[failure.plugin].append(FailureRow.of(failure))
-    return dict(sorted(by_plugin.items()))
+@dataclass(frozen=True)
+class PluginFailures:
+    """One plugin's failures as the parked page shows them: the first ``PARKED_SHOWN``
+    rows, and how many it has of each status."""
+
+    plugin: str
+    rows: list[FailureRow]
+    parked: int
+    retry: int
+
+    @property
+    def total(self) -> int:
+        return self.parked + self.retry
+
+
+async def parked(call: ReadCall) -> list[PluginFailures]:
+    """Each plugin's parked and retry-queued events (the oldest ``PARKED_SHOWN``), counted
+    by the database, by plugin name."""
+
+    def gather(store: Store) -> list[PluginFailures]:
+        counts = store.failure_counts()
+        shown = []
+        for plugin in sorted({plugin for plugin, _ in counts}):
+            rows = [FailureRow.of(f) for f in store.failures(plugin, limit=PARKED_SHOWN)]
+            shown.append(PluginFailures(plugin, rows, counts.get((plugin, "parked"), 0),
+                                        counts.get((plugin, "retry"), 0)))
+        return shown
+
+    result: list[PluginFailures] = await call(gather)
+    return result
 
 
 def _first(items: Sequence[T]) -> T | None:

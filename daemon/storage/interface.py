@@ -169,8 +169,16 @@ class Store(Protocol):
 
     def unpark(self, plugin: str, seq: int) -> None: ...
 
-    def failures(self, plugin: str | None = None, status: str | None = None
-                 ) -> list[Failure]: ...
+    def failures(self, plugin: str | None = None, status: str | None = None,
+                 limit: int | None = None) -> list[Failure]:
+        """Parked (and retry-requested) events, oldest first; the first ``limit`` (None:
+        all)."""
+        ...
+
+    def failure_counts(self) -> dict[tuple[str, FailureStatus], int]:
+        """How many failures each plugin has, by status: ``{(plugin, status): n}`` (counted
+        by the database: none is read)."""
+        ...
 
     def retry(self, plugin: str | None = None, events: Sequence[str] = ()) -> int: ...
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ...model import Event
+from ...model import Event, FailureStatus
 from ..interface import Failure
 from .journal import Journal
 from .rows import EVENT_COLUMNS, read_event
@@ -46,9 +46,11 @@ class DeliveryState(Journal):
         """Forget a failure: the event was delivered after all."""
         self.conn.execute("DELETE FROM failures WHERE plugin = ? AND seq = ?", (plugin, seq))
 
-    def failures(self, plugin: str | None = None, status: str | None = None) -> list[Failure]:
-        """Parked (and retry-requested) events, oldest first."""
-        where, params = [], []
+    def failures(self, plugin: str | None = None, status: str | None = None,
+                 limit: int | None = None) -> list[Failure]:
+        """Parked (and retry-requested) events, oldest first; the first ``limit``."""
+        where: list[str] = []
+        params: list[Any] = []
         for column, value in (("plugin", plugin), ("status", status)):
             if value is not None:
                 where.append(f"f.{column} = ?")
@@ -59,9 +61,17 @@ class DeliveryState(Journal):
             + " FROM failures f JOIN events e ON e.seq = f.seq"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY f.seq, f.plugin"
+            + (" LIMIT ?" if limit is not None else "")
         )
+        if limit is not None:
+            params.append(limit)
         return [Failure(row[0], read_event(row[6:]), *row[1:6])
                 for row in self.conn.execute(sql, params)]
+
+    def failure_counts(self) -> dict[tuple[str, FailureStatus], int]:
+        """How many failures each plugin has, by status."""
+        return {(plugin, status): n for plugin, status, n in self.conn.execute(
+            "SELECT plugin, status, count(*) FROM failures GROUP BY plugin, status")}
 
     def retry(self, plugin: str | None = None, events: Sequence[str] = ()) -> int:
         """Ask for parked events (by seq or id; all when none given) to be sent again."""
