@@ -7,6 +7,7 @@ and what it keeps bounded (a pnmediator message cut, a CLI table cell cut, ``--j
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from consoletools import OPERATOR, PASSWORD, logged_in
 from pnbridge.access import users
 from pnbridge.model import PushRecord
 from pnbridge.ops.log import shorten
-from pnmediator_stub import KEY, push_config, slow
+from pnmediator_stub import KEY, Answer, push_config, slow
 from reports import report
 
 CALL = "NotifyIncomingCall"
@@ -168,3 +169,33 @@ async def test_a_push_whose_devices_cannot_be_read_is_one_skipped_row(start_daem
 def rows(path: str, sql: str) -> list[tuple[Any, ...]]:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return conn.execute(sql).fetchall()
+
+
+async def test_a_long_message_is_cut_and_a_long_id_does_not_pad_the_table(
+        engine, start_daemon, stub, tmp_path):
+    daemon = await start_daemon(engine.tables(push_config(stub)))
+    await report(daemon, "PHONE", username="alice", token=None, calls=VOIP)
+    stub.answer(VOIP, Answer(400, {"code": 400, "response": "🔔" * 5_000}))  # fails at once
+    long_id = "call-" + "x" * 9_995
+    for call_id in (long_id, "short-1"):
+        answer = await daemon.client.post(
+            "/api/v1/push", headers={"Authorization": f"Bearer {KEY}"},
+            json={"username": "alice", "verb": CALL, "id": call_id})
+        assert answer.status_code == 200, answer.text
+    with trio.fail_after(10):
+        while len(found := records(engine, username="alice")) < 2:
+            await trio.sleep(0.05)
+    cut, sent = found[1], found[0]
+    assert (cut.id, cut.outcome, sent.id, sent.outcome) == (long_id, "failed", "short-1", "sent")
+    assert len(cut.message) == 1000 and cut.message.endswith("🔔…"), cut.message[:80]
+    assert cut.message.startswith("pnmediator HTTP 400")
+
+    (tmp_path / "cli.toml").write_text(engine.toml())
+    shown = cli("pushes", "--config", str(tmp_path / "cli.toml"), "--username", "alice")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 3 and max(map(len, lines)) < 1000, [len(line) for line in lines]
+    assert "call-xxx" in lines[2] and "x…" in lines[2]
+    whole = json.loads(cli("pushes", "--config", str(tmp_path / "cli.toml"), "--json").stdout)
+    assert [r["id"] for r in whole] == ["short-1", long_id]
+    assert whole[1]["message"] == cut.message

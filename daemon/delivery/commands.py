@@ -15,7 +15,7 @@ from ..config import paths
 from ..config.tables import load_config
 from ..config.typed import parse_duration
 from ..errors import CommandError
-from ..ops.log import escape
+from ..ops.log import clip, escape
 from .context import PluginContext
 from .pluginhost import load_plugins
 
@@ -69,10 +69,15 @@ def plugin_instances(config_path: str | None, plugin: str) -> dict[str, PluginCo
     return {name: app for name, app in host.contexts.items() if app.plugin == plugin}
 
 
+# Characters of a table's cell at most: one long value (a call Id, a message) does not pad
+# every line of its column; ``--json`` has it whole.
+CELL_MAX = 120
+
+
 def table(rows: Sequence[tuple[str, ...]]) -> None:
     """Print ``rows`` (the first is the header) as aligned columns, each cell escaped (it
-    may hold what a client sent)."""
-    cells = [tuple(escape(cell) for cell in row) for row in rows]
+    may hold what a client sent) and cut to CELL_MAX characters (``…`` marks the cut)."""
+    cells = [tuple(clip(escape(cell), CELL_MAX) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     for row in cells:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
