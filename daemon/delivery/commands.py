@@ -5,7 +5,7 @@ reading the config and a plugin's instances, errors, tables."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -31,6 +31,9 @@ config_option = click.option(
 )
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+# A ``--limit`` option's most (a bigger number overflows the database's integer).
+LIMIT_MAX = 1_000_000
 
 
 class Since(click.ParamType):
@@ -77,7 +80,20 @@ CELL_MAX = 120
 def table(rows: Sequence[tuple[str, ...]]) -> None:
     """Print ``rows`` (the first is the header) as aligned columns, each cell escaped (it
     may hold what a client sent) and cut to CELL_MAX characters (``…`` marks the cut)."""
-    cells = [tuple(clip(escape(cell), CELL_MAX) for cell in row) for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    for row in cells:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    table_pages([rows])
+
+
+def table_pages(pages: Iterable[Sequence[tuple[str, ...]]]) -> None:
+    """``table`` of rows that come a page at a time (the first page's first row is the
+    header), each page printed as it comes: aligned to the widest cell so far, so a later
+    page may widen a column."""
+    widths: list[int] = []
+    for page in pages:
+        cells = [tuple(clip(escape(cell), CELL_MAX) for cell in row) for row in page]
+        if not cells:
+            continue
+        widths = [max(widths[i] if widths else 0, *(len(row[i]) for row in cells))
+                  for i in range(len(cells[0]))]
+        for row in cells:
+            click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                       .rstrip())
