@@ -34,6 +34,7 @@ from .http.shared import Services
 from .http.worker import serve
 from .ingest.normalize import Reporter
 from .ops.expiry import expire_devices
+from .ops.instance import Instance
 from .ops.log import set_level
 from .ops.metrics import Metrics
 from .ops.sdnotify import Notifier, keep_watchdog_fed, watchdog_interval
@@ -41,6 +42,7 @@ from .push.fanout import Pusher, transport
 from .push.history import PushHistory, open_history
 from .push.inflight import Fanouts
 from .storage.engines import database_name, local_name
+from .storage.leasing import facts, open_leases
 from .storage.writer import open_writer
 
 log = logging.getLogger("pnbridge.server")
@@ -106,18 +108,23 @@ async def run(
     signals_in = (*STOP_SIGNALS, signal.SIGHUP)
     receiver = trio.open_signal_receiver(*signals_in) if handle_signals else None
     metrics = Metrics()
+    instance = Instance.create(config.server.instance)
+    metrics.instance_info.labels(instance.name).set(1)
     try:
         with receiver or contextlib.nullcontext() as signals:
             async with (
                 open_writer(config.storage) as writer,
+                # Released last: what they cover has stopped (docs/cluster.md).
+                open_leases(writer, instance, config.plugins.lease_time, metrics) as leases,
                 # Its task writes the fan-outs' records; what is left, before the store closes.
-                open_history(writer, config.storage, metrics) as history,
-                open_plugins(plugins, writer, config.plugins) as dispatcher,
+                open_history(writer, config.storage, metrics, leases) as history,
+                open_plugins(plugins, writer, config.plugins, leases) as dispatcher,
                 trio.open_nursery() as pushes,
             ):
                 services = Services(
                     reporter=Reporter(config.reporter), writer=writer,
-                    guard=Guard(config.auth, known, plugins, Nonces(config.auth.nonce_lifetime)),
+                    guard=Guard(config.auth, known, plugins,
+                                await Nonces.open(writer, config.auth.nonce_lifetime)),
                     limits=Limits.of(config), max_devices=config.storage.max_devices_per_user,
                     max_headers=config.server.max_headers, access_log=config.server.access_log,
                     api=config.api, api_keys=ApiKeys(config.api), api_limit=_api_limit(config),
@@ -128,6 +135,9 @@ async def run(
                     services.dispatcher = dispatcher
                 pusher = _pusher(config, plugins, services, history)
                 services.readiness.add("database", database_writable(writer))
+                services.readiness.note("instance", lambda: instance.name)
+                for name, fact in facts(leases).items():
+                    services.readiness.note(name, fact)
                 if pusher is not None:
                     # The fan-outs run in the daemon's nursery, not in the requests'.
                     services.fanouts = Fanouts(pusher, pushes, config.api.max_in_flight)
@@ -192,7 +202,8 @@ async def _serve(
             helpers.start_soon(_on_signals, signals, partial(
                 _reload, reloader, notifier, dispatcher, restarts, record), shutdown, plugins)
         if (expire_after := config.storage.expire_seconds) is not None:
-            helpers.start_soon(expire_devices, services.writer, expire_after, services.metrics)
+            helpers.start_soon(dispatcher.leases.while_held, "maintenance", partial(
+                expire_devices, services.writer, expire_after, services.metrics))
         async with trio.open_nursery() as nursery:
             binds = []
             for served, hc in servers:

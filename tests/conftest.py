@@ -67,8 +67,12 @@ def _keep_output(*texts: str | None) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked ``run_last`` run after all others."""
+    """Tests marked ``run_last`` run after all others. Every test on the PostgreSQL test
+    server is marked ``postgresql`` (``-m "not postgresql"`` leaves them out)."""
     items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)
+    for item in items:
+        if "postgres_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgresql)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -317,7 +321,7 @@ def postgres_url(postgres_server: postgres.PostgresServer) -> str:
 @pytest.fixture
 def pg_database_url(postgres_server: postgres.PostgresServer,
                     request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh, empty database of its own for the test (dropped after it)."""
+    """A fresh, empty database of its own for the test (its sessions cut after it)."""
     if postgres_server.pid is None:  # a test stopped it and failed before starting it again
         postgres_server.start()
     name = postgres_server.create_database()
@@ -327,7 +331,7 @@ def pg_database_url(postgres_server: postgres.PostgresServer,
         print(postgres_server.log_text())
     if postgres_server.pid is None:
         postgres_server.start()
-    postgres_server.drop_database(name)
+    postgres_server.release_database(name)
 
 
 @pytest.hookimpl(wrapper=True)

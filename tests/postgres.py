@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,7 +32,7 @@ ROLE = "pnbridge"  # the superuser the tests and the daemon connect as
 def bindir() -> Path | None:
     """The newest installed version's bin directory (``/usr/lib/postgresql/<n>/bin``)."""
     versions = sorted((p for p in ROOT.glob("*/bin") if (p / "initdb").exists()),
-                      key=lambda p: int(re.sub(r"\D", "", p.parent.name) or 0))
+                      key=lambda p: [int(n) for n in re.findall(r"\d+", p.parent.name)])
     return versions[-1] if versions else None
 
 
@@ -71,6 +72,8 @@ class PostgresServer:
         self.user = _system_user() if os.geteuid() == 0 else None
         self.pid: int | None = None
         self._names = itertools.count(1)
+        self._background = ThreadPoolExecutor(1, thread_name_prefix="postgres-test-server")
+        self._spare: Future[str] | None = None  # the next test's database, being made
         self.socket_dir.mkdir()
         (self.dir / "pwfile").write_text(self.password + "\n")
         if self.user is not None:
@@ -151,6 +154,7 @@ class PostgresServer:
 
     def remove(self) -> None:
         """Stop the server and remove its directory."""
+        self._background.shutdown(wait=True, cancel_futures=True)
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -166,17 +170,36 @@ class PostgresServer:
                                dbname="postgres", autocommit=True)
 
     def create_database(self) -> str:
-        """A new empty database; its name."""
+        """A new empty database; its name. The next one is made meanwhile, on the server's
+        background thread (a CREATE DATABASE copies template1 and syncs: 0.3 s)."""
+        name = None
+        if self._spare is not None:
+            with contextlib.suppress(Exception):  # the server was stopped under it
+                name = self._spare.result(60)
+        self._spare = None
+        if name is None:
+            name = self._create()
+        if self.pid is not None:
+            self._spare = self._background.submit(self._create)
+        return name
+
+    def _create(self) -> str:
         name = f"test_{next(self._names)}"
         with self.admin() as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return name
 
-    def drop_database(self, name: str) -> None:
-        if self.pid is None:
-            return
-        with self.admin() as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    def release_database(self, name: str) -> None:
+        """Cut the sessions still on ``name`` (a test's leftovers), on the background thread.
+        It is not dropped: a drop waits for a checkpoint (0.3 s and more); the databases go
+        with the server's directory at the end of the run (8 MB each)."""
+        if self.pid is not None:
+            self._background.submit(self._release, name)
+
+    def _release(self, name: str) -> None:
+        with contextlib.suppress(Exception), self.admin() as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                         " WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
 
 
 def _children(parent: int) -> list[int]:

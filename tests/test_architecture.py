@@ -22,6 +22,7 @@ RANKS = {
     "ops.readiness": 0, "ops.sdnotify": 0, "ops.shipped": 0, "ingest.fields": 0,
     "ingest.routes": 0, "config.typed": 0,
     "ops.activity": 0,  # the per-minute counters the metrics hold
+    "ops.instance": 0,  # this instance's name, which the config checks
     "config": 1, "ops.findings": 1,
     "storage": 2,
     "delivery": 3, "access": 3,

@@ -8,7 +8,6 @@ each device's events in journal order; delivery resumes within the lease time.""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -35,8 +34,7 @@ from pnbridge.access import users
 from pnbridge.storage.interface import Store
 from postgres import PostgresServer
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(  # removed when s17-leases lands
-    importlib.util.find_spec("pnbridge.ops.instance") is None, reason="leases not on main yet")]
+pytestmark = pytest.mark.slow
 
 HELD = "lease delivery:webhook: held by this instance"
 

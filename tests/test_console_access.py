@@ -34,7 +34,6 @@ from consoletools import (
 from plugintools import install_plugins, lines, wait_until
 from pnbridge.access import users
 from pnbridge.config.tables import parse_config
-from pnbridge.delivery import dispatch
 from pnbridge.errors import ConfigError
 from pnmediator_stub import push_config
 
@@ -249,14 +248,13 @@ async def test_forwarded_host_is_believed_from_trusted_proxies_only(start_daemon
 
 # -- the actions -----------------------------------------------------------------------------
 
-async def test_retry_parked_delivers_at_once(start_daemon, tmp_path, monkeypatch, engine):
+async def test_retry_parked_delivers_at_once(start_daemon, tmp_path, engine):
     """Parked by a plugin that fails BAD until healed; the console's retry is delivered by
     the running dispatcher at once (its poll is an hour here: only the wake-up can)."""
-    monkeypatch.setattr(dispatch, "POLL_INTERVAL", 3600.0)
     out, healed = tmp_path / "out", tmp_path / "healed"
     directory = install_plugins(tmp_path / "plugins", "delivery/picky")
     daemon = await start_daemon(engine.tables(console_config(tmp_path, plugins={
-        "enabled": ["picky"], "paths": [str(directory)],
+        "enabled": ["picky"], "paths": [str(directory)], "poll_interval": 3600.0,
         "picky": {"path": str(out), "healed": str(healed),
                   "delivery": {"backoff": 0.01, "max_backoff": 0.05, "max_attempts": 1}},
     })))
@@ -287,8 +285,8 @@ async def test_retry_parked_delivers_at_once(start_daemon, tmp_path, monkeypatch
 
 async def test_test_push_reaches_the_device(start_daemon, tmp_path, stub, caplog, engine):
     daemon = await start_daemon(engine.tables(console_config(tmp_path, **push_config(stub))))
-    await phone_report(daemon, "SEL1", token="tok-one-0123456789")
-    await phone_report(daemon, "SEL2", token="tok-two-0123456789")
+    await phone_report(daemon, "SEL1", token="tok-one-9876543210")
+    await phone_report(daemon, "SEL2", token="tok-two-9876543210")
     async with logged_in(daemon) as client:
         token = await token_of(client)
         answer = await client.post("/console/devices/SEL1/test-push",
@@ -296,7 +294,7 @@ async def test_test_push_reaches_the_device(start_daemon, tmp_path, stub, caplog
         assert answer.status_code == 303
         assert answer.headers["location"].endswith("/console/devices/SEL1")
         (sent,) = stub.requests
-        assert sent["DeviceToken"] == "tok-one-0123456789"
+        assert sent["DeviceToken"] == "tok-one-9876543210"
         assert sent["verb"] == "NotifyGenericTextMessage"
         assert sent["Message"] == "Hello <b>there</b>"
         page = await client.get(answer.headers["location"])
@@ -347,6 +345,22 @@ async def test_remove_journals_an_operator_removal(on_engine, caplog):
     assert "remove device operator=ops selector=SEL…" in caplog.text
     again = await client.post("/console/devices/SEL1/remove", data={"csrf": token})
     assert again.status_code == 404 and "no device with selector SEL1" in again.text
+
+
+async def test_an_action_the_store_cannot_do_is_a_503_and_changes_nothing(
+        start_daemon, tmp_path, engine):
+    daemon = await start_daemon(engine.tables(console_config(
+        tmp_path, storage={"busy_timeout": 0.3})))
+    await phone_report(daemon, "SEL1")
+    async with logged_in(daemon) as client:
+        token = await token_of(client)
+        with engine.locked():
+            answer = await client.post("/console/devices/SEL1/remove", data={"csrf": token})
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+        assert "storage unavailable, try again in a moment" in answer.text
+        assert daemon.store().device("SEL1") is not None
+        assert (await client.post("/console/devices/SEL1/remove",
+                                  data={"csrf": token})).status_code == 303
 
 
 # -- headers, where it is served, the config ----------------------------------------------------

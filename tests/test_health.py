@@ -70,7 +70,10 @@ async def test_health_and_readiness(start_daemon):
     r = await client.get("/healthz")
     assert (r.status_code, r.text) == (200, "ok\n")
     r = await client.get("/readyz")
-    assert (r.status_code, r.text) == (200, "database: ok\n")
+    assert r.status_code == 200
+    # The checks, then the facts: this instance, what it delivers, who holds each lease.
+    assert r.text.startswith("database: ok\ninstance: ")
+    assert "\ndelivers: none\nleases: maintenance here until " in r.text
 
     # Another process holds the write lock: the database cannot take a write, not ready.
     other = sqlite3.connect(daemon.db_path, isolation_level=None)

@@ -1,9 +1,13 @@
 """Several `pnbridge serve` on one host: one port shared with ``[server] reuse_port``
-(the kernel spreads the connections), one SQLite file, each instance its own admin port."""
+(the kernel spreads the connections), one store (an SQLite file, or PostgreSQL), each
+instance its own admin port; check-config's warning that rate limits are per instance."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -13,11 +17,13 @@ from conftest import cli, pnbridge
 REPORTS = 200
 
 
-def config(tmp_path, port: int, admin: int, reuse_port: bool = True, agi: int = 0) -> dict:
-    return {"server": {"listen": [f"127.0.0.1:{port}"], "admin_listen": [f"127.0.0.1:{admin}"],
-                       "reuse_port": reuse_port},
-            "storage": {"path": str(tmp_path / "shared.db")},
-            "agi": {"listen": [f"127.0.0.1:{agi}"] if agi else []}}
+def config(tmp_path, port: int, admin: int, reuse_port: bool = True, agi: int = 0,
+           engine=None) -> dict:
+    tables = {"server": {"listen": [f"127.0.0.1:{port}"], "admin_listen": [f"127.0.0.1:{admin}"],
+                         "reuse_port": reuse_port},
+              "storage": {"path": str(tmp_path / "shared.db")},
+              "agi": {"listen": [f"127.0.0.1:{agi}"] if agi else []}}
+    return engine.tables(tables) if engine else tables
 
 
 def stored(tmp_path) -> list[str]:
@@ -39,11 +45,11 @@ def send(port: int, i: int) -> int:
     return httpx.get(f"http://127.0.0.1:{port}/token", params=params, timeout=30).status_code
 
 
-def test_two_instances_share_a_port_and_a_database(spawn, tmp_path):
+def test_two_instances_share_a_port_and_a_database(spawn, tmp_path, engine):
     port, agi, admins = free_port(), free_port(), (free_port(), free_port())
-    first = spawn(config(tmp_path, port, admins[0], agi=agi))
+    first = spawn(config(tmp_path, port, admins[0], agi=agi, engine=engine))
     first.url()  # listening: it has read its config file, which the next spawn rewrites
-    second = spawn(config(tmp_path, port, admins[1], agi=agi))
+    second = spawn(config(tmp_path, port, admins[1], agi=agi, engine=engine))
     second.url()
     for process in (first, second):
         process.wait_for(rf"FastAGI on 127\.0\.0\.1:{agi}")
@@ -85,3 +91,27 @@ def test_check_config_warns_that_rate_limits_are_per_instance(tmp_path):
     assert "per instance" not in check_config(tmp_path, "[server]\nreuse_port = true\n" + off)
     some = check_config(tmp_path, "[server]\nreuse_port = true\n[api]\nkey_rate = 0\n")
     assert "([reporter] client_rate, [reporter] username_rate) are per instance" in some
+    shared = check_config(tmp_path, '[storage]\nurl = "postgresql://pnbridge@db.example/pnbridge"\n')
+    assert "WARNING: [storage] url: several instances likely, and the rate limits" in shared
+
+
+OPEN_AT_ONCE = """
+import os, sys, time
+from pnbridge.storage.sqlite.store import SQLiteStore
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.0005)
+SQLiteStore(sys.argv[1]).close()
+"""
+
+
+def test_instances_starting_at_once_on_a_new_database_migrate_it_once(tmp_path):
+    """Two processes create and migrate one SQLite file at the same moment (as
+    `systemctl start pnbridge@a pnbridge@b` does): both open it."""
+    for round in range(5):
+        db, go = tmp_path / f"{round}.db", tmp_path / f"go{round}"
+        children = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, str(db), str(go)],
+                                     stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        time.sleep(1)  # both started, waiting for the file
+        go.touch()
+        for child in children:
+            assert child.wait(30) == 0, child.stderr.read() if child.stderr else ""

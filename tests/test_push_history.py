@@ -29,10 +29,10 @@ from reports import report
 CALL = "NotifyIncomingCall"
 TEXT = "NotifyTextMessage"
 # Long tokens, so that a shortened one is far from the whole.
-VOIP = "voip-0123456789abcdef-ok"
-APNS = "apns-0123456789abcdef-ok"
-GONE = "voip-0123456789abcdef-gone"
-FLAKY = "fcm-0123456789abcdef-flaky"
+VOIP = "voip-9f8e7d6c5b4a3210-ok"
+APNS = "apns-9f8e7d6c5b4a3210-ok"
+GONE = "voip-9f8e7d6c5b4a3210-gone"
+FLAKY = "fcm-9f8e7d6c5b4a3210-flaky"
 KEY_ID = hashlib.sha256(KEY.encode()).hexdigest()[:12]
 
 
@@ -102,7 +102,7 @@ async def test_every_device_gets_one_record_with_each_outcome(engine, start_daem
     assert sent.latency < flaky.latency < 1.5  # it ran to the deadline
 
     # A text message to a device with only a PushKit (calls) token: skipped, and why.
-    await report(daemon, "PUSHKIT", username="bob", token=None, calls="bob-voip-0123456789")
+    await report(daemon, "PUSHKIT", username="bob", token=None, calls="bob-voip-9876543210")
     await push(daemon, {"username": "bob", "verb": TEXT, "message": "hi"})
     skipped = (await recorded(daemon, 1, username="bob"))["PUSHKIT"]
     assert (skipped.outcome, skipped.pair, skipped.token, skipped.appid, skipped.code,
@@ -114,12 +114,12 @@ async def test_every_device_gets_one_record_with_each_outcome(engine, start_daem
     rows = engine.rows("SELECT * FROM pushes")
     assert len(rows) == 4
     text = repr(rows)
-    for token in (VOIP, APNS, GONE, FLAKY, "bob-voip-0123456789"):
+    for token in (VOIP, APNS, GONE, FLAKY, "bob-voip-9876543210"):
         assert token not in text and token[:12] not in text
 
 
 async def test_the_requester_is_the_api_key_name_agi_or_cli(start_daemon, stub, tmp_path):
-    named = "named-key-0123456789abcdef"
+    named = "named-key-9f8e7d6c5b4a3210"
     config = push_config(stub) | agi_config(stub)
     config["api"] = {"keys": [KEY], "key_hashes": [hash_key(named, "kamailio")]}
     daemon = await start_daemon(config)

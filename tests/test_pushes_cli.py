@@ -51,18 +51,19 @@ def record(ago: float, verb: str, id: str | None, username: str, selector: str,
                       values["latency"], values["requester"])
 
 
-# The history of the ``history`` fixture, oldest first.
-RECORDS = [
-    record(7200, "IncomingCall", "call-A", "alice", "S1", "sent", 200),
-    record(3000, "IncomingCall", "call-B", "alice", "S1", "failed", 500, attempts=3,
-           message="Internal error", latency=2.5),
-    record(3000, "IncomingCall", "call-B", "alice", "S2", "skipped", None,
-           message="no calls token"),
-    record(600, "NotifyGenericTextMessage", None, "bob", "S3", "invalid-token", 200,
-           message="token rejected (pnmediator code 404: Device token not found); msgs pair "
-                   "cleared", requester="console:ops"),
-    record(60, "IncomingCall", "call-C", "bob", "S3", "sent", 200, requester="cli"),
-]
+def history_records() -> list[PushRecord]:
+    """The history of the ``history`` fixture, oldest first."""
+    return [
+        record(7200, "IncomingCall", "call-A", "alice", "S1", "sent", 200),
+        record(3000, "IncomingCall", "call-B", "alice", "S1", "failed", 500, attempts=3,
+               message="Internal error", latency=2.5),
+        record(3000, "IncomingCall", "call-B", "alice", "S2", "skipped", None,
+               message="no calls token"),
+        record(600, "NotifyGenericTextMessage", None, "bob", "S3", "invalid-token", 200,
+               message="token rejected (pnmediator code 404: Device token not found); msgs pair "
+                       "cleared", requester="console:ops"),
+        record(60, "IncomingCall", "call-C", "bob", "S3", "sent", 200, requester="cli"),
+    ]
 
 
 def database(tmp_path: Path, records: list[PushRecord]) -> tuple[str, Path]:
@@ -86,7 +87,11 @@ def database(tmp_path: Path, records: list[PushRecord]) -> tuple[str, Path]:
 
 @pytest.fixture
 def history(tmp_path: Path) -> str:
-    return database(tmp_path, RECORDS)[0]
+    """A database whose history ends now: NOW is taken again for each test, so relative
+    ``--since`` windows hold however long after the import a test runs."""
+    global NOW
+    NOW = time.time()
+    return database(tmp_path, history_records())[0]
 
 
 def listed(config: str, *args: str) -> list[dict]:

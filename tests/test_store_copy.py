@@ -19,12 +19,13 @@ from conftest import cli, on_terminal
 from engines import StoreEngine
 from plugintools import install_plugins, lines, records, wait_until
 from pnbridge.model import PushRecord, Report
+from pnbridge.ops.instance import default_name
 from pnbridge.storage.sqlite.store import SQLiteStore
 from pnmediator_stub import KEY, push_config
 from postgres import PostgresServer
 from reports import report
 
-VOIP = "voip-0123456789abcdef-ok"
+VOIP = "voip-9f8e7d6c5b4a3210-ok"
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
 # Each table a copy takes, as the test reads it (its own SQL, in a fixed order).
 TABLES = {
@@ -145,6 +146,13 @@ async def test_a_host_moves_to_postgresql_and_its_plugins_resume(
         headers={"Authorization": f"Bearer {KEY}"})
     assert answer.json()["devices"][0]["outcome"] == "sent"
     await wait_until(lambda: len(moved.store().pushes()) == 3)
+    # The copy's target named otherwise (no running-daemon record here for that name), as
+    # from another host: the leases the daemon holds in it refuse the copy still.
+    other = pg_database_url.replace("127.0.0.1", "localhost")
+    refused = await copy(config, other, "--force")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"pnbridge: instance {default_name()} holds the lease ")
+    assert "stop every instance on it first (on every host)" in refused.stderr
 
 
 def target_name(url: str) -> str:

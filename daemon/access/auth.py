@@ -28,7 +28,7 @@ from ..config.addresses import is_loopback
 from ..config.tables import AuthConfig, Config
 from ..delivery.containment import uncontained
 from ..delivery.pluginhost import PluginHost
-from ..errors import ConfigError, Unavailable, UsersFileError
+from ..errors import ConfigError, StoreError, Unavailable, UsersFileError
 from ..ingest.fields import fold
 from ..model import AuthMode, Report
 from . import digest, users
@@ -136,7 +136,8 @@ class Guard:
             return await self._hook(report)
         if mode == "basic":
             return await self._basic(headers.get("Authorization", ""), report.username)
-        return self._digest(method, target, headers.get("Authorization", ""), report.username)
+        return await self._digest(method, target, headers.get("Authorization", ""),
+                                  report.username)
 
     def _secret_matches(self, headers: Headers, report: Report) -> bool:
         config = self.config
@@ -205,7 +206,8 @@ class Guard:
             for algorithm in self.config.digest_algorithms
         )
 
-    def _digest(self, method: str, target: str, header: str, username: str | None) -> Verdict:
+    async def _digest(self, method: str, target: str, header: str, username: str | None
+                      ) -> Verdict:
         fields = digest.parse_authorization(header)
         needed = ("username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce")
         if fields is None or any(name not in fields for name in needed):
@@ -232,7 +234,12 @@ class Guard:
         if not (hmac.compare_digest(expected, given) and known
                 and username in (None, fields["username"])):
             return Verdict(False, challenges=self._challenges())
-        self.nonces.use(fields["nonce"], nc)
+        try:
+            fresh = await self.nonces.use(fields["nonce"], nc)
+        except StoreError as error:
+            raise Unavailable(f"the digest nonce cannot be recorded: {error.problem}") from None
+        if not fresh:  # the count was used on another instance (or by a request at once)
+            return Verdict(False, challenges=self._challenges())
         return Verdict(True, fields["username"])
 
 

@@ -1,9 +1,13 @@
 """HTTP Digest (RFC 7616, ``qop=auth``, MD5 and SHA-256): challenges, nonces, responses.
 
-A nonce is the time it was issued and random bytes, signed with a key of this process: no
-state is kept for a nonce until it is used. Once a response with it has been accepted, its
-highest nonce count is remembered until the nonce expires, so a (nonce, nc) seen before is
-refused: a captured request cannot be replayed.
+A nonce is the wall-clock time it was issued and random bytes, signed with a key kept in the
+store (every instance on the store signs with the same one, so a nonce one issued works on
+all): nothing is kept for a nonce until it is used. Once a response with it has been
+accepted, its highest nonce count is kept in the store until the nonce has expired, and
+raised only by a conditional write (``use_nonce``), atomic across instances: a (nonce, nc)
+seen before, on any instance, is refused, so a captured request cannot be replayed. Each
+instance remembers the counts it has seen, to refuse a replay it knows of without asking the
+store; a first use and each higher count cost one write, in the writer's batches.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import struct
 import time
 from collections import OrderedDict
 from enum import Enum
+from operator import methodcaller
 
+from ..storage.interface import Store
+from ..storage.writer import Writer
 from .users import DIGESTS
 
 _STAMP = struct.Struct(">d")
@@ -27,22 +34,34 @@ _NONCE_BYTES = _STAMP.size + 8 + _MAC_BYTES
 
 class NonceState(Enum):
     FRESH = "fresh"
-    STALE = "stale"  # expired (or forgotten): the client retries with a new one, no prompt
+    STALE = "stale"  # expired: the client retries with a new one, no prompt
     BAD = "bad"  # forged, or a nonce count used before
 
 
 class Nonces:
-    """Issues nonces and remembers the nonce counts used, for at most ``capacity`` nonces."""
+    """Issues nonces and checks their counts against the store's, remembering the counts
+    of at most ``capacity`` nonces here."""
 
-    def __init__(self, lifetime: float, capacity: int = 100_000):
+    def __init__(self, writer: Writer, key: bytes, lifetime: float, capacity: int = 100_000):
+        self.writer = writer
         self.lifetime = lifetime
-        self._key = secrets.token_bytes(32)
+        self._key = key
         self._capacity = capacity
-        self._used: OrderedDict[str, tuple[float, int]] = OrderedDict()  # nonce: (issued, nc)
-        self._forgotten_up_to = 0.0  # nonces issued up to then and not in _used are stale
+        self._seen: OrderedDict[str, int] = OrderedDict()  # nonce: a count used (or higher)
+        self._pruned = time.time()  # when expired nonces were last removed from the store
+
+    @classmethod
+    async def open(cls, writer: Writer, lifetime: float) -> Nonces:
+        """Nonces signed with the store's key (this one's, when the store has none yet):
+        read on a reader; written once, by the first instance to start."""
+        key = await writer.reader.call(methodcaller("digest_key"))
+        if key is None:
+            key = await writer.call(methodcaller("digest_key", secrets.token_bytes(32)))
+        assert key is not None
+        return cls(writer, key, lifetime)
 
     def issue(self) -> str:
-        body = _STAMP.pack(time.monotonic()) + secrets.token_bytes(8)
+        body = _STAMP.pack(time.time()) + secrets.token_bytes(8)
         return base64.urlsafe_b64encode(body + self._mac(body)).decode()
 
     def _mac(self, body: bytes) -> bytes:
@@ -59,30 +78,38 @@ class Nonces:
         return _STAMP.unpack(body[: _STAMP.size])[0]
 
     def state(self, nonce: str, nc: int) -> NonceState:
-        """Whether ``nonce`` with count ``nc`` may be used now."""
+        """Whether ``nonce`` with count ``nc`` may be used, as far as this instance knows
+        (``use`` asks the store)."""
         issued = self._issued(nonce)
         if issued is None:
             return NonceState.BAD
-        if time.monotonic() - issued > self.lifetime:
+        if time.time() - issued > self.lifetime:
             return NonceState.STALE
-        used = self._used.get(nonce)
-        if used is None:
-            return NonceState.STALE if issued <= self._forgotten_up_to else NonceState.FRESH
-        return NonceState.FRESH if nc > used[1] else NonceState.BAD
+        return NonceState.BAD if nc <= self._seen.get(nonce, 0) else NonceState.FRESH
 
-    def use(self, nonce: str, nc: int) -> None:
-        """Remember that ``nonce`` was accepted with count ``nc`` (after ``state`` said FRESH)."""
+    async def use(self, nonce: str, nc: int) -> bool:
+        """Record in the store that ``nonce`` (``state`` said FRESH) was accepted with count
+        ``nc``: False when that count was used before, on any instance. Once a lifetime,
+        the same write forgets the nonces that expired a lifetime ago (a margin for the
+        instances' clocks). Raises StoreError."""
         issued = self._issued(nonce)
         assert issued is not None
-        self._used[nonce] = (issued, nc)
-        self._used.move_to_end(nonce)
-        expired = time.monotonic() - self.lifetime
-        while self._used:
-            oldest, (when, _) = next(iter(self._used.items()))
-            if when >= expired and len(self._used) <= self._capacity:
-                break
-            del self._used[oldest]
-            self._forgotten_up_to = max(self._forgotten_up_to, when)
+        now = time.time()
+        prune = None
+        if now - self._pruned > self.lifetime:
+            self._pruned, prune = now, now - 2 * self.lifetime
+        accepted = await self.writer.call(_use, nonce, issued, nc, prune)
+        self._seen[nonce] = max(nc, self._seen.pop(nonce, 0))
+        while len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
+        return accepted
+
+
+def _use(store: Store, nonce: str, issued: float, nc: int, prune: float | None) -> bool:
+    """On the writer's thread: prune (when ``prune`` is a time), then use the nonce."""
+    if prune is not None:
+        store.prune_nonces(prune)
+    return store.use_nonce(nonce, issued, nc)
 
 
 def challenge(realm: str, algorithm: str, nonce: str, stale: bool = False) -> str:

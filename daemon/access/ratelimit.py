@@ -139,7 +139,7 @@ def per_instance_warning(config: Config) -> str | None:
     """That the rate limits are each instance's own, when the config suggests several
     instances (``[server] reuse_port``, or a shared ``[storage] url``) and a limit is on."""
     several = [name for name, on in (("[server] reuse_port", config.server.reuse_port),
-                                     ("[storage] url", bool(getattr(config.storage, "url", None))))
+                                     ("[storage] url", bool(config.storage.url)))
                if on]
     limits = [name for name, rate in (
         ("[reporter] client_rate", config.reporter.client_rate),

@@ -4,18 +4,23 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
+from typing import Any
 
 import click
 
 from ..config import running
-from ..config.tables import load_config
+from ..config.tables import Config, load_config
 from ..delivery.commands import LIMIT_MAX, config_option, fail, json_option, table
 from ..delivery.discovery import discover, with_instances
 from ..delivery.dispatch import journal_states
+from ..errors import StoreError
 from ..model import isotime
+from ..ops.instance import holder_name
 from ..ops.log import escape, redact
-from ..storage.interface import Failure
+from ..storage.engines import engine
+from ..storage.interface import Failure, Lease, Store
 from .common import open_store
 
 # What the events table and its JSON call a parked event (as --failed does).
@@ -37,19 +42,63 @@ def plugins_list(config_path: str | None, as_json: bool) -> None:
     for line in running.notes(record, differ):
         click.echo(f"pnbridge: {escape(line)}", err=True)
     runs = {p.name: record is not None and p.name in record.enabled for p in found.values()}
+    leases = _leases(config)
     if as_json:  # "running": null when no daemon runs on this database
         click.echo(json.dumps([{**p.to_dict(p.name in enabled),
-                                "running": runs[p.name] if record else None}
+                                "running": runs[p.name] if record else None,
+                                "delivery": leases.get(f"delivery:{p.name}")}
                                for p in found.values()], indent=2))
         return
-    rows = [("NAME", "ENABLED", *["RUNNING"][:bool(record)], "HOOKS", "SOURCE")]
+    # DELIVERED BY: once a daemon took a lease on this database (docs/cluster.md).
+    rows = [("NAME", "ENABLED", *["RUNNING"][:bool(record)],
+             *["DELIVERED BY"][:bool(leases)], "HOOKS", "SOURCE")]
     rows += [
         (p.name, "yes" if p.name in enabled else "no",
          *["yes" if runs[p.name] else "no"][:bool(record)],
+         *[_holder(leases.get(f"delivery:{p.name}"))][:bool(leases)],
          f"error: {p.error}" if p.error else ", ".join(p.hooks) or "-", p.source)
         for p in found.values()
     ]
     table(rows)
+    if "maintenance" in leases:
+        click.echo(f"maintenance (expiry, pruning): {escape(_holder(leases['maintenance']))}")
+
+
+def _leases(config: Config) -> dict[str, dict[str, Any]]:
+    """Who holds each lease (``lease_shown``); empty when there is no database (a warning
+    when it cannot be read)."""
+    database = engine(config.storage)
+    if not database.exists():
+        return {}
+    try:
+        store = database.open(reading=True)
+        try:
+            return _shown(store)
+        finally:
+            store.close()
+    except StoreError as error:
+        click.echo(f"pnbridge: warning: who delivers what is not known: "
+                   f"{escape(error.problem)}", err=True)
+        return {}
+
+
+def _shown(store: Store) -> dict[str, dict[str, Any]]:
+    now = time.time()
+    return {lease.name: lease_shown(lease, now) for lease in store.leases()}
+
+
+def lease_shown(lease: Lease, now: float) -> dict[str, Any]:
+    """A lease as the commands show it: the holder's instance name, until when, and
+    whether that has passed (its holder stopped renewing it: a peer takes it over)."""
+    return {"instance": holder_name(lease.holder), "until": isotime(lease.expires_at),
+            "expired": lease.expires_at < now}
+
+
+def _holder(shown: dict[str, Any] | None) -> str:
+    """``NAME until TIME`` (``ran out`` once expired), or ``-``."""
+    if shown is None:
+        return "-"
+    return f"{shown['instance']} {'ran out' if shown['expired'] else 'until'} {shown['until']}"
 
 
 @click.group("events", invoke_without_command=True)
@@ -83,7 +132,11 @@ def events(
         (event, {name: SHOWN.get(state, state) for name, state in states.items()})
         for event, states in journal_states(store, plugins, limit)
     ]
+    leases = _shown(store)
     store.close()
+    for name in plugins:  # on stderr, as the notes above: the table and JSON stay as they are
+        click.echo(f"pnbridge: {escape(name)} delivered by "
+                   f"{escape(_holder(leases.get(f'delivery:{name}')))}", err=True)
     if as_json:
         data = [{**event.to_dict(), "plugins": status} for event, status in listed]
         click.echo(json.dumps(data, indent=2))

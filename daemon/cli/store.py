@@ -7,14 +7,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import time
 
 import click
 
 from ..config.running import read_record
 from ..config.tables import StorageConfig, load_config
 from ..delivery.commands import config_option, fail
+from ..model import isotime
+from ..ops.instance import gone, holder_name
 from ..storage.copy import copy_store, described
 from ..storage.engines import database_name, engine, local_name
+from ..storage.interface import Store
 from .common import open_store, progress
 
 
@@ -43,6 +47,16 @@ def _stopped(storage: StorageConfig, which: str) -> None:
         fail(f"a pnbridge daemon (pid {record.pid}) runs on the {which} "
              f"{database_name(storage)}: stop it first (systemctl stop pnbridge); a copy "
              "taken while it writes would miss its last changes")
+
+
+def _unleased(store: Store, which: str, where: str) -> None:
+    """Fail when an instance holds a lease in ``store`` (one runs on it, on any host)."""
+    now = time.time()
+    for lease in store.leases():
+        if lease.expires_at > now and not gone(lease.holder):
+            fail(f"instance {holder_name(lease.holder)} holds the lease {lease.name} in the "
+                 f"{which} {where} until {isotime(lease.expires_at)}: stop every instance "
+                 "on it first (on every host)")
 
 
 @store_group.command("copy")
@@ -76,6 +90,8 @@ def store_copy(config_path: str | None, to: str, password_file: str | None,
     try:
         target = engine(target_storage).open()
         try:
+            _unleased(source, "source", source_name)
+            _unleased(target, "target", target_name)
             held = target.table_counts()
             if any(held.values()) and not force:
                 fail(f"--to {target_name} is not empty (it holds {described(held)}): pass "

@@ -35,6 +35,7 @@ RESTART_ONLY = (
     ("storage", "push_history"), ("storage", "push_history_max"),
     ("storage", "url"), ("storage", "password_file"),
     ("plugins", "enabled"), ("plugins", "optional"), ("plugins", "paths"),
+    ("server", "instance"), ("plugins", "lease_time"),
     ("console", "enabled"), ("console", "on_listen"), ("console", "secret"),
     *(("agi", item.name) for item in dataclasses.fields(AgiConfig)),
 )

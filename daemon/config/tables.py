@@ -15,6 +15,7 @@ from ..errors import ConfigError, TemplateError
 from ..ingest.fields import FieldMap, alias_conflicts
 from ..ingest.routes import ALLOWED_METHODS, compile_template
 from ..model import AuthMode
+from ..ops.instance import name_problem
 from .addresses import (
     check_admin_listen,
     check_listen,
@@ -65,9 +66,11 @@ class ServerConfig:
     keep_alive_timeout: float = field(default=5.0, metadata=check(_positive))
     read_timeout: float = field(default=10.0, metadata=check(_positive))
     body_timeout: float = field(default=10.0, metadata=check(_positive))
-    # SO_REUSEPORT on `listen` and [agi] listen: several instances on one port, the kernel
-    # spreading connections (docs/cluster.md).
+    # SO_REUSEPORT on listen and [agi] listen: several instances on one port (docs/cluster.md).
     reuse_port: bool = False
+    # This instance's name among several sharing one store (ops/instance.py); empty:
+    # <hostname>:<pid>.
+    instance: str = field(default="", metadata=check(lambda n: n and name_problem(n)))
 
 
 def _between(value: int, low: int, high: int) -> str | None:
@@ -269,6 +272,12 @@ class PluginsConfig:
     paths: list[str] = field(default_factory=list)
     retention: float = field(default=7 * 86400.0, metadata=check(_at_least_zero))
     prune_interval: float = field(default=600.0, metadata=check(_positive))
+    # Seconds a delivery or maintenance lease lasts unless renewed (every third of it):
+    # a dead holder's plugins are taken over within this (docs/cluster.md).
+    lease_time: float = field(
+        default=15.0, metadata=check(lambda t: None if t >= 3 else "must be 3 or more"))
+    # Seconds between looks at the journal for events other processes wrote.
+    poll_interval: float = field(default=0.5, metadata=check(_positive))
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 

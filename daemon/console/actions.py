@@ -44,7 +44,7 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         try:
             count = await services.writer.call(methodcaller("retry", plugin, events))
         except StoreError as error:
-            return await error_page(503, f"storage unavailable, try again later: {error}")
+            return await _unavailable(error)
         dispatcher.wake()  # delivered now, not at the next poll
         _logged("retry parked", f"plugin={escape(plugin)} events={len(events) or 'all'} "
                 f"retried={count}")
@@ -59,7 +59,7 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         try:
             device = await _device(services, selector)
         except StoreError as error:
-            return await error_page(503, f"storage unavailable, try again later: {error}")
+            return await _unavailable(error)
         if device is None:
             return await error_page(404, f"no device with selector {selector}")
         back = see_other(url_for("console.device", selector=selector))
@@ -83,7 +83,8 @@ def add_actions(bp: Blueprint, services: Services) -> None:
                                             source)
             results = await fanout.wait()
         except (Busy, Stopping, StoreError, UnknownUser) as error:
-            flash(f"no test push sent: {error}", problem=True)
+            why = error.problem if isinstance(error, StoreError) else str(error)
+            flash(f"no test push sent: {why}", problem=True)
             return back
         found = next((r for r in results if r.selector == selector), None)
         outcome = found.outcome if found else "not pushed"
@@ -101,7 +102,7 @@ def add_actions(bp: Blueprint, services: Services) -> None:
             changes = await services.writer.call(methodcaller(
                 "remove", selector=selector, reason="operator", source=source, now=time.time()))
         except StoreError as error:
-            return await error_page(503, f"storage unavailable, try again later: {error}")
+            return await _unavailable(error)
         if not changes:
             return await error_page(404, f"no device with selector {selector}")
         username = changes[0].device.username
@@ -113,6 +114,12 @@ def add_actions(bp: Blueprint, services: Services) -> None:
 async def _device(services: Services, selector: str) -> Device | None:
     device: Device | None = await services.writer.reader.call(methodcaller("device", selector))
     return device
+
+
+async def _unavailable(error: StoreError) -> Response:
+    """503: the store failed the action's operation (as the pages say it)."""
+    return await error_page(503, f"storage unavailable, try again in a moment "
+                            f"({error.problem})", {"Retry-After": "1"})
 
 
 def _logged(action: str, details: str) -> None:

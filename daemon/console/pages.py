@@ -24,10 +24,6 @@ T = TypeVar("T")
 MAX_QUERY = 256  # characters of a search: longer than any username, selector or call Id
 
 
-class Unreadable(Exception):
-    """The store failed a page's query (the page answers 503)."""
-
-
 def utc_text(epoch: float) -> str:
     """``epoch`` as UTC text, to the second (console.js shows it in the viewer's time)."""
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
@@ -59,13 +55,15 @@ def add_pages(bp: Blueprint, services: Services) -> None:
         try:
             return await gathering
         except StoreError as error:
-            log.error("console: storage failed on %s: %s", request.endpoint, error)
-            raise Unreadable(str(error)) from None
+            log.error("console: storage failed on %s: %s", request.endpoint, error.problem)
+            raise
 
-    @bp.errorhandler(Unreadable)
-    async def unreadable(error: Unreadable) -> Response:
-        return await error_page(503, f"storage unavailable, try again in a moment ({error})",
-                                {"Retry-After": "1"})
+    @bp.errorhandler(StoreError)
+    async def unreadable(error: StoreError) -> Response:
+        """A page whose query the store failed: 503, in the operator's words."""
+        return await error_page(
+            503, f"storage unavailable, try again in a moment ({error.problem})",
+            {"Retry-After": "1"})
 
     def reader() -> views.ReadCall:
         return services.writer.reader.call

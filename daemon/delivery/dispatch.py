@@ -1,5 +1,9 @@
 """Delivery of the event journal to plugins, and pruning of the journal.
 
+Of instances sharing a store (docs/cluster.md) only the one holding a plugin's lease
+``delivery:PLUGIN`` delivers its events (stopping at once when it is lost; the next holder
+goes on from the saved cursor), and the one holding ``maintenance`` prunes the journal.
+
 One trio task per enabled plugin reads the journal from that plugin's durable cursor and
 calls its hook for one event at a time, so events reach it in journal order (and so in order
 per device). An event counts as passed only once the hook returned, or once it was parked;
@@ -29,6 +33,7 @@ from ..model import DeliveryOutcome, Event, JournalState
 from ..ops.log import describe, redact
 from ..retry import backoff
 from ..storage.interface import Store
+from ..storage.leasing import Leases
 from ..storage.writer import Writer
 from .containment import uncontained
 from .hookspecs import PermanentFailure, RetryLater
@@ -41,7 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pnbridge.dispatch")
 
 BATCH = 100
-POLL_INTERVAL = 1.0  # also look for events other processes (the CLI) journaled
 SAVE_INTERVAL = 0.5  # cursors are saved this often (a crash redelivers what was not)
 SAVE_TIMEOUT = 5.0
 SHUTDOWN_TIMEOUT = 10.0
@@ -60,6 +64,7 @@ class PluginState:
 
     name: str
     running: bool = False
+    standby: bool = False  # another instance holds its lease: it delivers, not this one
     cursor: int = 0
     saved: int = 0
     delivered: int = 0
@@ -73,10 +78,12 @@ class PluginState:
 class Dispatcher:
     """Delivers the journal to every enabled plugin; prunes what all of them passed."""
 
-    def __init__(self, host: PluginHost, writer: Writer, config: PluginsConfig):
+    def __init__(self, host: PluginHost, writer: Writer, config: PluginsConfig,
+                 leases: Leases):
         self.host = host
         self.writer = writer
         self.config = config
+        self.leases = leases
         self.states = {name: PluginState(name) for name in host.enabled}
         self._threads = {name: trio.CapacityLimiter(1) for name in host.enabled}
         # Held by each hook call, and while the plugin restarts with new settings.
@@ -100,8 +107,10 @@ class Dispatcher:
     async def _refresh_gauges(self) -> None:
         assert self.metrics is not None
         now = time.time()
+        saved = await self.writer.call(methodcaller("cursors"))  # a peer's, on standby
         for state in self.states.values():
-            count, oldest = await self.writer.call(methodcaller("backlog", state.cursor))
+            cursor = max(state.cursor, saved.get(state.name, 0))
+            count, oldest = await self.writer.call(methodcaller("backlog", cursor))
             self.metrics.journal_pending.labels(state.name).set(count)
             self.metrics.journal_oldest_age.labels(state.name).set(
                 now - oldest if oldest is not None else 0
@@ -124,14 +133,12 @@ class Dispatcher:
         try:
             async with trio.open_nursery() as nursery:
                 for state in self.states.values():
-                    nursery.start_soon(
-                        _outlast_storage_errors, f"delivery to {state.name}",
-                        partial(self._deliver_all, state), partial(self._failed, "delivery"),
-                    )
+                    nursery.start_soon(self._deliver_while_held, state)
                 nursery.start_soon(_outlast_storage_errors, "saving cursors", self._save_cursors,
                                    partial(self._failed, "cursors"))
-                nursery.start_soon(_outlast_storage_errors, "pruning", self._prune,
-                                   partial(self._failed, "pruning"))
+                nursery.start_soon(self.leases.while_held, "maintenance", partial(
+                    _outlast_storage_errors, "pruning", self._prune,
+                    partial(self._failed, "pruning")))
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(SAVE_TIMEOUT):
@@ -140,7 +147,26 @@ class Dispatcher:
                 except (trio.ClosedResourceError, StoreError) as error:
                     log.warning("plugin cursors not saved (events may come again): %s", error)
 
+    async def _deliver_while_held(self, state: PluginState) -> None:
+        """Deliver to ``state``'s plugin whenever this instance holds its lease."""
+
+        async def deliver() -> None:
+            state.standby = False
+            try:
+                await _outlast_storage_errors(
+                    f"delivery to {state.name}", partial(self._deliver_all, state),
+                    partial(self._failed, "delivery"))
+            finally:
+                state.standby = True
+                state.running = False
+
+        state.standby = True
+        await self.leases.while_held(f"delivery:{state.name}", deliver)
+
     async def _deliver_all(self, state: PluginState) -> None:
+        # From the saved cursor, when it is further: another instance delivered meanwhile.
+        saved = (await self.writer.call(methodcaller("cursors"))).get(state.name, 0)
+        state.cursor, state.saved = max(state.cursor, saved), max(state.saved, saved)
         state.running = True  # again, after a storage error
         try:
             while True:
@@ -154,7 +180,8 @@ class Dispatcher:
                     await self._deliver_or_park(state, event)
                     state.cursor = event.seq
                 if not retries and len(events) < BATCH:
-                    with trio.move_on_after(POLL_INTERVAL):
+                    # This process's commits wake it; a peer's are seen at the next poll.
+                    with trio.move_on_after(self.config.poll_interval):
                         await wake.wait()
         finally:
             state.running = False
@@ -331,6 +358,8 @@ async def _outlast_storage_errors(
 
 
 async def _healthy(state: PluginState) -> str | None:
+    if state.standby:
+        return None  # another instance delivers
     if not state.running:
         return "delivery task is not running"
     if state.failing >= FAILING_IN_A_ROW:
@@ -345,16 +374,17 @@ def _save_cursors(store: Store, cursors: dict[str, int], now: float) -> None:
 
 @asynccontextmanager
 async def open_plugins(
-    host: PluginHost, writer: Writer, config: PluginsConfig
+    host: PluginHost, writer: Writer, config: PluginsConfig, leases: Leases
 ) -> AsyncIterator[Dispatcher]:
-    """Start the plugins and their delivery; on exit stop delivery, then the plugins.
+    """Start the plugins and their delivery (under ``leases``); on exit stop delivery, then
+    the plugins.
 
     Raises PluginError when a plugin's ``startup`` fails.
     """
     async with trio.open_nursery() as plugin_tasks:
         host.attach(plugin_tasks)
         await host.startup()
-        dispatcher = Dispatcher(host, writer, config)  # of the plugins that did start
+        dispatcher = Dispatcher(host, writer, config, leases)  # the plugins that did start
         try:
             async with trio.open_nursery() as delivery:
                 await delivery.start(dispatcher.run)

@@ -3,12 +3,13 @@ and the database's readiness check (ops/readiness.py holds the list of checks)."
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from operator import methodcaller
 
 import trio
-from quart import Response, g
+from quart import Response, g, request
 from quart_trio import QuartTrio
 
 from ..errors import StoreError
@@ -63,16 +64,34 @@ def add_health_routes(app: QuartTrio, readiness: Readiness, metrics: Metrics) ->
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        """The checks' problems (503) or each check ``ok``, then the facts (this instance,
+        what it delivers); as JSON with ``?format=json``."""
         g.kind = "health"
         problems = await readiness.problems()
+        status = 503 if problems else 200
+        facts = {name: fact() for name, fact in readiness.facts.items()}
+        if request.args.get("format") == "json":
+            checks = {name: problems.get(name, "ok") for name in readiness.checks}
+            body = json.dumps({"ready": not problems, "checks": checks, **facts}, indent=2)
+            return Response(body + "\n", status=status, content_type="application/json")
         if problems:
             lines = "".join(f"{name}: {problem}\n" for name, problem in problems.items())
             log.warning("not ready: %s", "; ".join(lines.splitlines()))
-            return Response(lines, status=503, content_type="text/plain")
-        body = "".join(f"{name}: ok\n" for name in readiness.checks)
-        return Response(body or "ok\n", content_type="text/plain")
+        else:
+            lines = "".join(f"{name}: ok\n" for name in readiness.checks) or "ok\n"
+        lines += "".join(f"{name}: {_text(fact)}\n" for name, fact in facts.items())
+        return Response(lines, status=status, content_type="text/plain")
 
     @app.get("/metrics")
     async def prometheus() -> Response:
         g.kind = "metrics"
         return Response(await metrics.render(), content_type=CONTENT_TYPE)
+
+
+def _text(fact: object) -> str:
+    """A fact on one line: a list's items, a dict's pairs joined (``none`` when empty)."""
+    if isinstance(fact, list):
+        return ", ".join(map(str, fact)) or "none"
+    if isinstance(fact, dict):
+        return "; ".join(f"{key} {value}" for key, value in fact.items()) or "none"
+    return str(fact)

@@ -109,6 +109,15 @@ class Metrics:
             "pnbridge_agi_refused", "FastAGI connections closed at once: [agi] max_sessions "
             "were under way.", registry=r,
         )
+        self.instance_info = Gauge(
+            "pnbridge_instance_info", "This instance's name ([server] instance): always 1.",
+            ["instance"], registry=r,
+        )
+        self.lease_held = Gauge(
+            "pnbridge_lease_held", "1 while this instance holds the lease (delivery:PLUGIN: "
+            "it delivers that plugin's events; maintenance: it expires devices and prunes), "
+            "else 0.", ["lease"], registry=r,
+        )
         # Reports and pushes per minute over the last hour (the console's plot).
         self.activity = Activity()
         # Async callables that update gauges from their source just before a scrape.

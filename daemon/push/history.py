@@ -23,6 +23,7 @@ from ..model import PushRecord
 from ..ops.log import clip, describe
 from ..ops.metrics import Metrics
 from ..retry import backoff
+from ..storage.leasing import Leases
 from ..storage.writer import Writer
 
 log = logging.getLogger("pnbridge.history")
@@ -51,8 +52,9 @@ class PushHistory:
     """The push records on their way to the store (``add``; ``run`` writes and prunes)."""
 
     def __init__(self, writer: Writer, config: StorageConfig, metrics: Metrics,
-                 *, limit: int = BUFFER_MAX):
+                 *, limit: int = BUFFER_MAX, leases: Leases | None = None):
         self.writer = writer
+        self.leases = leases  # pruning only while this instance holds "maintenance"
         self.metrics = metrics
         self.retention = config.push_history_seconds
         self.keep = config.push_history_max
@@ -103,7 +105,9 @@ class PushHistory:
         left (shielded, SHUTDOWN_TIMEOUT at most)."""
         try:
             async with trio.open_nursery() as nursery:
-                if self.enabled:
+                if self.enabled and self.leases is not None:
+                    nursery.start_soon(self.leases.while_held, "maintenance", self._prune)
+                elif self.enabled:
                     nursery.start_soon(self._prune)
                 task_status.started()
                 await self._write_loop()
@@ -188,11 +192,12 @@ class PushHistory:
 
 @asynccontextmanager
 async def open_history(
-    writer: Writer, config: StorageConfig, metrics: Metrics
+    writer: Writer, config: StorageConfig, metrics: Metrics, leases: Leases | None = None
 ) -> AsyncIterator[PushHistory]:
     """A PushHistory whose task runs until the block ends; then what is left is written
-    (before ``writer`` closes, when the block is inside its ``open_writer``)."""
-    history = PushHistory(writer, config, metrics)
+    (before ``writer`` closes, when the block is inside its ``open_writer``). It prunes
+    while this instance holds the ``maintenance`` lease of ``leases`` (without: always)."""
+    history = PushHistory(writer, config, metrics, leases=leases)
     async with trio.open_nursery() as nursery:
         await nursery.start(history.run)
         try:

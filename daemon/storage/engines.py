@@ -14,7 +14,7 @@ from typing import Protocol
 from ..config.tables import StorageConfig
 from ..errors import StoreError
 from ..ops.log import redact
-from .interface import Store
+from .interface import Listener, Store
 from .sqlite.schema import MIGRATIONS, inspect
 from .sqlite.store import SQLiteStore
 
@@ -41,6 +41,11 @@ class Engine(Protocol):
         """A read-only store for one of the daemon's reader threads."""
         ...
 
+    def listener(self) -> Listener | None:
+        """What tells the daemon at once that another process journaled (PostgreSQL's
+        LISTEN/NOTIFY); None where the engine has none (SQLite: the dispatcher polls)."""
+        ...
+
     def inspect(self, *, serving: bool = False) -> str | None:
         """What is wrong with the database for this version, in one line; None when it is
         sound (``serving``: an older schema is fine, serve migrates it). Reads only."""
@@ -63,6 +68,9 @@ class SQLiteEngine:
 
     def reader(self) -> Store:
         return SQLiteStore(self.where, self._timeout, read_only=True)
+
+    def listener(self) -> None:
+        return None  # another process's events are seen at the next poll
 
     def inspect(self, *, serving: bool = False) -> str | None:
         return inspect(self.where, serving=serving)

@@ -54,6 +54,29 @@ class Failure:
         }
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a lease (``delivery:PLUGIN``, ``maintenance``) and until when. Times are
+    the holder's wall clock (docs/cluster.md: a few seconds of skew between hosts is
+    within the margin a renewal every third of the lease time leaves)."""
+
+    name: str
+    holder: str
+    expires_at: float
+    renewed_at: float
+    taken_at: float
+
+
+class Listener(Protocol):
+    """Waits, on a thread, for another process's journaling commit (engines.py)."""
+
+    def wait(self, timeout: float) -> bool:
+        """True once one is notified, False after ``timeout`` seconds; never raises."""
+        ...
+
+    def close(self) -> None: ...
+
+
 # What one call of a batch gave: its result, or the error it raised.
 Done = tuple[Any, BaseException | None]
 
@@ -182,6 +205,44 @@ class Store(Protocol):
     def prune_pushes(self, before: float, keep: int) -> int:
         """Remove push records older than ``before``, then the oldest beyond the newest
         ``keep``; how many were removed."""
+        ...
+
+    # -- leases: which instance delivers each plugin, which one runs maintenance -----------
+
+    def take_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
+        """Hold lease ``name`` until ``now + ttl`` if it is free, expired at ``now`` or
+        ``holder``'s already; whether ``holder`` holds it now (one transaction)."""
+        ...
+
+    def renew_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
+        """Extend ``holder``'s lease ``name`` to ``now + ttl``; False when it is not
+        ``holder``'s any more (another took it, or it was released)."""
+        ...
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        """Give up ``holder``'s lease ``name`` (a peer may take it at once); whether it
+        held it."""
+        ...
+
+    def leases(self) -> list[Lease]:
+        """Every lease held or left behind, by name."""
+        ...
+
+    # -- HTTP Digest nonces, shared by the instances ------------------------------------------
+
+    def digest_key(self, candidate: bytes | None = None) -> bytes | None:
+        """The key every instance signs its nonces with: ``candidate`` if there was none;
+        without one, only read (None: no key yet)."""
+        ...
+
+    def use_nonce(self, nonce: str, issued: float, nc: int) -> bool:
+        """Record, atomically across instances, that ``nonce`` was accepted with count
+        ``nc``: True on its first use or a count above every one used before; False (nothing
+        changed) for a count used before: a replay."""
+        ...
+
+    def prune_nonces(self, issued_before: float) -> int:
+        """Forget the nonces issued before ``issued_before``; how many."""
         ...
 
     # -- copying a whole store (storage/copy.py; the tables: storage/sqlite/copy.py) --------

@@ -21,12 +21,15 @@ import trio
 from ..config.tables import StorageConfig
 from ..errors import StoreError
 from .engines import engine
-from .interface import Store
+from .interface import Listener, Store
 from .reader import Reader
 
 log = logging.getLogger("pnbridge.store")
 
 T = TypeVar("T")
+# Seconds a wait for another process's journal notice lasts (the longest a shutdown waits
+# for the listener's thread).
+LISTEN_WAIT = 0.5
 
 
 @dataclass
@@ -121,6 +124,19 @@ class Writer:
                 op.error = trio.ClosedResourceError("the store is closed")
                 op.done.set()
 
+    async def _listen(self, listener: Listener) -> None:
+        """Wake the journal's readers whenever ``listener`` hears another process journal;
+        on exit, close it once its thread is done (within LISTEN_WAIT)."""
+        thread = trio.CapacityLimiter(1)
+        try:
+            while True:
+                if await trio.to_thread.run_sync(listener.wait, LISTEN_WAIT, limiter=thread,
+                                                 abandon_on_cancel=True):
+                    self.wake_readers()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(listener.close, limiter=thread)
+
     def _drain(self) -> None:
         """On the thread: commit batches until no op is waiting. Each batch is answered on
         the loop as soon as it committed, while the next one is being written."""
@@ -160,6 +176,8 @@ async def open_writer(storage: StorageConfig) -> AsyncIterator[Writer]:
         writer = Writer(store, reader)
         async with trio.open_nursery() as nursery:
             await nursery.start(writer._serve)
+            if (listener := database.listener()) is not None:
+                nursery.start_soon(writer._listen, listener)
             try:
                 yield writer
             finally:

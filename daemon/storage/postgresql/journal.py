@@ -34,6 +34,8 @@ from ..sqlite.rows import EVENT_COLUMNS, dump_device, read_event
 
 # The advisory lock key of the journal's order (any fixed bigint of pnbridge's own).
 JOURNAL_LOCK = 0x706E62_0002
+# Notified by every transaction that journals (notify.py wakes the delivering instance).
+CHANNEL = "pnbridge_journal"
 
 
 class Journal:
@@ -64,6 +66,7 @@ class Journal:
         assert device is not None
         if not self.journal_locked:
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (JOURNAL_LOCK,))
+            self.conn.execute(f"NOTIFY {CHANNEL}")  # sent at the commit (notify.py)
             self.journal_locked = True
         event_id = str(uuid.uuid4())
         row = self.conn.execute(

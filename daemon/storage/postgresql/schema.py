@@ -59,6 +59,21 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX pushes_id ON pushes (id, time)",
         "CREATE INDEX events_username ON events (username, seq)",
     ),
+    (
+        # Which instance delivers each plugin (delivery:NAME) and runs maintenance (leases.py).
+        f"""CREATE TABLE leases (
+            name {_C} PRIMARY KEY, holder text NOT NULL,
+            expires_at double precision NOT NULL, renewed_at double precision NOT NULL,
+            taken_at double precision NOT NULL)""",
+    ),
+    (
+        # HTTP Digest, shared by every instance (nonces.py): the nonces' signing key (one
+        # row), and each used nonce's highest nonce count until it expires.
+        "CREATE TABLE digest_key (id integer PRIMARY KEY CHECK (id = 1), key bytea NOT NULL)",
+        """CREATE TABLE digest_nonces (
+            nonce text PRIMARY KEY, issued double precision NOT NULL, nc bigint NOT NULL)""",
+        "CREATE INDEX digest_nonces_issued ON digest_nonces (issued)",
+    ),
 ]
 
 # The tables of each version (what a database of that version must have at least).
@@ -66,6 +81,8 @@ _TABLES = [
     frozenset({"schema_version", "devices", "events"}),
     frozenset({"cursors", "failures"}),
     frozenset({"pushes"}),
+    frozenset({"leases"}),
+    frozenset({"digest_key", "digest_nonces"}),
 ]
 
 # Held (transaction-level) while a store checks and migrates the schema: two instances

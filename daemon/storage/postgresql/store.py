@@ -1,8 +1,8 @@
 """The PostgreSQL engine of the Store (storage/interface.py), through psycopg 3's synchronous
 API from worker threads, as SQLite's: ``PostgreSQLStore`` is one connection (the writer's,
 a command's, a reader thread's: ``PostgreSQLEngine``); its devices (devices.py), journal
-(journal.py), delivery state (delivery.py) and push history (history.py) the parts it is
-made of.
+(journal.py), delivery state (delivery.py), push history (history.py), leases (leases.py),
+copying (copy.py) and digest nonces (nonces.py) the parts it is made of.
 
 Every operation raises StoreError for psycopg's errors, chained to them, its ``problem``
 worded for an operator with the password cut (connect.py). A connection the server dropped
@@ -28,6 +28,9 @@ from .copy import Copying
 from .delivery import DeliveryState
 from .devices import Devices
 from .history import PushHistory
+from .leases import Leases
+from .nonces import DigestNonces
+from .notify import JournalListener
 from .schema import MIGRATIONS, migrate, schema_problem
 
 # The probe's selector, username and event id: nothing a report can send (a control
@@ -38,7 +41,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class PostgreSQLStore(Devices, DeliveryState, PushHistory, Copying):
+class PostgreSQLStore(Devices, DeliveryState, PushHistory, Leases, Copying, DigestNonces):
     """The Store on PostgreSQL: one connection, opened again when the server dropped it. By
     default the schema is created or migrated (under a lock: several instances start at
     once); with ``reading``, the connection is read-only and the schema must be this
@@ -233,6 +236,10 @@ class PostgreSQLEngine:
     def reader(self) -> PostgreSQLStore:
         """A read-only store for one of the daemon's reader threads."""
         return PostgreSQLStore(self.credentials, reading=True, checked=True)
+
+    def listener(self) -> JournalListener:
+        """What wakes the dispatcher when another process journals (LISTEN, notify.py)."""
+        return JournalListener(self.credentials)
 
     def inspect(self, *, serving: bool = False) -> str | None:
         """What keeps pnbridge from using the database, in one line (unreachable, not

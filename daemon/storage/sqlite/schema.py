@@ -4,10 +4,11 @@ How a connection is opened (created private, or read-only) is here too."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
 from urllib.parse import quote
@@ -96,11 +97,40 @@ def _create_push_history(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_username ON events (username, seq)")
 
 
+def _create_leases(db: sqlite_utils.Database) -> None:
+    # Which instance delivers each plugin (delivery:NAME) and runs maintenance (leases.py).
+    db.execute(
+        """CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            renewed_at REAL NOT NULL,
+            taken_at REAL NOT NULL
+        )"""
+    )
+
+
+def _create_digest_nonces(db: sqlite_utils.Database) -> None:
+    # HTTP Digest, shared by every instance (nonces.py): the nonces' signing key (one row),
+    # and each used nonce's highest nonce count until it expires.
+    db.execute("CREATE TABLE digest_key (id INTEGER PRIMARY KEY CHECK (id = 1), key BLOB NOT NULL)")
+    db.execute(
+        """CREATE TABLE digest_nonces (
+            nonce TEXT PRIMARY KEY,
+            issued REAL NOT NULL,
+            nc INTEGER NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX digest_nonces_issued ON digest_nonces (issued)")
+
+
 # Schema version N is reached by running MIGRATIONS[N - 1]. Append, never edit.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_devices_and_journal,
     _create_delivery_state,
     _create_push_history,
+    _create_leases,
+    _create_digest_nonces,
 ]
 
 
@@ -123,6 +153,24 @@ def create_private(path: Path) -> None:
     files the same mode)."""
     with suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+
+
+@contextmanager
+def one_at_a_time(path: Path) -> Iterator[None]:
+    """Held while a store checks and migrates the database ``path``: instances starting at
+    once (``pnbridge@a``, ``pnbridge@b``) do it one after the other, as a migration is not one
+    transaction (sqlite_utils commits as it creates). A lock on the directory (flock), not on
+    the file: closing another descriptor of the file would drop SQLite's own locks."""
+    try:
+        fd = os.open(path.absolute().parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield  # a directory this user cannot open: unguarded, as before
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def wal(path: Path) -> bool:

@@ -1,6 +1,7 @@
 """The SQLite engine of the Store (storage/interface.py): ``SQLiteStore`` is one
-connection, its devices (devices.py), journal (journal.py), delivery state (delivery.py) and
-push history (history.py) the parts it is made of.
+connection, its devices (devices.py), journal (journal.py), delivery state (delivery.py),
+push history (history.py), leases (leases.py) and digest nonces (nonces.py) the parts it is
+made of.
 
 Everything here is synchronous. The daemon reaches it only through ``storage.writer.Writer``
 (a worker thread, never the trio loop) and ``storage.reader.Reader``; the CLI calls it
@@ -28,7 +29,16 @@ from .copy import Copying
 from .delivery import DeliveryState
 from .devices import Devices
 from .history import PushHistory
-from .schema import MIGRATIONS, connect_read_only, create_private, schema_problem, wal
+from .leases import Leases
+from .nonces import DigestNonces
+from .schema import (
+    MIGRATIONS,
+    connect_read_only,
+    create_private,
+    one_at_a_time,
+    schema_problem,
+    wal,
+)
 
 # The probe's selector, username and event id: nothing a report can send (a NUL in it).
 PROBE = "\x00readyz-probe"
@@ -37,7 +47,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class SQLiteStore(Devices, DeliveryState, PushHistory, Copying):
+class SQLiteStore(Devices, DeliveryState, PushHistory, Leases, Copying, DigestNonces):
     """The Store on SQLite: one connection to the pnbridge database.
 
     By default it creates the database when there is none and migrates it to this version's
@@ -74,12 +84,16 @@ class SQLiteStore(Devices, DeliveryState, PushHistory, Copying):
             self.db = sqlite_utils.Database(conn, execute_plugins=False)
             if read_only:
                 conn.execute("PRAGMA query_only=ON")
-            elif problem := schema_problem(conn, self.path, writing=not reading):
-                raise StoreError(problem)
-            elif not reading:
-                self.db.enable_wal()
-                conn.execute("PRAGMA synchronous=FULL")
-                self._migrate()
+            elif reading:
+                if problem := schema_problem(conn, self.path, writing=False):
+                    raise StoreError(problem)
+            else:
+                with one_at_a_time(self.path):
+                    if problem := schema_problem(conn, self.path, writing=True):
+                        raise StoreError(problem)
+                    self.db.enable_wal()
+                    conn.execute("PRAGMA synchronous=FULL")
+                    self._migrate()
         except BaseException as error:
             conn.close()
             if not isinstance(error, sqlite3.Error):
@@ -241,6 +255,6 @@ def engine_errors(operation: Callable[P, T]) -> Callable[P, T]:
 
 # The Store's operations raise StoreError, whichever of them a caller (the writer's thread,
 # a reader's, a command) calls: each is wrapped here, those this class has from its parts
-# too (devices.py, journal.py, delivery.py, history.py); ``transaction`` does it itself.
+# too (devices.py, journal.py, delivery.py, history.py, nonces.py); ``transaction`` does it itself.
 for _name in [n for n in vars(Store) if not n.startswith("_") and n != "transaction"]:
     setattr(SQLiteStore, _name, engine_errors(getattr(SQLiteStore, _name)))
