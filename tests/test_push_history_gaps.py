@@ -7,13 +7,18 @@ and what it keeps bounded (a pnmediator message cut, a CLI table cell cut, ``--j
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
 import httpx
+import pytest
 import trio
 from configs import free_port, merge
 from conftest import cli, pnbridge
@@ -21,7 +26,8 @@ from consoletools import OPERATOR, PASSWORD, logged_in
 from pnbridge.access import users
 from pnbridge.model import PushRecord
 from pnbridge.ops.log import shorten
-from pnmediator_stub import KEY, push_config, slow
+from pnbridge.storage.sqlite.store import SQLiteStore
+from pnmediator_stub import KEY, Answer, push_config, slow
 from reports import report
 
 CALL = "NotifyIncomingCall"
@@ -168,3 +174,116 @@ async def test_a_push_whose_devices_cannot_be_read_is_one_skipped_row(start_daem
 def rows(path: str, sql: str) -> list[tuple[Any, ...]]:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return conn.execute(sql).fetchall()
+
+
+async def test_a_long_message_is_cut_and_a_long_id_does_not_pad_the_table(
+        engine, start_daemon, stub, tmp_path):
+    daemon = await start_daemon(engine.tables(push_config(stub)))
+    await report(daemon, "PHONE", username="alice", token=None, calls=VOIP)
+    stub.answer(VOIP, Answer(400, {"code": 400, "response": "🔔" * 5_000}))  # fails at once
+    long_id = "call-" + "x" * 9_995
+    for call_id in (long_id, "short-1"):
+        answer = await daemon.client.post(
+            "/api/v1/push", headers={"Authorization": f"Bearer {KEY}"},
+            json={"username": "alice", "verb": CALL, "id": call_id})
+        assert answer.status_code == 200, answer.text
+    with trio.fail_after(10):
+        while len(found := records(engine, username="alice")) < 2:
+            await trio.sleep(0.05)
+    cut, sent = found[1], found[0]
+    assert (cut.id, cut.outcome, sent.id, sent.outcome) == (long_id, "failed", "short-1", "sent")
+    assert len(cut.message) == 1000 and cut.message.endswith("🔔…"), cut.message[:80]
+    assert cut.message.startswith("pnmediator HTTP 400")
+
+    (tmp_path / "cli.toml").write_text(engine.toml())
+    shown = cli("pushes", "--config", str(tmp_path / "cli.toml"), "--username", "alice")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 3 and max(map(len, lines)) < 1000, [len(line) for line in lines]
+    assert "call-xxx" in lines[2] and "x…" in lines[2]
+    whole = json.loads(cli("pushes", "--config", str(tmp_path / "cli.toml"), "--json").stdout)
+    assert [r["id"] for r in whole] == ["short-1", long_id]
+    assert whole[1]["message"] == cut.message
+
+
+def history_db(tmp_path: Path, count: int, name: str = "many") -> Path:
+    """A config whose SQLite database holds ``count`` push records, several to a second
+    (ties the paging must neither skip nor repeat), each message 200 characters."""
+    db = tmp_path / f"{name}.db"
+    store = SQLiteStore(db)
+    now = time.time()
+    batch = [PushRecord(now - n // 7, CALL, f"call-{n}", f"user-{n % 3}", f"S{n % 11}",
+                        "calls", "voip-0…ok", "com.app.voip", "sent", 200,
+                        f"{n:06d} " + "m" * 193, 1, 0.042, "api:pbx") for n in range(count)]
+    with store.transaction():
+        store.record_pushes(batch)
+    store.close()
+    config = tmp_path / f"{name}.toml"
+    config.write_text(f'[storage]\npath = "{db}"\n')
+    return config
+
+
+@pytest.mark.parametrize("command", [("pushes",), ("devices", "list"), ("events",)])
+def test_a_huge_limit_names_the_option(tmp_path, command):
+    config = history_db(tmp_path, 3)
+    for limit in ("999999999999999999999", "1000001"):
+        result = cli(*command, "--limit", limit, "--config", str(config))
+        assert result.returncode == 2, result
+        assert "Invalid value for '--limit'" in result.stderr and "1000000" in result.stderr
+    assert cli(*command, "--limit", "1000000", "--config", str(config)).returncode == 0
+
+
+def test_push_pages_give_the_history_once_newest_first(engine):
+    store = engine.open()
+    try:
+        now = time.time()
+        with store.transaction():
+            store.record_pushes([
+                PushRecord(now - n // 7, CALL, f"call-{n}", f"user-{n % 3}", "S", None, None,
+                           None, "skipped", None, "", 0, 0.0, "cli") for n in range(1234)])
+        for filters in ({}, {"username": "user-1"}, {"since": now - 100}):
+            pages = list(store.push_pages(page=100, **filters))
+            assert pages and all(0 < len(p) <= 100 for p in pages)
+            whole = store.pushes(limit=10_000, **filters)
+            assert [r.id for p in pages for r in p] == [r.id for r in whole]
+        assert list(store.push_pages(id="none")) == []
+    finally:
+        store.close()
+
+
+def test_limit_0_lists_everything_a_page_at_a_time(tmp_path):
+    config = history_db(tmp_path, 2_345)
+    shown = cli("pushes", "--limit", "0", "--config", str(config))
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 1 + 2_345 and shown.stderr == "2,345 pushes\n"
+    assert [line.split()[2] for line in lines[1:4]] == ["call-6", "call-5", "call-4"]
+    widths = {line.index("api:pbx") for line in lines[1:]}
+    assert len(widths) == 1  # every page aligned alike (the widths are alike here)
+    store = SQLiteStore(tmp_path / "many.db")
+    whole = store.pushes(limit=10_000)
+    store.close()
+    text = cli("pushes", "--limit", "0", "--json", "--config", str(config)).stdout
+    assert text == json.dumps([r.to_dict() for r in whole], indent=2) + "\n"
+    assert cli("pushes", "--limit", "2345", "--config", str(config)).stderr == "2,345 pushes\n"
+    assert cli("pushes", "--limit", "2344", "--config", str(config)).stderr.startswith(
+        "2,344 pushes (the newest; more match")
+
+
+def peak_kib(*args: str) -> int:
+    """The peak resident memory (KiB) of ``pnbridge ARGS``, its output thrown away."""
+    child = subprocess.Popen([sys.executable, "-m", "pnbridge", *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, child.stderr.read() if child.stderr else ""
+    if child.stderr:
+        child.stderr.close()
+    child.returncode = 0
+    return usage.ru_maxrss
+
+
+def test_limit_0_does_not_hold_the_whole_history_in_memory(tmp_path):
+    few, many = history_db(tmp_path, 1_000, "few"), history_db(tmp_path, 100_000)
+    for out in ((), ("--json",)):
+        base = peak_kib("pushes", "--limit", "0", *out, "--config", str(few))
+        peak = peak_kib("pushes", "--limit", "0", *out, "--config", str(many))
+        assert peak - base < 20_000, (out, base, peak)  # 100,000 records weigh ~100 MB

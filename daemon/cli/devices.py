@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 import click
 
 from ..config.tables import load_config
-from ..delivery.commands import config_option, fail, json_option, table
+from ..delivery.commands import LIMIT_MAX, config_option, fail, json_option, table
 from ..errors import StoreError
 from ..ingest import transfer
 from ..ingest.normalize import Reporter
@@ -30,7 +30,7 @@ def devices() -> None:
 @devices.command("list")
 @config_option
 @click.option("--username", help="Only this user's devices.")
-@click.option("--limit", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--limit", type=click.IntRange(0, LIMIT_MAX), default=0, show_default=True,
               help="List the first N devices (0: all); the count goes to stderr.")
 @json_option
 def devices_list(config_path: str | None, username: str | None, limit: int,

@@ -12,7 +12,7 @@ import click
 
 from ..config import running
 from ..config.tables import Config, load_config
-from ..delivery.commands import config_option, fail, json_option, table
+from ..delivery.commands import LIMIT_MAX, config_option, fail, json_option, table
 from ..delivery.discovery import discover, with_instances
 from ..delivery.dispatch import journal_states
 from ..errors import StoreError
@@ -105,7 +105,7 @@ def _holder(shown: dict[str, Any] | None) -> str:
 @config_option
 @click.option("--plugin", help="Only this plugin's delivery state.")
 @click.option("--failed", is_flag=True, help="Only events parked as failed.")
-@click.option("--limit", type=click.IntRange(min=0), default=100, show_default=True,
+@click.option("--limit", type=click.IntRange(0, LIMIT_MAX), default=100, show_default=True,
               help="List the newest N events of the journal (0: all of it).")
 @json_option
 @click.pass_context

@@ -5,7 +5,7 @@ reading the config and a plugin's instances, errors, tables."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -15,7 +15,7 @@ from ..config import paths
 from ..config.tables import load_config
 from ..config.typed import parse_duration
 from ..errors import CommandError
-from ..ops.log import escape
+from ..ops.log import clip, escape
 from .context import PluginContext
 from .pluginhost import load_plugins
 
@@ -31,6 +31,9 @@ config_option = click.option(
 )
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+# A ``--limit`` option's most (a bigger number overflows the database's integer).
+LIMIT_MAX = 1_000_000
 
 
 class Since(click.ParamType):
@@ -69,10 +72,28 @@ def plugin_instances(config_path: str | None, plugin: str) -> dict[str, PluginCo
     return {name: app for name, app in host.contexts.items() if app.plugin == plugin}
 
 
+# Characters of a table's cell at most: one long value (a call Id, a message) does not pad
+# every line of its column; ``--json`` has it whole.
+CELL_MAX = 120
+
+
 def table(rows: Sequence[tuple[str, ...]]) -> None:
     """Print ``rows`` (the first is the header) as aligned columns, each cell escaped (it
-    may hold what a client sent)."""
-    cells = [tuple(escape(cell) for cell in row) for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    for row in cells:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    may hold what a client sent) and cut to CELL_MAX characters (``…`` marks the cut)."""
+    table_pages([rows])
+
+
+def table_pages(pages: Iterable[Sequence[tuple[str, ...]]]) -> None:
+    """``table`` of rows that come a page at a time (the first page's first row is the
+    header), each page printed as it comes: aligned to the widest cell so far, so a later
+    page may widen a column."""
+    widths: list[int] = []
+    for page in pages:
+        cells = [tuple(clip(escape(cell), CELL_MAX) for cell in row) for row in page]
+        if not cells:
+            continue
+        widths = [max(widths[i] if widths else 0, *(len(row[i]) for row in cells))
+                  for i in range(len(cells[0]))]
+        for row in cells:
+            click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                       .rstrip())

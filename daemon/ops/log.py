@@ -50,6 +50,12 @@ def shorten(token: str | None) -> str:
     return f"{token[:6]}…{token[-2:]}"
 
 
+def clip(text: str, most: int) -> str:
+    """``text`` cut to at most ``most`` characters (whole code points), its end marked with
+    ``…`` when cut."""
+    return text if len(text) <= most else text[:most - 1] + "…"
+
+
 class SafeFormatter(logging.Formatter):
     """A formatter for every record of the process (pnbridge's, hypercorn's, quart's): the
     message and its arguments escaped and URL credentials redacted; a traceback's lines

@@ -13,13 +13,14 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from operator import methodcaller
 
 import trio
 
 from ..config.tables import StorageConfig
 from ..model import PushRecord
-from ..ops.log import describe
+from ..ops.log import clip, describe
 from ..ops.metrics import Metrics
 from ..retry import backoff
 from ..storage.leasing import Leases
@@ -43,6 +44,8 @@ PRUNE_EVERY = 600.0
 SHUTDOWN_TIMEOUT = 5.0
 # Drops and write failures are logged at most once per this many seconds.
 LOG_EVERY = 60.0
+# Characters of a record's message kept at most (pnmediator's answer may be 64 KiB).
+MESSAGE_MAX = 1000
 
 
 class PushHistory:
@@ -75,8 +78,9 @@ class PushHistory:
         return len(self._buffer) + self._writing
 
     def add(self, record: PushRecord) -> None:
-        """Keep ``record`` for the next write; drop it (counted, logged) when the buffer is
-        full. Never waits: the fan-out calls it."""
+        """Keep ``record`` for the next write (its message cut to MESSAGE_MAX characters);
+        drop it (counted, logged) when the buffer is full. Never waits: the fan-out calls
+        it."""
         if not self.enabled:
             return
         if self.waiting >= self.limit:
@@ -88,6 +92,8 @@ class PushHistory:
                             "(the store is slow or failing)", self._dropped, self.waiting)
                 self._dropped_logged, self._dropped = now, 0
             return
+        if len(record.message) > MESSAGE_MAX:
+            record = replace(record, message=clip(record.message, MESSAGE_MAX))
         self._buffer.append(record)
         self._arrived.set()
         if len(self._buffer) >= BATCH:

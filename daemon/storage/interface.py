@@ -7,7 +7,7 @@ storage/ knows the engine."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -194,6 +194,14 @@ class Store(Protocol):
                id: str | None = None, since: float | None = None, limit: int = 100
                ) -> list[PushRecord]:
         """Push records matching every filter given, newest first, at most ``limit``."""
+        ...
+
+    def push_pages(self, *, username: str | None = None, selector: str | None = None,
+                   id: str | None = None, since: float | None = None, page: int = 1000
+                   ) -> Iterator[list[PushRecord]]:
+        """The records ``pushes`` would give without a limit, newest first, ``page`` at a
+        time (a query each, from where the last ended): the whole history in bounded
+        memory."""
         ...
 
     def push_counts(self, since: float, bucket: float = 60.0

@@ -4,7 +4,7 @@ most ``push_history_max`` rows (pruned by push/history.py)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from operator import attrgetter
 
@@ -31,19 +31,31 @@ class PushHistory:
                id: str | None = None, since: float | None = None, limit: int = 100
                ) -> list[PushRecord]:
         """Push records matching every filter given, newest first, at most ``limit``."""
-        where: list[str] = ["1"]
-        values: list[str | float] = []
-        for column, value in (("username", username), ("selector", selector), ("id", id)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                values.append(value)
-        if since is not None:
-            where.append("time >= ?")
-            values.append(since)
+        where, values = _filters(username, selector, id, since)
         rows = self.conn.execute(
-            f"SELECT {COLUMNS} FROM pushes WHERE {' AND '.join(where)}"
+            f"SELECT {COLUMNS} FROM pushes WHERE {where}"
             " ORDER BY time DESC, rowid DESC LIMIT ?", (*values, limit))
         return [PushRecord(*row) for row in rows]
+
+    def push_pages(self, *, username: str | None = None, selector: str | None = None,
+                   id: str | None = None, since: float | None = None, page: int = 1000
+                   ) -> Iterator[list[PushRecord]]:
+        """The records ``pushes`` would give without a limit, newest first, ``page`` at a
+        time (a query each, from where the last ended): the whole history in bounded
+        memory."""
+        where, values = _filters(username, selector, id, since)
+        after: tuple[float | int, ...] = ()  # the last row's time (twice) and key
+        while True:
+            rows = self.conn.execute(
+                f"SELECT rowid, {COLUMNS} FROM pushes WHERE {where}"
+                + (" AND time <= ? AND (time, rowid) < (?, ?)" if after else "")
+                + " ORDER BY time DESC, rowid DESC LIMIT ?", (*values, *after, page)
+            ).fetchall()
+            if rows:
+                yield [PushRecord(*row[1:]) for row in rows]
+            if len(rows) < page:
+                return
+            after = (rows[-1][1], rows[-1][1], rows[-1][0])
 
     def push_counts(self, since: float, bucket: float = 60.0
                     ) -> list[tuple[float, str, int]]:
@@ -65,3 +77,18 @@ class PushHistory:
             removed += self.conn.execute(
                 "DELETE FROM pushes WHERE time <= ?", (cut[0],)).rowcount
         return removed
+
+
+def _filters(username: str | None, selector: str | None, id: str | None,
+             since: float | None) -> tuple[str, list[str | float]]:
+    """The WHERE clause of the filters given, and its values."""
+    where: list[str] = ["1"]
+    values: list[str | float] = []
+    for column, value in (("username", username), ("selector", selector), ("id", id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            values.append(value)
+    if since is not None:
+        where.append("time >= ?")
+        values.append(since)
+    return " AND ".join(where), values
