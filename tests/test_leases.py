@@ -41,7 +41,8 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> StorageConfig:
     return StorageConfig(url=request.getfixturevalue("pg_database_url"))
 
 
-def test_a_lease_goes_to_one_holder_until_it_runs_out_or_is_released(storage):
+def test_a_lease_goes_to_one_holder_until_it_runs_out_or_is_released(tmp_path):
+    storage = StorageConfig(path=str(tmp_path / "pnbridge.db"))  # one host: callers' clock
     one, two = engine(storage).open(), engine(storage).open()
     with one.transaction():
         assert one.take_lease("delivery:webhook", "a", 100.0, TTL)
@@ -66,6 +67,27 @@ def test_a_lease_goes_to_one_holder_until_it_runs_out_or_is_released(storage):
     with one.transaction():
         assert one.take_lease("delivery:webhook", "a", 106.0, TTL)  # released: free at once
     assert [lease.name for lease in one.leases()] == ["delivery:webhook", "maintenance"]
+    one.close()
+    two.close()
+
+
+@pytest.mark.postgresql
+def test_on_postgresql_the_server_s_clock_decides_expiry_not_the_caller_s(pg_database_url):
+    one, two = (engine(StorageConfig(url=pg_database_url)).open() for _ in range(2))
+    with one.transaction():
+        assert one.take_lease("delivery:webhook", "a", time.time(), 1.0)
+    server = one.clock()
+    assert abs(server - time.time()) < 1  # the test's server runs on this host
+    (row,) = one.leases()
+    assert row.renewed_at <= server < row.expires_at <= server + 1.0
+    with two.transaction():  # b's clock an hour ahead: a's lease is still live
+        assert not two.take_lease("delivery:webhook", "b", time.time() + 3600, 1.0)
+    with one.transaction():  # a's clock an hour behind: renewed for a second all the same
+        assert one.renew_lease("delivery:webhook", "a", time.time() - 3600, 1.0)
+    assert one.leases()[0].expires_at > server + 0.5
+    time.sleep(1.2)
+    with two.transaction():  # ran out by the server's clock, whatever b's says
+        assert two.take_lease("delivery:webhook", "b", time.time() - 3600, 1.0)
     one.close()
     two.close()
 
@@ -110,9 +132,19 @@ def serve(tmp_path: Path):
     the test."""
     started: list[Process] = []
 
-    def start(config: Path) -> Process:
+    def start(config: Path, skew: float = 0.0) -> Process:
+        """``skew``: the process's ``time.time`` runs that many seconds ahead (its host's
+        clock is off: the environment, set before pnbridge is imported)."""
+        program = ["-m", "pnbridge"]
+        if skew:
+            wrapper = tmp_path / "skewed.py"
+            wrapper.write_text(
+                "import sys, time\n_real = time.time\n"
+                f"time.time = lambda: _real() + {skew!r}\n"
+                "from pnbridge.cli import main\nsys.argv[0] = 'pnbridge'\nmain()\n")
+            program = [str(wrapper)]
         popen = subprocess.Popen(
-            [sys.executable, "-m", "pnbridge", "serve", "--config", str(config)],
+            [sys.executable, *program, "serve", "--config", str(config)],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path)
         started.append(Process(popen))
         return started[-1]
@@ -362,3 +394,33 @@ def test_on_postgresql_a_peer_s_event_wakes_the_holder_at_once(
     print(f"PostgreSQL: b's event reached the receiver through a in {took:.3f} s")
     assert took < 2
     assert a.stop() == 0 and b.stop() == 0
+
+
+@pytest.mark.postgresql
+def test_on_postgresql_an_instance_30_s_ahead_cannot_take_a_live_holder_s_lease(
+        serve, tmp_path, receivers, pg_database_url):
+    receiver = receivers()
+    a = serve(instance_config(tmp_path, "a", receiver, pg_database_url))
+    a.wait_for("lease delivery:webhook: held by this instance")
+    a.wait_for("lease maintenance: held by this instance")
+    c = serve(instance_config(tmp_path, "c", receiver, pg_database_url), skew=30.0)
+    c.wait_for(r"clock is \+(29\.9|30\.\d) s off the store's")
+    shown = wait_until_sync(lambda: (r := ready(c))["leases"].get("delivery:webhook", "")
+                            .startswith("a until") and r, timeout=5)
+    assert 29 < shown["clock_offset"] < 31 and shown["delivers"] == [], shown
+    assert abs(ready(a)["clock_offset"]) < 1
+    load = Load([a.url(), c.url()])
+    load.start()
+    time.sleep(3 * TTL)  # c tries to take every lease again and again meanwhile
+    load.stop.set()
+    load.join()
+    assert len(load.answered) > 100
+    wait_until_sync(lambda: len(receiver.accepted) >= len(load.answered), timeout=20)
+    delivered_in_order(receiver, load.answered)
+    ids = [payload["id"] for _, payload in receiver.requests]
+    assert len(ids) == len(set(ids)), "an event delivered twice"
+    assert recorded(tmp_path, "a") and not recorded(tmp_path, "c")
+    assert "held by this instance" not in c.log and "taken by another" not in a.log
+    print(f"clock +30 s: c's offset {shown['clock_offset']} s; {len(ids)} events, "
+          f"each delivered once, all by a")
+    assert c.stop() == 0 and a.stop() == 0

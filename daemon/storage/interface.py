@@ -57,8 +57,8 @@ class Failure:
 @dataclass(frozen=True)
 class Lease:
     """Who holds a lease (``delivery:PLUGIN``, ``maintenance``) and until when. Times are
-    the holder's wall clock (docs/cluster.md: a few seconds of skew between hosts is
-    within the margin a renewal every third of the lease time leaves)."""
+    epoch seconds of the store's clock (``Store.clock``: PostgreSQL's server's, SQLite's
+    host's), so an instance's own clock skew cannot end a live holder's lease."""
 
     name: str
     holder: str
@@ -219,7 +219,8 @@ class Store(Protocol):
 
     def take_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
         """Hold lease ``name`` until ``now + ttl`` if it is free, expired at ``now`` or
-        ``holder``'s already; whether ``holder`` holds it now (one transaction)."""
+        ``holder``'s already (PostgreSQL: its server's now, not ``now``); whether ``holder``
+        holds it now (one transaction)."""
         ...
 
     def renew_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
@@ -234,6 +235,11 @@ class Store(Protocol):
 
     def leases(self) -> list[Lease]:
         """Every lease held or left behind, by name."""
+        ...
+
+    def clock(self) -> float:
+        """The clock the leases' times are in, epoch seconds: PostgreSQL's server's (it
+        decides expiry there, whatever the callers' ``now``), this host's for SQLite."""
         ...
 
     # -- HTTP Digest nonces, shared by the instances ------------------------------------------

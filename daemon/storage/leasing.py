@@ -7,9 +7,13 @@ cancelled at once when a renewal fails or finds another holder, or when two thir
 lease time passed without a renewal (a process frozen for longer stops before doing more
 when it wakes); then it waits to take the lease again.
 
-Times are wall-clock seconds of the host that writes them (the store's rows hold them);
-a renewal leaves two thirds of the lease time, so clocks that differ by less than that
-(a few seconds) never let two instances hold one lease. A holder that ran on this machine
+Expiry is decided by the store's clock, not the instance's: on PostgreSQL the server's
+(``clock_timestamp()`` in the SQL; the ``now`` passed is not used), so an instance whose
+clock runs ahead cannot find a live holder's lease expired; SQLite is one host, one clock.
+The instance's offset from the store's clock is measured at start and at every renewal
+(``clock_offset`` in /readyz) and logged as a warning beyond SKEW_WARNING seconds. The
+leases use a connection and thread of their own (``Writer.lease``): a renewal never waits
+behind the journal's writes. A holder that ran on this machine
 and is gone (``ops.instance.gone``: a ``kill -9``) is taken over at once, not after its
 lease ran out; one elsewhere, within the lease time. On exit every held lease is
 released, so a peer takes over at its next try.
@@ -41,6 +45,7 @@ log = logging.getLogger("pnbridge.leases")
 RELEASE_TIMEOUT = 5.0  # seconds the releases at shutdown may take
 STANDBY_EVERY = 1.0  # seconds between tries to take a lease another holds, at most
 SOONEST = 0.05  # seconds between tries at least, however soon a lease runs out
+SKEW_WARNING = 2.0  # seconds between this instance's clock and the store's worth a warning
 
 
 @dataclass
@@ -75,6 +80,8 @@ class Leases:
         self.ttl = ttl
         self.metrics = metrics
         self.states: dict[str, LeaseState] = {}
+        self.offset = 0.0  # seconds this instance's clock is ahead of the store's
+        self._warned: float | None = None  # the offset last warned of
         self._nursery = nursery
 
     def state(self, name: str) -> LeaseState:
@@ -114,6 +121,32 @@ class Leases:
         """Each lease: who holds it until when (``LeaseState.shown``)."""
         return {name: state.shown() for name, state in self.states.items()}
 
+    async def watch_clock(self) -> None:
+        """Measure the offset from the store's clock now and every third of the lease
+        time (as renewals go), until cancelled; warn of a large one."""
+        while True:
+            try:
+                before = time.time()
+                server = await self.writer.lease(methodcaller("clock"))
+                self._offset((before + time.time()) / 2 - server)
+            except StoreError:
+                pass  # the leases' own calls say what is wrong
+            except trio.ClosedResourceError:
+                return
+            await trio.sleep(self.ttl / 3)
+
+    def _offset(self, offset: float) -> None:
+        self.offset = offset
+        if abs(offset) >= SKEW_WARNING:
+            if self._warned is None or abs(offset - self._warned) >= SKEW_WARNING:
+                log.warning("this instance's clock is %+.1f s off the store's (PostgreSQL "
+                            "server's): fix its time sync (NTP); leases keep the store's "
+                            "clock", offset)
+                self._warned = offset
+        elif self._warned is not None:
+            log.info("this instance's clock is within %.1f s of the store's again", offset)
+            self._warned = None
+
     async def _keep(self, lease: LeaseState) -> None:
         """Take or renew ``lease``, every third of the lease time, until cancelled."""
         every = self.ttl / 3
@@ -145,23 +178,24 @@ class Leases:
             await trio.sleep(wait)
 
     async def _call(self, operation: str, name: str, now: float) -> bool:
-        return bool(await self.writer.untracked(
+        return bool(await self.writer.lease(
             methodcaller(operation, name, self.instance.holder, now, self.ttl)))
 
     async def _take_from_gone(self, lease: LeaseState, now: float) -> bool:
         """Take ``lease`` from a holder that ran on this machine and is gone; else note
         who holds it until when."""
-        rows = await self.writer.untracked(methodcaller("leases"))
+        rows = await self.writer.lease(methodcaller("leases"))
         row = next((r for r in rows if r.name == lease.name), None)
         if row is None:
             lease.other = None
             return False
         if row.holder != self.instance.holder and gone(row.holder):
-            await self.writer.untracked(methodcaller("release_lease", row.name, row.holder))
+            await self.writer.lease(methodcaller("release_lease", row.name, row.holder))
             log.info("lease %s: its holder %s is no longer running: taking it over",
                      lease.name, holder_name(row.holder))
             return await self._call("take_lease", lease.name, now)
-        lease.other, lease.until = holder_name(row.holder), row.expires_at
+        # The row's time is the store's clock: this instance's is ``offset`` ahead.
+        lease.other, lease.until = holder_name(row.holder), row.expires_at + self.offset
         return False
 
     def _gain(self, lease: LeaseState, until: float) -> None:
@@ -192,7 +226,7 @@ class Leases:
         for lease in self.states.values():
             if lease.held:
                 self._lose(lease)
-                await self.writer.untracked(
+                await self.writer.lease(
                     methodcaller("release_lease", lease.name, self.instance.holder))
                 log.info("lease %s: released", lease.name)
 
@@ -203,6 +237,7 @@ async def open_leases(writer: Writer, instance: Instance, ttl: float,
     """Leases kept until the block ends; then every one held is released (bounded)."""
     async with trio.open_nursery() as nursery:
         leases = Leases(writer, instance, ttl, nursery, metrics)
+        nursery.start_soon(leases.watch_clock)
         try:
             yield leases
         finally:
@@ -217,5 +252,7 @@ async def open_leases(writer: Writer, instance: Instance, ttl: float,
 
 def facts(leases: Leases) -> dict[str, Callable[[], Any]]:
     """What /readyz shows of the leases: the plugins this instance delivers, and who
-    holds each lease until when."""
-    return {"delivers": lambda: leases.held("delivery:"), "leases": leases.shown}
+    holds each lease until when, and how far this instance's clock is ahead of the store's
+    (seconds)."""
+    return {"delivers": lambda: leases.held("delivery:"), "leases": leases.shown,
+            "clock_offset": lambda: round(leases.offset, 3)}

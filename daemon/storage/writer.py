@@ -65,8 +65,10 @@ class Failing:
 class Writer:
     """Runs ``fn(store, *args)`` calls on the store's thread, many to a transaction."""
 
-    def __init__(self, store: Store, reader: Reader):
+    def __init__(self, store: Store, reader: Reader, lease_store: Store | None = None):
         self.store = store
+        self.lease_store = lease_store or store
+        self._lease_thread = trio.CapacityLimiter(1)
         self.reader = reader
         self._pending: deque[PendingOp] = deque()  # appended on the loop, taken on the thread
         self._work = trio.Event()
@@ -98,6 +100,19 @@ class Writer:
         """``call``, for a probe or a gauge whose outcome must not count in ``failing``
         (it does not do what a report does)."""
         return await self._call(PendingOp(fn, args, tracked=False))
+
+    async def lease(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(store, *args)`` on the leases' own connection and thread, in a short
+        transaction of its own: a lease's renewal never waits behind the journal's writes
+        (a report's lock wait, a cursor's save)."""
+        if self._closed:
+            raise trio.ClosedResourceError("the store is closed")
+
+        def run() -> T:
+            with self.lease_store.transaction() as store:
+                return fn(store, *args)
+
+        return await trio.to_thread.run_sync(run, limiter=self._lease_thread)
 
     async def _call(self, op: PendingOp) -> Any:
         if self._closed:
@@ -172,8 +187,10 @@ async def open_writer(storage: StorageConfig) -> AsyncIterator[Writer]:
     database = engine(storage)
     store = await trio.to_thread.run_sync(database.open)
     reader = Reader(database.reader)
+    lease_store: Store | None = None
     try:
-        writer = Writer(store, reader)
+        lease_store = await trio.to_thread.run_sync(database.open)
+        writer = Writer(store, reader, lease_store)
         async with trio.open_nursery() as nursery:
             await nursery.start(writer._serve)
             if (listener := database.listener()) is not None:
@@ -184,4 +201,6 @@ async def open_writer(storage: StorageConfig) -> AsyncIterator[Writer]:
                 nursery.cancel_scope.cancel()
     finally:
         await trio.to_thread.run_sync(reader.close)
+        if lease_store is not None:
+            await trio.to_thread.run_sync(lease_store.close)
         await trio.to_thread.run_sync(store.close)

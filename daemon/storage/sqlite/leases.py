@@ -1,10 +1,12 @@
 """Leases (storage/interface.py's ``Lease``): one row per name, its holder and until when.
 The writer's transactions are ``BEGIN IMMEDIATE``, so a take reads and writes the row with
-no other writer in between: two instances never both take one lease."""
+no other writer in between: two instances never both take one lease. Times are the
+callers': SQLite is one host, so every instance reads the same clock."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 
 from ..interface import Lease
 
@@ -45,3 +47,7 @@ class Leases:
         """Every lease row, by name."""
         return [Lease(*row) for row in self.conn.execute(
             "SELECT name, holder, expires_at, renewed_at, taken_at FROM leases ORDER BY name")]
+
+    def clock(self) -> float:
+        """This host's clock (the instances sharing the file read it too)."""
+        return time.time()
