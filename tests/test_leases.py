@@ -424,3 +424,46 @@ def test_on_postgresql_an_instance_30_s_ahead_cannot_take_a_live_holder_s_lease(
     print(f"clock +30 s: c's offset {shown['clock_offset']} s; {len(ids)} events, "
           f"each delivered once, all by a")
     assert c.stop() == 0 and a.stop() == 0
+
+
+@pytest.mark.postgresql
+def test_on_postgresql_a_locked_journal_answers_503_in_busy_timeout_and_keeps_the_leases(
+        serve, tmp_path, receivers, pg_database_url):
+    import psycopg
+
+    receiver = receivers()
+    a, b = two_instances(serve, tmp_path, receiver, pg_database_url)  # busy_timeout = 1 s
+    clients = [httpx.Client(base_url=p.url(), timeout=10) for p in (a, b)]
+    for n in range(20):  # events for a to deliver: its cursor saves go on
+        assert report(clients[0], f"sel-{n}", token=f"tok-{n:06d}", pushappid="app.id",
+                      status=None).status_code == 200
+    took: list[float] = []
+    with psycopg.connect(pg_database_url, autocommit=True) as other:
+        other.execute("BEGIN")
+        other.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        locked = time.monotonic()
+        n = 100
+        while time.monotonic() - locked < 3 * TTL:  # longer than a lease lasts
+            for client in clients:
+                start = time.monotonic()
+                answer = report(client, f"sel-{n % 12}", token=f"tok-{n:06d}",
+                                pushappid="app.id", status=None)
+                took.append(time.monotonic() - start)
+                assert answer.status_code == 503, answer.text
+                n += 1
+        other.execute("ROLLBACK")
+    assert max(took) < 1 + 1, took  # busy_timeout + 1 s
+    answered = [(f"sel-{n % 12}", n) for n in range(n, n + 12)]
+    for selector, m in answered:
+        assert report(clients[0], selector, token=f"tok-{m:06d}", pushappid="app.id",
+                      status=None).status_code == 200
+    for client in clients:
+        client.close()
+    wait_until_sync(lambda: len(receiver.accepted) >= 32, timeout=20)
+    delivered_in_order(receiver, answered)
+    assert "not renewed in time" not in a.log + b.log
+    assert "held by this instance" not in b.log and "taken by another" not in a.log
+    assert sorted(ready(a)["delivers"]) == ["recorder", "webhook"]
+    print(f"journal locked {3 * TTL:g} s: {len(took)} reports, 503 in "
+          f"{min(took):.2f} to {max(took):.2f} s (busy_timeout 1 s); leases kept")
+    assert a.stop() == 0 and b.stop() == 0
