@@ -93,8 +93,10 @@ class Store(Protocol):
         """Run operations in one transaction (for callers outside the writer)."""
         ...
 
-    def run_batch(self, calls: Sequence[Callable[[Store], Any]]) -> list[Done]:
-        """Run ``calls`` in one transaction, each call's failure its own."""
+    def run_batch(self, calls: Sequence[Callable[[Store], Any]],
+                  wait: float | None = None) -> list[Done]:
+        """Run ``calls`` in one transaction, each call's failure its own; a lock waited
+        for at most ``wait`` seconds (None: busy_timeout)."""
         ...
 
     def changes(self) -> int:

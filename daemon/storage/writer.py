@@ -3,13 +3,17 @@
 Operations that arrive while a transaction is being written wait and then go together
 into the next one (group commit), so many reports cost one fsync and none is answered
 before its transaction committed. Queries that must not wait behind writes (the push API's
-device lookup) go to the ``Reader``'s read-only connections instead (reader.py). The trio
-loop never touches the database.
+device lookup) go to the ``Reader``'s read-only connections instead (reader.py), the
+leases to a connection of their own (``lease``). A batch whose oldest operation already
+waited for the one before (held up by a lock) waits for a lock only what is left of
+``busy_timeout``: a report fails within it, never twice it. The trio loop never touches
+the database.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +34,9 @@ T = TypeVar("T")
 # Seconds a wait for another process's journal notice lasts (the longest a shutdown waits
 # for the listener's thread).
 LISTEN_WAIT = 0.5
+# Seconds an operation may have waited for the batch before it before its own batch's lock
+# wait is cut to what is left of busy_timeout (and the least that is left).
+SHORTEST_WAIT = 0.1
 
 
 @dataclass
@@ -42,6 +49,7 @@ class PendingOp:
     result: Any = None
     error: BaseException | None = None
     wrote: bool = False  # it changed rows (set on the thread by run)
+    queued: float = field(default_factory=time.monotonic)  # when it was asked for
     done: trio.Event = field(default_factory=trio.Event)
 
     def run(self, store: Store) -> Any:
@@ -65,8 +73,10 @@ class Failing:
 class Writer:
     """Runs ``fn(store, *args)`` calls on the store's thread, many to a transaction."""
 
-    def __init__(self, store: Store, reader: Reader, lease_store: Store | None = None):
+    def __init__(self, store: Store, reader: Reader, lease_store: Store | None = None,
+                 busy_timeout: float | None = None):
         self.store = store
+        self.busy_timeout = busy_timeout
         self.lease_store = lease_store or store
         self._lease_thread = trio.CapacityLimiter(1)
         self.reader = reader
@@ -158,13 +168,22 @@ class Writer:
         while self._pending:
             batch = [self._pending.popleft() for _ in range(len(self._pending))]
             try:
-                done = self.store.run_batch([op.run for op in batch])
+                done = self.store.run_batch([op.run for op in batch], self._wait(batch))
             except Exception as failure:  # run_batch fails calls itself; this is a bug's net
                 log.exception("store batch failed")
                 done = [(None, failure)] * len(batch)
             for op, (result, error) in zip(batch, done, strict=True):
                 op.result, op.error = result, error
             self._token.run_sync_soon(self._answer, batch, self.store.journaled)
+
+    def _wait(self, batch: list[PendingOp]) -> float | None:
+        """How long ``batch`` may wait for a lock: what is left of busy_timeout for its
+        oldest operation, when that one waited for the batch before (which itself may have
+        waited for a lock), so a report fails within busy_timeout, not twice it."""
+        waited = time.monotonic() - min(op.queued for op in batch)
+        if self.busy_timeout is None or waited < SHORTEST_WAIT:
+            return None
+        return max(self.busy_timeout - waited, SHORTEST_WAIT)
 
     def _answer(self, batch: list[PendingOp], journaled: int) -> None:
         """On the loop: wake the callers of a committed batch (and the dispatcher)."""
@@ -190,7 +209,7 @@ async def open_writer(storage: StorageConfig) -> AsyncIterator[Writer]:
     lease_store: Store | None = None
     try:
         lease_store = await trio.to_thread.run_sync(database.open)
-        writer = Writer(store, reader, lease_store)
+        writer = Writer(store, reader, lease_store, storage.busy_timeout)
         async with trio.open_nursery() as nursery:
             await nursery.start(writer._serve)
             if (listener := database.listener()) is not None:

@@ -55,6 +55,7 @@ class PostgreSQLStore(Devices, DeliveryState, PushHistory, Leases, Copying, Dige
         self.changed = 0
         self.journal_locked = False
         self.reading = reading
+        self.lock_wait: float | None = None  # this batch's lock_timeout (None: the session's)
         self._depth = 0  # operations under way (a nested one uses its caller's connection)
         try:
             self.conn = self._connect()
@@ -105,6 +106,9 @@ class PostgreSQLStore(Devices, DeliveryState, PushHistory, Leases, Copying, Dige
     def _begin(self) -> None:
         self.conn.execute("BEGIN")
         self.journal_locked = False
+        if self.lock_wait is not None:
+            self.conn.execute("SELECT set_config('lock_timeout', %s, true)",
+                              (f"{int(self.lock_wait * 1000)}ms",))
 
     def _begin_again(self) -> None:
         """BEGIN; on a connection the server dropped while it was idle (a restart), once
@@ -140,13 +144,16 @@ class PostgreSQLStore(Devices, DeliveryState, PushHistory, Leases, Copying, Dige
         except psycopg.Error as error:
             raise self.credentials.failure(error) from error
 
-    def run_batch(self, calls: Sequence[Callable[[PostgreSQLStore], Any]]) -> list[Done]:
-        """Run ``calls`` in one transaction; one that raises fails only itself.
+    def run_batch(self, calls: Sequence[Callable[[PostgreSQLStore], Any]],
+                  wait: float | None = None) -> list[Done]:
+        """Run ``calls`` in one transaction; one that raises fails only itself. A lock is
+        waited for ``wait`` seconds (None: busy_timeout, the session's lock_timeout).
 
         The calls run as they come; when one raises, the transaction starts again with each
         call in a savepoint of its own. When the transaction itself fails (the server is
         down, the disk full), every call fails with that error and nothing of the batch is
         kept; the next batch connects again if it must."""
+        self.lock_wait = wait
         try:
             self._begin_again()
             conn = self.conn
@@ -171,6 +178,8 @@ class PostgreSQLStore(Devices, DeliveryState, PushHistory, Leases, Copying, Dige
                 if not self.conn.closed and self._in_transaction():
                     self._end("ROLLBACK")
             return [(None, self.credentials.failure(error))] * len(calls)
+        finally:
+            self.lock_wait = None
         return done
 
     def _run_all(self, calls: Sequence[Callable[[PostgreSQLStore], Any]]) -> list[Done] | None:

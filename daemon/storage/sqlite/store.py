@@ -63,6 +63,7 @@ class SQLiteStore(Devices, DeliveryState, PushHistory, Leases, Copying, DigestNo
     ):
         self.path = Path(path)
         self.where = str(path)
+        self.busy_timeout = busy_timeout
         self.journaled = 0  # events this connection wrote (the writer wakes the dispatcher)
         try:
             if reading:
@@ -139,8 +140,10 @@ class SQLiteStore(Devices, DeliveryState, PushHistory, Leases, Copying, DigestNo
         except sqlite3.Error as error:  # BEGIN, COMMIT, ROLLBACK, or SQL of the caller's
             raise store_error(error) from error
 
-    def run_batch(self, calls: Sequence[Callable[[SQLiteStore], Any]]) -> list[Done]:
-        """Run ``calls`` in one transaction; one that raises fails only itself.
+    def run_batch(self, calls: Sequence[Callable[[SQLiteStore], Any]],
+                  wait: float | None = None) -> list[Done]:
+        """Run ``calls`` in one transaction; one that raises fails only itself. A lock is
+        waited for ``wait`` seconds (None: busy_timeout).
 
         The calls run as they come; when one raises, the transaction starts again with each
         call in a savepoint of its own (a savepoint costs two round trips to SQLite, and
@@ -149,6 +152,8 @@ class SQLiteStore(Devices, DeliveryState, PushHistory, Leases, Copying, DigestNo
         kept; the connection stays usable.
         """
         conn = self.conn
+        if wait is not None:
+            conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
         try:
             conn.execute("BEGIN IMMEDIATE")
             done = self._run_all(calls)
@@ -171,6 +176,9 @@ class SQLiteStore(Devices, DeliveryState, PushHistory, Leases, Copying, DigestNo
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             return [(None, store_error(error))] * len(calls)
+        finally:
+            if wait is not None:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         return done
 
     def _run_all(self, calls: Sequence[Callable[[SQLiteStore], Any]]) -> list[Done] | None:
