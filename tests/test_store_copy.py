@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from configs import config_toml, merge
-from conftest import cli, on_terminal
+from conftest import cli, on_terminal, pnbridge
 from engines import StoreEngine
 from plugintools import install_plugins, lines, records, wait_until
 from pnbridge.model import PushRecord, Report
@@ -223,3 +227,82 @@ def test_a_backup_into_sqlite_and_what_is_refused(tmp_path: Path):
     assert b"Copying" in shown and b"100%" in shown
     quiet = cli("store", "copy", "--to", str(tmp_path / "b3.db"), "--config", str(config))
     assert "Copying" not in quiet.stderr and quiet.stderr == ""
+
+
+def _host(tmp_path: Path, devices: int) -> Path:
+    """A host's SQLite database of ``devices`` reports (each a device and its event) and a
+    cursor; its config."""
+    config = _config(tmp_path, "host")
+    store = SQLiteStore(tmp_path / "host.db")
+    with store.transaction():
+        for i in range(devices):
+            store.register(Report("token", f"u{i % 40}", f"S{i:05}", token_msgs=f"t{i}"),
+                           {}, 1_700_000_000.0 + i)
+    store.save_cursor("recorder", devices // 2, 1.75e9)
+    store.close()
+    return config
+
+
+def _events(target: StoreEngine) -> int:
+    """How many events the target holds so far (0 before the copy made its schema)."""
+    import psycopg
+    try:
+        return int(target.rows("SELECT count(*) FROM events")[0][0])
+    except psycopg.errors.UndefinedTable:
+        return 0
+
+
+@pytest.mark.postgresql
+def test_an_interrupted_copy_is_refused_by_serve_and_finished_by_running_it_again(
+        tmp_path: Path, postgres_server: PostgresServer, pg_database_url: str):
+    config = _host(tmp_path, 6000)
+    source = StoreEngine("sqlite", {"path": str(tmp_path / "host.db")})
+    target = StoreEngine("postgresql", {"path": str(tmp_path / "moved.db"),
+                                        "url": pg_database_url}, postgres_server)
+    copying = subprocess.Popen(
+        [sys.executable, "-m", "pnbridge", "store", "copy", "--to", pg_database_url,
+         "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while _events(target) == 0 and copying.poll() is None:
+        time.sleep(0.005)
+    copying.send_signal(signal.SIGINT)  # Ctrl-C, amid the journal's chunks
+    out, err = copying.communicate(timeout=60)
+    assert copying.returncode == 130, err
+    assert (out, err) == ("", "pnbridge: copy interrupted: run it again to finish\n")
+    held = _events(target)
+    assert 0 < held < 6000, held
+    # The partial target's journal hands out seqs past every event it holds.
+    [(top, highest)] = target.rows(
+        "SELECT pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')::regclass),"
+        " max(seq) FROM events")
+    assert top >= highest
+
+    said = (f"database {target_name(pg_database_url)} is an unfinished copy of "
+            f"{tmp_path / 'host.db'} (pnbridge store copy was interrupted): run the same "
+            "pnbridge store copy again to finish it")
+    on_pg = tmp_path / "on-pg.toml"
+    on_pg.write_text(config_toml(tmp_path, {"storage": {"url": pg_database_url}}))
+    served = pnbridge("serve", "--config", str(on_pg))
+    assert served.returncode == 1 and f"pnbridge: {said}\n" in served.stderr, served.stderr
+    assert "Traceback" not in served.stderr
+    doctor = pnbridge("doctor", "--config", str(on_pg))
+    assert doctor.returncode == 2 and said in doctor.stdout, doctor.stdout
+    # Another source is refused with what the target is.
+    other = _config(tmp_path, "other")
+    SQLiteStore(tmp_path / "other.db").close()
+    refused = cli("store", "copy", "--to", pg_database_url, "--config", str(other))
+    assert refused.returncode == 1 and refused.stderr == (
+        f"pnbridge: --to {target_name(pg_database_url)} is an unfinished copy of "
+        f"{tmp_path / 'host.db'}, not of {tmp_path / 'other.db'}: run that copy again, or "
+        "pass --force to copy into it\n")
+
+    # The same copy again, without --force: finished, as one uninterrupted copy.
+    again = cli("store", "copy", "--to", pg_database_url, "--config", str(config))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("copied 6,000 devices, 6,000 journal events, 1 plugin ")
+    assert content(target) == content(source)
+    assert target.rows("SELECT name FROM leases") == []
+    healthy = pnbridge("doctor", "--config", str(on_pg)).stdout
+    assert f"database {target_name(pg_database_url)}: schema version" in healthy, healthy
+    with contextlib.closing(target.open()) as store, store.transaction():
+        change = store.register(Report("token", "new", "NEW", token_msgs="t"), {}, 1.9e9)
+    assert change.event is not None and change.event.seq == 6001

@@ -4,10 +4,16 @@ into an SQLite file."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
 import re
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
+from types import FrameType
 
 import click
 
@@ -16,7 +22,7 @@ from ..config.tables import StorageConfig, load_config
 from ..delivery.commands import config_option, fail
 from ..model import isotime
 from ..ops.instance import gone, holder_name
-from ..storage.copy import copy_store, described
+from ..storage.copy import COPYING, Interrupted, copy_store, copying_from, described
 from ..storage.engines import database_name, engine, local_name
 from ..storage.interface import Store
 from .common import open_store, progress
@@ -53,7 +59,7 @@ def _unleased(store: Store, which: str, where: str) -> None:
     """Fail when an instance holds a lease in ``store`` (one runs on it, on any host)."""
     now = time.time()
     for lease in store.leases():
-        if lease.expires_at > now and not gone(lease.holder):
+        if lease.name != COPYING and lease.expires_at > now and not gone(lease.holder):
             fail(f"instance {holder_name(lease.holder)} holds the lease {lease.name} in the "
                  f"{which} {where} until {isotime(lease.expires_at)}: stop every instance "
                  "on it first (on every host)")
@@ -92,15 +98,47 @@ def store_copy(config_path: str | None, to: str, password_file: str | None,
         try:
             _unleased(source, "source", source_name)
             _unleased(target, "target", target_name)
+            if (unfinished := copying_from(source)) is not None:
+                fail(f"the config's database {source_name} is an unfinished copy of "
+                     f"{unfinished}: finish that copy first")
+            resumed = copying_from(target)
             held = target.table_counts()
-            if any(held.values()) and not force:
+            if resumed is not None and resumed != source_name and not force:
+                fail(f"--to {target_name} is an unfinished copy of {resumed}, not of "
+                     f"{source_name}: run that copy again, or pass --force to copy into it")
+            if any(held.values()) and resumed is None and not force:
                 fail(f"--to {target_name} is not empty (it holds {described(held)}): pass "
                      "--force to copy into it, replacing rows with the same keys")
             counts = source.table_counts()
-            with progress(sum(counts.values()), "Copying") as done:
-                copied = copy_store(source, target, done)
+            with progress(sum(counts.values()), "Copying") as done, _interruptible() as stop:
+                copied = copy_store(source, target, source_name, done, stop)
+        except (Interrupted, KeyboardInterrupt):
+            logging.getLogger("psycopg").disabled = True  # nothing of a dropped connection
+            click.echo("pnbridge: copy interrupted: run it again to finish", err=True)
+            raise SystemExit(130) from None
         finally:
             target.close()
     finally:
         source.close()
     click.echo(f"copied {described(copied)} from {source_name} to {target_name}")
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[Callable[[], bool]]:
+    """While the block runs, SIGINT (Ctrl-C) asks the copy to stop after its chunk (what
+    this yields says whether it was asked); a second one stops it at once."""
+    asked: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # a test's CliRunner
+        yield lambda: False
+        return
+
+    def ask(signum: int, frame: FrameType | None) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+
+    before = signal.signal(signal.SIGINT, ask)
+    try:
+        yield lambda: bool(asked)
+    finally:
+        signal.signal(signal.SIGINT, before)
