@@ -105,6 +105,21 @@ async def test_a_host_moves_to_postgresql_and_its_plugins_resume(
     wrong = await copy(config, pg_database_url.replace(postgres_server.password, "not-it-42"))
     assert wrong.returncode == 1 and "authentication failed" in wrong.stderr
     assert "not-it-42" not in wrong.stderr and "Traceback" not in wrong.stderr
+    # Named as the command line gave them; the password in the URL warned of.
+    assert wrong.stderr.startswith(
+        "pnbridge: WARNING: --to has a password in its URL, which every user sees in the "
+        "process list: use --password-file\n"), wrong.stderr
+    assert ("(check the user of --to and its password: --password-file, PGPASSFILE or "
+            "PGPASSWORD)") in wrong.stderr and "[storage]" not in wrong.stderr
+    (tmp_path / "wrong-password").write_text("not-it-42\n")
+    bare = target_name(pg_database_url).replace("***@", "pnbridge@")
+    wrong = await copy(config, bare, "--password-file", str(tmp_path / "wrong-password"))
+    assert wrong.returncode == 1 and "WARNING" not in wrong.stderr
+    assert "check the user of --to and its password: --password-file" in wrong.stderr
+    unread = await copy(config, bare, "--password-file", str(tmp_path / "no-such-file"))
+    assert unread.returncode == 1 and unread.stderr == (
+        f"pnbridge: --password-file {tmp_path / 'no-such-file'}: cannot read it: "
+        "No such file or directory\n")
     assert target.rows("SELECT count(*) FROM pg_tables WHERE tablename = 'devices'") == [(0,)]
     copied = await copy(config, pg_database_url)
     assert copied.returncode == 0, copied.stderr
@@ -155,7 +170,7 @@ async def test_a_host_moves_to_postgresql_and_its_plugins_resume(
     other = pg_database_url.replace("127.0.0.1", "localhost")
     refused = await copy(config, other, "--force")
     assert refused.returncode == 1
-    assert refused.stderr.startswith(f"pnbridge: instance {default_name()} holds the lease ")
+    assert f"\npnbridge: instance {default_name()} holds the lease " in refused.stderr
     assert "stop every instance on it first (on every host)" in refused.stderr
 
 
@@ -259,9 +274,12 @@ def test_an_interrupted_copy_is_refused_by_serve_and_finished_by_running_it_agai
     source = StoreEngine("sqlite", {"path": str(tmp_path / "host.db")})
     target = StoreEngine("postgresql", {"path": str(tmp_path / "moved.db"),
                                         "url": pg_database_url}, postgres_server)
+    (tmp_path / "pg-password").write_text(postgres_server.password + "\n")
+    to = ("--to", target_name(pg_database_url).replace("***@", "pnbridge@"),
+          "--password-file", str(tmp_path / "pg-password"))
     copying = subprocess.Popen(
-        [sys.executable, "-m", "pnbridge", "store", "copy", "--to", pg_database_url,
-         "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "pnbridge", "store", "copy", *to, "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while _events(target) == 0 and copying.poll() is None:
         time.sleep(0.005)
     copying.send_signal(signal.SIGINT)  # Ctrl-C, amid the journal's chunks
@@ -289,15 +307,15 @@ def test_an_interrupted_copy_is_refused_by_serve_and_finished_by_running_it_agai
     # Another source is refused with what the target is.
     other = _config(tmp_path, "other")
     SQLiteStore(tmp_path / "other.db").close()
-    refused = cli("store", "copy", "--to", pg_database_url, "--config", str(other))
+    refused = cli("store", "copy", *to, "--config", str(other))
     assert refused.returncode == 1 and refused.stderr == (
         f"pnbridge: --to {target_name(pg_database_url)} is an unfinished copy of "
         f"{tmp_path / 'host.db'}, not of {tmp_path / 'other.db'}: run that copy again, or "
         "pass --force to copy into it\n")
 
     # The same copy again, without --force: finished, as one uninterrupted copy.
-    again = cli("store", "copy", "--to", pg_database_url, "--config", str(config))
-    assert again.returncode == 0, again.stderr
+    again = cli("store", "copy", *to, "--config", str(config))
+    assert again.returncode == 0 and again.stderr == "", again.stderr
     assert again.stdout.startswith("copied 6,000 devices, 6,000 journal events, 1 plugin ")
     assert content(target) == content(source)
     assert target.rows("SELECT name FROM leases") == []
@@ -306,3 +324,10 @@ def test_an_interrupted_copy_is_refused_by_serve_and_finished_by_running_it_agai
     with contextlib.closing(target.open()) as store, store.transaction():
         change = store.register(Report("token", "new", "NEW", token_msgs="t"), {}, 1.9e9)
     assert change.event is not None and change.event.seq == 6001
+
+
+def test_help_recommends_a_password_file():
+    shown = " ".join(cli("store", "copy", "--help").stdout.split())
+    assert ("its password from --password-file, PGPASSFILE or PGPASSWORD (not in the URL: "
+            "ps shows the command line to every user)") in shown
+    assert "or in the URL" not in shown and "Recommended." in shown

@@ -12,6 +12,7 @@ import re
 import signal
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from types import FrameType
 
@@ -27,6 +28,8 @@ from ..storage.engines import database_name, engine, local_name
 from ..storage.interface import Store
 from .common import open_store, progress
 
+TO = ("--to", "--password-file")  # what messages call the target's URL and password file
+
 
 @click.group("store")
 def store_group() -> None:
@@ -38,11 +41,21 @@ def _target(storage: StorageConfig, to: str, password_file: str | None) -> Stora
     ``password_file``, the URL or libpq's usual places: PGPASSFILE, PGPASSWORD), else the
     path of an SQLite file."""
     if re.match(r"postgres(ql)?://", to):
+        if _has_password(to):
+            click.echo("pnbridge: WARNING: --to has a password in its URL, which every user "
+                       "sees in the process list: use --password-file", err=True)
         return dataclasses.replace(storage, url=to, password_file=password_file)
     if "://" in to:
         fail(f"--to {database_name(dataclasses.replace(storage, url=to))}: neither a "
              "postgresql:// URL nor a file path")
     return dataclasses.replace(storage, path=to, url=None, password_file=None)
+
+
+def _has_password(url: str) -> bool:
+    """Whether the postgresql:// ``url`` carries a password (user:password@, or password=)."""
+    parts = urllib.parse.urlsplit(url)
+    return "password" in urllib.parse.parse_qs(parts.query) or ":" in parts.netloc.rpartition(
+        "@")[0]
 
 
 def _stopped(storage: StorageConfig, which: str) -> None:
@@ -68,11 +81,12 @@ def _unleased(store: Store, which: str, where: str) -> None:
 @store_group.command("copy")
 @config_option
 @click.option("--to", "to", required=True, metavar="URL",
-              help="The target: postgresql://USER@HOST:PORT/DB (password from PGPASSFILE or "
-              "PGPASSWORD, or in the URL), or the path of an SQLite file.")
+              help="The target: postgresql://USER@HOST:PORT/DB, its password from "
+              "--password-file, PGPASSFILE or PGPASSWORD (not in the URL: ps shows the "
+              "command line to every user), or the path of an SQLite file.")
 @click.option("--password-file", type=click.Path(dir_okay=False),
               help="The target PostgreSQL role's password: the first line of this file (as "
-              "[storage] password_file).")
+              "[storage] password_file). Recommended.")
 @click.option("--force", is_flag=True,
               help="Copy into a target that already has rows: each copied row replaces the "
               "target's row with the same key (device: selector; journal event: seq or id; "
@@ -94,7 +108,7 @@ def store_copy(config_path: str | None, to: str, password_file: str | None,
     _stopped(target_storage, "target")
     source = open_store(config, reading=True)
     try:
-        target = engine(target_storage).open()
+        target = engine(target_storage, TO).open()
         try:
             _unleased(source, "source", source_name)
             _unleased(target, "target", target_name)
