@@ -31,8 +31,8 @@ from pnmediator_stub import KEY, Answer, push_config, slow
 from reports import report
 
 CALL = "NotifyIncomingCall"
-VOIP = "voip-0123456789abcdef-ok"
-APNS = "apns-0123456789abcdef-ok"
+VOIP = "voip-9f8e7d6c5b4a3210-ok"
+APNS = "apns-9f8e7d6c5b4a3210-ok"
 
 
 def records(engine: Any, **filters: Any) -> list[PushRecord]:
