@@ -127,7 +127,6 @@ def store_copy(config_path: str | None, to: str, password_file: str | None,
             with progress(sum(counts.values()), "Copying") as done, _interruptible() as stop:
                 copied = copy_store(source, target, source_name, done, stop)
         except (Interrupted, KeyboardInterrupt):
-            logging.getLogger("psycopg").disabled = True  # nothing of a dropped connection
             click.echo("pnbridge: copy interrupted: run it again to finish", err=True)
             raise SystemExit(130) from None
         finally:
@@ -150,6 +149,9 @@ def _interruptible() -> Iterator[Callable[[], bool]]:
         if asked:
             raise KeyboardInterrupt
         asked.append(signum)
+        # Stopped at once, psycopg would log the statement it abandons ("error ignored
+        # terminating <psycopg.Pipeline ...>"): the one line of the command says it all.
+        logging.getLogger("psycopg").disabled = True
 
     before = signal.signal(signal.SIGINT, ask)
     try:
