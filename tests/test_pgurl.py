@@ -3,11 +3,12 @@ strict fallback without the extra), and wrong connection options named at run ti
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import cli, pnbridge
 from pnbridge.config.pgurl import url_problem
 
 BAD = [
@@ -87,3 +88,20 @@ def test_check_config_warns_of_a_password_in_the_url_without_showing_it(tmp_path
     result = cli("check-config", "--config",
                  _config(tmp_path, "postgresql://pnbridge@db/pnbridge"), "--user", "root")
     assert "holds a password" not in result.stderr
+
+
+@pytest.mark.parametrize(("env", "said"), [
+    ({"PGSSLMODE": "bogus"}, '[storage] url: invalid sslmode value: "bogus"'),
+    ({"PGTARGETSESSIONATTRS": "x"}, '[storage] url: invalid target_session_attrs value: "x"'),
+    ({}, "cannot reach the PostgreSQL server"),
+])
+def test_a_wrong_connection_option_at_run_time_names_the_url(tmp_path: Path, env: dict[str, str],
+                                                             said: str):
+    """libpq's own refusal of an option (here from its PG* environment) is not an outage."""
+    pytest.importorskip("psycopg", reason="the [postgresql] extra is not installed")
+    config = _config(tmp_path, "postgresql://pnbridge:s3cret@127.0.0.1:1/pnbridge")
+    result = pnbridge("devices", "list", "--config", config, env={**os.environ, **env})
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pnbridge: {said}"), lines
+    assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
