@@ -129,7 +129,7 @@ async def token_of(client: httpx.AsyncClient) -> str:
     return csrf_of((await client.get("/console/")).text)
 
 
-async def phone_report(daemon, selector: str, token: str = "tok-0123456789abcdef") -> None:
+async def phone_report(daemon, selector: str, token: str = "tok-9f8e7d6c5b4a3210") -> None:
     await report(daemon, selector, username=PHONE, token=None, msgs=token,
                  auth=(PHONE, PHONE_PASSWORD))
 

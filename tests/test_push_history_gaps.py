@@ -31,8 +31,8 @@ from pnmediator_stub import KEY, Answer, push_config, slow
 from reports import report
 
 CALL = "NotifyIncomingCall"
-VOIP = "voip-0123456789abcdef-ok"
-APNS = "apns-0123456789abcdef-ok"
+VOIP = "voip-9f8e7d6c5b4a3210-ok"
+APNS = "apns-9f8e7d6c5b4a3210-ok"
 
 
 def records(engine: Any, **filters: Any) -> list[PushRecord]:
@@ -134,16 +134,16 @@ async def test_a_push_to_a_user_with_no_device_is_one_skipped_row(
     # The console: the call's page (no device pushed, no device link) and the user's page
     # (no device, the row in their pushes).
     async with logged_in(daemon) as client:
-        page = await client.get("/console/calls/lost%2F1%40pbx")
+        page = await client.get("/console/call", params={"id": "lost/1@pbx"})
         assert page.status_code == 200, page.text
         main = main_of(page.text)
         (tr,) = main.findall(".//tr[@data-push-id]")
-        assert not [a for a in tr.iter("a") if "/devices/" in (a.get("href") or "")]
+        assert not [a for a in tr.iter("a") if "/console/device?" in (a.get("href") or "")]
         assert "no device of this user" in "".join(tr.itertext())
         facts = {dt.text: "".join(dd.itertext()) for dt, dd in
                  zip(main.iter("dt"), main.iter("dd"), strict=True)}
         assert facts["Devices pushed"] == "0" and facts["Outcomes"] == "skipped 1"
-        page = await client.get("/console/users/%2B4930999")
+        page = await client.get("/console/user", params={"username": "+4930999"})
         assert page.status_code == 200, page.text
         assert "No device stored" in page.text and "no device of this user" in page.text
         assert len(main_of(page.text).findall(".//tr[@data-push-id]")) == 1

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from configs import config_toml, merge
-from conftest import cli, on_terminal
+from conftest import cli, on_terminal, pnbridge
 from engines import StoreEngine
 from plugintools import install_plugins, lines, records, wait_until
 from pnbridge.model import PushRecord, Report
@@ -101,6 +105,21 @@ async def test_a_host_moves_to_postgresql_and_its_plugins_resume(
     wrong = await copy(config, pg_database_url.replace(postgres_server.password, "not-it-42"))
     assert wrong.returncode == 1 and "authentication failed" in wrong.stderr
     assert "not-it-42" not in wrong.stderr and "Traceback" not in wrong.stderr
+    # Named as the command line gave them; the password in the URL warned of.
+    assert wrong.stderr.startswith(
+        "pnbridge: WARNING: --to has a password in its URL, which every user sees in the "
+        "process list: use --password-file\n"), wrong.stderr
+    assert ("(check the user of --to and its password: --password-file, PGPASSFILE or "
+            "PGPASSWORD)") in wrong.stderr and "[storage]" not in wrong.stderr
+    (tmp_path / "wrong-password").write_text("not-it-42\n")
+    bare = target_name(pg_database_url).replace("***@", "pnbridge@")
+    wrong = await copy(config, bare, "--password-file", str(tmp_path / "wrong-password"))
+    assert wrong.returncode == 1 and "WARNING" not in wrong.stderr
+    assert "check the user of --to and its password: --password-file" in wrong.stderr
+    unread = await copy(config, bare, "--password-file", str(tmp_path / "no-such-file"))
+    assert unread.returncode == 1 and unread.stderr == (
+        f"pnbridge: --password-file {tmp_path / 'no-such-file'}: cannot read it: "
+        "No such file or directory\n")
     assert target.rows("SELECT count(*) FROM pg_tables WHERE tablename = 'devices'") == [(0,)]
     copied = await copy(config, pg_database_url)
     assert copied.returncode == 0, copied.stderr
@@ -151,7 +170,7 @@ async def test_a_host_moves_to_postgresql_and_its_plugins_resume(
     other = pg_database_url.replace("127.0.0.1", "localhost")
     refused = await copy(config, other, "--force")
     assert refused.returncode == 1
-    assert refused.stderr.startswith(f"pnbridge: instance {default_name()} holds the lease ")
+    assert f"\npnbridge: instance {default_name()} holds the lease " in refused.stderr
     assert "stop every instance on it first (on every host)" in refused.stderr
 
 
@@ -223,3 +242,92 @@ def test_a_backup_into_sqlite_and_what_is_refused(tmp_path: Path):
     assert b"Copying" in shown and b"100%" in shown
     quiet = cli("store", "copy", "--to", str(tmp_path / "b3.db"), "--config", str(config))
     assert "Copying" not in quiet.stderr and quiet.stderr == ""
+
+
+def _host(tmp_path: Path, devices: int) -> Path:
+    """A host's SQLite database of ``devices`` reports (each a device and its event) and a
+    cursor; its config."""
+    config = _config(tmp_path, "host")
+    store = SQLiteStore(tmp_path / "host.db")
+    with store.transaction():
+        for i in range(devices):
+            store.register(Report("token", f"u{i % 40}", f"S{i:05}", token_msgs=f"t{i}"),
+                           {}, 1_700_000_000.0 + i)
+    store.save_cursor("recorder", devices // 2, 1.75e9)
+    store.close()
+    return config
+
+
+def _events(target: StoreEngine) -> int:
+    """How many events the target holds so far (0 before the copy made its schema)."""
+    import psycopg
+    try:
+        return int(target.rows("SELECT count(*) FROM events")[0][0])
+    except psycopg.errors.UndefinedTable:
+        return 0
+
+
+@pytest.mark.postgresql
+def test_an_interrupted_copy_is_refused_by_serve_and_finished_by_running_it_again(
+        tmp_path: Path, postgres_server: PostgresServer, pg_database_url: str):
+    config = _host(tmp_path, 6000)
+    source = StoreEngine("sqlite", {"path": str(tmp_path / "host.db")})
+    target = StoreEngine("postgresql", {"path": str(tmp_path / "moved.db"),
+                                        "url": pg_database_url}, postgres_server)
+    (tmp_path / "pg-password").write_text(postgres_server.password + "\n")
+    to = ("--to", target_name(pg_database_url).replace("***@", "pnbridge@"),
+          "--password-file", str(tmp_path / "pg-password"))
+    copying = subprocess.Popen(
+        [sys.executable, "-m", "pnbridge", "store", "copy", *to, "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while _events(target) == 0 and copying.poll() is None:
+        time.sleep(0.005)
+    copying.send_signal(signal.SIGINT)  # Ctrl-C, amid the journal's chunks
+    out, err = copying.communicate(timeout=60)
+    assert copying.returncode == 130, err
+    assert (out, err) == ("", "pnbridge: copy interrupted: run it again to finish\n")
+    held = _events(target)
+    assert 0 < held < 6000, held
+    # The partial target's journal hands out seqs past every event it holds.
+    [(top, highest)] = target.rows(
+        "SELECT pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')::regclass),"
+        " max(seq) FROM events")
+    assert top >= highest
+
+    said = (f"database {target_name(pg_database_url)} is an unfinished copy of "
+            f"{tmp_path / 'host.db'} (pnbridge store copy was interrupted): run the same "
+            "pnbridge store copy again to finish it")
+    on_pg = tmp_path / "on-pg.toml"
+    on_pg.write_text(config_toml(tmp_path, {"storage": {"url": pg_database_url}}))
+    served = pnbridge("serve", "--config", str(on_pg))
+    assert served.returncode == 1 and f"pnbridge: {said}\n" in served.stderr, served.stderr
+    assert "Traceback" not in served.stderr
+    doctor = pnbridge("doctor", "--config", str(on_pg))
+    assert doctor.returncode == 2 and said in doctor.stdout, doctor.stdout
+    # Another source is refused with what the target is.
+    other = _config(tmp_path, "other")
+    SQLiteStore(tmp_path / "other.db").close()
+    refused = cli("store", "copy", *to, "--config", str(other))
+    assert refused.returncode == 1 and refused.stderr == (
+        f"pnbridge: --to {target_name(pg_database_url)} is an unfinished copy of "
+        f"{tmp_path / 'host.db'}, not of {tmp_path / 'other.db'}: run that copy again, or "
+        "pass --force to copy into it\n")
+
+    # The same copy again, without --force: finished, as one uninterrupted copy.
+    again = cli("store", "copy", *to, "--config", str(config))
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+    assert again.stdout.startswith("copied 6,000 devices, 6,000 journal events, 1 plugin ")
+    assert content(target) == content(source)
+    assert target.rows("SELECT name FROM leases") == []
+    healthy = pnbridge("doctor", "--config", str(on_pg)).stdout
+    assert f"database {target_name(pg_database_url)}: schema version" in healthy, healthy
+    with contextlib.closing(target.open()) as store, store.transaction():
+        change = store.register(Report("token", "new", "NEW", token_msgs="t"), {}, 1.9e9)
+    assert change.event is not None and change.event.seq == 6001
+
+
+def test_help_recommends_a_password_file():
+    shown = " ".join(cli("store", "copy", "--help").stdout.split())
+    assert ("its password from --password-file, PGPASSFILE or PGPASSWORD (not in the URL: "
+            "ps shows the command line to every user)") in shown
+    assert "or in the URL" not in shown and "Recommended." in shown

@@ -26,7 +26,8 @@ from ..config.tables import Config, load_config
 from ..delivery.containment import uncontained
 from ..delivery.pluginhost import PluginHost, load_plugins
 from ..errors import ConfigError, StoreError
-from ..storage.engines import engine
+from ..storage.copy import unfinished
+from ..storage.engines import Engine, engine
 from .findings import TIMEOUT, Finding, ServiceUser
 from .log import describe
 
@@ -110,12 +111,27 @@ def check_database(config: Config) -> Finding:
         return Finding("warn", f"database {where} does not exist yet",
                        "pnbridge serve creates it; or set [storage] path")
     if (problem := database.inspect()) is None:
+        if copied := unfinished_copy(database):
+            return Finding("fail", copied, "run the same pnbridge store copy again "
+                           "(docs/cluster.md)")
         check = ", quick_check ok" if config.storage.url is None else ""
         return Finding("ok", f"database {where}: schema version {database.latest}{check}")
     if database.inspect(serving=True) is None:  # an older version: serve migrates it
         return Finding("warn", problem, "pnbridge serve migrates it at its next start")
     return Finding("fail", problem, "check [storage] path or url, or stop pnbridge and "
                    "restore it from a backup (docs/install.md)")
+
+
+def unfinished_copy(database: Engine) -> str | None:
+    """What ``storage/copy.py``'s ``unfinished`` says of ``database`` (read only)."""
+    try:
+        store = database.open(reading=True)
+    except StoreError as error:
+        return error.problem
+    try:
+        return unfinished(store, database.where)
+    finally:
+        store.close()
 
 
 async def check_port(address: str, user: ServiceUser) -> Finding | None:

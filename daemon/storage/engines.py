@@ -76,16 +76,17 @@ class SQLiteEngine:
         return inspect(self.where, serving=serving)
 
 
-def engine(storage: StorageConfig) -> Engine:
+def engine(storage: StorageConfig, named: tuple[str, str] | None = None) -> Engine:
     """The engine of ``storage``; StoreError when PostgreSQL's driver is not installed, or
-    its password file cannot be read."""
+    its password file cannot be read. ``named``: what messages call its URL and password
+    file when they are not ``[storage]``'s keys (a command's options)."""
     if storage.url is None:
         return SQLiteEngine(storage)
     try:
         from .postgresql.store import PostgreSQLEngine
     except ImportError as error:
         raise StoreError(DRIVER_MISSING) from error
-    return PostgreSQLEngine(storage, database_name(storage))
+    return PostgreSQLEngine(storage, database_name(storage), named)
 
 
 def database_name(storage: StorageConfig) -> str:

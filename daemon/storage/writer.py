@@ -20,6 +20,7 @@ import trio
 
 from ..config.tables import StorageConfig
 from ..errors import StoreError
+from .copy import unfinished
 from .engines import engine
 from .interface import Listener, Store
 from .reader import Reader
@@ -171,6 +172,9 @@ async def open_writer(storage: StorageConfig) -> AsyncIterator[Writer]:
     their own meanwhile."""
     database = engine(storage)
     store = await trio.to_thread.run_sync(database.open)
+    if problem := await trio.to_thread.run_sync(unfinished, store, database.where):
+        await trio.to_thread.run_sync(store.close)
+        raise StoreError(problem)
     reader = Reader(database.reader)
     try:
         writer = Writer(store, reader)

@@ -19,8 +19,8 @@ from ...ops.log import redact
 # What an SQLSTATE means for an operator (the most specific first; a class by its first
 # two characters).
 _STATES = (
-    ("28", "authentication failed (check the user of [storage] url and its password: "
-           "password_file, PGPASSFILE or PGPASSWORD)"),
+    ("28", "authentication failed (check the user of {url} and its password: "
+           "{password_file}, PGPASSFILE or PGPASSWORD)"),
     ("3D000", "the database does not exist (createdb it: docs/install.md)"),
     ("53100", "the disk is full"),
     ("53300", "the PostgreSQL server has too many connections"),
@@ -32,6 +32,9 @@ _STATES = (
     ("42501", "permission denied (the role needs the rights docs/install.md lists)"),
     ("08", "the connection to the PostgreSQL server was lost"),
 )
+# What messages call the URL and the password file: the config's keys, unless a command
+# took them from its options (``store copy --to``).
+CONFIG_KEYS = ("[storage] url", "[storage] password_file")
 # Connecting fails without an SQLSTATE: libpq's message says why.
 _SAID = (
     (re.compile(r"authentication failed|no password supplied|pg_hba\.conf", re.I), "28"),
@@ -58,16 +61,19 @@ class Credentials:
     params: dict[str, Any]
     where: str
     secret: str | None
+    named: tuple[str, str] = CONFIG_KEYS  # what to call the URL and the password file
 
     @classmethod
-    def of(cls, storage: StorageConfig, where: str) -> Credentials:
-        """From ``[storage]``, named ``where`` in messages; raises StoreError when the URL
-        or the password file cannot be read (saying so without either's secret)."""
+    def of(cls, storage: StorageConfig, where: str, named: tuple[str, str] = CONFIG_KEYS
+           ) -> Credentials:
+        """From ``[storage]``, named ``where`` in messages (its URL and password file called
+        ``named``); raises StoreError when the URL or the password file cannot be read
+        (saying so without either's secret)."""
         url = storage.url or ""
         try:
             given = conninfo_to_dict(url)
         except psycopg.ProgrammingError:
-            raise StoreError(f"[storage] url {where} is not a PostgreSQL URL") from None
+            raise StoreError(f"{named[0]} {where} is not a PostgreSQL URL") from None
         secret = str(given.get("password") or "")
         # A lock waited for longer than busy_timeout fails the operation (a report: 503);
         # the URL's own options and connect_timeout are kept.
@@ -84,10 +90,10 @@ class Credentials:
                     secret = file.readline().rstrip("\r\n")
             except (OSError, UnicodeDecodeError) as error:
                 reason = getattr(error, "strerror", None) or "not UTF-8 text"
-                raise StoreError(f"[storage] password_file {storage.password_file}: "
+                raise StoreError(f"{named[1]} {storage.password_file}: "
                                  f"cannot read it: {reason}") from None
             params["password"] = secret
-        return cls(url, params, where, secret or None)
+        return cls(url, params, where, secret or None, named)
 
     def scrub(self, text: str) -> str:
         """``text``'s first line (psycopg adds the statement's), without the password or a
@@ -101,10 +107,11 @@ class Credentials:
         said = self.scrub(str(error)) or type(error).__name__
         state = getattr(error, "sqlstate", None) or next(
             (code for pattern, code in _SAID if pattern.search(said)), "")
-        meaning = next((m for prefix, m in _STATES if state.startswith(prefix)), None)
+        meaning = next((m.format(url=self.named[0], password_file=self.named[1])
+                        for prefix, m in _STATES if state.startswith(prefix)), None)
         if not state and _OPTION.search(said):
             said = said.removeprefix("connection is bad: ")
-            problem = f"[storage] url: {said} (check the url's options and PG* variables)"
+            problem = f"{self.named[0]}: {said} (check the url's options and PG* variables)"
         else:
             if meaning is None and not state and isinstance(error, psycopg.OperationalError):
                 meaning = ("the connection to the PostgreSQL server was lost"

@@ -23,7 +23,7 @@ from psycopg import pq
 from ...config.tables import StorageConfig
 from ...errors import StoreError
 from ..interface import Done, Store
-from .connect import Credentials
+from .connect import CONFIG_KEYS, Credentials
 from .copy import Copying
 from .delivery import DeliveryState
 from .devices import Devices
@@ -221,8 +221,9 @@ class PostgreSQLEngine:
     4, 8 s...), so pushes could fail for many seconds after the server is back; a reader's
     connection is opened again by its first query after the outage."""
 
-    def __init__(self, storage: StorageConfig, where: str):
-        self.credentials = Credentials.of(storage, where)
+    def __init__(self, storage: StorageConfig, where: str,
+                 named: tuple[str, str] | None = None):
+        self.credentials = Credentials.of(storage, where, named or CONFIG_KEYS)
         self.where = self.credentials.where
         self.latest = len(MIGRATIONS)
 
