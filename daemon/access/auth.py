@@ -25,6 +25,7 @@ from werkzeug.datastructures import Headers
 
 from ..config import paths
 from ..config.addresses import is_loopback
+from ..config.pgurl import has_password
 from ..config.tables import AuthConfig, Config
 from ..delivery.containment import uncontained
 from ..delivery.pluginhost import PluginHost
@@ -288,6 +289,10 @@ def security_warnings(config: Config, config_path: str | None,
             "[api] keys holds plain keys: store their hashes in [api] key_hashes instead "
             "(pnbridge api-key new prints a key and its hash)"
         )
+    if config.storage.url and has_password(config.storage.url):
+        warnings.append(
+            "[storage] url holds a password: put it in [storage] password_file (mode 0600) "
+            "or libpq's PGPASSFILE instead, and remove it from the URL")
     console = config.console
     if console.enabled and console.on_listen and (
             open_to := [a for a in config.server.listen

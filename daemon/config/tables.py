@@ -23,7 +23,8 @@ from .addresses import (
 )
 from .agi import AgiConfig, agi_problems
 from .console import ConsoleConfig, console_problems
-from .typed import check, convert, duration_problem, parse_duration, postgresql_url_problem
+from .pgurl import url_problem as postgresql_url_problem
+from .typed import check, convert, duration_problem, parse_duration
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_DATABASE = "pnbridge.db"

@@ -164,9 +164,3 @@ def _describe(value: Any) -> str:
         return f"{kind} ({value!r})"
     return kind
 
-
-def postgresql_url_problem(url: str) -> str | None:
-    """What is wrong with ``[storage] url`` at a glance (libpq reads the rest)."""
-    if re.match(r"postgres(ql)?://", url):
-        return None
-    return "must start with postgresql:// (or postgres://)"

@@ -30,7 +30,6 @@ from .shared import (
     raw_path,
 )
 
-log = logging.getLogger("pnbridge.reporter")
 access_log = logging.getLogger("pnbridge.access")
 
 # The access log's status of a push whose connection was reset before the answer (as
@@ -109,16 +108,18 @@ def add_push_route(app: QuartTrio, services: Services) -> None:
                                 request.remote_addr or "-", g.started))
             raise
         except UnknownUser:
+            services.storage_failures.worked()
             return api_error(404, "no device of this user" + (
                 " with this selector" if wanted.selector else ""), username=wanted.username)
         except StoreError as error:
-            log.error("storage failed on push database=%s: %s", services.writer.store.where,
-                      error)
+            services.storage_failures.failed(
+                f"on push database={services.writer.store.where}: {error}")
             return api_error(503, "storage unavailable, try again later", STORAGE_RETRY)
         except Stopping as error:
             return api_error(503, f"{error}, try again later", STORAGE_RETRY)
         except Exception:  # logged by the fan-out's task
             return api_error(500, "the push failed unexpectedly (the log says why)")
+        services.storage_failures.worked()
         return api_answer(200, {
             "username": wanted.username, "verb": wanted.verb,
             "devices": [r.to_dict() for r in results],

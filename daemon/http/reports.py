@@ -85,10 +85,11 @@ def add_report_routes(app: QuartTrio, services: Services) -> None:
             reports.labels(route.kind, "unauthorized").inc()
             return plain(403, "this device belongs to another user")
         except StoreError as error:
-            log.error("storage failed route=%s database=%s: %s", route.template,
-                      services.writer.store.where, error)
+            services.storage_failures.failed(
+                f"route={route.template} database={services.writer.store.where}: {error}")
             reports.labels(route.kind, "failed").inc()
             return plain(503, "storage unavailable, try again later", STORAGE_RETRY)
+        services.storage_failures.worked()
         log_changes(report, changes, route.template)
         outcomes: list[str] = [c.outcome for c in changes]
         for outcome in outcomes or ["unknown"]:

@@ -4,6 +4,7 @@ error answers, plain text on the reporter routes and JSON on the push API."""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 
 from quart import Response, has_request_context, request
@@ -16,6 +17,7 @@ from ..config.tables import ApiConfig
 from ..delivery.dispatch import Dispatcher
 from ..ingest.normalize import Reporter
 from ..ops.log import escape
+from ..ops.lograte import RepeatedFailure
 from ..ops.metrics import Metrics
 from ..ops.readiness import Readiness
 from ..push.inflight import Fanouts
@@ -46,6 +48,9 @@ class Services:
     # it wakes after a retry of parked events.
     operators: Operators | None = None
     dispatcher: Dispatcher | None = None
+    # Reports and pushes the store failed: logged at most once per 10 s while it is down.
+    storage_failures: RepeatedFailure = field(default_factory=lambda: RepeatedFailure(
+        logging.getLogger("pnbridge.reporter"), "storage"))
 
 
 # A storage fault (a lock, a full or read-only disk) is usually over in moments.

@@ -42,6 +42,10 @@ _SAID = (
     (re.compile(r"too many (clients|connections)", re.I), "53300"),
     (re.compile(r"shutting down|starting up|in recovery mode", re.I), "57P0"),
 )
+# libpq refuses a connection option (of the URL, or a PG* environment variable) before
+# connecting: the operator's setting is wrong, not the server.
+_OPTION = re.compile(r"invalid connection option|invalid \S+ value|invalid port number"
+                     r"|invalid integer value|bad value for|invalid URI|percent-encoded", re.I)
 _UNREACHABLE = "cannot reach the PostgreSQL server (down, or refusing connections)"
 _LOST = re.compile(r"server closed the connection|connection is lost|terminating connection"
                    r"|the connection is closed|consuming input failed", re.I)
@@ -105,10 +109,14 @@ class Credentials:
             (code for pattern, code in _SAID if pattern.search(said)), "")
         meaning = next((m.format(url=self.named[0], password_file=self.named[1])
                         for prefix, m in _STATES if state.startswith(prefix)), None)
-        if meaning is None and not state and isinstance(error, psycopg.OperationalError):
-            meaning = ("the connection to the PostgreSQL server was lost"
-                       if _LOST.search(said) else _UNREACHABLE)
-        problem = f"{meaning} ({said})" if meaning else said
+        if not state and _OPTION.search(said):
+            said = said.removeprefix("connection is bad: ")
+            problem = f"{self.named[0]}: {said} (check the url's options and PG* variables)"
+        else:
+            if meaning is None and not state and isinstance(error, psycopg.OperationalError):
+                meaning = ("the connection to the PostgreSQL server was lost"
+                           if _LOST.search(said) else _UNREACHABLE)
+            problem = f"{meaning} ({said})" if meaning else said
         message = f"{doing} {self.where}: {said}" if doing else said
         failure = StoreError(message, problem)
         failure.__cause__ = error
