@@ -575,3 +575,24 @@ async def test_search_takes_the_longest_selector_and_call_id_the_daemon_accepts(
         assert answer.status_code == 400
         assert ("longer than 8192 characters: no username or selector is (at most 4096), "
                 "nor a call Id (a push request is at most 8192 bytes)") in answer.text
+
+
+async def test_a_nul_in_a_query_finds_nothing_and_asks_no_store(start_daemon, tmp_path, engine,
+                                                                caplog):
+    """No username, selector or call Id holds a NUL (PostgreSQL cannot store one): each page
+    answers "nothing" on both engines, with no storage error or ERROR line."""
+    daemon = await start_daemon(engine.tables(console_config(tmp_path)))
+    async with logged_in(daemon) as client:
+        for path in ["/console/user?username=a%00b", "/console/device?selector=a%00b",
+                     "/console/call?id=a%00b"]:
+            answer = await client.get(path)
+            assert answer.status_code == 404, (path, answer.text)
+            assert "storage unavailable" not in answer.text
+        answer = await client.get("/console/search?q=a%00b")
+        assert answer.status_code == 200 and "Nothing matches" in answer.text
+        token = csrf_of((await client.get("/console/")).text)
+        for action in ["remove", "test-push"]:
+            answer = await client.post(f"/console/devices/{action}",
+                                       data={"csrf": token, "selector": "a\x00b", "message": "m"})
+            assert answer.status_code == 404, answer.text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

@@ -20,6 +20,7 @@ from ..model import Device
 from ..ops.log import escape
 from ..push.request import parse_request
 from .session import error_page, flash, operator, see_other
+from .views import storable
 
 log = logging.getLogger("pnbridge.console")
 
@@ -111,6 +112,8 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         selector = (await request.form).get("selector", "")
         if not selector:
             return await error_page(400, "which device? The form names no selector")
+        if not storable(selector):
+            return await error_page(404, f"no device with selector {selector}")
         who = operator()
         source: dict[str, Any] = {"console": who, "requester": f"console:{who}"}
         try:
@@ -133,6 +136,8 @@ def _listed(events: tuple[str, ...]) -> str:
 
 
 async def _device(services: Services, selector: str) -> Device | None:
+    if not storable(selector):
+        return None
     device: Device | None = await services.writer.reader.call(methodcaller("device", selector))
     return device
 

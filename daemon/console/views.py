@@ -167,8 +167,17 @@ class Found:
         return len(self.users) + self.selector + self.call
 
 
+def storable(value: str) -> bool:
+    """Whether ``value`` could be a stored username, selector or call Id: none holds a NUL
+    (the reporter and the push API refuse it, PostgreSQL cannot store it), so the store is
+    not asked for one (PostgreSQL would fail the query)."""
+    return "\x00" not in value
+
+
 async def search(call: ReadCall, query: str) -> Found:
     """Usernames equal to or starting with ``query``, a selector, a call Id."""
+    if not storable(query):
+        return Found(query)
 
     def gather(store: Store) -> Found:
         users = store.usernames(query, USERS_LISTED)
@@ -198,6 +207,8 @@ class UserPage:
 async def user(call: ReadCall, username: str) -> UserPage | None:
     """A user's devices (each with its last push), events and pushes; None when nothing is
     known of ``username``."""
+    if not storable(username):
+        return None
 
     def gather(store: Store) -> UserPage | None:
         devices = [DeviceRow.of(d, _first(store.pushes(selector=d.selector, limit=1)))
@@ -229,6 +240,8 @@ class DevicePage:
 
 async def device(call: ReadCall, selector: str) -> DevicePage | None:
     """A device, its events and pushes; None when nothing is known of ``selector``."""
+    if not storable(selector):
+        return None
 
     def gather(store: Store) -> DevicePage | None:
         pushes = store.pushes(selector=selector, limit=PUSHES_SHOWN)
@@ -265,6 +278,8 @@ class CallPage:
 
 async def call_page(call: ReadCall, id: str) -> CallPage | None:
     """The pushes of call ``id``, oldest first; None when there are none."""
+    if not storable(id):
+        return None
     records = await call(lambda store: store.pushes(id=id, limit=CALL_ROWS))
     return CallPage(id, records[::-1]) if records else None
 
