@@ -58,7 +58,7 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         count = sum(counts)
         _logged("retry parked", f"plugin={escape(plugin)} events={len(events) or 'all'} "
                 f"retried={count}")
-        unmatched = tuple(e for e, n in zip(events, counts, strict=True) if not n)
+        unmatched = tuple(e for e, n in zip(events, counts, strict=False) if not n)
         if events and not count:
             flash(f"no parked event of {plugin} matches {_listed(events)}", problem=True)
         else:
