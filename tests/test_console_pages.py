@@ -20,8 +20,10 @@ from consoletools import (
     console_url,
     csrf_of,
     logged_in,
+    phone_report,
     target,
 )
+from plugintools import install_plugins
 from pnbridge import __version__
 from pnbridge.access import users
 from pnbridge.config.tables import StorageConfig
@@ -596,3 +598,31 @@ async def test_a_nul_in_a_query_finds_nothing_and_asks_no_store(start_daemon, tm
                                        data={"csrf": token, "selector": "a\x00b", "message": "m"})
             assert answer.status_code == 404, answer.text
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_an_event_retried_in_memory_shows_on_the_overview_and_parked_page(
+        start_daemon, tmp_path):
+    """A plugin failing an event it retries in memory (not parked yet, so not in the
+    store): the overview's plugin row and the parked page say which event, how many
+    attempts failed, the last error and the next try; not "nothing parked"."""
+    directory = install_plugins(tmp_path / "plugins", "delivery/picky")
+    daemon = await start_daemon(console_config(tmp_path, plugins={
+        "enabled": ["picky"], "paths": [str(directory)],
+        "picky": {"path": str(tmp_path / "out"), "healed": str(tmp_path / "healed"),
+                  "delivery": {"backoff": 300.0, "max_backoff": 300.0, "max_attempts": 8}},
+    }))
+    await phone_report(daemon, "ERR")
+    async with logged_in(daemon) as client:
+        with trio.fail_after(10):
+            while "retrying-now" not in (text := await page(client, "/console/parked")):
+                await trio.sleep(0.05)
+        assert "No plugin has" not in text
+        (section,) = html_of(text).findall(".//section[@data-plugin='picky']")
+        note = " ".join("".join(section.find("p[@class='retrying-now']").itertext()).split())
+        assert note.startswith("Retrying now (in memory, not parked yet): event 1 ("), note
+        assert "1 attempt failed, next try " in note and "bad field" in note, note
+        assert "next try 1970" not in note
+        row = html_of(await page(client, "/console/")).find(".//tr[@data-plugin='picky']")
+        cell = " ".join("".join(row.find("td[@class='wrap retrying-now']").itertext()).split())
+        assert cell.startswith("event 1: 1 attempt failed, next "), cell
+    assert daemon.store().failures() == []  # not parked: the store knows nothing of it

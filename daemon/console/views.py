@@ -93,6 +93,18 @@ def _change(event: Event) -> str:
 
 
 @dataclass(frozen=True)
+class Retrying:
+    """The event a plugin's delivery is retrying in memory now (not parked, so not in the
+    store): as the dispatcher knows it."""
+
+    seq: int
+    event_id: str
+    attempts: int  # failed so far
+    error: str | None  # the last attempt's
+    next_try: float
+
+
+@dataclass(frozen=True)
 class PluginState:
     """One enabled plugin's delivery: its cursor, the events beyond it and the age of the
     oldest (its lag), and its parked and retry-queued events."""
@@ -103,6 +115,7 @@ class PluginState:
     lag: float | None
     parked: int
     retry: int
+    retrying: Retrying | None = None
 
 
 @dataclass(frozen=True)
@@ -120,9 +133,11 @@ class Overview:
 
 
 async def overview(call: ReadCall, readiness: Readiness, activity: Activity, now: float,
-                   cursors: dict[str, int] | None = None) -> Overview:
+                   cursors: dict[str, int] | None = None,
+                   retrying: dict[str, Retrying] | None = None) -> Overview:
     """The overview's figures. ``cursors``: each enabled plugin's cursor as its delivery
-    stands (the dispatcher's); without them, the cursors saved in the store."""
+    stands (the dispatcher's); without them, the cursors saved in the store. ``retrying``:
+    the event each plugin's delivery retries now, if any (the dispatcher's)."""
 
     def gather(store: Store) -> tuple[Any, ...]:
         known = store.cursors() if cursors is None else cursors
@@ -133,7 +148,8 @@ async def overview(call: ReadCall, readiness: Readiness, activity: Activity, now
             plugins.append(PluginState(name, cursor, pending,
                                        None if oldest is None else max(0.0, now - oldest),
                                        waiting.get((name, "parked"), 0),
-                                       waiting.get((name, "retry"), 0)))
+                                       waiting.get((name, "retry"), 0),
+                                       (retrying or {}).get(name)))
         try:
             size: int | None = os.stat(store.where).st_size
         except OSError:
@@ -318,23 +334,27 @@ class PluginFailures:
     rows: list[FailureRow]
     parked: int
     retry: int
+    retrying: Retrying | None = None  # the event its delivery retries in memory now
 
     @property
     def total(self) -> int:
         return self.parked + self.retry
 
 
-async def parked(call: ReadCall) -> list[PluginFailures]:
+async def parked(call: ReadCall, retrying: dict[str, Retrying] | None = None
+                 ) -> list[PluginFailures]:
     """Each plugin's parked and retry-queued events (the oldest ``PARKED_SHOWN``), counted
-    by the database, by plugin name."""
+    by the database, and the event its delivery retries in memory now (``retrying``, the
+    dispatcher's), by plugin name."""
+    now = retrying or {}
 
     def gather(store: Store) -> list[PluginFailures]:
         counts = store.failure_counts()
         shown = []
-        for plugin in sorted({plugin for plugin, _ in counts}):
+        for plugin in sorted({plugin for plugin, _ in counts} | set(now)):
             rows = [FailureRow.of(f) for f in store.failures(plugin, limit=PARKED_SHOWN)]
             shown.append(PluginFailures(plugin, rows, counts.get((plugin, "parked"), 0),
-                                        counts.get((plugin, "retry"), 0)))
+                                        counts.get((plugin, "retry"), 0), now.get(plugin)))
         return shown
 
     result: list[PluginFailures] = await call(gather)
