@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
 import time
 from pathlib import Path
 from xml.etree import ElementTree
@@ -193,6 +194,17 @@ async def test_the_overview_counts_devices_users_outcomes_and_each_plugins_lag(c
     assert plugins["auditlog"].pending == 6 and plugins["auditlog"].lag == 100
     assert page.checks == {"database": None, "plugin webhook": "delivery task stopped"}
     assert page.database.endswith("console.db") and page.database_bytes
+    # Writes not yet checkpointed are in the -wal file: counted, with the -shm file.
+    writer = sqlite3.connect(page.database)
+    writer.execute("PRAGMA wal_autocheckpoint = 0")
+    with writer:
+        writer.execute("CREATE TABLE scratch (x)")
+        writer.executemany("INSERT INTO scratch VALUES (?)", [("x" * 1000,)] * 50)
+    walled = await views.overview(call, readiness, activity, T0)
+    files = [Path(page.database + suffix) for suffix in ("", "-wal", "-shm")]
+    assert files[1].stat().st_size > 50_000 and files[2].exists()
+    assert walled.database_bytes == sum(f.stat().st_size for f in files)
+    writer.close()
     assert "1 reports, 0 pushes in the last hour" in page.plot
     # Without the dispatcher's cursors: the plugins with a cursor saved in the store.
     saved = await views.overview(call, readiness, activity, T0)

@@ -150,10 +150,7 @@ async def overview(call: ReadCall, readiness: Readiness, activity: Activity, now
                                        waiting.get((name, "parked"), 0),
                                        waiting.get((name, "retry"), 0),
                                        (retrying or {}).get(name)))
-        try:
-            size: int | None = os.stat(store.where).st_size
-        except OSError:
-            size = None
+        size = _database_bytes(store.where)
         return (store.count_devices(), store.count_users(), store.push_counts(now - HOUR),
                 plugins, store.where, size)
 
@@ -359,6 +356,21 @@ async def parked(call: ReadCall, retrying: dict[str, Retrying] | None = None
 
     result: list[PluginFailures] = await call(gather)
     return result
+
+
+def _database_bytes(where: str) -> int | None:
+    """The SQLite database's size on disk, with its ``-wal`` and ``-shm`` files (where most
+    of a busy database's recent writes are); None when ``where`` is no file (PostgreSQL)."""
+    try:
+        size = os.stat(where).st_size
+    except OSError:
+        return None
+    for suffix in ("-wal", "-shm"):
+        try:
+            size += os.stat(where + suffix).st_size
+        except OSError:
+            pass  # checkpointed away, or never made
+    return size
 
 
 def _first(items: Sequence[T]) -> T | None:
