@@ -5,6 +5,7 @@ journal event is reduced to what changed, tokens shortened."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -366,10 +367,8 @@ def _database_bytes(where: str) -> int | None:
     except OSError:
         return None
     for suffix in ("-wal", "-shm"):
-        try:
+        with contextlib.suppress(OSError):  # checkpointed away, or never made
             size += os.stat(where + suffix).st_size
-        except OSError:
-            pass  # checkpointed away, or never made
     return size
 
 
