@@ -102,6 +102,22 @@ def test_the_plot_is_well_formed_svg_with_a_titled_point_per_minute():
         assert not [name for name in element.attrib if name == "style" or name.startswith("on")]
 
 
+def test_the_minutes_before_the_start_are_left_out_not_zero():
+    activity = Activity(started=T0 + 125)  # in minute T0 + 120
+    activity.add("reports", T0 + 130)
+    points = activity.per_minute("reports", T0 + 250)
+    assert points == [(T0 + 120, 1), (T0 + 180, 0), (T0 + 240, 0)]
+    assert len(activity.per_minute("reports", T0 + 125 + 3 * HOUR)) == MINUTES
+    svg = ElementTree.fromstring(str(plot([Series("reports", points)], "t", MINUTES)))
+    xs = [float(c.get("cx", "")) for c in svg.iter(f"{SVG}circle")]
+    assert len(xs) == 3 and xs[-1] == 640 - 12  # the last minutes of the hour's axis
+    assert xs[0] > 500  # not at the left edge: 57 minutes there are not measured
+    minute = time.strftime("%H:%M UTC", time.gmtime(T0 + 120))
+    assert svg.findtext(f"{SVG}desc") == f"1 reports since {minute}"
+    assert svg.find(f".//{SVG}text[@class='not-measured']").text == (
+        f"not measured (before {minute})")
+
+
 def test_the_plot_escapes_its_title_and_draws_an_empty_hour():
     svg_text = str(plot([Series("reports", Activity().per_minute("reports", T0))],
                         '<script>alert("x")</script> & more'))
@@ -409,7 +425,16 @@ async def test_the_overview_shows_counts_the_plot_outcomes_and_plugins(console, 
     assert main.findtext(".//dd[@class='users']") == "3"
     svg = main.find(f".//{SVG}svg")
     assert svg is not None and svg.get("class") == "plot"
-    assert svg.findtext(f"{SVG}desc") == "4 reports, 1 pushes in the last hour"
+    # The daemon started a moment ago: the minutes before are left out, not drawn as 0.
+    started = svg.findtext(f"{SVG}desc").rpartition(" since ")[2]
+    assert started in {time.strftime("%H:%M UTC", time.gmtime(time.time() - ago))
+                       for ago in (0, 60)}
+    assert svg.findtext(f"{SVG}desc") == f"4 reports, 1 pushes since {started}"
+    assert svg.findtext(f"{SVG}title") == f"Reports and pushes per minute, since {started}"
+    assert len(list(svg.iter(f"{SVG}circle"))) <= 2 * 2  # this minute (and the last)
+    assert (svg.find(f".//{SVG}text[@class='not-measured']").text
+            == f"not measured (before {started})")
+    assert main.find(".//p[@class='muted plot-period']/time") is not None
     outcomes = {r.get("data-outcome"): r.findall("td")[1].text
                 for r in main.findall(".//tr[@data-outcome]")}
     assert outcomes == {"sent": "2", "invalid-token": "0", "failed": "0", "skipped": "0"}

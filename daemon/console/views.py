@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from markupsafe import Markup
 
 from .. import __version__
 from ..model import PAIR_FIELDS, Device, Event, HistoryOutcome, PushRecord
-from ..ops.activity import Activity
+from ..ops.activity import MINUTES, Activity
 from ..ops.log import shorten
 from ..ops.readiness import Readiness
 from ..storage.interface import Failure, Store
@@ -130,6 +131,7 @@ class Overview:
     checks: dict[str, str | None]  # each readiness check: None when ready, else why not
     database: str
     database_bytes: int | None
+    since: float | None = None  # the plot's first minute, when less than an hour is measured
     version: str = __version__
 
 
@@ -160,10 +162,13 @@ async def overview(call: ReadCall, readiness: Readiness, activity: Activity, now
     for _, outcome, n in counts:
         outcomes[outcome] = outcomes.get(outcome, 0) + n
     problems = await readiness.problems()
-    figure = plot([Series(kind, activity.per_minute(kind, now)) for kind in ("reports", "pushes")],
-                  "Reports and pushes per minute, last hour")
+    lines = [Series(kind, activity.per_minute(kind, now)) for kind in ("reports", "pushes")]
+    since = lines[0].points[0][0] if len(lines[0].points) < MINUTES else None
+    period = "last hour" if since is None else time.strftime("since %H:%M UTC", time.gmtime(since))
+    figure = plot(lines, f"Reports and pushes per minute, {period}", MINUTES)
     return Overview(now, devices, users, figure, outcomes, plugins,
-                    {name: problems.get(name) for name in sorted(readiness.checks)}, path, size)
+                    {name: problems.get(name) for name in sorted(readiness.checks)}, path, size,
+                    since)
 
 
 @dataclass(frozen=True)
