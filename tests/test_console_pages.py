@@ -353,8 +353,8 @@ async def test_a_call_made_through_the_api_is_on_the_user_device_and_call_pages(
     await api_push(daemon, "NotifyIncomingCallMissed", "alice")
     call_url = console_url("call", id=CALL_ID)
     text = await page(client, call_url)
-    rows = html_of(text).findall(".//tr[@data-push-id]")
-    assert {r.get("data-push-id") for r in rows} == {CALL_ID}
+    rows = html_of(text).findall(".//tr[@data-call-id]")
+    assert {r.get("data-call-id") for r in rows} == {CALL_ID}
     cells = [[("".join(c.itertext())).strip() for c in r.findall("td")] for r in rows]
     # Oldest first: IncomingCall to the phone (its calls pair), then Missed to both devices.
     # Oldest first: the call to both devices (the tablet's only pair is msgs), then its
@@ -382,7 +382,7 @@ async def test_a_call_made_through_the_api_is_on_the_user_device_and_call_pages(
     phone = "".join(devices["alice-phone"].itertext())
     assert "alice-…xx" in phone and "alice-…yy" in phone and "com.app.voip" in phone
     assert "NotifyIncomingCallMissed" in phone and "sent" in phone
-    links = {target(a.get("href"))[1]["id"] for r in main.findall(".//tr[@data-push-id]")
+    links = {target(a.get("href"))[1]["id"] for r in main.findall(".//tr[@data-call-id]")
              for a in r.iter("a") if target(a.get("href") or "")[0] == "/console/call"}
     assert links == {CALL_ID}
     events = [("".join(r.itertext())) for r in main.findall(".//table[@class='sortable events']"
@@ -396,7 +396,7 @@ async def test_a_call_made_through_the_api_is_on_the_user_device_and_call_pages(
     main = html_of(text)
     assert [r.get("data-selector") for r in main.findall(".//tr[@data-selector]")] == \
         ["alice-phone"]
-    assert len(main.findall(".//tr[@data-push-id]")) == 2
+    assert len(main.findall(".//tr[@data-call-id]")) == 2
     test_push = main.find(".//form[@class='test-push']")
     remove = main.find(".//form[@class='remove-device']")
     assert test_push is not None and remove is not None
@@ -437,6 +437,8 @@ async def test_the_overview_shows_counts_the_plot_outcomes_and_plugins(console, 
     assert main.find(".//p[@class='muted plot-period']/time") is not None
     outcomes = {r.get("data-outcome"): r.findall("td")[1].text
                 for r in main.findall(".//tr[@data-outcome]")}
+    heads = [th.text for th in main.findall(".//table[@class='sortable outcomes']//th")]
+    assert heads == ["Outcome", "Push records"]  # a no-device push is a record, no device
     assert outcomes == {"sent": "2", "invalid-token": "0", "failed": "0", "skipped": "0"}
     plugin = main.find(".//tr[@data-plugin='pnmediator']")
     assert plugin is not None
