@@ -157,8 +157,7 @@ class Dispatcher:
                     f"delivery to {state.name}", partial(self._deliver_all, state),
                     partial(self._failed, "delivery"))
             finally:
-                state.standby = True
-                state.running = False
+                state.standby, state.running, state.in_retry = True, False, None
 
         state.standby = True
         await self.leases.while_held(f"delivery:{state.name}", deliver)
