@@ -300,7 +300,7 @@ def test_a_call_id_is_followed_from_a_push_through_the_api(site: Site, operator:
     assert sorted(d["selector"] for d in pushed["devices"]) == sorted(SELECTORS)
     _push(site, "NotifyIncomingCallMissed")  # a follow-up verb of the same call
     device = console_path("devices", "alice-a")
-    row = f'tr[data-push-id="{CALL_ID}"]'
+    row = f'tr[data-call-id="{CALL_ID}"]'
     wait_until(lambda: operator.go(device) and operator.all(row), "the push on the device page")
     operator.follow(operator.one(f"{row} a[href*='/console/call?']"))
     assert at(operator, "calls", CALL_ID), operator.path
@@ -331,7 +331,7 @@ def test_a_test_push_is_sent_and_shows_in_the_history(site: Site, operator: Brow
     def listed() -> bool:
         operator.go(device)
         return any("NotifyGenericTextMessage" in row.text and OPERATOR in row.text
-                   for row in operator.all("tr[data-push-id]"))
+                   for row in operator.all("tr[data-call-id]"))
     wait_until(listed, "the test push in the device's history")
     operator.screenshot("device")  # with the call's pushes and the test push
 

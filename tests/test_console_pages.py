@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
 import time
 from pathlib import Path
 from xml.etree import ElementTree
@@ -20,8 +21,10 @@ from consoletools import (
     console_url,
     csrf_of,
     logged_in,
+    phone_report,
     target,
 )
+from plugintools import install_plugins
 from pnbridge import __version__
 from pnbridge.access import users
 from pnbridge.config.tables import StorageConfig
@@ -97,6 +100,22 @@ def test_the_plot_is_well_formed_svg_with_a_titled_point_per_minute():
     for element in svg.iter():
         assert element.tag not in (f"{SVG}script", f"{SVG}style")
         assert not [name for name in element.attrib if name == "style" or name.startswith("on")]
+
+
+def test_the_minutes_before_the_start_are_left_out_not_zero():
+    activity = Activity(started=T0 + 125)  # in minute T0 + 120
+    activity.add("reports", T0 + 130)
+    points = activity.per_minute("reports", T0 + 250)
+    assert points == [(T0 + 120, 1), (T0 + 180, 0), (T0 + 240, 0)]
+    assert len(activity.per_minute("reports", T0 + 125 + 3 * HOUR)) == MINUTES
+    svg = ElementTree.fromstring(str(plot([Series("reports", points)], "t", MINUTES)))
+    xs = [float(c.get("cx", "")) for c in svg.iter(f"{SVG}circle")]
+    assert len(xs) == 3 and xs[-1] == 640 - 12  # the last minutes of the hour's axis
+    assert xs[0] > 500  # not at the left edge: 57 minutes there are not measured
+    minute = time.strftime("%H:%M UTC", time.gmtime(T0 + 120))
+    assert svg.findtext(f"{SVG}desc") == f"1 reports since {minute}"
+    assert svg.find(f".//{SVG}text[@class='not-measured']").text == (
+        f"not measured (before {minute})")
 
 
 def test_the_plot_escapes_its_title_and_draws_an_empty_hour():
@@ -191,6 +210,17 @@ async def test_the_overview_counts_devices_users_outcomes_and_each_plugins_lag(c
     assert plugins["auditlog"].pending == 6 and plugins["auditlog"].lag == 100
     assert page.checks == {"database": None, "plugin webhook": "delivery task stopped"}
     assert page.database.endswith("console.db") and page.database_bytes
+    # Writes not yet checkpointed are in the -wal file: counted, with the -shm file.
+    writer = sqlite3.connect(page.database)
+    writer.execute("PRAGMA wal_autocheckpoint = 0")
+    with writer:
+        writer.execute("CREATE TABLE scratch (x)")
+        writer.executemany("INSERT INTO scratch VALUES (?)", [("x" * 1000,)] * 50)
+    walled = await views.overview(call, readiness, activity, T0)
+    files = [Path(page.database + suffix) for suffix in ("", "-wal", "-shm")]
+    assert files[1].stat().st_size > 50_000 and files[2].exists()
+    assert walled.database_bytes == sum(f.stat().st_size for f in files)
+    writer.close()
     assert "1 reports, 0 pushes in the last hour" in page.plot
     # Without the dispatcher's cursors: the plugins with a cursor saved in the store.
     saved = await views.overview(call, readiness, activity, T0)
@@ -323,8 +353,8 @@ async def test_a_call_made_through_the_api_is_on_the_user_device_and_call_pages(
     await api_push(daemon, "NotifyIncomingCallMissed", "alice")
     call_url = console_url("call", id=CALL_ID)
     text = await page(client, call_url)
-    rows = html_of(text).findall(".//tr[@data-push-id]")
-    assert {r.get("data-push-id") for r in rows} == {CALL_ID}
+    rows = html_of(text).findall(".//tr[@data-call-id]")
+    assert {r.get("data-call-id") for r in rows} == {CALL_ID}
     cells = [[("".join(c.itertext())).strip() for c in r.findall("td")] for r in rows]
     # Oldest first: IncomingCall to the phone (its calls pair), then Missed to both devices.
     # Oldest first: the call to both devices (the tablet's only pair is msgs), then its
@@ -352,7 +382,7 @@ async def test_a_call_made_through_the_api_is_on_the_user_device_and_call_pages(
     phone = "".join(devices["alice-phone"].itertext())
     assert "alice-…xx" in phone and "alice-…yy" in phone and "com.app.voip" in phone
     assert "NotifyIncomingCallMissed" in phone and "sent" in phone
-    links = {target(a.get("href"))[1]["id"] for r in main.findall(".//tr[@data-push-id]")
+    links = {target(a.get("href"))[1]["id"] for r in main.findall(".//tr[@data-call-id]")
              for a in r.iter("a") if target(a.get("href") or "")[0] == "/console/call"}
     assert links == {CALL_ID}
     events = [("".join(r.itertext())) for r in main.findall(".//table[@class='sortable events']"
@@ -366,7 +396,7 @@ async def test_a_call_made_through_the_api_is_on_the_user_device_and_call_pages(
     main = html_of(text)
     assert [r.get("data-selector") for r in main.findall(".//tr[@data-selector]")] == \
         ["alice-phone"]
-    assert len(main.findall(".//tr[@data-push-id]")) == 2
+    assert len(main.findall(".//tr[@data-call-id]")) == 2
     test_push = main.find(".//form[@class='test-push']")
     remove = main.find(".//form[@class='remove-device']")
     assert test_push is not None and remove is not None
@@ -395,9 +425,20 @@ async def test_the_overview_shows_counts_the_plot_outcomes_and_plugins(console, 
     assert main.findtext(".//dd[@class='users']") == "3"
     svg = main.find(f".//{SVG}svg")
     assert svg is not None and svg.get("class") == "plot"
-    assert svg.findtext(f"{SVG}desc") == "4 reports, 1 pushes in the last hour"
+    # The daemon started a moment ago: the minutes before are left out, not drawn as 0.
+    started = svg.findtext(f"{SVG}desc").rpartition(" since ")[2]
+    assert started in {time.strftime("%H:%M UTC", time.gmtime(time.time() - ago))
+                       for ago in (0, 60)}
+    assert svg.findtext(f"{SVG}desc") == f"4 reports, 1 pushes since {started}"
+    assert svg.findtext(f"{SVG}title") == f"Reports and pushes per minute, since {started}"
+    assert len(list(svg.iter(f"{SVG}circle"))) <= 2 * 2  # this minute (and the last)
+    assert (svg.find(f".//{SVG}text[@class='not-measured']").text
+            == f"not measured (before {started})")
+    assert main.find(".//p[@class='muted plot-period']/time") is not None
     outcomes = {r.get("data-outcome"): r.findall("td")[1].text
                 for r in main.findall(".//tr[@data-outcome]")}
+    heads = [th.text for th in main.findall(".//table[@class='sortable outcomes']//th")]
+    assert heads == ["Outcome", "Push records"]  # a no-device push is a record, no device
     assert outcomes == {"sent": "2", "invalid-token": "0", "failed": "0", "skipped": "0"}
     plugin = main.find(".//tr[@data-plugin='pnmediator']")
     assert plugin is not None
@@ -575,3 +616,52 @@ async def test_search_takes_the_longest_selector_and_call_id_the_daemon_accepts(
         assert answer.status_code == 400
         assert ("longer than 8192 characters: no username or selector is (at most 4096), "
                 "nor a call Id (a push request is at most 8192 bytes)") in answer.text
+
+
+async def test_a_nul_in_a_query_finds_nothing_and_asks_no_store(start_daemon, tmp_path, engine,
+                                                                caplog):
+    """No username, selector or call Id holds a NUL (PostgreSQL cannot store one): each page
+    answers "nothing" on both engines, with no storage error or ERROR line."""
+    daemon = await start_daemon(engine.tables(console_config(tmp_path)))
+    async with logged_in(daemon) as client:
+        for path in ["/console/user?username=a%00b", "/console/device?selector=a%00b",
+                     "/console/call?id=a%00b"]:
+            answer = await client.get(path)
+            assert answer.status_code == 404, (path, answer.text)
+            assert "storage unavailable" not in answer.text
+        answer = await client.get("/console/search?q=a%00b")
+        assert answer.status_code == 200 and "Nothing matches" in answer.text
+        token = csrf_of((await client.get("/console/")).text)
+        for action in ["remove", "test-push"]:
+            answer = await client.post(f"/console/devices/{action}",
+                                       data={"csrf": token, "selector": "a\x00b", "message": "m"})
+            assert answer.status_code == 404, answer.text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_an_event_retried_in_memory_shows_on_the_overview_and_parked_page(
+        start_daemon, tmp_path):
+    """A plugin failing an event it retries in memory (not parked yet, so not in the
+    store): the overview's plugin row and the parked page say which event, how many
+    attempts failed, the last error and the next try; not "nothing parked"."""
+    directory = install_plugins(tmp_path / "plugins", "delivery/picky")
+    daemon = await start_daemon(console_config(tmp_path, plugins={
+        "enabled": ["picky"], "paths": [str(directory)],
+        "picky": {"path": str(tmp_path / "out"), "healed": str(tmp_path / "healed"),
+                  "delivery": {"backoff": 300.0, "max_backoff": 300.0, "max_attempts": 8}},
+    }))
+    await phone_report(daemon, "ERR")
+    async with logged_in(daemon) as client:
+        with trio.fail_after(10):
+            while "retrying-now" not in (text := await page(client, "/console/parked")):
+                await trio.sleep(0.05)
+        assert "No plugin has" not in text
+        (section,) = html_of(text).findall(".//section[@data-plugin='picky']")
+        note = " ".join("".join(section.find("p[@class='retrying-now']").itertext()).split())
+        assert note.startswith("Retrying now (in memory, not parked yet): event 1 ("), note
+        assert "1 attempt failed, next try " in note and "bad field" in note, note
+        assert "next try 1970" not in note
+        row = html_of(await page(client, "/console/")).find(".//tr[@data-plugin='picky']")
+        cell = " ".join("".join(row.find("td[@class='wrap retrying-now']").itertext()).split())
+        assert cell.startswith("event 1: 1 attempt failed, next "), cell
+    assert daemon.store().failures() == []  # not parked: the store knows nothing of it

@@ -9,8 +9,9 @@ import signal
 import httpx
 import pytest
 import trio
+from configs import config_toml
 from conftest import cli
-from consoletools import admin_url, console_config, login, login_sync
+from consoletools import KEY, admin_url, console_config, csrf_of, login, login_sync
 
 SECRET = "a-console-secret-of-40-characters-000000"
 
@@ -30,6 +31,54 @@ def test_the_operators_file_is_read_again_on_sighup(spawn, tmp_path):
         assert login_sync(client, username="bob", password="bob's password").status_code == 303
         assert client.get("/console/").status_code == 200
     assert process.stop() == 0
+
+
+def test_a_removed_operator_loses_the_session_on_sighup(spawn, tmp_path):
+    """``users remove --console`` + SIGHUP: the operator's open session is refused at once
+    (pages and actions), not at the end of its lifetime."""
+    config = console_config(tmp_path)
+    process = spawn(config)
+    process.url()
+    with httpx.Client(base_url=f"http://{config['server']['admin_listen'][0]}") as client:
+        assert login_sync(client).status_code == 303
+        token = csrf_of(client.get("/console/").text)
+        removed = cli("users", "remove", "--console", "ops", "--config",
+                      str(tmp_path / "pnbridge.toml"))
+        assert removed.returncode == 0, removed.stderr
+        process.popen.send_signal(signal.SIGHUP)
+        process.wait_for("config reloaded")
+        _assert_refused(client, token)
+    assert process.stop() == 0
+
+
+def test_a_removed_api_key_loses_the_session_on_sighup(spawn, tmp_path):
+    """A session logged in with a push API key ends when ``[api] keys`` no longer holds
+    the key (SIGHUP), though another key is added; one of a key still there goes on."""
+    config = console_config(tmp_path, api={"keys": [KEY, "m" * 24]})
+    process = spawn(config)
+    process.url()
+    admin = f"http://{config['server']['admin_listen'][0]}"
+    with httpx.Client(base_url=admin) as gone, httpx.Client(base_url=admin) as kept:
+        assert login_sync(gone, key=KEY).status_code == 303
+        assert login_sync(kept, key="m" * 24).status_code == 303
+        token = csrf_of(gone.get("/console/").text)
+        config["api"]["keys"] = ["m" * 24, "n" * 24]
+        (tmp_path / "pnbridge.toml").write_text(config_toml(tmp_path, config))
+        process.popen.send_signal(signal.SIGHUP)
+        process.wait_for("config reloaded")
+        _assert_refused(gone, token)
+        assert kept.get("/console/").status_code == 200
+    assert process.stop() == 0
+
+
+def _assert_refused(client: httpx.Client, token: str) -> None:
+    """The session's pages and actions answer 303 to the login page."""
+    for answer in [client.get("/console/"), client.get("/console/user?username=x"),
+                   client.post("/console/devices/remove", data={"csrf": token, "selector": "s"}),
+                   client.post("/console/devices/test-push",
+                               data={"csrf": token, "selector": "s", "message": "m"})]:
+        assert answer.status_code == 303, answer.request.url
+        assert answer.headers["location"].endswith("/console/login")
 
 
 @pytest.mark.parametrize("secret", ["", SECRET])

@@ -376,7 +376,8 @@ async def test_missing_or_wrong_key_is_401_and_sends_nothing(daemon, stub, heade
      ({"username": "alice", "verb": "NotifyTextMessage", "badge": int("9" * 40)}, "badge"),
      ({"username": 1001, "verb": "NotifyTextMessage"}, "username"),
      ({"username": "alice", "verb": "NotifyTextMessage", "message": ["x"]}, "message"),
-     ({"username": "alice", "verb": "NotifyTextMessage", "displayName": "x"}, "displayName")],
+     ({"username": "alice", "verb": "NotifyTextMessage", "displayName": "x"}, "displayName"),
+     ({"username": "alice", "verb": CALL, "id": "c\x00d"}, "id")],  # no store keeps a NUL
 )
 async def test_malformed_body_is_400_naming_the_field_and_sends_nothing(daemon, stub, body,
                                                                         field):

@@ -137,7 +137,7 @@ async def test_a_push_to_a_user_with_no_device_is_one_skipped_row(
         page = await client.get("/console/call", params={"id": "lost/1@pbx"})
         assert page.status_code == 200, page.text
         main = main_of(page.text)
-        (tr,) = main.findall(".//tr[@data-push-id]")
+        (tr,) = main.findall(".//tr[@data-call-id]")
         assert not [a for a in tr.iter("a") if "/console/device?" in (a.get("href") or "")]
         assert "no device of this user" in "".join(tr.itertext())
         facts = {dt.text: "".join(dd.itertext()) for dt, dd in
@@ -146,7 +146,7 @@ async def test_a_push_to_a_user_with_no_device_is_one_skipped_row(
         page = await client.get("/console/user", params={"username": "+4930999"})
         assert page.status_code == 200, page.text
         assert "No device stored" in page.text and "no device of this user" in page.text
-        assert len(main_of(page.text).findall(".//tr[@data-push-id]")) == 1
+        assert len(main_of(page.text).findall(".//tr[@data-call-id]")) == 1
 
 
 async def test_a_push_whose_devices_cannot_be_read_is_one_skipped_row(start_daemon, stub,

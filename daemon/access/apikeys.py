@@ -47,3 +47,13 @@ class ApiKeys:
             if hmac.compare_digest(digest, stored):
                 found = name or stored.hex()[:12]
         return found
+
+    def fingerprint(self, given: str) -> str:
+        """What a console session keeps of the key ``given`` to find it among the keys
+        after a reload (``holds``): 16 hex digits of its hash's hash, never the key."""
+        return hashlib.sha256(hashlib.sha256(given.encode()).digest()).hexdigest()[:16]
+
+    def holds(self, fingerprint: str) -> bool:
+        """Whether a key of ``fingerprint`` (see ``fingerprint``) is still accepted."""
+        return any(hmac.compare_digest(hashlib.sha256(stored).hexdigest()[:16], fingerprint)
+                   for stored, _ in self._digests)

@@ -73,7 +73,8 @@ class Operators:
         return ok and user is not None
 
     async def check_key(self, keys: ApiKeys, key: str) -> str | None:
-        """The operator name of a push API key (``key:<its name or 12-hex id>``), or None.
+        """The operator name of a push API key (``key:<its name or 12-hex id>``), or None
+        (``keys.fingerprint(key)`` goes into the session: ``open`` checks it is still a key).
         As slow as a password (a dummy scrypt check, in the same slots): the time tells a
         key from a password no more than a right key from a wrong one."""
         await self._scrypt(users.DUMMY_HASH, key)
@@ -92,18 +93,24 @@ class Operators:
         finally:
             slots.slow_pending -= 1
 
-    def new_session(self, operator: str | None) -> dict[str, Any]:
-        """A session: its id, the operator (None before login), its CSRF token, its end."""
-        return {"sid": secrets.token_urlsafe(16), "op": operator,
-                "csrf": secrets.token_urlsafe(24),
-                "exp": time.time() + self.config.lifetime_seconds}
+    def new_session(self, operator: str | None, key: str | None = None) -> dict[str, Any]:
+        """A session: its id, the operator (None before login), its CSRF token, its end;
+        for a key login, the key's fingerprint (``ApiKeys.fingerprint``)."""
+        session = {"sid": secrets.token_urlsafe(16), "op": operator,
+                   "csrf": secrets.token_urlsafe(24),
+                   "exp": time.time() + self.config.lifetime_seconds}
+        if key is not None:
+            session["key"] = key
+        return session
 
     def seal(self, session: dict[str, Any]) -> str:
         """The cookie value of ``session``: signed, not encrypted (it holds no secret)."""
         return self._signer.dumps(session)
 
-    def open(self, cookie: str | None) -> dict[str, Any] | None:
-        """The session a cookie holds, or None when it is forged, expired or logged out."""
+    def open(self, cookie: str | None, keys: ApiKeys) -> dict[str, Any] | None:
+        """The session a cookie holds, or None when it is forged, expired or logged out, or
+        its operator is no longer one: a name gone from the operators file (as last read),
+        a key gone from ``keys`` (the current ones)."""
         if not cookie:
             return None
         try:
@@ -113,6 +120,10 @@ class Operators:
         if not isinstance(session, dict) or not isinstance(session.get("exp"), float | int):
             return None
         if session["exp"] <= time.time() or session.get("sid") in self._revoked:
+            return None
+        op, key = session.get("op"), session.get("key")
+        if op is not None and not (keys.holds(key) if isinstance(key, str)
+                                   else op in self.users):
             return None
         return session
 

@@ -19,7 +19,9 @@ from ..http.shared import Services
 from ..model import Device
 from ..ops.log import escape
 from ..push.request import parse_request
+from ..storage.interface import Store
 from .session import error_page, flash, operator, see_other
+from .views import storable
 
 log = logging.getLogger("pnbridge.console")
 
@@ -49,16 +51,19 @@ def add_actions(bp: Blueprint, services: Services) -> None:
             return await error_page(404, f"no plugin {plugin!r} runs in this daemon"
                                     if plugin else "which plugin? the form names none")
         try:
-            count = await services.writer.call(methodcaller("retry", plugin, events))
+            counts = await services.writer.call(_retry, plugin, events)
         except StoreError as error:
             return await _unavailable(error)
         dispatcher.wake()  # delivered now, not at the next poll
+        count = sum(counts)
         _logged("retry parked", f"plugin={escape(plugin)} events={len(events) or 'all'} "
                 f"retried={count}")
+        unmatched = tuple(e for e, n in zip(events, counts, strict=False) if not n)
         if events and not count:
             flash(f"no parked event of {plugin} matches {_listed(events)}", problem=True)
         else:
-            flash(f"{count} parked event{'' if count == 1 else 's'} of {plugin} sent again")
+            flash(f"{count} parked event{'' if count == 1 else 's'} of {plugin} sent again"
+                  + (f"; no parked event matches {_listed(unmatched)}" if unmatched else ""))
         return see_other(url_for("console.parked"))
 
     @bp.post("/devices/test-push")
@@ -111,6 +116,8 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         selector = (await request.form).get("selector", "")
         if not selector:
             return await error_page(400, "which device? The form names no selector")
+        if not storable(selector):
+            return await error_page(404, f"no device with selector {selector}")
         who = operator()
         source: dict[str, Any] = {"console": who, "requester": f"console:{who}"}
         try:
@@ -126,6 +133,14 @@ def add_actions(bp: Blueprint, services: Services) -> None:
         return see_other(url_for("console.user", username=username))
 
 
+def _retry(store: Store, plugin: str, events: tuple[str, ...]) -> list[int]:
+    """Retry ``plugin``'s parked ``events`` (all when none), in one transaction: how many
+    each name matched (one count, of all, when none is named)."""
+    if not events:
+        return [store.retry(plugin)]
+    return [store.retry(plugin, (event,)) for event in events]
+
+
 def _listed(events: tuple[str, ...]) -> str:
     """The first ``ECHOED`` of ``events`` (each cut to 40 characters), and how many more."""
     shown = " ".join(e if len(e) <= 40 else e[:39] + "…" for e in events[:ECHOED])
@@ -133,6 +148,8 @@ def _listed(events: tuple[str, ...]) -> str:
 
 
 async def _device(services: Services, selector: str) -> Device | None:
+    if not storable(selector):
+        return None
     device: Device | None = await services.writer.reader.call(methodcaller("device", selector))
     return device
 

@@ -75,13 +75,22 @@ def add_pages(bp: Blueprint, services: Services) -> None:
     def reader() -> views.ReadCall:
         return services.writer.reader.call
 
+    def retrying() -> dict[str, views.Retrying]:
+        """The event each plugin's delivery retries in memory now (the dispatcher's)."""
+        dispatcher = services.dispatcher
+        states = dispatcher.states.items() if dispatcher is not None else ()
+        return {name: views.Retrying(event.seq, event.id, attempts, state.last_error, next_try)
+                for name, state in states if state.in_retry is not None
+                for event, attempts, next_try in [state.in_retry]}
+
     @bp.get("/")
     async def overview() -> str:
         dispatcher = services.dispatcher
         cursors = ({name: state.cursor for name, state in dispatcher.states.items()}
                    if dispatcher is not None else None)
         page = await read(views.overview(reader(), services.readiness,
-                                         services.metrics.activity, time.time(), cursors))
+                                         services.metrics.activity, time.time(), cursors,
+                                         retrying()))
         return await render_template("overview.html", o=page)
 
     @bp.get("/search")
@@ -141,6 +150,6 @@ def add_pages(bp: Blueprint, services: Services) -> None:
 
     @bp.get("/parked")
     async def parked() -> str:
-        plugins = await read(views.parked(reader()))
+        plugins = await read(views.parked(reader(), retrying()))
         return await render_template("parked.html", plugins=plugins,
                                      shown=views.PARKED_SHOWN)

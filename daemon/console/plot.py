@@ -34,9 +34,13 @@ def nice_top(highest: int) -> int:
     return next(step * power for step in (1, 2, 5, 10) if step * power >= highest)
 
 
-def plot(series: Sequence[Series], title: str) -> Markup:
-    """``series`` (all over the same minutes) as an ``<svg class="plot">``."""
-    minutes = len(series[0].points) if series else 0
+def plot(series: Sequence[Series], title: str, slots: int = 0) -> Markup:
+    """``series`` (all over the same minutes) as an ``<svg class="plot">``, on an axis of
+    ``slots`` minutes (at least the points'): the points are its last minutes, and the
+    minutes before them (not measured: the daemon had not started) a gap saying so."""
+    measured = len(series[0].points) if series else 0
+    minutes = max(slots, measured)
+    gap = minutes - measured  # the axis' first minutes, with no point
     top = nice_top(max((n for s in series for _, n in s.points), default=0))
     inner_w, inner_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
@@ -50,7 +54,7 @@ def plot(series: Sequence[Series], title: str) -> Markup:
         f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'width="100%" role="img" aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title>",
-        f"<desc>{escape(_totals(series))}</desc>",
+        f"<desc>{escape(_totals(series, gap))}</desc>",
         f'<g class="axes" stroke="#888" stroke-width="1">'
         f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + inner_h}"/>'
         f'<line x1="{LEFT}" y1="{TOP + inner_h}" x2="{WIDTH - RIGHT}" y2="{TOP + inner_h}"/>'
@@ -66,6 +70,10 @@ def plot(series: Sequence[Series], title: str) -> Markup:
             label = f"{ago} min ago" if ago else "now"
             parts.append(f'<text x="{x(i):.1f}" y="{HEIGHT - 8}" text-anchor="{anchor}">'
                          f"{label}</text>")
+    if gap and measured:
+        parts.append(f'<text class="not-measured" x="{(x(0) + x(gap)) / 2:.1f}" '
+                     f'y="{TOP + inner_h / 2:.1f}" text-anchor="middle">not measured '
+                     f"(before {_minute(series[0].points[0][0])})</text>")
     parts.append("</g>")
     for k, line in enumerate(series):
         colour, name = COLOURS[k % len(COLOURS)], escape(line.name)
@@ -75,11 +83,12 @@ def plot(series: Sequence[Series], title: str) -> Markup:
             f'fill="{colour}"/><text x="{legend_x + 16}" y="18" font-size="12" '
             f'fill="#222">{name}</text></g>'
         )
-        coords = " ".join(f"{x(i):.1f},{y(n):.1f}" for i, (_, n) in enumerate(line.points))
+        coords = " ".join(f"{x(gap + i):.1f},{y(n):.1f}"
+                          for i, (_, n) in enumerate(line.points))
         parts.append(f'<g class="series {name}"><polyline points="{coords}" fill="none" '
                      f'stroke="{colour}" stroke-width="2"/>')
         for i, (start, n) in enumerate(line.points):
-            parts.append(f'<circle cx="{x(i):.1f}" cy="{y(n):.1f}" r="3" fill="{colour}">'
+            parts.append(f'<circle cx="{x(gap + i):.1f}" cy="{y(n):.1f}" r="3" fill="{colour}">'
                          f"<title>{_minute(start)}: {n} {name}</title></circle>")
         parts.append("</g>")
     parts.append("</svg>")
@@ -90,6 +99,8 @@ def _minute(start: float) -> str:
     return datetime.fromtimestamp(start, UTC).strftime("%H:%M UTC")
 
 
-def _totals(series: Sequence[Series]) -> str:
-    return ", ".join(f"{sum(n for _, n in s.points)} {s.name}" for s in series) + \
-        " in the last hour"
+def _totals(series: Sequence[Series], gap: int) -> str:
+    """What was counted: each series' total, since when."""
+    since = (f" since {_minute(series[0].points[0][0])}" if gap and series[0].points
+             else " in the last hour")
+    return ", ".join(f"{sum(n for _, n in s.points)} {s.name}" for s in series) + since

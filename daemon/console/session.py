@@ -87,7 +87,7 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
     async def guard() -> Response | None:
         if request.endpoint == "console.static":
             return None
-        g.console = operators.open(request.cookies.get(COOKIE))
+        g.console = operators.open(request.cookies.get(COOKIE), services.api_keys)
         if request.endpoint in OPEN:
             return None
         if g.console is None or not g.console.get("op"):
@@ -155,7 +155,8 @@ def add_session(app: QuartTrio, bp: Blueprint, services: Services) -> None:
                         escape(name or "-") if not key else "(key)", escape(client))
             return await _login_page(operators, 401, "wrong username and password, or key")
         log.info("login operator=%s client=%s", escape(who), escape(client))
-        g.console = operators.new_session(who)
+        g.console = operators.new_session(who, services.api_keys.fingerprint(key) if key
+                                          else None)
         g.console_save = True
         return see_other(url_for("console.overview"))
 

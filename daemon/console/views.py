@@ -5,7 +5,9 @@ journal event is reduced to what changed, tokens shortened."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from markupsafe import Markup
 
 from .. import __version__
 from ..model import PAIR_FIELDS, Device, Event, HistoryOutcome, PushRecord
-from ..ops.activity import Activity
+from ..ops.activity import MINUTES, Activity
 from ..ops.log import shorten
 from ..ops.readiness import Readiness
 from ..storage.interface import Failure, Store
@@ -93,6 +95,18 @@ def _change(event: Event) -> str:
 
 
 @dataclass(frozen=True)
+class Retrying:
+    """The event a plugin's delivery is retrying in memory now (not parked, so not in the
+    store): as the dispatcher knows it."""
+
+    seq: int
+    event_id: str
+    attempts: int  # failed so far
+    error: str | None  # the last attempt's
+    next_try: float
+
+
+@dataclass(frozen=True)
 class PluginState:
     """One enabled plugin's delivery: its cursor, the events beyond it and the age of the
     oldest (its lag), and its parked and retry-queued events."""
@@ -103,6 +117,7 @@ class PluginState:
     lag: float | None
     parked: int
     retry: int
+    retrying: Retrying | None = None
 
 
 @dataclass(frozen=True)
@@ -116,13 +131,16 @@ class Overview:
     checks: dict[str, str | None]  # each readiness check: None when ready, else why not
     database: str
     database_bytes: int | None
+    since: float | None = None  # the plot's first minute, when less than an hour is measured
     version: str = __version__
 
 
 async def overview(call: ReadCall, readiness: Readiness, activity: Activity, now: float,
-                   cursors: dict[str, int] | None = None) -> Overview:
+                   cursors: dict[str, int] | None = None,
+                   retrying: dict[str, Retrying] | None = None) -> Overview:
     """The overview's figures. ``cursors``: each enabled plugin's cursor as its delivery
-    stands (the dispatcher's); without them, the cursors saved in the store."""
+    stands (the dispatcher's); without them, the cursors saved in the store. ``retrying``:
+    the event each plugin's delivery retries now, if any (the dispatcher's)."""
 
     def gather(store: Store) -> tuple[Any, ...]:
         known = store.cursors() if cursors is None else cursors
@@ -133,11 +151,9 @@ async def overview(call: ReadCall, readiness: Readiness, activity: Activity, now
             plugins.append(PluginState(name, cursor, pending,
                                        None if oldest is None else max(0.0, now - oldest),
                                        waiting.get((name, "parked"), 0),
-                                       waiting.get((name, "retry"), 0)))
-        try:
-            size: int | None = os.stat(store.where).st_size
-        except OSError:
-            size = None
+                                       waiting.get((name, "retry"), 0),
+                                       (retrying or {}).get(name)))
+        size = _database_bytes(store.where)
         return (store.count_devices(), store.count_users(), store.push_counts(now - HOUR),
                 plugins, store.where, size)
 
@@ -146,10 +162,13 @@ async def overview(call: ReadCall, readiness: Readiness, activity: Activity, now
     for _, outcome, n in counts:
         outcomes[outcome] = outcomes.get(outcome, 0) + n
     problems = await readiness.problems()
-    figure = plot([Series(kind, activity.per_minute(kind, now)) for kind in ("reports", "pushes")],
-                  "Reports and pushes per minute, last hour")
+    lines = [Series(kind, activity.per_minute(kind, now)) for kind in ("reports", "pushes")]
+    since = lines[0].points[0][0] if len(lines[0].points) < MINUTES else None
+    period = "last hour" if since is None else time.strftime("since %H:%M UTC", time.gmtime(since))
+    figure = plot(lines, f"Reports and pushes per minute, {period}", MINUTES)
     return Overview(now, devices, users, figure, outcomes, plugins,
-                    {name: problems.get(name) for name in sorted(readiness.checks)}, path, size)
+                    {name: problems.get(name) for name in sorted(readiness.checks)}, path, size,
+                    since)
 
 
 @dataclass(frozen=True)
@@ -167,8 +186,17 @@ class Found:
         return len(self.users) + self.selector + self.call
 
 
+def storable(value: str) -> bool:
+    """Whether ``value`` could be a stored username, selector or call Id: none holds a NUL
+    (the reporter and the push API refuse it, PostgreSQL cannot store it), so the store is
+    not asked for one (PostgreSQL would fail the query)."""
+    return "\x00" not in value
+
+
 async def search(call: ReadCall, query: str) -> Found:
     """Usernames equal to or starting with ``query``, a selector, a call Id."""
+    if not storable(query):
+        return Found(query)
 
     def gather(store: Store) -> Found:
         users = store.usernames(query, USERS_LISTED)
@@ -198,6 +226,8 @@ class UserPage:
 async def user(call: ReadCall, username: str) -> UserPage | None:
     """A user's devices (each with its last push), events and pushes; None when nothing is
     known of ``username``."""
+    if not storable(username):
+        return None
 
     def gather(store: Store) -> UserPage | None:
         devices = [DeviceRow.of(d, _first(store.pushes(selector=d.selector, limit=1)))
@@ -229,6 +259,8 @@ class DevicePage:
 
 async def device(call: ReadCall, selector: str) -> DevicePage | None:
     """A device, its events and pushes; None when nothing is known of ``selector``."""
+    if not storable(selector):
+        return None
 
     def gather(store: Store) -> DevicePage | None:
         pushes = store.pushes(selector=selector, limit=PUSHES_SHOWN)
@@ -265,6 +297,8 @@ class CallPage:
 
 async def call_page(call: ReadCall, id: str) -> CallPage | None:
     """The pushes of call ``id``, oldest first; None when there are none."""
+    if not storable(id):
+        return None
     records = await call(lambda store: store.pushes(id=id, limit=CALL_ROWS))
     return CallPage(id, records[::-1]) if records else None
 
@@ -303,27 +337,44 @@ class PluginFailures:
     rows: list[FailureRow]
     parked: int
     retry: int
+    retrying: Retrying | None = None  # the event its delivery retries in memory now
 
     @property
     def total(self) -> int:
         return self.parked + self.retry
 
 
-async def parked(call: ReadCall) -> list[PluginFailures]:
+async def parked(call: ReadCall, retrying: dict[str, Retrying] | None = None
+                 ) -> list[PluginFailures]:
     """Each plugin's parked and retry-queued events (the oldest ``PARKED_SHOWN``), counted
-    by the database, by plugin name."""
+    by the database, and the event its delivery retries in memory now (``retrying``, the
+    dispatcher's), by plugin name."""
+    now = retrying or {}
 
     def gather(store: Store) -> list[PluginFailures]:
         counts = store.failure_counts()
         shown = []
-        for plugin in sorted({plugin for plugin, _ in counts}):
+        for plugin in sorted({plugin for plugin, _ in counts} | set(now)):
             rows = [FailureRow.of(f) for f in store.failures(plugin, limit=PARKED_SHOWN)]
             shown.append(PluginFailures(plugin, rows, counts.get((plugin, "parked"), 0),
-                                        counts.get((plugin, "retry"), 0)))
+                                        counts.get((plugin, "retry"), 0), now.get(plugin)))
         return shown
 
     result: list[PluginFailures] = await call(gather)
     return result
+
+
+def _database_bytes(where: str) -> int | None:
+    """The SQLite database's size on disk, with its ``-wal`` and ``-shm`` files (where most
+    of a busy database's recent writes are); None when ``where`` is no file (PostgreSQL)."""
+    try:
+        size = os.stat(where).st_size
+    except OSError:
+        return None
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(OSError):  # checkpointed away, or never made
+            size += os.stat(where + suffix).st_size
+    return size
 
 
 def _first(items: Sequence[T]) -> T | None:

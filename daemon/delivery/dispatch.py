@@ -73,6 +73,7 @@ class PluginState:
     retrying: bool = False
     last_error: str | None = None
     failing: int = 0  # attempts failed in a row
+    in_retry: tuple[Event, int, float] | None = None  # retried in memory: attempts, next try
 
 
 class Dispatcher:
@@ -91,8 +92,7 @@ class Dispatcher:
         self.metrics: Metrics | None = None
 
     def wake(self) -> None:
-        """Look for events to deliver now, not at the next poll: parked events were asked
-        to be sent again (the console's retry)."""
+        """Deliver now, not at the next poll (the console's retry asked for parked events)."""
         self.writer.wake_readers()
 
     def observe(self, metrics: Metrics, readiness: Readiness) -> None:
@@ -157,8 +157,7 @@ class Dispatcher:
                     f"delivery to {state.name}", partial(self._deliver_all, state),
                     partial(self._failed, "delivery"))
             finally:
-                state.standby = True
-                state.running = False
+                state.standby, state.running, state.in_retry = True, False, None
 
         state.standby = True
         await self.leases.while_held(f"delivery:{state.name}", deliver)
@@ -245,6 +244,7 @@ class Dispatcher:
                 state.delivered += 1
                 self._count(name, "delivered")
                 state.retrying, state.last_error, state.failing = False, None, 0
+                state.in_retry = None
                 if retried:
                     await self.writer.call(methodcaller("unpark", name, event.seq))
                 return
@@ -266,13 +266,13 @@ class Dispatcher:
                 state.saved = max(state.saved, event.seq)
                 state.parked += 1
                 self._count(name, "parked")
-                state.retrying = False
+                state.retrying, state.in_retry = False, None
                 return
             log.warning(
                 "plugin %s: event %s (seq %d) attempt %d failed: %s; next in %.2fs",
                 name, event.id, event.seq, attempt, problem, delay,
             )
-            state.retrying = True
+            state.retrying, state.in_retry = True, (event, attempt, time.time() + delay)
             self._count(name, "retried")
             await trio.sleep(delay)
 
@@ -301,8 +301,7 @@ class Dispatcher:
 
     async def restart(self, name: str, settings: object) -> str | None:
         """Restart plugin ``name`` with new settings (``PluginHost.restart``) once the event
-        it is given, if any, is done; its delivery waits meanwhile and goes on from its
-        cursor."""
+        it is given, if any, is done; its delivery waits, then goes on from its cursor."""
         async with self._gates[name]:
             return await self.host.restart(name, settings)
 

@@ -34,9 +34,11 @@ class Ring:
 
 
 class Activity:
-    """Per-minute counters of each ``ActivityKind`` (one per daemon, in its Metrics)."""
+    """Per-minute counters of each ``ActivityKind`` (one per daemon, in its Metrics), from
+    ``started`` on (the minutes before it are not measured: left out, not zero)."""
 
-    def __init__(self) -> None:
+    def __init__(self, started: float = 0.0) -> None:
+        self.started = started
         self.rings: dict[str, Ring] = {kind: Ring() for kind in get_args(ActivityKind)}
 
     def add(self, kind: ActivityKind, now: float | None = None) -> None:
@@ -44,7 +46,9 @@ class Activity:
         self.rings[kind].add(time.time() if now is None else now)
 
     def per_minute(self, kind: ActivityKind, now: float) -> list[tuple[float, int]]:
-        """The last hour's minutes up to ``now``'s, oldest first: (minute start, count)."""
+        """The last hour's minutes up to ``now``'s, oldest first: (minute start, count);
+        only those from ``started``'s minute on (fewer than ``MINUTES`` in the first hour)."""
         ring = self.rings[kind]
         last = int(now // 60)
-        return [(m * 60.0, ring.count(m)) for m in range(last - MINUTES + 1, last + 1)]
+        first = max(last - MINUTES + 1, min(int(self.started // 60), last))
+        return [(m * 60.0, ring.count(m)) for m in range(first, last + 1)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import get_args
 
@@ -119,7 +120,7 @@ class Metrics:
             "else 0.", ["lease"], registry=r,
         )
         # Reports and pushes per minute over the last hour (the console's plot).
-        self.activity = Activity()
+        self.activity = Activity(time.time())
         # Async callables that update gauges from their source just before a scrape.
         self.refreshers: list[Callable[[], Awaitable[None]]] = []
 

@@ -45,6 +45,8 @@ def parse_request(data: Any) -> PushRequest:
                 raise BadPush(name, f"expected a whole number from 0 to {MAX_BADGE}")
         elif value is not None and not isinstance(value, str):
             raise BadPush(name, "expected a string")
+        elif value is not None and "\x00" in value:
+            raise BadPush(name, "contains a NUL character")  # no store could keep it
     if data["verb"] not in VERBS:
         raise BadPush("verb", f"unknown verb {data['verb']!r} (known: {', '.join(VERBS)})")
     if data["verb"] in CALL_VERBS and not data.get("id"):
