@@ -118,6 +118,11 @@ class Stopping(PnbridgeError):
 # -- storage ----------------------------------------------------------------------------
 
 
+class CopyInterrupted(PnbridgeError):
+    """``pnbridge store copy`` stopped between two chunks when asked to (Ctrl-C); running
+    the same copy again finishes it."""
+
+
 class StoreError(PnbridgeError):
     """The database cannot be opened, is of a schema this version does not know, or cannot
     do an operation (locked, read-only, full, corrupt). The store engine raises it for its

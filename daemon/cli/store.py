@@ -21,9 +21,10 @@ import click
 from ..config.running import read_record
 from ..config.tables import StorageConfig, load_config
 from ..delivery.commands import config_option, fail
+from ..errors import CopyInterrupted
 from ..model import isotime
 from ..ops.instance import gone, holder_name
-from ..storage.copy import COPYING, Interrupted, copy_store, copying_from, described
+from ..storage.copy import COPYING, copy_store, copying_from, described
 from ..storage.engines import database_name, engine, local_name
 from ..storage.interface import Store
 from .common import open_store, progress
@@ -126,7 +127,7 @@ def store_copy(config_path: str | None, to: str, password_file: str | None,
             counts = source.table_counts()
             with progress(sum(counts.values()), "Copying") as done, _interruptible() as stop:
                 copied = copy_store(source, target, source_name, done, stop)
-        except (Interrupted, KeyboardInterrupt):
+        except (CopyInterrupted, KeyboardInterrupt):
             click.echo("pnbridge: copy interrupted: run it again to finish", err=True)
             raise SystemExit(130) from None
         finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from ..errors import CopyInterrupted
 from .interface import Store
 from .sqlite.copy import COPIED
 
@@ -24,9 +25,6 @@ CHUNK = 1000  # rows read, and written in one transaction, at a time
 COPYING = "copy"  # the lease that marks a target whose copy has not finished
 _FOREVER = 1e11  # the marker's lease time (seconds): it never expires
 
-
-class Interrupted(Exception):
-    """The copy stopped between two chunks when asked to; running it again finishes it."""
 
 # What to call a table's rows in a message (one, several).
 _NAMES = {
@@ -64,7 +62,7 @@ def copy_store(source: Store, target: Store, source_name: str,
                stop: Callable[[], bool] = lambda: False) -> dict[str, int]:
     """Copy every table of ``source`` (named ``source_name``) into ``target``; how many rows
     of each were copied. ``done`` is told of each chunk's rows as it is written; when
-    ``stop`` says so after a chunk, Interrupted (the target stays marked unfinished)."""
+    ``stop`` says so after a chunk, CopyInterrupted (the target stays marked unfinished)."""
     with target.transaction():
         if (other := copying_from(target)) is not None:
             target.release_lease(COPYING, other)
@@ -83,7 +81,7 @@ def copy_store(source: Store, target: Store, source_name: str,
             copied[table] += len(rows)
             done(len(rows))
             if stop():
-                raise Interrupted
+                raise CopyInterrupted
     with target.transaction():
         target.raise_journal(source.journal_top())
         target.release_lease(COPYING, source_name)
