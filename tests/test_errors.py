@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from configs import free_port
-from conftest import pnbridge
+from conftest import cli, pnbridge
 from faults import daemon_toml, locked
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,7 +228,7 @@ def test_readme_lists_every_command_and_page():
 
 def _subcommands(group: list[str]) -> list[str]:
     """The commands ``pnbridge GROUP --help`` lists (none for a plain command)."""
-    result = pnbridge(*group, "--help")
+    result = cli(*group, "--help")
     assert result.returncode == 0, result.stderr
     if "Commands:" not in result.stdout:
         return []
