@@ -187,7 +187,7 @@ def _holder(port: int) -> tuple[str, bool] | None:
         if not proc.name.isdigit():
             continue
         try:
-            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+            if any(link in inodes for link in _fd_links(proc)):
                 argv = [a.decode(errors="replace")
                         for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
                 # `pnbridge serve`, `python -m pnbridge serve`, or the console script
@@ -199,6 +199,16 @@ def _holder(port: int) -> tuple[str, bool] | None:
         except (OSError, IndexError):
             continue
     return None
+
+
+def _fd_links(proc: Path) -> Iterator[str]:
+    """What each open file descriptor of ``proc`` points to; one closed while it is read is
+    skipped (not the whole process: the holder may be opening and closing others)."""
+    for fd in (proc / "fd").iterdir():
+        try:
+            yield os.readlink(fd)
+        except OSError:
+            continue
 
 
 def _unprivileged_port_start() -> int:
